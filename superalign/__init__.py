@@ -1,0 +1,3 @@
+"""superalign: a JAX framework for superalignment research."""
+
+__version__ = "0.1.0"

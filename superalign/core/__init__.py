@@ -1,0 +1,1 @@
+"""The functional engine: mesh and shardings, TrainState, jitted steps, fit loop, checkpoints."""

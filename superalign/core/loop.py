@@ -1,0 +1,215 @@
+"""The one training loop: steps, periodic evaluation, early stopping, checkpoints, resume.
+
+Every protocol trains through ``fit``. The loop owns no randomness: the batch for step ``s`` is
+``batch_at(s)`` and the step's key is ``fold_in(state.rng, s)``, so restoring a checkpoint at step
+``s`` and continuing gives bitwise the same run as never stopping.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import signal
+import sys
+import threading
+import time
+from typing import Callable, Mapping
+
+import jax
+import numpy as np
+
+from superalign.core.checkpoint import Checkpointer
+from superalign.core.metrics import MetricWriter
+from superalign.core.state import TrainState
+
+log = logging.getLogger("superalign")
+
+
+class NonFiniteError(RuntimeError):
+  """A training metric became NaN or infinite."""
+
+
+class Preempted(Exception):
+  """SIGTERM arrived; a checkpoint was saved at ``step``."""
+
+  def __init__(self, step: int):
+    super().__init__(f"stopped by SIGTERM at step {step}; checkpoint saved")
+    self.step = step
+
+
+@dataclasses.dataclass(frozen=True)
+class EarlyStop:
+  metric: str                 # a key of evaluate()'s dict, e.g. "accuracy" or "loss"
+  mode: str = "max"           # "max" or "min"
+  patience: int = 5           # evaluations without improvement before stopping
+  restore_best: bool = True   # end with the best evaluated parameters
+
+  def better(self, new: float, old: float | None) -> bool:
+    if old is None:
+      return True
+    return new > old if self.mode == "max" else new < old
+
+
+@dataclasses.dataclass
+class FitResult:
+  state: TrainState
+  history: list[dict]            # one row per evaluation
+  train_metrics: dict[str, float]  # last logged window of training metrics
+  best: dict | None              # {"step", "metrics"} of the best evaluation
+  stopped_early: bool
+  resumed_from: int | None
+
+
+@contextlib.contextmanager
+def _sigterm_flag():
+  """Turns SIGTERM into a flag the loop checks between steps (preemptible TPU VMs)."""
+  flag = threading.Event()
+  if threading.current_thread() is not threading.main_thread():
+    yield flag
+    return
+  previous = signal.signal(signal.SIGTERM, lambda *_: flag.set())
+  try:
+    yield flag
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
+def _copy(tree):
+  return jax.tree.map(lambda x: x.copy(), tree)
+
+
+def _check_finite(rows: list[tuple[int, dict]]) -> None:
+  for step, metrics in rows:
+    for name, value in metrics.items():
+      if not math.isfinite(float(value)):
+        raise NonFiniteError(f"training metric {name!r} is {float(value)} at step {step}")
+
+
+class _Progress:
+  """tqdm bar on a terminal; plain log lines every ``log_every`` steps otherwise."""
+
+  def __init__(self, total: int, initial: int, desc: str):
+    self.bar = None
+    self.desc = desc
+    if sys.stderr.isatty():
+      from tqdm.auto import tqdm
+      self.bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, leave=False)
+    self.t0, self.s0 = time.time(), initial
+
+  def update(self, step: int, scalars: Mapping[str, float], n: int) -> None:
+    text = " ".join(f"{k}={v:.4g}" for k, v in scalars.items())
+    if self.bar is not None:
+      self.bar.update(n)
+      self.bar.set_postfix_str(text, refresh=False)
+    else:
+      rate = (step - self.s0) / max(time.time() - self.t0, 1e-9)
+      log.info("%s step %d: %s (%.1f steps/s)", self.desc, step, text, rate)
+
+  def close(self) -> None:
+    if self.bar is not None:
+      self.bar.close()
+
+
+def fit(
+    state: TrainState,
+    train_step: Callable,
+    batch_at: Callable[[int], dict],
+    num_steps: int,
+    *,
+    evaluate: Callable[[TrainState], dict[str, float]] | None = None,
+    eval_every: int = 0,
+    early_stop: EarlyStop | None = None,
+    checkpointer: Checkpointer | None = None,
+    writer: MetricWriter | None = None,
+    log_every: int = 50,
+    desc: str = "train",
+) -> FitResult:
+  """Trains ``state`` for ``num_steps`` steps (resuming from ``checkpointer`` if it has one)."""
+  history: list[dict] = []
+  best_value, best_row, bad_evals, best_params = None, None, 0, None
+  stopped_early, train_metrics, resumed_from = False, {}, None
+  track_best = early_stop is not None and early_stop.restore_best
+
+  def items():
+    out = {"state": state.checkpoint_items()}
+    if track_best:
+      out["best_params"] = best_params if best_params is not None else state.params
+    return out
+
+  def meta(finished: bool):
+    return {"history": history, "best_value": best_value, "best": best_row,
+            "bad_evals": bad_evals, "stopped_early": stopped_early,
+            "train_metrics": train_metrics, "finished": finished}
+
+  if checkpointer is not None and checkpointer.latest_step() is not None:
+    resumed_from = checkpointer.latest_step()
+    restored, m = checkpointer.restore(resumed_from, items())
+    state = state.replace_items(restored["state"])
+    if track_best:
+      best_params = restored["best_params"] if m["best"] is not None else None
+    history, best_value, best_row = m["history"], m["best_value"], m["best"]
+    bad_evals, stopped_early, train_metrics = m["bad_evals"], m["stopped_early"], m["train_metrics"]
+    log.info("%s: resumed from checkpoint at step %d", desc, resumed_from)
+    if m["finished"]:
+      return _finish(state, best_params, track_best, history, train_metrics, best_row,
+                     stopped_early, resumed_from)
+
+  start = int(jax.device_get(state.step))
+  progress = _Progress(num_steps, start, desc)
+  pending: list[tuple[int, dict]] = []
+  step = start
+  with _sigterm_flag() as sigterm:
+    try:
+      while step < num_steps and not stopped_early:
+        state, metrics = train_step(state, batch_at(step))
+        step += 1
+        pending.append((step, metrics))
+        last = step == num_steps
+        do_eval = evaluate is not None and ((eval_every and step % eval_every == 0) or last)
+        if step % log_every == 0 or last or do_eval or sigterm.is_set():
+          rows = jax.device_get(pending)
+          _check_finite(rows)
+          train_metrics = {k: float(np.mean([m[k] for _, m in rows])) for k in rows[-1][1]}
+          if writer is not None:
+            writer.write(step, {f"train/{k}": v for k, v in train_metrics.items()})
+          progress.update(step, train_metrics, len(rows))
+          pending = []
+        if do_eval:
+          scores = evaluate(state)
+          row = {"step": step, **scores}
+          history.append(row)
+          if writer is not None:
+            writer.write(step, {f"val/{k}": v for k, v in scores.items()})
+          if early_stop is not None:
+            value = scores[early_stop.metric]
+            if early_stop.better(value, best_value):
+              best_value, best_row, bad_evals = value, row, 0
+              if track_best:
+                best_params = _copy(state.params)
+            else:
+              bad_evals += 1
+              stopped_early = bad_evals >= early_stop.patience
+        final = last or stopped_early  # the final save below covers these
+        if checkpointer is not None and not final and (checkpointer.due(step) or sigterm.is_set()):
+          checkpointer.save(step, items(), meta(finished=False))
+        if sigterm.is_set() and not final:
+          if checkpointer is not None:
+            checkpointer.wait()
+          raise Preempted(step)
+    finally:
+      progress.close()
+  if checkpointer is not None:
+    checkpointer.save(step, items(), meta(finished=True))
+    checkpointer.wait()
+  return _finish(state, best_params, track_best, history, train_metrics, best_row,
+                 stopped_early, resumed_from)
+
+
+def _finish(state, best_params, track_best, history, train_metrics, best_row, stopped_early,
+            resumed_from) -> FitResult:
+  if track_best and best_params is not None:
+    state = state.replace(params=best_params)
+  return FitResult(state=state, history=history, train_metrics=train_metrics, best=best_row,
+                   stopped_early=stopped_early, resumed_from=resumed_from)

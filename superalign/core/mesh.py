@@ -1,0 +1,125 @@
+"""Device mesh from the config, and the shardings that map data and parameters onto it.
+
+Parameters carry logical axis names (``'embed'``, ``'mlp'``, ``'heads'``, ``'vocab'``) set by the
+models with ``nnx.with_partitioning``; ``LOGICAL_RULES`` maps each logical name to mesh axes, as in
+MaxText. Mesh axes:
+
+* ``data``  - pure data parallelism: batch split, parameters replicated.
+* ``fsdp``  - batch split *and* parameters sharded along their ``embed`` dimension (ZeRO-3 style).
+* ``model`` - tensor parallelism: ``mlp``, ``heads`` and ``vocab`` dimensions split (Megatron style).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+MESH_AXES = ("data", "fsdp", "model")
+BATCH_AXES = ("data", "fsdp")
+
+# logical parameter axis -> mesh axes it may be split over (first that fits wins).
+LOGICAL_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("embed", ("fsdp",)),
+    ("mlp", ("model",)),
+    ("heads", ("model",)),
+    ("vocab", ("model",)),
+    ("conv_out", ("model",)),
+)
+
+
+def resolve_axis_sizes(axis_sizes: Mapping[str, int], num_devices: int) -> dict[str, int]:
+  """Fills one ``-1`` axis with the remaining devices; raises ValueError naming the problem."""
+  sizes = {name: int(axis_sizes.get(name, 1)) for name in MESH_AXES}
+  unknown = sorted(set(axis_sizes) - set(MESH_AXES))
+  if unknown:
+    raise ValueError(f"mesh.{unknown[0]}: unknown mesh axis; valid axes are {', '.join(MESH_AXES)}")
+  fill = [n for n, s in sizes.items() if s == -1]
+  if len(fill) > 1:
+    raise ValueError(f"mesh.{fill[1]}=-1: only one axis may be -1 (fill), got {', '.join(fill)}")
+  for name, size in sizes.items():
+    if size == 0 or size < -1:
+      raise ValueError(f"mesh.{name}={size}: axis sizes must be positive, or -1 to fill")
+  known = math.prod(s for s in sizes.values() if s != -1)
+  if fill:
+    if num_devices % known:
+      raise ValueError(
+          f"mesh.{fill[0]}=-1: the other axes use {known} devices, which does not divide the "
+          f"{num_devices} available")
+    sizes[fill[0]] = num_devices // known
+  total = math.prod(sizes.values())
+  if total != num_devices:
+    shape = ", ".join(f"{n}={s}" for n, s in sizes.items())
+    raise ValueError(
+        f"mesh ({shape}): axis sizes multiply to {total} but there are {num_devices} devices; "
+        "set one axis to -1 to fill")
+  return sizes
+
+
+def make_mesh(axis_sizes: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
+  devices = list(jax.devices() if devices is None else devices)
+  sizes = resolve_axis_sizes(axis_sizes, len(devices))
+  shape = tuple(sizes[n] for n in MESH_AXES)
+  # Auto axis types: shardings are annotations that XLA's partitioner propagates, the pjit model.
+  return jax.make_mesh(shape, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(shape),
+                       devices=devices)
+
+
+def batch_size_per_shard(mesh: Mesh) -> int:
+  return math.prod(mesh.shape[a] for a in BATCH_AXES)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) dimension split over data and fsdp; the rest replicated."""
+  return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def logical_to_mesh(logical: Sequence[str | None], shape: Sequence[int], mesh: Mesh,
+                    rules=LOGICAL_RULES) -> P:
+  """Maps one parameter's logical axes to a PartitionSpec, skipping axes that do not divide."""
+  rules = dict(rules)
+  used: set[str] = set()
+  spec = []
+  for name, dim in zip(logical, shape):
+    chosen = None
+    for axis in rules.get(name, ()) if name else ():
+      size = mesh.shape[axis]
+      if size > 1 and axis not in used and dim % size == 0:
+        chosen = axis
+        used.add(axis)
+        break
+    spec.append(chosen)
+  return P(*spec)
+
+
+def param_shardings(abstract_params: nnx.State, mesh: Mesh, rules=LOGICAL_RULES):
+  """NamedSharding for every parameter from its logical axis annotation (replicated if none)."""
+  logical = nnx.get_partition_spec(abstract_params)
+
+  def one(spec, value):
+    names = tuple(spec) if spec is not None else ()
+    names = names + (None,) * (value.ndim - len(names))
+    return NamedSharding(mesh, logical_to_mesh(names, value.shape, mesh, rules))
+
+  return jax.tree.map(one, logical, abstract_params,
+                      is_leaf=lambda x: isinstance(x, P) or x is None)
+
+
+def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """Puts a host batch on the mesh split over the batch axes.
+
+  Single process: ``batch`` is the global batch. Multi-process: each process passes its own slice
+  of the global batch (see ``superalign.data.batches.process_slice``).
+  """
+  sharding = batch_sharding(mesh)
+  if jax.process_count() == 1:
+    return {k: jax.device_put(v, sharding) for k, v in batch.items()}
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}

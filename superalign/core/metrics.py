@@ -1,0 +1,108 @@
+"""Metric writers (JSONL and TensorBoard) and the classification metrics every protocol reports."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Mapping
+
+import jax
+import numpy as np
+
+
+class MetricWriter:
+  """Appends one JSON object per logged step to ``metrics.jsonl`` and mirrors it to TensorBoard.
+
+  Only process 0 writes. On resume, lines past the restored step are dropped first, so a run that
+  was interrupted and resumed leaves the same file as one that was not.
+  """
+
+  def __init__(self, workdir: str, tag: str = "", resume_step: int | None = None):
+    self.enabled = jax.process_index() == 0
+    self.tag = tag
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self._tb = None
+    if not self.enabled:
+      return
+    os.makedirs(workdir, exist_ok=True)
+    self._truncate(resume_step)
+    try:
+      from tensorboardX import SummaryWriter
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard", tag) if tag
+                               else os.path.join(workdir, "tensorboard"))
+    except ImportError:  # tensorboardX is a dependency; tolerate its absence in minimal installs.
+      self._tb = None
+
+  def _truncate(self, resume_step: int | None) -> None:
+    if not os.path.exists(self.path):
+      return
+    keep = []
+    with open(self.path) as f:
+      for line in f:
+        row = json.loads(line)
+        if row.get("run", "") != self.tag or (resume_step is not None and
+                                              row.get("step", 0) <= resume_step):
+          keep.append(line)
+    tmp = self.path + ".tmp"
+    with open(tmp, "w") as f:
+      f.writelines(keep)
+    os.replace(tmp, self.path)
+
+  def write(self, step: int, scalars: Mapping[str, float]) -> None:
+    if not self.enabled:
+      return
+    row = {"run": self.tag, "step": int(step), **{k: float(v) for k, v in scalars.items()}}
+    with open(self.path, "a") as f:
+      f.write(json.dumps(row) + "\n")
+    if self._tb is not None:
+      for k, v in scalars.items():
+        self._tb.add_scalar(k, float(v), int(step))
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f]
+
+
+def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+  return float(np.mean(np.argmax(probs, -1) == labels))
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+  """Area under the ROC curve for binary ``labels`` by the rank-sum formula (ties averaged).
+
+  NaN when only one class is present.
+  """
+  scores = np.asarray(scores, np.float64)
+  labels = np.asarray(labels).astype(bool)
+  pos, neg = labels.sum(), (~labels).sum()
+  if pos == 0 or neg == 0:
+    return math.nan
+  order = np.argsort(scores, kind="mergesort")
+  ranks = np.empty(len(scores), np.float64)
+  sorted_scores = scores[order]
+  # average ranks within ties
+  _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+  avg = first + (counts - 1) / 2.0 + 1.0
+  ranks[order] = np.repeat(avg, counts)
+  return float((ranks[labels].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
+
+
+def cross_entropy(probs: np.ndarray, labels: np.ndarray) -> float:
+  p = np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)
+  return float(-np.mean(np.log(p)))
+
+
+def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+  out = {"accuracy": accuracy(probs, labels), "loss": cross_entropy(probs, labels)}
+  if probs.shape[-1] == 2:
+    out["auroc"] = auroc(probs[:, 1], labels)
+  return out

@@ -1,0 +1,45 @@
+"""Optimizers and learning-rate schedules from ``config.optim``."""
+
+from __future__ import annotations
+
+import optax
+
+SCHEDULES = ("constant", "cosine", "warmup_cosine", "linear")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+
+
+def schedule(cfg, num_steps: int) -> optax.Schedule:
+  lr = float(cfg.learning_rate)
+  warmup = int(cfg.get("warmup_steps", 0))
+  name = cfg.get("schedule", "constant")
+  if name == "constant":
+    return optax.constant_schedule(lr)
+  if name == "cosine":
+    return optax.cosine_decay_schedule(lr, max(num_steps, 1))
+  if name == "warmup_cosine":
+    return optax.warmup_cosine_decay_schedule(0.0, lr, max(warmup, 1), max(num_steps, warmup + 1))
+  if name == "linear":
+    return optax.linear_schedule(lr, 0.0, max(num_steps, 1))
+  raise ValueError(f"optim.schedule={name!r}: unknown; valid: {', '.join(SCHEDULES)}")
+
+
+def make(cfg, num_steps: int, trainable_mask=None) -> optax.GradientTransformation:
+  """Gradient clipping, then the optimizer; frozen parameters (mask False) get zero updates."""
+  lr = schedule(cfg, num_steps)
+  name = cfg.get("name", "adamw")
+  if name == "adamw":
+    opt = optax.adamw(lr, weight_decay=float(cfg.get("weight_decay", 0.0)))
+  elif name == "adam":
+    opt = optax.adam(lr)
+  elif name == "sgd":
+    opt = optax.sgd(lr, momentum=float(cfg.get("momentum", 0.9)) or None)
+  else:
+    raise ValueError(f"optim.name={name!r}: unknown; valid: {', '.join(OPTIMIZERS)}")
+  chain = []
+  if cfg.get("clip_norm", 0.0):
+    chain.append(optax.clip_by_global_norm(float(cfg.clip_norm)))
+  chain.append(opt)
+  tx = optax.chain(*chain)
+  if trainable_mask is not None:
+    tx = optax.multi_transform({True: tx, False: optax.set_to_zero()}, trainable_mask)
+  return tx

@@ -1,0 +1,71 @@
+"""Train and predict steps: pure functions, jitted once with shardings and buffer donation.
+
+``jax.jit(f, in_shardings=..., out_shardings=..., donate_argnums=...)`` is what ``pjit`` was; the
+``jax.experimental.pjit`` import is deprecated and not used here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh
+
+from superalign.core import mesh as mesh_lib
+from superalign.core.state import TrainState
+
+Batch = Mapping[str, jax.Array]
+# loss_fn(model, batch, rng, step) -> (scalar loss, dict of scalar metrics)
+LossFn = Callable[[nnx.Module, Batch, jax.Array, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
+
+
+def cross_entropy_loss(model: nnx.Module, batch: Batch, rng, step):
+  """Supervised objective: softmax cross-entropy on integer labels ``batch['y']``."""
+  del rng, step
+  logits = model(batch["x"]).astype(jnp.float32)
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
+  accuracy = (logits.argmax(-1) == batch["y"]).mean()
+  return loss, {"accuracy": accuracy}
+
+
+def train_step_fn(loss_fn: LossFn) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+  """The pure update ``(state, batch) -> (state, metrics)``; the step key is fold_in(rng, step)."""
+
+  def step(state: TrainState, batch: Batch):
+    rng = jax.random.fold_in(state.rng, state.step)
+
+    def objective(params):
+      return loss_fn(state.model(params), batch, rng, state.step)
+
+    (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+    updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  return step
+
+
+def make_train_step(loss_fn: LossFn, state_shardings: TrainState, mesh: Mesh):
+  """Jitted train step. The state is donated: its buffers are reused for the new state."""
+  return jax.jit(
+      train_step_fn(loss_fn),
+      in_shardings=(state_shardings, mesh_lib.batch_sharding(mesh)),
+      out_shardings=(state_shardings, mesh_lib.replicated(mesh)),
+      donate_argnums=0,
+  )
+
+
+def predict_fn(state: TrainState, batch: Batch) -> jax.Array:
+  """Class probabilities for ``batch['x']``, computed in float32."""
+  logits = state.model()(batch["x"]).astype(jnp.float32)
+  return jax.nn.softmax(logits, axis=-1)
+
+
+def make_predict_step(state_shardings: TrainState, mesh: Mesh,
+                      fn: Callable[[TrainState, Batch], Any] = predict_fn):
+  return jax.jit(fn, in_shardings=(state_shardings, mesh_lib.batch_sharding(mesh)),
+                 out_shardings=mesh_lib.batch_sharding(mesh))

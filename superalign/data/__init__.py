@@ -1,0 +1,51 @@
+"""Data sources by name, deterministic disjoint splits, and (seed, step) batching.
+
+Names: ``digits``, ``breast_cancer`` (bundled with scikit-learn), ``idx:<dir>`` (MNIST-format
+files), ``tfds:<name>`` (``tfds.data_source``, TensorFlow-free) and ``synthetic:<generator>``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from superalign.data import bundled, idx, synthetic
+from superalign.data.source import DataError, Source  # noqa: F401
+from superalign.data.splits import Split, make_splits  # noqa: F401
+
+BUNDLED = {"digits": bundled.digits, "breast_cancer": bundled.breast_cancer}
+PREFIXES = ("idx:", "tfds:", "synthetic:")
+
+
+def valid_names() -> str:
+  return ", ".join([*BUNDLED, "idx:<dir>", "tfds:<name>",
+                    *(f"synthetic:{g}" for g in synthetic.GENERATORS)])
+
+
+def check_name(name: str) -> None:
+  """Cheap checks before any work: the name parses, a directory exists, a generator is known."""
+  if name in BUNDLED:
+    return
+  if name.startswith("idx:"):
+    idx.check_directory(os.path.expanduser(name[4:]))
+    return
+  if name.startswith("tfds:") and len(name) > 5:
+    return
+  if name.startswith("synthetic:") and name[10:] in synthetic.GENERATORS:
+    return
+  raise DataError(f"data.name={name!r}: unknown data set; valid: {valid_names()}")
+
+
+def load(cfg) -> Source:
+  """The source named by ``cfg.name`` (a ``config.data`` ConfigDict)."""
+  name = cfg.name
+  check_name(name)
+  if name in BUNDLED:
+    return BUNDLED[name]()
+  if name.startswith("idx:"):
+    return idx.load(os.path.expanduser(name[4:]))
+  if name.startswith("tfds:"):
+    from superalign.data import tfds_source
+    return tfds_source.load(name[5:], cfg.get("tfds_dir") or None,
+                            max_len=cfg.get("max_len", 128), vocab_size=cfg.get("vocab_size", 8192),
+                            limit=cfg.get("tfds_limit") or None)
+  return synthetic.GENERATORS[name[10:]](seed=cfg.get("source_seed", 0))

@@ -1,0 +1,67 @@
+"""MNIST-format IDX files from a local directory (MNIST, Fashion-MNIST), gzipped or not.
+
+Debian's ``dataset-fashion-mnist`` package installs Fashion-MNIST under
+``/usr/share/datasets/fashion-mnist``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+
+import numpy as np
+
+from superalign.core.specs import InputSpec
+from superalign.data.source import DataError, Source
+
+_FILES = {
+    "train_x": "train-images-idx3-ubyte",
+    "train_y": "train-labels-idx1-ubyte",
+    "test_x": "t10k-images-idx3-ubyte",
+    "test_y": "t10k-labels-idx1-ubyte",
+}
+_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: str) -> np.ndarray:
+  """Parses one IDX file: 2 zero bytes, a dtype byte, a rank byte, big-endian dims, data."""
+  opener = gzip.open if path.endswith(".gz") else open
+  with opener(path, "rb") as f:
+    raw = f.read()
+  if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES:
+    raise DataError(f"{path}: not an IDX file (bad magic number)")
+  rank = raw[3]
+  dims = np.frombuffer(raw, ">u4", count=rank, offset=4).astype(int)
+  data = np.frombuffer(raw, _DTYPES[raw[2]], offset=4 + 4 * rank)
+  if data.size != int(np.prod(dims)):
+    raise DataError(f"{path}: header says {tuple(dims)} but holds {data.size} values")
+  return data.reshape(dims)
+
+
+def find(directory: str, stem: str) -> str | None:
+  for suffix in ("", ".gz"):
+    path = os.path.join(directory, stem + suffix)
+    if os.path.exists(path):
+      return path
+  return None
+
+
+def check_directory(directory: str) -> None:
+  if not os.path.isdir(directory):
+    raise DataError(
+        f"data.name='idx:{directory}': no such directory; give a directory holding "
+        "train-images-idx3-ubyte[.gz] and friends (e.g. /usr/share/datasets/fashion-mnist from "
+        "Debian's dataset-fashion-mnist package)")
+  missing = [stem for stem in _FILES.values() if find(directory, stem) is None]
+  if missing:
+    raise DataError(f"data.name='idx:{directory}': missing {', '.join(missing)}[.gz]")
+
+
+def load(directory: str) -> Source:
+  check_directory(directory)
+  arrays = {key: read_idx(find(directory, stem)) for key, stem in _FILES.items()}
+  scale = lambda a: (a.astype(np.float32) / 255.0)[..., None]
+  height, width = arrays["train_x"].shape[1:]
+  return Source(f"idx:{directory}", scale(arrays["train_x"]), arrays["train_y"].astype(np.int32),
+                InputSpec((height, width, 1), "image", int(arrays["train_y"].max()) + 1),
+                test_x=scale(arrays["test_x"]), test_y=arrays["test_y"].astype(np.int32))

@@ -1,0 +1,51 @@
+"""Small convolutional classifier for image data."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from superalign.models import layers
+
+
+class CNN(nnx.Module):
+  """[Conv3x3 -> ReLU -> MaxPool2 (while the map is at least 4 wide)] per channel count, then
+  flatten -> Dense(hidden) -> ReLU -> Dense head. Input ``[batch, height, width, channels]``."""
+
+  def __init__(self, input_shape: Sequence[int], num_classes: int, channels: Sequence[int],
+               hidden: int, *, dtype=jnp.float32, rngs: nnx.Rngs):
+    if len(input_shape) != 3:
+      raise ValueError(f"CNN needs image input [height, width, channels], got shape {input_shape}")
+    height, width, c_in = input_shape
+    self.convs = nnx.List()
+    self.pool = []
+    for c_out in channels:
+      self.convs.append(nnx.Conv(
+          c_in, c_out, kernel_size=(3, 3), padding="SAME", dtype=dtype,
+          kernel_init=nnx.with_partitioning(nnx.initializers.lecun_normal(),
+                                            (None, None, None, "conv_out")),
+          bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), ("conv_out",)),
+          rngs=rngs))
+      pool = min(height, width) >= 4
+      self.pool.append(pool)
+      if pool:
+        height, width = height // 2, width // 2
+      c_in = c_out
+    self.pool = tuple(self.pool)
+    self.dense = layers.dense(height * width * c_in, hidden, (None, "mlp"), dtype, rngs)
+    self.head = layers.dense(hidden, num_classes, ("mlp", None), dtype, rngs)
+    self.dtype = dtype
+
+  def features(self, x: jax.Array) -> jax.Array:
+    h = x.astype(self.dtype)
+    for conv, pool in zip(self.convs, self.pool):
+      h = jax.nn.relu(conv(h))
+      if pool:
+        h = nnx.max_pool(h, window_shape=(2, 2), strides=(2, 2))
+    return jax.nn.relu(self.dense(h.reshape(h.shape[0], -1)))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.head(self.features(x))

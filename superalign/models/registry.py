@@ -1,0 +1,79 @@
+"""Models by name, and a size ladder per family (weakest first) for weak/strong pairs."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax.numpy as jnp
+from flax import nnx
+
+from superalign.core.errors import ConfigError
+from superalign.core.specs import InputSpec
+from superalign.models.cnn import CNN
+from superalign.models.mlp import MLP
+from superalign.models.transformer import Transformer
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  family: str
+  kwargs: dict[str, Any]
+  inputs: tuple[str, ...]    # input kinds this model accepts
+
+
+_MLP = ("vector", "image")
+_GPT = ("tokens",)
+MODELS: dict[str, ModelSpec] = {
+    "mlp_tiny": ModelSpec("mlp", {"hidden": (8,)}, _MLP),
+    "mlp_small": ModelSpec("mlp", {"hidden": (32,)}, _MLP),
+    "mlp_base": ModelSpec("mlp", {"hidden": (256, 256)}, _MLP),
+    "mlp_large": ModelSpec("mlp", {"hidden": (1024, 1024)}, _MLP),
+    "cnn_tiny": ModelSpec("cnn", {"channels": (4,), "hidden": 16}, ("image",)),
+    "cnn_small": ModelSpec("cnn", {"channels": (16, 32), "hidden": 64}, ("image",)),
+    "cnn_base": ModelSpec("cnn", {"channels": (32, 64), "hidden": 128}, ("image",)),
+    "cnn_large": ModelSpec("cnn", {"channels": (64, 128, 128), "hidden": 256}, ("image",)),
+    "gpt_tiny": ModelSpec("gpt", {"num_layers": 2, "width": 64, "num_heads": 2}, _GPT),
+    "gpt_small": ModelSpec("gpt", {"num_layers": 4, "width": 128, "num_heads": 4}, _GPT),
+    "gpt_medium": ModelSpec("gpt", {"num_layers": 6, "width": 384, "num_heads": 6}, _GPT),
+    "gpt2": ModelSpec("gpt", {"num_layers": 12, "width": 768, "num_heads": 12}, _GPT),
+}
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def names() -> list[str]:
+  return sorted(MODELS)
+
+
+def ladder(family: str) -> list[str]:
+  """Model names of one family, weakest first."""
+  return [name for name, spec in MODELS.items() if spec.family == family]
+
+
+def check(name: str, inputs: InputSpec) -> None:
+  """Raises ValueError when ``name`` is unknown or cannot read this kind of input."""
+  if name not in MODELS:
+    raise ConfigError(f"model.name={name!r}: unknown model; valid: {', '.join(names())}")
+  spec = MODELS[name]
+  if inputs.kind not in spec.inputs:
+    valid = [n for n, s in MODELS.items() if inputs.kind in s.inputs]
+    raise ConfigError(f"model.name={name!r} cannot read {inputs.kind} inputs; "
+                     f"models for {inputs.kind} data: {', '.join(valid)}")
+
+
+def builder(name: str, inputs: InputSpec, dtype: str = "float32",
+            max_len: int | None = None) -> Callable[[nnx.Rngs], nnx.Module]:
+  """A function ``rngs -> module`` (so the core can build it abstractly, then sharded)."""
+  check(name, inputs)
+  spec = MODELS[name]
+  compute = DTYPES[dtype]
+  if spec.family == "mlp":
+    return lambda rngs: MLP(inputs.shape, inputs.num_classes, dtype=compute, rngs=rngs,
+                            **spec.kwargs)
+  if spec.family == "cnn":
+    return lambda rngs: CNN(inputs.shape, inputs.num_classes, dtype=compute, rngs=rngs,
+                            **spec.kwargs)
+  length = max_len or inputs.shape[0]
+  return lambda rngs: Transformer(inputs.vocab_size, length, inputs.num_classes, dtype=compute,
+                                  rngs=rngs, **spec.kwargs)

@@ -1,0 +1,18 @@
+"""Protocol runners by ``config.kind``. A protocol plugs in with one line here.
+
+Each runner module has ``validate(config)`` (protocol-specific checks, raising ConfigError) and
+``run(config, workdir) -> dict`` (the results that go to ``results.json``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+RUNNERS = {
+    "supervised": "superalign.supervised.run",
+}
+
+
+def get(kind: str) -> ModuleType:
+  return importlib.import_module(RUNNERS[kind])

@@ -1,0 +1,1 @@
+"""Supervised classification: the base protocol that the others build on."""

@@ -1,0 +1,48 @@
+"""Supervised training on ground truth: ``kind = "supervised"``."""
+
+from __future__ import annotations
+
+import time
+
+from superalign import data as data_lib
+from superalign import models
+from superalign.core import plots
+from superalign.core.errors import ConfigError
+from superalign.core.metrics import classification_metrics
+from superalign.supervised.train import train_classifier
+
+
+def validate(config) -> None:
+  for name in ("train", "test"):
+    if name not in config.data.splits:
+      raise ConfigError(f"data.splits: needs a {name!r} split; has {', '.join(config.data.splits)}")
+
+
+def run(config, workdir: str) -> dict:
+  t0 = time.time()
+  source = data_lib.load(config.data)
+  models.check(config.model.name, source.spec)
+  splits = data_lib.make_splits(source, dict(config.data.splits), config.data.split_seed,
+                                config.data.limit or None)
+  trained = train_classifier(config, splits["train"], source.spec, workdir, tag="supervised",
+                             val=splits.get("val"))
+  test = classification_metrics(trained.predict(splits["test"]), splits["test"].y)
+  plots.learning_curves(workdir)
+  fit = trained.fit
+  return {
+      "model": config.model.name,
+      "data": config.data.name,
+      "num_params": trained.num_params,
+      "num_steps": trained.num_steps,
+      "split_sizes": {k: len(v) for k, v in splits.items()},
+      "final_train_loss": fit.train_metrics.get("loss"),
+      "final_train_accuracy": fit.train_metrics.get("accuracy"),
+      "val": fit.history[-1] if fit.history else None,
+      "best_val": fit.best,
+      "stopped_early": fit.stopped_early,
+      "resumed_from_step": fit.resumed_from,
+      "test_accuracy": test["accuracy"],
+      "test_loss": test["loss"],
+      **({"test_auroc": test["auroc"]} if "auroc" in test else {}),
+      "wall_time_s": round(time.time() - t0, 2),
+  }
