@@ -20,11 +20,11 @@ import experiments
 DEFAULT_CONFIG = os.path.join(os.path.dirname(experiments.__file__), "supervised", "digits.py")
 DEFAULT_ROOT = "runs"  # fresh workdirs go to ./runs/<kind>-<timestamp> (or $SUPERALIGN_RUNS)
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", DEFAULT_CONFIG, "Experiment config file, optionally with :ARGS.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory; resumes if it holds a run.")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False,
                                  "Call jax.distributed.initialize() (multi-host).")
+_CONFIG = None  # defined in run(): ml_collections reads --config.KEY overrides when defining it
+
 
 EXIT_USAGE, EXIT_FAILED, EXIT_PREEMPTED = 2, 1, 143
 
@@ -38,11 +38,25 @@ def _parse_flags(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    _fail(str(e).splitlines()[0])
-  except (AttributeError, KeyError) as e:  # config_flags: override of a key that does not exist
-    _fail(f"{str(e).strip(chr(39))}; see the config file for valid keys")
+    _fail(_flag_error_line(e))
+  except (AttributeError, KeyError) as e:  # an override of a key that does not exist
+    _fail(_unknown_override(e, argv))
   except Exception as e:  # the config file itself failed to load or to run get_config
     _fail(_first_line(e))
+
+
+def _flag_error_line(e: flags.Error) -> str:
+  """absl wraps errors from a config file (with their traceback) in its own message: keep the
+  flag and the underlying error's last line, e.g. ``--config=x.py: FileNotFoundError: ...``."""
+  lines = [l for l in str(e).splitlines() if l.strip()]
+  if len(lines) > 1 and any(l.startswith("Traceback") for l in lines):
+    flag = lines[0].split(": ", 1)[0]
+    cause = lines[-1]
+    name, sep, text = cause.partition(": ")
+    if sep and "." in name and " " not in name:  # drop a dotted exception class path
+      cause = text if name.endswith("ConfigError") else f"{name.rsplit('.', 1)[-1]}: {text}"
+    return f"{flag}: {cause}"
+  return lines[0] if lines else type(e).__name__
 
 
 def _first_line(e: BaseException) -> str:
@@ -99,7 +113,12 @@ def main(argv):
   if len(argv) > 1:
     _fail(f"unexpected argument {argv[1]!r}; use --config=FILE[:ARGS] --workdir=DIR "
           "[--config.KEY=VALUE ...]")
-  config = _CONFIG.value
+  try:
+    config = _CONFIG.value
+    config.get("kind")  # forces the deferred load
+  except Exception as e:  # ml_collections defers config-file load errors to first access
+    _fail(f"--config: {_first_line(e)}" if "Failed loading config file" not in str(e)
+          else "--config: " + _missing_config_line(e))
   if _DISTRIBUTED.value or config.get("distributed", False):
     import jax
     jax.distributed.initialize()
@@ -129,8 +148,34 @@ def main(argv):
     print(f"superalign: results in {os.path.join(workdir, 'results.json')}")
 
 
+def _unknown_override(e: BaseException, argv: list[str]) -> str:
+  """The ``--config.KEY=VALUE`` override whose key does not exist, as one line."""
+  name = str(e).strip("\"' ").split("'")[0]
+  for arg in argv:
+    if arg.startswith("--config."):
+      path = arg[len("--config."):].split("=", 1)[0]
+      if name in path.split("."):
+        return f"--config.{path}: no such key in the config; see the config file for valid keys"
+  return f"--config override: no such key {name!r}; see the config file for valid keys"
+
+
+def _missing_config_line(e: BaseException) -> str:
+  text = str(e)
+  for line in text.splitlines():
+    if "No such file" in line or "Errno" in line:
+      return line.strip()
+  return _first_line(e)
+
+
 def run():
   """Console-script entry point."""
+  global _CONFIG
+  try:
+    _CONFIG = config_flags.DEFINE_config_file(
+        "config", DEFAULT_CONFIG, "Experiment config file, optionally with :ARGS.",
+        lock_config=True)
+  except (AttributeError, KeyError) as e:
+    _fail(_unknown_override(e, sys.argv))
   app.run(main, flags_parser=_parse_flags)
 
 

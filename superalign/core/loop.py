@@ -182,6 +182,8 @@ def fit(
           history.append(row)
           if writer is not None:
             writer.write(step, {f"val/{k}": v for k, v in scores.items()})
+          log.info("%s step %d: validation %s", desc, step,
+                   " ".join(f"{k}={v:.4g}" for k, v in scores.items()))
           if early_stop is not None:
             value = scores[early_stop.metric]
             if early_stop.better(value, best_value):

@@ -74,10 +74,12 @@ def train_classifier(
     loss_fn: steps.LossFn = steps.cross_entropy_loss,
     seed: int | None = None,
     mesh: Mesh | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> Trained:
   """Trains ``config.model.name`` (or ``model_name``) on ``train``; evaluates on ``val``.
 
   Extra per-example arrays in ``train.extra`` (e.g. weak labels) reach ``loss_fn`` in the batch.
+  ``on_batch(step)`` runs before each step's batch is built (profiling, fault injection).
   """
   model_name = model_name or config.model.name
   seed = config.seed if seed is None else seed
@@ -95,6 +97,8 @@ def train_classifier(
   predict = make_predictor(shardings, mesh, tc.eval_batch_size)
 
   def batch_at(step: int):
+    if on_batch is not None:
+      on_batch(step)
     idx = batches.process_slice(batches.train_indices(seed, step, len(train), tc.batch_size))
     return mesh_lib.shard_batch(train.take(idx), mesh)
 

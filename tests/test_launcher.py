@@ -1,0 +1,176 @@
+"""The ``superalign`` command: smoke runs of every config, bad input, preemption and resume."""
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _env(devices=1):
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env["JAX_PLATFORMS"] = "cpu"
+  return env
+
+
+def superalign(*args, devices=1, **kw):
+  return subprocess.run([sys.executable, "-m", "superalign.main", *args], cwd=ROOT,
+                        capture_output=True, text=True, env=_env(devices), timeout=300, **kw)
+
+
+def write_idx(directory, n_train=120, n_test=40, size=28):
+  """A tiny MNIST-format directory: class = which quadrant is bright."""
+  os.makedirs(directory, exist_ok=True)
+  rng = np.random.default_rng(0)
+  for prefix, n in (("train", n_train), ("t10k", n_test)):
+    labels = rng.integers(0, 4, n).astype(np.uint8)
+    images = rng.integers(0, 60, (n, size, size)).astype(np.uint8)
+    half = size // 2
+    for i, label in enumerate(labels):
+      r, c = divmod(int(label), 2)
+      images[i, r * half:(r + 1) * half, c * half:(c + 1) * half] += 150
+    with gzip.open(os.path.join(directory, f"{prefix}-images-idx3-ubyte.gz"), "wb") as f:
+      f.write(bytes([0, 0, 8, 3]) + np.array([n, size, size], ">u4").tobytes() + images.tobytes())
+    with gzip.open(os.path.join(directory, f"{prefix}-labels-idx1-ubyte.gz"), "wb") as f:
+      f.write(bytes([0, 0, 8, 1]) + np.array([n], ">u4").tobytes() + labels.tobytes())
+  return directory
+
+
+def _results(workdir):
+  with open(os.path.join(workdir, "results.json")) as f:
+    return json.load(f)
+
+
+@pytest.mark.parametrize("config", [
+    "experiments/supervised/digits.py:smoke",
+    "experiments/supervised/digits.py:smoke,model=cnn",
+])
+def test_smoke_configs_end_to_end(tmp_path, config):
+  out = superalign(f"--config={config}", f"--workdir={tmp_path}")
+  assert out.returncode == 0, out.stderr[-2000:]
+  results = _results(tmp_path)
+  assert results["num_steps"] == 30 and np.isfinite(results["final_train_loss"])
+  assert results["test_accuracy"] > 0.3  # 30 steps on digits; chance is 0.1
+  for name in ("config.json", "metrics.jsonl"):
+    assert (tmp_path / name).stat().st_size > 0
+  assert list((tmp_path / "plots").glob("*.png"))
+  assert list((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
+  assert (tmp_path / "checkpoints" / "supervised" / "30").is_dir()
+  saved = json.loads((tmp_path / "config.json").read_text())
+  assert saved["model"]["name"] in ("mlp_base", "cnn_small") and saved["train"]["num_steps"] == 30
+
+
+def test_fashion_mnist_config_on_local_idx(tmp_path):
+  data = write_idx(str(tmp_path / "idx"))
+  out = superalign(f"--config=experiments/supervised/fashion_mnist.py:smoke,dir={data}",
+                   f"--workdir={tmp_path / 'run'}")
+  assert out.returncode == 0, out.stderr[-2000:]
+  results = _results(tmp_path / "run")
+  assert results["split_sizes"]["test"] == 40  # the IDX directory's own t10k files
+  assert results["test_accuracy"] > 0.5        # bright-quadrant task; chance is 0.25
+
+
+BAD_INPUT = [
+    (["--config.model.name=resnet9000"], "model.name='resnet9000': unknown model; valid:"),
+    (["--config.data.name=imagenet"], "data.name='imagenet': unknown data set; valid:"),
+    (["--config.mesh.data=3"], "axis sizes multiply to 3 but there are 1 devices"),
+    (["--config.mesh.data=2", "--config.mesh.fsdp=-1", "--config.mesh.model=-1"],
+     "only one axis may be -1"),
+    (["--config.train.batch_size=0"], "train.batch_size=0: must be positive"),
+    (["--config.optim.learning_rate=-0.1"], "optim.learning_rate=-0.1: must be positive"),
+    (["--config.train.num_steps=-5"], "train.num_steps=-5: must be zero or positive"),
+    (["--config.train.bogus_key=3"], "--config.train.bogus_key: no such key in the config"),
+    (["--config.optim.schedule=sawtooth"], "optim.schedule='sawtooth': valid:"),
+    (["--config.train.early_stop_metric=f1"], "train.early_stop_metric='f1'"),
+    (["--config.data.splits.train=1.5"], "data.splits.train=1.5"),
+    (["--config.data.name=idx:/no/such/dir"], "data.name='idx:/no/such/dir': no such directory"),
+    (["--config.kind=telepathy"], "kind='telepathy': unknown; valid:"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_INPUT)
+def test_bad_config_is_one_clear_line(tmp_path, args, message):
+  out = superalign("--config=experiments/supervised/digits.py:smoke",
+                   f"--workdir={tmp_path / 'w'}", *args)
+  _assert_one_line_error(out, message)
+  assert not (tmp_path / "w").exists()  # validation runs before anything is written
+
+
+def _assert_one_line_error(out, message):
+  assert out.returncode == 2, (out.returncode, out.stderr[-2000:])
+  assert "Traceback" not in out.stderr
+  lines = [l for l in out.stderr.splitlines() if l.startswith("superalign: error:")]
+  assert len(lines) == 1, out.stderr[-2000:]
+  assert message in lines[0], lines[0]
+
+
+def test_batch_not_divisible_by_data_axis(tmp_path):
+  out = superalign("--config=experiments/supervised/digits.py:smoke", f"--workdir={tmp_path}",
+                   "--config.mesh.data=8", "--config.train.batch_size=12", devices=8)
+  _assert_one_line_error(out, "train.batch_size=12: not divisible by the batch shards")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--config=experiments/nope.py"], "nope.py"),
+    (["--config=experiments/supervised/digits.py:smok"], "config argument 'smok': unknown"),
+    (["--config=experiments/supervised/fashion_mnist.py:dir=/no/such/idx"],
+     "idx:/no/such/idx': no such directory"),
+])
+def test_bad_config_file_or_argument(tmp_path, args, message):
+  out = superalign(*args, f"--workdir={tmp_path / 'w'}")
+  _assert_one_line_error(out, message)
+
+
+def test_workdir_that_is_a_file(tmp_path):
+  path = tmp_path / "file"
+  path.write_text("precious")
+  out = superalign("--config=experiments/supervised/digits.py:smoke", f"--workdir={path}")
+  _assert_one_line_error(out, "exists and is not a directory")
+  assert path.read_text() == "precious"
+
+
+def test_workdir_with_a_different_config_is_refused(tmp_path):
+  first = superalign("--config=experiments/supervised/digits.py:smoke", f"--workdir={tmp_path}")
+  assert first.returncode == 0, first.stderr[-2000:]
+  before = (tmp_path / "results.json").read_text()
+  out = superalign("--config=experiments/supervised/digits.py:smoke", f"--workdir={tmp_path}",
+                   "--config.seed=7")
+  _assert_one_line_error(out, "seed: 0 then, 7 now")
+  assert (tmp_path / "results.json").read_text() == before
+
+
+def test_sigterm_then_rerun_matches_uninterrupted(tmp_path):
+  args = ["--config=experiments/supervised/digits.py:smoke", "--config.train.num_steps=3000",
+          "--config.train.checkpoint_every=50", "--config.train.eval_every=1000"]
+  full = superalign(*args, f"--workdir={tmp_path / 'full'}")
+  assert full.returncode == 0, full.stderr[-2000:]
+
+  workdir = tmp_path / "preempted"
+  proc = subprocess.Popen([sys.executable, "-m", "superalign.main", *args, f"--workdir={workdir}"],
+                          cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+  ckpts = workdir / "checkpoints" / "supervised"
+  deadline = time.time() + 120
+  while time.time() < deadline and not (ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir())):
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGTERM)
+  _, stderr = proc.communicate(timeout=120)
+  assert proc.returncode == 143, stderr[-2000:]
+  assert "Traceback" not in stderr
+  assert "stopped by SIGTERM at step" in stderr
+  assert not (workdir / "results.json").exists()
+
+  again = superalign(*args, f"--workdir={workdir}")
+  assert again.returncode == 0, again.stderr[-2000:]
+  a, b = _results(tmp_path / "full"), _results(workdir)
+  assert b["resumed_from_step"] is not None and 0 < b["resumed_from_step"] < 3000
+  for key in ("final_train_loss", "test_accuracy", "test_loss", "val"):
+    assert a[key] == b[key], key
