@@ -135,7 +135,7 @@ def test_early_stopping_restores_best_parameters(tmp_path):
   assert fit.stopped_early
   assert fit.history[-1]["step"] < 60
   best = max(fit.history, key=lambda r: r["accuracy"])
-  assert fit.best["step"] == best["step"]
+  assert fit.best["step"] == best["step"] and fit.best["value"] == best["accuracy"]
   # The returned parameters are the best evaluation's, not the last step's.
   from superalign.core.metrics import accuracy
   assert accuracy(trained.predict(noisy), noisy.y) == pytest.approx(best["accuracy"])

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import math
 import signal
 import sys
 import threading
@@ -18,6 +17,7 @@ import time
 from typing import Callable, Mapping
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from superalign.core.checkpoint import Checkpointer
@@ -57,7 +57,7 @@ class FitResult:
   state: TrainState
   history: list[dict]            # one row per evaluation
   train_metrics: dict[str, float]  # last logged window of training metrics
-  best: dict | None              # {"step", "metrics"} of the best evaluation
+  best: dict | None              # {"step", "value"} of the best evaluation (per run if stacked)
   stopped_early: bool
   resumed_from: int | None
 
@@ -83,8 +83,64 @@ def _copy(tree):
 def _check_finite(rows: list[tuple[int, dict]]) -> None:
   for step, metrics in rows:
     for name, value in metrics.items():
-      if not math.isfinite(float(value)):
+      value = np.asarray(value)
+      if not np.all(np.isfinite(value)):
+        if value.ndim:  # stacked runs: name the first bad one
+          run = int(np.argmin(np.isfinite(value)))
+          raise NonFiniteError(
+              f"training metric {name!r} is {float(value[run])} at step {step} (run {run})")
         raise NonFiniteError(f"training metric {name!r} is {float(value)} at step {step}")
+
+
+def _jsonable(value):
+  value = np.asarray(value)
+  return value.tolist() if value.ndim else float(value)
+
+
+class _BestTracker:
+  """Early-stopping bookkeeping, per run when evaluation returns one value per stacked run."""
+
+  def __init__(self, rule: EarlyStop):
+    self.rule = rule
+    self.value = None      # best value so far, scalar or [runs]
+    self.step = None       # step of that value
+    self.bad = None        # evaluations since the last improvement
+    self.params = None     # best parameters (only with restore_best)
+
+  def update(self, step: int, value, params) -> None:
+    value = np.asarray(value, np.float64)
+    if self.value is None:
+      improved = np.ones(value.shape, bool)
+      self.value, self.step, self.bad = value, np.full(value.shape, step), np.zeros(value.shape, int)
+    else:
+      improved = value > self.value if self.rule.mode == "max" else value < self.value
+    self.value = np.where(improved, value, self.value)
+    self.step = np.where(improved, step, self.step)
+    self.bad = np.where(improved, 0, self.bad + 1)
+    if self.rule.restore_best and improved.any():
+      if self.params is None or improved.all():
+        self.params = _copy(params)
+      else:  # stacked runs: keep each run's own best
+        mask = jnp.asarray(improved)
+        self.params = jax.tree.map(
+            lambda new, old: jnp.where(mask.reshape(mask.shape + (1,) * (new.ndim - 1)), new, old),
+            params, self.params)
+
+  @property
+  def exhausted(self) -> bool:
+    return self.bad is not None and bool(np.all(self.bad >= self.rule.patience))
+
+  def state(self) -> dict:
+    if self.value is None:
+      return {}
+    return {"value": _jsonable(self.value), "step": _jsonable(self.step),
+            "bad": _jsonable(self.bad)}
+
+  def load(self, saved: dict) -> None:
+    if saved:
+      self.value = np.asarray(saved["value"], np.float64)
+      self.step = np.asarray(saved["step"]).astype(int)
+      self.bad = np.asarray(saved["bad"]).astype(int)
 
 
 class _Progress:
@@ -118,7 +174,7 @@ def fit(
     batch_at: Callable[[int], dict],
     num_steps: int,
     *,
-    evaluate: Callable[[TrainState], dict[str, float]] | None = None,
+    evaluate: Callable[[TrainState], dict] | None = None,
     eval_every: int = 0,
     early_stop: EarlyStop | None = None,
     checkpointer: Checkpointer | None = None,
@@ -126,37 +182,41 @@ def fit(
     log_every: int = 50,
     desc: str = "train",
 ) -> FitResult:
-  """Trains ``state`` for ``num_steps`` steps (resuming from ``checkpointer`` if it has one)."""
+  """Trains ``state`` for ``num_steps`` steps (resuming from ``checkpointer`` if it has one).
+
+  For stacked runs, ``evaluate`` may return one value per run; early stopping then tracks each
+  run's best separately and stops when every run has run out of patience. Logged training
+  metrics are means over the window and over runs.
+  """
   history: list[dict] = []
-  best_value, best_row, bad_evals, best_params = None, None, 0, None
+  best = _BestTracker(early_stop) if early_stop is not None else None
   stopped_early, train_metrics, resumed_from = False, {}, None
-  track_best = early_stop is not None and early_stop.restore_best
+  keep_best = best is not None and early_stop.restore_best
 
   def items():
     out = {"state": state.checkpoint_items()}
-    if track_best:
-      out["best_params"] = best_params if best_params is not None else state.params
+    if keep_best:
+      out["best_params"] = best.params if best.params is not None else state.params
     return out
 
   def meta(finished: bool):
-    return {"history": history, "best_value": best_value, "best": best_row,
-            "bad_evals": bad_evals, "stopped_early": stopped_early,
-            "train_metrics": train_metrics, "finished": finished}
+    return {"history": history, "best": best.state() if best else {},
+            "stopped_early": stopped_early, "train_metrics": train_metrics, "finished": finished}
 
   if checkpointer is not None and checkpointer.latest_step() is not None:
     resumed_from = checkpointer.latest_step()
     restored, m = checkpointer.restore(resumed_from, items())
     state = state.replace_items(restored["state"])
-    if track_best:
-      best_params = restored["best_params"] if m["best"] is not None else None
-    history, best_value, best_row = m["history"], m["best_value"], m["best"]
-    bad_evals, stopped_early, train_metrics = m["bad_evals"], m["stopped_early"], m["train_metrics"]
+    if best is not None:
+      best.load(m["best"])
+      if keep_best and m["best"]:
+        best.params = restored["best_params"]
+    history, stopped_early, train_metrics = m["history"], m["stopped_early"], m["train_metrics"]
     log.info("%s: resumed from checkpoint at step %d", desc, resumed_from)
     if m["finished"]:
-      return _finish(state, best_params, track_best, history, train_metrics, best_row,
-                     stopped_early, resumed_from)
+      return _finish(state, best, history, train_metrics, stopped_early, resumed_from)
 
-  start = int(jax.device_get(state.step))
+  start = int(jax.device_get(state.step).max())
   progress = _Progress(num_steps, start, desc)
   pending: list[tuple[int, dict]] = []
   step = start
@@ -177,22 +237,16 @@ def fit(
           progress.update(step, train_metrics, len(rows))
           pending = []
         if do_eval:
-          scores = evaluate(state)
-          row = {"step": step, **scores}
-          history.append(row)
+          scores = {k: _jsonable(v) for k, v in evaluate(state).items()}
+          history.append({"step": step, **scores})
+          means = {k: float(np.mean(v)) for k, v in scores.items()}
           if writer is not None:
-            writer.write(step, {f"val/{k}": v for k, v in scores.items()})
+            writer.write(step, {f"val/{k}": v for k, v in means.items()})
           log.info("%s step %d: validation %s", desc, step,
-                   " ".join(f"{k}={v:.4g}" for k, v in scores.items()))
-          if early_stop is not None:
-            value = scores[early_stop.metric]
-            if early_stop.better(value, best_value):
-              best_value, best_row, bad_evals = value, row, 0
-              if track_best:
-                best_params = _copy(state.params)
-            else:
-              bad_evals += 1
-              stopped_early = bad_evals >= early_stop.patience
+                   " ".join(f"{k}={v:.4g}" for k, v in means.items()))
+          if best is not None:
+            best.update(step, scores[early_stop.metric], state.params)
+            stopped_early = best.exhausted
         final = last or stopped_early  # the final save below covers these
         if checkpointer is not None and not final and (checkpointer.due(step) or sigterm.is_set()):
           checkpointer.save(step, items(), meta(finished=False))
@@ -205,13 +259,14 @@ def fit(
   if checkpointer is not None:
     checkpointer.save(step, items(), meta(finished=True))
     checkpointer.wait()
-  return _finish(state, best_params, track_best, history, train_metrics, best_row,
-                 stopped_early, resumed_from)
+  return _finish(state, best, history, train_metrics, stopped_early, resumed_from)
 
 
-def _finish(state, best_params, track_best, history, train_metrics, best_row, stopped_early,
-            resumed_from) -> FitResult:
-  if track_best and best_params is not None:
-    state = state.replace(params=best_params)
+def _finish(state, best, history, train_metrics, stopped_early, resumed_from) -> FitResult:
+  best_row = None
+  if best is not None and best.value is not None:
+    best_row = {"step": _jsonable(best.step), "value": _jsonable(best.value)}
+    if best.params is not None:
+      state = state.replace(params=best.params)
   return FitResult(state=state, history=history, train_metrics=train_metrics, best=best_row,
                    stopped_early=stopped_early, resumed_from=resumed_from)

@@ -73,9 +73,10 @@ def batch_size_per_shard(mesh: Mesh) -> int:
   return math.prod(mesh.shape[a] for a in BATCH_AXES)
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-  """Leading (batch) dimension split over data and fsdp; the rest replicated."""
-  return NamedSharding(mesh, P(BATCH_AXES))
+def batch_sharding(mesh: Mesh, stacked: bool = False) -> NamedSharding:
+  """Batch dimension split over data and fsdp; the rest replicated. ``stacked``: the batch
+  dimension is the second, after a replicated axis of independent runs."""
+  return NamedSharding(mesh, P(None, BATCH_AXES) if stacked else P(BATCH_AXES))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -113,13 +114,14 @@ def param_shardings(abstract_params: nnx.State, mesh: Mesh, rules=LOGICAL_RULES)
                       is_leaf=lambda x: isinstance(x, P) or x is None)
 
 
-def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh,
+                stacked: bool = False) -> dict[str, jax.Array]:
   """Puts a host batch on the mesh split over the batch axes.
 
   Single process: ``batch`` is the global batch. Multi-process: each process passes its own slice
   of the global batch (see ``superalign.data.batches.process_slice``).
   """
-  sharding = batch_sharding(mesh)
+  sharding = batch_sharding(mesh, stacked)
   if jax.process_count() == 1:
     return {k: jax.device_put(v, sharding) for k, v in batch.items()}
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}

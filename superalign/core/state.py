@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx, struct
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from superalign.core import mesh as mesh_lib
 
@@ -37,43 +37,79 @@ def param_count(params: nnx.State) -> int:
   return sum(int(x.size) for x in jax.tree.leaves(params))
 
 
+def overlay(params: nnx.State, warm: dict) -> nnx.State:
+  """``params`` with the leaves present in the nested dict ``warm`` replaced (warm starts)."""
+  pure = params.to_pure_dict()
+
+  def put(into, source, path):
+    for key, value in source.items():
+      if key not in into:
+        raise KeyError(f"warm-start parameter {'/'.join(map(str, path + (key,)))} not in model")
+      if isinstance(value, dict):
+        put(into[key], value, path + (key,))
+      else:
+        into[key] = value
+
+  put(pure, warm, ())
+  nnx.replace_by_pure_dict(params, pure)
+  return params
+
+
 def create(model_fn: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientTransformation,
-           seed: int | jax.Array, mesh: Mesh) -> tuple[TrainState, TrainState]:
+           seed: int | Sequence[int], mesh: Mesh, *,
+           warm: dict | None = None) -> tuple[TrainState, TrainState]:
   """Builds a TrainState with every array born sharded on ``mesh`` (never whole on one device).
+
+  ``seed`` may be a sequence: then the state holds one independent run per seed, stacked on a
+  leading axis (replicated over the mesh), for a vmapped step. ``warm`` (a nested dict of arrays,
+  stacked likewise) overwrites the freshly initialized parameters it names, e.g. a pretrained
+  backbone under a new head.
 
   Returns ``(state, shardings)`` where ``shardings`` mirrors the state with NamedShardings, for
   use as jit in/out shardings and as the restore target's layout.
   """
-  key = jax.random.key(seed) if not isinstance(seed, jax.Array) else seed
-  init_key, run_key = jax.random.split(key)
+  stacked = not isinstance(seed, int)
+  seeds = list(seed) if stacked else [seed]
+  keys = jax.vmap(lambda s: jnp.stack(jax.random.split(jax.random.key(s))))(jnp.array(seeds))
+  init_keys, run_keys = keys[:, 0], keys[:, 1]
 
   def build(init_key):
     with nnx.use_eager_sharding(False):
       model = model_fn(nnx.Rngs(params=init_key))
-    graphdef, params = nnx.split(model, nnx.Param)
-    return graphdef, params
+    return nnx.split(model, nnx.Param)
 
-  graphdef, abstract_params = nnx.eval_shape(lambda: build(init_key))
+  graphdef, abstract_params = nnx.eval_shape(lambda: build(init_keys[0]))
   p_shard = mesh_lib.param_shardings(abstract_params, mesh)
 
-  def init(init_key, run_key):
+  def init(init_key, run_key, warm):
     _, params = build(init_key)
-    params = jax.lax.with_sharding_constraint(params, p_shard)
+    if warm is not None:
+      params = overlay(params, warm)
     return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
             "rng": run_key}
 
-  abstract = jax.eval_shape(init, init_key, run_key)
-  shardings = _shardings_like(tx, abstract, p_shard, mesh)
-  items = jax.jit(init, out_shardings=shardings)(init_key, run_key)
+  if stacked:
+    init = jax.vmap(init)
+    p_shard = jax.tree.map(lambda sh: NamedSharding(mesh, P(None, *sh.spec)), p_shard)
+  else:
+    init_keys, run_keys = init_keys[0], run_keys[0]
+  abstract = jax.eval_shape(init, init_keys, run_keys, warm)
+  shardings = _shardings_like(tx, abstract, p_shard, mesh, stacked)
+  items = jax.jit(init, out_shardings=shardings)(init_keys, run_keys, warm)
   state = TrainState(graphdef=graphdef, tx=tx, **items)
   sharding_state = TrainState(graphdef=graphdef, tx=tx, **shardings)
   return state, sharding_state
 
 
 def _shardings_like(tx: optax.GradientTransformation, abstract: dict, p_shard,
-                    mesh: Mesh) -> dict:
+                    mesh: Mesh, stacked: bool) -> dict:
   """Optimizer moments take their parameter's sharding; counters and keys are replicated."""
   repl = mesh_lib.replicated(mesh)
+  if stacked:  # tree_map_params needs the unstacked optimizer-state structure
+    single = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), abstract)
+    out = _shardings_like(tx, single, p_shard, mesh, stacked=False)
+    out["params"] = p_shard
+    return out
   opt_shard = optax.tree_utils.tree_map_params(
       tx, lambda _, sharding: sharding, abstract["opt_state"], p_shard,
       transform_non_params=lambda _: repl)

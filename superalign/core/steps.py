@@ -49,11 +49,19 @@ def train_step_fn(loss_fn: LossFn) -> Callable[[TrainState, Batch], tuple[TrainS
   return step
 
 
-def make_train_step(loss_fn: LossFn, state_shardings: TrainState, mesh: Mesh):
-  """Jitted train step. The state is donated: its buffers are reused for the new state."""
+def make_train_step(loss_fn: LossFn, state_shardings: TrainState, mesh: Mesh,
+                    stacked: bool = False):
+  """Jitted train step. The state is donated: its buffers are reused for the new state.
+
+  ``stacked``: the state holds independent runs on a leading axis (seeds, hyperparameters) and
+  the batch has the same leading axis; one vmapped step advances them all.
+  """
+  step = train_step_fn(loss_fn)
+  if stacked:
+    step = jax.vmap(step)
   return jax.jit(
-      train_step_fn(loss_fn),
-      in_shardings=(state_shardings, mesh_lib.batch_sharding(mesh)),
+      step,
+      in_shardings=(state_shardings, mesh_lib.batch_sharding(mesh, stacked)),
       out_shardings=(state_shardings, mesh_lib.replicated(mesh)),
       donate_argnums=0,
   )
@@ -66,6 +74,10 @@ def predict_fn(state: TrainState, batch: Batch) -> jax.Array:
 
 
 def make_predict_step(state_shardings: TrainState, mesh: Mesh,
-                      fn: Callable[[TrainState, Batch], Any] = predict_fn):
+                      fn: Callable[[TrainState, Batch], Any] = predict_fn, stacked: bool = False):
+  """Jitted ``fn(state, batch)``; with ``stacked`` every run sees the same (unstacked) batch and
+  the output gains the runs axis in front."""
+  if stacked:
+    fn = jax.vmap(fn, in_axes=(0, None))
   return jax.jit(fn, in_shardings=(state_shardings, mesh_lib.batch_sharding(mesh)),
-                 out_shardings=mesh_lib.batch_sharding(mesh))
+                 out_shardings=mesh_lib.batch_sharding(mesh, stacked))

@@ -43,7 +43,8 @@ def eval_indices(n: int, batch_size: int) -> list[tuple[np.ndarray, int]]:
 
 
 def process_slice(indices: np.ndarray) -> np.ndarray:
-  """This process's contiguous share of a global batch (multi-host data loading)."""
+  """This process's contiguous share of a global batch (multi-host data loading); the batch
+  is the last axis (a leading axis of stacked runs is kept whole)."""
   count, index = jax.process_count(), jax.process_index()
-  per = len(indices) // count
-  return indices[index * per:(index + 1) * per]
+  per = indices.shape[-1] // count
+  return indices[..., index * per:(index + 1) * per]
