@@ -31,11 +31,15 @@ def read_idx(path: str) -> np.ndarray:
   if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES:
     raise DataError(f"{path}: not an IDX file (bad magic number)")
   rank = raw[3]
-  dims = np.frombuffer(raw, ">u4", count=rank, offset=4).astype(int)
-  data = np.frombuffer(raw, _DTYPES[raw[2]], offset=4 + 4 * rank)
-  if data.size != int(np.prod(dims)):
-    raise DataError(f"{path}: header says {tuple(dims)} but holds {data.size} values")
-  return data.reshape(dims)
+  dtype = np.dtype(_DTYPES[raw[2]])
+  if len(raw) < 4 + 4 * rank:
+    raise DataError(f"{path}: truncated IDX header (rank {rank})")
+  dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=rank, offset=4))
+  body = len(raw) - 4 - 4 * rank
+  if body != int(np.prod(dims)) * dtype.itemsize:
+    raise DataError(f"{path}: header says shape {dims} of {dtype.name} ({int(np.prod(dims))} "
+                    f"values) but the file holds {body} bytes of data")
+  return np.frombuffer(raw, dtype, offset=4 + 4 * rank).reshape(dims)
 
 
 def find(directory: str, stem: str) -> str | None:

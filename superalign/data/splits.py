@@ -47,14 +47,13 @@ def make_splits(source: Source, fractions: Mapping[str, float], split_seed: int 
   n_pool = len(source.y) if limit is None else min(limit, len(source.y))
   order = np.random.default_rng(split_seed).permutation(len(source.y))[:n_pool]
   splits: dict[str, Split] = {}
-  start = 0
-  for name, frac in pool_fractions.items():
-    size = int(round(frac * n_pool))
-    idx = np.sort(order[start:start + size])
+  # Cut at rounded cumulative boundaries so rounding errors do not add up across splits.
+  bounds = np.round(np.cumsum([0.0, *pool_fractions.values()]) * n_pool).astype(int)
+  for (name, frac), start, stop in zip(pool_fractions.items(), bounds[:-1], bounds[1:]):
+    idx = np.sort(order[start:stop])
     if len(idx) == 0:
       raise DataError(f"data.splits.{name}={frac}: gives no examples out of {n_pool}")
     splits[name] = Split(source.x[idx], source.y[idx], idx)
-    start += size
   if use_native_test:
     n_test = len(source.test_y) if limit is None else min(limit, len(source.test_y))
     idx = np.arange(n_test)

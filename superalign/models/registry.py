@@ -69,11 +69,20 @@ def builder(name: str, inputs: InputSpec, dtype: str = "float32",
   spec = MODELS[name]
   compute = DTYPES[dtype]
   if spec.family == "mlp":
-    return lambda rngs: MLP(inputs.shape, inputs.num_classes, dtype=compute, rngs=rngs,
+    make = lambda rngs: MLP(inputs.shape, inputs.num_classes, dtype=compute, rngs=rngs,
                             **spec.kwargs)
-  if spec.family == "cnn":
-    return lambda rngs: CNN(inputs.shape, inputs.num_classes, dtype=compute, rngs=rngs,
+  elif spec.family == "cnn":
+    make = lambda rngs: CNN(inputs.shape, inputs.num_classes, dtype=compute, rngs=rngs,
                             **spec.kwargs)
-  length = max_len or inputs.shape[0]
-  return lambda rngs: Transformer(inputs.vocab_size, length, inputs.num_classes, dtype=compute,
-                                  rngs=rngs, **spec.kwargs)
+  else:
+    length = max_len or inputs.shape[0]
+    make = lambda rngs: Transformer(inputs.vocab_size, length, inputs.num_classes, dtype=compute,
+                                    rngs=rngs, **spec.kwargs)
+
+  def build(rngs: nnx.Rngs) -> nnx.Module:
+    # Parameters carry logical axis names; the core places them on a mesh (core/state.py), so
+    # building needs no mesh in scope.
+    with nnx.use_eager_sharding(False):
+      return make(rngs)
+
+  return build

@@ -1,0 +1,137 @@
+"""Classification metrics and the JSONL metric writer."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from superalign.core import metrics
+
+sklearn_metrics = pytest.importorskip("sklearn.metrics")
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_auroc_matches_sklearn_continuous(seed):
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, 2, 200)
+  scores = rng.normal(size=200) + 0.7 * labels
+  assert metrics.auroc(scores, labels) == pytest.approx(
+      sklearn_metrics.roc_auc_score(labels, scores), abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_auroc_matches_sklearn_with_ties(seed):
+  rng = np.random.default_rng(100 + seed)
+  n = int(rng.integers(5, 300))
+  labels = rng.integers(0, 2, n)
+  labels[:2] = [0, 1]  # both classes present
+  scores = rng.integers(0, 4, n).astype(np.float32) / 3.0  # heavy ties
+  assert metrics.auroc(scores, labels) == pytest.approx(
+      sklearn_metrics.roc_auc_score(labels, scores), abs=1e-12)
+
+
+def test_auroc_known_values():
+  assert metrics.auroc([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1]) == 1.0
+  assert metrics.auroc([0.9, 0.8, 0.2, 0.1], [0, 0, 1, 1]) == 0.0
+  assert metrics.auroc([0.5, 0.5, 0.5, 0.5], [0, 1, 0, 1]) == 0.5
+  assert metrics.auroc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == 0.75
+  # boolean labels and plain lists work too
+  assert metrics.auroc(np.array([0.2, 0.9]), np.array([False, True])) == 1.0
+
+
+@pytest.mark.parametrize("labels", [[0, 0, 0], [1, 1, 1], [True]])
+def test_auroc_one_class_is_nan(labels):
+  assert math.isnan(metrics.auroc(np.linspace(0, 1, len(labels)), labels))
+
+
+def test_accuracy():
+  probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+  assert metrics.accuracy(probs, np.array([0, 1, 1, 1])) == 0.75
+  assert metrics.accuracy(probs, np.array([1, 0, 1, 0])) == 0.0
+  three = np.eye(3)[[2, 0, 1, 1]]
+  assert metrics.accuracy(three, np.array([2, 0, 1, 0])) == 0.75
+
+
+def test_cross_entropy_and_classification_metrics():
+  probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+  labels = np.array([0, 1, 1, 1])
+  out = metrics.classification_metrics(probs, labels)
+  assert set(out) == {"accuracy", "loss", "auroc"}
+  assert out["accuracy"] == 0.75
+  assert out["loss"] == pytest.approx(-np.mean(np.log([0.9, 0.8, 0.4, 0.7])))
+  assert out["auroc"] == pytest.approx(sklearn_metrics.roc_auc_score(labels, probs[:, 1]))
+  three = metrics.classification_metrics(np.full((2, 3), 1 / 3), np.array([0, 2]))
+  assert "auroc" not in three
+  assert three["loss"] == pytest.approx(math.log(3))
+  # a zero probability on the label is clipped, not infinite
+  assert math.isfinite(metrics.cross_entropy(np.array([[1.0, 0.0]]), np.array([1])))
+
+
+def _rows(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def test_writer_writes_jsonl(tmp_path):
+  workdir = str(tmp_path / "run")
+  writer = metrics.MetricWriter(workdir, tag="weak")
+  writer.write(1, {"loss": np.float32(0.5), "accuracy": 1})
+  writer.write(2, {"loss": 0.25})
+  writer.close()
+  rows = _rows(workdir)
+  assert rows == [{"run": "weak", "step": 1, "loss": 0.5, "accuracy": 1.0},
+                  {"run": "weak", "step": 2, "loss": 0.25}]
+  assert metrics.read_metrics(workdir) == rows
+  assert metrics.read_metrics(str(tmp_path / "missing")) == []
+  if writer._tb is not None:  # tensorboardX installed: events mirrored under tensorboard/<tag>
+    events = os.listdir(os.path.join(workdir, "tensorboard", "weak"))
+    assert any(name.startswith("events.out.tfevents") for name in events)
+
+
+def test_writer_resume_truncates_own_tag_only(tmp_path):
+  workdir = str(tmp_path)
+  for tag in ("weak", "strong"):
+    w = metrics.MetricWriter(workdir, tag=tag)
+    for step in range(1, 6):
+      w.write(step, {"loss": step / 10, "tag_is_" + tag: 1.0})
+    w.close()
+  assert len(_rows(workdir)) == 10
+
+  resumed = metrics.MetricWriter(workdir, tag="weak", resume_step=3)
+  rows = _rows(workdir)
+  assert [r["step"] for r in rows if r["run"] == "weak"] == [1, 2, 3]
+  assert [r["step"] for r in rows if r["run"] == "strong"] == [1, 2, 3, 4, 5]
+  resumed.write(4, {"loss": 0.4, "tag_is_weak": 1.0})
+  resumed.close()
+  rows = _rows(workdir)
+  assert [r["step"] for r in rows if r["run"] == "weak"] == [1, 2, 3, 4]
+  assert len(rows) == 9
+  # what the resumed run leaves equals what an uninterrupted run would have written for it
+  assert [r for r in rows if r["run"] == "weak"] == [
+      {"run": "weak", "step": s, "loss": s / 10, "tag_is_weak": 1.0} for s in range(1, 5)]
+
+
+def test_writer_fresh_start_drops_own_rows_only(tmp_path):
+  workdir = str(tmp_path)
+  for tag in ("a", "b"):
+    w = metrics.MetricWriter(workdir, tag=tag)
+    w.write(1, {"x": 1.0})
+    w.close()
+  metrics.MetricWriter(workdir, tag="a").close()  # no resume step: a fresh run of "a"
+  assert _rows(workdir) == [{"run": "b", "step": 1, "x": 1.0}]
+
+
+def test_writer_untagged_keeps_tagged_rows(tmp_path):
+  workdir = str(tmp_path)
+  w = metrics.MetricWriter(workdir, tag="probe")
+  w.write(7, {"x": 1.0})
+  w.close()
+  w = metrics.MetricWriter(workdir, resume_step=0)
+  w.write(1, {"y": 2.0})
+  w.close()
+  assert _rows(workdir) == [{"run": "probe", "step": 7, "x": 1.0},
+                            {"run": "", "step": 1, "y": 2.0}]
