@@ -11,6 +11,7 @@ from types import ModuleType
 
 RUNNERS = {
     "supervised": "superalign.supervised.run",
+    "w2s": "superalign.w2s.run",
 }
 
 

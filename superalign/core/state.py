@@ -110,7 +110,8 @@ def _shardings_like(tx: optax.GradientTransformation, abstract: dict, p_shard,
     out = _shardings_like(tx, single, p_shard, mesh, stacked=False)
     out["params"] = p_shard
     return out
+  masked = lambda x: isinstance(x, optax.MaskedNode)  # frozen parameters' empty slots
   opt_shard = optax.tree_utils.tree_map_params(
-      tx, lambda _, sharding: sharding, abstract["opt_state"], p_shard,
-      transform_non_params=lambda _: repl)
+      tx, lambda value, sharding: value if masked(value) else sharding,
+      abstract["opt_state"], p_shard, transform_non_params=lambda _: repl, is_leaf=masked)
   return {"step": repl, "params": p_shard, "opt_state": opt_shard, "rng": repl}

@@ -25,8 +25,9 @@ class ModelSpec:
 _MLP = ("vector", "image")
 _GPT = ("tokens",)
 MODELS: dict[str, ModelSpec] = {
-    "mlp_tiny": ModelSpec("mlp", {"hidden": (8,)}, _MLP),
+    "mlp_tiny": ModelSpec("mlp", {"hidden": (16,)}, _MLP),
     "mlp_small": ModelSpec("mlp", {"hidden": (32,)}, _MLP),
+    "mlp_medium": ModelSpec("mlp", {"hidden": (128, 128)}, _MLP),
     "mlp_base": ModelSpec("mlp", {"hidden": (256, 256)}, _MLP),
     "mlp_large": ModelSpec("mlp", {"hidden": (1024, 1024)}, _MLP),
     "cnn_tiny": ModelSpec("cnn", {"channels": (4,), "hidden": 16}, ("image",)),

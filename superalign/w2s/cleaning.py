@@ -1,0 +1,84 @@
+"""Weak-label cleaning from EleutherAI's weak-to-strong follow-up, one config switch each.
+
+Probes read the strong model's pretrained activations (its backbone features) on ``train_b``:
+
+* ``knn_relabel``: each weak label becomes the mean weak label of its k nearest neighbours
+  (cosine, itself excluded): errors that disagree with their neighbourhood are smoothed away;
+* ``logreg_relabel``: each weak label becomes the prediction of a logistic-regression probe
+  fitted on the *other* half of ``train_b`` (2-fold cross-fitting, so no example labels itself);
+* ``knn_drop`` / ``logreg_drop``: keep the weak labels but drop the ``w2s.drop_frac`` of examples
+  whose weak label the probe finds least plausible (lowest probe probability of the weak argmax).
+
+Nothing here looks at ground truth.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from flax import nnx
+
+from superalign import models
+from superalign.core.state import overlay
+
+METHODS = ("none", "knn_relabel", "logreg_relabel", "knn_drop", "logreg_drop")
+
+
+def backbone_features(config, model_name: str, spec, warm: dict | None, seed: int,
+                      x: np.ndarray) -> np.ndarray:
+  """The strong model's features on ``x`` with one seed's pretrained backbone."""
+  build = models.builder(model_name, spec, config.model.dtype, max_len=config.data.max_len)
+  graphdef, params = nnx.split(build(nnx.Rngs(seed)), nnx.Param)
+  if warm is not None:
+    params = overlay(params, warm)
+  features = jax.jit(lambda p, x: nnx.merge(graphdef, p).features(x))
+  return np.concatenate([np.asarray(features(params, x[i:i + 1024]))
+                         for i in range(0, len(x), 1024)])
+
+
+def knn_probe(features: np.ndarray, weak: np.ndarray, k: int) -> np.ndarray:
+  f = features / (np.linalg.norm(features, axis=1, keepdims=True) + 1e-8)
+  sim = f @ f.T
+  np.fill_diagonal(sim, -np.inf)
+  nearest = np.argpartition(-sim, k, axis=1)[:, :k]
+  return weak[nearest].mean(axis=1)
+
+
+def logreg_probe(features: np.ndarray, weak: np.ndarray, seed: int) -> np.ndarray:
+  from sklearn.linear_model import LogisticRegression
+  labels = weak.argmax(-1)
+  order = np.random.default_rng(seed).permutation(len(labels))
+  folds = (order[: len(order) // 2], order[len(order) // 2:])
+  out = np.zeros_like(weak)
+  for fit, predict in (folds, folds[::-1]):
+    probe = LogisticRegression(C=1.0, max_iter=500)
+    probe.fit(features[fit], labels[fit])
+    out[np.ix_(predict, probe.classes_)] = probe.predict_proba(features[predict])
+  return out
+
+
+def clean(config, weak_b: np.ndarray, train_b, val, weak_val, spec, warm, seed_idx, workdir,
+          strong: str):
+  """Cleaned weak labels ``[runs, N, C]`` and a keep mask ``[runs, N]`` (None: keep all)."""
+  method = config.w2s.cleaning
+  if method == "none":
+    return weak_b, None
+  del val, weak_val, workdir
+  features = {}
+  out = np.empty_like(weak_b)
+  keep = np.ones(weak_b.shape[:2], np.float32)
+  for r, s in enumerate(seed_idx):
+    if s not in features:
+      features[s] = backbone_features(config, strong, spec, jax.tree.map(lambda a: a[s], warm)
+                                      if warm is not None else None, int(s), train_b.x)
+    feats = features[s]
+    probe = (knn_probe(feats, weak_b[r], config.w2s.knn_k) if method.startswith("knn")
+             else logreg_probe(feats, weak_b[r], int(s)))
+    if method.endswith("relabel"):
+      out[r] = probe
+    else:
+      out[r] = weak_b[r]
+      plausibility = probe[np.arange(len(probe)), weak_b[r].argmax(-1)]
+      drop = np.argsort(plausibility)[: int(config.w2s.drop_frac * len(plausibility))]
+      keep[r, drop] = 0.0
+  return out, (keep if method.endswith("drop") else None)

@@ -1,0 +1,56 @@
+"""PGR, agreement, misfit, and their summaries over seeds and pairs."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+from scipy import stats
+
+# A ceiling must beat its weak supervisor by this much for PGR to be defined.
+MIN_GAP = 1e-6
+
+
+def pgr(weak: float, w2s: float, ceiling: float) -> float:
+  """Performance gap recovered, (w2s - weak) / (ceiling - weak); NaN when the ceiling is not
+  above the weak model (the gap is empty and PGR is flagged, not divided by zero)."""
+  gap = ceiling - weak
+  if not gap > MIN_GAP:
+    return math.nan
+  return (w2s - weak) / gap
+
+
+def agreement(probs_a: np.ndarray, probs_b: np.ndarray) -> float:
+  """Fraction of examples where two models' argmax predictions agree."""
+  return float(np.mean(np.argmax(probs_a, -1) == np.argmax(probs_b, -1)))
+
+
+def brier(probs: np.ndarray, labels: np.ndarray) -> float:
+  """Mean squared error of probabilities against one-hot labels (error in squared loss)."""
+  onehot = np.eye(probs.shape[-1])[labels]
+  return float(np.mean(np.sum((probs - onehot) ** 2, -1)))
+
+
+def misfit(student: np.ndarray, weak: np.ndarray) -> float:
+  """Charikar et al.'s misfit d(w2s, weak): mean squared distance between the predictions."""
+  return float(np.mean(np.sum((student - weak) ** 2, -1)))
+
+
+def mean_ci(values: Sequence[float], level: float = 0.95) -> dict:
+  """Mean and Student-t confidence interval over seeds, ignoring NaN (flagged) entries."""
+  v = np.asarray([x for x in values if not math.isnan(x)], np.float64)
+  out = {"mean": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n": int(len(v)),
+         "flagged": int(len(values) - len(v))}
+  if len(v) == 0:
+    return out
+  out["mean"] = float(v.mean())
+  if len(v) > 1:
+    half = stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
+    out["ci_low"], out["ci_high"] = float(v.mean() - half), float(v.mean() + half)
+  return out
+
+
+def median_ignoring_nan(values: Sequence[float]) -> float:
+  v = [x for x in values if not math.isnan(x)]
+  return float(np.median(v)) if v else math.nan

@@ -1,0 +1,138 @@
+"""Turns test-set predictions into the results dict (per run, per pair, per loss) and a table."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from superalign.core.metrics import auroc
+from superalign.w2s import metrics as m
+
+# Burns et al. 2023, median PGR per loss over the GPT-2 to Qwen-14B ladder (logconf / xent).
+PUBLISHED = {
+    "source": "Burns et al. 2023 (openai/weak-to-strong), median PGR, logconf / xent",
+    "sciq": {"logconf": 0.31, "xent": 0.33},
+    "amazon_polarity": {"logconf": 0.52, "xent": 0.58},
+    "cosmos_qa": {"logconf": 0.37, "xent": 0.35},
+    "boolq": {"logconf": -0.36, "xent": 0.05},
+    "digits_sklearn_probe": {
+        "note": "measured here with scikit-learn, 8x8 digits, 10 classes, 5 seeds: "
+                "L2 probe on a pretrained 256-unit layer",
+        "pgr_labels_pretrained": 0.46, "pgr_proxy_pretrained": 0.43,
+        "pgr_autoencoder": 0.19, "pgr_raw_pixels": 0.21},
+}
+
+
+def _acc(probs, y):
+  return float(np.mean(probs.argmax(-1) == y))
+
+
+def summarize(config, splits, weak, ceiling, students, seeds) -> dict:
+  y = splits["test"].y
+  binary = weak[next(iter(weak))]["test"].shape[-1] == 2
+  score = {"accuracy": _acc}
+  if binary:
+    score["auroc"] = lambda p, y: auroc(p[:, 1], y)
+  ladder = list(config.w2s.ladder)
+  S = len(seeds)
+
+  per_model = {}
+  for name in ladder:
+    row = {}
+    for metric, fn in score.items():
+      w = [fn(weak[name]["test"][s], y) for s in range(S)]
+      c = [fn(ceiling[name][s], y) for s in range(S)]
+      row[f"weak_{metric}"] = {"per_seed": w, **m.mean_ci(w)}
+      row[f"ceiling_{metric}"] = {"per_seed": c, **m.mean_ci(c)}
+    per_model[name] = row
+
+  pairs = []
+  for strong, (runs, probs) in students.items():
+    for wk in ladder[: ladder.index(strong)]:
+      pair = {"weak": wk, "strong": strong, "losses": {}}
+      for loss in config.w2s.losses:
+        rows = [i for i, (w_, l_, _) in enumerate(runs) if w_ == wk and l_ == loss]
+        seed_of = [runs[i][2] for i in rows]
+        entry = {}
+        for metric, fn in score.items():
+          w2s = [fn(probs[i], y) for i in rows]
+          wk_s = [per_model[wk][f"weak_{metric}"]["per_seed"][s] for s in seed_of]
+          ce_s = [per_model[strong][f"ceiling_{metric}"]["per_seed"][s] for s in seed_of]
+          pgrs = [m.pgr(a, b, c) for a, b, c in zip(wk_s, w2s, ce_s)]
+          entry[f"w2s_{metric}"] = {"per_seed": w2s, **m.mean_ci(w2s)}
+          entry[f"pgr_{metric}"] = {"per_seed": pgrs, **m.mean_ci(pgrs)}
+          entry[f"pgr_{metric}_of_means"] = m.pgr(np.mean(wk_s), np.mean(w2s), np.mean(ce_s))
+        weak_test = [weak[wk]["test"][s] for s in seed_of]
+        agree = [m.agreement(probs[i], wt) for i, wt in zip(rows, weak_test)]
+        misfit = [m.misfit(probs[i], wt) for i, wt in zip(rows, weak_test)]
+        gain = [m.brier(wt, y) - m.brier(probs[i], y) for i, wt in zip(rows, weak_test)]
+        entry["agreement_with_weak"] = {"per_seed": agree, **m.mean_ci(agree)}
+        entry["misfit"] = {"per_seed": misfit, **m.mean_ci(misfit)}
+        entry["gain"] = {"per_seed": gain, **m.mean_ci(gain)}
+        pair["losses"][loss] = entry
+      pairs.append(pair)
+
+  by_loss = {}
+  for loss in config.w2s.losses:
+    per_pair = [p["losses"][loss]["pgr_accuracy_of_means"] for p in pairs]
+    # One PGR per seed: the mean over pairs, so the interval is over seeds.
+    per_seed = [np.nanmean([p["losses"][loss]["pgr_accuracy"]["per_seed"][s] for p in pairs])
+                if any(not math.isnan(p["losses"][loss]["pgr_accuracy"]["per_seed"][s])
+                       for p in pairs) else math.nan for s in range(S)]
+    by_loss[loss] = {"median_pgr": m.median_ignoring_nan(per_pair),
+                     "pgr_mean_over_pairs": {"per_seed": per_seed, **m.mean_ci(per_seed)}}
+  main = pairs_by(pairs, ladder[0], ladder[-1])
+  best = max(config.w2s.losses,
+             key=lambda l: _nan_low(main["losses"][l]["pgr_accuracy"]["mean"]))
+  return {
+      "data": config.data.name, "ladder": ladder, "losses": list(config.w2s.losses),
+      "seeds": seeds, "mode": config.w2s.mode, "pretrain_task": config.pretrain.task,
+      "cleaning": config.w2s.cleaning, "s2s_rounds": config.w2s.s2s_rounds,
+      "split_sizes": {k: len(v) for k, v in splits.items()},
+      "models": per_model, "pairs": pairs, "by_loss": by_loss,
+      "main_pair": {"weak": ladder[0], "strong": ladder[-1]},
+      "best_loss": best,
+      "best_loss_pgr": main["losses"][best]["pgr_accuracy"],
+      "published": PUBLISHED,
+  }
+
+
+def _nan_low(x: float) -> float:
+  return -math.inf if math.isnan(x) else x
+
+
+def pairs_by(pairs, weak: str, strong: str) -> dict:
+  return next(p for p in pairs if p["weak"] == weak and p["strong"] == strong)
+
+
+def _fmt(ci: dict, pct: bool = False) -> str:
+  k = 100.0 if pct else 1.0
+  if math.isnan(ci["mean"]):
+    return "flagged (no gap)"
+  if math.isnan(ci["ci_low"]):
+    return f"{k * ci['mean']:.2f}"
+  return f"{k * ci['mean']:.2f} [{k * ci['ci_low']:.2f}, {k * ci['ci_high']:.2f}]"
+
+
+def table(results: dict) -> str:
+  """The demo table: weak, ceiling, and each loss's student on the main pair, with PGR."""
+  weak, strong = results["main_pair"]["weak"], results["main_pair"]["strong"]
+  pair = pairs_by(results["pairs"], weak, strong)
+  n = len(results["seeds"])
+  lines = [
+      f"weak-to-strong on {results['data']}: {weak} supervises {strong} "
+      f"({results['mode']}, pretraining: {results['pretrain_task']}, {n} seeds, mean [95% CI])",
+      f"{'':22s} {'test accuracy %':>24s} {'PGR':>24s} {'median PGR, all pairs':>22s}",
+      f"{'weak ' + weak:22s} {_fmt(results['models'][weak]['weak_accuracy'], True):>24s}",
+      f"{'ceiling ' + strong:22s} {_fmt(results['models'][strong]['ceiling_accuracy'], True):>24s}",
+  ]
+  for loss in results["losses"]:
+    e = pair["losses"][loss]
+    lines.append(f"{'w2s ' + loss:22s} {_fmt(e['w2s_accuracy'], True):>24s} "
+                 f"{_fmt(e['pgr_accuracy']):>24s} {results['by_loss'][loss]['median_pgr']:>22.2f}")
+  lines.append(f"best loss: {results['best_loss']} (PGR {_fmt(results['best_loss_pgr'])}); "
+               "published median PGR logconf / xent: sciq 0.31 / 0.33, amazon_polarity "
+               "0.52 / 0.58, cosmos_qa 0.37 / 0.35, boolq -0.36 / 0.05; digits with a "
+               "scikit-learn probe (REFERENCES.md): 0.43-0.46")
+  return "\n".join(lines)
