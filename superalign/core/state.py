@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Hashable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -55,15 +55,21 @@ def overlay(params: nnx.State, warm: dict) -> nnx.State:
   return params
 
 
+# Jitted parameter initializers by (model key, runs, mesh): random initialization compiles slowly
+# on XLA:CPU (seconds per model), and every stage of a protocol re-creates the same model.
+_PARAM_INIT: dict[Hashable, Callable] = {}
+
+
 def create(model_fn: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientTransformation,
-           seed: int | Sequence[int], mesh: Mesh, *,
-           warm: dict | None = None) -> tuple[TrainState, TrainState]:
+           seed: int | Sequence[int], mesh: Mesh, *, warm: dict | None = None,
+           cache_key: Hashable | None = None) -> tuple[TrainState, TrainState]:
   """Builds a TrainState with every array born sharded on ``mesh`` (never whole on one device).
 
   ``seed`` may be a sequence: then the state holds one independent run per seed, stacked on a
   leading axis (replicated over the mesh), for a vmapped step. ``warm`` (a nested dict of arrays,
   stacked likewise) overwrites the freshly initialized parameters it names, e.g. a pretrained
-  backbone under a new head.
+  backbone under a new head. ``cache_key`` names the model (e.g. its registry name and input
+  spec) so its compiled initializer is reused by later calls.
 
   Returns ``(state, shardings)`` where ``shardings`` mirrors the state with NamedShardings, for
   use as jit in/out shardings and as the restore target's layout.
@@ -80,22 +86,33 @@ def create(model_fn: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientTransfo
 
   graphdef, abstract_params = nnx.eval_shape(lambda: build(init_keys[0]))
   p_shard = mesh_lib.param_shardings(abstract_params, mesh)
-
-  def init(init_key, run_key, warm):
-    _, params = build(init_key)
-    if warm is not None:
-      params = overlay(params, warm)
-    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
-            "rng": run_key}
-
   if stacked:
-    init = jax.vmap(init)
     p_shard = jax.tree.map(lambda sh: NamedSharding(mesh, P(None, *sh.spec)), p_shard)
   else:
     init_keys, run_keys = init_keys[0], run_keys[0]
-  abstract = jax.eval_shape(init, init_keys, run_keys, warm)
+
+  cache = (cache_key, len(seeds) if stacked else None, mesh) if cache_key is not None else None
+  init_params = _PARAM_INIT.get(cache) if cache is not None else None
+  if init_params is None:
+    one = lambda key: build(key)[1]
+    init_params = jax.jit(jax.vmap(one) if stacked else one, out_shardings=p_shard)
+    if cache is not None:
+      _PARAM_INIT[cache] = init_params
+  params = init_params(init_keys)
+  if warm is not None:
+    params = jax.jit(overlay, out_shardings=p_shard, donate_argnums=0)(params, warm)
+
+  abstract = {"step": jax.ShapeDtypeStruct((len(seeds),) if stacked else (), jnp.int32),
+              "params": params, "rng": run_keys,
+              "opt_state": jax.eval_shape(jax.vmap(tx.init) if stacked else tx.init, params)}
   shardings = _shardings_like(tx, abstract, p_shard, mesh, stacked)
-  items = jax.jit(init, out_shardings=shardings)(init_keys, run_keys, warm)
+  items = {
+      "step": jax.device_put(jnp.zeros(abstract["step"].shape, jnp.int32), shardings["step"]),
+      "params": params,
+      "opt_state": jax.jit(jax.vmap(tx.init) if stacked else tx.init,
+                           out_shardings=shardings["opt_state"])(params),
+      "rng": jax.device_put(run_keys, shardings["rng"]),
+  }
   state = TrainState(graphdef=graphdef, tx=tx, **items)
   sharding_state = TrainState(graphdef=graphdef, tx=tx, **shardings)
   return state, sharding_state

@@ -121,7 +121,9 @@ def train_classifier(
   num_steps = num_train_steps(tc, len(train))
   build = models.builder(model_name, spec, config.model.dtype, max_len=config.data.max_len)
   tx = optim.make(config.optim, num_steps, trainable_mask(build, trainable))
-  state, shardings = state_lib.create(build, tx, run_seeds if stacked else seed, mesh, warm=warm)
+  state, shardings = state_lib.create(
+      build, tx, run_seeds if stacked else seed, mesh, warm=warm,
+      cache_key=(model_name, spec, config.model.dtype, config.data.max_len))
   n_params = state_lib.param_count(state.params) // len(run_seeds)
   log.info("%s: %s with %s parameters, %d steps of batch %d%s", tag, model_name,
            f"{n_params:,}", num_steps, tc.batch_size,

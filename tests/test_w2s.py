@@ -1,0 +1,153 @@
+"""Weak-to-strong: PGR and summaries, split hygiene, stacked runs, the smoke pipeline end to end."""
+
+import json
+import math
+
+import jax
+import numpy as np
+import pytest
+
+from superalign import data as data_lib
+from superalign.core import mesh as mesh_lib
+from superalign.data.splits import Split
+from superalign.supervised import train as train_lib
+from superalign.w2s import cleaning, metrics
+from superalign.w2s import run as w2s_run
+
+from experiments.w2s import digits as w2s_digits
+
+
+def test_pgr_values_and_flags():
+  assert metrics.pgr(0.6, 0.8, 1.0) == pytest.approx(0.5)
+  assert metrics.pgr(0.6, 0.5, 1.0) == pytest.approx(-0.25)
+  assert metrics.pgr(0.6, 1.1, 1.0) == pytest.approx(1.25)
+  # A ceiling that is not above the weak model: PGR is flagged (NaN), never a division by zero.
+  assert math.isnan(metrics.pgr(0.8, 0.9, 0.8))
+  assert math.isnan(metrics.pgr(0.8, 0.9, 0.7))
+
+
+def test_mean_ci_matches_t_interval_and_skips_flagged():
+  values = [0.1, 0.3, 0.2, 0.4, 0.5]
+  ci = metrics.mean_ci(values)
+  half = 2.7764451051977987 * np.std(values, ddof=1) / math.sqrt(5)  # t(0.975, 4)
+  assert ci["mean"] == pytest.approx(0.3)
+  assert ci["ci_low"] == pytest.approx(0.3 - half) and ci["ci_high"] == pytest.approx(0.3 + half)
+  flagged = metrics.mean_ci([0.2, math.nan, 0.4])
+  assert flagged["n"] == 2 and flagged["flagged"] == 1 and flagged["mean"] == pytest.approx(0.3)
+  assert math.isnan(metrics.mean_ci([math.nan])["mean"])
+  assert metrics.median_ignoring_nan([1.0, math.nan, 3.0, 2.0]) == 2.0
+
+
+def test_agreement_misfit_brier():
+  a = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+  b = np.array([[0.7, 0.3], [0.6, 0.4], [0.6, 0.4]])
+  assert metrics.agreement(a, b) == pytest.approx(2 / 3)
+  assert metrics.misfit(a, b) == pytest.approx((0.08 + 0.32 + 0.0) / 3)
+  assert metrics.brier(a, np.array([0, 1, 1])) == pytest.approx((0.02 + 0.08 + 0.72) / 3)
+
+
+def test_weak_training_split_never_reaches_the_student():
+  config = w2s_digits.get_config()
+  source = data_lib.load(config.data)
+  splits = data_lib.make_splits(source, dict(config.data.splits), config.data.split_seed)
+  ids = {k: set(v.ids.tolist()) for k, v in splits.items()}
+  for student_split in ("train_b", "val", "test"):
+    assert not ids["train_a"] & ids[student_split], student_split
+  for other in ("train_a", "train_b", "val", "test"):
+    assert not ids["pretrain"] & ids[other], other
+  assert sum(len(v) for v in ids.values()) == len(set().union(*ids.values()))
+
+
+def _tiny_config():
+  c = w2s_digits.get_config("smoke")
+  c.train.num_epochs = 0
+  c.train.num_steps = 6
+  c.train.eval_every = 3
+  c.train.batch_size = 16
+  c.train.eval_batch_size = 64
+  return c
+
+
+def test_stacked_runs_equal_separate_runs(tmp_path):
+  """Eight seeds in one vmapped step give what eight separate runs give."""
+  config = _tiny_config()
+  source = data_lib.load(config.data)
+  splits = data_lib.make_splits(source, {"train": 0.5, "test": 0.2}, 0, 400)
+  mesh = mesh_lib.make_mesh({"data": 1}, devices=jax.devices()[:1])
+  seeds = list(range(8))
+  stacked = train_lib.train_classifier(config, splits["train"], source.spec, str(tmp_path / "s"),
+                                       tag="s", model_name="mlp_small", seeds=seeds, mesh=mesh)
+  probs = stacked.predict(splits["test"])
+  assert probs.shape == (8, len(splits["test"]), 10)
+  for seed in (0, 5):
+    one = train_lib.train_classifier(config, splits["train"], source.spec,
+                                     str(tmp_path / f"one{seed}"), tag="o",
+                                     model_name="mlp_small", seed=seed, mesh=mesh)
+    np.testing.assert_allclose(probs[seed], one.predict(splits["test"]), rtol=1e-4, atol=1e-5)
+  assert not np.allclose(probs[0], probs[5])  # the runs really are different seeds
+
+
+def test_probe_mode_leaves_the_backbone_frozen(tmp_path):
+  config = _tiny_config()
+  source = data_lib.load(config.data)
+  splits = data_lib.make_splits(source, {"train": 0.5}, 0, 300)
+  mesh = mesh_lib.make_mesh({"data": 1}, devices=jax.devices()[:1])
+  rng = np.random.default_rng(0)
+  warm = {"layers": {0: {"kernel": rng.normal(size=(2, 64, 32)).astype(np.float32),
+                         "bias": np.zeros((2, 32), np.float32)}}}
+  trained = train_lib.train_classifier(config, splits["train"], source.spec, str(tmp_path),
+                                       tag="p", model_name="mlp_small", seeds=[0, 1], warm=warm,
+                                       trainable="head", mesh=mesh)
+  params = trained.state.params.to_pure_dict()
+  np.testing.assert_array_equal(np.asarray(params["layers"][0]["kernel"]),
+                                warm["layers"][0]["kernel"])
+  assert np.abs(np.asarray(params["head"]["kernel"])).sum() > 0
+
+
+def test_knn_relabel_smooths_isolated_errors():
+  rng = np.random.default_rng(0)
+  centres = np.eye(3) * 5
+  labels = np.repeat(np.arange(3), 20)
+  features = centres[labels] + rng.normal(size=(60, 3)) * 0.3
+  weak = np.eye(3)[labels].astype(np.float32)
+  weak[[0, 25, 50]] = np.eye(3)[[1, 2, 0]]  # three isolated wrong weak labels
+  cleaned = cleaning.knn_probe(features, weak, k=5)
+  assert (cleaned.argmax(-1) == labels).all()
+
+
+def test_logreg_relabel_cross_fits():
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, 2, 200)
+  features = np.stack([labels * 3.0 + rng.normal(size=200), rng.normal(size=200)], 1)
+  weak = np.eye(2)[labels].astype(np.float32)
+  weak[:20] = np.eye(2)[1 - labels[:20]]  # 10% flipped
+  out = cleaning.logreg_probe(features, weak, seed=0)
+  assert out.shape == weak.shape and np.allclose(out.sum(-1), 1)
+  assert np.mean(out[:20].argmax(-1) == labels[:20]) > 0.8  # the flipped ones are repaired
+
+
+def test_smoke_pipeline_end_to_end(tmp_path):
+  config = w2s_digits.get_config("smoke")
+  from superalign import config as config_lib
+  config_lib.validate(config)
+  results = w2s_run.run(config, str(tmp_path))
+  json.dumps(results)  # results.json-ready
+  ladder, losses = results["ladder"], results["losses"]
+  assert ladder == list(config.w2s.ladder) and losses == ["xent", "logconf"]
+  assert len(results["pairs"]) == 3  # tiny<small, tiny<base, small<base
+  for name in ladder:
+    for key in ("weak_accuracy", "ceiling_accuracy"):
+      assert len(results["models"][name][key]["per_seed"]) == 2
+      assert 0.0 <= results["models"][name][key]["mean"] <= 1.0
+  pair = results["pairs"][0]["losses"]["logconf"]
+  for key in ("w2s_accuracy", "pgr_accuracy", "agreement_with_weak", "misfit", "gain"):
+    assert len(pair[key]["per_seed"]) == 2
+  assert set(results["by_loss"]) == {"xent", "logconf"}
+  for name in ladder:
+    assert (tmp_path / "weak_labels" / f"{name}.npz").exists()
+  assert (tmp_path / "plots" / "pgr_by_loss.png").stat().st_size > 0
+  assert (tmp_path / "plots" / "accuracy_by_strong_model.png").stat().st_size > 0
+  assert "mlp_tiny supervises mlp_base" in results["summary"]
+  # A rerun restores every stage from its checkpoint and the saved weak labels: same numbers.
+  again = w2s_run.run(config, str(tmp_path))
+  assert again["pairs"] == results["pairs"]
