@@ -39,8 +39,10 @@ def base() -> ml_collections.ConfigDict:
   c.data.max_len = 128             # tokens per example for text sources
   c.data.vocab_size = 8192         # tokenizer vocabulary for text sources
   c.data.source_seed = 0           # seed of synthetic generators
+  c.data.tfds_limit = 0            # cap on records read per tfds split; 0 = all
 
-  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "model": 1})
+  # Mesh axis sizes (-1 fills); num_devices: use the first N devices (0 = all).
+  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "model": 1, "num_devices": 0})
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "adamw"
@@ -147,8 +149,14 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
 
 
 def _validate_mesh(config, num_devices: int) -> None:
+  axes = dict(config.mesh)
+  wanted = int(axes.pop("num_devices", 0))
+  if wanted < 0 or wanted > num_devices:
+    raise ConfigError(f"mesh.num_devices={wanted}: must be between 0 (all) and the "
+                      f"{num_devices} available")
+  num_devices = wanted or num_devices
   try:
-    sizes = mesh_lib.resolve_axis_sizes(dict(config.mesh), num_devices)
+    sizes = mesh_lib.resolve_axis_sizes(axes, num_devices)
   except ValueError as e:
     raise ConfigError(str(e)) from None
   shards = sizes["data"] * sizes["fsdp"]

@@ -17,7 +17,7 @@ from ml_collections import config_flags
 
 import experiments
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(experiments.__file__), "supervised", "digits.py")
+DEFAULT_CONFIG = os.path.join(os.path.dirname(experiments.__file__), "w2s", "digits.py")
 DEFAULT_ROOT = "runs"  # fresh workdirs go to ./runs/<kind>-<timestamp> (or $SUPERALIGN_RUNS)
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory; resumes if it holds a run.")

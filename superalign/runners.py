@@ -12,6 +12,7 @@ from types import ModuleType
 RUNNERS = {
     "supervised": "superalign.supervised.run",
     "w2s": "superalign.w2s.run",
+    "w2s_misfit": "superalign.w2s.misfit",
 }
 
 

@@ -128,6 +128,7 @@ def test_logreg_relabel_cross_fits():
 
 def test_smoke_pipeline_end_to_end(tmp_path):
   config = w2s_digits.get_config("smoke")
+  config.mesh.num_devices = 1  # sharding has its own tests; one device compiles fastest
   from superalign import config as config_lib
   config_lib.validate(config)
   results = w2s_run.run(config, str(tmp_path))
@@ -151,3 +152,47 @@ def test_smoke_pipeline_end_to_end(tmp_path):
   # A rerun restores every stage from its checkpoint and the saved weak labels: same numbers.
   again = w2s_run.run(config, str(tmp_path))
   assert again["pairs"] == results["pairs"]
+
+
+def _run_smoke(config, workdir):
+  config.mesh.num_devices = 1
+  from superalign import config as config_lib
+  config_lib.validate(config)
+  results = w2s_run.run(config, str(workdir))
+  json.dumps(results)
+  return results
+
+
+def test_fashion_mnist_smoke_on_local_idx(tmp_path):
+  from experiments.w2s import fashion_mnist
+  from test_launcher import write_idx
+  data = write_idx(str(tmp_path / "idx"), n_train=400, n_test=100)
+  config = fashion_mnist.get_config(f"smoke,dir={data}")
+  config.pretrain.coarse_map = (0, 0, 1, 1)  # the fake data has four classes
+  config.train.batch_size = config.pretrain.train.batch_size = 32
+  config.train.num_steps = config.pretrain.train.num_steps = 40
+  results = _run_smoke(config, tmp_path / "run")
+  assert results["split_sizes"]["test"] == 100  # the directory's own t10k files
+  assert results["models"]["mlp_small"]["ceiling_accuracy"]["mean"] > 0.3  # chance: 0.25
+
+
+def test_text_smoke_on_tfds_mock_data(tmp_path):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  from experiments.w2s import text
+  config = text.get_config("smoke")
+  with tfds.testing.mock_data(num_examples=200):
+    results = _run_smoke(config, tmp_path)
+  assert results["ladder"] == ["gpt_nano", "gpt_tiny"]
+  assert results["split_sizes"]["test"] == 200
+  assert len(results["pairs"]) == 1
+
+
+def test_cleaning_and_strong_to_strong_rounds(tmp_path):
+  config = w2s_digits.get_config("smoke")
+  config.w2s.ladder = ("mlp_tiny", "mlp_small")
+  config.w2s.cleaning = "knn_drop"
+  config.w2s.drop_frac = 0.2
+  config.w2s.s2s_rounds = 1
+  results = _run_smoke(config, tmp_path)
+  assert results["cleaning"] == "knn_drop" and results["s2s_rounds"] == 1
+  assert (tmp_path / "checkpoints" / "student" / "mlp_small" / "round1").is_dir()

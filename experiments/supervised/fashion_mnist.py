@@ -20,7 +20,7 @@ def get_config(arg=None):
   c.data.name = f"idx:{args.dir}"
   c.data.splits = {"train": 0.9, "val": 0.1, "test": 1.0}  # test = the 10k official test set
   c.train.batch_size = 128
-  c.train.eval_batch_size = 1000
+  c.train.eval_batch_size = 1024
   c.train.num_epochs = 8
   c.train.eval_every = 500
   c.train.checkpoint_every = 500

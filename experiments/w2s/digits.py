@@ -26,6 +26,8 @@ def get_config(arg=None):
   c.w2s.mode = args.mode
   c.w2s.num_seeds = args.seeds
   c.w2s.cleaning = args.cleaning
+  c.w2s.l2 = 0.1            # an L2-regularized probe, as the reference students
+  c.w2s.early_stop = False  # measured: early stopping on weak agreement lowers PGR here
   c.pretrain.task = args.pretrain
   c.pretrain.coarse_map = COARSE
 

@@ -61,7 +61,12 @@ def resolve_axis_sizes(axis_sizes: Mapping[str, int], num_devices: int) -> dict[
 
 
 def make_mesh(axis_sizes: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A mesh over ``devices`` (default: all, or the first ``axis_sizes['num_devices']``)."""
+  axis_sizes = dict(axis_sizes)
+  count = int(axis_sizes.pop("num_devices", 0))
   devices = list(jax.devices() if devices is None else devices)
+  if count:
+    devices = devices[:count]
   sizes = resolve_axis_sizes(axis_sizes, len(devices))
   shape = tuple(sizes[n] for n in MESH_AXES)
   # Auto axis types: shardings are annotations that XLA's partitioner propagates, the pjit model.

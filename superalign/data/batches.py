@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=64)  # one epoch per stacked seed
 def _permutation(seed: int, epoch: int, n: int) -> np.ndarray:
   return np.random.default_rng([seed, epoch]).permutation(n)
 

@@ -34,6 +34,7 @@ MODELS: dict[str, ModelSpec] = {
     "cnn_small": ModelSpec("cnn", {"channels": (16, 32), "hidden": 64}, ("image",)),
     "cnn_base": ModelSpec("cnn", {"channels": (32, 64), "hidden": 128}, ("image",)),
     "cnn_large": ModelSpec("cnn", {"channels": (64, 128, 128), "hidden": 256}, ("image",)),
+    "gpt_nano": ModelSpec("gpt", {"num_layers": 1, "width": 32, "num_heads": 2}, _GPT),
     "gpt_tiny": ModelSpec("gpt", {"num_layers": 2, "width": 64, "num_heads": 2}, _GPT),
     "gpt_small": ModelSpec("gpt", {"num_layers": 4, "width": 128, "num_heads": 4}, _GPT),
     "gpt_medium": ModelSpec("gpt", {"num_layers": 6, "width": 384, "num_heads": 6}, _GPT),

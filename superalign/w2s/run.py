@@ -89,18 +89,20 @@ def _logits(model, x, probe: bool):
   return model(x)
 
 
-def make_loss(loss_fns, num_steps: int, probe: bool, l2: float):
+def make_loss(loss_fns, probe: bool, l2: float):
   """The weak-to-strong objective for stacked runs: each run picks its loss by ``loss_id``.
 
   Targets are ``batch['weak']`` (soft weak labels) or, for ground-truth runs, one-hot ``y``.
-  ``l2`` penalizes the head's kernel (the reference students are L2-regularized probes).
+  ``l2`` penalizes the head's kernel (the reference students are L2-regularized probes). The
+  run length comes in the batch (``num_steps``), not as a constant, so stages that differ only in
+  length share one compiled step (through the persistent compilation cache).
   """
 
   def loss_fn(model, batch, rng, step):
     del rng
     logits = _logits(model, batch["x"], probe).astype(jnp.float32)
     target = batch["weak"] if "weak" in batch else jax.nn.one_hot(batch["y"], logits.shape[-1])
-    frac = step.astype(jnp.float32) / num_steps
+    frac = step.astype(jnp.float32) / batch["num_steps"][0]
     branches = [lambda lg, t, f=f: f(lg, t, frac) for f in loss_fns]
     loss = (branches[0](logits, target) if len(branches) == 1 else
             jax.lax.switch(batch["loss_id"][0], branches, logits, target))
@@ -117,6 +119,7 @@ def _train_stack(config, stage_cfg, train: Split, spec, workdir, *, tag, model_n
   probe = w.mode == "probe"
   from superalign.supervised.train import num_train_steps
   num_steps = num_train_steps(stage_cfg.train, len(train))
+  run_consts = {**(run_consts or {}), "num_steps": np.full(len(seeds), num_steps, np.float32)}
   fns = [losses.get(n, **dict(w.loss_hparams.get(n, {}))) for n in loss_names]
   evaluate = None
   if val_targets is not None:  # agreement with each run's own validation targets
@@ -125,7 +128,7 @@ def _train_stack(config, stage_cfg, train: Split, spec, workdir, *, tag, model_n
           trained.predict(val).argmax(-1) == val_targets.argmax(-1), axis=-1)}
   return train_classifier(
       stage_cfg, train, spec, workdir, tag=tag, model_name=model_name, seeds=seeds,
-      loss_fn=make_loss(fns, num_steps, probe, w.l2), warm=warm,
+      loss_fn=make_loss(fns, probe, w.l2), warm=warm,
       trainable="head" if probe else None, evaluate=evaluate, run_consts=run_consts)
 
 

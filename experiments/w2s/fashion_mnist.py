@@ -1,0 +1,57 @@
+"""Weak-to-strong on the full Fashion-MNIST (60k train / 10k test) from a local IDX directory.
+
+Get the data with ``apt-get install dataset-fashion-mnist`` (Debian), which puts it in
+/usr/share/datasets/fashion-mnist (the default), or pass ``dir=`` with MNIST-format files:
+
+  superalign --config=experiments/w2s/fashion_mnist.py
+  superalign --config=experiments/w2s/fashion_mnist.py:dir=/path/to/idx,seeds=5
+"""
+
+from superalign import config as config_lib
+from superalign.w2s import config as w2s_config
+
+DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
+# Class -> garment group for the coarse pretraining task: tops {T-shirt, pullover, coat, shirt},
+# trousers, dresses, footwear {sandal, sneaker, ankle boot}, bags.
+COARSE = (0, 1, 0, 2, 0, 3, 0, 3, 4, 3)
+
+
+def get_config(arg=None):
+  args = config_lib.parse_arg(arg, smoke=False, dir=DEFAULT_DIR, pretrain="coarse", seeds=3,
+                              mode="probe")
+  c = w2s_config.base()
+  c.data.name = f"idx:{args.dir}"
+  # test = the 10k official test set; the 60k pool is cut into the other splits.
+  c.data.splits = {"pretrain": 0.4, "train_a": 0.2, "train_b": 0.3, "val": 0.1, "test": 1.0}
+  c.w2s.ladder = ("mlp_tiny", "mlp_small", "mlp_base")
+  c.w2s.num_seeds = args.seeds
+  c.w2s.mode = args.mode
+  c.w2s.l2 = 0.1
+  c.w2s.early_stop = False
+  c.pretrain.task = args.pretrain
+  c.pretrain.coarse_map = COARSE
+
+  c.optim.learning_rate = 3e-3
+  c.optim.weight_decay = 0.0
+  c.train.batch_size = 128
+  c.train.eval_batch_size = 2048
+  c.train.num_epochs = 4
+  c.train.eval_every = 0
+  c.train.log_every = 100
+  c.train.checkpoint_every = 500
+  c.pretrain.train.batch_size = 128
+  c.pretrain.train.eval_batch_size = 2048
+  c.pretrain.train.num_epochs = 5
+  c.pretrain.train.eval_every = 0
+  c.pretrain.train.log_every = 200
+  c.pretrain.train.checkpoint_every = 1000
+  if args.smoke:
+    c.data.limit = 1500
+    c.w2s.num_seeds = 2
+    c.w2s.ladder = ("mlp_tiny", "mlp_small")
+    c.w2s.losses = ("xent", "logconf")
+    c.train.num_epochs = 2
+    c.train.eval_batch_size = 512
+    c.pretrain.train.num_epochs = 2
+    c.pretrain.train.eval_batch_size = 512
+  return c
