@@ -9,7 +9,6 @@ import pytest
 
 from superalign import data as data_lib
 from superalign.core import mesh as mesh_lib
-from superalign.data.splits import Split
 from superalign.supervised import train as train_lib
 from superalign.w2s import cleaning, metrics
 from superalign.w2s import run as w2s_run

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import jax
+
 from superalign import data as data_lib
 from superalign import models
 from superalign.core import plots
@@ -27,7 +29,8 @@ def run(config, workdir: str) -> dict:
   trained = train_classifier(config, splits["train"], source.spec, workdir, tag="supervised",
                              val=splits.get("val"))
   test = classification_metrics(trained.predict(splits["test"]), splits["test"].y)
-  plots.learning_curves(workdir)
+  if jax.process_index() == 0:  # one writer in multi-host runs
+    plots.learning_curves(workdir)
   fit = trained.fit
   return {
       "model": config.model.name,

@@ -57,6 +57,7 @@ from flax import nnx
 
 from superalign.core import checkpoint, loop, optim, state as state_lib, steps
 from superalign.core import mesh as mesh_lib
+from superalign.core import plots as core_plots
 from superalign.core.errors import ConfigError
 from superalign.core.metrics import MetricWriter
 from superalign.data import batches
@@ -400,7 +401,8 @@ def run(config, workdir: str) -> dict:
                             m.ridge, m.tol_sigmas)
     variants[name] = _summarize(scores, m.tol_sigmas)
 
-  plot = plot_gain_vs_misfit(variants, os.path.join(workdir, "plots"))
+  plot_paths = [plot_gain_vs_misfit(variants, os.path.join(workdir, "plots"))]
+  plot_paths += core_plots.learning_curves(workdir)  # pretraining curves from metrics.jsonl
   runtime = time.time() - t0
   lines = [f"w2s_misfit ({m.num_tasks} tasks, {m.num_points} fitting points, "
            f"{m.num_test_points} test points, ridge={m.ridge:g}, {runtime:.0f}s)",
@@ -427,7 +429,7 @@ def run(config, workdir: str) -> dict:
                  "mean_task_variance": float(np.var(y_test, axis=0).mean())},
       "num_tasks": m.num_tasks, "num_points": m.num_points, "num_test_points": m.num_test_points,
       "ridge": float(m.ridge),
-      "plots": [os.path.relpath(plot, workdir)],
+      "plots": [os.path.relpath(p, workdir) for p in plot_paths],
       "runtime_s": runtime,
       "summary": "\n".join(lines),
   }

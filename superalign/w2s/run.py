@@ -17,7 +17,6 @@ as one stack of runs through one vmapped, jitted step.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 
@@ -30,15 +29,12 @@ from superalign import data as data_lib
 from superalign import models
 from superalign.core import plots as core_plots
 from superalign.core.errors import ConfigError
-from superalign.core.metrics import auroc
 from superalign.data.splits import Split
-from superalign.supervised.train import Trained, train_classifier
+from superalign.supervised.train import Trained, num_train_steps, train_classifier
 from superalign.w2s import cleaning, losses, report
-from superalign.w2s import metrics as w2s_metrics
 from superalign.w2s import plots
 from superalign.w2s.pretrain import TASKS, pretrain
 
-log = logging.getLogger("superalign")
 
 SPLITS = ("pretrain", "train_a", "train_b", "val", "test")
 MODES = ("probe", "finetune")
@@ -117,7 +113,6 @@ def _train_stack(config, stage_cfg, train: Split, spec, workdir, *, tag, model_n
                  loss_names, warm, val_targets=None, val=None, run_consts=None) -> Trained:
   w = config.w2s
   probe = w.mode == "probe"
-  from superalign.supervised.train import num_train_steps
   num_steps = num_train_steps(stage_cfg.train, len(train))
   run_consts = {**(run_consts or {}), "num_steps": np.full(len(seeds), num_steps, np.float32)}
   fns = [losses.get(n, **dict(w.loss_hparams.get(n, {}))) for n in loss_names]
@@ -191,9 +186,10 @@ def run(config, workdir: str) -> dict:
     students[strong] = (runs, trained.predict(splits["test"]))
 
   results = report.summarize(config, splits, weak, ceiling, students, seeds)
-  plots.pgr_by_loss(results, os.path.join(workdir, "plots"))
-  plots.accuracy_by_strong_model(results, os.path.join(workdir, "plots"))
-  core_plots.learning_curves(workdir)
+  if jax.process_index() == 0:  # one writer in multi-host runs
+    plots.pgr_by_loss(results, os.path.join(workdir, "plots"))
+    plots.accuracy_by_strong_model(results, os.path.join(workdir, "plots"))
+    core_plots.learning_curves(workdir)
   results["wall_time_s"] = round(time.time() - t0, 1)
   results["summary"] = report.table(results)
   return results
