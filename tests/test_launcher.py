@@ -1,6 +1,5 @@
 """The ``superalign`` command: smoke runs of every config, bad input, preemption and resume."""
 
-import gzip
 import json
 import os
 import signal
@@ -10,6 +9,8 @@ import time
 
 import numpy as np
 import pytest
+
+from conftest import write_idx
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,24 +25,6 @@ def _env(devices=1):
 def superalign(*args, devices=1, **kw):
   return subprocess.run([sys.executable, "-m", "superalign.main", *args], cwd=ROOT,
                         capture_output=True, text=True, env=_env(devices), timeout=300, **kw)
-
-
-def write_idx(directory, n_train=120, n_test=40, size=28):
-  """A tiny MNIST-format directory: class = which quadrant is bright."""
-  os.makedirs(directory, exist_ok=True)
-  rng = np.random.default_rng(0)
-  for prefix, n in (("train", n_train), ("t10k", n_test)):
-    labels = rng.integers(0, 4, n).astype(np.uint8)
-    images = rng.integers(0, 60, (n, size, size)).astype(np.uint8)
-    half = size // 2
-    for i, label in enumerate(labels):
-      r, c = divmod(int(label), 2)
-      images[i, r * half:(r + 1) * half, c * half:(c + 1) * half] += 150
-    with gzip.open(os.path.join(directory, f"{prefix}-images-idx3-ubyte.gz"), "wb") as f:
-      f.write(bytes([0, 0, 8, 3]) + np.array([n, size, size], ">u4").tobytes() + images.tobytes())
-    with gzip.open(os.path.join(directory, f"{prefix}-labels-idx1-ubyte.gz"), "wb") as f:
-      f.write(bytes([0, 0, 8, 1]) + np.array([n], ">u4").tobytes() + labels.tobytes())
-  return directory
 
 
 def _results(workdir):

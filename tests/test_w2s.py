@@ -164,7 +164,7 @@ def _run_smoke(config, workdir):
 
 def test_fashion_mnist_smoke_on_local_idx(tmp_path):
   from experiments.w2s import fashion_mnist
-  from test_launcher import write_idx
+  from conftest import write_idx
   data = write_idx(str(tmp_path / "idx"), n_train=400, n_test=100)
   config = fashion_mnist.get_config(f"smoke,dir={data}")
   config.pretrain.coarse_map = (0, 0, 1, 1)  # the fake data has four classes

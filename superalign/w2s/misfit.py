@@ -401,8 +401,10 @@ def run(config, workdir: str) -> dict:
                             m.ridge, m.tol_sigmas)
     variants[name] = _summarize(scores, m.tol_sigmas)
 
-  plot_paths = [plot_gain_vs_misfit(variants, os.path.join(workdir, "plots"))]
-  plot_paths += core_plots.learning_curves(workdir)  # pretraining curves from metrics.jsonl
+  plot_paths = [os.path.join(workdir, "plots", "misfit.png")]
+  if jax.process_index() == 0:  # one writer in multi-host runs
+    plot_gain_vs_misfit(variants, os.path.dirname(plot_paths[0]))
+    plot_paths += core_plots.learning_curves(workdir)  # pretraining curves from metrics.jsonl
   runtime = time.time() - t0
   lines = [f"w2s_misfit ({m.num_tasks} tasks, {m.num_points} fitting points, "
            f"{m.num_test_points} test points, ridge={m.ridge:g}, {runtime:.0f}s)",
