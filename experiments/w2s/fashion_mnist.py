@@ -5,6 +5,10 @@ Get the data with ``apt-get install dataset-fashion-mnist`` (Debian), which puts
 
   superalign --config=experiments/w2s/fashion_mnist.py
   superalign --config=experiments/w2s/fashion_mnist.py:dir=/path/to/idx,seeds=5
+
+Pretraining defaults to the labels of the disjoint 24k ``pretrain`` split: measured, the coarse
+garment groups (``pretrain=coarse``) teach too little for a linear probe (strong ceiling 74%, PGR
+about 0 for every loss), while label pretraining gives ceilings of 82-87% and PGR 0.5-0.66.
 """
 
 from superalign import config as config_lib
@@ -17,7 +21,7 @@ COARSE = (0, 1, 0, 2, 0, 3, 0, 3, 4, 3)
 
 
 def get_config(arg=None):
-  args = config_lib.parse_arg(arg, smoke=False, dir=DEFAULT_DIR, pretrain="coarse", seeds=3,
+  args = config_lib.parse_arg(arg, smoke=False, dir=DEFAULT_DIR, pretrain="labels", seeds=3,
                               mode="probe")
   c = w2s_config.base()
   c.data.name = f"idx:{args.dir}"

@@ -57,13 +57,11 @@ def logreg_probe(features: np.ndarray, weak: np.ndarray, seed: int) -> np.ndarra
   return out
 
 
-def clean(config, weak_b: np.ndarray, train_b, val, weak_val, spec, warm, seed_idx, workdir,
-          strong: str):
+def clean(config, weak_b: np.ndarray, train_b, spec, warm, seed_idx, strong: str):
   """Cleaned weak labels ``[runs, N, C]`` and a keep mask ``[runs, N]`` (None: keep all)."""
   method = config.w2s.cleaning
   if method == "none":
     return weak_b, None
-  del val, weak_val, workdir
   features = {}
   out = np.empty_like(weak_b)
   keep = np.ones(weak_b.shape[:2], np.float32)

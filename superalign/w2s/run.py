@@ -142,23 +142,20 @@ def run(config, workdir: str) -> dict:
   spec = source.spec
   seeds = [config.seed + i for i in range(w.num_seeds)]
   S = len(seeds)
-  gt_cfg = _stage(config, config.train, "target_agreement" if w.early_stop else "")
-  eye = np.eye(spec.num_classes, dtype=np.float32)
+  stage_cfg = _stage(config, config.train, "target_agreement" if w.early_stop else "")
 
   backbones, weak, ceiling = {}, {}, {}
   for name in w.ladder:
     backbones[name] = pretrain(config, name, splits["pretrain"], spec, workdir, seeds,
                                _stage(config, config.pretrain.train))
-    weak[name] = _supervise(config, gt_cfg, name, splits, spec, workdir, seeds,
-                            backbones[name], eye)
-    trained = _train_stack(config, gt_cfg, splits["train_b"], spec, workdir,
+    weak[name] = _supervise(config, stage_cfg, name, splits, spec, workdir, seeds,
+                            backbones[name])
+    trained = _train_stack(config, stage_cfg, splits["train_b"], spec, workdir,
                            tag=f"ceiling/{name}", model_name=name, seeds=seeds,
-                           loss_names=["xent"], warm=backbones[name],
-                           val=splits["val"], val_targets=np.broadcast_to(
-                               eye[splits["val"].y], (S, len(splits["val"]), spec.num_classes)))
+                           loss_names=["xent"], warm=backbones[name], val=splits["val"],
+                           val_targets=_one_hot_runs(splits["val"], S, spec.num_classes))
     ceiling[name] = trained.predict(splits["test"])
 
-  student_cfg = _stage(config, config.train, "target_agreement" if w.early_stop else "")
   students = {}
   for j, strong in enumerate(w.ladder[1:], start=1):
     weaker = list(w.ladder[:j])
@@ -167,16 +164,15 @@ def run(config, workdir: str) -> dict:
     weak_b = np.stack([weak[wk]["train_b"][s] for wk, _, s in runs])
     weak_val = np.stack([weak[wk]["val"][s] for wk, _, s in runs])
     train_b = splits["train_b"]
-    weak_b, keep = cleaning.clean(config, weak_b, train_b, splits["val"], weak_val, spec,
-                                  backbones[strong], seed_idx, workdir, strong)
+    weak_b, keep = cleaning.clean(config, weak_b, train_b, spec, backbones[strong], seed_idx,
+                                  strong)
     student_split = Split(train_b.x, train_b.y, train_b.ids, {"weak": weak_b})
     if keep is not None:  # dropped examples get zero weight through their target
       student_split.extra["weak"] = weak_b * keep[..., None]
     loss_ids = np.array([list(w.losses).index(loss) for _, loss, _ in runs], np.int32)
-    trained = None
     for round_ in range(w.s2s_rounds + 1):
       tag = f"student/{strong}" + (f"/round{round_}" if round_ else "")
-      trained = _train_stack(config, student_cfg, student_split, spec, workdir, tag=tag,
+      trained = _train_stack(config, stage_cfg, student_split, spec, workdir, tag=tag,
                              model_name=strong, seeds=[seeds[s] for s in seed_idx],
                              loss_names=list(w.losses), warm=_take_runs(backbones[strong], seed_idx),
                              val=splits["val"], val_targets=weak_val,
@@ -195,18 +191,22 @@ def run(config, workdir: str) -> dict:
   return results
 
 
-def _supervise(config, gt_cfg, name, splits, spec, workdir, seeds, warm, eye) -> dict:
+def _one_hot_runs(split: Split, runs: int, num_classes: int) -> np.ndarray:
+  """Ground truth as per-run validation targets ``[runs, N, classes]``."""
+  eye = np.eye(num_classes, dtype=np.float32)
+  return np.broadcast_to(eye[split.y], (runs, len(split), num_classes))
+
+
+def _supervise(config, stage_cfg, name, splits, spec, workdir, seeds, warm) -> dict:
   """Weak labels of ``name``: trained on ``train_a`` ground truth, predicting on the rest."""
   path = os.path.join(workdir, "weak_labels", f"{name}.npz")
   if os.path.exists(path):
     with np.load(path) as saved:
       return dict(saved)
-  S = len(seeds)
-  trained = _train_stack(config, gt_cfg, splits["train_a"], spec, workdir,
+  trained = _train_stack(config, stage_cfg, splits["train_a"], spec, workdir,
                          tag=f"supervisor/{name}", model_name=name, seeds=seeds,
                          loss_names=["xent"], warm=warm, val=splits["val"],
-                         val_targets=np.broadcast_to(eye[splits["val"].y],
-                                                     (S, len(splits["val"]), spec.num_classes)))
+                         val_targets=_one_hot_runs(splits["val"], len(seeds), spec.num_classes))
   out = {k: trained.predict(splits[k]).astype(np.float32) for k in ("train_b", "val", "test")}
   if jax.process_index() == 0:
     os.makedirs(os.path.dirname(path), exist_ok=True)
