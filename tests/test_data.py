@@ -185,7 +185,7 @@ def test_check_name_unknown(name):
 @pytest.mark.parametrize("name", ["digits", "breast_cancer", "synthetic:blobs",
                                   "synthetic:majority", "tfds:mnist"])
 def test_check_name_known(name):
-  data_lib.check_name(name)  # no error
+  assert data_lib.check_name(name) is None  # accepted: no DataError
 
 
 # ----------------------------------------------------------------------------- splits
@@ -302,7 +302,8 @@ def _check_native_test(source: Source, limit: int):
 def test_native_test_split_tmp_idx(tmp_path):
   _write_idx_dir(tmp_path / "d", n_train=50, n_test=30)
   source = _load(f"idx:{tmp_path / 'd'}")
-  _check_native_test(source, limit=20)
+  assert len(source.test_y) == 30
+  _check_native_test(source, limit=20)  # asserts disjoint ids and sizes
   _check_native_test(source, limit=50)
 
 

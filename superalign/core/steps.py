@@ -1,7 +1,7 @@
 """Train and predict steps: pure functions, jitted once with shardings and buffer donation.
 
-``jax.jit(f, in_shardings=..., out_shardings=..., donate_argnums=...)`` is what ``pjit`` was; the
-``jax.experimental.pjit`` import is deprecated and not used here.
+``jax.jit(f, in_shardings=..., out_shardings=..., donate_argnums=...)`` is what ``pjit`` was (its
+old experimental module is deprecated and not used here).
 """
 
 from __future__ import annotations
