@@ -1,0 +1,387 @@
+"""Training-step throughput: superalign (JAX) against HuggingFace transformers + PyTorch.
+
+    python benchmarks/train_step.py [--steps N] [--dtype float32|bfloat16] [--model gpt_medium|gpt2]
+
+Both sides train the same GPT-2-shaped sequence classifier (``gpt_medium``: 6 layers, width 384,
+6 heads; sequence 128, batch 16, vocabulary 8192, 2 classes) with AdamW, and each timed step is a
+full forward + backward + optimizer update. superalign's step is built exactly as the framework
+builds it (``models.builder`` -> ``core.state.create`` -> ``core.steps.make_train_step`` on a
+``{'data': -1}`` mesh, batches put on the mesh with ``core.mesh.shard_batch``). Every step's
+outputs are waited on (``block_until_ready``) before its clock stops, so nothing is left in flight.
+
+The two sides run in alternating blocks of steps, and the same run samples the machine's
+matrix-multiply peak (``jax.jit(a @ b)`` on 2048 x 2048 float32, best of several) between blocks,
+so that other work on a shared machine falls on all three alike; the achieved FLOP/s of the step
+is put against that peak (MFU). The share of the CPUs that other processes took during the timed
+part is printed too: figures from a busy machine are low and noisy. On a GPU the MFU is also given
+against the card's nominal dense peak, and the PyTorch baseline (CPU only) is skipped.
+
+Human-readable lines first; the last line is one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+BATCH = 16
+SEQ = 128
+VOCAB = 8192
+NUM_CLASSES = 2
+LR = 1e-4
+WEIGHT_DECAY = 0.01
+
+# Nominal dense peaks (FLOP/s) by device_kind substring and dtype; H200 has the H100's SXM core.
+NOMINAL_PEAK = {
+    "H100": {"bfloat16": 989e12},
+    "H200": {"bfloat16": 989e12},
+}
+
+
+def parse_args(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--steps", type=int, default=8, help="timed steps on each side")
+  p.add_argument("--warmup", type=int, default=2, help="untimed steps before timing (each side)")
+  p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                 help="superalign compute dtype (parameters and optimizer stay float32)")
+  p.add_argument("--model", default="gpt_medium", choices=("gpt_medium", "gpt2"))
+  p.add_argument("--rounds", type=int, default=4,
+                 help="timed steps are split into this many alternating superalign/torch blocks")
+  p.add_argument("--skip-torch", action="store_true", help="do not run the PyTorch baseline")
+  return p.parse_args(argv)
+
+
+# ---------------------------------------------------------------------------------------------
+# Other load on the machine (Linux): the share of all CPUs used by other processes.
+
+
+class OtherLoad:
+
+  @staticmethod
+  def _read():
+    try:
+      with open("/proc/stat") as f:
+        ticks = [int(v) for v in f.readline().split()[1:9]]
+      with open("/proc/self/stat") as f:
+        own = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+      return None
+    busy = sum(ticks) - ticks[3] - ticks[4]   # all but idle and iowait
+    return busy, sum(ticks), int(own[11]) + int(own[12])
+
+  def __enter__(self):
+    self.start, self.share = self._read(), None
+    return self
+
+  def __exit__(self, *exc):
+    end = self._read()
+    if self.start and end and end[1] > self.start[1]:
+      other = (end[0] - self.start[0]) - (end[2] - self.start[2])
+      self.share = max(0.0, other / (end[1] - self.start[1]))
+
+
+# ---------------------------------------------------------------------------------------------
+# FLOPs
+
+
+def analytic_flops_per_step(num_layers: int, width: int, batch: int, seq: int,
+                            num_classes: int) -> dict[str, float]:
+  """Model FLOPs of one training step (forward + backward), counted as the field does.
+
+  Matmuls: each weight matrix entry does one multiply-add per token forward (2 FLOPs) and two
+  backward (activation gradient and weight gradient, 4 FLOPs): ``6 * N * tokens``, where ``N``
+  counts the non-embedding matmul weights. Per block these are qkv (d x 3d), the attention output
+  (d x d), and the MLP (d x 4d, 4d x d): ``12 d^2``, so ``N = 12 * L * d^2``. The classifier head
+  (d x classes) runs on one token per sequence only: ``6 * d * classes * batch``.
+
+  Attention: QK^T and AV are each ``2 * b * s^2 * d`` FLOPs forward per layer, and backward costs
+  twice forward, so ``6 * 2 * L * b * s^2 * d`` (the full s x s square, not halved for the causal
+  mask, which is the usual convention). Embedding lookups, LayerNorm, GELU, softmax and the
+  optimizer update are not counted (they are not matmuls).
+  """
+  tokens = batch * seq
+  n_matmul = 12 * num_layers * width * width
+  matmul = 6 * n_matmul * tokens
+  head = 6 * width * num_classes * batch
+  attention = 6 * 2 * num_layers * batch * seq * seq * width
+  return {"n_matmul_params": n_matmul, "matmul": matmul, "head": head, "attention": attention,
+          "total": matmul + head + attention}
+
+
+def xla_cost_flops(compiled) -> float | None:
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):   # older jax returned one dict per program
+    cost = cost[0] if cost else None
+  if not cost or "flops" not in cost:
+    return None
+  return float(cost["flops"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Matmul peak
+
+
+class MatmulPeak:
+  """FLOP/s of ``jax.jit(a @ b)`` on n x n matrices; ``sample(reps)`` returns the best of reps."""
+
+  def __init__(self, jax, dtype, n: int):
+    self.jax, self.n = jax, n
+    self.f = jax.jit(lambda a, b: a @ b)
+    ka, kb = jax.random.split(jax.random.key(0))
+    self.a = jax.random.normal(ka, (n, n), dtype)
+    self.b = jax.random.normal(kb, (n, n), dtype)
+    self.f(self.a, self.b).block_until_ready()
+    self.samples: list[float] = []
+    self.runs = 0
+
+  def sample(self, reps: int) -> float:
+    best = float("inf")
+    for _ in range(reps):
+      t0 = time.perf_counter()
+      self.f(self.a, self.b).block_until_ready()
+      best = min(best, time.perf_counter() - t0)
+    self.runs += reps
+    self.samples.append(2 * self.n ** 3 / best)
+    return self.samples[-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# The two sides. Each is set up and warmed up first; ``run(n)`` then times n steps, waiting for
+# every step's results before its clock stops.
+
+
+class Superalign:
+  """The framework's own step: builder -> state.create -> steps.make_train_step on a data mesh."""
+
+  def __init__(self, args, batches):
+    import jax
+    import ml_collections
+    from superalign import models
+    from superalign.core import mesh as mesh_lib
+    from superalign.core import optim, state as state_lib, steps
+    from superalign.models import InputSpec
+
+    self.jax = jax
+    self.batches = batches
+    self.mesh = mesh_lib.make_mesh({"data": -1})
+    spec = InputSpec((SEQ,), "tokens", num_classes=NUM_CLASSES, vocab_size=VOCAB)
+    build = models.builder(args.model, spec, dtype=args.dtype)
+    tx = optim.make(ml_collections.ConfigDict({
+        "name": "adamw", "learning_rate": LR, "weight_decay": WEIGHT_DECAY,
+        "schedule": "constant", "clip_norm": 0.0}), args.warmup + args.steps)
+    self.state, shardings = state_lib.create(build, tx, 0, self.mesh)
+    self.n_params = state_lib.param_count(self.state.params)
+    self.step = steps.make_train_step(steps.cross_entropy_loss, shardings, self.mesh)
+    self.put = lambda b: mesh_lib.shard_batch({"x": b[0], "y": b[1]}, self.mesh)
+    self.i = 0
+
+    t0 = time.perf_counter()
+    compiled = self.step.lower(self.state, self.put(batches[0])).compile()
+    self.compile_s = time.perf_counter() - t0
+    self.xla_flops = xla_cost_flops(compiled)
+    self.times: list[float] = []
+    self.run(args.warmup, record=False)
+
+  def run(self, n: int, record: bool = True) -> None:
+    for _ in range(n):
+      batch = self.batches[self.i % len(self.batches)]
+      self.i += 1
+      t0 = time.perf_counter()
+      self.state, self.metrics = self.step(self.state, self.put(batch))
+      self.jax.block_until_ready((self.state, self.metrics))
+      if record:
+        self.times.append(time.perf_counter() - t0)
+
+  @property
+  def loss(self) -> float:
+    return float(self.metrics["loss"])
+
+
+class Torch:
+  """HuggingFace GPT2ForSequenceClassification + torch.optim.AdamW, eager, float32, CPU."""
+
+  def __init__(self, args, batches, num_layers, width, num_heads):
+    import numpy as np
+    import torch
+    import transformers
+
+    torch.set_num_threads(os.cpu_count())
+    torch.manual_seed(0)
+    self.torch = torch
+    config = transformers.GPT2Config(
+        n_layer=num_layers, n_embd=width, n_head=num_heads, n_positions=SEQ, vocab_size=VOCAB,
+        num_labels=NUM_CLASSES, pad_token_id=0, bos_token_id=0, eos_token_id=0,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, summary_first_dropout=0.0)
+    self.model = transformers.GPT2ForSequenceClassification(config).float().train()
+    self.opt = torch.optim.AdamW(self.model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+    self.n_params = sum(p.numel() for p in self.model.parameters())
+    self.batches = [(torch.from_numpy(np.asarray(x, np.int64)), torch.from_numpy(np.asarray(y, np.int64)))
+                    for x, y in batches]
+    self.version = f"torch {torch.__version__}, transformers {transformers.__version__}"
+    self.attn = getattr(self.model.config, "_attn_implementation", None)
+    self.threads = torch.get_num_threads()
+    self.i = 0
+    self.times: list[float] = []
+    self.run(args.warmup, record=False)
+
+  def run(self, n: int, record: bool = True) -> None:
+    for _ in range(n):
+      x, y = self.batches[self.i % len(self.batches)]
+      self.i += 1
+      t0 = time.perf_counter()
+      out = self.model(input_ids=x, labels=y)
+      self.opt.zero_grad(set_to_none=True)
+      out.loss.backward()
+      self.opt.step()
+      self.last_loss = out.loss.item()   # CPU eager is synchronous; .item() also forces it
+      if record:
+        self.times.append(time.perf_counter() - t0)
+
+  @property
+  def loss(self) -> float:
+    return self.last_loss
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from superalign.models.registry import MODELS
+
+  dev = jax.devices()[0]
+  platform = dev.platform
+  device = f"{platform}:{dev.device_kind} x{jax.device_count()}"
+  if platform == "cpu":
+    device += f" ({os.cpu_count()} cores)"
+  if args.dtype == "bfloat16" and platform == "cpu":
+    print("note: bfloat16 on CPU is emulated by XLA and is not expected to be fast")
+  kw = MODELS[args.model].kwargs
+  num_layers, width, num_heads = kw["num_layers"], kw["width"], kw["num_heads"]
+  tokens_per_step = BATCH * SEQ
+  print(f"device {device}; jax {jax.__version__}; model {args.model} (L={num_layers}, d={width}, "
+        f"h={num_heads}), batch {BATCH} x seq {SEQ}, vocab {VOCAB}, dtype {args.dtype}, "
+        f"{args.warmup} warmup + {args.steps} timed steps")
+  if hasattr(os, "getloadavg"):
+    print(f"load average before start: {os.getloadavg()[0]:.2f} (other work on the machine "
+          "skews every figure below)")
+
+  rng = np.random.default_rng(0)
+  batches = [(rng.integers(1, VOCAB, (BATCH, SEQ), dtype=np.int32),
+              rng.integers(0, NUM_CLASSES, (BATCH,), dtype=np.int32)) for _ in range(4)]
+
+  # Matmul peak, in the compute dtype, sampled once before and once after each round below and
+  # taken as the best of all samples: a machine shared with other work cannot then understate it.
+  peak_n = 2048 if platform == "cpu" else 8192
+  peak_dtype = jnp.float32 if args.dtype == "float32" else jnp.bfloat16
+  peaks = MatmulPeak(jax, peak_dtype, peak_n)
+  peaks.sample(7)
+
+  flops = analytic_flops_per_step(num_layers, width, BATCH, SEQ, NUM_CLASSES)
+  sa = Superalign(args, batches)
+  print(f"superalign: {sa.n_params:,} params, compiled in {sa.compile_s:.1f} s")
+
+  th = None
+  if args.skip_torch:
+    print("torch: skipped (--skip-torch)")
+  elif platform != "cpu":
+    try:
+      import torch
+      cuda = torch.cuda.is_available()
+    except ImportError:
+      cuda = False
+    print(f"torch: skipped on {platform} (" + ("CUDA torch is installed, but this baseline is the "
+                                               "CPU one" if cuda else "no CUDA torch") + ")")
+  else:
+    th = Torch(args, batches, num_layers, width, num_heads)
+    print(f"torch: {th.version}, attn={th.attn}, {th.threads} threads, {th.n_params:,} params "
+          "(superalign's head has a bias, GPT-2's score layer none)")
+
+  # Timed rounds: the two sides alternate in small blocks so that any other load on the machine
+  # falls on both alike; every step is a full forward + backward + AdamW update.
+  # A short pause between blocks lets each side's worker threads stop spinning before the other
+  # side's clock starts.
+  rounds = max(1, min(args.steps, args.rounds))
+  per_round = [args.steps // rounds + (r < args.steps % rounds) for r in range(rounds)]
+  with OtherLoad() as load:
+    for n in per_round:
+      time.sleep(0.2)
+      sa.run(n)
+      if th is not None:
+        time.sleep(0.2)
+        th.run(n)
+      time.sleep(0.2)
+      peaks.sample(3)
+  peak = max(peaks.samples)
+  if load.share is not None:
+    print(f"other processes used {load.share:.0%} of the CPUs during the timed rounds"
+          + (" (a busy machine: expect low, noisy figures)" if load.share > 0.05 else ""))
+  print(f"matmul peak: {peak / 1e9:.1f} GFLOP/s (jit(a @ b), n={peak_n}, {args.dtype}; best of "
+        f"{peaks.runs} runs; per-sample bests "
+        + ", ".join(f"{p / 1e9:.0f}" for p in peaks.samples) + ")")
+
+  def describe(times):
+    mean = sum(times) / len(times)
+    return mean, (f"step mean {mean * 1e3:.1f} ms (median {statistics.median(times) * 1e3:.1f}, "
+                  f"min {min(times) * 1e3:.1f}, max {max(times) * 1e3:.1f})")
+
+  sa_step, text = describe(sa.times)
+  sa_tps = tokens_per_step / sa_step
+  sa_flops = flops["total"] / sa_step
+  print(f"superalign: {text}, {sa_tps:,.0f} tokens/s, loss {sa.loss:.4f}")
+  print(f"  FLOPs/step analytic {flops['total'] / 1e9:.2f} G (matmul {flops['matmul'] / 1e9:.2f} "
+        f"+ attention {flops['attention'] / 1e9:.2f} + head {flops['head'] / 1e9:.4f}; "
+        f"{flops['n_matmul_params']:,} non-embedding matmul params)")
+  if sa.xla_flops is not None:
+    print(f"  FLOPs/step by XLA cost analysis {sa.xla_flops / 1e9:.2f} G "
+          f"({sa.xla_flops / flops['total']:.3f}x analytic; XLA also counts elementwise work)")
+  mfu = sa_flops / peak
+  print(f"  achieved {sa_flops / 1e9:.1f} GFLOP/s analytic = {mfu:.1%} of the measured matmul peak"
+        + (f"; {sa.xla_flops / sa_step / 1e9:.1f} GFLOP/s by XLA's count" if sa.xla_flops else ""))
+  nominal = None
+  if platform == "gpu":
+    for key, kind_peaks in NOMINAL_PEAK.items():
+      if key in dev.device_kind and args.dtype in kind_peaks:
+        nominal = kind_peaks[args.dtype]
+    if nominal:
+      print(f"  MFU vs nominal {nominal / 1e12:.0f} TFLOP/s {args.dtype} dense: "
+            f"{sa_flops / nominal:.2%}")
+
+  torch_tps = speedup = None
+  if th is not None:
+    th_step, text = describe(th.times)
+    torch_tps = tokens_per_step / th_step
+    speedup = sa_tps / torch_tps
+    print(f"torch: {text}, {torch_tps:,.0f} tokens/s = {flops['total'] / th_step / 1e9:.1f} "
+          f"GFLOP/s, loss {th.loss:.4f}")
+    print(f"speedup superalign / torch: {speedup:.2f}x")
+
+  result = {
+      "superalign_tokens_per_s": round(sa_tps, 1),
+      "torch_tokens_per_s": round(torch_tps, 1) if torch_tps else None,
+      "speedup_vs_torch": round(speedup, 3) if speedup else None,
+      "matmul_peak_gflops": round(peak / 1e9, 2),
+      "superalign_gflops": round(sa_flops / 1e9, 2),
+      "mfu_vs_measured_peak": round(mfu, 4),
+      "mfu_vs_nominal_peak": round(sa_flops / nominal, 4) if nominal else None,
+      "xla_flops_per_step": sa.xla_flops,
+      "analytic_flops_per_step": flops["total"],
+      "other_load": round(load.share, 3) if load.share is not None else None,
+      "device": device,
+      "dtype": args.dtype,
+      "model": args.model,
+      "steps": args.steps,
+  }
+  print(json.dumps(result))
+  return result
+
+
+if __name__ == "__main__":
+  sys.exit(0 if main() else 1)
