@@ -31,29 +31,9 @@ def _layer_norm(width: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
       rngs=rngs)
 
 
-class Attention(nnx.Module):
-  """Causal self-attention with fused QKV; heads are the tensor-parallel axis."""
-
-  def __init__(self, width: int, num_heads: int, out_std: float, dtype, rngs: nnx.Rngs):
-    head_dim = width // num_heads
-    self.qkv = _param(rngs, (width, 3, num_heads, head_dim), ("embed", None, "heads", None))
-    self.qkv_bias = nnx.Param(jnp.zeros((3, num_heads, head_dim), jnp.float32))
-    self.out = _param(rngs, (num_heads, head_dim, width), ("heads", None, "embed"), out_std)
-    self.out_bias = nnx.Param(jnp.zeros((width,), jnp.float32))
-    self.dtype = dtype
-
-  def __call__(self, x: jax.Array) -> jax.Array:
-    # One [tokens, d] x [d, heads * 3 * head_dim] matmul. Columns go heads-major so that a
-    # tensor-parallel split of the heads axis stays a split of the matmul's columns.
-    w = self.qkv[...].astype(self.dtype)                           # [d, 3, heads, head_dim]
-    d, _, heads, head_dim = w.shape
-    w = w.transpose(0, 2, 1, 3).reshape(d, -1)
-    qkv = _matmul(x, w).reshape(*x.shape[:-1], heads, 3, head_dim)
-    qkv = qkv + self.qkv_bias[...].astype(self.dtype).transpose(1, 0, 2)
-    h = _causal_attention(qkv[..., 0, :], qkv[..., 1, :], qkv[..., 2, :])
-    out_kernel = self.out[...].astype(self.dtype)                  # [heads, head_dim, d]
-    h = _matmul(h.reshape(*h.shape[:-2], -1), out_kernel.reshape(-1, out_kernel.shape[-1]))
-    return h + self.out_bias[...].astype(self.dtype)
+# The helpers below are written for XLA's CPU backend as much as for accelerators: they compute
+# what the plain formulation computes (same parameters, shapes and dtypes), in a form that
+# compiles to fewer layout copies and faster matmuls there (benchmarks/train_step.py).
 
 
 def _causal_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
@@ -89,6 +69,36 @@ def _dense(layer: nnx.Linear, x: jax.Array, dtype) -> jax.Array:
   return _matmul(x.astype(dtype), layer.kernel[...].astype(dtype)) + layer.bias[...].astype(dtype)
 
 
+# GELU with approximate=True (GPT-2's), rematerialized: the backward pass recomputes it from its
+# input rather than keeping its tanh, one activation-sized array per layer less to write and read.
+_gelu = jax.checkpoint(lambda x: jax.nn.gelu(x, approximate=True))
+
+
+class Attention(nnx.Module):
+  """Causal self-attention with fused QKV; heads are the tensor-parallel axis."""
+
+  def __init__(self, width: int, num_heads: int, out_std: float, dtype, rngs: nnx.Rngs):
+    head_dim = width // num_heads
+    self.qkv = _param(rngs, (width, 3, num_heads, head_dim), ("embed", None, "heads", None))
+    self.qkv_bias = nnx.Param(jnp.zeros((3, num_heads, head_dim), jnp.float32))
+    self.out = _param(rngs, (num_heads, head_dim, width), ("heads", None, "embed"), out_std)
+    self.out_bias = nnx.Param(jnp.zeros((width,), jnp.float32))
+    self.dtype = dtype
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    # One [tokens, d] x [d, heads * 3 * head_dim] matmul. Columns go heads-major so that a
+    # tensor-parallel split of the heads axis stays a split of the matmul's columns.
+    w = self.qkv[...].astype(self.dtype)                           # [d, 3, heads, head_dim]
+    d, _, heads, head_dim = w.shape
+    w = w.transpose(0, 2, 1, 3).reshape(d, -1)
+    qkv = _matmul(x, w).reshape(*x.shape[:-1], heads, 3, head_dim)
+    qkv = qkv + self.qkv_bias[...].astype(self.dtype).transpose(1, 0, 2)
+    h = _causal_attention(qkv[..., 0, :], qkv[..., 1, :], qkv[..., 2, :])
+    out_kernel = self.out[...].astype(self.dtype)                  # [heads, head_dim, d]
+    h = _matmul(h.reshape(*h.shape[:-2], -1), out_kernel.reshape(-1, out_kernel.shape[-1]))
+    return h + self.out_bias[...].astype(self.dtype)
+
+
 class Block(nnx.Module):
 
   def __init__(self, width: int, num_heads: int, num_layers: int, dtype, rngs: nnx.Rngs):
@@ -102,7 +112,7 @@ class Block(nnx.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     x = x + self.attn(self.ln1(x).astype(self.dtype))
-    h = jax.nn.gelu(_dense(self.fc, self.ln2(x), self.dtype), approximate=True)
+    h = _gelu(_dense(self.fc, self.ln2(x), self.dtype))
     return x + _dense(self.proj, h, self.dtype)
 
 
