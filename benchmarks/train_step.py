@@ -50,6 +50,8 @@ def parse_args(argv=None):
   p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                  help="superalign compute dtype (parameters and optimizer stay float32)")
   p.add_argument("--model", default="gpt_medium", choices=("gpt_medium", "gpt2"))
+  p.add_argument("--batch", type=int, default=BATCH,
+                 help="sequences per step (16 on CPU; a GPU wants hundreds to be busy)")
   p.add_argument("--rounds", type=int, default=4,
                  help="timed steps are split into this many alternating superalign/torch blocks")
   p.add_argument("--skip-torch", action="store_true", help="do not run the PyTorch baseline")
@@ -310,17 +312,17 @@ def main(argv=None):
     print("note: bfloat16 on a CPU without bfloat16 matmul units checks the code path, not speed")
   kw = MODELS[args.model].kwargs
   num_layers, width, num_heads = kw["num_layers"], kw["width"], kw["num_heads"]
-  tokens_per_step = BATCH * SEQ
+  tokens_per_step = args.batch * SEQ
   print(f"device {device}; jax {jax.__version__}; model {args.model} (L={num_layers}, d={width}, "
-        f"h={num_heads}), batch {BATCH} x seq {SEQ}, vocab {VOCAB}, dtype {args.dtype}, "
+        f"h={num_heads}), batch {args.batch} x seq {SEQ}, vocab {VOCAB}, dtype {args.dtype}, "
         f"{args.warmup} warmup + {args.steps} timed steps")
   print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
   if hasattr(os, "getloadavg"):
     print(f"load average before start: {os.getloadavg()[0]:.2f}")
 
   rng = np.random.default_rng(0)
-  batches = [(rng.integers(1, VOCAB, (BATCH, SEQ), dtype=np.int32),
-              rng.integers(0, NUM_CLASSES, (BATCH,), dtype=np.int32)) for _ in range(4)]
+  batches = [(rng.integers(1, VOCAB, (args.batch, SEQ), dtype=np.int32),
+              rng.integers(0, NUM_CLASSES, (args.batch,), dtype=np.int32)) for _ in range(4)]
 
   # Matmul peak, in the compute dtype, sampled once before and once after each round below and
   # taken as the best of all samples: a machine shared with other work cannot then understate it.
@@ -329,7 +331,7 @@ def main(argv=None):
   peaks = MatmulPeak(jax, peak_dtype, peak_n)
   peaks.sample(5)
 
-  flops = analytic_flops_per_step(num_layers, width, BATCH, SEQ, NUM_CLASSES)
+  flops = analytic_flops_per_step(num_layers, width, args.batch, SEQ, NUM_CLASSES)
   sa = Superalign(args, batches)
   print(f"superalign: {sa.n_params:,} params, compiled in {sa.compile_s:.1f} s")
 

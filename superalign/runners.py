@@ -13,6 +13,7 @@ RUNNERS = {
     "supervised": "superalign.supervised.run",
     "w2s": "superalign.w2s.run",
     "w2s_misfit": "superalign.w2s.misfit",
+    "debate": "superalign.oversight.run",
 }
 
 

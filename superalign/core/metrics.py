@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 from typing import Mapping
 
 import jax
@@ -106,3 +107,17 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, f
   if probs.shape[-1] == 2:
     out["auroc"] = auroc(probs[:, 1], labels)
   return out
+
+
+def proportion_ci(outcomes: np.ndarray, level: float = 0.95) -> dict[str, float]:
+  """Mean of per-item outcomes in [0, 1] (wins, or a win rate averaged over draws) with a Wilson
+  score interval over the ``len(outcomes)`` independent items."""
+  outcomes = np.asarray(outcomes, np.float64).ravel()
+  n = len(outcomes)
+  if n == 0:
+    return {"mean": math.nan, "lo": math.nan, "hi": math.nan, "n": 0}
+  p = float(outcomes.mean())
+  z = statistics.NormalDist().inv_cdf(0.5 + level / 2)
+  center = (p + z * z / (2 * n)) / (1 + z * z / n)
+  half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+  return {"mean": p, "lo": max(0.0, center - half), "hi": min(1.0, center + half), "n": n}

@@ -1,0 +1,33 @@
+"""Debate with a sparse-pixel judge on scikit-learn's 8x8 digits (bundled, no download).
+
+A CNN judge sees k = 4 or 6 revealed nonzero pixels; honest and lying players reveal them by tree
+search (mctx, 200 simulations a move). Judge alone, consultancy and debate with and without
+precommit on 300 test images, and an honest x liar matrix of MCTS, greedy and random players.
+
+  superalign --config=experiments/debate/digits.py --workdir=/tmp/debate         # minutes on CPU
+  superalign --config=experiments/debate/digits.py:smoke                         # seconds
+  superalign --config=experiments/debate/digits.py --config.debate.first=liar    # liar opens
+"""
+
+from superalign import config as config_lib
+from superalign.oversight import config as debate_config
+
+
+def get_config(arg=None):
+  args = config_lib.parse_arg(arg, smoke=False)
+  c = debate_config.base()
+  c.data.name = "digits"
+  if args.smoke:
+    c.debate.ks = (4,)
+    c.debate.num_images = 16
+    c.debate.num_simulations = 8
+    c.debate.max_considered = 4
+    c.debate.judge_alone_draws = 2
+    c.debate.matrix_players = ("greedy", "random")
+    c.debate.matrix_images = 8
+    c.debate.chunk = 64
+    c.train.num_steps = 40
+    c.train.eval_every = 20
+    c.train.checkpoint_every = 20
+    c.train.log_every = 20
+  return c

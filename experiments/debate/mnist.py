@@ -1,0 +1,40 @@
+"""Debate with a sparse-pixel judge on 28x28 images from local IDX files: the paper's setting.
+
+Irving et al. used MNIST; Debian's ``dataset-fashion-mnist`` package ships Fashion-MNIST as IDX
+files, the default here. Point ``dir`` at an MNIST directory to run the paper's data set.
+
+  superalign --config=experiments/debate/mnist.py --workdir=/tmp/debate28
+  superalign --config=experiments/debate/mnist.py:dir=/data/mnist --workdir=/tmp/mnist
+  superalign --config=experiments/debate/mnist.py:smoke,dir=/path/to/idx
+"""
+
+from superalign import config as config_lib
+from superalign.oversight import config as debate_config
+
+
+def get_config(arg=None):
+  args = config_lib.parse_arg(arg, smoke=False, dir="/usr/share/datasets/fashion-mnist")
+  c = debate_config.base()
+  c.data.name = f"idx:{args.dir}"
+  c.data.splits = {"train": 0.9, "val": 0.1, "test": 1.0}  # test: the IDX files' own test set
+  c.model.name = "cnn_base"
+  c.train.num_steps = 6000
+  c.train.batch_size = 256
+  c.debate.chunk = 128            # 784 moves a node: trees are 12x wider than on digits
+  c.debate.greedy_chunk = 112
+  c.debate.matrix_images = 100
+  if args.smoke:
+    c.data.limit = 512
+    c.debate.ks = (4,)
+    c.debate.num_images = 8
+    c.debate.num_simulations = 8
+    c.debate.max_considered = 4
+    c.debate.judge_alone_draws = 2
+    c.debate.matrix_players = ("greedy", "random")
+    c.debate.matrix_images = 4
+    c.debate.chunk = 32
+    c.train.num_steps = 20
+    c.train.eval_every = 10
+    c.train.checkpoint_every = 10
+    c.train.log_every = 10
+  return c
