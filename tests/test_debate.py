@@ -216,3 +216,34 @@ def test_smoke_end_to_end(tmp_path):
   # A rerun in the same workdir reuses the judge checkpoint and the finished games.
   again = debate_run.run(config, str(tmp_path))
   assert again["by_k"]["4"]["protocols"] == json.loads(json.dumps(r["protocols"]))
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("debate.honest", "alphazero", "debate.honest='alphazero': valid: random, greedy, mcts"),
+    ("debate.first", "judge", "debate.first='judge': valid: honest, liar"),
+    ("debate.ks", (), "debate.ks=(): needs one or more"),
+    ("debate.variants", ("precommit", "open"), "debate.variants: 'open' is not a variant"),
+    ("debate.num_simulations", 0, "debate.num_simulations=0: must be positive"),
+])
+def test_bad_debate_config_is_one_clear_error(key, value, message):
+  from experiments.debate import digits
+  from superalign import config as config_lib
+  from superalign.core.errors import ConfigError
+
+  config = digits.get_config("smoke")
+  section, name = key.split(".")
+  config[section][name] = value
+  with pytest.raises(ConfigError) as e:
+    config_lib.validate(config, num_devices=1)
+  assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_debate_needs_image_data(tmp_path):
+  from experiments.debate import digits
+  from superalign.core.errors import ConfigError
+  from superalign.oversight import run as debate_run
+
+  config = digits.get_config("smoke")
+  config.data.name = "breast_cancer"
+  with pytest.raises(ConfigError, match="debate needs image data"):
+    debate_run.run(config, str(tmp_path))
