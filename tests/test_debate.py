@@ -247,3 +247,21 @@ def test_debate_needs_image_data(tmp_path):
   config.data.name = "breast_cancer"
   with pytest.raises(ConfigError, match="debate needs image data"):
     debate_run.run(config, str(tmp_path))
+
+
+@pytest.mark.slow  # ~1-2 min: 784 moves a node, a cnn_base judge compiled for 28x28
+def test_28x28_smoke_on_local_idx(tmp_path):
+  from conftest import write_idx
+  from experiments.debate import mnist
+  from superalign import config as config_lib
+  from superalign.oversight import run as debate_run
+
+  data = write_idx(str(tmp_path / "idx"), n_train=300, n_test=40)
+  config = mnist.get_config(f"smoke,dir={data}")
+  config.mesh.num_devices = 1
+  config_lib.validate(config)
+  results = debate_run.run(config, str(tmp_path / "run"))
+  r = results["by_k"]["4"]
+  assert r["protocols"]["judge_alone"]["judge_accuracy"]["n"] == 8
+  assert results["throughput"]["4"]["games"] > 0
+  assert results["throughput"]["4"]["judge_evaluations"] > results["throughput"]["4"]["games"]

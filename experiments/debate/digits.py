@@ -18,16 +18,6 @@ def get_config(arg=None):
   c = debate_config.base()
   c.data.name = "digits"
   if args.smoke:
-    c.debate.ks = (4,)
-    c.debate.num_images = 16
-    c.debate.num_simulations = 8
-    c.debate.max_considered = 4
-    c.debate.judge_alone_draws = 2
-    c.debate.matrix_players = ("greedy", "random")
-    c.debate.matrix_images = 8
-    c.debate.chunk = 64
-    c.train.num_steps = 40
     c.train.eval_every = 20
-    c.train.checkpoint_every = 20
-    c.train.log_every = 20
+    debate_config.smoke(c, num_images=16)
   return c

@@ -25,16 +25,6 @@ def get_config(arg=None):
   c.debate.matrix_images = 100
   if args.smoke:
     c.data.limit = 512
-    c.debate.ks = (4,)
-    c.debate.num_images = 8
-    c.debate.num_simulations = 8
-    c.debate.max_considered = 4
-    c.debate.judge_alone_draws = 2
-    c.debate.matrix_players = ("greedy", "random")
-    c.debate.matrix_images = 4
-    c.debate.chunk = 32
-    c.train.num_steps = 20
     c.train.eval_every = 10
-    c.train.checkpoint_every = 10
-    c.train.log_every = 10
+    debate_config.smoke(c, num_images=8)
   return c

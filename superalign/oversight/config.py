@@ -37,3 +37,21 @@ def base() -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 500
   c.train.log_every = 250
   return c
+
+
+def smoke(c: ml_collections.ConfigDict, num_images: int) -> ml_collections.ConfigDict:
+  """The seconds-long variant of a debate config: k=4, a few images, shallow search, no MCTS in
+  the matrix, a judge trained for a few dozen steps."""
+  d = c.debate
+  d.ks = (4,)
+  d.num_images = num_images
+  d.num_simulations = 8
+  d.max_considered = 4
+  d.judge_alone_draws = 2
+  d.matrix_players = ("greedy", "random")
+  d.matrix_images = num_images // 2
+  d.chunk = 4 * num_images
+  c.train.num_steps = 2 * c.train.eval_every
+  c.train.checkpoint_every = c.train.eval_every
+  c.train.log_every = c.train.eval_every
+  return c
