@@ -1,0 +1,360 @@
+"""The five algorithmic tasks of Christiano, Shlegeris and Amodei (2018), each with its overseer H.
+
+Every task is batched in NumPy: ``generate`` draws ``Episodes`` (per-instance facts, a question,
+the true answer), ``solve`` answers questions by brute force (an algorithm independent of the
+generator's), and ``overseer`` is H: it decomposes each question into subquestions about the same
+facts, asks them through ``ask(episodes, subquestions) -> answers`` (the model being amplified, or
+a solver in tests), and combines the answers. H reads facts but never the answer to the question
+it decomposes; a question that reduces to a fact H answers from the facts alone.
+
+Subquestions are asked in rounds, every instance of the batch at once, so one call of ``ask`` is
+one batched model evaluation. Questions are int arrays ``[batch, question_len]``; facts are int
+arrays ``[batch, num_facts, fact_len]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Episodes:
+  facts: np.ndarray       # [batch, num_facts, fact_len]
+  questions: np.ndarray   # [batch, question_len]
+  answers: np.ndarray     # [batch] ground truth (the generator's)
+  state: dict = dataclasses.field(default_factory=dict)  # the instance in structured form
+
+  def __len__(self) -> int:
+    return len(self.answers)
+
+  def asking(self, questions: np.ndarray) -> "Episodes":
+    """The same instances with other questions (answers unknown: -1)."""
+    return dataclasses.replace(self, questions=questions, answers=np.full(len(self), -1))
+
+
+Ask = Callable[[Episodes, np.ndarray], np.ndarray]
+
+
+class PermutationPowering:
+  """Facts ``(x, sigma(x))`` for a random permutation of ``size`` elements; question ``(x, n)``
+  asks ``sigma^n(x)`` for ``1 <= n <= 2^difficulty``. H: ``sigma^(2m)(x) = sigma^m(sigma^m(x))``,
+  and one more fact lookup when ``n`` is odd."""
+
+  name = "permutation"
+
+  def __init__(self, size: int):
+    self.size = size
+
+  def num_answers(self) -> int:
+    return self.size
+
+  def generate(self, rng: np.random.Generator, batch: int, difficulty: int) -> Episodes:
+    sigma = np.stack([rng.permutation(self.size) for _ in range(batch)])
+    x = rng.integers(0, self.size, batch)
+    n = rng.integers(1, 2 ** difficulty + 1, batch)
+    y = x.copy()
+    rows = np.arange(batch)
+    for step in range(int(n.max())):  # apply sigma n times
+      y = np.where(step < n, sigma[rows, y], y)
+    facts = np.stack([np.broadcast_to(np.arange(self.size), sigma.shape), sigma], -1)
+    return Episodes(facts, np.stack([x, n], -1), y, {"sigma": sigma})
+
+  def solve(self, ep: Episodes) -> np.ndarray:
+    out = []
+    for sigma, (x, n) in zip(ep.state["sigma"], ep.questions):
+      cycle = [x]                     # x's cycle, then index n modulo its length
+      while sigma[cycle[-1]] != x:
+        cycle.append(sigma[cycle[-1]])
+      out.append(cycle[n % len(cycle)])
+    return np.array(out)
+
+  def overseer(self, ep: Episodes, ask: Ask) -> np.ndarray:
+    x, n = ep.questions[:, 0], ep.questions[:, 1]
+    rows = np.arange(len(ep))
+    lookup = lambda v: ep.facts[rows, v, 1]
+    half = np.maximum(n // 2, 1)
+    a = ask(ep, np.stack([x, half], -1))
+    b = ask(ep, np.stack([a, half], -1))
+    b = np.where(n % 2 == 1, lookup(b), b)
+    return np.where(n == 1, lookup(x), b)
+
+
+class SequentialAssignments:
+  """``size`` variables; the first quarter in a random order hold values, each later one is
+  ``x := f(y, z)`` of two earlier ones, with ``f`` a lookup table over ``values`` values given as
+  facts. Question: a variable at depth <= ``difficulty``; its value. H asks the values of ``y``
+  and ``z`` and applies ``f``."""
+
+  name = "assignments"
+  VALUE, ASSIGN, TABLE = 0, 1, 2      # fact kinds: (kind, a, b, c)
+
+  def __init__(self, size: int, values: int = 4):
+    self.size, self.values = size, values
+
+  def num_answers(self) -> int:
+    return self.values
+
+  def generate(self, rng: np.random.Generator, batch: int, difficulty: int) -> Episodes:
+    n, v = self.size, self.values
+    base = max(2, n // 4)
+    facts, questions, answers, states = [], [], [], []
+    for _ in range(batch):
+      order = rng.permutation(n)
+      table = rng.integers(0, v, (v, v))
+      value, depth, inputs, rows = {}, {}, {}, []
+      for i, var in enumerate(order):
+        if i < base:
+          value[var], depth[var] = int(rng.integers(0, v)), 0
+          rows.append((self.VALUE, var, value[var], 0))
+        else:
+          y, z = order[rng.choice(i, 2)]
+          value[var] = int(table[value[y], value[z]])
+          depth[var], inputs[var] = 1 + max(depth[y], depth[z]), (y, z)
+          rows.append((self.ASSIGN, var, y, z))
+      rows += [(self.TABLE, a, b, table[a, b]) for a in range(v) for b in range(v)]
+      eligible = [var for var in order if depth[var] <= difficulty]
+      q = eligible[rng.integers(0, len(eligible))]
+      facts.append(np.array(rows)[rng.permutation(len(rows))])
+      questions.append([q])
+      answers.append(value[q])
+      states.append((table, inputs, {k: val for k, val in value.items() if k not in inputs}))
+    return Episodes(np.stack(facts), np.array(questions), np.array(answers), {"inst": states})
+
+  def solve(self, ep: Episodes) -> np.ndarray:
+    out = []
+    for (table, inputs, given), (q,) in zip(ep.state["inst"], ep.questions):
+      memo = dict(given)
+
+      def value(var):
+        if var not in memo:
+          y, z = inputs[var]
+          memo[var] = int(table[value(y), value(z)])
+        return memo[var]
+
+      out.append(value(q))
+    return np.array(out)
+
+  def _find(self, facts: np.ndarray, kind: int, key: np.ndarray) -> np.ndarray:
+    """Per instance, the fact of ``kind`` whose first operand is ``key`` (row of zeros if none)."""
+    hit = (facts[..., 0] == kind) & (facts[..., 1] == key[:, None])
+    return facts[np.arange(len(facts)), hit.argmax(1)] * hit.any(1)[:, None]
+
+  def overseer(self, ep: Episodes, ask: Ask) -> np.ndarray:
+    q = ep.questions[:, 0]
+    given = (ep.facts[..., 0] == self.VALUE) & (ep.facts[..., 1] == q[:, None])
+    assign = self._find(ep.facts, self.ASSIGN, q)
+    a = ask(ep, assign[:, 2:3])
+    b = ask(ep, assign[:, 3:4])
+    hit = ((ep.facts[..., 0] == self.TABLE) & (ep.facts[..., 1] == a[:, None])
+           & (ep.facts[..., 2] == b[:, None]))
+    combined = ep.facts[np.arange(len(ep)), hit.argmax(1), 3]
+    own = ep.facts[np.arange(len(ep)), given.argmax(1), 2]
+    return np.where(given.any(1), own, combined)
+
+
+class WildcardSearch:
+  """``size`` distinct strings of ``length`` letters from ``alphabet``, each with a value in
+  ``[0, values)``; a pattern with ``difficulty`` wildcards asks the sum (mod ``values``) of the
+  values of the strings it matches. H fills the first wildcard with each letter and adds up."""
+
+  name = "wildcard"
+
+  def __init__(self, size: int, length: int = 3, alphabet: int = 4, values: int = 8):
+    if size > alphabet ** length:
+      raise ValueError(f"wildcard: size={size} > {alphabet}^{length} distinct strings")
+    self.size, self.length, self.alphabet, self.values = size, length, alphabet, values
+    self.wildcard = alphabet  # token
+
+  def num_answers(self) -> int:
+    return self.values
+
+  def generate(self, rng: np.random.Generator, batch: int, difficulty: int) -> Episodes:
+    L, A = self.length, self.alphabet
+    w = min(difficulty, L)
+    codes = np.stack([rng.choice(A ** L, self.size, replace=False) for _ in range(batch)])
+    strings = (codes[..., None] // A ** np.arange(L)[::-1]) % A
+    values = rng.integers(0, self.values, (batch, self.size))
+    # The pattern: a random stored string with w random positions made wildcards.
+    pattern = strings[np.arange(batch), rng.integers(0, self.size, batch)].copy()
+    for i in range(batch):
+      pattern[i, rng.choice(L, w, replace=False)] = self.wildcard
+    match = ((strings == pattern[:, None]) | (pattern[:, None] == self.wildcard)).all(-1)
+    answers = (values * match).sum(-1) % self.values
+    return Episodes(np.concatenate([strings, values[..., None]], -1), pattern, answers)
+
+  def solve(self, ep: Episodes) -> np.ndarray:
+    out = []
+    for facts, pattern in zip(ep.facts, ep.questions):
+      total = sum(int(row[-1]) for row in facts
+                  if all(p == self.wildcard or p == s for p, s in zip(pattern, row[:-1])))
+      out.append(total % self.values)
+    return np.array(out)
+
+  def overseer(self, ep: Episodes, ask: Ask) -> np.ndarray:
+    pattern = ep.questions
+    wild = pattern == self.wildcard
+    first = wild.argmax(-1)
+    rows = np.arange(len(ep))
+    total = np.zeros(len(ep), np.int64)
+    for letter in range(self.alphabet):
+      sub = pattern.copy()
+      sub[rows, first] = np.where(wild.any(-1), letter, sub[rows, first])
+      total += ask(ep, sub)
+    exact = (ep.facts[..., :-1] == pattern[:, None]).all(-1)
+    own = (ep.facts[..., -1] * exact).sum(-1)      # no wildcard: a fact (0 if no such string)
+    return np.where(wild.any(-1), total % self.values, own % self.values)
+
+
+class ShortestPath:
+  """A random directed graph on ``size`` vertices, ``degree`` out-edges each (facts ``(u, v)``);
+  question ``(a, b)``: the distance from ``a`` to ``b``, capped at ``cap`` (also "unreachable"),
+  for pairs at distance <= ``difficulty``. H: ``d(a, b) = min(cap, 1 + min_v d(v, b))`` over the
+  out-neighbours ``v`` of ``a``, and 0 when ``a == b``."""
+
+  name = "shortest_path"
+
+  def __init__(self, size: int, degree: int = 2, cap: int = 8):
+    self.size, self.degree, self.cap = size, degree, cap
+
+  def num_answers(self) -> int:
+    return self.cap + 1
+
+  def _distances(self, out: np.ndarray) -> np.ndarray:
+    """All-pairs BFS distances, capped."""
+    n = len(out)
+    dist = np.full((n, n), self.cap)
+    for a in range(n):
+      dist[a, a], frontier, d = 0, [a], 0
+      while frontier and d < self.cap - 1:
+        d += 1
+        nxt = [v for u in frontier for v in out[u] if dist[a, v] > d]
+        for v in nxt:
+          dist[a, v] = d
+        frontier = list(dict.fromkeys(nxt))
+    return dist
+
+  def generate(self, rng: np.random.Generator, batch: int, difficulty: int) -> Episodes:
+    n, r = self.size, self.degree
+    facts, questions, answers = [], [], []
+    for _ in range(batch):
+      out = np.stack([rng.choice(np.delete(np.arange(n), u), r, replace=False) for u in range(n)])
+      dist = self._distances(out)
+      pairs = np.argwhere(dist <= min(difficulty, self.cap))
+      a, b = pairs[rng.integers(0, len(pairs))]
+      facts.append(np.stack([np.repeat(np.arange(n), r), out.ravel()], -1))
+      questions.append([a, b])
+      answers.append(dist[a, b])
+    return Episodes(np.stack(facts), np.array(questions), np.array(answers))
+
+  def solve(self, ep: Episodes) -> np.ndarray:
+    out = []
+    for facts, (a, b) in zip(ep.facts, ep.questions):
+      adjacency = facts[:, 1].reshape(self.size, self.degree)
+      frontier, seen, d = {a}, {a}, 0
+      while b not in frontier and frontier and d < self.cap:
+        d += 1
+        frontier = {int(v) for u in frontier for v in adjacency[u]} - seen
+        seen |= frontier
+      out.append(d if b in frontier else self.cap)
+    return np.array(out)
+
+  def overseer(self, ep: Episodes, ask: Ask) -> np.ndarray:
+    a, b = ep.questions[:, 0], ep.questions[:, 1]
+    neighbours = ep.facts[:, :, 1].reshape(len(ep), self.size, self.degree)[np.arange(len(ep)), a]
+    best = np.full(len(ep), self.cap)
+    for j in range(self.degree):
+      best = np.minimum(best, 1 + ask(ep, np.stack([neighbours[:, j], b], -1)))
+    return np.where(a == b, 0, np.minimum(best, self.cap))
+
+
+class UnionFind:
+  """Equalities ``x = y`` (facts ``(0, x, y)``) join ``size`` variables into trees of degree <= 3;
+  one variable per tree holds a value (facts ``(1, x, value)``). Question ``(x, from)``: the value
+  found in ``x``'s side of the tree away from neighbour ``from`` (``none`` if it holds none); the
+  top-level question has ``from = none``. Difficulty: the tree distance from ``x`` to the value.
+  H: ``x``'s own value, else the one answer among ``(y, x)`` for ``x``'s other neighbours."""
+
+  name = "union_find"
+  EQUAL, VALUE = 0, 1
+  MAX_DEGREE = 3
+
+  def __init__(self, size: int, values: int = 8, components: int = 4):
+    self.size, self.values, self.components = size, values, components
+    self.none = size            # variable token "none" (also answer "none" = values)
+
+  def num_answers(self) -> int:
+    return self.values + 1      # the last is "none"
+
+  def generate(self, rng: np.random.Generator, batch: int, difficulty: int) -> Episodes:
+    n = self.size
+    facts, questions, answers, states = [], [], [], []
+    for _ in range(batch):
+      order = rng.permutation(n)
+      roots = order[:self.components]
+      value = {int(r): int(rng.integers(0, self.values)) for r in roots}
+      degree, depth, root_of, edges = {}, {}, {}, []
+      for r in roots:
+        degree[r], depth[r], root_of[r] = 0, 0, r
+      for x in order[self.components:]:
+        open_ = [u for u in depth if degree[u] < self.MAX_DEGREE]
+        y = open_[rng.integers(0, len(open_))]
+        degree[y] += 1
+        degree[x], depth[x], root_of[x] = 1, depth[y] + 1, root_of[y]
+        edges.append((x, y) if rng.random() < 0.5 else (y, x))
+      rows = [(self.EQUAL, a, b) for a, b in edges] + [(self.VALUE, r, v) for r, v in value.items()]
+      eligible = [x for x in depth if depth[x] <= difficulty]
+      q = eligible[rng.integers(0, len(eligible))]
+      facts.append(np.array(rows)[rng.permutation(len(rows))])
+      questions.append([q, self.none])
+      answers.append(value[root_of[q]])
+      states.append(edges)
+    return Episodes(np.stack(facts), np.array(questions), np.array(answers), {"edges": states})
+
+  def solve(self, ep: Episodes) -> np.ndarray:
+    out = []
+    for facts, (x, came_from) in zip(ep.facts, ep.questions):
+      values = {int(r[1]): int(r[2]) for r in facts if r[0] == self.VALUE}
+      adjacency: dict[int, list[int]] = {}
+      for kind, a, b in facts:
+        if kind == self.EQUAL:
+          adjacency.setdefault(int(a), []).append(int(b))
+          adjacency.setdefault(int(b), []).append(int(a))
+      seen, stack, found = {int(came_from), int(x)}, [int(x)], self.values
+      while stack:                # depth-first search away from ``came_from``
+        u = stack.pop()
+        if u in values:
+          found = values[u]
+          break
+        for v in adjacency.get(u, []):
+          if v not in seen:
+            seen.add(v)
+            stack.append(v)
+      out.append(found)
+    return np.array(out)
+
+  def overseer(self, ep: Episodes, ask: Ask) -> np.ndarray:
+    x, came_from = ep.questions[:, 0], ep.questions[:, 1]
+    f = ep.facts
+    own_hit = (f[..., 0] == self.VALUE) & (f[..., 1] == x[:, None])
+    own = np.where(own_hit.any(1), f[np.arange(len(ep)), own_hit.argmax(1), 2], self.values)
+    # x's neighbours other than came_from, padded with "none" to MAX_DEGREE subquestions.
+    equal = f[..., 0] == self.EQUAL
+    other = np.where(equal & (f[..., 1] == x[:, None]), f[..., 2],
+                     np.where(equal & (f[..., 2] == x[:, None]), f[..., 1], self.none))
+    other = np.where(other == came_from[:, None], self.none, other)
+    order = np.argsort(other == self.none, axis=1, kind="stable")[:, :self.MAX_DEGREE]
+    neighbours = np.take_along_axis(other, order, 1)
+    found = np.full(len(ep), self.values)
+    for j in range(self.MAX_DEGREE):
+      sub = np.stack([neighbours[:, j], x], -1)
+      answer = ask(ep, sub)
+      answer = np.where(neighbours[:, j] == self.none, self.values, answer)
+      found = np.where(found == self.values, answer, found)
+    return np.where(own_hit.any(1), own, found)
+
+
+TASKS = {t.name: t for t in (PermutationPowering, SequentialAssignments, WildcardSearch,
+                             ShortestPath, UnionFind)}
