@@ -49,3 +49,27 @@ def test_difficulty_bounds_the_question():
   assert sp.generate(np.random.default_rng(0), 100, 2).answers.max() <= 2
   wc = tasks.WildcardSearch(16)
   assert ((wc.generate(np.random.default_rng(0), 50, 2).questions == wc.wildcard).sum(1) == 2).all()
+
+
+@pytest.mark.parametrize("name", sorted(tasks.TASKS))
+def test_encoding_has_one_length_per_size_and_fits_the_vocabulary(name):
+  from superalign.amplification import encoding
+  task = tasks.TASKS[name](size=16)
+  vocab = encoding.vocab_size(task, max_difficulty=4)
+  lengths = set()
+  for difficulty in range(5):
+    ep = task.generate(np.random.default_rng(difficulty), 8, difficulty)
+    tokens = encoding.encode(ep)
+    lengths.add(tokens.shape[1])
+    assert tokens.min() >= encoding.SEP and tokens.max() < vocab
+    assert (tokens[:, -ep.questions.shape[1] - 1] == encoding.SEP).all()
+  assert len(lengths) == 1
+
+
+def test_counting_ask_counts_subquestions():
+  from superalign.amplification import encoding
+  task = tasks.WildcardSearch(16)
+  ep = task.generate(np.random.default_rng(0), 10, 2)
+  ask = encoding.CountingAsk(_oracle(task))
+  np.testing.assert_array_equal(task.overseer(ep, ask), ep.answers)
+  assert ask.calls == 10 * task.alphabet  # one round of one subquestion per letter

@@ -48,6 +48,9 @@ class PermutationPowering:
   def __init__(self, size: int):
     self.size = size
 
+  def max_token(self, difficulty: int) -> int:
+    return max(self.size - 1, 2 ** difficulty)
+
   def num_answers(self) -> int:
     return self.size
 
@@ -93,6 +96,9 @@ class SequentialAssignments:
 
   def __init__(self, size: int, values: int = 4):
     self.size, self.values = size, values
+
+  def max_token(self, difficulty: int) -> int:
+    return max(self.size - 1, self.values - 1, self.TABLE)
 
   def num_answers(self) -> int:
     return self.values
@@ -168,6 +174,9 @@ class WildcardSearch:
     self.size, self.length, self.alphabet, self.values = size, length, alphabet, values
     self.wildcard = alphabet  # token
 
+  def max_token(self, difficulty: int) -> int:
+    return max(self.wildcard, self.values - 1)
+
   def num_answers(self) -> int:
     return self.values
 
@@ -218,6 +227,9 @@ class ShortestPath:
 
   def __init__(self, size: int, degree: int = 2, cap: int = 8):
     self.size, self.degree, self.cap = size, degree, cap
+
+  def max_token(self, difficulty: int) -> int:
+    return self.size - 1
 
   def num_answers(self) -> int:
     return self.cap + 1
@@ -284,6 +296,9 @@ class UnionFind:
   def __init__(self, size: int, values: int = 8, components: int = 4):
     self.size, self.values, self.components = size, values, components
     self.none = size            # variable token "none" (also answer "none" = values)
+
+  def max_token(self, difficulty: int) -> int:
+    return max(self.none, self.values - 1)
 
   def num_answers(self) -> int:
     return self.values + 1      # the last is "none"
