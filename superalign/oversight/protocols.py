@@ -30,8 +30,8 @@ from superalign.oversight import judge as judge_lib
 
 @dataclasses.dataclass
 class Throughput:
-  """Work done by an arena: games played and judge evaluations, and the seconds they took
-  (compilation excluded: the first chunk of each program is timed separately)."""
+  """Work done by an arena: games played, judge evaluations, and the seconds they took; compiling
+  (ahead of time, once per program) is counted apart in ``compile_seconds``."""
   games: int = 0
   judge_evaluations: int = 0
   seconds: float = 0.0

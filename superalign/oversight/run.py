@@ -26,7 +26,7 @@ from superalign.core.metrics import proportion_ci
 from superalign.oversight import players as players_lib
 from superalign.oversight import protocols, report
 from superalign.oversight.evidence import PixelEvidence
-from superalign.oversight.judge import judge_spec, sparse_view, train_judge
+from superalign.oversight.judge import judge_spec, train_judge
 
 FIRST = ("honest", "liar")
 VARIANTS = ("precommit", "no_precommit")
@@ -174,9 +174,8 @@ def run(config, workdir: str) -> dict:
     judge = train_judge(config, evidence, splits["train"], splits["val"], source.spec, k, workdir)
     arena = protocols.Arena(evidence, judge.state, mesh, d.chunk)
     by_k[str(k)] = {
-        "judge_val_accuracy": float(np.mean(
-            judge.predict(sparse_view(evidence, splits["val"], k, config.seed + 1)).argmax(-1)
-            == splits["val"].y)),
+        # train_judge's last evaluation: val accuracy on one fixed draw of k pixels
+        "judge_val_accuracy": judge.fit.history[-1]["accuracy"],
         **evaluate_k(config, arena, x, y, k, source.spec.num_classes, workdir)}
     throughput[str(k)] = arena.throughput.as_dict()
 
