@@ -14,6 +14,7 @@ RUNNERS = {
     "w2s": "superalign.w2s.run",
     "w2s_misfit": "superalign.w2s.misfit",
     "debate": "superalign.oversight.run",
+    "amplification": "superalign.amplification.run",
 }
 
 

@@ -1,8 +1,11 @@
-"""Episodes as token sequences for the core transformer, and the overseer's calls counted.
+"""Episodes as record tokens for the core transformer, and the overseer's calls counted.
 
-A sequence is the instance's facts, flattened in order, a separator, then the question: every
-token shifted by ``OFFSET`` so 0 and 1 stay free for padding and the separator. A task's facts have
-a fixed count per size, so every sequence of a (task, size) has the same length: one compiled step.
+One position per record: each fact, then the question last (the classifier reads the last
+position). A record is a row of fields: field 0 is its kind (``FACT`` or ``QUESTION``), field
+``j >= 1`` holds value ``v`` as id ``OFFSET + (j - 1) * values + v``, so each field has its own
+embeddings and the transformer sums them into the position's input. Unused fields are ``PAD``.
+A task's facts have a fixed count per size, so every episode of a (task, size) has the same shape:
+one compiled step.
 """
 
 from __future__ import annotations
@@ -12,19 +15,43 @@ import dataclasses
 import numpy as np
 
 from superalign.amplification.tasks import Ask, Episodes
+from superalign.core.specs import InputSpec
 
-PAD, SEP, OFFSET = 0, 1, 2
-
-
-def vocab_size(task, max_difficulty: int) -> int:
-  return task.max_token(max_difficulty) + OFFSET + 1
+PAD, FACT, QUESTION, OFFSET = 0, 1, 2, 3
 
 
-def encode(ep: Episodes) -> np.ndarray:
-  """``[batch, facts * fact_len + 1 + question_len]`` int32 tokens."""
-  n = len(ep.questions)
-  facts = ep.facts.reshape(n, -1) + OFFSET
-  return np.concatenate([facts, np.full((n, 1), SEP), ep.questions + OFFSET], 1).astype(np.int32)
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  """Record shape of one (task, size, max difficulty)."""
+  num_facts: int
+  width: int          # fields per record, kind included
+  values: int         # ids per value field (task tokens 0 .. values - 1)
+  num_answers: int
+
+  @property
+  def spec(self) -> InputSpec:
+    return InputSpec((self.num_facts + 1, self.width), "tokens", self.num_answers,
+                     vocab_size=OFFSET + (self.width - 1) * self.values)
+
+
+def layout(task, max_difficulty: int) -> Layout:
+  sample = task.generate(np.random.default_rng(0), 1, 0)
+  _, num_facts, fact_len = sample.facts.shape
+  width = 1 + max(fact_len, sample.questions.shape[1])
+  return Layout(num_facts, width, task.max_token(max_difficulty) + 1, task.num_answers())
+
+
+def encode(ep: Episodes, lay: Layout) -> np.ndarray:
+  """``[batch, num_facts + 1, width]`` int32 record tokens."""
+  n, num_facts, fact_len = ep.facts.shape
+  out = np.zeros((n, num_facts + 1, lay.width), np.int32)
+  fields = OFFSET + np.arange(lay.width - 1) * lay.values
+  out[:, :num_facts, 0] = FACT
+  out[:, :num_facts, 1:1 + fact_len] = ep.facts + fields[:fact_len]
+  q_len = ep.questions.shape[1]
+  out[:, -1, 0] = QUESTION
+  out[:, -1, 1:1 + q_len] = ep.questions + fields[:q_len]
+  return out
 
 
 @dataclasses.dataclass

@@ -163,7 +163,7 @@ class SequentialAssignments:
 
 class WildcardSearch:
   """``size`` distinct strings of ``length`` letters from ``alphabet``, each with a value in
-  ``[0, values)``; a pattern with ``difficulty`` wildcards asks the sum (mod ``values``) of the
+  ``[0, values)``; a pattern with up to ``difficulty`` wildcards asks the sum (mod ``values``) of the
   values of the strings it matches. H fills the first wildcard with each letter and adds up."""
 
   name = "wildcard"
@@ -182,14 +182,14 @@ class WildcardSearch:
 
   def generate(self, rng: np.random.Generator, batch: int, difficulty: int) -> Episodes:
     L, A = self.length, self.alphabet
-    w = min(difficulty, L)
+    w = rng.integers(0, min(difficulty, L) + 1, batch)   # wildcards per pattern
     codes = np.stack([rng.choice(A ** L, self.size, replace=False) for _ in range(batch)])
     strings = (codes[..., None] // A ** np.arange(L)[::-1]) % A
     values = rng.integers(0, self.values, (batch, self.size))
-    # The pattern: a random stored string with w random positions made wildcards.
+    # The pattern: a random stored string with w[i] random positions made wildcards.
     pattern = strings[np.arange(batch), rng.integers(0, self.size, batch)].copy()
     for i in range(batch):
-      pattern[i, rng.choice(L, w, replace=False)] = self.wildcard
+      pattern[i, rng.choice(L, w[i], replace=False)] = self.wildcard
     match = ((strings == pattern[:, None]) | (pattern[:, None] == self.wildcard)).all(-1)
     answers = (values * match).sum(-1) % self.values
     return Episodes(np.concatenate([strings, values[..., None]], -1), pattern, answers)

@@ -1,8 +1,10 @@
 """The one training loop: steps, periodic evaluation, early stopping, checkpoints, resume.
 
 Every protocol trains through ``fit``. The loop owns no randomness: the batch for step ``s`` is
-``batch_at(s)`` and the step's key is ``fold_in(state.rng, s)``, so restoring a checkpoint at step
-``s`` and continuing gives bitwise the same run as never stopping.
+``batch_at(s, state)`` and the step's key is ``fold_in(state.rng, s)``, so restoring a checkpoint at
+step ``s`` and continuing gives bitwise the same run as never stopping. A batch may depend on the
+current state (targets made by the model being trained, as in amplification); host-side state that
+batches depend on (a curriculum level) travels in the checkpoint through a ``HostState``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -50,6 +52,21 @@ class EarlyStop:
     if old is None:
       return True
     return new > old if self.mode == "max" else new < old
+
+
+class HostState(Protocol):
+  """Host-side state that batches depend on, saved with every checkpoint (e.g. a curriculum).
+
+  ``observe`` sees every step's training metrics, in step order, when the loop fetches them from
+  the device (every ``log_every`` steps); decisions it takes there are exact under resume when
+  ``checkpoint_every`` is a multiple of ``log_every``.
+  """
+
+  def observe(self, step: int, metrics: Mapping[str, float]) -> None: ...
+
+  def state_dict(self) -> dict: ...
+
+  def load_state_dict(self, saved: dict) -> None: ...
 
 
 @dataclasses.dataclass
@@ -171,7 +188,7 @@ class _Progress:
 def fit(
     state: TrainState,
     train_step: Callable,
-    batch_at: Callable[[int], dict],
+    batch_at: Callable[[int, TrainState], dict],
     num_steps: int,
     *,
     evaluate: Callable[[TrainState], dict] | None = None,
@@ -180,6 +197,7 @@ def fit(
     checkpointer: Checkpointer | None = None,
     writer: MetricWriter | None = None,
     log_every: int = 50,
+    host: HostState | None = None,
     desc: str = "train",
 ) -> FitResult:
   """Trains ``state`` for ``num_steps`` steps (resuming from ``checkpointer`` if it has one).
@@ -201,7 +219,8 @@ def fit(
 
   def meta(finished: bool):
     return {"history": history, "best": best.state() if best else {},
-            "stopped_early": stopped_early, "train_metrics": train_metrics, "finished": finished}
+            "stopped_early": stopped_early, "train_metrics": train_metrics, "finished": finished,
+            "host": host.state_dict() if host is not None else {}}
 
   if checkpointer is not None and checkpointer.latest_step() is not None:
     resumed_from = checkpointer.latest_step()
@@ -212,6 +231,8 @@ def fit(
       if keep_best and m["best"]:
         best.params = restored["best_params"]
     history, stopped_early, train_metrics = m["history"], m["stopped_early"], m["train_metrics"]
+    if host is not None:
+      host.load_state_dict(m.get("host", {}))
     log.info("%s: resumed from checkpoint at step %d", desc, resumed_from)
     if m["finished"]:
       return _finish(state, best, history, train_metrics, stopped_early, resumed_from)
@@ -223,7 +244,7 @@ def fit(
   with _sigterm_flag() as sigterm:
     try:
       while step < num_steps and not stopped_early:
-        state, metrics = train_step(state, batch_at(step))
+        state, metrics = train_step(state, batch_at(step, state))
         step += 1
         pending.append((step, metrics))
         last = step == num_steps
@@ -231,6 +252,9 @@ def fit(
         if step % log_every == 0 or last or do_eval or sigterm.is_set():
           rows = jax.device_get(pending)
           _check_finite(rows)
+          if host is not None:
+            for row_step, row in rows:
+              host.observe(row_step, {k: float(np.mean(v)) for k, v in row.items()})
           train_metrics = {k: float(np.mean([m[k] for _, m in rows])) for k in rows[-1][1]}
           if writer is not None:
             writer.write(step, {f"train/{k}": v for k, v in train_metrics.items()})

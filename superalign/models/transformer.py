@@ -117,7 +117,12 @@ class Block(nnx.Module):
 
 
 class Transformer(nnx.Module):
-  """GPT-2-shaped classifier over token ids ``[batch, length]`` (int32, 0 = pad)."""
+  """GPT-2-shaped classifier over token ids ``[batch, length]`` (int32, 0 = pad).
+
+  Tokens may also be ``[batch, length, fields]``: each position is a record (a fact such as
+  ``(x, sigma(x))``) whose fields' embeddings are summed, so a record costs one position rather
+  than one per field. Fields take disjoint id ranges; a position is padding when field 0 is pad.
+  """
 
   def __init__(self, vocab_size: int, max_len: int, num_classes: int, num_layers: int,
                width: int, num_heads: int, *, pad_id: int = 0, dtype=jnp.float32,
@@ -139,7 +144,10 @@ class Transformer(nnx.Module):
   def hidden_states(self, tokens: jax.Array) -> jax.Array:
     """Final-LayerNorm activations ``[batch, length, width]``."""
     length = tokens.shape[1]
-    x = self.embed(tokens) + self.pos[:length].astype(self.dtype)
+    x = self.embed(tokens)
+    if tokens.ndim == 3:
+      x = x.sum(axis=2)
+    x = x + self.pos[:length].astype(self.dtype)
     for block in self.blocks:
       x = block(x)
     return self.ln_f(x)
@@ -147,7 +155,8 @@ class Transformer(nnx.Module):
   def features(self, tokens: jax.Array) -> jax.Array:
     """The activation at each sequence's last non-pad token ``[batch, width]``."""
     h = self.hidden_states(tokens)
-    last = jnp.maximum(jnp.sum(tokens != self.pad_id, axis=1) - 1, 0)
+    present = (tokens if tokens.ndim == 2 else tokens[..., 0]) != self.pad_id
+    last = jnp.maximum(jnp.sum(present, axis=1) - 1, 0)
     return jnp.take_along_axis(h, last[:, None, None], axis=1)[:, 0]
 
   def __call__(self, tokens: jax.Array) -> jax.Array:

@@ -4,6 +4,9 @@ This is the glue every protocol reuses (the weak supervisor, the strong student 
 weak-to-strong are each one ``train_classifier`` call): model by name, sharded TrainState, jitted
 steps, (seed, step) batches, ``core.loop.fit`` with checkpoints under ``workdir/checkpoints/<tag>``.
 
+Batches that depend on the model: pass ``batch_fn(step, trained) -> {"x", "y", ...}`` instead of
+a split (amplification builds each step's targets by asking the current model subquestions).
+
 Stacked runs: pass ``seeds=[...]`` to train one run per seed at once with a vmapped step. Each run
 draws its own batches from ``(seed, step)``; ``train.extra`` arrays then carry a leading runs axis
 (per-run targets such as weak labels) and ``run_consts`` give per-run scalars (a loss id).
@@ -88,7 +91,7 @@ def trainable_mask(build: Callable, trainable: str | None):
 
 def train_classifier(
     config,
-    train: Split,
+    train: Split | None,
     spec: InputSpec,
     workdir: str,
     *,
@@ -104,13 +107,17 @@ def train_classifier(
     trainable: str | None = None,
     mesh: Mesh | None = None,
     on_batch: Callable[[int], None] | None = None,
+    batch_fn: Callable[[int, Trained], Mapping[str, np.ndarray]] | None = None,
+    host: loop.HostState | None = None,
 ) -> Trained:
   """Trains ``config.model.name`` (or ``model_name``) on ``train``.
 
   Evaluation during training: ``classification_metrics`` on ``val``, or ``evaluate(trained)``
   returning a dict of (per-run) values. ``warm`` overwrites initial parameters (a pretrained
   backbone); ``trainable="head"`` freezes all but the head. ``on_batch(step)`` runs before each
-  step's batch is built (profiling, fault injection).
+  step's batch is built (profiling, fault injection). ``batch_fn(step, trained)`` replaces
+  ``train`` (then ``config.train.num_steps`` must be set) and sees the model as it is before the
+  step; ``host`` is host-side state its batches depend on, saved in every checkpoint.
   """
   model_name = model_name or config.model.name
   stacked = seeds is not None
@@ -118,7 +125,11 @@ def train_classifier(
   run_seeds = list(seeds) if stacked else [seed]
   mesh = mesh or mesh_lib.make_mesh(dict(config.mesh))
   tc = config.train
-  num_steps = num_train_steps(tc, len(train))
+  if (train is None) == (batch_fn is None):
+    raise ValueError("train_classifier needs exactly one of a train split and a batch_fn")
+  if batch_fn is not None and (stacked or tc.num_steps <= 0):
+    raise ValueError("batch_fn trains one run for config.train.num_steps > 0 steps")
+  num_steps = num_train_steps(tc, len(train) if train is not None else 0)
   build = models.builder(model_name, spec, config.model.dtype, max_len=config.data.max_len)
   tx = optim.make(config.optim, num_steps, trainable_mask(build, trainable))
   state, shardings = state_lib.create(
@@ -134,9 +145,13 @@ def train_classifier(
   consts = {k: np.asarray(v) for k, v in (run_consts or {}).items()}
   runs = np.arange(len(run_seeds))[:, None]
 
-  def batch_at(step: int):
+  def batch_at(step: int, state):
     if on_batch is not None:
       on_batch(step)
+    if batch_fn is not None:  # every process builds the global batch (same seed), keeps its share
+      batch = batch_fn(step, wrap(state))
+      share = batches.process_slice(np.arange(len(next(iter(batch.values())))))
+      return mesh_lib.shard_batch({k: v[share] for k, v in batch.items()}, mesh)
     idx = np.stack([batches.train_indices(s, step, len(train), tc.batch_size) for s in run_seeds])
     idx = batches.process_slice(idx)
     if not stacked:
@@ -163,7 +178,7 @@ def train_classifier(
   try:
     result = loop.fit(state, train_step, batch_at, num_steps, evaluate=eval_fn,
                       eval_every=tc.eval_every, early_stop=early_stop, checkpointer=ckpt,
-                      writer=writer, log_every=tc.log_every, desc=tag)
+                      writer=writer, log_every=tc.log_every, host=host, desc=tag)
   finally:
     writer.close()
     ckpt.close()

@@ -269,7 +269,7 @@ def pretrain_representation(config, name: str, depth: int, width: int, heads: np
   applier = make_applier(shardings, mesh, config.train.eval_batch_size, stacked=False)
   val_var = float(np.mean(np.var(y_val, axis=0)))
 
-  def batch_at(step: int):
+  def batch_at(step: int, _state):
     idx = batches.process_slice(batches.train_indices(seed, step, len(x), m.pretrain_batch_size))
     return mesh_lib.shard_batch({"x": x[idx], "y": y[idx]}, mesh)
 

@@ -1,0 +1,120 @@
+"""Amplify(H, model) and its supervised baseline, both trained by the core engine.
+
+Each step draws fresh episodes at the curriculum's difficulty. The supervised baseline trains on
+their ground-truth answers. Amplification never reads them: H decomposes each question and asks
+the model being trained the subquestions (one batched forward pass per round), and the answers H
+combines are the targets the model is distilled on. The curriculum raises the difficulty when the
+model agrees with its targets (the train step's ``accuracy``) on at least ``threshold`` of the
+last ``window`` steps; it needs no label either. Progress is measured on a held-out set of
+episodes at the final difficulty, against ground truth.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping
+
+import jax.numpy as jnp
+import numpy as np
+
+from superalign.amplification import encoding
+from superalign.amplification.tasks import TASKS, Episodes
+from superalign.supervised.train import Trained, train_classifier
+
+MODES = ("amplify", "supervised")
+
+
+def make_task(config, name: str):
+  """The task ``name`` built from its block ``config.amplification.<name>``."""
+  options = dict(config.amplification[name])
+  options.pop("max_difficulty")
+  return TASKS[name](**options)
+
+
+def answer_fn(state, batch) -> np.ndarray:
+  """The model's answer (argmax class) for each episode."""
+  return jnp.argmax(state.model()(batch["x"]), axis=-1)
+
+
+class Curriculum:
+  """Difficulty level, raised on agreement with targets; the label and H-call ledger.
+
+  A ``core.loop.HostState``: saved with each checkpoint, so a resumed run draws the same batches.
+  """
+
+  def __init__(self, start: int, top: int, threshold: float, window: int):
+    self.level, self.top = start, top
+    self.threshold, self.window = threshold, window
+    self.recent: list[float] = []
+    self.raised_at: list[int] = []      # step at which each level after ``start`` began
+    self.counts = {"examples": 0, "labels": 0, "h_calls": 0, "subquestions": 0}
+
+  def observe(self, step: int, metrics: Mapping[str, float]) -> None:
+    self.recent = (self.recent + [metrics["accuracy"]])[-self.window:]
+    if (self.level < self.top and len(self.recent) == self.window
+        and np.mean(self.recent) >= self.threshold):
+      self.level += 1
+      self.raised_at.append(step)
+      self.recent = []
+
+  def state_dict(self) -> dict:
+    return {"level": self.level, "recent": self.recent, "raised_at": self.raised_at,
+            "counts": dict(self.counts)}
+
+  def load_state_dict(self, saved: dict) -> None:
+    if saved:
+      self.level, self.recent = saved["level"], list(saved["recent"])
+      self.raised_at, self.counts = list(saved["raised_at"]), dict(saved["counts"])
+
+
+def blind(ep: Episodes) -> Episodes:
+  """What H may see: the facts and the question, not the answer or the generator's state."""
+  return dataclasses.replace(ep.asking(ep.questions), state={})
+
+
+def model_ask(trained: Trained, lay: encoding.Layout):
+  """``ask(episodes, subquestions)`` answered by the model in one batched forward pass."""
+  return lambda ep, questions: trained.apply(encoding.encode(ep.asking(questions), lay), answer_fn)
+
+
+@dataclasses.dataclass
+class Result:
+  trained: Trained
+  curriculum: Curriculum
+  test_accuracy: float
+  history: list[dict]     # per evaluation: step, accuracy, level, labels, h_calls, subquestions
+
+
+def train(config, task, mode: str, workdir: str, *, tag: str) -> Result:
+  """Trains ``config.model`` on ``task`` by amplification or supervision (``mode``)."""
+  a = config.amplification
+  top = int(a[task.name].max_difficulty)
+  lay = encoding.layout(task, top)
+  curriculum = Curriculum(int(a.start_difficulty), top, float(a.threshold), int(a.window))
+  test = task.generate(np.random.default_rng([config.seed, 1 << 20]), int(a.num_test), top)
+  test_x = encoding.encode(test, lay)
+  batch_size = int(config.train.batch_size)
+
+  def batch_fn(step: int, trained: Trained) -> dict:
+    ep = task.generate(np.random.default_rng([config.seed, step]), batch_size, curriculum.level)
+    counts = curriculum.counts
+    if mode == "supervised":
+      targets = ep.answers
+      counts["labels"] += len(ep)
+    else:
+      ask = encoding.CountingAsk(model_ask(trained, lay))
+      targets = task.overseer(blind(ep), ask)
+      counts["h_calls"] += len(ep)
+      counts["subquestions"] += ask.calls
+    counts["examples"] += len(ep)
+    return {"x": encoding.encode(ep, lay), "y": targets.astype(np.int32)}
+
+  def evaluate(trained: Trained) -> dict:
+    accuracy = float(np.mean(trained.apply(test_x, answer_fn) == test.answers))
+    return {"accuracy": accuracy, "level": curriculum.level, **curriculum.counts}
+
+  trained = train_classifier(config, None, lay.spec, workdir, tag=tag, batch_fn=batch_fn,
+                             host=curriculum, evaluate=evaluate)
+  history = trained.fit.history
+  return Result(trained, curriculum, history[-1]["accuracy"] if history else float("nan"),
+                history)

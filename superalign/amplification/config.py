@@ -1,0 +1,77 @@
+"""Amplification config defaults, on top of ``superalign.config.base()``.
+
+Every task has its own block (``c.amplification.<task>``: size, top difficulty, task options);
+``c.amplification.tasks`` picks which run, so one file can run one task or all five.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from superalign import config as config_lib
+from superalign.amplification import amplify, tasks
+
+# Size and top difficulty per task: 16 variables / vertices / strings, and difficulties whose
+# questions take H several levels of decomposition.
+TASK_DEFAULTS = {
+    "permutation": {"size": 16, "max_difficulty": 3},            # n <= 8
+    "assignments": {"size": 16, "max_difficulty": 3, "values": 4},  # depth <= 3
+    "wildcard": {"size": 16, "max_difficulty": 3, "length": 3, "alphabet": 4, "values": 8},
+    "shortest_path": {"size": 16, "max_difficulty": 4, "degree": 2, "cap": 8},
+    "union_find": {"size": 16, "max_difficulty": 3, "values": 8, "components": 4},
+}
+
+
+def base() -> ml_collections.ConfigDict:
+  c = config_lib.base()
+  c.kind = "amplification"
+  c.model.name = "gpt_small"
+
+  c.amplification = ml_collections.ConfigDict()
+  a = c.amplification
+  a.tasks = tuple(tasks.TASKS)
+  a.modes = amplify.MODES          # amplification, and the supervised baseline
+  a.start_difficulty = 0           # where H answers from the facts alone
+  a.threshold = 0.9                # agreement with targets that raises the difficulty
+  a.window = 100                   # steps the agreement is averaged over
+  a.num_test = 1024                # held-out episodes at the top difficulty
+  for name, options in TASK_DEFAULTS.items():
+    a[name] = ml_collections.ConfigDict(options)
+
+  c.optim.learning_rate = 1e-3
+  c.optim.warmup_steps = 100
+  c.optim.weight_decay = 0.0
+  c.train.batch_size = 128
+  c.train.eval_batch_size = 128
+  c.train.num_epochs = 0
+  c.train.num_steps = 3000
+  c.train.eval_every = 250
+  c.train.log_every = 50
+  c.train.checkpoint_every = 500
+  return c
+
+
+def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Seconds: size 6, top difficulty 1, a tiny model, a few dozen steps."""
+  c.model.name = "gpt_nano"
+  a = c.amplification
+  for name in TASK_DEFAULTS:
+    a[name].size = 6
+    a[name].max_difficulty = 1
+  a.wildcard.length, a.wildcard.alphabet = 2, 3
+  a.window = 5
+  a.num_test = 64
+  c.train.batch_size = c.train.eval_batch_size = 32
+  c.train.num_steps = 40
+  c.train.eval_every = c.train.checkpoint_every = 20
+  c.train.log_every = 5
+  c.optim.warmup_steps = 0
+  return c
+
+
+def experiment(task_names: tuple[str, ...], arg: str | None) -> ml_collections.ConfigDict:
+  """The config of ``experiments/amplification/*.py``: these tasks, ``:smoke`` for seconds."""
+  args = config_lib.parse_arg(arg, smoke=False)
+  c = base()
+  c.amplification.tasks = tuple(task_names)
+  return smoke(c) if args.smoke else c

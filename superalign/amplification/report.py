@@ -1,0 +1,66 @@
+"""The amplification table (beside the paper's claim) and its curves."""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+PUBLISHED = ("Christiano, Shlegeris and Amodei (2018): amplification matches supervised learning "
+             "on all five tasks with at most a modest slowdown, using tens of thousands of H calls "
+             "instead of tens of millions of ground-truth labels.")
+
+
+def table(results: dict) -> str:
+  lines = [f"Iterated amplification, {results['model']}, {results['num_steps']} steps of "
+           f"batch {results['batch_size']} (test accuracy at the top difficulty)",
+           f"{'task':<14} {'size':>4} {'top':>3} {'supervised':>10} {'amplify':>8} {'ratio':>6} "
+           f"{'labels':>9} {'H calls':>9} {'subqs':>9} {'level s/a':>9}"]
+  for name, t in results["tasks"].items():
+    sup, amp = t.get("supervised"), t.get("amplify")
+    fmt = lambda m: f"{m['test_accuracy']:.3f}" if m else "-"
+    ratio = t.get("amplify_over_supervised")
+    lines.append(
+        f"{name:<14} {t['size']:>4} {t['max_difficulty']:>3} {fmt(sup):>10} {fmt(amp):>8} "
+        f"{(f'{ratio:.2f}' if ratio is not None else '-'):>6} "
+        f"{(sup or {}).get('counts', {}).get('labels', 0):>9} "
+        f"{(amp or {}).get('counts', {}).get('h_calls', 0):>9} "
+        f"{(amp or {}).get('counts', {}).get('subquestions', 0):>9} "
+        f"{(sup or {}).get('final_level', '-')!s:>4}/{(amp or {}).get('final_level', '-')!s:<4}")
+  lines.append("ratio = amplify / supervised; amplification uses no ground-truth label.")
+  lines.append("published: " + PUBLISHED)
+  return "\n".join(lines)
+
+
+def plot(results: dict, out_dir: str) -> list[str]:
+  """Per task, accuracy against steps, and against the supervision each mode consumed (labels
+  for the baseline, H calls for amplification)."""
+  os.makedirs(out_dir, exist_ok=True)
+  tasks = results["tasks"]
+  paths = []
+  for x_key, x_label, name in (("step", "training step", "amplification_accuracy_by_step.png"),
+                               (None, "ground-truth labels (supervised) / H calls (amplify)",
+                                "amplification_accuracy_by_supervision.png")):
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3), squeeze=False)
+    for ax, (task, t) in zip(axes[0], tasks.items()):
+      for mode, count_key, style in (("supervised", "labels", "--"), ("amplify", "h_calls", "-")):
+        if mode not in t or not t[mode]["curve"]:
+          continue
+        curve = t[mode]["curve"]
+        xs = [row[x_key or count_key] for row in curve]
+        ax.plot(xs, [row["accuracy"] for row in curve], style, marker=".", label=mode)
+      ax.set_title(f"{task} ({t['size']}, top {t['max_difficulty']})", fontsize=9)
+      ax.set_xlabel(x_label, fontsize=7)
+      ax.set_ylim(0, 1)
+      ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test accuracy")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    path = os.path.join(out_dir, name)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    paths.append(path)
+  return paths

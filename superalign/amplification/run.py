@@ -1,0 +1,87 @@
+"""Runner for ``kind="amplification"``: each chosen task by amplification and by supervision.
+
+Results are keyed by task: final test accuracy of each mode, its curve (accuracy against steps,
+ground-truth labels and H calls), the curriculum's steps, and amplification's accuracy as a
+fraction of the supervised baseline's. Each (task, mode) trains under
+``checkpoints/<task>_<mode>``, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import jax
+
+from superalign.amplification import amplify, report, tasks
+from superalign.core import plots as core_plots
+from superalign.core.errors import ConfigError
+
+
+def validate(config) -> None:
+  a = config.amplification
+  if not a.tasks:
+    raise ConfigError(f"amplification.tasks=(): needs one or more of {', '.join(tasks.TASKS)}")
+  for name in a.tasks:
+    if name not in tasks.TASKS:
+      raise ConfigError(f"amplification.tasks: {name!r} is not a task; valid: "
+                        f"{', '.join(tasks.TASKS)}")
+  if not a.modes or any(m not in amplify.MODES for m in a.modes):
+    raise ConfigError(f"amplification.modes={tuple(a.modes)}: valid: one or more of "
+                      f"{', '.join(amplify.MODES)}")
+  if not 0 < a.threshold <= 1:
+    raise ConfigError(f"amplification.threshold={a.threshold}: must be in (0, 1]")
+  for key in ("window", "num_test"):
+    if not a[key] > 0:
+      raise ConfigError(f"amplification.{key}={a[key]!r}: must be positive")
+  if config.train.num_steps <= 0:
+    raise ConfigError("train.num_steps=0: amplification draws fresh episodes every step; set "
+                      "the number of steps")
+  if config.train.checkpoint_every % config.train.log_every:
+    raise ConfigError(f"train.checkpoint_every={config.train.checkpoint_every}: must be a "
+                      f"multiple of train.log_every={config.train.log_every} (the curriculum "
+                      "decides at log steps, and a resumed run must decide the same)")
+  for name in a.tasks:
+    top = a[name].max_difficulty
+    if not 0 <= a.start_difficulty <= top:
+      raise ConfigError(f"amplification.{name}.max_difficulty={top}: must be at least "
+                        f"amplification.start_difficulty={a.start_difficulty}")
+    try:
+      amplify.make_task(config, name)
+    except (TypeError, ValueError) as e:
+      raise ConfigError(f"amplification.{name}: {e}") from None
+
+
+def run(config, workdir: str) -> dict:
+  t0 = time.time()
+  a = config.amplification
+  by_task = {}
+  for name in a.tasks:
+    task = amplify.make_task(config, name)
+    modes = {}
+    for mode in a.modes:
+      t = time.time()
+      result = amplify.train(config, task, mode, workdir, tag=f"{name}_{mode}")
+      modes[mode] = {
+          "test_accuracy": result.test_accuracy,
+          "final_level": result.curriculum.level,
+          "level_raised_at": result.curriculum.raised_at,
+          "counts": result.curriculum.counts,
+          "curve": result.history,
+          "wall_time_s": round(time.time() - t, 1),
+      }
+    entry = {"size": task.size, "max_difficulty": int(a[name].max_difficulty), **modes}
+    if set(amplify.MODES) <= set(modes):
+      supervised = modes["supervised"]["test_accuracy"]
+      entry["amplify_over_supervised"] = (modes["amplify"]["test_accuracy"] / supervised
+                                          if supervised > 0 else float("nan"))
+    by_task[name] = entry
+
+  results = {"model": config.model.name, "num_steps": int(config.train.num_steps),
+             "batch_size": int(config.train.batch_size), "tasks": by_task}
+  if jax.process_index() == 0:
+    results["plots"] = report.plot(results, os.path.join(workdir, "plots"))
+    core_plots.learning_curves(workdir)
+  results["wall_time_s"] = round(time.time() - t0, 1)
+  results["summary"] = report.table(results)
+  return results
