@@ -66,6 +66,25 @@ def test_transformer_reads_records_as_summed_field_embeddings():
                              rtol=1e-5)
 
 
+def test_records_are_read_bidirectionally_and_pad_keys_are_masked():
+  from superalign import models
+  from superalign.amplification import encoding
+  task = tasks.PermutationPowering(8)
+  spec = encoding.layout(task, 1).spec
+  assert spec.kind == "records"
+  with nnx.use_eager_sharding(False):
+    model = models.builder("gpt_nano", spec, max_len=16)(nnx.Rngs(0))
+  ep = task.generate(np.random.default_rng(0), 2, 1)
+  x = jnp.asarray(encoding.encode(ep, encoding.layout(task, 1)))
+  h = model.hidden_states(x)
+  later = x.at[:, 5, 2].set(x[:, 4, 2])      # change a later fact: an earlier one sees it
+  assert not np.allclose(np.asarray(model.hidden_states(later)[:, 0]), np.asarray(h[:, 0]))
+  # A pad position appended anywhere after the question is never attended to.
+  padded = jnp.concatenate([x, jnp.zeros_like(x[:, :1])], 1)
+  np.testing.assert_allclose(np.asarray(model(padded)), np.asarray(model(x)), rtol=1e-5,
+                             atol=1e-6)
+
+
 def test_level_zero_targets_are_the_truth_without_the_model():
   """At difficulty 0 every question reduces to facts: H's targets equal the answers whatever
   the model says (so amplification starts from correct targets)."""

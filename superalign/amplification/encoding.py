@@ -1,7 +1,8 @@
-"""Episodes as record tokens for the core transformer, and the overseer's calls counted.
+"""Episodes as records for the core transformer, and the overseer's calls counted.
 
 One position per record: each fact, then the question last (the classifier reads the last
-position). A record is a row of fields: field 0 is its kind (``FACT`` or ``QUESTION``), field
+position); the transformer reads records with bidirectional attention, so a fact can attend to the
+facts it chains with. A record is a row of fields: field 0 is its kind (``FACT`` or ``QUESTION``), field
 ``j >= 1`` holds value ``v`` as id ``OFFSET + (j - 1) * values + v``, so each field has its own
 embeddings and the transformer sums them into the position's input. Unused fields are ``PAD``.
 A task's facts have a fixed count per size, so every episode of a (task, size) has the same shape:
@@ -30,7 +31,7 @@ class Layout:
 
   @property
   def spec(self) -> InputSpec:
-    return InputSpec((self.num_facts + 1, self.width), "tokens", self.num_answers,
+    return InputSpec((self.num_facts + 1, self.width), "records", self.num_answers,
                      vocab_size=OFFSET + (self.width - 1) * self.values)
 
 

@@ -9,8 +9,10 @@ import dataclasses
 class InputSpec:
   """Per-example input shape and kind, and the label space."""
   shape: tuple[int, ...]
-  kind: str                  # "vector", "image" or "tokens"
+  # "vector", "image", "tokens" (a sequence of ids), or "records" (a set of rows of field ids,
+  # ``shape = (positions, fields)``, read by an encoder: facts and, last, a question)
+  kind: str
   num_classes: int
   vocab_size: int | None = None
 
-  INPUT_KINDS = ("vector", "image", "tokens")
+  INPUT_KINDS = ("vector", "image", "tokens", "records")

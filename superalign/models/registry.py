@@ -23,7 +23,7 @@ class ModelSpec:
 
 
 _MLP = ("vector", "image")
-_GPT = ("tokens",)
+_GPT = ("tokens", "records")
 MODELS: dict[str, ModelSpec] = {
     "mlp_tiny": ModelSpec("mlp", {"hidden": (16,)}, _MLP),
     "mlp_small": ModelSpec("mlp", {"hidden": (32,)}, _MLP),
@@ -78,8 +78,9 @@ def builder(name: str, inputs: InputSpec, dtype: str = "float32",
                             **spec.kwargs)
   else:
     length = max_len or inputs.shape[0]
-    make = lambda rngs: Transformer(inputs.vocab_size, length, inputs.num_classes, dtype=compute,
-                                    rngs=rngs, **spec.kwargs)
+    causal = inputs.kind == "tokens"   # records are a set: bidirectional attention
+    make = lambda rngs: Transformer(inputs.vocab_size, length, inputs.num_classes, causal=causal,
+                                    dtype=compute, rngs=rngs, **spec.kwargs)
 
   def build(rngs: nnx.Rngs) -> nnx.Module:
     # Parameters carry logical axis names; the core places them on a mesh (core/state.py), so

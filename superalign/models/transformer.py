@@ -36,8 +36,10 @@ def _layer_norm(width: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
 # compiles to fewer layout copies and faster matmuls there (benchmarks/train_step.py).
 
 
-def _causal_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
-  """Softmax attention with a causal mask on ``[batch, length, heads, head_dim]`` arrays.
+def _attention(q: jax.Array, k: jax.Array, v: jax.Array,
+               keys: jax.Array | None = None) -> jax.Array:
+  """Softmax attention on ``[batch, length, heads, head_dim]`` arrays: causal, or, given
+  ``keys`` (``[batch, length]`` bool, the non-pad positions), bidirectional over those keys.
 
   The same computation as ``jax.nn.dot_product_attention(q, k, v, is_causal=True)`` (whose
   default implementation is this XLA one on every backend): logits in float32, scaled by
@@ -47,7 +49,10 @@ def _causal_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
   length, head_dim = q.shape[1], q.shape[-1]
   logits = jnp.einsum("bqhe,bkhe->bhqk", q, k, preferred_element_type=jnp.float32)
   logits = logits * jnp.float32(1.0 / math.sqrt(head_dim))
-  mask = jnp.tril(jnp.ones((length, length), dtype=bool))
+  if keys is None:
+    mask = jnp.tril(jnp.ones((length, length), dtype=bool))
+  else:
+    mask = keys[:, None, None, :]
   logits = jnp.where(mask, logits, jnp.float32(-0.7 * float(jnp.finfo(jnp.float32).max)))
   probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
   return jnp.einsum("bhqk,bkhe->bqhe", probs, v)
@@ -85,7 +90,7 @@ class Attention(nnx.Module):
     self.out_bias = nnx.Param(jnp.zeros((width,), jnp.float32))
     self.dtype = dtype
 
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, keys: jax.Array | None = None) -> jax.Array:
     # One [tokens, d] x [d, heads * 3 * head_dim] matmul. Columns go heads-major so that a
     # tensor-parallel split of the heads axis stays a split of the matmul's columns.
     w = self.qkv[...].astype(self.dtype)                           # [d, 3, heads, head_dim]
@@ -93,7 +98,7 @@ class Attention(nnx.Module):
     w = w.transpose(0, 2, 1, 3).reshape(d, -1)
     qkv = _matmul(x, w).reshape(*x.shape[:-1], heads, 3, head_dim)
     qkv = qkv + self.qkv_bias[...].astype(self.dtype).transpose(1, 0, 2)
-    h = _causal_attention(qkv[..., 0, :], qkv[..., 1, :], qkv[..., 2, :])
+    h = _attention(qkv[..., 0, :], qkv[..., 1, :], qkv[..., 2, :], keys)
     out_kernel = self.out[...].astype(self.dtype)                  # [heads, head_dim, d]
     h = _matmul(h.reshape(*h.shape[:-2], -1), out_kernel.reshape(-1, out_kernel.shape[-1]))
     return h + self.out_bias[...].astype(self.dtype)
@@ -110,8 +115,8 @@ class Block(nnx.Module):
     self.proj = layers.dense(4 * width, width, ("mlp", "embed"), dtype, rngs, stddev=out_std)
     self.dtype = dtype
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    x = x + self.attn(self.ln1(x).astype(self.dtype))
+  def __call__(self, x: jax.Array, keys: jax.Array | None = None) -> jax.Array:
+    x = x + self.attn(self.ln1(x).astype(self.dtype), keys)
     h = _gelu(_dense(self.fc, self.ln2(x), self.dtype))
     return x + _dense(self.proj, h, self.dtype)
 
@@ -122,11 +127,13 @@ class Transformer(nnx.Module):
   Tokens may also be ``[batch, length, fields]``: each position is a record (a fact such as
   ``(x, sigma(x))``) whose fields' embeddings are summed, so a record costs one position rather
   than one per field. Fields take disjoint id ranges; a position is padding when field 0 is pad.
+  With ``causal=False`` attention is bidirectional over the non-pad positions: an encoder over a
+  set of records (facts see one another, whatever their order).
   """
 
   def __init__(self, vocab_size: int, max_len: int, num_classes: int, num_layers: int,
-               width: int, num_heads: int, *, pad_id: int = 0, dtype=jnp.float32,
-               rngs: nnx.Rngs):
+               width: int, num_heads: int, *, pad_id: int = 0, causal: bool = True,
+               dtype=jnp.float32, rngs: nnx.Rngs):
     if width % num_heads:
       raise ValueError(f"width {width} is not divisible by num_heads {num_heads}")
     self.embed = nnx.Embed(
@@ -139,7 +146,11 @@ class Transformer(nnx.Module):
     self.ln_f = _layer_norm(width, rngs)
     self.head = layers.dense(width, num_classes, ("embed", None), dtype, rngs, stddev=_STD)
     self.pad_id = pad_id
+    self.causal = causal
     self.dtype = dtype
+
+  def _present(self, tokens: jax.Array) -> jax.Array:
+    return (tokens if tokens.ndim == 2 else tokens[..., 0]) != self.pad_id
 
   def hidden_states(self, tokens: jax.Array) -> jax.Array:
     """Final-LayerNorm activations ``[batch, length, width]``."""
@@ -148,15 +159,15 @@ class Transformer(nnx.Module):
     if tokens.ndim == 3:
       x = x.sum(axis=2)
     x = x + self.pos[:length].astype(self.dtype)
+    keys = None if self.causal else self._present(tokens)
     for block in self.blocks:
-      x = block(x)
+      x = block(x, keys)
     return self.ln_f(x)
 
   def features(self, tokens: jax.Array) -> jax.Array:
     """The activation at each sequence's last non-pad token ``[batch, width]``."""
     h = self.hidden_states(tokens)
-    present = (tokens if tokens.ndim == 2 else tokens[..., 0]) != self.pad_id
-    last = jnp.maximum(jnp.sum(present, axis=1) - 1, 0)
+    last = jnp.maximum(jnp.sum(self._present(tokens), axis=1) - 1, 0)
     return jnp.take_along_axis(h, last[:, None, None], axis=1)[:, 0]
 
   def __call__(self, tokens: jax.Array) -> jax.Array:
