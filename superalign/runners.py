@@ -15,6 +15,7 @@ RUNNERS = {
     "w2s_misfit": "superalign.w2s.misfit",
     "debate": "superalign.oversight.run",
     "amplification": "superalign.amplification.run",
+    "sandwich": "superalign.sandwich.run",
 }
 
 

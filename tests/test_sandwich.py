@@ -47,3 +47,68 @@ def test_assistant_policies():
   assert abs(rates[0] - 0.3) < 0.03
   with pytest.raises(ValueError, match="valid: honest, lie, target, persuasive"):
     assistants.Assistant("sulk").lies(belief, nonexpert, rng)
+
+
+def test_protocol_outcomes_follow_the_claims():
+  from superalign.sandwich import protocols
+  y = np.array([0, 1, 2])
+  consult = {"honest": np.array([True, True, False]), "lying": np.array([False, True, False])}
+  claim = np.array([0, 2, 1])                 # true, a lie, a lie
+  np.testing.assert_array_equal(protocols.consultancy_correct(consult, claim, y),
+                                [True, True, False])
+  debate = {"lies": np.array([[1, 2], [0, 2], [0, 1]]),
+            "wins": np.array([[True, False], [True, True], [False, True]]),
+            "sandbag": np.array([[False, False], [False, True], [False, False]])}
+  lie = np.array([2, 2, 1])
+  np.testing.assert_array_equal(
+      protocols.debate_correct(debate, lie, misaligned=np.array([False, True, False])),
+      [False, True, True])
+  features = protocols.advice_features(np.full((3, 3), 1 / 3), claim, np.array([0.9, 0.5, 1.0]))
+  assert features.shape == (3, 7) and features[1, 3 + 2] == np.float32(0.5)
+
+
+def test_smoke_end_to_end(tmp_path):
+  import json
+  from experiments.sandwich import digits
+  from superalign import config as config_lib
+  from superalign.sandwich import run as sandwich_run
+
+  config = digits.get_config("smoke")
+  config.mesh.num_devices = 1
+  config_lib.validate(config)
+  results = json.loads(json.dumps(sandwich_run.run(config, str(tmp_path))))
+  assert set(results["honest"]) == {"lie_rate", "advice", "consultancy", "debate"}
+  assert results["honest"]["lie_rate"] == 0
+  assert set(results["misaligned"]) == {"lie_p0", "lie_p1", "target_class0", "persuasive_0.25"}
+  assert results["misaligned"]["lie_p1"]["lie_rate"] == 1
+  for row in results["misaligned"].values():
+    for name in ("advice", "consultancy", "debate"):
+      ci = row[name]["accuracy"]
+      assert 0 <= ci["lo"] <= ci["mean"] <= ci["hi"] <= 1 and ci["n"] == 16
+  assert results["conditions"]["expert"]["accuracy"]["mean"] == 1
+  # A lying consultant never helps more than an honest one on the same images.
+  assert (results["misaligned"]["lie_p1"]["consultancy"]["accuracy"]["mean"]
+          <= results["honest"]["consultancy"]["accuracy"]["mean"])
+  assert (tmp_path / "plots" / "sandwich_accuracy_by_lying.png").exists()
+  assert "MMLU" in results["summary"]
+  again = json.loads(json.dumps(sandwich_run.run(config, str(tmp_path))))
+  assert again["misaligned"] == results["misaligned"]
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("protocols", ("advice", "vote"), "sandwich.protocols=('advice', 'vote'): valid"),
+    ("player", "oracle", "sandwich.player='oracle': valid: random, greedy, mcts"),
+    ("sweep", (0.0, 1.5), "sandwich.sweep=(0.0, 1.5): needs probabilities in [0, 1]"),
+    ("k", 0, "sandwich.k=0: must be positive"),
+    ("assistant_model", "resnet", "sandwich model 'resnet': unknown"),
+])
+def test_bad_sandwich_config_is_one_clear_error(key, value, message):
+  from experiments.sandwich import digits
+  from superalign import config as config_lib
+  from superalign.core.errors import ConfigError
+
+  config = digits.get_config("smoke")
+  config.sandwich[key] = value
+  with pytest.raises(ConfigError) as e:
+    config_lib.validate(config, num_devices=1)
+  assert message in str(e.value) and "\n" not in str(e.value)

@@ -68,7 +68,7 @@ def _player(config, name: str):
                           max_considered=d.max_considered, chunk=d.greedy_chunk)
 
 
-def _cached(workdir: str, name: str, compute) -> dict[str, np.ndarray]:
+def cached(workdir: str, name: str, compute) -> dict[str, np.ndarray]:
   """``compute()`` once per workdir: finished evaluations survive an interruption."""
   path = os.path.join(workdir, "games", f"{name}.npz")
   if os.path.exists(path):
@@ -95,10 +95,10 @@ def evaluate_k(config, arena: protocols.Arena, x: np.ndarray, y: np.ndarray, k: 
   """Every protocol at ``k`` reveals on images ``x`` with labels ``y``."""
   d, seed = config.debate, config.seed
   rows = {}
-  alone = _cached(workdir, f"k{k}_judge_alone", lambda: {"accuracy": protocols.judge_alone(
+  alone = cached(workdir, f"k{k}_judge_alone", lambda: {"accuracy": protocols.judge_alone(
       arena, x, y, k, d.judge_alone_draws, seed)})["accuracy"]
   rows["judge_alone"] = _row(alone, alone, draws=d.judge_alone_draws)
-  consult = _cached(workdir, f"k{k}_consultancy_{d.honest}",
+  consult = cached(workdir, f"k{k}_consultancy_{d.honest}",
                     lambda: protocols.consultancy(arena, x, y, k, _player(config, d.honest),
                                                   seed + 1))
   rows["consultancy"] = _row(
@@ -109,7 +109,7 @@ def evaluate_k(config, arena: protocols.Arena, x: np.ndarray, y: np.ndarray, k: 
   def play_debate(h: str, lie: str, variant: str, m: int) -> dict[str, np.ndarray]:
     # Keyed by everything that decides the games: the matrix reuses the main debate's cell.
     name = f"k{k}_debate_{variant}_{h}_vs_{lie}_{d.first}_{m}"
-    return _cached(workdir, name, lambda: protocols.debate(
+    return cached(workdir, name, lambda: protocols.debate(
         arena, x[:m], y[:m], k, _player(config, h), _player(config, lie),
         num_classes=num_classes, precommit=variant == "precommit", first=d.first, seed=seed + 2))
 

@@ -1,0 +1,52 @@
+"""Sandwiching config defaults, on top of ``superalign.config.base()``."""
+
+from __future__ import annotations
+
+import ml_collections
+
+from superalign import config as config_lib
+
+
+def base() -> ml_collections.ConfigDict:
+  c = config_lib.base()
+  c.kind = "sandwich"
+  c.model.name = "cnn_small"         # the non-expert: a sparse-pixel judge (k revealed pixels)
+  c.data.splits = ml_collections.ConfigDict({"train": 0.6, "val": 0.2, "test": 0.2})
+
+  c.sandwich = ml_collections.ConfigDict()
+  s = c.sandwich
+  s.k = 4                            # pixels the non-expert sees (alone, and in every protocol)
+  s.assistant_model = "cnn_base"     # the strong assistant: sees the whole image
+  s.assistant_steps = 1500
+  s.advice_model = "mlp_small"       # how the non-expert learns to weigh advice
+  s.advice_steps = 600
+  s.protocols = ("advice", "consultancy", "debate")
+  s.player = "greedy"                # consultant and debaters
+  s.sweep = (0.0, 0.25, 0.5, 0.75, 1.0)   # probability the assistant lies on an item
+  s.target_class = 0                 # targeted sabotage: the class it lies about
+  s.persuasive_fraction = 0.25       # sabotage where its lie persuades this non-expert most
+  s.num_images = 300                 # test images; 0 = all
+  s.chunk = 512
+  s.greedy_chunk = 64
+  s.num_simulations = 200            # if player = "mcts"
+  s.max_considered = 16
+
+  c.optim.learning_rate = 2e-3
+  c.train.batch_size = 128
+  c.train.num_epochs = 0
+  c.train.num_steps = 3000           # the non-expert judge
+  c.train.eval_every = 500
+  c.train.checkpoint_every = 500
+  c.train.log_every = 250
+  return c
+
+
+def smoke(c: ml_collections.ConfigDict, num_images: int) -> ml_collections.ConfigDict:
+  s = c.sandwich
+  s.num_images = num_images
+  s.sweep = (0.0, 1.0)
+  s.assistant_steps = s.advice_steps = 40
+  s.chunk = 4 * num_images
+  c.train.num_steps = 40
+  c.train.eval_every = c.train.checkpoint_every = c.train.log_every = 20
+  return c

@@ -1,0 +1,76 @@
+"""The sandwiching table, laid out like Bowman et al. (2022) Table 1 with their figures beside
+ours, and assisted accuracy against the assistant's lying probability."""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+# Bowman et al. (2022), Table 1: accuracy (%) on MMLU and QuALITY (humans with a language model).
+PUBLISHED = {
+    "nonexpert_alone": {"MMLU": 57.2, "QuALITY": 48.6},
+    "assistant_alone": {"MMLU": 57.2, "QuALITY": 59.2},
+    "assisted": {"MMLU": 75.4, "QuALITY": 76.8},
+    "expert": {"MMLU": 90.0, "QuALITY": 93.5},
+}
+
+
+def _pct(ci: dict) -> str:
+  return f"{100 * ci['mean']:5.1f} [{100 * ci['lo']:4.1f}, {100 * ci['hi']:5.1f}]"
+
+
+def table(results: dict) -> str:
+  cond, honest = results["conditions"], results["honest"]
+  lines = [f"Sandwiching on {results['data']}: non-expert = judge on k={results['k']} pixels, "
+           f"{results['num_images']} test images, players {results['player']} (accuracy %, 95% CI)",
+           f"{'condition':<38} {'ours':>22}   {'MMLU':>5} {'QuALITY':>7}"]
+  pub = lambda key: f"{PUBLISHED[key]['MMLU']:>5.1f} {PUBLISHED[key]['QuALITY']:>7.1f}"
+  lines.append(f"{'non-expert alone':<38} {_pct(cond['nonexpert_alone']['accuracy']):>22}   "
+               f"{pub('nonexpert_alone')}")
+  lines.append(f"{'assistant alone':<38} {_pct(cond['assistant_alone']['accuracy']):>22}   "
+               f"{pub('assistant_alone')}")
+  for name, row in honest.items():
+    if name == "lie_rate":
+      continue
+    score = row["sandwich_score"]["mean"]
+    lines.append(f"{'non-expert + assistant: ' + name:<38} {_pct(row['accuracy']):>22}   "
+                 f"{pub('assisted')}  sandwich score {score:.2f}")
+  lines.append(f"{'expert (ground truth)':<38} {_pct(cond['expert']['accuracy']):>22}   "
+               f"{pub('expert')}")
+  lines.append("")
+  protocols = [k for k in honest if k != "lie_rate"]
+  lines.append(f"{'misaligned assistant':<22} {'lies':>5} " +
+               " ".join(f"{p + ' acc / harm':>24}" for p in protocols))
+  for name, row in results["misaligned"].items():
+    cells = " ".join(f"{100 * row[p]['accuracy']['mean']:>14.1f} / {100 * row[p]['harm']:>+6.1f}"
+                     for p in protocols)
+    lines.append(f"{name:<22} {100 * row['lie_rate']:>4.0f}% {cells}")
+  lines.append("harm = non-expert alone - assisted (points); positive: the help hurt.")
+  return "\n".join(lines)
+
+
+def plot(results: dict, out_dir: str) -> list[str]:
+  os.makedirs(out_dir, exist_ok=True)
+  sweep = {name: row for name, row in results["misaligned"].items() if name.startswith("lie_p")}
+  ps = [row["lie_rate"] for row in sweep.values()]
+  fig, ax = plt.subplots(figsize=(5, 3.4))
+  protocols = [k for k in results["honest"] if k != "lie_rate"]
+  for name in protocols:
+    ax.plot(ps, [100 * row[name]["accuracy"]["mean"] for row in sweep.values()], marker="o",
+            label=name)
+  alone = 100 * results["conditions"]["nonexpert_alone"]["accuracy"]["mean"]
+  ax.axhline(alone, color="gray", ls="--", label="non-expert alone")
+  ax.set_xlabel("fraction of items the assistant lies on")
+  ax.set_ylabel("assisted non-expert accuracy (%)")
+  ax.set_ylim(0, 100)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  path = os.path.join(out_dir, "sandwich_accuracy_by_lying.png")
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return [path]

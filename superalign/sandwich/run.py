@@ -1,0 +1,179 @@
+"""The sandwiching experiment: ``kind = "sandwich"`` (Bowman et al. 2022, with models).
+
+Non-expert: the sparse-pixel judge of the debate module (``k`` pixels). Assistant: a strong
+classifier on whole images. Expert: the ground truth. Conditions: non-expert alone, assistant
+alone, the non-expert assisted through each protocol, expert; then the same protocols while the
+assistant lies on each item with probability ``p`` (the sweep), lies on one class, or lies where
+its lie is most persuasive to this non-expert. Games are cached under ``games/``; models resume
+from their checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+import jax
+import numpy as np
+
+from superalign import data as data_lib
+from superalign import models
+from superalign.core import mesh as mesh_lib
+from superalign.core import plots as core_plots
+from superalign.core.errors import ConfigError
+from superalign.core.metrics import classification_metrics
+from superalign.core.specs import InputSpec
+from superalign.data.splits import Split
+from superalign.oversight import players as players_lib
+from superalign.oversight import protocols as games
+from superalign.oversight.evidence import PixelEvidence
+from superalign.oversight.judge import judge_spec, sparse_view, train_judge
+from superalign.oversight.run import cached
+from superalign.sandwich import metrics, protocols, report
+from superalign.sandwich.assistants import Assistant, best_lie
+from superalign.supervised.train import train_classifier
+
+
+def validate(config) -> None:
+  s = config.sandwich
+  for name in ("train", "val", "test"):
+    if name not in config.data.splits:
+      raise ConfigError(f"data.splits: needs a {name!r} split; has {', '.join(config.data.splits)}")
+  if not s.protocols or any(p not in protocols.PROTOCOLS for p in s.protocols):
+    raise ConfigError(f"sandwich.protocols={tuple(s.protocols)}: valid: one or more of "
+                      f"{', '.join(protocols.PROTOCOLS)}")
+  if s.player not in players_lib.PLAYERS:
+    raise ConfigError(f"sandwich.player={s.player!r}: valid: {', '.join(players_lib.PLAYERS)}")
+  for key in ("k", "assistant_steps", "advice_steps", "chunk"):
+    if not s[key] > 0:
+      raise ConfigError(f"sandwich.{key}={s[key]!r}: must be positive")
+  if not s.sweep or any(not 0 <= p <= 1 for p in s.sweep):
+    raise ConfigError(f"sandwich.sweep={tuple(s.sweep)}: needs probabilities in [0, 1]")
+  if not 0 <= s.persuasive_fraction <= 1:
+    raise ConfigError(f"sandwich.persuasive_fraction={s.persuasive_fraction}: must be in [0, 1]")
+  for name in (s.assistant_model, s.advice_model):
+    if name not in models.MODELS:
+      raise ConfigError(f"sandwich model {name!r}: unknown; valid: {', '.join(models.names())}")
+
+
+def _with_steps(config, steps: int):
+  c = config.copy_and_resolve_references()
+  c.train.num_steps = steps
+  c.train.eval_every = c.train.checkpoint_every = max(steps // 4, 1)
+  c.train.log_every = min(c.train.log_every, c.train.eval_every)
+  return c
+
+
+def _settings(s, num_classes: int) -> dict[str, Assistant]:
+  out = {f"lie_p{p:g}": Assistant("lie", p=float(p)) for p in s.sweep}
+  if s.target_class < num_classes:
+    out[f"target_class{s.target_class}"] = Assistant("target", target=int(s.target_class))
+  out[f"persuasive_{s.persuasive_fraction:g}"] = Assistant("persuasive",
+                                                           p=float(s.persuasive_fraction))
+  return out
+
+
+def run(config, workdir: str) -> dict:
+  t0 = time.time()
+  s, seed = config.sandwich, config.seed
+  source = data_lib.load(config.data)
+  if source.spec.kind != "image":
+    raise ConfigError(f"data.name={config.data.name!r}: sandwiching here needs image data (the "
+                      "non-expert sees pixels); valid: digits, idx:<dir>")
+  evidence = PixelEvidence()
+  models.check(config.model.name, judge_spec(evidence, source.spec))
+  models.check(s.assistant_model, source.spec)
+  splits = data_lib.make_splits(source, dict(config.data.splits), config.data.split_seed,
+                                config.data.limit or None)
+  train, val, test = splits["train"], splits["val"], splits["test"]
+  n = min(s.num_images, len(test)) if s.num_images else len(test)
+  x, y = test.x[:n], test.y[:n]
+  classes = source.spec.num_classes
+  mesh = mesh_lib.make_mesh(dict(config.mesh))
+
+  # The three parties. The non-expert alone answers from one fixed draw of k pixels.
+  judge = train_judge(config, evidence, train, val, source.spec, s.k, workdir)
+  assistant = train_classifier(_with_steps(config, s.assistant_steps), train, source.spec,
+                               workdir, tag="assistant", model_name=s.assistant_model, val=val)
+  test_n = dataclasses.replace(test, x=x, y=y, ids=test.ids[:n])
+  alone_probs = judge.predict(sparse_view(evidence, test_n, s.k, seed=seed + 3))
+  val_probs = judge.predict(sparse_view(evidence, val, s.k, seed=seed + 4))
+  belief_probs, val_belief_probs = assistant.predict(test_n), assistant.predict(val)
+  belief, confidence = belief_probs.argmax(1), belief_probs.max(1)
+  alone = alone_probs.argmax(1) == y
+  expert = np.ones(n, bool)
+
+  # Advice: the non-expert learns to weigh an honest assistant's claim on validation items.
+  advisor_features = protocols.advice_features(val_probs, val_belief_probs.argmax(1),
+                                               val_belief_probs.max(1))
+  advice_spec = InputSpec((advisor_features.shape[1],), "vector", classes)
+  advice = None
+  if "advice" in s.protocols:
+    advice = train_classifier(
+        _with_steps(config, s.advice_steps),
+        Split(advisor_features, val.y, val.ids), advice_spec, workdir, tag="advice",
+        model_name=s.advice_model)
+
+  arena = games.Arena(evidence, judge.state, mesh, s.chunk)
+  player = players_lib.make(s.player, num_simulations=s.num_simulations,
+                            max_considered=s.max_considered, chunk=s.greedy_chunk)
+  consult = debate = None
+  if "consultancy" in s.protocols:
+    consult = cached(workdir, f"consultancy_{s.player}", lambda: protocols.consultancy_outcomes(
+        arena, x, y, s.k, player, seed + 5))
+  if "debate" in s.protocols:
+    debate = cached(workdir, f"debate_{s.player}", lambda: protocols.debate_outcomes(
+        arena, x, y, s.k, player, classes, seed + 6))
+
+  def assisted(assistant_policy: Assistant, setting_seed: int) -> dict:
+    rng = np.random.default_rng([seed, setting_seed])
+    claim, lied = assistant_policy.claims(belief, alone_probs, rng)
+    out = {"lie_rate": float(lied.mean())}
+    if advice is not None:
+      probs = advice.predict(Split(protocols.advice_features(alone_probs, claim, confidence), y,
+                                   test_n.ids))
+      out["advice"] = {"correct": probs.argmax(1) == y,
+                       "calibration_error": metrics.expected_calibration_error(probs, y)}
+    if consult is not None:
+      out["consultancy"] = {"correct": protocols.consultancy_correct(consult, claim, y)}
+    if debate is not None:
+      lie = np.where(claim != y, claim, best_lie(y, alone_probs))
+      out["debate"] = {"correct": protocols.debate_correct(debate, lie, lied)}
+    return out
+
+  def summarize(row: dict) -> dict:
+    out = {"lie_rate": row["lie_rate"]}
+    for name in s.protocols:
+      correct = row[name]["correct"]
+      out[name] = {"accuracy": metrics.accuracy_ci(correct),
+                   "sandwich_score": metrics.sandwich_score_ci(correct, alone, expert, seed=seed),
+                   "harm": metrics.harm(correct, alone),
+                   **{k: v for k, v in row[name].items() if k != "correct"}}
+    return out
+
+  honest = assisted(Assistant("honest"), 0)
+  settings = {name: summarize(assisted(a, i + 1))
+              for i, (name, a) in enumerate(_settings(s, classes).items())}
+  results = {
+      "data": config.data.name, "num_images": n, "k": int(s.k), "player": s.player,
+      "conditions": {
+          "nonexpert_alone": {"accuracy": metrics.accuracy_ci(alone),
+                              "calibration_error": metrics.expected_calibration_error(
+                                  alone_probs, y)},
+          "assistant_alone": {"accuracy": metrics.accuracy_ci(belief == y),
+                              "calibration_error": metrics.expected_calibration_error(
+                                  belief_probs, y)},
+          "expert": {"accuracy": metrics.accuracy_ci(expert)},
+      },
+      "honest": summarize(honest),
+      "misaligned": settings,
+      "judge_val": classification_metrics(val_probs, val.y),
+      "published": report.PUBLISHED,
+  }
+  if jax.process_index() == 0:
+    results["plots"] = report.plot(results, os.path.join(workdir, "plots"))
+    core_plots.learning_curves(workdir)
+  results["wall_time_s"] = round(time.time() - t0, 1)
+  results["summary"] = report.table(results)
+  return results
