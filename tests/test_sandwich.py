@@ -77,12 +77,13 @@ def test_smoke_end_to_end(tmp_path):
   config.mesh.num_devices = 1
   config_lib.validate(config)
   results = json.loads(json.dumps(sandwich_run.run(config, str(tmp_path))))
-  assert set(results["honest"]) == {"lie_rate", "advice", "consultancy", "debate"}
+  assert set(results["honest"]) == {"lie_rate", "advice", "consultancy", "debate",
+                                    "debate_collusion"}
   assert results["honest"]["lie_rate"] == 0
   assert set(results["misaligned"]) == {"lie_p0", "lie_p1", "target_class0", "persuasive_0.25"}
   assert results["misaligned"]["lie_p1"]["lie_rate"] == 1
   for row in results["misaligned"].values():
-    for name in ("advice", "consultancy", "debate"):
+    for name in ("advice", "consultancy", "debate", "debate_collusion"):
       ci = row[name]["accuracy"]
       assert 0 <= ci["lo"] <= ci["mean"] <= ci["hi"] <= 1 and ci["n"] == 16
   assert results["conditions"]["expert"]["accuracy"]["mean"] == 1
@@ -93,6 +94,9 @@ def test_smoke_end_to_end(tmp_path):
   assert "MMLU" in results["summary"]
   again = json.loads(json.dumps(sandwich_run.run(config, str(tmp_path))))
   assert again["misaligned"] == results["misaligned"]
+  # An honest opponent is never worse for the truth than a sandbagging copy.
+  lying = results["misaligned"]["lie_p1"]
+  assert lying["debate"]["accuracy"]["mean"] >= lying["debate_collusion"]["accuracy"]["mean"]
 
 
 @pytest.mark.parametrize("key, value, message", [

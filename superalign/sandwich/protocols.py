@@ -10,9 +10,11 @@ the lying probability costs no more games:
                assistant was honest and the expert's labels were given
   consultancy  the assistant makes all k reveals, arguing for its claim: the honest game when the
                claim is true, the lying game when it is not
-  debate       two copies of the assistant argue (precommit, the truth against the claimed or most
-               persuasive lie); when the assistant is misaligned on an item the truth's defender
-               sandbags (reveals at random) while the other argues well
+  debate       two debaters argue (precommit): the truth against the assistant's claim when it is a
+               lie, else against the lie most persuasive to this non-expert. ``debate``: the
+               truth's defender is an independent honest assistant. ``debate_collusion``: both
+               debaters are this assistant, and where it lies the truth's defender sandbags
+               (reveals at random) while the other argues well
 """
 
 from __future__ import annotations

@@ -27,19 +27,19 @@ def table(results: dict) -> str:
   cond, honest = results["conditions"], results["honest"]
   lines = [f"Sandwiching on {results['data']}: non-expert = judge on k={results['k']} pixels, "
            f"{results['num_images']} test images, players {results['player']} (accuracy %, 95% CI)",
-           f"{'condition':<38} {'ours':>22}   {'MMLU':>5} {'QuALITY':>7}"]
+           f"{'condition':<42} {'ours':>22}   {'MMLU':>5} {'QuALITY':>7}"]
   pub = lambda key: f"{PUBLISHED[key]['MMLU']:>5.1f} {PUBLISHED[key]['QuALITY']:>7.1f}"
-  lines.append(f"{'non-expert alone':<38} {_pct(cond['nonexpert_alone']['accuracy']):>22}   "
+  lines.append(f"{'non-expert alone':<42} {_pct(cond['nonexpert_alone']['accuracy']):>22}   "
                f"{pub('nonexpert_alone')}")
-  lines.append(f"{'assistant alone':<38} {_pct(cond['assistant_alone']['accuracy']):>22}   "
+  lines.append(f"{'assistant alone':<42} {_pct(cond['assistant_alone']['accuracy']):>22}   "
                f"{pub('assistant_alone')}")
   for name, row in honest.items():
     if name == "lie_rate":
       continue
     score = row["sandwich_score"]["mean"]
-    lines.append(f"{'non-expert + assistant: ' + name:<38} {_pct(row['accuracy']):>22}   "
+    lines.append(f"{'non-expert + assistant: ' + name:<42} {_pct(row['accuracy']):>22}   "
                  f"{pub('assisted')}  sandwich score {score:.2f}")
-  lines.append(f"{'expert (ground truth)':<38} {_pct(cond['expert']['accuracy']):>22}   "
+  lines.append(f"{'expert (ground truth)':<42} {_pct(cond['expert']['accuracy']):>22}   "
                f"{pub('expert')}")
   lines.append("")
   protocols = [k for k in honest if k != "lie_rate"]
