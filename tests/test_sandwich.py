@@ -116,3 +116,19 @@ def test_bad_sandwich_config_is_one_clear_error(key, value, message):
   with pytest.raises(ConfigError) as e:
     config_lib.validate(config, num_devices=1)
   assert message in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.slow  # ~1-2 min: a cnn_base judge and 784-pixel games on 28x28 images
+def test_fashion_mnist_smoke_on_local_idx(tmp_path):
+  from conftest import write_idx
+  from experiments.sandwich import fashion_mnist
+  from superalign import config as config_lib
+  from superalign.sandwich import run as sandwich_run
+
+  data = write_idx(str(tmp_path / "idx"), n_train=300, n_test=40)
+  config = fashion_mnist.get_config(f"smoke,dir={data}")
+  config.mesh.num_devices = 1
+  config_lib.validate(config)
+  results = sandwich_run.run(config, str(tmp_path / "run"))
+  assert results["k"] == 6 and results["num_images"] == 8
+  assert results["honest"]["debate"]["accuracy"]["n"] == 8
