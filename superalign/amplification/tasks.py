@@ -186,8 +186,12 @@ class WildcardSearch:
     codes = np.stack([rng.choice(A ** L, self.size, replace=False) for _ in range(batch)])
     strings = (codes[..., None] // A ** np.arange(L)[::-1]) % A
     values = rng.integers(0, self.values, (batch, self.size))
-    # The pattern: a random stored string with w[i] random positions made wildcards.
+    # The pattern: a stored string (or, half the time, any string: H's subquestions fill
+    # wildcards with every letter, so questions about strings that are not stored must be in the
+    # distribution too) with w[i] random positions made wildcards.
     pattern = strings[np.arange(batch), rng.integers(0, self.size, batch)].copy()
+    anything = rng.random(batch) < 0.5
+    pattern[anything] = rng.integers(0, A, (int(anything.sum()), L))
     for i in range(batch):
       pattern[i, rng.choice(L, w[i], replace=False)] = self.wildcard
     match = ((strings == pattern[:, None]) | (pattern[:, None] == self.wildcard)).all(-1)
@@ -285,8 +289,9 @@ class ShortestPath:
 class UnionFind:
   """Equalities ``x = y`` (facts ``(0, x, y)``) join ``size`` variables into trees of degree <= 3;
   one variable per tree holds a value (facts ``(1, x, value)``). Question ``(x, from)``: the value
-  found in ``x``'s side of the tree away from neighbour ``from`` (``none`` if it holds none); the
-  top-level question has ``from = none``. Difficulty: the tree distance from ``x`` to the value.
+  found in ``x``'s side of the tree away from neighbour ``from`` (``none`` if it holds none); about
+  half the questions have ``from = none``, the rest come from a neighbour, as H's subquestions do.
+  Difficulty: the tree distance from ``x`` to the value.
   H: ``x``'s own value, else the one answer among ``(y, x)`` for ``x``'s other neighbours."""
 
   name = "union_find"
@@ -310,21 +315,30 @@ class UnionFind:
       order = rng.permutation(n)
       roots = order[:self.components]
       value = {int(r): int(rng.integers(0, self.values)) for r in roots}
-      degree, depth, root_of, edges = {}, {}, {}, []
+      degree, depth, root_of, edges, parent = {}, {}, {}, [], {}
       for r in roots:
         degree[r], depth[r], root_of[r] = 0, 0, r
       for x in order[self.components:]:
         open_ = [u for u in depth if degree[u] < self.MAX_DEGREE]
         y = open_[rng.integers(0, len(open_))]
         degree[y] += 1
-        degree[x], depth[x], root_of[x] = 1, depth[y] + 1, root_of[y]
+        degree[x], depth[x], root_of[x], parent[x] = 1, depth[y] + 1, root_of[y], y
         edges.append((x, y) if rng.random() < 0.5 else (y, x))
       rows = [(self.EQUAL, a, b) for a, b in edges] + [(self.VALUE, r, v) for r, v in value.items()]
       eligible = [x for x in depth if depth[x] <= difficulty]
       q = eligible[rng.integers(0, len(eligible))]
+      # Asked away from nothing, from q's parent (no value that way: "none") or from one of its
+      # children (the root's value): H's subquestions are of the last two kinds.
+      children = [x for x, y in parent.items() if y == q]
+      came_from, answer = self.none, value[root_of[q]]
+      kind = rng.random()
+      if kind < 0.25 and q in parent:
+        came_from, answer = parent[q], self.values
+      elif kind < 0.5 and children:
+        came_from = children[rng.integers(0, len(children))]
       facts.append(np.array(rows)[rng.permutation(len(rows))])
-      questions.append([q, self.none])
-      answers.append(value[root_of[q]])
+      questions.append([q, came_from])
+      answers.append(answer)
       states.append(edges)
     return Episodes(np.stack(facts), np.array(questions), np.array(answers), {"edges": states})
 
