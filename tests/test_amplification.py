@@ -106,7 +106,7 @@ def test_smoke_end_to_end_and_exact_resume(tmp_path):
     t = results["tasks"][name]
     amp, sup = t["amplify"], t["supervised"]
     assert amp["counts"]["labels"] == 0 and amp["counts"]["h_calls"] == 40 * 32
-    assert amp["counts"]["subquestions"] >= amp["counts"]["h_calls"]
+    assert 0 <= amp["counts"]["subquestions"] <= 4 * amp["counts"]["h_calls"]
     assert sup["counts"]["labels"] == 40 * 32 and sup["counts"]["h_calls"] == 0
     assert [row["step"] for row in amp["curve"]] == [20, 40]
     assert 0 <= amp["test_accuracy"] <= 1 and "amplify_over_supervised" in t

@@ -79,3 +79,22 @@ def test_counting_ask_counts_subquestions():
   ask = encoding.CountingAsk(_oracle(task))
   np.testing.assert_array_equal(task.overseer(ep, ask), ep.answers)
   assert ask.calls == 10 * task.alphabet  # one round of one subquestion per letter
+
+
+@pytest.mark.parametrize("name", sorted(tasks.TASKS))
+def test_questions_that_reduce_to_facts_are_answered_from_them(name):
+  task = tasks.TASKS[name](size=16)
+  for difficulty in range(4):
+    ep = task.generate(np.random.default_rng(difficulty), 64, difficulty)
+    known, answers = task.from_facts(ep)
+    np.testing.assert_array_equal(answers[known], ep.answers[known])
+    if difficulty == 0:
+      assert known.all()
+  # H asks the model only what the facts do not settle, and still gets the truth from a solver.
+  ep = task.generate(np.random.default_rng(7), 64, 2)
+  from superalign.amplification import encoding
+  ask = encoding.CountingAsk(_oracle(task))
+  np.testing.assert_array_equal(task.overseer(ep, tasks.ask_with_facts(task, ask)), ep.answers)
+  plain = encoding.CountingAsk(_oracle(task))
+  task.overseer(ep, plain)
+  assert ask.calls < plain.calls

@@ -1,9 +1,10 @@
 """Amplify(H, model) and its supervised baseline, both trained by the core engine.
 
 Each step draws fresh episodes at the curriculum's difficulty. The supervised baseline trains on
-their ground-truth answers. Amplification never reads them: H decomposes each question and asks
-the model being trained the subquestions (one batched forward pass per round), and the answers H
-combines are the targets the model is distilled on. The curriculum raises the difficulty when the
+their ground-truth answers. Amplification never reads them: H decomposes each question, answers
+the subquestions that reduce to a fact itself and asks the model being trained the rest (one
+batched forward pass per round), and the answers H combines are the targets the model is
+distilled on. The curriculum raises the difficulty when the
 model agrees with its targets (the train step's ``accuracy``) on at least ``threshold`` of the
 last ``window`` steps; it needs no label either. Progress is measured on a held-out set of
 episodes at the final difficulty, against ground truth.
@@ -18,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from superalign.amplification import encoding
-from superalign.amplification.tasks import TASKS, Episodes
+from superalign.amplification.tasks import TASKS, Episodes, ask_with_facts
 from superalign.supervised.train import Trained, train_classifier
 
 MODES = ("amplify", "supervised")
@@ -103,7 +104,7 @@ def train(config, task, mode: str, workdir: str, *, tag: str) -> Result:
       counts["labels"] += len(ep)
     else:
       ask = encoding.CountingAsk(model_ask(trained, lay))
-      targets = task.overseer(blind(ep), ask)
+      targets = task.overseer(blind(ep), ask_with_facts(task, ask))
       counts["h_calls"] += len(ep)
       counts["subquestions"] += ask.calls
     counts["examples"] += len(ep)

@@ -45,10 +45,10 @@ def base() -> ml_collections.ConfigDict:
   c.train.batch_size = 128
   c.train.eval_batch_size = 128
   c.train.num_epochs = 0
-  c.train.num_steps = 1200
+  c.train.num_steps = 800
   c.train.eval_every = 100
   c.train.log_every = 50
-  c.train.checkpoint_every = 300
+  c.train.checkpoint_every = 200
   return c
 
 

@@ -30,12 +30,32 @@ class Episodes:
   def __len__(self) -> int:
     return len(self.answers)
 
+  def take(self, idx: np.ndarray) -> "Episodes":
+    state = {k: [v[i] for i in idx] if isinstance(v, list) else v[idx]
+             for k, v in self.state.items()}
+    return Episodes(self.facts[idx], self.questions[idx], self.answers[idx], state)
+
   def asking(self, questions: np.ndarray) -> "Episodes":
     """The same instances with other questions (answers unknown: -1)."""
     return dataclasses.replace(self, questions=questions, answers=np.full(len(self), -1))
 
 
 Ask = Callable[[Episodes, np.ndarray], np.ndarray]
+
+
+def ask_with_facts(task, ask: Ask) -> Ask:
+  """H answers the subquestions that reduce to a fact itself (``task.from_facts``) and puts only
+  the rest to ``ask``."""
+
+  def wrapped(ep: Episodes, questions: np.ndarray) -> np.ndarray:
+    known, answers = task.from_facts(ep.asking(questions))
+    rest = np.flatnonzero(~known)
+    if len(rest):
+      answers = answers.copy()
+      answers[rest] = ask(ep.take(rest), questions[rest])
+    return answers
+
+  return wrapped
 
 
 class PermutationPowering:
@@ -73,6 +93,10 @@ class PermutationPowering:
         cycle.append(sigma[cycle[-1]])
       out.append(cycle[n % len(cycle)])
     return np.array(out)
+
+  def from_facts(self, ep: Episodes) -> tuple[np.ndarray, np.ndarray]:
+    x, n = ep.questions[:, 0], ep.questions[:, 1]
+    return n == 1, ep.facts[np.arange(len(ep)), x, 1]
 
   def overseer(self, ep: Episodes, ask: Ask) -> np.ndarray:
     x, n = ep.questions[:, 0], ep.questions[:, 1]
@@ -148,6 +172,11 @@ class SequentialAssignments:
     hit = (facts[..., 0] == kind) & (facts[..., 1] == key[:, None])
     return facts[np.arange(len(facts)), hit.argmax(1)] * hit.any(1)[:, None]
 
+  def from_facts(self, ep: Episodes) -> tuple[np.ndarray, np.ndarray]:
+    f, q = ep.facts, ep.questions[:, 0]
+    given = (f[..., 0] == self.VALUE) & (f[..., 1] == q[:, None])
+    return given.any(1), f[np.arange(len(ep)), given.argmax(1), 2]
+
   def overseer(self, ep: Episodes, ask: Ask) -> np.ndarray:
     q = ep.questions[:, 0]
     given = (ep.facts[..., 0] == self.VALUE) & (ep.facts[..., 1] == q[:, None])
@@ -205,6 +234,11 @@ class WildcardSearch:
                   if all(p == self.wildcard or p == s for p, s in zip(pattern, row[:-1])))
       out.append(total % self.values)
     return np.array(out)
+
+  def from_facts(self, ep: Episodes) -> tuple[np.ndarray, np.ndarray]:
+    exact = (ep.facts[..., :-1] == ep.questions[:, None]).all(-1)
+    own = (ep.facts[..., -1] * exact).sum(-1) % self.values   # 0 if no such string
+    return ~(ep.questions == self.wildcard).any(-1), own
 
   def overseer(self, ep: Episodes, ask: Ask) -> np.ndarray:
     pattern = ep.questions
@@ -276,6 +310,9 @@ class ShortestPath:
         seen |= frontier
       out.append(d if b in frontier else self.cap)
     return np.array(out)
+
+  def from_facts(self, ep: Episodes) -> tuple[np.ndarray, np.ndarray]:
+    return ep.questions[:, 0] == ep.questions[:, 1], np.zeros(len(ep), np.int64)
 
   def overseer(self, ep: Episodes, ask: Ask) -> np.ndarray:
     a, b = ep.questions[:, 0], ep.questions[:, 1]
@@ -363,6 +400,11 @@ class UnionFind:
             stack.append(v)
       out.append(found)
     return np.array(out)
+
+  def from_facts(self, ep: Episodes) -> tuple[np.ndarray, np.ndarray]:
+    f, x = ep.facts, ep.questions[:, 0]
+    own = (f[..., 0] == self.VALUE) & (f[..., 1] == x[:, None])
+    return own.any(1), f[np.arange(len(ep)), own.argmax(1), 2]
 
   def overseer(self, ep: Episodes, ask: Ask) -> np.ndarray:
     x, came_from = ep.questions[:, 0], ep.questions[:, 1]
