@@ -12,12 +12,13 @@ from superalign import config as config_lib
 from superalign.amplification import amplify, tasks
 
 # Size and top difficulty per task: 8 variables / vertices / strings, and the top difficulty the
-# curriculum climbs to (the held-out test set is drawn there). Larger sizes and tops train the
-# same way; on a 2-core CPU these fit the 10 minutes per task (README: measured).
+# curriculum climbs to (the held-out test set is drawn there). At difficulty 1 every subquestion
+# reduces to a fact, so H needs no model; from 2 on, H asks the model. Larger sizes and tops train
+# the same way (README: what was measured).
 TASK_DEFAULTS = {
-    "permutation": {"size": 8, "max_difficulty": 1},              # n <= 2
-    "assignments": {"size": 8, "max_difficulty": 1, "values": 4},   # depth <= 1
-    "wildcard": {"size": 8, "max_difficulty": 1, "length": 3, "alphabet": 4, "values": 8},
+    "permutation": {"size": 8, "max_difficulty": 2},              # n <= 4
+    "assignments": {"size": 8, "max_difficulty": 2, "values": 4},   # depth <= 2
+    "wildcard": {"size": 8, "max_difficulty": 2, "length": 3, "alphabet": 4, "values": 8},
     "shortest_path": {"size": 8, "max_difficulty": 2, "degree": 2, "cap": 8},
     "union_find": {"size": 8, "max_difficulty": 2, "values": 8, "components": 2},
 }
