@@ -100,13 +100,14 @@ def test_smoke_end_to_end_and_exact_resume(tmp_path):
   from superalign.amplification import run as amplification_run
 
   config = _smoke()
+  config.amplification.start_difficulty = 2   # at the top from the start: H asks the model
   config_lib.validate(config, num_devices=1)
   results = json.loads(json.dumps(amplification_run.run(config, str(tmp_path / "a"))))
   for name in ("permutation", "shortest_path"):
     t = results["tasks"][name]
     amp, sup = t["amplify"], t["supervised"]
     assert amp["counts"]["labels"] == 0 and amp["counts"]["h_calls"] == 40 * 32
-    assert 0 <= amp["counts"]["subquestions"] <= 4 * amp["counts"]["h_calls"]
+    assert 0 < amp["counts"]["subquestions"] <= 4 * amp["counts"]["h_calls"]
     assert sup["counts"]["labels"] == 40 * 32 and sup["counts"]["h_calls"] == 0
     assert [row["step"] for row in amp["curve"]] == [20, 40]
     assert 0 <= amp["test_accuracy"] <= 1 and "amplify_over_supervised" in t

@@ -54,12 +54,12 @@ def base() -> ml_collections.ConfigDict:
 
 
 def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Seconds: size 6, top difficulty 1, a tiny model, a few dozen steps."""
+  """Seconds: size 6, top difficulty 2, a tiny model, a few dozen steps."""
   c.model.name = "gpt_nano"
   a = c.amplification
   for name in TASK_DEFAULTS:
     a[name].size = 6
-    a[name].max_difficulty = 1
+    a[name].max_difficulty = 2
   a.wildcard.length, a.wildcard.alphabet = 2, 3
   a.window = 5
   a.num_test = 64
