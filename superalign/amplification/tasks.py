@@ -179,15 +179,14 @@ class SequentialAssignments:
 
   def overseer(self, ep: Episodes, ask: Ask) -> np.ndarray:
     q = ep.questions[:, 0]
-    given = (ep.facts[..., 0] == self.VALUE) & (ep.facts[..., 1] == q[:, None])
+    known, own = self.from_facts(ep)
     assign = self._find(ep.facts, self.ASSIGN, q)
     a = ask(ep, assign[:, 2:3])
     b = ask(ep, assign[:, 3:4])
     hit = ((ep.facts[..., 0] == self.TABLE) & (ep.facts[..., 1] == a[:, None])
            & (ep.facts[..., 2] == b[:, None]))
     combined = ep.facts[np.arange(len(ep)), hit.argmax(1), 3]
-    own = ep.facts[np.arange(len(ep)), given.argmax(1), 2]
-    return np.where(given.any(1), own, combined)
+    return np.where(known, own, combined)
 
 
 class WildcardSearch:
@@ -250,9 +249,8 @@ class WildcardSearch:
       sub = pattern.copy()
       sub[rows, first] = np.where(wild.any(-1), letter, sub[rows, first])
       total += ask(ep, sub)
-    exact = (ep.facts[..., :-1] == pattern[:, None]).all(-1)
-    own = (ep.facts[..., -1] * exact).sum(-1)      # no wildcard: a fact (0 if no such string)
-    return np.where(wild.any(-1), total % self.values, own % self.values)
+    known, own = self.from_facts(ep)               # no wildcard: a fact (0 if no such string)
+    return np.where(known, own, total % self.values)
 
 
 class ShortestPath:
@@ -409,8 +407,7 @@ class UnionFind:
   def overseer(self, ep: Episodes, ask: Ask) -> np.ndarray:
     x, came_from = ep.questions[:, 0], ep.questions[:, 1]
     f = ep.facts
-    own_hit = (f[..., 0] == self.VALUE) & (f[..., 1] == x[:, None])
-    own = np.where(own_hit.any(1), f[np.arange(len(ep)), own_hit.argmax(1), 2], self.values)
+    known, own = self.from_facts(ep)
     # x's neighbours other than came_from, padded with "none" to MAX_DEGREE subquestions.
     equal = f[..., 0] == self.EQUAL
     other = np.where(equal & (f[..., 1] == x[:, None]), f[..., 2],
@@ -424,7 +421,7 @@ class UnionFind:
       answer = ask(ep, sub)
       answer = np.where(neighbours[:, j] == self.none, self.values, answer)
       found = np.where(found == self.values, answer, found)
-    return np.where(own_hit.any(1), own, found)
+    return np.where(known, own, found)
 
 
 TASKS = {t.name: t for t in (PermutationPowering, SequentialAssignments, WildcardSearch,
