@@ -52,6 +52,7 @@ def base() -> ml_collections.ConfigDict:
   c.optim.warmup_steps = 0
   c.optim.clip_norm = 1.0
   c.optim.momentum = 0.9           # sgd only
+  c.optim.ema_decay = 0.0          # > 0: also keep a moving average of the parameters (a teacher)
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 64
@@ -139,6 +140,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   if config.optim.schedule not in optim.SCHEDULES:
     raise ConfigError(f"optim.schedule={config.optim.schedule!r}: valid: "
                       f"{', '.join(optim.SCHEDULES)}")
+  if not 0 <= config.optim.ema_decay < 1:
+    raise ConfigError(f"optim.ema_decay={config.optim.ema_decay}: must be in [0, 1) (0 = off)")
   if config.train.early_stop_metric and config.train.early_stop_metric not in EARLY_STOP_METRICS:
     raise ConfigError(f"train.early_stop_metric={config.train.early_stop_metric!r}: valid: "
                       f"'' (off), {', '.join(EARLY_STOP_METRICS)}")

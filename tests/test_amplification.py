@@ -100,7 +100,9 @@ def test_smoke_end_to_end_and_exact_resume(tmp_path):
   from superalign.amplification import run as amplification_run
 
   config = _smoke()
-  config.amplification.start_difficulty = 2   # at the top from the start: H asks the model
+  for name in ("permutation", "shortest_path"):   # at the top from the start: H asks the model
+    config.amplification[name].start_difficulty = 2
+  config.optim.ema_decay = 0.9                     # H asks the moving-average teacher
   config_lib.validate(config, num_devices=1)
   results = json.loads(json.dumps(amplification_run.run(config, str(tmp_path / "a"))))
   for name in ("permutation", "shortest_path"):
@@ -115,7 +117,8 @@ def test_smoke_end_to_end_and_exact_resume(tmp_path):
   assert "H calls" in results["summary"]
 
   # Interrupted after step 20: drop the last checkpoint of one run and rerun. The curriculum
-  # level and the ledger come back from the checkpoint, so the run ends exactly as before.
+  # level, the ledger and the teacher come back from the checkpoint, so the run ends exactly as
+  # before.
   config.amplification.tasks = ("shortest_path",)
   shutil.copytree(tmp_path / "a", tmp_path / "b")
   shutil.rmtree(tmp_path / "b" / "checkpoints" / "shortest_path_amplify" / "40")
@@ -130,6 +133,8 @@ def test_smoke_end_to_end_and_exact_resume(tmp_path):
     ("tasks", ("permutation", "sorting"), "amplification.tasks: 'sorting' is not a task"),
     ("modes", ("amplify", "debate"), "amplification.modes=('amplify', 'debate'): valid"),
     ("threshold", 1.5, "amplification.threshold=1.5: must be in (0, 1]"),
+    ("permutation.start_difficulty", 3, "amplification.permutation.start_difficulty=3: must be"),
+    ("shortest_path.num_steps", -1, "amplification.shortest_path.num_steps=-1: must be >= 0"),
     ("window", 0, "amplification.window=0: must be positive"),
 ])
 def test_bad_amplification_config_is_one_clear_error(key, value, message):
@@ -137,7 +142,8 @@ def test_bad_amplification_config_is_one_clear_error(key, value, message):
   from superalign.core.errors import ConfigError
 
   config = _smoke()
-  config.amplification[key] = value
+  *block, key = key.split(".")
+  (config.amplification[block[0]] if block else config.amplification)[key] = value
   with pytest.raises(ConfigError) as e:
     config_lib.validate(config, num_devices=1)
   assert message in str(e.value) and "\n" not in str(e.value)

@@ -148,3 +148,24 @@ def test_metrics_jsonl_and_tensorboard_written(tmp_path):
   assert all(r["run"] == "t" and np.isfinite(r["train/loss"]) for r in rows)
   events = list((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
   assert events and events[0].stat().st_size > 0
+
+
+def test_parameter_average_rides_in_the_optimizer_state():
+  import ml_collections
+  import optax
+  from superalign.core import optim
+
+  cfg = ml_collections.ConfigDict({"name": "sgd", "learning_rate": 0.5, "momentum": 0.0,
+                                   "schedule": "constant", "clip_norm": 0.0, "ema_decay": 0.75})
+  tx = optim.make(cfg, num_steps=3)
+  params = {"w": np.array([4.0, -2.0])}
+  opt_state, ema = tx.init(params), params["w"].copy()
+  for grad in ([1.0, 0.0], [2.0, 2.0], [0.0, -4.0]):
+    updates, opt_state = tx.update({"w": np.array(grad)}, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    ema = 0.75 * ema + 0.25 * params["w"]
+    np.testing.assert_allclose(optim.ema_params(opt_state)["w"], ema, rtol=1e-6)
+  np.testing.assert_allclose(params["w"], [2.5, -1.0])   # the updates themselves are untouched
+  cfg.ema_decay = 0.0
+  with pytest.raises(ValueError, match="optim.ema_decay"):
+    optim.ema_params(optim.make(cfg, num_steps=3).init(params))

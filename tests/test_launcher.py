@@ -72,6 +72,7 @@ BAD_INPUT = [
     (["--config.train.num_steps=-5"], "train.num_steps=-5: must be zero or positive"),
     (["--config.train.bogus_key=3"], "--config.train.bogus_key: no such key in the config"),
     (["--config.optim.schedule=sawtooth"], "optim.schedule='sawtooth': valid:"),
+    (["--config.optim.ema_decay=1.0"], "optim.ema_decay=1.0: must be in [0, 1)"),
     (["--config.train.early_stop_metric=f1"], "train.early_stop_metric='f1'"),
     (["--config.data.splits.train=1.5"], "data.splits.train=1.5"),
     (["--config.data.name=idx:/no/such/dir"], "data.name='idx:/no/such/dir': no such directory"),

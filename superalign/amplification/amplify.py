@@ -3,15 +3,16 @@
 Each step draws fresh episodes at the curriculum's difficulty. The supervised baseline trains on
 their ground-truth answers. Amplification never reads them: H decomposes each question, answers
 the subquestions that reduce to a fact itself and asks the model being trained the rest (one
-batched forward pass per round), and the answers H combines are the targets the model is
-distilled on. The curriculum raises the difficulty when the
-model agrees with its targets (the train step's ``accuracy``) on at least ``threshold`` of the
-last ``window`` steps; it needs no label either. Progress is measured on a held-out set of
+batched forward pass per round; with ``optim.ema_decay > 0`` it asks the model's moving-average
+teacher instead), and the answers H combines are the targets the model is distilled on. The
+curriculum raises the difficulty when the model agrees with its targets (the train step's
+``accuracy``) on at least ``threshold`` of the last ``window`` steps; it needs no label either. Progress is measured on a held-out set of
 episodes at the final difficulty, against ground truth.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Mapping
 
@@ -20,21 +21,40 @@ import numpy as np
 
 from superalign.amplification import encoding
 from superalign.amplification.tasks import TASKS, Episodes, ask_with_facts
+from superalign.core import optim
 from superalign.supervised.train import Trained, train_classifier
 
 MODES = ("amplify", "supervised")
 
 
+RUN_KEYS = ("start_difficulty", "max_difficulty", "num_steps")   # a task block's other keys
+
+
 def make_task(config, name: str):
   """The task ``name`` built from its block ``config.amplification.<name>``."""
-  options = dict(config.amplification[name])
-  options.pop("max_difficulty")
+  options = {k: v for k, v in config.amplification[name].items() if k not in RUN_KEYS}
   return TASKS[name](**options)
+
+
+def task_config(config, name: str):
+  """``config`` with the task block's step budget (if it sets one) as ``train.num_steps``."""
+  steps = int(config.amplification[name].num_steps)
+  if not steps:
+    return config
+  config = copy.deepcopy(config)
+  config.train.num_steps = steps
+  return config
 
 
 def answer_fn(state, batch) -> np.ndarray:
   """The model's answer (argmax class) for each episode."""
   return jnp.argmax(state.model()(batch["x"]), axis=-1)
+
+
+def teacher_answer_fn(state, batch) -> np.ndarray:
+  """The answer of the model's moving average (kept when ``optim.ema_decay > 0``): a teacher
+  that changes slowly, so targets built from its answers do not chase the model's last step."""
+  return jnp.argmax(state.model(optim.ema_params(state.opt_state))(batch["x"]), axis=-1)
 
 
 class Curriculum:
@@ -73,9 +93,11 @@ def blind(ep: Episodes) -> Episodes:
   return dataclasses.replace(ep.asking(ep.questions), state={})
 
 
-def model_ask(trained: Trained, lay: encoding.Layout):
-  """``ask(episodes, subquestions)`` answered by the model in one batched forward pass."""
-  return lambda ep, questions: trained.apply(encoding.encode(ep.asking(questions), lay), answer_fn)
+def model_ask(trained: Trained, lay: encoding.Layout, teacher: bool = False):
+  """``ask(episodes, subquestions)`` answered by the model (or its moving-average teacher) in
+  one batched forward pass."""
+  fn = teacher_answer_fn if teacher else answer_fn
+  return lambda ep, questions: trained.apply(encoding.encode(ep.asking(questions), lay), fn)
 
 
 @dataclasses.dataclass
@@ -88,13 +110,15 @@ class Result:
 
 def train(config, task, mode: str, workdir: str, *, tag: str) -> Result:
   """Trains ``config.model`` on ``task`` by amplification or supervision (``mode``)."""
-  a = config.amplification
-  top = int(a[task.name].max_difficulty)
+  config = task_config(config, task.name)
+  a, block = config.amplification, config.amplification[task.name]
+  top = int(block.max_difficulty)
   lay = encoding.layout(task, top)
-  curriculum = Curriculum(int(a.start_difficulty), top, float(a.threshold), int(a.window))
+  curriculum = Curriculum(int(block.start_difficulty), top, float(a.threshold), int(a.window))
   test = task.generate(np.random.default_rng([config.seed, 1 << 20]), int(a.num_test), top)
   test_x = encoding.encode(test, lay)
   batch_size = int(config.train.batch_size)
+  teacher = float(config.optim.ema_decay) > 0
 
   def batch_fn(step: int, trained: Trained) -> dict:
     ep = task.generate(np.random.default_rng([config.seed, step]), batch_size, curriculum.level)
@@ -103,7 +127,7 @@ def train(config, task, mode: str, workdir: str, *, tag: str) -> Result:
       targets = ep.answers
       counts["labels"] += len(ep)
     else:
-      ask = encoding.CountingAsk(model_ask(trained, lay))
+      ask = encoding.CountingAsk(model_ask(trained, lay, teacher))
       targets = task.overseer(blind(ep), ask_with_facts(task, ask))
       counts["h_calls"] += len(ep)
       counts["subquestions"] += ask.calls

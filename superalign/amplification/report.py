@@ -15,16 +15,18 @@ PUBLISHED = ("Christiano, Shlegeris and Amodei (2018): amplification matches sup
 
 
 def table(results: dict) -> str:
-  lines = [f"Iterated amplification, {results['model']}, {results['num_steps']} steps of "
-           f"batch {results['batch_size']} (test accuracy at the top difficulty)",
-           f"{'task':<14} {'size':>4} {'top':>3} {'supervised':>10} {'amplify':>8} {'ratio':>6} "
-           f"{'labels':>9} {'H calls':>9} {'subqs':>9} {'level s/a':>9}"]
+  lines = [f"Iterated amplification, {results['model']}, batch {results['batch_size']} "
+           "(test accuracy at the top difficulty)",
+           f"{'task':<14} {'size':>4} {'levels':>6} {'steps':>5} {'supervised':>10} {'amplify':>8} "
+           f"{'ratio':>6} {'labels':>9} {'H calls':>9} {'subqs':>9} {'level s/a':>9}"]
+  levels = lambda t: f"{t['start_difficulty']}-{t['max_difficulty']}"
   for name, t in results["tasks"].items():
     sup, amp = t.get("supervised"), t.get("amplify")
     fmt = lambda m: f"{m['test_accuracy']:.3f}" if m else "-"
     ratio = t.get("amplify_over_supervised")
     lines.append(
-        f"{name:<14} {t['size']:>4} {t['max_difficulty']:>3} {fmt(sup):>10} {fmt(amp):>8} "
+        f"{name:<14} {t['size']:>4} {levels(t):>6} {t['num_steps']:>5} {fmt(sup):>10} "
+        f"{fmt(amp):>8} "
         f"{(f'{ratio:.2f}' if ratio is not None else '-'):>6} "
         f"{(sup or {}).get('counts', {}).get('labels', 0):>9} "
         f"{(amp or {}).get('counts', {}).get('h_calls', 0):>9} "

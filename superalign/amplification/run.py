@@ -37,15 +37,19 @@ def validate(config) -> None:
   if config.train.num_steps <= 0:
     raise ConfigError("train.num_steps=0: amplification draws fresh episodes every step; set "
                       "the number of steps")
+  for name in a.tasks:
+    block = a[name]
+    if block.num_steps < 0:
+      raise ConfigError(f"amplification.{name}.num_steps={block.num_steps}: must be >= 0 "
+                        "(0: train.num_steps)")
+    if not 0 <= block.start_difficulty <= block.max_difficulty:
+      raise ConfigError(f"amplification.{name}.start_difficulty={block.start_difficulty}: must "
+                        f"be in [0, max_difficulty={block.max_difficulty}]")
   if config.train.checkpoint_every % config.train.log_every:
     raise ConfigError(f"train.checkpoint_every={config.train.checkpoint_every}: must be a "
                       f"multiple of train.log_every={config.train.log_every} (the curriculum "
                       "decides at log steps, and a resumed run must decide the same)")
   for name in a.tasks:
-    top = a[name].max_difficulty
-    if not 0 <= a.start_difficulty <= top:
-      raise ConfigError(f"amplification.{name}.max_difficulty={top}: must be at least "
-                        f"amplification.start_difficulty={a.start_difficulty}")
     try:
       amplify.make_task(config, name)
     except (TypeError, ValueError) as e:
@@ -70,7 +74,9 @@ def run(config, workdir: str) -> dict:
           "curve": result.history,
           "wall_time_s": round(time.time() - t, 1),
       }
-    entry = {"size": task.size, "max_difficulty": int(a[name].max_difficulty), **modes}
+    entry = {"size": task.size, "start_difficulty": int(a[name].start_difficulty),
+             "max_difficulty": int(a[name].max_difficulty),
+             "num_steps": int(amplify.task_config(config, name).train.num_steps), **modes}
     if set(amplify.MODES) <= set(modes):
       supervised = modes["supervised"]["test_accuracy"]
       entry["amplify_over_supervised"] = (modes["amplify"]["test_accuracy"] / supervised

@@ -58,6 +58,17 @@ def ask_with_facts(task, ask: Ask) -> Ask:
   return wrapped
 
 
+def ask_some(ask: Ask, ep: Episodes, questions: np.ndarray, rows: np.ndarray,
+             fill: int) -> np.ndarray:
+  """``ask`` the subquestions of the instances where ``rows`` holds; the others get ``fill``
+  (H does not spend a call on an answer it will not use)."""
+  out = np.full(len(ep), fill, np.int64)
+  idx = np.flatnonzero(rows)
+  if len(idx):
+    out[idx] = ask(ep.take(idx), questions[idx])
+  return out
+
+
 class PermutationPowering:
   """Facts ``(x, sigma(x))`` for a random permutation of ``size`` elements; question ``(x, n)``
   asks ``sigma^n(x)`` for ``1 <= n <= 2^difficulty``. H: ``sigma^(2m)(x) = sigma^m(sigma^m(x))``,
@@ -181,8 +192,8 @@ class SequentialAssignments:
     q = ep.questions[:, 0]
     known, own = self.from_facts(ep)
     assign = self._find(ep.facts, self.ASSIGN, q)
-    a = ask(ep, assign[:, 2:3])
-    b = ask(ep, assign[:, 3:4])
+    a = ask_some(ask, ep, assign[:, 2:3], ~known, 0)
+    b = ask_some(ask, ep, assign[:, 3:4], ~known, 0)
     hit = ((ep.facts[..., 0] == self.TABLE) & (ep.facts[..., 1] == a[:, None])
            & (ep.facts[..., 2] == b[:, None]))
     combined = ep.facts[np.arange(len(ep)), hit.argmax(1), 3]
@@ -418,8 +429,8 @@ class UnionFind:
     found = np.full(len(ep), self.values)
     for j in range(self.MAX_DEGREE):
       sub = np.stack([neighbours[:, j], x], -1)
-      answer = ask(ep, sub)
-      answer = np.where(neighbours[:, j] == self.none, self.values, answer)
+      useful = ~known & (neighbours[:, j] != self.none) & (found == self.values)
+      answer = ask_some(ask, ep, sub, useful, self.values)
       found = np.where(found == self.values, answer, found)
     return np.where(known, own, found)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
+import jax
 import optax
 
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "linear")
@@ -23,8 +26,39 @@ def schedule(cfg, num_steps: int) -> optax.Schedule:
   raise ValueError(f"optim.schedule={name!r}: unknown; valid: {', '.join(SCHEDULES)}")
 
 
+class EmaState(NamedTuple):
+  ema: optax.Params           # the moving average of the parameters (a teacher)
+
+
+def params_ema(decay: float) -> optax.GradientTransformation:
+  """Leaves updates unchanged and tracks ``ema <- decay * ema + (1 - decay) * new params``.
+
+  Last in a chain, it sees the final updates; keeping the average in the optimizer state means
+  it is sharded like the parameters and checkpointed with them at no extra cost.
+  """
+
+  def init(params):
+    return EmaState(jax.tree.map(lambda p: p.copy(), params))
+
+  def update(updates, state, params):
+    new = optax.apply_updates(params, updates)
+    return updates, EmaState(jax.tree.map(lambda e, p: decay * e + (1 - decay) * p,
+                                          state.ema, new))
+
+  return optax.GradientTransformation(init, update)
+
+
+def ema_params(opt_state: optax.OptState) -> optax.Params:
+  """The parameter average kept by ``params_ema`` (ValueError if the optimizer has none)."""
+  found = optax.tree_utils.tree_get(opt_state, "ema")
+  if found is None:
+    raise ValueError("the optimizer keeps no parameter average: set optim.ema_decay > 0")
+  return found
+
+
 def make(cfg, num_steps: int, trainable_mask=None) -> optax.GradientTransformation:
-  """Gradient clipping, then the optimizer; frozen parameters (mask False) get zero updates."""
+  """Gradient clipping, then the optimizer; frozen parameters (mask False) get zero updates.
+  With ``optim.ema_decay > 0`` a moving average of the parameters is kept (``ema_params``)."""
   lr = schedule(cfg, num_steps)
   name = cfg.get("name", "adamw")
   if name == "adamw":
@@ -42,4 +76,7 @@ def make(cfg, num_steps: int, trainable_mask=None) -> optax.GradientTransformati
   tx = optax.chain(*chain)
   if trainable_mask is not None:
     tx = optax.multi_transform({True: tx, False: optax.set_to_zero()}, trainable_mask)
+  decay = float(cfg.get("ema_decay", 0.0))
+  if decay:
+    tx = optax.chain(tx, params_ema(decay))
   return tx
