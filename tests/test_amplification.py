@@ -132,7 +132,8 @@ def test_smoke_end_to_end_and_exact_resume(tmp_path):
 @pytest.mark.parametrize("key, value, message", [
     ("tasks", ("permutation", "sorting"), "amplification.tasks: 'sorting' is not a task"),
     ("modes", ("amplify", "debate"), "amplification.modes=('amplify', 'debate'): valid"),
-    ("threshold", 1.5, "amplification.threshold=1.5: must be in (0, 1]"),
+    ("shortest_path.threshold", 1.5,
+     "amplification.shortest_path.threshold=1.5: must be in (0, 1]"),
     ("permutation.start_difficulty", 3, "amplification.permutation.start_difficulty=3: must be"),
     ("shortest_path.num_steps", -1, "amplification.shortest_path.num_steps=-1: must be >= 0"),
     ("window", 0, "amplification.window=0: must be positive"),

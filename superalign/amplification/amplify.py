@@ -27,7 +27,7 @@ from superalign.supervised.train import Trained, train_classifier
 MODES = ("amplify", "supervised")
 
 
-RUN_KEYS = ("start_difficulty", "max_difficulty", "num_steps")   # a task block's other keys
+RUN_KEYS = ("start_difficulty", "max_difficulty", "threshold", "num_steps")   # a task block's other keys
 
 
 def make_task(config, name: str):
@@ -114,7 +114,8 @@ def train(config, task, mode: str, workdir: str, *, tag: str) -> Result:
   a, block = config.amplification, config.amplification[task.name]
   top = int(block.max_difficulty)
   lay = encoding.layout(task, top)
-  curriculum = Curriculum(int(block.start_difficulty), top, float(a.threshold), int(a.window))
+  curriculum = Curriculum(int(block.start_difficulty), top, float(block.threshold),
+                          int(a.window))
   test = task.generate(np.random.default_rng([config.seed, 1 << 20]), int(a.num_test), top)
   test_x = encoding.encode(test, lay)
   batch_size = int(config.train.batch_size)

@@ -12,16 +12,17 @@ from superalign import config as config_lib
 from superalign.amplification import amplify, tasks
 
 # Per task: the size (8 variables / vertices / strings) and task options; the difficulty the
-# curriculum starts at and the top it climbs to (the held-out test set is drawn there); and its
-# step budget (0: train.num_steps). At difficulty 1 every subquestion of permutation and
-# assignments reduces to a fact, so H needs no model there; from 2 on it asks the model. Their
-# curricula start at the top because this model does not learn level 1 (two- and three-hop
-# lookups) to the threshold within 10 minutes (README: what was measured), and a run that never
-# leaves level 1 would compare two identical runs.
-_RUN = {"start_difficulty": 0, "max_difficulty": 2, "num_steps": 0}
+# curriculum starts at, the top it climbs to (the held-out test set is drawn there) and the
+# agreement that raises it; and the step budget (0: train.num_steps). At difficulty 1 every
+# subquestion of permutation and assignments reduces to a fact, so H needs no model there; from 2
+# on it asks the model. This model learns their level 1 (two- and three-hop lookups) to about 0.65
+# agreement in 800 steps, never 0.9, so their curricula move on at 0.6: at 0.9 neither run ever
+# leaves level 1 and the two runs are identical, and starting at the top makes the amplified
+# model collapse to a constant (README: what was measured).
+_RUN = {"start_difficulty": 0, "max_difficulty": 2, "threshold": 0.9, "num_steps": 0}
 TASK_DEFAULTS = {
-    "permutation": {**_RUN, "start_difficulty": 2, "size": 8},                # n <= 4
-    "assignments": {**_RUN, "start_difficulty": 2, "size": 8, "values": 4},   # depth <= 2
+    "permutation": {**_RUN, "threshold": 0.6, "size": 8},                # n <= 4
+    "assignments": {**_RUN, "threshold": 0.6, "size": 8, "values": 4},   # depth <= 2
     "wildcard": {**_RUN, "size": 8, "length": 3, "alphabet": 4, "values": 8},
     "shortest_path": {**_RUN, "size": 8, "degree": 2, "cap": 8},
     "union_find": {**_RUN, "size": 8, "values": 8, "components": 2},
@@ -37,7 +38,6 @@ def base() -> ml_collections.ConfigDict:
   a = c.amplification
   a.tasks = tuple(tasks.TASKS)
   a.modes = amplify.MODES          # amplification, and the supervised baseline
-  a.threshold = 0.9                # agreement with targets that raises the difficulty
   a.window = 100                   # steps the agreement is averaged over
   a.num_test = 1024                # held-out episodes at the top difficulty
   for name, options in TASK_DEFAULTS.items():

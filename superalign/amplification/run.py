@@ -29,8 +29,6 @@ def validate(config) -> None:
   if not a.modes or any(m not in amplify.MODES for m in a.modes):
     raise ConfigError(f"amplification.modes={tuple(a.modes)}: valid: one or more of "
                       f"{', '.join(amplify.MODES)}")
-  if not 0 < a.threshold <= 1:
-    raise ConfigError(f"amplification.threshold={a.threshold}: must be in (0, 1]")
   for key in ("window", "num_test"):
     if not a[key] > 0:
       raise ConfigError(f"amplification.{key}={a[key]!r}: must be positive")
@@ -39,6 +37,8 @@ def validate(config) -> None:
                       "the number of steps")
   for name in a.tasks:
     block = a[name]
+    if not 0 < block.threshold <= 1:
+      raise ConfigError(f"amplification.{name}.threshold={block.threshold}: must be in (0, 1]")
     if block.num_steps < 0:
       raise ConfigError(f"amplification.{name}.num_steps={block.num_steps}: must be >= 0 "
                         "(0: train.num_steps)")
@@ -75,6 +75,7 @@ def run(config, workdir: str) -> dict:
           "wall_time_s": round(time.time() - t, 1),
       }
     entry = {"size": task.size, "start_difficulty": int(a[name].start_difficulty),
+             "threshold": float(a[name].threshold),
              "max_difficulty": int(a[name].max_difficulty),
              "num_steps": int(amplify.task_config(config, name).train.num_steps), **modes}
     if set(amplify.MODES) <= set(modes):
