@@ -98,3 +98,29 @@ def test_questions_that_reduce_to_facts_are_answered_from_them(name):
   plain = encoding.CountingAsk(_oracle(task))
   task.overseer(ep, plain)
   assert ask.calls < plain.calls
+
+
+@pytest.mark.parametrize("name", sorted(tasks.TASKS))
+def test_overseer_asks_nothing_about_a_question_the_facts_settle(name):
+  task = tasks.TASKS[name](size=16)
+  ep = task.generate(np.random.default_rng(3), 64, 0)   # difficulty 0: every answer is a fact
+  assert task.from_facts(ep)[0].all()
+
+  def ask(sub_ep, questions):
+    # Only subquestions that are facts themselves may reach ask_with_facts' inner ask; none may
+    # reach the model.
+    raise AssertionError(f"asked {len(questions)} subquestions of the model")
+
+  np.testing.assert_array_equal(task.overseer(ep, tasks.ask_with_facts(task, ask)), ep.answers)
+
+
+def test_ask_some_asks_only_the_rows_it_is_told():
+  task = tasks.PermutationPowering(8)
+  ep = task.generate(np.random.default_rng(0), 6, 1)
+  asked = []
+  ask = lambda sub_ep, q: (asked.append(len(q)), np.full(len(q), 5))[1]
+  rows = np.array([True, False, True, False, False, False])
+  out = tasks.ask_some(ask, ep, ep.questions, rows, fill=-1)
+  np.testing.assert_array_equal(out, [5, -1, 5, -1, -1, -1])
+  assert asked == [2]
+  assert (tasks.ask_some(ask, ep, ep.questions, ~rows & False, fill=0) == 0).all() and asked == [2]

@@ -6,8 +6,8 @@ the subquestions that reduce to a fact itself and asks the model being trained t
 batched forward pass per round; with ``optim.ema_decay > 0`` it asks the model's moving-average
 teacher instead), and the answers H combines are the targets the model is distilled on. The
 curriculum raises the difficulty when the model agrees with its targets (the train step's
-``accuracy``) on at least ``threshold`` of the last ``window`` steps; it needs no label either. Progress is measured on a held-out set of
-episodes at the final difficulty, against ground truth.
+``accuracy``) on at least ``threshold`` of the last ``window`` steps; it needs no label either.
+Progress is measured on a held-out set of episodes at the final difficulty, against ground truth.
 """
 
 from __future__ import annotations
@@ -25,9 +25,8 @@ from superalign.core import optim
 from superalign.supervised.train import Trained, train_classifier
 
 MODES = ("amplify", "supervised")
-
-
-RUN_KEYS = ("start_difficulty", "max_difficulty", "threshold", "num_steps")   # a task block's other keys
+# The keys of a task block (``config.amplification.<task>``) that are not the task's options.
+RUN_KEYS = ("start_difficulty", "max_difficulty", "threshold", "num_steps")
 
 
 def make_task(config, name: str):

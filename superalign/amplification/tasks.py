@@ -328,7 +328,8 @@ class ShortestPath:
     neighbours = ep.facts[:, :, 1].reshape(len(ep), self.size, self.degree)[np.arange(len(ep)), a]
     best = np.full(len(ep), self.cap)
     for j in range(self.degree):
-      best = np.minimum(best, 1 + ask(ep, np.stack([neighbours[:, j], b], -1)))
+      sub = np.stack([neighbours[:, j], b], -1)
+      best = np.minimum(best, 1 + ask_some(ask, ep, sub, a != b, self.cap))
     return np.where(a == b, 0, np.minimum(best, self.cap))
 
 
