@@ -113,6 +113,7 @@ def test_smoke_end_to_end_and_exact_resume(tmp_path):
     assert sup["counts"]["labels"] == 40 * 32 and sup["counts"]["h_calls"] == 0
     assert [row["step"] for row in amp["curve"]] == [20, 40]
     assert 0 <= amp["test_accuracy"] <= 1 and "amplify_over_supervised" in t
+    assert 0 < t["no_model_accuracy"] < 1
   assert (tmp_path / "a" / "plots" / "amplification_accuracy_by_supervision.png").exists()
   assert "H calls" in results["summary"]
 
@@ -163,3 +164,13 @@ def test_bad_task_option_and_checkpoint_cadence_are_one_line(tmp_path):
   config.train.checkpoint_every = 7
   with pytest.raises(ConfigError, match="multiple of train.log_every"):
     config_lib.validate(config, num_devices=1)
+
+
+def test_no_model_line_is_exact_where_facts_settle_and_the_majority_elsewhere():
+  task = tasks.ShortestPath(8)
+  easy = task.generate(np.random.default_rng(0), 64, 0)      # a == b: all answered from facts
+  assert amplify.no_model_accuracy(task, easy) == 1.0
+  test = task.generate(np.random.default_rng(1), 256, 2)
+  same = test.questions[:, 0] == test.questions[:, 1]
+  common = np.bincount(test.answers[~same]).max()
+  assert amplify.no_model_accuracy(task, test) == pytest.approx((same.sum() + common) / 256)

@@ -45,6 +45,22 @@ def task_config(config, name: str):
   return config
 
 
+def test_set(config, task) -> Episodes:
+  """The held-out episodes at the task's top difficulty (the same for both modes)."""
+  block = config.amplification[task.name]
+  return task.generate(np.random.default_rng([config.seed, 1 << 20]),
+                       int(config.amplification.num_test), int(block.max_difficulty))
+
+
+def no_model_accuracy(task, test: Episodes) -> float:
+  """Accuracy without a model: H's answer from the facts where it has one, else the most common
+  other answer. A run at this line learned nothing a lookup table would not give."""
+  known, answers = task.from_facts(blind(test))
+  rest = test.answers[~known]
+  common = np.bincount(rest).argmax() if len(rest) else 0
+  return float(np.mean(np.where(known, answers, common) == test.answers))
+
+
 def answer_fn(state, batch) -> np.ndarray:
   """The model's answer (argmax class) for each episode."""
   return jnp.argmax(state.model()(batch["x"]), axis=-1)
@@ -115,7 +131,7 @@ def train(config, task, mode: str, workdir: str, *, tag: str) -> Result:
   lay = encoding.layout(task, top)
   curriculum = Curriculum(int(block.start_difficulty), top, float(block.threshold),
                           int(a.window))
-  test = task.generate(np.random.default_rng([config.seed, 1 << 20]), int(a.num_test), top)
+  test = test_set(config, task)
   test_x = encoding.encode(test, lay)
   batch_size = int(config.train.batch_size)
   teacher = float(config.optim.ema_decay) > 0

@@ -17,7 +17,8 @@ PUBLISHED = ("Christiano, Shlegeris and Amodei (2018): amplification matches sup
 def table(results: dict) -> str:
   lines = [f"Iterated amplification, {results['model']}, batch {results['batch_size']} "
            "(test accuracy at the top difficulty)",
-           f"{'task':<14} {'size':>4} {'levels':>6} {'steps':>5} {'supervised':>10} {'amplify':>8} "
+           f"{'task':<14} {'size':>4} {'levels':>6} {'steps':>5} {'no model':>8} {'supervised':>10} "
+           f"{'amplify':>8} "
            f"{'ratio':>6} {'labels':>9} {'H calls':>9} {'subqs':>9} {'level s/a':>9}"]
   levels = lambda t: f"{t['start_difficulty']}-{t['max_difficulty']}"
   for name, t in results["tasks"].items():
@@ -25,14 +26,16 @@ def table(results: dict) -> str:
     fmt = lambda m: f"{m['test_accuracy']:.3f}" if m else "-"
     ratio = t.get("amplify_over_supervised")
     lines.append(
-        f"{name:<14} {t['size']:>4} {levels(t):>6} {t['num_steps']:>5} {fmt(sup):>10} "
-        f"{fmt(amp):>8} "
+        f"{name:<14} {t['size']:>4} {levels(t):>6} {t['num_steps']:>5} "
+        f"{t['no_model_accuracy']:>8.3f} {fmt(sup):>10} {fmt(amp):>8} "
         f"{(f'{ratio:.2f}' if ratio is not None else '-'):>6} "
         f"{(sup or {}).get('counts', {}).get('labels', 0):>9} "
         f"{(amp or {}).get('counts', {}).get('h_calls', 0):>9} "
         f"{(amp or {}).get('counts', {}).get('subquestions', 0):>9} "
         f"{(sup or {}).get('final_level', '-')!s:>4}/{(amp or {}).get('final_level', '-')!s:<4}")
-  lines.append("ratio = amplify / supervised; amplification uses no ground-truth label.")
+  lines.append("ratio = amplify / supervised; amplification uses no ground-truth label. no model: "
+               "H's answer from the facts where it has one, else the most common answer (a run "
+               "at this line learned nothing).")
   lines.append("published: " + PUBLISHED)
   return "\n".join(lines)
 
@@ -54,6 +57,7 @@ def plot(results: dict, out_dir: str) -> list[str]:
         curve = t[mode]["curve"]
         xs = [row[x_key or count_key] for row in curve]
         ax.plot(xs, [row["accuracy"] for row in curve], style, marker=".", label=mode)
+      ax.axhline(t["no_model_accuracy"], color="gray", ls=":", label="no model")
       ax.set_title(f"{task} ({t['size']}, top {t['max_difficulty']})", fontsize=9)
       ax.set_xlabel(x_label, fontsize=7)
       ax.set_ylim(0, 1)

@@ -75,6 +75,7 @@ def run(config, workdir: str) -> dict:
           "wall_time_s": round(time.time() - t, 1),
       }
     entry = {"size": task.size, "start_difficulty": int(a[name].start_difficulty),
+             "no_model_accuracy": amplify.no_model_accuracy(task, amplify.test_set(config, task)),
              "threshold": float(a[name].threshold),
              "max_difficulty": int(a[name].max_difficulty),
              "num_steps": int(amplify.task_config(config, name).train.num_steps), **modes}
