@@ -120,6 +120,7 @@ class Result:
   trained: Trained
   curriculum: Curriculum
   test_accuracy: float
+  no_model_accuracy: float  # the same test set without a model (``no_model_accuracy``)
   history: list[dict]     # per evaluation: step, accuracy, level, labels, h_calls, subquestions
 
 
@@ -158,4 +159,4 @@ def train(config, task, mode: str, workdir: str, *, tag: str) -> Result:
                              host=curriculum, evaluate=evaluate)
   history = trained.fit.history
   return Result(trained, curriculum, history[-1]["accuracy"] if history else float("nan"),
-                history)
+                no_model_accuracy(task, test), history)

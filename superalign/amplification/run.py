@@ -74,19 +74,19 @@ def run(config, workdir: str) -> dict:
           "curve": result.history,
           "wall_time_s": round(time.time() - t, 1),
       }
+    # Both modes share the test set and the step budget; read them off the last run.
     entry = {"size": task.size, "start_difficulty": int(a[name].start_difficulty),
-             "no_model_accuracy": amplify.no_model_accuracy(task, amplify.test_set(config, task)),
-             "threshold": float(a[name].threshold),
              "max_difficulty": int(a[name].max_difficulty),
-             "num_steps": int(amplify.task_config(config, name).train.num_steps), **modes}
+             "threshold": float(a[name].threshold),
+             "num_steps": result.trained.num_steps,
+             "no_model_accuracy": result.no_model_accuracy, **modes}
     if set(amplify.MODES) <= set(modes):
       supervised = modes["supervised"]["test_accuracy"]
       entry["amplify_over_supervised"] = (modes["amplify"]["test_accuracy"] / supervised
                                           if supervised > 0 else float("nan"))
     by_task[name] = entry
 
-  results = {"model": config.model.name, "num_steps": int(config.train.num_steps),
-             "batch_size": int(config.train.batch_size), "tasks": by_task}
+  results = {"model": config.model.name, "batch_size": int(config.train.batch_size), "tasks": by_task}
   if jax.process_index() == 0:
     results["plots"] = report.plot(results, os.path.join(workdir, "plots"))
     core_plots.learning_curves(workdir)
