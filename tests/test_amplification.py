@@ -137,6 +137,7 @@ def test_smoke_end_to_end_and_exact_resume(tmp_path):
      "amplification.shortest_path.threshold=1.5: must be in (0, 1]"),
     ("permutation.start_difficulty", 3, "amplification.permutation.start_difficulty=3: must be"),
     ("shortest_path.num_steps", -1, "amplification.shortest_path.num_steps=-1: must be >= 0"),
+    ("shortest_path.batch_size", 48, "amplification.shortest_path.batch_size=48: must be 0"),
     ("window", 0, "amplification.window=0: must be positive"),
 ])
 def test_bad_amplification_config_is_one_clear_error(key, value, message):
@@ -168,9 +169,9 @@ def test_bad_task_option_and_checkpoint_cadence_are_one_line(tmp_path):
 
 def test_no_model_line_is_exact_where_facts_settle_and_the_majority_elsewhere():
   task = tasks.ShortestPath(8)
-  easy = task.generate(np.random.default_rng(0), 64, 0)      # a == b: all answered from facts
+  easy = task.generate(np.random.default_rng(0), 64, 0)      # budget 0: all answered from facts
   assert amplify.no_model_accuracy(task, easy) == 1.0
   test = task.generate(np.random.default_rng(1), 256, 2)
-  same = test.questions[:, 0] == test.questions[:, 1]
-  common = np.bincount(test.answers[~same]).max()
-  assert amplify.no_model_accuracy(task, test) == pytest.approx((same.sum() + common) / 256)
+  known, _ = task.from_facts(test)
+  common = np.bincount(test.answers[~known]).max()
+  assert amplify.no_model_accuracy(task, test) == pytest.approx((known.sum() + common) / 256)

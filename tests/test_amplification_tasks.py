@@ -46,7 +46,13 @@ def test_difficulty_bounds_the_question():
   ep = tasks.PermutationPowering(16).generate(np.random.default_rng(0), 200, 2)
   assert ep.questions[:, 1].max() <= 4
   sp = tasks.ShortestPath(16)
-  assert sp.generate(np.random.default_rng(0), 100, 2).answers.max() <= 2
+  ep = sp.generate(np.random.default_rng(0), 400, 2)
+  budget = ep.questions[:, 3]
+  assert set(budget.tolist()) == {1, 2}
+  # Within the budget the distance, else far; the targets are balanced over 1 .. k and far.
+  assert ((ep.answers <= budget) | (ep.answers == sp.far)).all()
+  counts = np.bincount(ep.answers[budget == 2], minlength=sp.far + 1)[[1, 2, sp.far]]
+  assert counts.min() > 0.2 * counts.sum()
   wc = tasks.WildcardSearch(16)
   wild = (wc.generate(np.random.default_rng(0), 200, 2).questions == wc.wildcard).sum(1)
   assert set(wild.tolist()) == {0, 1, 2}
@@ -109,6 +115,19 @@ def test_overseer_asks_nothing_about_a_question_the_facts_settle(name):
   def ask(sub_ep, questions):
     # Only subquestions that are facts themselves may reach ask_with_facts' inner ask; none may
     # reach the model.
+    raise AssertionError(f"asked {len(questions)} subquestions of the model")
+
+  np.testing.assert_array_equal(task.overseer(ep, tasks.ask_with_facts(task, ask)), ep.answers)
+
+
+def test_shortest_path_budget_one_is_labelled_by_h_alone():
+  """At budget 1 every subquestion (a neighbour, b, 0) is a fact, so H labels "is (a, b) an
+  edge" without the model: the level the curriculum starts the model on finding edges."""
+  task = tasks.ShortestPath(16)
+  ep = task.generate(np.random.default_rng(5), 200, 1)
+  assert (ep.questions[:, 3] == 1).all() and set(ep.answers.tolist()) == {1, task.far}
+
+  def ask(sub_ep, questions):
     raise AssertionError(f"asked {len(questions)} subquestions of the model")
 
   np.testing.assert_array_equal(task.overseer(ep, tasks.ask_with_facts(task, ask)), ep.answers)

@@ -26,7 +26,7 @@ from superalign.supervised.train import Trained, train_classifier
 
 MODES = ("amplify", "supervised")
 # The keys of a task block (``config.amplification.<task>``) that are not the task's options.
-RUN_KEYS = ("start_difficulty", "max_difficulty", "threshold", "num_steps")
+RUN_KEYS = ("start_difficulty", "max_difficulty", "threshold", "num_steps", "batch_size")
 
 
 def make_task(config, name: str):
@@ -36,12 +36,14 @@ def make_task(config, name: str):
 
 
 def task_config(config, name: str):
-  """``config`` with the task block's step budget (if it sets one) as ``train.num_steps``."""
-  steps = int(config.amplification[name].num_steps)
-  if not steps:
+  """``config`` with the task block's step budget and batch size (where it sets them, else 0) as
+  ``train.num_steps`` and ``train.batch_size``."""
+  block = config.amplification[name]
+  if not (block.num_steps or block.batch_size):
     return config
   config = copy.deepcopy(config)
-  config.train.num_steps = steps
+  for key in ("num_steps", "batch_size"):
+    config.train[key] = int(block[key]) or config.train[key]
   return config
 
 
@@ -121,6 +123,7 @@ class Result:
   curriculum: Curriculum
   test_accuracy: float
   no_model_accuracy: float  # the same test set without a model (``no_model_accuracy``)
+  batch_size: int           # episodes per step
   history: list[dict]     # per evaluation: step, accuracy, level, labels, h_calls, subquestions
 
 
@@ -159,4 +162,4 @@ def train(config, task, mode: str, workdir: str, *, tag: str) -> Result:
                              host=curriculum, evaluate=evaluate)
   history = trained.fit.history
   return Result(trained, curriculum, history[-1]["accuracy"] if history else float("nan"),
-                no_model_accuracy(task, test), history)
+                no_model_accuracy(task, test), batch_size, history)

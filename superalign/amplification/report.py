@@ -15,9 +15,9 @@ PUBLISHED = ("Christiano, Shlegeris and Amodei (2018): amplification matches sup
 
 
 def table(results: dict) -> str:
-  lines = [f"Iterated amplification, {results['model']}, batch {results['batch_size']} "
-           "(test accuracy at the top difficulty)",
-           f"{'task':<14} {'size':>4} {'levels':>6} {'steps':>5} {'no model':>8} {'supervised':>10} "
+  lines = [f"Iterated amplification, {results['model']} (test accuracy at the top difficulty)",
+           f"{'task':<14} {'size':>4} {'levels':>6} {'steps':>5} {'batch':>5} {'no model':>8} "
+           f"{'supervised':>10} "
            f"{'amplify':>8} "
            f"{'ratio':>6} {'labels':>9} {'H calls':>9} {'subqs':>9} {'level s/a':>9}"]
   levels = lambda t: f"{t['start_difficulty']}-{t['max_difficulty']}"
@@ -26,7 +26,7 @@ def table(results: dict) -> str:
     fmt = lambda m: f"{m['test_accuracy']:.3f}" if m else "-"
     ratio = t.get("amplify_over_supervised")
     lines.append(
-        f"{name:<14} {t['size']:>4} {levels(t):>6} {t['num_steps']:>5} "
+        f"{name:<14} {t['size']:>4} {levels(t):>6} {t['num_steps']:>5} {t['batch_size']:>5} "
         f"{t['no_model_accuracy']:>8.3f} {fmt(sup):>10} {fmt(amp):>8} "
         f"{(f'{ratio:.2f}' if ratio is not None else '-'):>6} "
         f"{(sup or {}).get('counts', {}).get('labels', 0):>9} "

@@ -42,6 +42,10 @@ def validate(config) -> None:
     if block.num_steps < 0:
       raise ConfigError(f"amplification.{name}.num_steps={block.num_steps}: must be >= 0 "
                         "(0: train.num_steps)")
+    if block.batch_size < 0 or block.batch_size % config.train.batch_size:
+      raise ConfigError(f"amplification.{name}.batch_size={block.batch_size}: must be 0 "
+                        f"(train.batch_size) or a multiple of train.batch_size="
+                        f"{config.train.batch_size}, which shards over the mesh")
     if not 0 <= block.start_difficulty <= block.max_difficulty:
       raise ConfigError(f"amplification.{name}.start_difficulty={block.start_difficulty}: must "
                         f"be in [0, max_difficulty={block.max_difficulty}]")
@@ -74,11 +78,11 @@ def run(config, workdir: str) -> dict:
           "curve": result.history,
           "wall_time_s": round(time.time() - t, 1),
       }
-    # Both modes share the test set and the step budget; read them off the last run.
+    # Both modes share the test set, the step budget and the batch; read them off the last run.
     entry = {"size": task.size, "start_difficulty": int(a[name].start_difficulty),
              "max_difficulty": int(a[name].max_difficulty),
              "threshold": float(a[name].threshold),
-             "num_steps": result.trained.num_steps,
+             "num_steps": result.trained.num_steps, "batch_size": result.batch_size,
              "no_model_accuracy": result.no_model_accuracy, **modes}
     if set(amplify.MODES) <= set(modes):
       supervised = modes["supervised"]["test_accuracy"]
@@ -86,7 +90,7 @@ def run(config, workdir: str) -> dict:
                                           if supervised > 0 else float("nan"))
     by_task[name] = entry
 
-  results = {"model": config.model.name, "batch_size": int(config.train.batch_size), "tasks": by_task}
+  results = {"model": config.model.name, "tasks": by_task}
   if jax.process_index() == 0:
     results["plots"] = report.plot(results, os.path.join(workdir, "plots"))
     core_plots.learning_curves(workdir)

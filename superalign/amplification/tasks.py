@@ -265,72 +265,99 @@ class WildcardSearch:
 
 
 class ShortestPath:
-  """A random directed graph on ``size`` vertices, ``degree`` out-edges each (facts ``(u, v)``);
-  question ``(a, b)``: the distance from ``a`` to ``b``, capped at ``cap`` (also "unreachable"),
-  for pairs at distance <= ``difficulty``. H: ``d(a, b) = min(cap, 1 + min_v d(v, b))`` over the
-  out-neighbours ``v`` of ``a``, and 0 when ``a == b``."""
+  """A random directed graph on ``size`` vertices, ``degree`` out-edges each (facts
+  ``(u, v, edge(u, v))``); question ``(a, b, edge(a, b), k)``: the distance from ``a`` to ``b``
+  if it is at most ``k`` steps, else ``far`` (answer ``cap``). Difficulty bounds the step budget
+  ``k``. H: ``d_k(a, b) = 1 + min_v d_{k-1}(v, b)`` over the out-neighbours ``v`` of ``a``
+  (``far`` if all are), ``0`` when ``a == b`` and ``far`` when ``k == 0``.
+
+  The budget is what makes the curriculum teach: at ``k = 1`` every subquestion is a fact, so H
+  alone labels "is ``(a, b)`` an edge" and the model learns to find edges before any level asks
+  it to chain them. (Without a budget, level 1's pairs at distance <= 1 are answered by "0 if
+  ``a == b`` else 1", no fact read, and neither mode ever learned edges.) Targets are balanced
+  over ``1 .. k`` and ``far``, so the most common answer is no shortcut. The pair as one token
+  makes finding an edge one lookup, as finding ``x``'s fact is in permutation powering: from
+  ``(u, v)`` as two fields alone, this model did not learn the conjunction in 800 steps."""
 
   name = "shortest_path"
 
   def __init__(self, size: int, degree: int = 2, cap: int = 8):
+    if not 0 < degree < size:
+      raise ValueError(f"shortest_path: degree={degree}: must be in [1, size - 1={size - 1}]")
+    if cap < 2:
+      raise ValueError(f"shortest_path: cap={cap}: must be >= 2 (budgets 1 .. cap - 1)")
     self.size, self.degree, self.cap = size, degree, cap
+    self.far = cap              # the answer "more than k steps"; budgets stop at cap - 1
 
   def max_token(self, difficulty: int) -> int:
-    return self.size - 1
+    return max(self.size * self.size - 1, min(difficulty, self.cap - 1))
 
   def num_answers(self) -> int:
     return self.cap + 1
 
-  def _distances(self, out: np.ndarray) -> np.ndarray:
-    """All-pairs BFS distances, capped."""
-    n = len(out)
-    dist = np.full((n, n), self.cap)
-    for a in range(n):
-      dist[a, a], frontier, d = 0, [a], 0
-      while frontier and d < self.cap - 1:
-        d += 1
-        nxt = [v for u in frontier for v in out[u] if dist[a, v] > d]
-        for v in nxt:
-          dist[a, v] = d
-        frontier = list(dict.fromkeys(nxt))
-    return dist
+  def edge(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """The pair ``(u, v)`` as one token: facts carry their edge so, and questions their pair."""
+    return u * self.size + v
+
+  def question(self, a: np.ndarray, b: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """``(a, b, k)`` in the question layout ``(a, b, edge(a, b), k)``."""
+    return np.stack([a, b, self.edge(a, b), k], -1)
 
   def generate(self, rng: np.random.Generator, batch: int, difficulty: int) -> Episodes:
-    n, r = self.size, self.degree
-    facts, questions, answers = [], [], []
-    for _ in range(batch):
-      out = np.stack([rng.choice(np.delete(np.arange(n), u), r, replace=False) for u in range(n)])
-      dist = self._distances(out)
-      pairs = np.argwhere(dist <= min(difficulty, self.cap))
-      a, b = pairs[rng.integers(0, len(pairs))]
-      facts.append(np.stack([np.repeat(np.arange(n), r), out.ravel()], -1))
-      questions.append([a, b])
-      answers.append(dist[a, b])
-    return Episodes(np.stack(facts), np.array(questions), np.array(answers))
+    n, r, rows = self.size, self.degree, np.arange(batch)
+    top = min(difficulty, self.cap - 1)
+    # ``degree`` distinct out-neighbours per vertex, never itself: the smallest random keys.
+    keys = rng.random((batch, n, n)) + np.eye(n) * 2
+    out = np.argsort(keys, axis=-1)[..., :r]                          # [batch, n, r]
+    adjacency = np.zeros((batch, n, n), np.int32)
+    np.put_along_axis(adjacency, out, 1, axis=-1)
+    a, k = rng.integers(0, n, batch), rng.integers(min(1, top), top + 1, batch)
+    # Breadth-first from ``a``, every instance at once, up to its budget ``k``.
+    dist = np.full((batch, n), self.far)
+    dist[rows, a] = 0
+    frontier = dist == 0
+    for d in range(1, top + 1):
+      reached = np.einsum("bu,buv->bv", frontier, adjacency) > 0
+      frontier = reached & (dist == self.far) & (d <= k)[:, None]
+      dist[frontier] = d
+    # A target among 1 .. k and far that some b != a has, then such a b (k = 0: b = a half the
+    # time, a fact either way).
+    dist[rows, a] = -1
+    classes = np.append(np.arange(1, top + 1), self.far)
+    present = (dist[:, None, :] == classes[None, :, None]).any(-1)     # [batch, classes]
+    target = classes[np.argmax(rng.random(present.shape) * present, -1)]
+    b = np.argmax(rng.random((batch, n)) * (dist == target[:, None]), -1)
+    b = np.where((k == 0) & (rng.random(batch) < 0.5), a, b)
+    answers = np.where(b == a, 0, dist[rows, b])
+    u = np.broadcast_to(np.repeat(np.arange(n), r), (batch, n * r))
+    v = out.reshape(batch, n * r)
+    facts = np.stack([u, v, self.edge(u, v)], -1)
+    return Episodes(facts, self.question(a, b, k), answers)
 
   def solve(self, ep: Episodes) -> np.ndarray:
     out = []
-    for facts, (a, b) in zip(ep.facts, ep.questions):
+    for facts, (a, b, _, k) in zip(ep.facts, ep.questions):
       adjacency = facts[:, 1].reshape(self.size, self.degree)
       frontier, seen, d = {a}, {a}, 0
-      while b not in frontier and frontier and d < self.cap:
+      while b not in frontier and frontier and d < k:
         d += 1
         frontier = {int(v) for u in frontier for v in adjacency[u]} - seen
         seen |= frontier
-      out.append(d if b in frontier else self.cap)
+      out.append(d if b in frontier else self.far)
     return np.array(out)
 
   def from_facts(self, ep: Episodes) -> tuple[np.ndarray, np.ndarray]:
-    return ep.questions[:, 0] == ep.questions[:, 1], np.zeros(len(ep), np.int64)
+    a, b, _, k = ep.questions.T
+    return (a == b) | (k == 0), np.where(a == b, 0, self.far)
 
   def overseer(self, ep: Episodes, ask: Ask) -> np.ndarray:
-    a, b = ep.questions[:, 0], ep.questions[:, 1]
+    a, b, _, k = ep.questions.T
     neighbours = ep.facts[:, :, 1].reshape(len(ep), self.size, self.degree)[np.arange(len(ep)), a]
-    best = np.full(len(ep), self.cap)
+    best = np.full(len(ep), self.far)
     for j in range(self.degree):
-      sub = np.stack([neighbours[:, j], b], -1)
-      best = np.minimum(best, 1 + ask_some(ask, ep, sub, a != b, self.cap))
-    return np.where(a == b, 0, np.minimum(best, self.cap))
+      sub = self.question(neighbours[:, j], b, np.maximum(k - 1, 0))
+      best = np.minimum(best, 1 + ask_some(ask, ep, sub, (a != b) & (k > 0), self.far))
+    return np.where(a == b, 0, np.where(k == 0, self.far, np.minimum(best, self.far)))
 
 
 class UnionFind:
