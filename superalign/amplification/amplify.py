@@ -36,7 +36,7 @@ def make_task(config, name: str):
 
 
 def task_config(config, name: str):
-  """``config`` with the task block's step budget and batch size (where it sets them, else 0) as
+  """``config`` with the task block's step budget and batch size, where nonzero, as
   ``train.num_steps`` and ``train.batch_size``."""
   block = config.amplification[name]
   if not (block.num_steps or block.batch_size):

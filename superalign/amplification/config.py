@@ -13,15 +13,16 @@ from superalign.amplification import amplify, tasks
 
 # Per task: the size (8 variables / vertices / strings) and task options; the difficulty the
 # curriculum starts at, the top it climbs to (the held-out test set is drawn there) and the
-# agreement that raises it; and the step budget and batch size (0: train.num_steps, batch_size). At difficulty 1 every
-# subquestion of permutation, assignments and shortest path reduces to a fact, so H needs no model
-# there; from 2 on it asks the model. This model learns their level 1 (two- and three-hop lookups,
-# finding an edge) to about 0.65 agreement in 800 steps, never 0.9, so their curricula move on at
-# 0.6: at 0.9 neither run ever leaves level 1 and the two runs are identical, and starting at the
-# top makes the amplified model collapse to a constant (README: what was measured). Finding an
-# edge leaves chance only after about 500 steps, so shortest path starts there, trains longer and
-# moves on at 0.75: at 0.6 H began asking the teacher while its edges were still poor, and
-# amplification ended at 0.88 of supervised.
+# agreement that raises it; and the step budget and batch (0: train.num_steps, train.batch_size).
+# At difficulty 1 every subquestion of permutation, assignments and shortest path reduces to a
+# fact, so H needs no model there; from 2 on it asks the model. This model learns permutation's
+# and assignments' level 1 (two- and three-hop lookups) to about 0.65 agreement in 800 steps,
+# never 0.9, so they move on at 0.6: at 0.9 neither run ever leaves level 1 and the two runs are
+# identical, and starting at the top makes the amplified model collapse to a constant. Finding an
+# edge leaves chance after 400-600 steps, if at all (the default seed: not in 1,200 steps of batch
+# 128, at step 400 with batch 256), so shortest path starts at level 1 with batch 256 and moves on
+# at 0.75: at 0.6 H began asking the teacher while its edges were still poor (amplification 0.88
+# of supervised). README: what was measured.
 _RUN = {"start_difficulty": 0, "max_difficulty": 2, "threshold": 0.9, "num_steps": 0,
         "batch_size": 0}
 TASK_DEFAULTS = {
