@@ -167,6 +167,17 @@ def test_bad_task_option_and_checkpoint_cadence_are_one_line(tmp_path):
     config_lib.validate(config, num_devices=1)
 
 
+def test_task_block_sets_its_own_steps_and_batch():
+  config = _smoke()
+  block = config.amplification.shortest_path
+  block.num_steps, block.batch_size = 90, 64
+  own = amplify.task_config(config, "shortest_path")
+  assert (own.train.num_steps, own.train.batch_size) == (90, 64)
+  assert (config.train.num_steps, config.train.batch_size) == (40, 32)   # the shared config
+  other = amplify.task_config(config, "permutation")
+  assert (other.train.num_steps, other.train.batch_size) == (40, 32)
+
+
 def test_no_model_line_is_exact_where_facts_settle_and_the_majority_elsewhere():
   task = tasks.ShortestPath(8)
   easy = task.generate(np.random.default_rng(0), 64, 0)      # budget 0: all answered from facts

@@ -133,6 +133,20 @@ def test_shortest_path_budget_one_is_labelled_by_h_alone():
   np.testing.assert_array_equal(task.overseer(ep, tasks.ask_with_facts(task, ask)), ep.answers)
 
 
+def test_shortest_path_pairs_are_one_token_in_facts_and_questions():
+  task = tasks.ShortestPath(8)
+  ep = task.generate(np.random.default_rng(2), 50, 2)
+  u, v, edge = np.moveaxis(ep.facts, -1, 0)
+  np.testing.assert_array_equal(edge, u * 8 + v)
+  assert (u != v).all() and len(np.unique(edge[0])) == 8 * task.degree   # no loops, no repeats
+  a, b, pair, _ = ep.questions.T
+  np.testing.assert_array_equal(pair, a * 8 + b)
+  # A budget-1 question is an edge exactly when its pair token is among the facts'.
+  one = ep.questions[:, 3] == 1
+  is_edge = (edge == pair[:, None]).any(1)
+  np.testing.assert_array_equal((ep.answers == 1)[one], is_edge[one])
+
+
 def test_ask_some_asks_only_the_rows_it_is_told():
   task = tasks.PermutationPowering(8)
   ep = task.generate(np.random.default_rng(0), 6, 1)
