@@ -17,9 +17,8 @@ PUBLISHED = ("Christiano, Shlegeris and Amodei (2018): amplification matches sup
 def table(results: dict) -> str:
   lines = [f"Iterated amplification, {results['model']} (test accuracy at the top difficulty)",
            f"{'task':<14} {'size':>4} {'levels':>6} {'steps':>5} {'batch':>5} {'no model':>8} "
-           f"{'supervised':>10} "
-           f"{'amplify':>8} "
-           f"{'ratio':>6} {'labels':>9} {'H calls':>9} {'subqs':>9} {'level s/a':>9}"]
+           f"{'supervised':>10} {'amplify':>8} {'ratio':>6} {'labels':>9} {'H calls':>9} "
+           f"{'subqs':>9} {'level s/a':>9}"]
   levels = lambda t: f"{t['start_difficulty']}-{t['max_difficulty']}"
   for name, t in results["tasks"].items():
     sup, amp = t.get("supervised"), t.get("amplify")
