@@ -23,7 +23,7 @@ from superalign import data as data_lib
 from superalign import models
 from superalign.core import mesh as mesh_lib
 from superalign.core import optim, state as state_lib, steps
-from superalign.data import batches
+from superalign.core import batches
 
 from experiments.w2s import digits as w2s_digits
 

@@ -1,22 +1,21 @@
-"""Config defaults shared by every experiment, named-argument parsing, and validation.
+"""Config defaults shared by every experiment, and named-argument parsing.
 
-An experiment file builds on ``base()``; ``validate()`` runs before any work and raises
-``ConfigError`` with one line naming the key, the bad value, and what would be valid.
+An experiment file builds on ``base()``. This module is a leaf (ml_collections only): reading a
+config imports no JAX. Validation lives beside the runner registry (``superalign.runners``).
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-import jax
 import ml_collections
 
-from superalign import data as data_lib
-from superalign import models, runners
-from superalign.core import mesh as mesh_lib
-from superalign.core import optim
 from superalign.core.errors import ConfigError
+
+# Logical parameter axis -> mesh axes it may be split over, the first that divides wins (as
+# superalign.core.mesh.LOGICAL_RULES, which a test keeps equal).
+MESH_RULES = {"embed": ("fsdp",), "mlp": ("model",), "heads": ("model",), "vocab": ("model",),
+              "conv_out": ("model",)}
 
 
 def base() -> ml_collections.ConfigDict:
@@ -41,8 +40,10 @@ def base() -> ml_collections.ConfigDict:
   c.data.source_seed = 0           # seed of synthetic generators
   c.data.tfds_limit = 0            # cap on records read per tfds split; 0 = all
 
-  # Mesh axis sizes (-1 fills); num_devices: use the first N devices (0 = all).
-  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "model": 1, "num_devices": 0})
+  # Mesh axis sizes (-1 fills); num_devices: use the first N devices (0 = all); rules: where
+  # each logical parameter axis is sharded.
+  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "model": 1, "num_devices": 0,
+                                      "rules": dict(MESH_RULES)})
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "adamw"
@@ -93,78 +94,12 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(out)
 
 
-_POSITIVE = ("train.batch_size", "train.eval_batch_size", "train.log_every",
-             "train.keep_checkpoints", "train.patience", "optim.learning_rate", "data.max_len",
-             "data.vocab_size")
-_NON_NEGATIVE = ("train.num_steps", "train.num_epochs", "train.eval_every",
-                 "train.checkpoint_every", "optim.weight_decay", "optim.clip_norm",
-                 "optim.warmup_steps", "data.limit")
-EARLY_STOP_METRICS = ("accuracy", "loss", "auroc")
-
-
-def _get(config, dotted: str):
-  node = config
-  for part in dotted.split("."):
-    node = node[part]
-  return node
-
-
-def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
-  """Raises ConfigError on the first problem, before any data is loaded or model built."""
-  if config.kind not in runners.RUNNERS:
-    raise ConfigError(f"kind={config.kind!r}: unknown; valid: {', '.join(sorted(runners.RUNNERS))}")
-  for key in _POSITIVE:
-    value = _get(config, key)
-    if not value > 0:
-      raise ConfigError(f"{key}={value!r}: must be positive")
-  for key in _NON_NEGATIVE:
-    value = _get(config, key)
-    if value < 0:
-      raise ConfigError(f"{key}={value!r}: must be zero or positive")
-  if not (config.train.num_steps > 0 or config.train.num_epochs > 0):
-    raise ConfigError("train.num_steps=0 and train.num_epochs=0: set one of them above zero")
-  if config.model.name not in models.MODELS:
-    raise ConfigError(f"model.name={config.model.name!r}: unknown model; valid: "
-                      f"{', '.join(models.names())}")
-  if config.model.dtype not in models.registry.DTYPES:
-    raise ConfigError(f"model.dtype={config.model.dtype!r}: valid: "
-                      f"{', '.join(models.registry.DTYPES)}")
-  data_lib.check_name(config.data.name)
-  if config.data.tfds_dir and not os.path.isdir(os.path.expanduser(config.data.tfds_dir)):
-    raise ConfigError(f"data.tfds_dir={config.data.tfds_dir!r}: no such directory")
-  for name, frac in config.data.splits.items():
-    if not 0 < frac <= 1:
-      raise ConfigError(f"data.splits.{name}={frac}: must be a fraction in (0, 1]")
-  if config.optim.name not in optim.OPTIMIZERS:
-    raise ConfigError(f"optim.name={config.optim.name!r}: valid: {', '.join(optim.OPTIMIZERS)}")
-  if config.optim.schedule not in optim.SCHEDULES:
-    raise ConfigError(f"optim.schedule={config.optim.schedule!r}: valid: "
-                      f"{', '.join(optim.SCHEDULES)}")
-  if not 0 <= config.optim.ema_decay < 1:
-    raise ConfigError(f"optim.ema_decay={config.optim.ema_decay}: must be in [0, 1) (0 = off)")
-  if config.train.early_stop_metric and config.train.early_stop_metric not in EARLY_STOP_METRICS:
-    raise ConfigError(f"train.early_stop_metric={config.train.early_stop_metric!r}: valid: "
-                      f"'' (off), {', '.join(EARLY_STOP_METRICS)}")
-  if config.train.early_stop_mode not in ("max", "min"):
-    raise ConfigError(f"train.early_stop_mode={config.train.early_stop_mode!r}: valid: max, min")
-  _validate_mesh(config, jax.device_count() if num_devices is None else num_devices)
-  runners.get(config.kind).validate(config)
-
-
-def _validate_mesh(config, num_devices: int) -> None:
-  axes = dict(config.mesh)
-  wanted = int(axes.pop("num_devices", 0))
-  if wanted < 0 or wanted > num_devices:
-    raise ConfigError(f"mesh.num_devices={wanted}: must be between 0 (all) and the "
-                      f"{num_devices} available")
-  num_devices = wanted or num_devices
-  try:
-    sizes = mesh_lib.resolve_axis_sizes(axes, num_devices)
-  except ValueError as e:
-    raise ConfigError(str(e)) from None
-  shards = sizes["data"] * sizes["fsdp"]
-  for key in ("batch_size", "eval_batch_size"):
-    value = config.train[key]
-    if value % shards:
-      raise ConfigError(
-          f"train.{key}={value}: not divisible by the batch shards (mesh data x fsdp = {shards})")
+def smoke_train(c: ml_collections.ConfigDict, num_steps: int, every: int,
+                log_every: int | None = None) -> ml_collections.ConfigDict:
+  """The seconds-long training of a smoke variant: ``num_steps`` steps, evaluating and
+  checkpointing every ``every`` (and logging every ``log_every``, default ``every``)."""
+  t = c.train
+  t.num_epochs, t.num_steps = 0, num_steps
+  t.eval_every = t.checkpoint_every = every
+  t.log_every = log_every or every
+  return c

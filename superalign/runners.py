@@ -1,18 +1,30 @@
-"""Protocol runners by ``config.kind``. A protocol plugs in with one line here.
+"""Protocol runners by ``config.kind``, the validation that runs before any work, and the run.
 
-Each runner module has ``validate(config)`` (protocol-specific checks, raising ConfigError) and
-``run(config, workdir) -> dict`` (the results that go to ``results.json``).
+A protocol plugs in with one line in ``RUNNERS``: its module has ``validate(config)`` (its own
+checks, raising ConfigError) and ``run(config, workdir) -> dict`` (the results), and optionally
+``plot(results, out_dir) -> paths`` and ``summary(results) -> str`` (the printed table).
+``execute`` does the rest for every protocol: wall time, plots, learning curves, results.json.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+import time
 from types import ModuleType
+
+import jax
+
+from superalign import data as data_lib
+from superalign import models
+from superalign.core import mesh as mesh_lib
+from superalign.core import optim, workdir as workdir_lib
+from superalign.core.errors import ConfigError
 
 RUNNERS = {
     "supervised": "superalign.supervised.run",
     "w2s": "superalign.w2s.run",
-    "w2s_misfit": "superalign.w2s.misfit",
+    "w2s_misfit": "superalign.w2s.misfit.run",
     "debate": "superalign.oversight.run",
     "amplification": "superalign.amplification.run",
     "sandwich": "superalign.sandwich.run",
@@ -21,3 +33,107 @@ RUNNERS = {
 
 def get(kind: str) -> ModuleType:
   return importlib.import_module(RUNNERS[kind])
+
+
+def execute(config, workdir: str) -> dict:
+  """Runs ``config.kind``'s protocol in a prepared workdir and writes its results."""
+  runner, started = get(config.kind), time.time()
+  results = runner.run(config, workdir)
+  return workdir_lib.finish(workdir, results, started, getattr(runner, "plot", None),
+                            getattr(runner, "summary", None))
+
+
+_POSITIVE = ("train.batch_size", "train.eval_batch_size", "train.log_every",
+             "train.keep_checkpoints", "train.patience", "optim.learning_rate", "data.max_len",
+             "data.vocab_size")
+_NON_NEGATIVE = ("train.num_steps", "train.num_epochs", "train.eval_every",
+                 "train.checkpoint_every", "optim.weight_decay", "optim.clip_norm",
+                 "optim.warmup_steps", "data.limit")
+EARLY_STOP_METRICS = ("accuracy", "loss", "auroc")
+
+
+def _present(config, dotted: str):
+  """The value at ``dotted``, or None when its block is absent (a kind that does not use it)."""
+  node = config
+  for part in dotted.split("."):
+    if part not in node:
+      return None
+    node = node[part]
+  return node
+
+
+def validate(config, num_devices: int | None = None) -> None:
+  """Raises ConfigError on the first problem, before any data is loaded or model built. Each
+  block is checked where the config has it."""
+  if config.kind not in RUNNERS:
+    raise ConfigError(f"kind={config.kind!r}: unknown; valid: {', '.join(sorted(RUNNERS))}")
+  for key in _POSITIVE:
+    value = _present(config, key)
+    if value is not None and not value > 0:
+      raise ConfigError(f"{key}={value!r}: must be positive")
+  for key in _NON_NEGATIVE:
+    value = _present(config, key)
+    if value is not None and value < 0:
+      raise ConfigError(f"{key}={value!r}: must be zero or positive")
+  if "train" in config:
+    _validate_train(config.train)
+  if "model" in config:
+    if config.model.name not in models.MODELS:
+      raise ConfigError(f"model.name={config.model.name!r}: unknown model; valid: "
+                        f"{', '.join(models.names())}")
+    if config.model.dtype not in models.registry.DTYPES:
+      raise ConfigError(f"model.dtype={config.model.dtype!r}: valid: "
+                        f"{', '.join(models.registry.DTYPES)}")
+  if "data" in config:
+    _validate_data(config.data)
+  if "optim" in config:
+    _validate_optim(config.optim)
+  _validate_mesh(config, jax.device_count() if num_devices is None else num_devices)
+  get(config.kind).validate(config)
+
+
+def _validate_train(t) -> None:
+  if not (t.num_steps > 0 or t.num_epochs > 0):
+    raise ConfigError("train.num_steps=0 and train.num_epochs=0: set one of them above zero")
+  if t.early_stop_metric and t.early_stop_metric not in EARLY_STOP_METRICS:
+    raise ConfigError(f"train.early_stop_metric={t.early_stop_metric!r}: valid: "
+                      f"'' (off), {', '.join(EARLY_STOP_METRICS)}")
+  if t.early_stop_mode not in ("max", "min"):
+    raise ConfigError(f"train.early_stop_mode={t.early_stop_mode!r}: valid: max, min")
+
+
+def _validate_data(d) -> None:
+  data_lib.check_name(d.name)
+  if d.tfds_dir and not os.path.isdir(os.path.expanduser(d.tfds_dir)):
+    raise ConfigError(f"data.tfds_dir={d.tfds_dir!r}: no such directory")
+  for name, frac in d.splits.items():
+    if not 0 < frac <= 1:
+      raise ConfigError(f"data.splits.{name}={frac}: must be a fraction in (0, 1]")
+
+
+def _validate_optim(o) -> None:
+  if o.name not in optim.OPTIMIZERS:
+    raise ConfigError(f"optim.name={o.name!r}: valid: {', '.join(optim.OPTIMIZERS)}")
+  if o.schedule not in optim.SCHEDULES:
+    raise ConfigError(f"optim.schedule={o.schedule!r}: valid: {', '.join(optim.SCHEDULES)}")
+  if not 0 <= o.ema_decay < 1:
+    raise ConfigError(f"optim.ema_decay={o.ema_decay}: must be in [0, 1) (0 = off)")
+
+
+def _validate_mesh(config, num_devices: int) -> None:
+  axes = {k: v for k, v in config.mesh.items() if k not in mesh_lib.NOT_AXES}
+  wanted = int(config.mesh.get("num_devices", 0))
+  if wanted < 0 or wanted > num_devices:
+    raise ConfigError(f"mesh.num_devices={wanted}: must be between 0 (all) and the "
+                      f"{num_devices} available")
+  try:
+    sizes = mesh_lib.resolve_axis_sizes(axes, wanted or num_devices)
+    mesh_lib.rules_from_config(config.mesh)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  shards = sizes["data"] * sizes["fsdp"]
+  for key in ("batch_size", "eval_batch_size"):
+    value = _present(config, f"train.{key}")
+    if value is not None and value % shards:
+      raise ConfigError(
+          f"train.{key}={value}: not divisible by the batch shards (mesh data x fsdp = {shards})")

@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from superalign import runners
 from superalign.amplification import amplify, tasks
 
 
 def _smoke(task_names=("permutation", "shortest_path")):
-  from superalign.amplification import config as amplification_config
-  config = amplification_config.experiment(tuple(task_names), "smoke")
+  from experiments.amplification import tasks as experiment
+  config = experiment.get_config("smoke")
+  config.amplification.tasks = tuple(task_names)
   config.mesh.num_devices = 1
   return config
 
@@ -96,15 +98,15 @@ def test_level_zero_targets_are_the_truth_without_the_model():
 
 
 def test_smoke_end_to_end_and_exact_resume(tmp_path):
-  from superalign import config as config_lib
+  from superalign import config as config_lib, runners
   from superalign.amplification import run as amplification_run
 
   config = _smoke()
   for name in ("permutation", "shortest_path"):   # at the top from the start: H asks the model
     config.amplification[name].start_difficulty = 2
   config.optim.ema_decay = 0.9                     # H asks the moving-average teacher
-  config_lib.validate(config, num_devices=1)
-  results = json.loads(json.dumps(amplification_run.run(config, str(tmp_path / "a"))))
+  runners.validate(config, num_devices=1)
+  results = json.loads(json.dumps(runners.execute(config, str(tmp_path / "a"))))
   for name in ("permutation", "shortest_path"):
     t = results["tasks"][name]
     amp, sup = t["amplify"], t["supervised"]
@@ -123,7 +125,7 @@ def test_smoke_end_to_end_and_exact_resume(tmp_path):
   config.amplification.tasks = ("shortest_path",)
   shutil.copytree(tmp_path / "a", tmp_path / "b")
   shutil.rmtree(tmp_path / "b" / "checkpoints" / "shortest_path_amplify" / "40")
-  again = json.loads(json.dumps(amplification_run.run(config, str(tmp_path / "b"))))
+  again = json.loads(json.dumps(runners.execute(config, str(tmp_path / "b"))))
   first = results["tasks"]["shortest_path"]["amplify"]
   second = again["tasks"]["shortest_path"]["amplify"]
   for key in ("test_accuracy", "final_level", "level_raised_at", "counts", "curve"):
@@ -141,41 +143,41 @@ def test_smoke_end_to_end_and_exact_resume(tmp_path):
     ("window", 0, "amplification.window=0: must be positive"),
 ])
 def test_bad_amplification_config_is_one_clear_error(key, value, message):
-  from superalign import config as config_lib
+  from superalign import config as config_lib, runners
   from superalign.core.errors import ConfigError
 
   config = _smoke()
   *block, key = key.split(".")
   (config.amplification[block[0]] if block else config.amplification)[key] = value
   with pytest.raises(ConfigError) as e:
-    config_lib.validate(config, num_devices=1)
+    runners.validate(config, num_devices=1)
   assert message in str(e.value) and "\n" not in str(e.value)
 
 
 def test_bad_task_option_and_checkpoint_cadence_are_one_line(tmp_path):
-  from superalign import config as config_lib
+  from superalign import config as config_lib, runners
   from superalign.core.errors import ConfigError
 
   config = _smoke()
   config.amplification.wildcard.size = 100    # more strings than 3 letters of 2 make
   config.amplification.tasks = ("wildcard",)
   with pytest.raises(ConfigError, match=r"amplification.wildcard: wildcard: size=100"):
-    config_lib.validate(config, num_devices=1)
+    runners.validate(config, num_devices=1)
   config = _smoke()
   config.train.checkpoint_every = 7
   with pytest.raises(ConfigError, match="multiple of train.log_every"):
-    config_lib.validate(config, num_devices=1)
+    runners.validate(config, num_devices=1)
 
 
 def test_task_block_sets_its_own_steps_and_batch():
   config = _smoke()
   block = config.amplification.shortest_path
   block.num_steps, block.batch_size = 90, 64
-  own = amplify.task_config(config, "shortest_path")
-  assert (own.train.num_steps, own.train.batch_size) == (90, 64)
+  own = amplify.task_train(config, "shortest_path")
+  assert (own.num_steps, own.batch_size) == (90, 64)
   assert (config.train.num_steps, config.train.batch_size) == (40, 32)   # the shared config
-  other = amplify.task_config(config, "permutation")
-  assert (other.train.num_steps, other.train.batch_size) == (40, 32)
+  other = amplify.task_train(config, "permutation")
+  assert (other.num_steps, other.batch_size) == (40, 32)
 
 
 def test_no_model_line_is_exact_where_facts_settle_and_the_majority_elsewhere():

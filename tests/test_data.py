@@ -12,7 +12,8 @@ import pytest
 
 from superalign import data as data_lib
 from superalign.core.specs import InputSpec
-from superalign.data import batches, idx, synthetic, text
+from superalign.core import batches
+from superalign.data import idx, synthetic, text
 from superalign.data.source import DataError, Source
 from superalign.data.splits import make_splits
 

@@ -9,6 +9,7 @@ import mctx
 import numpy as np
 import pytest
 
+from superalign import runners
 from superalign.core import mesh as mesh_lib
 from superalign.core.metrics import proportion_ci
 from superalign.oversight import game as game_lib
@@ -190,20 +191,20 @@ def test_judge_learns_from_sparse_pixels(tmp_path):
   judge = judge_lib.train_judge(config, EVIDENCE, splits["train"], splits["val"], source.spec, 6,
                                 str(tmp_path))
   val = judge_lib.sparse_view(EVIDENCE, splits["val"], 6, seed=1)
-  accuracy = float((judge.predict(val).argmax(-1) == val.y).mean())
+  accuracy = float((judge.predict(val.x).argmax(-1) == val.y).mean())
   assert accuracy > 0.3                     # chance is 0.1
   assert val.x.shape[-1] == 2 and (val.x[..., 0].reshape(len(val), -1).sum(-1) <= 6).all()
 
 
 def test_smoke_end_to_end(tmp_path):
   from experiments.debate import digits
-  from superalign import config as config_lib
+  from superalign import config as config_lib, runners
   from superalign.oversight import run as debate_run
 
   config = digits.get_config("smoke")
   config.mesh.num_devices = 1
-  config_lib.validate(config)
-  results = debate_run.run(config, str(tmp_path))
+  runners.validate(config)
+  results = runners.execute(config, str(tmp_path))
   r = json.loads(json.dumps(results))["by_k"]["4"]
   assert set(r["protocols"]) == {"judge_alone", "consultancy", "debate_precommit",
                                  "debate_no_precommit"}
@@ -214,7 +215,7 @@ def test_smoke_end_to_end(tmp_path):
   assert (tmp_path / "plots" / "judge_accuracy_by_protocol.png").exists()
   assert "paper" in results["summary"]
   # A rerun in the same workdir reuses the judge checkpoint and the finished games.
-  again = debate_run.run(config, str(tmp_path))
+  again = runners.execute(config, str(tmp_path))
   assert again["by_k"]["4"]["protocols"] == json.loads(json.dumps(r["protocols"]))
 
 
@@ -227,14 +228,14 @@ def test_smoke_end_to_end(tmp_path):
 ])
 def test_bad_debate_config_is_one_clear_error(key, value, message):
   from experiments.debate import digits
-  from superalign import config as config_lib
+  from superalign import config as config_lib, runners
   from superalign.core.errors import ConfigError
 
   config = digits.get_config("smoke")
   section, name = key.split(".")
   config[section][name] = value
   with pytest.raises(ConfigError) as e:
-    config_lib.validate(config, num_devices=1)
+    runners.validate(config, num_devices=1)
   assert message in str(e.value) and "\n" not in str(e.value)
 
 
@@ -246,21 +247,21 @@ def test_debate_needs_image_data(tmp_path):
   config = digits.get_config("smoke")
   config.data.name = "breast_cancer"
   with pytest.raises(ConfigError, match="debate needs image data"):
-    debate_run.run(config, str(tmp_path))
+    runners.execute(config, str(tmp_path))
 
 
 @pytest.mark.slow  # ~1-2 min: 784 moves a node, a cnn_base judge compiled for 28x28
 def test_28x28_smoke_on_local_idx(tmp_path):
   from conftest import write_idx
   from experiments.debate import mnist
-  from superalign import config as config_lib
+  from superalign import config as config_lib, runners
   from superalign.oversight import run as debate_run
 
   data = write_idx(str(tmp_path / "idx"), n_train=300, n_test=40)
   config = mnist.get_config(f"smoke,dir={data}")
   config.mesh.num_devices = 1
-  config_lib.validate(config)
-  results = debate_run.run(config, str(tmp_path / "run"))
+  runners.validate(config)
+  results = runners.execute(config, str(tmp_path / "run"))
   r = results["by_k"]["4"]
   assert r["protocols"]["judge_alone"]["judge_accuracy"]["n"] == 8
   assert results["throughput"]["4"]["games"] > 0

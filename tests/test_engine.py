@@ -12,7 +12,7 @@ from superalign import data as data_lib
 from superalign.core import loop
 from superalign.core import mesh as mesh_lib
 from superalign.core.metrics import read_metrics
-from superalign.supervised import train as train_lib
+from superalign.supervised import classifier as train_lib
 
 from experiments.supervised import digits
 
@@ -65,7 +65,7 @@ def test_sharded_losses_match_one_device(tmp_path, model, data, axes):
   assert all(len(x.sharding.device_set) == int(np.prod(list(axes.values()))) for x in leaves)
   if "fsdp" in axes or "model" in axes:
     assert any(not x.sharding.is_fully_replicated for x in leaves)
-  np.testing.assert_allclose(many.predict(splits["test"]), one.predict(splits["test"]),
+  np.testing.assert_allclose(many.predict(splits["test"].x), one.predict(splits["test"].x),
                              rtol=1e-3, atol=1e-4)
 
 
@@ -138,7 +138,7 @@ def test_early_stopping_restores_best_parameters(tmp_path):
   assert fit.best["step"] == best["step"] and fit.best["value"] == best["accuracy"]
   # The returned parameters are the best evaluation's, not the last step's.
   from superalign.core.metrics import accuracy
-  assert accuracy(trained.predict(noisy), noisy.y) == pytest.approx(best["accuracy"])
+  assert accuracy(trained.predict(noisy.x), noisy.y) == pytest.approx(best["accuracy"])
 
 
 def test_metrics_jsonl_and_tensorboard_written(tmp_path):

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from superalign import runners
 from superalign.sandwich import assistants, metrics
 
 
@@ -70,13 +71,13 @@ def test_protocol_outcomes_follow_the_claims():
 def test_smoke_end_to_end(tmp_path):
   import json
   from experiments.sandwich import digits
-  from superalign import config as config_lib
+  from superalign import config as config_lib, runners
   from superalign.sandwich import run as sandwich_run
 
   config = digits.get_config("smoke")
   config.mesh.num_devices = 1
-  config_lib.validate(config)
-  results = json.loads(json.dumps(sandwich_run.run(config, str(tmp_path))))
+  runners.validate(config)
+  results = json.loads(json.dumps(runners.execute(config, str(tmp_path))))
   assert set(results["honest"]) == {"lie_rate", "advice", "consultancy", "debate",
                                     "debate_collusion"}
   assert results["honest"]["lie_rate"] == 0
@@ -92,7 +93,7 @@ def test_smoke_end_to_end(tmp_path):
           <= results["honest"]["consultancy"]["accuracy"]["mean"])
   assert (tmp_path / "plots" / "sandwich_accuracy_by_lying.png").exists()
   assert "MMLU" in results["summary"]
-  again = json.loads(json.dumps(sandwich_run.run(config, str(tmp_path))))
+  again = json.loads(json.dumps(runners.execute(config, str(tmp_path))))
   assert again["misaligned"] == results["misaligned"]
   # An honest opponent is never worse for the truth than a sandbagging copy.
   lying = results["misaligned"]["lie_p1"]
@@ -108,13 +109,13 @@ def test_smoke_end_to_end(tmp_path):
 ])
 def test_bad_sandwich_config_is_one_clear_error(key, value, message):
   from experiments.sandwich import digits
-  from superalign import config as config_lib
+  from superalign import config as config_lib, runners
   from superalign.core.errors import ConfigError
 
   config = digits.get_config("smoke")
   config.sandwich[key] = value
   with pytest.raises(ConfigError) as e:
-    config_lib.validate(config, num_devices=1)
+    runners.validate(config, num_devices=1)
   assert message in str(e.value) and "\n" not in str(e.value)
 
 
@@ -122,13 +123,13 @@ def test_bad_sandwich_config_is_one_clear_error(key, value, message):
 def test_fashion_mnist_smoke_on_local_idx(tmp_path):
   from conftest import write_idx
   from experiments.sandwich import fashion_mnist
-  from superalign import config as config_lib
+  from superalign import config as config_lib, runners
   from superalign.sandwich import run as sandwich_run
 
   data = write_idx(str(tmp_path / "idx"), n_train=300, n_test=40)
   config = fashion_mnist.get_config(f"smoke,dir={data}")
   config.mesh.num_devices = 1
-  config_lib.validate(config)
-  results = sandwich_run.run(config, str(tmp_path / "run"))
+  runners.validate(config)
+  results = runners.execute(config, str(tmp_path / "run"))
   assert results["k"] == 6 and results["num_images"] == 8
   assert results["honest"]["debate"]["accuracy"]["n"] == 8

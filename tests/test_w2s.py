@@ -7,9 +7,11 @@ import jax
 import numpy as np
 import pytest
 
+from superalign import runners
 from superalign import data as data_lib
 from superalign.core import mesh as mesh_lib
-from superalign.supervised import train as train_lib
+from superalign.supervised import classifier as train_lib
+from superalign.core import metrics as core_metrics
 from superalign.w2s import cleaning, metrics
 from superalign.w2s import run as w2s_run
 
@@ -27,13 +29,13 @@ def test_pgr_values_and_flags():
 
 def test_mean_ci_matches_t_interval_and_skips_flagged():
   values = [0.1, 0.3, 0.2, 0.4, 0.5]
-  ci = metrics.mean_ci(values)
+  ci = core_metrics.mean_ci(values)
   half = 2.7764451051977987 * np.std(values, ddof=1) / math.sqrt(5)  # t(0.975, 4)
   assert ci["mean"] == pytest.approx(0.3)
-  assert ci["ci_low"] == pytest.approx(0.3 - half) and ci["ci_high"] == pytest.approx(0.3 + half)
-  flagged = metrics.mean_ci([0.2, math.nan, 0.4])
+  assert ci["lo"] == pytest.approx(0.3 - half) and ci["hi"] == pytest.approx(0.3 + half)
+  flagged = core_metrics.mean_ci([0.2, math.nan, 0.4])
   assert flagged["n"] == 2 and flagged["flagged"] == 1 and flagged["mean"] == pytest.approx(0.3)
-  assert math.isnan(metrics.mean_ci([math.nan])["mean"])
+  assert math.isnan(core_metrics.mean_ci([math.nan])["mean"])
   assert metrics.median_ignoring_nan([1.0, math.nan, 3.0, 2.0]) == 2.0
 
 
@@ -76,13 +78,13 @@ def test_stacked_runs_equal_separate_runs(tmp_path):
   seeds = list(range(8))
   stacked = train_lib.train_classifier(config, splits["train"], source.spec, str(tmp_path / "s"),
                                        tag="s", model_name="mlp_small", seeds=seeds, mesh=mesh)
-  probs = stacked.predict(splits["test"])
+  probs = stacked.predict(splits["test"].x)
   assert probs.shape == (8, len(splits["test"]), 10)
   for seed in (0, 5):
     one = train_lib.train_classifier(config, splits["train"], source.spec,
                                      str(tmp_path / f"one{seed}"), tag="o",
-                                     model_name="mlp_small", seed=seed, mesh=mesh)
-    np.testing.assert_allclose(probs[seed], one.predict(splits["test"]), rtol=1e-4, atol=1e-5)
+                                     model_name="mlp_small", seeds=seed, mesh=mesh)
+    np.testing.assert_allclose(probs[seed], one.predict(splits["test"].x), rtol=1e-4, atol=1e-5)
   assert not np.allclose(probs[0], probs[5])  # the runs really are different seeds
 
 
@@ -128,9 +130,9 @@ def test_logreg_relabel_cross_fits():
 def test_smoke_pipeline_end_to_end(tmp_path):
   config = w2s_digits.get_config("smoke")
   config.mesh.num_devices = 1  # sharding has its own tests; one device compiles fastest
-  from superalign import config as config_lib
-  config_lib.validate(config)
-  results = w2s_run.run(config, str(tmp_path))
+  from superalign import config as config_lib, runners
+  runners.validate(config)
+  results = runners.execute(config, str(tmp_path))
   json.dumps(results)  # results.json-ready
   ladder, losses = results["ladder"], results["losses"]
   assert ladder == list(config.w2s.ladder) and losses == ["xent", "logconf"]
@@ -149,15 +151,15 @@ def test_smoke_pipeline_end_to_end(tmp_path):
   assert (tmp_path / "plots" / "accuracy_by_strong_model.png").stat().st_size > 0
   assert "mlp_tiny supervises mlp_base" in results["summary"]
   # A rerun restores every stage from its checkpoint and the saved weak labels: same numbers.
-  again = w2s_run.run(config, str(tmp_path))
+  again = runners.execute(config, str(tmp_path))
   assert again["pairs"] == results["pairs"]
 
 
 def _run_smoke(config, workdir):
   config.mesh.num_devices = 1
-  from superalign import config as config_lib
-  config_lib.validate(config)
-  results = w2s_run.run(config, str(workdir))
+  from superalign import config as config_lib, runners
+  runners.validate(config)
+  results = runners.execute(config, str(workdir))
   json.dumps(results)
   return results
 

@@ -7,9 +7,9 @@ import os
 import numpy as np
 import pytest
 
-from superalign import config as config_lib
+from superalign import config as config_lib, runners
 from superalign.core.errors import ConfigError
-from superalign.w2s import misfit
+from superalign.w2s.misfit import run as misfit_run, theory as misfit
 
 from experiments.w2s import misfit as misfit_config
 
@@ -78,23 +78,31 @@ def test_line_fits():
 
 @pytest.mark.parametrize("key, value", [("rep_dim", 0), ("num_tasks", -3), ("num_points", 0),
                                         ("strong_depth", 0), ("input_scale", 0.0),
-                                        ("ridge", -1.0), ("pretrain_batch_size", 12)])
+                                        ("ridge", -1.0)])
 def test_validate_names_the_bad_key(key, value):
   config = misfit_config.get_config("smoke")
   config.misfit[key] = value
   with pytest.raises(ConfigError, match=rf"misfit\.{key}="):
-    config_lib.validate(config)
+    runners.validate(config)
+
+
+def test_misfit_config_has_no_unused_blocks_and_checks_its_batch():
+  config = misfit_config.get_config("smoke")
+  assert "data" not in config and "model" not in config   # no key that nothing reads
+  config.train.batch_size = 12
+  with pytest.raises(ConfigError, match="train.batch_size=12: not divisible"):
+    runners.validate(config, num_devices=8)
 
 
 def test_smoke_end_to_end(tmp_path):
   config = misfit_config.get_config("smoke")
-  config_lib.validate(config)
-  results = misfit.run(config, str(tmp_path))
+  runners.validate(config)
+  results = runners.execute(config, str(tmp_path))
   json.dumps(results)  # results.json-ready
   m = config.misfit
   assert results["claim"] == misfit.CLAIM and isinstance(results["summary"], str)
   assert os.path.isfile(tmp_path / "plots" / "misfit.png")
-  assert set(results["variants"]) == set(misfit.VARIANTS)
+  assert set(results["variants"]) == set(misfit_run.VARIANTS)
   for name, v in results["variants"].items():
     for key in ("gain", "misfit", "err_weak", "err_w2s", "tolerance"):
       assert len(v[key]) == m.num_tasks and np.all(np.isfinite(v[key])), (name, key)

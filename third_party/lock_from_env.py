@@ -1,19 +1,15 @@
-"""Writes third_party/requirements.txt: setup.cfg's dependencies, pinned, with their closure.
+"""Writes third_party/requirements.txt: setup.cfg's dependencies and all they pull in, pinned.
 
-    python third_party/lock_from_env.py            # rewrite the lock
-    python third_party/lock_from_env.py --check    # exit 1 if the lock is out of date
-
-Run it with the Python environment the tests pass in (the project's virtualenv, with the test and
-bench extras installed): it reads setup.cfg's ``install_requires`` and ``extras_require``, walks
-each requirement's dependencies through the installed packages' metadata (environment markers
-evaluated for this interpreter), and pins every package it reaches at its installed version. The
-result is the fully resolved lock that ``pip.parse`` in MODULE.bazel wants, and it pins exactly
-what was tested. Under ``bazel run //third_party:lock_from_env`` it writes into the source tree.
+Run it as ``python third_party/lock_from_env.py`` in the environment the tests pass in (the
+virtualenv, with the test and bench extras installed): it walks setup.cfg's ``install_requires``
+and extras through the installed packages' metadata (markers evaluated for this interpreter) and
+pins every package it reaches at its installed version. ``bazel run //third_party:lock_from_env``
+writes into the source tree. tests/test_build_files.py reads setup.cfg with
+``direct_requirements``.
 """
 
 from __future__ import annotations
 
-import argparse
 import configparser
 import os
 import pathlib
@@ -36,12 +32,8 @@ HEADER = """\
 """
 
 
-def repo_root() -> pathlib.Path:
-  workspace = os.environ.get("BUILD_WORKSPACE_DIRECTORY")  # set by `bazel run`
-  return pathlib.Path(workspace) if workspace else pathlib.Path(__file__).resolve().parents[1]
-
-
 def direct_requirements(setup_cfg: pathlib.Path) -> dict[str, list[str]]:
+  """{group ("install_requires", "extras: test", ...): [requirement lines]} from setup.cfg."""
   cfg = configparser.ConfigParser()
   cfg.read(setup_cfg)
   groups = {"install_requires": cfg.get("options", "install_requires", fallback="")}
@@ -54,29 +46,22 @@ def direct_requirements(setup_cfg: pathlib.Path) -> dict[str, list[str]]:
 def resolve(groups: dict[str, list[str]]) -> dict[str, tuple[str, str, set[str]]]:
   """{canonical name: (distribution name, version, {what pulled it in})}."""
   installed = {canonicalize_name(d.metadata["Name"]): d for d in metadata.distributions()}
-  found: dict[str, tuple[str, str, set[str]]] = {}
-  visited: set[tuple[str, frozenset[str]]] = set()
-  missing = []
+  found, visited, missing = {}, set(), []
 
   def visit(req: Requirement, via: str):
-    name = canonicalize_name(req.name)
-    dist = installed.get(name)
-    if dist is None:
-      missing.append(f"{req} (needed by {via})")
+    dist = installed.get(canonicalize_name(req.name))
+    if dist is None or not req.specifier.contains(dist.version, prereleases=True):
+      missing.append(f"{req} (needed by {via})" + (f", not {dist.version}" if dist else ""))
       return
-    version = dist.version
-    if not req.specifier.contains(version, prereleases=True):
-      missing.append(f"{req} (needed by {via}), but {dist.metadata['Name']}=={version} is installed")
-    found.setdefault(name, (dist.metadata["Name"], version, set()))[2].add(via)
-    key = (name, frozenset(req.extras))
-    if key in visited:
+    name = dist.metadata["Name"]
+    found.setdefault(canonicalize_name(name), (name, dist.version, set()))[2].add(via)
+    if (name, frozenset(req.extras)) in visited:
       return
-    visited.add(key)
+    visited.add((name, frozenset(req.extras)))
     for line in dist.requires or []:
       sub = Requirement(line)
-      extras = list(req.extras) or [""]
-      if sub.marker is None or any(sub.marker.evaluate({"extra": e}) for e in extras):
-        visit(sub, dist.metadata["Name"])
+      if sub.marker is None or any(sub.marker.evaluate({"extra": e}) for e in req.extras or [""]):
+        visit(sub, name)
 
   for group, lines in groups.items():
     for line in lines:
@@ -86,33 +71,17 @@ def resolve(groups: dict[str, list[str]]) -> dict[str, tuple[str, str, set[str]]
   return found
 
 
-def render(found) -> str:
-  out = [HEADER.format(python=".".join(map(str, sys.version_info[:2])), platform=sys.platform)]
-  for _, (name, version, via) in sorted(found.items()):
-    # A local version label (torch's "+cpu") names a build, not a release: pin the release.
-    out.append(f"{name}=={Version(version).public}")
+def main() -> None:
+  root = pathlib.Path(os.environ.get("BUILD_WORKSPACE_DIRECTORY") or  # set by `bazel run`
+                      pathlib.Path(__file__).resolve().parents[1])
+  out = [HEADER.format(python="%d.%d" % sys.version_info[:2], platform=sys.platform)]
+  for name, version, via in sorted(resolve(direct_requirements(root / "setup.cfg")).values(),
+                                   key=lambda f: canonicalize_name(f[0])):
+    out.append(f"{name}=={Version(version).public}")  # torch's "+cpu" is a build, not a release
     out += [f"    # via {v}" for v in sorted(via, key=str.lower)]
-  return "\n".join(out) + "\n"
-
-
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--check", action="store_true", help="only compare; exit 1 if different")
-  args = parser.parse_args(argv)
-  root = repo_root()
-  text = render(resolve(direct_requirements(root / "setup.cfg")))
-  lock = root / "third_party" / "requirements.txt"
-  if args.check:
-    current = lock.read_text() if lock.is_file() else ""
-    if current != text:
-      print(f"{lock} is out of date: run python third_party/lock_from_env.py", file=sys.stderr)
-      return 1
-    print(f"{lock} is up to date")
-    return 0
-  lock.write_text(text)
-  print(f"wrote {lock} ({len(text.splitlines())} lines)")
-  return 0
+  (root / "third_party" / "requirements.txt").write_text("\n".join(out) + "\n")
+  print(f"wrote {root / 'third_party' / 'requirements.txt'}")
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  main()

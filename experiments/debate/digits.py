@@ -18,6 +18,5 @@ def get_config(arg=None):
   c = debate_config.base()
   c.data.name = "digits"
   if args.smoke:
-    c.train.eval_every = 20
-    debate_config.smoke(c, num_images=16)
+    debate_config.smoke(c, num_images=16, every=20)
   return c

@@ -15,16 +15,9 @@ from superalign.oversight import config as debate_config
 def get_config(arg=None):
   args = config_lib.parse_arg(arg, smoke=False, dir="/usr/share/datasets/fashion-mnist")
   c = debate_config.base()
-  c.data.name = f"idx:{args.dir}"
+  debate_config.pixels_28x28(c, c.debate, args.dir, args.smoke)
   c.data.splits = {"train": 0.9, "val": 0.1, "test": 1.0}  # test: the IDX files' own test set
-  c.model.name = "cnn_base"
-  c.train.num_steps = 6000
-  c.train.batch_size = 256
-  c.debate.chunk = 128            # 784 moves a node: trees are 12x wider than on digits
-  c.debate.greedy_chunk = 112
   c.debate.matrix_images = 100
   if args.smoke:
-    c.data.limit = 512
-    c.train.eval_every = 10
-    debate_config.smoke(c, num_images=8)
+    debate_config.smoke(c, num_images=8, every=10)
   return c

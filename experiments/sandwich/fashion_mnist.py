@@ -6,21 +6,16 @@ default; ``dir`` for another IDX directory). The non-expert sees 6 of 784 pixels
 """
 
 from superalign import config as config_lib
+from superalign.oversight import config as debate_config
 from superalign.sandwich import config as sandwich_config
 
 
 def get_config(arg=None):
   args = config_lib.parse_arg(arg, smoke=False, dir="/usr/share/datasets/fashion-mnist")
   c = sandwich_config.base()
-  c.data.name = f"idx:{args.dir}"
+  debate_config.pixels_28x28(c, c.sandwich, args.dir, args.smoke)
   c.data.splits = {"train": 0.8, "val": 0.2, "test": 1.0}  # test: the IDX files' own test set
-  c.model.name = "cnn_base"
   c.sandwich.k = 6
-  c.sandwich.chunk = 128
-  c.sandwich.greedy_chunk = 112
-  c.train.num_steps = 6000
-  c.train.batch_size = 256
   if args.smoke:
-    c.data.limit = 512
     sandwich_config.smoke(c, num_images=8)
   return c

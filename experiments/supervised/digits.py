@@ -21,9 +21,5 @@ def get_config(arg=None):
   c.train.checkpoint_every = 100
   c.optim.learning_rate = 2e-3
   if args.smoke:
-    c.train.num_epochs = 0
-    c.train.num_steps = 30
-    c.train.eval_every = 10
-    c.train.checkpoint_every = 10
-    c.train.log_every = 10
+    config_lib.smoke_train(c, num_steps=30, every=10)
   return c

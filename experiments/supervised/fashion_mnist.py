@@ -27,9 +27,5 @@ def get_config(arg=None):
   c.train.log_every = 100
   if args.smoke:
     c.data.limit = 1000
-    c.train.num_epochs = 0
-    c.train.num_steps = 20
-    c.train.eval_every = 10
-    c.train.checkpoint_every = 10
-    c.train.log_every = 10
+    config_lib.smoke_train(c, num_steps=20, every=10)
   return c

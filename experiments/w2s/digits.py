@@ -33,20 +33,9 @@ def get_config(arg=None):
 
   c.optim.learning_rate = 3e-3
   c.optim.weight_decay = 0.0
-  c.train.batch_size = 64
-  c.train.eval_batch_size = 512
-  c.train.num_epochs = 40
-  c.train.eval_every = 20
-  c.train.log_every = 50
-  c.train.checkpoint_every = 200
+  w2s_config.schedule(c, batch_size=64, eval_batch_size=512, epochs=40, pretrain_epochs=60,
+                      eval_every=20, log_every=50, checkpoint_every=200)
   c.train.patience = 100
-
-  c.pretrain.train.batch_size = 64
-  c.pretrain.train.eval_batch_size = 512
-  c.pretrain.train.num_epochs = 60
-  c.pretrain.train.eval_every = 0
-  c.pretrain.train.log_every = 100
-  c.pretrain.train.checkpoint_every = 500
   if args.smoke:
     c.w2s.num_seeds = min(args.seeds, 2)
     c.w2s.losses = ("xent", "logconf")

@@ -37,25 +37,13 @@ def get_config(arg=None):
 
   c.optim.learning_rate = 3e-3
   c.optim.weight_decay = 0.0
-  c.train.batch_size = 128
-  c.train.eval_batch_size = 2048
-  c.train.num_epochs = 4
-  c.train.eval_every = 0
-  c.train.log_every = 100
-  c.train.checkpoint_every = 500
-  c.pretrain.train.batch_size = 128
-  c.pretrain.train.eval_batch_size = 2048
-  c.pretrain.train.num_epochs = 5
-  c.pretrain.train.eval_every = 0
-  c.pretrain.train.log_every = 200
-  c.pretrain.train.checkpoint_every = 1000
+  w2s_config.schedule(c, batch_size=128, eval_batch_size=2048, epochs=4, pretrain_epochs=5,
+                      eval_every=0, log_every=100, checkpoint_every=500)
   if args.smoke:
     c.data.limit = 1500
     c.w2s.num_seeds = 2
     c.w2s.ladder = ("mlp_tiny", "mlp_small")
     c.w2s.losses = ("xent", "logconf")
-    c.train.num_epochs = 2
-    c.train.eval_batch_size = 512
-    c.pretrain.train.num_epochs = 2
-    c.pretrain.train.eval_batch_size = 512
+    w2s_config.schedule(c, batch_size=128, eval_batch_size=512, epochs=2, pretrain_epochs=2,
+                        eval_every=0, log_every=100, checkpoint_every=500)
   return c

@@ -19,7 +19,7 @@ def get_config(arg=None):
   args = config_lib.parse_arg(arg, smoke=False, tasks=100, points=2000)
   c = config_lib.base()
   c.kind = "w2s_misfit"
-  c.data.name = "synthetic:blobs"  # unused: the runner draws its own Gaussian inputs
+  del c["data"], c["model"]       # the runner draws its own Gaussian inputs and builds its MLPs
 
   c.misfit = ml_collections.ConfigDict()
   m = c.misfit
@@ -39,9 +39,6 @@ def get_config(arg=None):
   m.num_pretrain_tasks = 10
   m.num_pretrain_points = 20000
   m.num_val_points = 2048         # held-out points scoring pretraining (relative MSE)
-  m.pretrain_steps = 4000
-  m.pretrain_batch_size = 256
-  m.eval_every = 1000
   m.num_tasks = args.tasks        # new heads for the weak-to-strong stage
   m.num_points = args.points      # ground-truth points for the weak head = weak-labelled points
   m.num_test_points = 20000       # fresh points on which gain and misfit are measured
@@ -52,16 +49,18 @@ def get_config(arg=None):
   c.optim.learning_rate = 3e-3
   c.optim.schedule = "cosine"
   c.optim.clip_norm = 0.0
+  c.train.batch_size = 256        # pretraining the representations
   c.train.eval_batch_size = 1024  # feature extraction batch
+  c.train.num_epochs = 0
+  c.train.num_steps = 4000
+  c.train.eval_every = 1000
   c.train.log_every = 500
   c.train.checkpoint_every = 2000
   if args.smoke:
     m.num_pretrain_points = 4096
     m.num_val_points = 512
-    m.pretrain_steps = 200
-    m.eval_every = 100
     m.num_tasks = min(args.tasks, 20)
     m.num_points = min(args.points, 500)
     m.num_test_points = 4096
-    c.train.checkpoint_every = 0  # no checkpoints
+    config_lib.smoke_train(c, num_steps=200, every=100)
   return c

@@ -31,16 +31,8 @@ def get_config(arg=None):
   c.optim.weight_decay = 0.01
   c.optim.schedule = "warmup_cosine"
   c.optim.warmup_steps = 100
-  c.train.batch_size = 32
-  c.train.eval_batch_size = 256
-  c.train.num_epochs = 2
-  c.train.eval_every = 200
-  c.train.checkpoint_every = 500
-  c.pretrain.train.batch_size = 32
-  c.pretrain.train.eval_batch_size = 256
-  c.pretrain.train.num_epochs = 2
-  c.pretrain.train.eval_every = 0
-  c.pretrain.train.checkpoint_every = 1000
+  w2s_config.schedule(c, batch_size=32, eval_batch_size=256, epochs=2, pretrain_epochs=2,
+                      eval_every=200)
   if args.smoke:  # seconds on a CPU; tests run it on tfds.testing.mock_data
     c.model.dtype = "float32"
     c.data.max_len = 32
@@ -52,11 +44,6 @@ def get_config(arg=None):
     c.pretrain.task = "none"  # the pretraining stage is exercised by the digits smoke test
     c.w2s.losses = ("xent", "logconf")
     c.optim.warmup_steps = 2
-    c.train.batch_size = 8
-    c.train.eval_batch_size = 32
-    c.train.num_epochs = 1
-    c.train.eval_every = 5
-    c.pretrain.train.batch_size = 8
-    c.pretrain.train.eval_batch_size = 32
-    c.pretrain.train.num_epochs = 1
+    w2s_config.schedule(c, batch_size=8, eval_batch_size=32, epochs=1, pretrain_epochs=1,
+                        eval_every=5)
   return c

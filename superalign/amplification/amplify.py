@@ -12,7 +12,6 @@ Progress is measured on a held-out set of episodes at the final difficulty, agai
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from typing import Mapping
 
@@ -20,13 +19,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from superalign.amplification import encoding
+from superalign.amplification.config import MODES, RUN_KEYS
 from superalign.amplification.tasks import TASKS, Episodes, ask_with_facts
 from superalign.core import optim
-from superalign.supervised.train import Trained, train_classifier
-
-MODES = ("amplify", "supervised")
-# The keys of a task block (``config.amplification.<task>``) that are not the task's options.
-RUN_KEYS = ("start_difficulty", "max_difficulty", "threshold", "num_steps", "batch_size")
+from superalign.core.rng import numpy_rng
+from superalign.core.trainer import Trained, override
+from superalign.supervised.classifier import trainer
 
 
 def make_task(config, name: str):
@@ -35,22 +33,17 @@ def make_task(config, name: str):
   return TASKS[name](**options)
 
 
-def task_config(config, name: str):
-  """``config`` with the task block's step budget and batch size, where nonzero, as
-  ``train.num_steps`` and ``train.batch_size``."""
+def task_train(config, name: str):
+  """``config.train`` with the task block's step budget and batch size where they are nonzero."""
   block = config.amplification[name]
-  if not (block.num_steps or block.batch_size):
-    return config
-  config = copy.deepcopy(config)
-  for key in ("num_steps", "batch_size"):
-    config.train[key] = int(block[key]) or config.train[key]
-  return config
+  return override(config.train, num_steps=int(block.num_steps) or config.train.num_steps,
+                  batch_size=int(block.batch_size) or config.train.batch_size)
 
 
 def test_set(config, task) -> Episodes:
   """The held-out episodes at the task's top difficulty (the same for both modes)."""
   block = config.amplification[task.name]
-  return task.generate(np.random.default_rng([config.seed, 1 << 20]),
+  return task.generate(numpy_rng(config.seed, f"amplification/{task.name}/test"),
                        int(config.amplification.num_test), int(block.max_difficulty))
 
 
@@ -129,7 +122,7 @@ class Result:
 
 def train(config, task, mode: str, workdir: str, *, tag: str) -> Result:
   """Trains ``config.model`` on ``task`` by amplification or supervision (``mode``)."""
-  config = task_config(config, task.name)
+  stage_train = task_train(config, task.name)
   a, block = config.amplification, config.amplification[task.name]
   top = int(block.max_difficulty)
   lay = encoding.layout(task, top)
@@ -137,11 +130,12 @@ def train(config, task, mode: str, workdir: str, *, tag: str) -> Result:
                           int(a.window))
   test = test_set(config, task)
   test_x = encoding.encode(test, lay)
-  batch_size = int(config.train.batch_size)
+  batch_size = int(stage_train.batch_size)
   teacher = float(config.optim.ema_decay) > 0
 
   def batch_fn(step: int, trained: Trained) -> dict:
-    ep = task.generate(np.random.default_rng([config.seed, step]), batch_size, curriculum.level)
+    ep = task.generate(numpy_rng(config.seed, f"amplification/{task.name}/episodes", step),
+                       batch_size, curriculum.level)
     counts = curriculum.counts
     if mode == "supervised":
       targets = ep.answers
@@ -158,8 +152,8 @@ def train(config, task, mode: str, workdir: str, *, tag: str) -> Result:
     accuracy = float(np.mean(trained.apply(test_x, answer_fn) == test.answers))
     return {"accuracy": accuracy, "level": curriculum.level, **curriculum.counts}
 
-  trained = train_classifier(config, None, lay.spec, workdir, tag=tag, batch_fn=batch_fn,
-                             host=curriculum, evaluate=evaluate)
+  trained = trainer(config, lay.spec, workdir, tag=tag, train=stage_train,
+                    host=curriculum).fit(batch_fn=batch_fn, evaluate=evaluate)
   history = trained.fit.history
   return Result(trained, curriculum, history[-1]["accuracy"] if history else float("nan"),
                 no_model_accuracy(task, test), batch_size, history)

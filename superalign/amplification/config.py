@@ -9,7 +9,10 @@ from __future__ import annotations
 import ml_collections
 
 from superalign import config as config_lib
-from superalign.amplification import amplify, tasks
+
+MODES = ("amplify", "supervised")
+# The keys of a task block (``config.amplification.<task>``) that are not the task's options.
+RUN_KEYS = ("start_difficulty", "max_difficulty", "threshold", "num_steps", "batch_size")
 
 # Per task: the size (8 variables / vertices / strings) and task options; the difficulty the
 # curriculum starts at, the top it climbs to (the held-out test set is drawn there) and the
@@ -42,8 +45,8 @@ def base() -> ml_collections.ConfigDict:
 
   c.amplification = ml_collections.ConfigDict()
   a = c.amplification
-  a.tasks = tuple(tasks.TASKS)
-  a.modes = amplify.MODES          # amplification, and the supervised baseline
+  a.tasks = tuple(TASK_DEFAULTS)   # the five tasks of superalign.amplification.tasks
+  a.modes = MODES                  # amplification, and the supervised baseline
   a.window = 100                   # steps the agreement is averaged over
   a.num_test = 1024                # held-out episodes at the top difficulty
   for name, options in TASK_DEFAULTS.items():
@@ -75,16 +78,5 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   a.window = 5
   a.num_test = 64
   c.train.batch_size = c.train.eval_batch_size = 32
-  c.train.num_steps = 40
-  c.train.eval_every = c.train.checkpoint_every = 20
-  c.train.log_every = 5
   c.optim.warmup_steps = 0
-  return c
-
-
-def experiment(task_names: tuple[str, ...], arg: str | None) -> ml_collections.ConfigDict:
-  """The config of ``experiments/amplification/*.py``: these tasks, ``:smoke`` for seconds."""
-  args = config_lib.parse_arg(arg, smoke=False)
-  c = base()
-  c.amplification.tasks = tuple(task_names)
-  return smoke(c) if args.smoke else c
+  return config_lib.smoke_train(c, num_steps=40, every=20, log_every=5)

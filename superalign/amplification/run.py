@@ -8,13 +8,9 @@ fraction of the supervised baseline's. Each (task, mode) trains under
 
 from __future__ import annotations
 
-import os
 import time
 
-import jax
-
 from superalign.amplification import amplify, report, tasks
-from superalign.core import plots as core_plots
 from superalign.core.errors import ConfigError
 
 
@@ -61,7 +57,6 @@ def validate(config) -> None:
 
 
 def run(config, workdir: str) -> dict:
-  t0 = time.time()
   a = config.amplification
   by_task = {}
   for name in a.tasks:
@@ -90,10 +85,7 @@ def run(config, workdir: str) -> dict:
                                           if supervised > 0 else float("nan"))
     by_task[name] = entry
 
-  results = {"model": config.model.name, "tasks": by_task}
-  if jax.process_index() == 0:
-    results["plots"] = report.plot(results, os.path.join(workdir, "plots"))
-    core_plots.learning_curves(workdir)
-  results["wall_time_s"] = round(time.time() - t0, 1)
-  results["summary"] = report.table(results)
-  return results
+  return {"model": config.model.name, "tasks": by_task}
+
+
+plot, summary = report.plot, report.table

@@ -1,8 +1,9 @@
 """Device mesh from the config, and the shardings that map data and parameters onto it.
 
-Parameters carry logical axis names (``'embed'``, ``'mlp'``, ``'heads'``, ``'vocab'``) set by the
-models with ``nnx.with_partitioning``; ``LOGICAL_RULES`` maps each logical name to mesh axes, as in
-MaxText. Mesh axes:
+Parameters carry logical axis names (``'embed'``, ``'mlp'``, ``'heads'``, ``'vocab'``,
+``'conv_out'``) set by the models with ``nnx.with_partitioning``; rules map each logical name to
+the mesh axes it may be split over, as in MaxText. The rules are data: ``config.mesh.rules``
+(``LOGICAL_RULES`` is the default). Mesh axes:
 
 * ``data``  - pure data parallelism: batch split, parameters replicated.
 * ``fsdp``  - batch split *and* parameters sharded along their ``embed`` dimension (ZeRO-3 style).
@@ -30,6 +31,27 @@ LOGICAL_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("vocab", ("model",)),
     ("conv_out", ("model",)),
 )
+LOGICAL_AXES = tuple(name for name, _ in LOGICAL_RULES)   # the names the models use
+# Keys of config.mesh that are not axis sizes.
+NOT_AXES = ("num_devices", "rules")
+
+
+def rules_from_config(mesh_cfg: Mapping) -> tuple[tuple[str, tuple[str, ...]], ...]:
+  """``config.mesh.rules`` (logical axis -> a mesh axis or a tuple of them) as rules; raises
+  ValueError naming an unknown logical or mesh axis."""
+  given = mesh_cfg.get("rules") if hasattr(mesh_cfg, "get") else None
+  given = given.to_dict() if hasattr(given, "to_dict") else dict(given or LOGICAL_RULES)
+  rules = []
+  for name, axes in given.items():
+    if name not in LOGICAL_AXES:
+      raise ValueError(f"mesh.rules.{name}: unknown logical axis; valid: {', '.join(LOGICAL_AXES)}")
+    axes = (axes,) if isinstance(axes, str) else tuple(axes)
+    for axis in axes:
+      if axis not in MESH_AXES:
+        raise ValueError(f"mesh.rules.{name}={axes}: {axis!r} is not a mesh axis; valid: "
+                         f"{', '.join(MESH_AXES)}")
+    rules.append((name, axes))
+  return tuple(rules)
 
 
 def resolve_axis_sizes(axis_sizes: Mapping[str, int], num_devices: int) -> dict[str, int]:
@@ -61,8 +83,10 @@ def resolve_axis_sizes(axis_sizes: Mapping[str, int], num_devices: int) -> dict[
 
 
 def make_mesh(axis_sizes: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """A mesh over ``devices`` (default: all, or the first ``axis_sizes['num_devices']``)."""
+  """A mesh over ``devices`` (default: all, or the first ``axis_sizes['num_devices']``);
+  ``axis_sizes`` may be the whole ``config.mesh`` (its rules are ignored here)."""
   axis_sizes = dict(axis_sizes)
+  axis_sizes.pop("rules", None)
   count = int(axis_sizes.pop("num_devices", 0))
   devices = list(jax.devices() if devices is None else devices)
   if count:

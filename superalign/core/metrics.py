@@ -1,4 +1,6 @@
-"""Metric writers (JSONL and TensorBoard) and the classification metrics every protocol reports."""
+"""Metric writers (JSONL and TensorBoard), the classification metrics every protocol reports, and
+the one schema of an estimate in ``results.json``: ``{"mean", "lo", "hi", "n"}`` (a 95% interval
+``[lo, hi]`` over ``n`` independent items or seeds; further keys may follow)."""
 
 from __future__ import annotations
 
@@ -6,10 +8,13 @@ import json
 import math
 import os
 import statistics
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import jax
 import numpy as np
+from scipy import stats
+
+ESTIMATE_KEYS = ("mean", "lo", "hi", "n")
 
 
 class MetricWriter:
@@ -121,3 +126,17 @@ def proportion_ci(outcomes: np.ndarray, level: float = 0.95) -> dict[str, float]
   center = (p + z * z / (2 * n)) / (1 + z * z / n)
   half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
   return {"mean": p, "lo": max(0.0, center - half), "hi": min(1.0, center + half), "n": n}
+
+
+def mean_ci(values: Sequence[float], level: float = 0.95) -> dict:
+  """Mean and Student-t confidence interval over seeds, ignoring NaN (flagged) entries."""
+  v = np.asarray([x for x in values if not math.isnan(x)], np.float64)
+  out = {"mean": math.nan, "lo": math.nan, "hi": math.nan, "n": int(len(v)),
+         "flagged": int(len(values) - len(v))}
+  if len(v) == 0:
+    return out
+  out["mean"] = float(v.mean())
+  if len(v) > 1:
+    half = stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
+    out["lo"], out["hi"] = float(v.mean() - half), float(v.mean() + half)
+  return out

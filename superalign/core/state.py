@@ -62,14 +62,16 @@ _PARAM_INIT: dict[Hashable, Callable] = {}
 
 def create(model_fn: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientTransformation,
            seed: int | Sequence[int], mesh: Mesh, *, warm: dict | None = None,
-           cache_key: Hashable | None = None) -> tuple[TrainState, TrainState]:
+           cache_key: Hashable | None = None,
+           rules=mesh_lib.LOGICAL_RULES) -> tuple[TrainState, TrainState]:
   """Builds a TrainState with every array born sharded on ``mesh`` (never whole on one device).
 
   ``seed`` may be a sequence: then the state holds one independent run per seed, stacked on a
   leading axis (replicated over the mesh), for a vmapped step. ``warm`` (a nested dict of arrays,
   stacked likewise) overwrites the freshly initialized parameters it names, e.g. a pretrained
   backbone under a new head. ``cache_key`` names the model (e.g. its registry name and input
-  spec) so its compiled initializer is reused by later calls.
+  spec) so its compiled initializer is reused by later calls. ``rules`` map logical parameter
+  axes to mesh axes (``config.mesh.rules``).
 
   Returns ``(state, shardings)`` where ``shardings`` mirrors the state with NamedShardings, for
   use as jit in/out shardings and as the restore target's layout.
@@ -85,13 +87,15 @@ def create(model_fn: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientTransfo
     return nnx.split(model, nnx.Param)
 
   graphdef, abstract_params = nnx.eval_shape(lambda: build(init_keys[0]))
-  p_shard = mesh_lib.param_shardings(abstract_params, mesh)
+  rules = tuple((k, tuple(v)) for k, v in rules)
+  p_shard = mesh_lib.param_shardings(abstract_params, mesh, rules)
   if stacked:
     p_shard = jax.tree.map(lambda sh: NamedSharding(mesh, P(None, *sh.spec)), p_shard)
   else:
     init_keys, run_keys = init_keys[0], run_keys[0]
 
-  cache = (cache_key, len(seeds) if stacked else None, mesh) if cache_key is not None else None
+  cache = ((cache_key, len(seeds) if stacked else None, mesh, rules) if cache_key is not None
+           else None)
   init_params = _PARAM_INIT.get(cache) if cache is not None else None
   if init_params is None:
     one = lambda key: build(key)[1]

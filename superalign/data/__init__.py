@@ -1,4 +1,4 @@
-"""Data sources by name, deterministic disjoint splits, and (seed, step) batching.
+"""Data sources by name, and their deterministic disjoint splits.
 
 Names: ``digits``, ``breast_cancer`` (bundled with scikit-learn), ``idx:<dir>`` (MNIST-format
 files), ``tfds:<name>`` (``tfds.data_source``, TensorFlow-free) and ``synthetic:<generator>``.
@@ -49,3 +49,9 @@ def load(cfg) -> Source:
                             max_len=cfg.get("max_len", 128), vocab_size=cfg.get("vocab_size", 8192),
                             limit=cfg.get("tfds_limit") or None)
   return synthetic.GENERATORS[name[10:]](seed=cfg.get("source_seed", 0))
+
+
+def load_splits(cfg) -> tuple[Source, dict[str, Split]]:
+  """The source named by ``cfg.name`` (a ``config.data`` block) and its named splits."""
+  source = load(cfg)
+  return source, make_splits(source, dict(cfg.splits), cfg.split_seed, cfg.limit or None)

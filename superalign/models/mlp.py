@@ -16,20 +16,27 @@ class MLP(nnx.Module):
   """Flatten -> [Dense -> ReLU] * len(hidden) -> Dense head.
 
   ``features`` returns the last hidden activations (the "backbone" output that linear probes and
-  label-cleaning probes read); ``head`` maps them to logits.
+  label-cleaning probes read); ``head`` maps them to logits. ``input_scale`` divides the inputs
+  (the same function class: it keeps optimizer steps well scaled for wide inputs);
+  ``kernel_init`` and ``bias_std`` set the hidden layers' initialization.
   """
 
   def __init__(self, input_shape: Sequence[int], num_classes: int, hidden: Sequence[int], *,
-               dtype=jnp.float32, rngs: nnx.Rngs):
+               dtype=jnp.float32, input_scale: float = 1.0, kernel_init: str = "lecun_normal",
+               bias_std: float = 0.0, rngs: nnx.Rngs):
     dims = [math.prod(input_shape), *hidden]
     self.layers = nnx.List([
-        layers.dense(a, b, ("embed", "mlp") if i % 2 == 0 else ("mlp", "embed"), dtype, rngs)
+        layers.dense(a, b, ("embed", "mlp") if i % 2 == 0 else ("mlp", "embed"), dtype, rngs,
+                     kernel_init=kernel_init, bias_std=bias_std)
         for i, (a, b) in enumerate(zip(dims[:-1], dims[1:]))])
     self.head = layers.dense(dims[-1], num_classes, (None, None), dtype, rngs)
     self.dtype = dtype
+    self.input_scale = float(input_scale)
 
   def features(self, x: jax.Array) -> jax.Array:
     h = x.reshape(x.shape[0], -1).astype(self.dtype)
+    if self.input_scale != 1.0:
+      h = h / self.input_scale
     for layer in self.layers:
       h = jax.nn.relu(layer(h))
     return h

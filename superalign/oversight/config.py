@@ -39,9 +39,24 @@ def base() -> ml_collections.ConfigDict:
   return c
 
 
-def smoke(c: ml_collections.ConfigDict, num_images: int) -> ml_collections.ConfigDict:
+def pixels_28x28(c: ml_collections.ConfigDict, block: ml_collections.ConfigDict, directory: str,
+                 smoke: bool) -> ml_collections.ConfigDict:
+  """A sparse-pixel judge on 28x28 images from a local IDX directory (``block``: the protocol's
+  config block, whose game chunks shrink because trees are 12x wider than on 8x8 digits)."""
+  c.data.name = f"idx:{directory}"
+  c.model.name = "cnn_base"
+  c.train.num_steps = 6000
+  c.train.batch_size = 256
+  block.chunk = 128               # 784 moves a node
+  block.greedy_chunk = 112
+  if smoke:
+    c.data.limit = 512
+  return c
+
+
+def smoke(c: ml_collections.ConfigDict, num_images: int, every: int) -> ml_collections.ConfigDict:
   """The seconds-long variant of a debate config: k=4, a few images, shallow search, no MCTS in
-  the matrix, a judge trained for a few dozen steps."""
+  the matrix, a judge trained for two evaluations of ``every`` steps."""
   d = c.debate
   d.ks = (4,)
   d.num_images = num_images
@@ -51,7 +66,4 @@ def smoke(c: ml_collections.ConfigDict, num_images: int) -> ml_collections.Confi
   d.matrix_players = ("greedy", "random")
   d.matrix_images = num_images // 2
   d.chunk = 4 * num_images
-  c.train.num_steps = 2 * c.train.eval_every
-  c.train.checkpoint_every = c.train.eval_every
-  c.train.log_every = c.train.eval_every
-  return c
+  return config_lib.smoke_train(c, num_steps=2 * every, every=every)

@@ -1,6 +1,6 @@
 """The sparse-evidence judge: a classifier trained on k random legal items of each instance.
 
-Training goes through the core engine (``train_classifier`` -> ``core.loop.fit``): the split holds
+Training goes through the core trainer (``train_classifier``): the split holds
 whole instances and the loss draws a fresh reveal of ``k`` legal items per example per step from
 the step's key, so the judge sees a new sparse view every epoch and resume stays bitwise exact.
 """
@@ -14,12 +14,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from superalign.core import steps
+from superalign.core import rng as rng_lib, steps
 from superalign.core.metrics import classification_metrics
 from superalign.core.specs import InputSpec
+from superalign.core.trainer import Trained
 from superalign.data.splits import Split
 from superalign.oversight.evidence import random_reveal
-from superalign.supervised.train import Trained, train_classifier
+from superalign.supervised.classifier import train_classifier
 
 
 def sparse_loss(evidence, k: int) -> steps.LossFn:
@@ -50,12 +51,13 @@ def judge_spec(evidence, spec: InputSpec) -> InputSpec:
 def train_judge(config, evidence, train: Split, val: Split, spec: InputSpec, k: int,
                 workdir: str) -> Trained:
   """Trains ``config.model.name`` as the judge for ``k`` revealed items; validation accuracy is on
-  one fixed sparse draw of ``val``. Checkpoints go to ``checkpoints/judge_k<k>``."""
-  val_view = sparse_view(evidence, val, k, seed=config.seed + 1)
+  one fixed sparse draw of ``val`` (stream ``judge/val_view``). Checkpoints go to
+  ``checkpoints/judge_k<k>``."""
+  val_view = sparse_view(evidence, val, k, seed=rng_lib.stream_seed(config.seed, "judge/val_view"))
   return train_classifier(
       config, train, judge_spec(evidence, spec), workdir, tag=f"judge_k{k}",
       loss_fn=sparse_loss(evidence, k),
-      evaluate=lambda trained: classification_metrics(trained.predict(val_view), val.y))
+      evaluate=lambda trained: classification_metrics(trained.predict(val_view.x), val.y))
 
 
 def predict(judge_state, observations: jax.Array) -> jax.Array:

@@ -18,11 +18,10 @@ from typing import Callable, Sequence
 
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from superalign.core import mesh as mesh_lib
-from superalign.data import batches
+from superalign.core.apply import batched_apply
 from superalign.oversight import game as game_lib
 from superalign.oversight import players as players_lib
 from superalign.oversight import judge as judge_lib
@@ -59,47 +58,46 @@ class Arena:
     self.throughput = Throughput()
     self._compiled: dict[tuple, Callable] = {}
 
-  def _program(self, movers: tuple[int, ...], players: tuple, args) -> Callable:
-    """The compiled game for this move order, these players and this chunk's shapes."""
-    key = (movers, players, args[1].shape)
-    if key not in self._compiled:
-      evidence, judge_apply = self.evidence, self.judge_apply
+  def _program(self, movers: tuple[int, ...], players: tuple) -> Callable:
+    """The game for this move order and these players, compiled ahead of time per chunk shape
+    (so compiling is timed apart from playing)."""
+    evidence, judge_apply, mesh = self.evidence, self.judge_apply, self.mesh
 
-      def play(judge_params, x, claims, rng):
-        game = game_lib.Game(x, evidence.legal(x), claims, movers)
-        judge = lambda obs: judge_apply(judge_params, obs)
-        _, v0 = game_lib.play(evidence, judge, game, players, rng)
-        return v0
+    def play(judge_params, batch, rng):
+      x = batch["x"]
+      game = game_lib.Game(x, evidence.legal(x), batch["claims"], movers)
+      judge = lambda obs: judge_apply(judge_params, obs)
+      _, v0 = game_lib.play(evidence, judge, game, players, rng)
+      return v0
 
-      t0 = time.perf_counter()
-      self._compiled[key] = jax.jit(
-          play, out_shardings=mesh_lib.batch_sharding(self.mesh)).lower(*args).compile()
-      self.throughput.compile_seconds += time.perf_counter() - t0
-    return self._compiled[key]
+    def run(*args):
+      key = (movers, players, args[1]["x"].shape)
+      if key not in self._compiled:
+        t0 = time.perf_counter()
+        self._compiled[key] = jax.jit(
+            play, out_shardings=mesh_lib.batch_sharding(mesh)).lower(*args).compile()
+        self.throughput.compile_seconds += time.perf_counter() - t0
+      return self._compiled[key](*args)
+
+    return run
 
   def play(self, x: np.ndarray, claims: np.ndarray, movers: Sequence[int], players: tuple,
            seed: int) -> np.ndarray:
-    """``v0`` for each game ``(x[i], claims[i])``; player 0 argues for the truth."""
+    """``v0`` for each game ``(x[i], claims[i])``; player 0 argues for the truth. Chunk ``i``
+    plays with the key ``fold_in(key(seed), i)``."""
     movers, players = tuple(int(m) for m in movers), tuple(players)
     n, shards = len(x), mesh_lib.batch_size_per_shard(self.mesh)
     chunk = min(self.chunk, -(-n // shards) * shards)
     items = self.evidence.num_items(x.shape[1:])
     evals_per_game = 1 + sum(players_lib.leaf_evaluations(players[m], items) for m in movers)
-    out = []
-    for i, start in enumerate(range(0, n, chunk)):
-      idx = batches.process_slice(np.minimum(np.arange(start, start + chunk), n - 1))  # pad
-      batch = mesh_lib.shard_batch({"x": x[idx], "claims": claims[idx]}, self.mesh)
-      args = (self.judge_params, batch["x"], batch["claims"],
-              jax.random.fold_in(jax.random.key(seed), i))
-      fn = self._program(movers, players, args)
-      t0 = time.perf_counter()
-      v0 = np.asarray(multihost_utils.process_allgather(fn(*args), tiled=True))
-      self.throughput.seconds += time.perf_counter() - t0
-      valid = min(chunk, n - start)
-      self.throughput.games += valid
-      self.throughput.judge_evaluations += valid * evals_per_game
-      out.append(v0[:valid])
-    return np.concatenate(out)
+    t0, compiling = time.perf_counter(), self.throughput.compile_seconds
+    v0 = batched_apply(self._program(movers, players), self.judge_params,
+                       {"x": x, "claims": claims}, self.mesh, chunk, seed=seed)
+    self.throughput.seconds += (time.perf_counter() - t0 -
+                                (self.throughput.compile_seconds - compiling))
+    self.throughput.games += n
+    self.throughput.judge_evaluations += n * evals_per_game
+    return v0
 
 
 def _claims(y: np.ndarray, lies: np.ndarray | None = None) -> np.ndarray:

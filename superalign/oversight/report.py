@@ -59,7 +59,7 @@ def table(results: dict) -> str:
   return "\n".join(lines)
 
 
-def plot(results: dict, directory: str) -> str:
+def plot(results: dict, directory: str) -> list[str]:
   """Judge accuracy by protocol and k, with 95% CIs and the paper's figures as markers."""
   import matplotlib
   matplotlib.use("Agg")
@@ -90,4 +90,4 @@ def plot(results: dict, directory: str) -> str:
   path = os.path.join(directory, "judge_accuracy_by_protocol.png")
   fig.savefig(path, dpi=120)
   plt.close(fig)
-  return path
+  return [path]

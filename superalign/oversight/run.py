@@ -9,20 +9,17 @@ interrupted run picks up where it stopped (the judge resumes from its checkpoint
 from __future__ import annotations
 
 import json
-import logging
 import math
-import os
-import time
 
-import jax
 import numpy as np
 
 from superalign import data as data_lib
 from superalign import models
 from superalign.core import mesh as mesh_lib
-from superalign.core import plots as core_plots
 from superalign.core.errors import ConfigError
 from superalign.core.metrics import proportion_ci
+from superalign.core.rng import stream_seed
+from superalign.core.workdir import cached
 from superalign.oversight import players as players_lib
 from superalign.oversight import protocols, report
 from superalign.oversight.evidence import PixelEvidence
@@ -30,7 +27,6 @@ from superalign.oversight.judge import judge_spec, train_judge
 
 FIRST = ("honest", "liar")
 VARIANTS = ("precommit", "no_precommit")
-log = logging.getLogger("superalign")
 
 
 def validate(config) -> None:
@@ -68,23 +64,6 @@ def _player(config, name: str):
                           max_considered=d.max_considered, chunk=d.greedy_chunk)
 
 
-def cached(workdir: str, name: str, compute) -> dict[str, np.ndarray]:
-  """``compute()`` once per workdir: finished evaluations survive an interruption."""
-  path = os.path.join(workdir, "games", f"{name}.npz")
-  if os.path.exists(path):
-    with np.load(path) as saved:
-      return dict(saved)
-  t0 = time.time()
-  out = {k: np.asarray(v) for k, v in compute().items()}
-  headline = out.get("wins", out.get("accuracy", out.get("honest")))
-  log.info("%s: %.1f%% (%.1f s)", name, 100 * float(np.mean(headline)), time.time() - t0)
-  if jax.process_index() == 0:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    np.savez(path + ".tmp.npz", **out)
-    os.replace(path + ".tmp.npz", path)
-  return out
-
-
 def _row(judge_accuracy: np.ndarray, honest_win: np.ndarray, **extra) -> dict:
   return {"judge_accuracy": proportion_ci(judge_accuracy),
           "honest_win_rate": proportion_ci(honest_win), **extra}
@@ -93,14 +72,15 @@ def _row(judge_accuracy: np.ndarray, honest_win: np.ndarray, **extra) -> dict:
 def evaluate_k(config, arena: protocols.Arena, x: np.ndarray, y: np.ndarray, k: int,
                num_classes: int, workdir: str) -> dict:
   """Every protocol at ``k`` reveals on images ``x`` with labels ``y``."""
-  d, seed = config.debate, config.seed
+  d = config.debate
+  seed = lambda name: stream_seed(config.seed, f"debate/{name}")
   rows = {}
-  alone = cached(workdir, f"k{k}_judge_alone", lambda: {"accuracy": protocols.judge_alone(
-      arena, x, y, k, d.judge_alone_draws, seed)})["accuracy"]
+  alone = cached(workdir, f"games/k{k}_judge_alone", lambda: {"accuracy": protocols.judge_alone(
+      arena, x, y, k, d.judge_alone_draws, seed("judge_alone"))})["accuracy"]
   rows["judge_alone"] = _row(alone, alone, draws=d.judge_alone_draws)
-  consult = cached(workdir, f"k{k}_consultancy_{d.honest}",
-                    lambda: protocols.consultancy(arena, x, y, k, _player(config, d.honest),
-                                                  seed + 1))
+  consult = cached(workdir, f"games/k{k}_consultancy_{d.honest}",
+                   lambda: protocols.consultancy(arena, x, y, k, _player(config, d.honest),
+                                                 seed("consultancy")))
   rows["consultancy"] = _row(
       0.5 * (consult["honest"] + consult["lying"]), consult["honest"],
       honest_advisor_accuracy=proportion_ci(consult["honest"]),
@@ -108,10 +88,11 @@ def evaluate_k(config, arena: protocols.Arena, x: np.ndarray, y: np.ndarray, k: 
 
   def play_debate(h: str, lie: str, variant: str, m: int) -> dict[str, np.ndarray]:
     # Keyed by everything that decides the games: the matrix reuses the main debate's cell.
-    name = f"k{k}_debate_{variant}_{h}_vs_{lie}_{d.first}_{m}"
+    name = f"games/k{k}_debate_{variant}_{h}_vs_{lie}_{d.first}_{m}"
     return cached(workdir, name, lambda: protocols.debate(
         arena, x[:m], y[:m], k, _player(config, h), _player(config, lie),
-        num_classes=num_classes, precommit=variant == "precommit", first=d.first, seed=seed + 2))
+        num_classes=num_classes, precommit=variant == "precommit", first=d.first,
+        seed=seed("games")))
 
   for variant in d.variants:
     game = play_debate(d.honest, d.liar, variant, len(y))
@@ -154,16 +135,13 @@ def paired_difference(a: np.ndarray, b: np.ndarray) -> dict:
 
 
 def run(config, workdir: str) -> dict:
-  t0 = time.time()
   d = config.debate
-  source = data_lib.load(config.data)
+  source, splits = data_lib.load_splits(config.data)
   if source.spec.kind != "image":
     raise ConfigError(f"data.name={config.data.name!r}: debate needs image data (pixels are the "
                       "evidence); valid: digits, idx:<dir>")
   evidence = PixelEvidence()
   models.check(config.model.name, judge_spec(evidence, source.spec))
-  splits = data_lib.make_splits(source, dict(config.data.splits), config.data.split_seed,
-                                config.data.limit or None)
   test = splits["test"]
   n = min(d.num_images, len(test)) if d.num_images else len(test)
   x, y = test.x[:n], test.y[:n]
@@ -179,18 +157,19 @@ def run(config, workdir: str) -> dict:
         **evaluate_k(config, arena, x, y, k, source.spec.num_classes, workdir)}
     throughput[str(k)] = arena.throughput.as_dict()
 
-  results = {
+  return {
       "data": config.data.name, "judge_model": config.model.name, "num_images": n,
       "players": {"honest": d.honest, "liar": d.liar, "first": d.first,
                   "num_simulations": d.num_simulations, "max_considered": d.max_considered},
       "by_k": by_k, "throughput": throughput, "published": report.PUBLISHED,
   }
-  if jax.process_index() == 0:
-    report.plot(results, os.path.join(workdir, "plots"))
-    core_plots.learning_curves(workdir)
-  results["wall_time_s"] = round(time.time() - t0, 1)
-  results["summary"] = report.table(results) + "\n" + json.dumps(
+
+
+plot = report.plot
+
+
+def summary(results: dict) -> str:
+  return report.table(results) + "\n" + json.dumps(
       {k: {"games_per_s": round(t["games_per_s"], 1),
            "judge_evaluations_per_s": round(t["judge_evaluations_per_s"])}
-       for k, t in throughput.items()})
-  return results
+       for k, t in results["throughput"].items()})

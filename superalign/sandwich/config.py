@@ -47,6 +47,4 @@ def smoke(c: ml_collections.ConfigDict, num_images: int) -> ml_collections.Confi
   s.sweep = (0.0, 1.0)
   s.assistant_steps = s.advice_steps = 40
   s.chunk = 4 * num_images
-  c.train.num_steps = 40
-  c.train.eval_every = c.train.checkpoint_every = c.train.log_every = 20
-  return c
+  return config_lib.smoke_train(c, num_steps=40, every=20)

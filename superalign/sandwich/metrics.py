@@ -27,7 +27,8 @@ def sandwich_score_ci(assisted: np.ndarray, alone: np.ndarray, expert: np.ndarra
   scores = scores[np.isfinite(scores)]
   lo, hi = (np.quantile(scores, [(1 - level) / 2, (1 + level) / 2]) if len(scores)
             else (np.nan, np.nan))
-  return {"mean": sandwich_score(assisted, alone, expert), "lo": float(lo), "hi": float(hi)}
+  return {"mean": sandwich_score(assisted, alone, expert), "lo": float(lo), "hi": float(hi),
+          "n": len(alone)}
 
 
 def harm(assisted: np.ndarray, alone: np.ndarray) -> float:

@@ -11,28 +11,26 @@ from their checkpoints.
 from __future__ import annotations
 
 import dataclasses
-import os
-import time
 
-import jax
 import numpy as np
 
 from superalign import data as data_lib
 from superalign import models
 from superalign.core import mesh as mesh_lib
-from superalign.core import plots as core_plots
 from superalign.core.errors import ConfigError
 from superalign.core.metrics import classification_metrics
+from superalign.core.rng import numpy_rng, stream_seed
 from superalign.core.specs import InputSpec
+from superalign.core.trainer import override
+from superalign.core.workdir import cached
 from superalign.data.splits import Split
 from superalign.oversight import players as players_lib
 from superalign.oversight import protocols as games
 from superalign.oversight.evidence import PixelEvidence
 from superalign.oversight.judge import judge_spec, sparse_view, train_judge
-from superalign.oversight.run import cached
 from superalign.sandwich import metrics, protocols, report
 from superalign.sandwich.assistants import Assistant, best_lie
-from superalign.supervised.train import train_classifier
+from superalign.supervised.classifier import train_classifier
 
 
 def validate(config) -> None:
@@ -57,12 +55,11 @@ def validate(config) -> None:
       raise ConfigError(f"sandwich model {name!r}: unknown; valid: {', '.join(models.names())}")
 
 
-def _with_steps(config, steps: int):
-  c = config.copy_and_resolve_references()
-  c.train.num_steps = steps
-  c.train.eval_every = c.train.checkpoint_every = max(steps // 4, 1)
-  c.train.log_every = min(c.train.log_every, c.train.eval_every)
-  return c
+def _stage_train(config, steps: int):
+  """``config.train`` for a model trained ``steps`` steps, evaluated and saved four times."""
+  every = max(steps // 4, 1)
+  return override(config.train, num_steps=steps, eval_every=every, checkpoint_every=every,
+                  log_every=min(config.train.log_every, every))
 
 
 def _settings(s, num_classes: int) -> dict[str, Assistant]:
@@ -75,17 +72,15 @@ def _settings(s, num_classes: int) -> dict[str, Assistant]:
 
 
 def run(config, workdir: str) -> dict:
-  t0 = time.time()
   s, seed = config.sandwich, config.seed
-  source = data_lib.load(config.data)
+  stream = lambda name: stream_seed(seed, f"sandwich/{name}")
+  source, splits = data_lib.load_splits(config.data)
   if source.spec.kind != "image":
     raise ConfigError(f"data.name={config.data.name!r}: sandwiching here needs image data (the "
                       "non-expert sees pixels); valid: digits, idx:<dir>")
   evidence = PixelEvidence()
   models.check(config.model.name, judge_spec(evidence, source.spec))
   models.check(s.assistant_model, source.spec)
-  splits = data_lib.make_splits(source, dict(config.data.splits), config.data.split_seed,
-                                config.data.limit or None)
   train, val, test = splits["train"], splits["val"], splits["test"]
   n = min(s.num_images, len(test)) if s.num_images else len(test)
   x, y = test.x[:n], test.y[:n]
@@ -94,12 +89,13 @@ def run(config, workdir: str) -> dict:
 
   # The three parties. The non-expert alone answers from one fixed draw of k pixels.
   judge = train_judge(config, evidence, train, val, source.spec, s.k, workdir)
-  assistant = train_classifier(_with_steps(config, s.assistant_steps), train, source.spec,
-                               workdir, tag="assistant", model_name=s.assistant_model, val=val)
+  assistant = train_classifier(config, train, source.spec, workdir, tag="assistant",
+                               model_name=s.assistant_model, val=val,
+                               train_block=_stage_train(config, s.assistant_steps))
   test_n = dataclasses.replace(test, x=x, y=y, ids=test.ids[:n])
-  alone_probs = judge.predict(sparse_view(evidence, test_n, s.k, seed=seed + 3))
-  val_probs = judge.predict(sparse_view(evidence, val, s.k, seed=seed + 4))
-  belief_probs, val_belief_probs = assistant.predict(test_n), assistant.predict(val)
+  alone_probs = judge.predict(sparse_view(evidence, test_n, s.k, seed=stream("nonexpert_view")).x)
+  val_probs = judge.predict(sparse_view(evidence, val, s.k, seed=stream("val_view")).x)
+  belief_probs, val_belief_probs = assistant.predict(test_n.x), assistant.predict(val.x)
   belief, confidence = belief_probs.argmax(1), belief_probs.max(1)
   alone = alone_probs.argmax(1) == y
   expert = np.ones(n, bool)
@@ -111,28 +107,27 @@ def run(config, workdir: str) -> dict:
   advice = None
   if "advice" in s.protocols:
     advice = train_classifier(
-        _with_steps(config, s.advice_steps),
-        Split(advisor_features, val.y, val.ids), advice_spec, workdir, tag="advice",
-        model_name=s.advice_model)
+        config, Split(advisor_features, val.y, val.ids), advice_spec, workdir, tag="advice",
+        model_name=s.advice_model, train_block=_stage_train(config, s.advice_steps))
 
   arena = games.Arena(evidence, judge.state, mesh, s.chunk)
   player = players_lib.make(s.player, num_simulations=s.num_simulations,
                             max_considered=s.max_considered, chunk=s.greedy_chunk)
   consult = debate = None
   if "consultancy" in s.protocols:
-    consult = cached(workdir, f"consultancy_{s.player}", lambda: protocols.consultancy_outcomes(
-        arena, x, y, s.k, player, seed + 5))
+    consult = cached(workdir, f"games/consultancy_{s.player}",
+                     lambda: protocols.consultancy_outcomes(arena, x, y, s.k, player,
+                                                            stream("consultancy")))
   if "debate" in s.protocols:
-    debate = cached(workdir, f"debate_{s.player}", lambda: protocols.debate_outcomes(
-        arena, x, y, s.k, player, classes, seed + 6))
+    debate = cached(workdir, f"games/debate_{s.player}", lambda: protocols.debate_outcomes(
+        arena, x, y, s.k, player, classes, stream("debate")))
 
-  def assisted(assistant_policy: Assistant, setting_seed: int) -> dict:
-    rng = np.random.default_rng([seed, setting_seed])
+  def assisted(assistant_policy: Assistant, setting: str) -> dict:
+    rng = numpy_rng(seed, f"sandwich/setting/{setting}")
     claim, lied = assistant_policy.claims(belief, alone_probs, rng)
     out = {"lie_rate": float(lied.mean())}
     if advice is not None:
-      probs = advice.predict(Split(protocols.advice_features(alone_probs, claim, confidence), y,
-                                   test_n.ids))
+      probs = advice.predict(protocols.advice_features(alone_probs, claim, confidence))
       out["advice"] = {"correct": probs.argmax(1) == y,
                        "calibration_error": metrics.expected_calibration_error(probs, y)}
     if consult is not None:
@@ -150,15 +145,15 @@ def run(config, workdir: str) -> dict:
     for name in (k for k in row if k != "lie_rate"):
       correct = row[name]["correct"]
       out[name] = {"accuracy": metrics.accuracy_ci(correct),
-                   "sandwich_score": metrics.sandwich_score_ci(correct, alone, expert, seed=seed),
+                   "sandwich_score": metrics.sandwich_score_ci(correct, alone, expert,
+                                                               seed=stream("bootstrap")),
                    "harm": metrics.harm(correct, alone),
                    **{k: v for k, v in row[name].items() if k != "correct"}}
     return out
 
-  honest = assisted(Assistant("honest"), 0)
-  settings = {name: summarize(assisted(a, i + 1))
-              for i, (name, a) in enumerate(_settings(s, classes).items())}
-  results = {
+  honest = assisted(Assistant("honest"), "honest")
+  settings = {name: summarize(assisted(a, name)) for name, a in _settings(s, classes).items()}
+  return {
       "data": config.data.name, "num_images": n, "k": int(s.k), "player": s.player,
       "conditions": {
           "nonexpert_alone": {"accuracy": metrics.accuracy_ci(alone),
@@ -174,9 +169,6 @@ def run(config, workdir: str) -> dict:
       "judge_val": classification_metrics(val_probs, val.y),
       "published": report.PUBLISHED,
   }
-  if jax.process_index() == 0:
-    results["plots"] = report.plot(results, os.path.join(workdir, "plots"))
-    core_plots.learning_curves(workdir)
-  results["wall_time_s"] = round(time.time() - t0, 1)
-  results["summary"] = report.table(results)
-  return results
+
+
+plot, summary = report.plot, report.table

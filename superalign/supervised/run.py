@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
-import jax
-
 from superalign import data as data_lib
 from superalign import models
-from superalign.core import plots
 from superalign.core.errors import ConfigError
 from superalign.core.metrics import classification_metrics
-from superalign.supervised.train import train_classifier
+from superalign.supervised.classifier import train_classifier
 
 
 def validate(config) -> None:
@@ -21,16 +16,11 @@ def validate(config) -> None:
 
 
 def run(config, workdir: str) -> dict:
-  t0 = time.time()
-  source = data_lib.load(config.data)
+  source, splits = data_lib.load_splits(config.data)
   models.check(config.model.name, source.spec)
-  splits = data_lib.make_splits(source, dict(config.data.splits), config.data.split_seed,
-                                config.data.limit or None)
   trained = train_classifier(config, splits["train"], source.spec, workdir, tag="supervised",
                              val=splits.get("val"))
-  test = classification_metrics(trained.predict(splits["test"]), splits["test"].y)
-  if jax.process_index() == 0:  # one writer in multi-host runs
-    plots.learning_curves(workdir)
+  test = classification_metrics(trained.predict(splits["test"].x), splits["test"].y)
   fit = trained.fit
   return {
       "model": config.model.name,
@@ -47,5 +37,4 @@ def run(config, workdir: str) -> dict:
       "test_accuracy": test["accuracy"],
       "test_loss": test["loss"],
       **({"test_auroc": test["auroc"]} if "auroc" in test else {}),
-      "wall_time_s": round(time.time() - t0, 2),
   }

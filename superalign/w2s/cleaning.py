@@ -14,26 +14,24 @@ Nothing here looks at ground truth.
 
 from __future__ import annotations
 
-import jax
 import numpy as np
-from flax import nnx
 
-from superalign import models
-from superalign.core.state import overlay
+from superalign.supervised.classifier import trainer
 
 METHODS = ("none", "knn_relabel", "logreg_relabel", "knn_drop", "logreg_drop")
 
 
-def backbone_features(config, model_name: str, spec, warm: dict | None, seed: int,
+def _features(state, batch):
+  return state.model().features(batch["x"])
+
+
+def backbone_features(config, model_name: str, spec, warm: dict | None, seeds,
                       x: np.ndarray) -> np.ndarray:
-  """The strong model's features on ``x`` with one seed's pretrained backbone."""
-  build = models.builder(model_name, spec, config.model.dtype, max_len=config.data.max_len)
-  graphdef, params = nnx.split(build(nnx.Rngs(seed)), nnx.Param)
-  if warm is not None:
-    params = overlay(params, warm)
-  features = jax.jit(lambda p, x: nnx.merge(graphdef, p).features(x))
-  return np.concatenate([np.asarray(features(params, x[i:i + 1024]))
-                         for i in range(0, len(x), 1024)])
+  """``[seeds, N, features]``: the strong model's features on ``x`` with each seed's
+  pretrained backbone (stacked like ``warm``)."""
+  model = trainer(config, spec, "", tag=f"features/{model_name}", model_name=model_name,
+                  seeds=[int(s) for s in seeds], warm=warm).init()
+  return model.apply(x, _features)
 
 
 def knn_probe(features: np.ndarray, weak: np.ndarray, k: int) -> np.ndarray:
@@ -62,13 +60,11 @@ def clean(config, weak_b: np.ndarray, train_b, spec, warm, seed_idx, strong: str
   method = config.w2s.cleaning
   if method == "none":
     return weak_b, None
-  features = {}
+  seeds = [config.seed + i for i in range(config.w2s.num_seeds)]
+  features = backbone_features(config, strong, spec, warm, seeds, train_b.x)
   out = np.empty_like(weak_b)
   keep = np.ones(weak_b.shape[:2], np.float32)
   for r, s in enumerate(seed_idx):
-    if s not in features:
-      features[s] = backbone_features(config, strong, spec, jax.tree.map(lambda a: a[s], warm)
-                                      if warm is not None else None, int(s), train_b.x)
     feats = features[s]
     probe = (knn_probe(feats, weak_b[r], config.w2s.knn_k) if method.startswith("knn")
              else logreg_probe(feats, weak_b[r], int(s)))

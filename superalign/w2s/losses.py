@@ -38,6 +38,8 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import xlogy
 
+from superalign.w2s.config import LOSS_HPARAMS
+
 LossFn = Callable[..., jax.Array]
 
 # Rounds of coordinate updates in the multi-class prior-matched hardening (see
@@ -304,17 +306,7 @@ LOSSES: dict[str, LossFn] = {
     "adaptconf": adaptconf,
 }
 
-DEFAULT_HPARAMS: dict[str, dict[str, Any]] = {
-    "xent": {},
-    "logconf": {"aux_coef": 0.5, "warmup_frac": 0.1},
-    "product": {"alpha": 1.0, "beta": 1.0},
-    "kl": {},
-    "entropy": {"aux_coef": 0.5, "warmup_frac": 0.1},
-    "window": {"radius": 0.15},
-    "bootstrap_soft": {"beta": 0.95},
-    "bootstrap_hard": {"beta": 0.8},
-    "adaptconf": {"temperature": 1.0},
-}
+DEFAULT_HPARAMS = LOSS_HPARAMS  # defined with the config defaults
 
 
 def get(name: str, **overrides: Any) -> Callable[[jax.Array, jax.Array, Any], jax.Array]:

@@ -1,4 +1,4 @@
-"""PGR, agreement, misfit, and their summaries over seeds and pairs."""
+"""PGR, agreement, misfit, and their summaries over pairs (estimates over seeds: core.metrics)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import math
 from typing import Sequence
 
 import numpy as np
-from scipy import stats
 
 # A ceiling must beat its weak supervisor by this much for PGR to be defined.
 MIN_GAP = 1e-6
@@ -35,20 +34,6 @@ def brier(probs: np.ndarray, labels: np.ndarray) -> float:
 def misfit(student: np.ndarray, weak: np.ndarray) -> float:
   """Charikar et al.'s misfit d(w2s, weak): mean squared distance between the predictions."""
   return float(np.mean(np.sum((student - weak) ** 2, -1)))
-
-
-def mean_ci(values: Sequence[float], level: float = 0.95) -> dict:
-  """Mean and Student-t confidence interval over seeds, ignoring NaN (flagged) entries."""
-  v = np.asarray([x for x in values if not math.isnan(x)], np.float64)
-  out = {"mean": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n": int(len(v)),
-         "flagged": int(len(values) - len(v))}
-  if len(v) == 0:
-    return out
-  out["mean"] = float(v.mean())
-  if len(v) > 1:
-    half = stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
-    out["ci_low"], out["ci_high"] = float(v.mean() - half), float(v.mean() + half)
-  return out
 
 
 def median_ignoring_nan(values: Sequence[float]) -> float:

@@ -18,8 +18,8 @@ def pgr_by_loss(results: dict, out_dir: str) -> str:
   pair = next(p for p in results["pairs"] if p["weak"] == weak and p["strong"] == strong)
   losses = results["losses"]
   mean = np.array([pair["losses"][l]["pgr_accuracy"]["mean"] for l in losses])
-  low = np.array([pair["losses"][l]["pgr_accuracy"]["ci_low"] for l in losses])
-  high = np.array([pair["losses"][l]["pgr_accuracy"]["ci_high"] for l in losses])
+  low = np.array([pair["losses"][l]["pgr_accuracy"]["lo"] for l in losses])
+  high = np.array([pair["losses"][l]["pgr_accuracy"]["hi"] for l in losses])
   err = np.nan_to_num(np.stack([mean - low, high - mean]))
   fig, ax = plt.subplots(figsize=(7, 3.5))
   x = np.arange(len(losses))

@@ -25,7 +25,7 @@ import numpy as np
 from superalign.core.errors import ConfigError
 from superalign.core.specs import InputSpec
 from superalign.data.splits import Split
-from superalign.supervised.train import train_classifier
+from superalign.supervised.classifier import train_classifier
 
 TASKS = ("coarse", "labels", "none")
 
@@ -49,12 +49,13 @@ def backbone(params) -> dict:
 
 
 def pretrain(config, model_name: str, split: Split, spec: InputSpec, workdir: str,
-             seeds: Sequence[int], stage_config) -> dict | None:
+             seeds: Sequence[int], stage_train) -> dict | None:
   """Stacked backbones ``{path: [runs, ...]}`` for ``model_name``, one per seed (or None)."""
   cfg = config.pretrain
   if cfg.task == "none":
     return None
   split, proxy_spec = proxy_labels(split, spec, cfg)
-  trained = train_classifier(stage_config, split, proxy_spec, cfg.load_from or workdir,
-                             tag=f"pretrain/{model_name}", model_name=model_name, seeds=seeds)
+  trained = train_classifier(config, split, proxy_spec, cfg.load_from or workdir,
+                             tag=f"pretrain/{model_name}", model_name=model_name,
+                             train_block=stage_train, seeds=seeds)
   return jax.device_get(backbone(trained.state.params))

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from superalign.core.metrics import auroc
+from superalign.core.metrics import auroc, mean_ci
 from superalign.w2s import metrics as m
 
 # Burns et al. 2023, median PGR per loss over the GPT-2 to Qwen-14B ladder (logconf / xent).
@@ -43,8 +43,8 @@ def summarize(config, splits, weak, ceiling, students, seeds) -> dict:
     for metric, fn in score.items():
       w = [fn(weak[name]["test"][s], y) for s in range(S)]
       c = [fn(ceiling[name][s], y) for s in range(S)]
-      row[f"weak_{metric}"] = {"per_seed": w, **m.mean_ci(w)}
-      row[f"ceiling_{metric}"] = {"per_seed": c, **m.mean_ci(c)}
+      row[f"weak_{metric}"] = {"per_seed": w, **mean_ci(w)}
+      row[f"ceiling_{metric}"] = {"per_seed": c, **mean_ci(c)}
     per_model[name] = row
 
   pairs = []
@@ -60,16 +60,16 @@ def summarize(config, splits, weak, ceiling, students, seeds) -> dict:
           wk_s = [per_model[wk][f"weak_{metric}"]["per_seed"][s] for s in seed_of]
           ce_s = [per_model[strong][f"ceiling_{metric}"]["per_seed"][s] for s in seed_of]
           pgrs = [m.pgr(a, b, c) for a, b, c in zip(wk_s, w2s, ce_s)]
-          entry[f"w2s_{metric}"] = {"per_seed": w2s, **m.mean_ci(w2s)}
-          entry[f"pgr_{metric}"] = {"per_seed": pgrs, **m.mean_ci(pgrs)}
+          entry[f"w2s_{metric}"] = {"per_seed": w2s, **mean_ci(w2s)}
+          entry[f"pgr_{metric}"] = {"per_seed": pgrs, **mean_ci(pgrs)}
           entry[f"pgr_{metric}_of_means"] = m.pgr(np.mean(wk_s), np.mean(w2s), np.mean(ce_s))
         weak_test = [weak[wk]["test"][s] for s in seed_of]
         agree = [m.agreement(probs[i], wt) for i, wt in zip(rows, weak_test)]
         misfit = [m.misfit(probs[i], wt) for i, wt in zip(rows, weak_test)]
         gain = [m.brier(wt, y) - m.brier(probs[i], y) for i, wt in zip(rows, weak_test)]
-        entry["agreement_with_weak"] = {"per_seed": agree, **m.mean_ci(agree)}
-        entry["misfit"] = {"per_seed": misfit, **m.mean_ci(misfit)}
-        entry["gain"] = {"per_seed": gain, **m.mean_ci(gain)}
+        entry["agreement_with_weak"] = {"per_seed": agree, **mean_ci(agree)}
+        entry["misfit"] = {"per_seed": misfit, **mean_ci(misfit)}
+        entry["gain"] = {"per_seed": gain, **mean_ci(gain)}
         pair["losses"][loss] = entry
       pairs.append(pair)
 
@@ -81,7 +81,7 @@ def summarize(config, splits, weak, ceiling, students, seeds) -> dict:
                 if any(not math.isnan(p["losses"][loss]["pgr_accuracy"]["per_seed"][s])
                        for p in pairs) else math.nan for s in range(S)]
     by_loss[loss] = {"median_pgr": m.median_ignoring_nan(per_pair),
-                     "pgr_mean_over_pairs": {"per_seed": per_seed, **m.mean_ci(per_seed)}}
+                     "pgr_mean_over_pairs": {"per_seed": per_seed, **mean_ci(per_seed)}}
   main = pairs_by(pairs, ladder[0], ladder[-1])
   best = max(config.w2s.losses,
              key=lambda l: _nan_low(main["losses"][l]["pgr_accuracy"]["mean"]))
@@ -110,9 +110,9 @@ def _fmt(ci: dict, pct: bool = False) -> str:
   k = 100.0 if pct else 1.0
   if math.isnan(ci["mean"]):
     return "flagged (no gap)"
-  if math.isnan(ci["ci_low"]):
+  if math.isnan(ci["lo"]):
     return f"{k * ci['mean']:.2f}"
-  return f"{k * ci['mean']:.2f} [{k * ci['ci_low']:.2f}, {k * ci['ci_high']:.2f}]"
+  return f"{k * ci['mean']:.2f} [{k * ci['lo']:.2f}, {k * ci['hi']:.2f}]"
 
 
 def table(results: dict) -> str:

@@ -17,22 +17,19 @@ as one stack of runs through one vmapped, jitted step.
 
 from __future__ import annotations
 
-import os
-import time
-
+import jax
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from superalign import data as data_lib
 from superalign import models
-from superalign.core import plots as core_plots
 from superalign.core.errors import ConfigError
+from superalign.core.trainer import Trained, num_train_steps, override
+from superalign.core.workdir import cached
 from superalign.data.splits import Split
-from superalign.supervised.train import Trained, num_train_steps, train_classifier
-from superalign.w2s import cleaning, losses, report
-from superalign.w2s import plots
+from superalign.supervised.classifier import train_classifier
+from superalign.w2s import cleaning, losses, plots, report
 from superalign.w2s.pretrain import TASKS, pretrain
 
 
@@ -71,14 +68,6 @@ def validate(config) -> None:
     raise ConfigError(f"w2s.drop_frac={w.drop_frac}: must be in [0, 1)")
 
 
-def _stage(config, train_cfg, early_stop_metric: str = "") -> ml_collections.ConfigDict:
-  """A copy of ``config`` whose ``train`` block is ``train_cfg`` (pretraining has its own)."""
-  c = ml_collections.ConfigDict(config.to_dict())
-  c.train = ml_collections.ConfigDict(train_cfg.to_dict())
-  c.train.early_stop_metric = early_stop_metric
-  return c
-
-
 def _logits(model, x, probe: bool):
   if probe:  # a linear probe: no gradient reaches the (frozen) backbone
     return model.head(jax.lax.stop_gradient(model.features(x)))
@@ -109,22 +98,24 @@ def make_loss(loss_fns, probe: bool, l2: float):
   return loss_fn
 
 
-def _train_stack(config, stage_cfg, train: Split, spec, workdir, *, tag, model_name, seeds,
-                 loss_names, warm, val_targets=None, val=None, run_consts=None) -> Trained:
+def _train_stack(config, stage_train, train: Split, spec, workdir, *, tag, model_name, seeds,
+                 loss_names, warm, val_targets=None, val=None, per_run=None,
+                 run_consts=None) -> Trained:
   w = config.w2s
   probe = w.mode == "probe"
-  num_steps = num_train_steps(stage_cfg.train, len(train))
+  num_steps = num_train_steps(stage_train, len(train))
   run_consts = {**(run_consts or {}), "num_steps": np.full(len(seeds), num_steps, np.float32)}
   fns = [losses.get(n, **dict(w.loss_hparams.get(n, {}))) for n in loss_names]
   evaluate = None
   if val_targets is not None:  # agreement with each run's own validation targets
     def evaluate(trained):
       return {"target_agreement": np.mean(
-          trained.predict(val).argmax(-1) == val_targets.argmax(-1), axis=-1)}
+          trained.predict(val.x).argmax(-1) == val_targets.argmax(-1), axis=-1)}
   return train_classifier(
-      stage_cfg, train, spec, workdir, tag=tag, model_name=model_name, seeds=seeds,
-      loss_fn=make_loss(fns, probe, w.l2), warm=warm,
-      trainable="head" if probe else None, evaluate=evaluate, run_consts=run_consts)
+      config, train, spec, workdir, tag=tag, model_name=model_name, train_block=stage_train,
+      seeds=seeds, loss_fn=make_loss(fns, probe, w.l2), warm=warm,
+      trainable="head" if probe else None, evaluate=evaluate, per_run=per_run,
+      run_consts=run_consts)
 
 
 def _take_runs(tree, index):
@@ -132,29 +123,27 @@ def _take_runs(tree, index):
 
 
 def run(config, workdir: str) -> dict:
-  t0 = time.time()
   w = config.w2s
-  source = data_lib.load(config.data)
+  source, splits = data_lib.load_splits(config.data)
   for name in w.ladder:
     models.check(name, source.spec)
-  splits = data_lib.make_splits(source, dict(config.data.splits), config.data.split_seed,
-                                config.data.limit or None)
   spec = source.spec
   seeds = [config.seed + i for i in range(w.num_seeds)]
   S = len(seeds)
-  stage_cfg = _stage(config, config.train, "target_agreement" if w.early_stop else "")
+  stage_train = override(config.train,
+                         early_stop_metric="target_agreement" if w.early_stop else "")
 
   backbones, weak, ceiling = {}, {}, {}
   for name in w.ladder:
     backbones[name] = pretrain(config, name, splits["pretrain"], spec, workdir, seeds,
-                               _stage(config, config.pretrain.train))
-    weak[name] = _supervise(config, stage_cfg, name, splits, spec, workdir, seeds,
+                               override(config.pretrain.train, early_stop_metric=""))
+    weak[name] = _supervise(config, stage_train, name, splits, spec, workdir, seeds,
                             backbones[name])
-    trained = _train_stack(config, stage_cfg, splits["train_b"], spec, workdir,
+    trained = _train_stack(config, stage_train, splits["train_b"], spec, workdir,
                            tag=f"ceiling/{name}", model_name=name, seeds=seeds,
                            loss_names=["xent"], warm=backbones[name], val=splits["val"],
                            val_targets=_one_hot_runs(splits["val"], S, spec.num_classes))
-    ceiling[name] = trained.predict(splits["test"])
+    ceiling[name] = trained.predict(splits["test"].x)
 
   students = {}
   for j, strong in enumerate(w.ladder[1:], start=1):
@@ -166,29 +155,28 @@ def run(config, workdir: str) -> dict:
     train_b = splits["train_b"]
     weak_b, keep = cleaning.clean(config, weak_b, train_b, spec, backbones[strong], seed_idx,
                                   strong)
-    student_split = Split(train_b.x, train_b.y, train_b.ids, {"weak": weak_b})
     if keep is not None:  # dropped examples get zero weight through their target
-      student_split.extra["weak"] = weak_b * keep[..., None]
+      weak_b = weak_b * keep[..., None]
     loss_ids = np.array([list(w.losses).index(loss) for _, loss, _ in runs], np.int32)
     for round_ in range(w.s2s_rounds + 1):
       tag = f"student/{strong}" + (f"/round{round_}" if round_ else "")
-      trained = _train_stack(config, stage_cfg, student_split, spec, workdir, tag=tag,
+      trained = _train_stack(config, stage_train, train_b, spec, workdir, tag=tag,
                              model_name=strong, seeds=[seeds[s] for s in seed_idx],
                              loss_names=list(w.losses), warm=_take_runs(backbones[strong], seed_idx),
-                             val=splits["val"], val_targets=weak_val,
+                             val=splits["val"], val_targets=weak_val, per_run={"weak": weak_b},
                              run_consts={"loss_id": loss_ids})
       if round_ < w.s2s_rounds:  # strong-to-strong: the student relabels the split
-        student_split.extra["weak"] = trained.predict(train_b)
-    students[strong] = (runs, trained.predict(splits["test"]))
+        weak_b = trained.predict(train_b.x)
+    students[strong] = (runs, trained.predict(splits["test"].x))
 
-  results = report.summarize(config, splits, weak, ceiling, students, seeds)
-  if jax.process_index() == 0:  # one writer in multi-host runs
-    plots.pgr_by_loss(results, os.path.join(workdir, "plots"))
-    plots.accuracy_by_strong_model(results, os.path.join(workdir, "plots"))
-    core_plots.learning_curves(workdir)
-  results["wall_time_s"] = round(time.time() - t0, 1)
-  results["summary"] = report.table(results)
-  return results
+  return report.summarize(config, splits, weak, ceiling, students, seeds)
+
+
+def plot(results: dict, out_dir: str) -> list[str]:
+  return [plots.pgr_by_loss(results, out_dir), plots.accuracy_by_strong_model(results, out_dir)]
+
+
+summary = report.table
 
 
 def _one_hot_runs(split: Split, runs: int, num_classes: int) -> np.ndarray:
@@ -197,20 +185,15 @@ def _one_hot_runs(split: Split, runs: int, num_classes: int) -> np.ndarray:
   return np.broadcast_to(eye[split.y], (runs, len(split), num_classes))
 
 
-def _supervise(config, stage_cfg, name, splits, spec, workdir, seeds, warm) -> dict:
-  """Weak labels of ``name``: trained on ``train_a`` ground truth, predicting on the rest."""
-  path = os.path.join(workdir, "weak_labels", f"{name}.npz")
-  if os.path.exists(path):
-    with np.load(path) as saved:
-      return dict(saved)
-  trained = _train_stack(config, stage_cfg, splits["train_a"], spec, workdir,
-                         tag=f"supervisor/{name}", model_name=name, seeds=seeds,
-                         loss_names=["xent"], warm=warm, val=splits["val"],
-                         val_targets=_one_hot_runs(splits["val"], len(seeds), spec.num_classes))
-  out = {k: trained.predict(splits[k]).astype(np.float32) for k in ("train_b", "val", "test")}
-  if jax.process_index() == 0:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, **out)
-    os.replace(tmp, path)
-  return out
+def _supervise(config, stage_train, name, splits, spec, workdir, seeds, warm) -> dict:
+  """Weak labels of ``name``: trained on ``train_a`` ground truth, predicting on the rest
+  (``weak_labels/<name>.npz``, reused on a rerun)."""
+
+  def compute():
+    trained = _train_stack(
+        config, stage_train, splits["train_a"], spec, workdir, tag=f"supervisor/{name}",
+        model_name=name, seeds=seeds, loss_names=["xent"], warm=warm, val=splits["val"],
+        val_targets=_one_hot_runs(splits["val"], len(seeds), spec.num_classes))
+    return {k: trained.predict(splits[k].x).astype(np.float32) for k in ("train_b", "val", "test")}
+
+  return cached(workdir, f"weak_labels/{name}", compute)
