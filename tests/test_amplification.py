@@ -48,18 +48,26 @@ def test_overseer_sees_neither_answers_nor_generator_state():
 
 
 def test_transformer_reads_records_as_summed_field_embeddings():
+  """A record's position carries the sum of its fields' embeddings: the hidden states equal those
+  of a one-token-per-position model whose embedding rows are those sums (a model that read only
+  field 0, or averaged the fields, would not match)."""
   from superalign.models.transformer import Transformer
   with nnx.use_eager_sharding(False):
     model = Transformer(20, 8, 3, num_layers=1, width=16, num_heads=2, rngs=nnx.Rngs(0))
+    # Same key stream, so every parameter after the embedding table is identical.
+    flat = Transformer(4, 8, 3, num_layers=1, width=16, num_heads=2, rngs=nnx.Rngs(0))
   records = jnp.array([[[1, 5, 9], [2, 6, 0], [0, 0, 0]]])   # two records, then a pad position
-  h = model.hidden_states(records)
+  np.testing.assert_array_equal(np.asarray(model.pos[...]), np.asarray(flat.pos[...]))
   emb = model.embed.embedding[...]
-  # The same as feeding the summed embeddings: compare with a one-field model input whose
-  # embedding rows are those sums.
-  summed = emb[records].sum(2)
+  flat.embed.embedding[...] = jnp.concatenate([jnp.zeros((1, 16)), emb[records[0]].sum(1)])
+  ids = jnp.array([[1, 2, 3]])                               # position p reads row p + 1
+  h = model.hidden_states(records)
   assert h.shape == (1, 3, 16)
-  np.testing.assert_allclose(
-      np.asarray(model.embed(records).sum(2)), np.asarray(summed), rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(h), np.asarray(flat.hidden_states(ids)),
+                             rtol=1e-5, atol=1e-6)
+  field0 = flat.embed.embedding[...].at[1:].set(emb[records[0, :, 0]])
+  flat.embed.embedding[...] = field0
+  assert not np.allclose(np.asarray(h), np.asarray(flat.hidden_states(ids)), atol=1e-3)
   # The head reads the last record, not the pad: changing the pad row changes nothing.
   padded_other = records.at[0, 2, 1:].set(7)
   np.testing.assert_allclose(np.asarray(model(records)), np.asarray(model(padded_other)),
@@ -97,9 +105,8 @@ def test_level_zero_targets_are_the_truth_without_the_model():
     np.testing.assert_array_equal(task.overseer(amplify.blind(ep), wrong), ep.answers, name)
 
 
+@pytest.mark.e2e
 def test_smoke_end_to_end_and_exact_resume(tmp_path):
-  from superalign import config as config_lib, runners
-  from superalign.amplification import run as amplification_run
 
   config = _smoke()
   for name in ("permutation", "shortest_path"):   # at the top from the start: H asks the model
@@ -143,7 +150,6 @@ def test_smoke_end_to_end_and_exact_resume(tmp_path):
     ("window", 0, "amplification.window=0: must be positive"),
 ])
 def test_bad_amplification_config_is_one_clear_error(key, value, message):
-  from superalign import config as config_lib, runners
   from superalign.core.errors import ConfigError
 
   config = _smoke()
@@ -155,7 +161,6 @@ def test_bad_amplification_config_is_one_clear_error(key, value, message):
 
 
 def test_bad_task_option_and_checkpoint_cadence_are_one_line(tmp_path):
-  from superalign import config as config_lib, runners
   from superalign.core.errors import ConfigError
 
   config = _smoke()

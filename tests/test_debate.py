@@ -178,6 +178,7 @@ def test_proportion_ci_is_wilson():
   assert proportion_ci(np.ones(5))["hi"] == 1.0
 
 
+@pytest.mark.e2e
 def test_judge_learns_from_sparse_pixels(tmp_path):
   from experiments.debate import digits
   from superalign import data as data_lib
@@ -196,10 +197,10 @@ def test_judge_learns_from_sparse_pixels(tmp_path):
   assert val.x.shape[-1] == 2 and (val.x[..., 0].reshape(len(val), -1).sum(-1) <= 6).all()
 
 
+@pytest.mark.e2e
 def test_smoke_end_to_end(tmp_path):
   from experiments.debate import digits
-  from superalign import config as config_lib, runners
-  from superalign.oversight import run as debate_run
+  from superalign import runners
 
   config = digits.get_config("smoke")
   config.mesh.num_devices = 1
@@ -228,7 +229,7 @@ def test_smoke_end_to_end(tmp_path):
 ])
 def test_bad_debate_config_is_one_clear_error(key, value, message):
   from experiments.debate import digits
-  from superalign import config as config_lib, runners
+  from superalign import runners
   from superalign.core.errors import ConfigError
 
   config = digits.get_config("smoke")
@@ -242,7 +243,6 @@ def test_bad_debate_config_is_one_clear_error(key, value, message):
 def test_debate_needs_image_data(tmp_path):
   from experiments.debate import digits
   from superalign.core.errors import ConfigError
-  from superalign.oversight import run as debate_run
 
   config = digits.get_config("smoke")
   config.data.name = "breast_cancer"
@@ -251,11 +251,11 @@ def test_debate_needs_image_data(tmp_path):
 
 
 @pytest.mark.slow  # ~1-2 min: 784 moves a node, a cnn_base judge compiled for 28x28
+@pytest.mark.e2e
 def test_28x28_smoke_on_local_idx(tmp_path):
   from conftest import write_idx
   from experiments.debate import mnist
-  from superalign import config as config_lib, runners
-  from superalign.oversight import run as debate_run
+  from superalign import runners
 
   data = write_idx(str(tmp_path / "idx"), n_train=300, n_test=40)
   config = mnist.get_config(f"smoke,dir={data}")

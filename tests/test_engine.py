@@ -47,6 +47,7 @@ def _params(trained):
   return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(trained.state.params))]
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake) devices")
 @pytest.mark.parametrize("model,data,axes", [
     ("mlp_base", "digits", {"data": 8}),
@@ -69,6 +70,7 @@ def test_sharded_losses_match_one_device(tmp_path, model, data, axes):
                              rtol=1e-3, atol=1e-4)
 
 
+@pytest.mark.e2e
 def test_resume_after_sigterm_is_bitwise_identical(tmp_path):
   config = _config(steps=24)
   full, full_losses, _ = _train(config, tmp_path / "full", {"data": 1})
@@ -90,6 +92,7 @@ def test_resume_after_sigterm_is_bitwise_identical(tmp_path):
   np.testing.assert_array_equal(resumed_losses, full_losses)
 
 
+@pytest.mark.e2e
 def test_checkpoints_keep_last_k(tmp_path):
   config = _config(steps=40, checkpoint_every=8, keep_checkpoints=2)
   _train(config, tmp_path, {"data": 1})
@@ -97,6 +100,7 @@ def test_checkpoints_keep_last_k(tmp_path):
   assert kept == [32, 40]
 
 
+@pytest.mark.e2e
 def test_rerun_of_finished_run_restores_without_training(tmp_path):
   config = _config(steps=16)
   first, _, _ = _train(config, tmp_path, {"data": 1})
@@ -108,6 +112,7 @@ def test_rerun_of_finished_run_restores_without_training(tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.e2e
 def test_nonfinite_loss_stops_naming_step_and_metric(tmp_path):
   config = _config(steps=10)
 
@@ -120,6 +125,7 @@ def test_nonfinite_loss_stops_naming_step_and_metric(tmp_path):
     _train(config, tmp_path, {"data": 1}, loss_fn=nan_after_3)
 
 
+@pytest.mark.e2e
 def test_early_stopping_restores_best_parameters(tmp_path):
   config = _config(steps=60, eval_every=5, early_stop_metric="accuracy", patience=2)
   source = data_lib.load(config.data)
@@ -141,6 +147,7 @@ def test_early_stopping_restores_best_parameters(tmp_path):
   assert accuracy(trained.predict(noisy.x), noisy.y) == pytest.approx(best["accuracy"])
 
 
+@pytest.mark.e2e
 def test_metrics_jsonl_and_tensorboard_written(tmp_path):
   _train(_config(steps=8), tmp_path, {"data": 1})
   rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]

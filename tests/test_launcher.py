@@ -32,6 +32,7 @@ def _results(workdir):
     return json.load(f)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("config", [
     "experiments/supervised/digits.py:smoke",
     "experiments/supervised/digits.py:smoke,model=cnn",
@@ -51,6 +52,7 @@ def test_smoke_configs_end_to_end(tmp_path, config):
   assert saved["model"]["name"] in ("mlp_base", "cnn_small") and saved["train"]["num_steps"] == 30
 
 
+@pytest.mark.e2e
 def test_fashion_mnist_config_on_local_idx(tmp_path):
   data = write_idx(str(tmp_path / "idx"))
   out = superalign(f"--config=experiments/supervised/fashion_mnist.py:smoke,dir={data}",
@@ -64,7 +66,8 @@ def test_fashion_mnist_config_on_local_idx(tmp_path):
 BAD_INPUT = [
     (["--config.model.name=resnet9000"], "model.name='resnet9000': unknown model; valid:"),
     (["--config.data.name=imagenet"], "data.name='imagenet': unknown data set; valid:"),
-    (["--config.mesh.data=3"], "axis sizes multiply to 3 but there are 1 devices"),
+    (["--config.mesh.data=3"], "axis sizes multiply to 3 but there are 8 devices"),
+    (["--config.mesh.rules.embed=('tensor',)"], "mesh.rules.embed=('tensor',): 'tensor' is not a mesh axis"),
     (["--config.mesh.data=2", "--config.mesh.fsdp=-1", "--config.mesh.model=-1"],
      "only one axis may be -1"),
     (["--config.train.batch_size=0"], "train.batch_size=0: must be positive"),
@@ -80,12 +83,39 @@ BAD_INPUT = [
 ]
 
 
+def launch(monkeypatch, capsys, *args) -> subprocess.CompletedProcess:
+  """The launcher in this process (8 fake devices): absl's flags are reset first, so each call
+  parses its own ``--config``; the exit code and stderr come back as from a subprocess."""
+  from absl import flags
+  from superalign import main
+  for name in [n for n in flags.FLAGS if n == "config" or n.startswith("config.")]:
+    delattr(flags.FLAGS, name)
+  flags.FLAGS.unparse_flags()
+  monkeypatch.setattr(sys, "argv", ["superalign", *args])
+  monkeypatch.setenv("SUPERALIGN_XLA_CACHE", "")
+  code = 0
+  try:
+    main.run()
+  except SystemExit as e:
+    code = e.code
+  out = capsys.readouterr()
+  return subprocess.CompletedProcess(args, code, out.out, out.err)
+
+
 @pytest.mark.parametrize("args,message", BAD_INPUT)
-def test_bad_config_is_one_clear_line(tmp_path, args, message):
-  out = superalign("--config=experiments/supervised/digits.py:smoke",
-                   f"--workdir={tmp_path / 'w'}", *args)
+def test_bad_config_is_one_clear_line(tmp_path, monkeypatch, capsys, args, message):
+  out = launch(monkeypatch, capsys, "--config=experiments/supervised/digits.py:smoke",
+               f"--workdir={tmp_path / 'w'}", *args)
   _assert_one_line_error(out, message)
   assert not (tmp_path / "w").exists()  # validation runs before anything is written
+
+
+@pytest.mark.e2e
+def test_a_user_mistake_exits_2_without_a_traceback(tmp_path):
+  """The one subprocess case: the real exit code and stderr of the installed entry point."""
+  out = superalign("--config=experiments/supervised/digits.py:smoke",
+                   f"--workdir={tmp_path / 'w'}", "--config.model.name=resnet9000")
+  _assert_one_line_error(out, "model.name='resnet9000': unknown model; valid:")
 
 
 def _assert_one_line_error(out, message):
@@ -96,9 +126,9 @@ def _assert_one_line_error(out, message):
   assert message in lines[0], lines[0]
 
 
-def test_batch_not_divisible_by_data_axis(tmp_path):
-  out = superalign("--config=experiments/supervised/digits.py:smoke", f"--workdir={tmp_path}",
-                   "--config.mesh.data=8", "--config.train.batch_size=12", devices=8)
+def test_batch_not_divisible_by_data_axis(tmp_path, monkeypatch, capsys):
+  out = launch(monkeypatch, capsys, "--config=experiments/supervised/digits.py:smoke",
+               f"--workdir={tmp_path}", "--config.mesh.data=8", "--config.train.batch_size=12")
   _assert_one_line_error(out, "train.batch_size=12: not divisible by the batch shards")
 
 
@@ -108,19 +138,21 @@ def test_batch_not_divisible_by_data_axis(tmp_path):
     (["--config=experiments/supervised/fashion_mnist.py:dir=/no/such/idx"],
      "idx:/no/such/idx': no such directory"),
 ])
-def test_bad_config_file_or_argument(tmp_path, args, message):
-  out = superalign(*args, f"--workdir={tmp_path / 'w'}")
+def test_bad_config_file_or_argument(tmp_path, monkeypatch, capsys, args, message):
+  out = launch(monkeypatch, capsys, *args, f"--workdir={tmp_path / 'w'}")
   _assert_one_line_error(out, message)
 
 
-def test_workdir_that_is_a_file(tmp_path):
+def test_workdir_that_is_a_file(tmp_path, monkeypatch, capsys):
   path = tmp_path / "file"
   path.write_text("precious")
-  out = superalign("--config=experiments/supervised/digits.py:smoke", f"--workdir={path}")
+  out = launch(monkeypatch, capsys, "--config=experiments/supervised/digits.py:smoke",
+               f"--workdir={path}")
   _assert_one_line_error(out, "exists and is not a directory")
   assert path.read_text() == "precious"
 
 
+@pytest.mark.e2e
 def test_workdir_with_a_different_config_is_refused(tmp_path):
   first = superalign("--config=experiments/supervised/digits.py:smoke", f"--workdir={tmp_path}")
   assert first.returncode == 0, first.stderr[-2000:]
@@ -131,6 +163,7 @@ def test_workdir_with_a_different_config_is_refused(tmp_path):
   assert (tmp_path / "results.json").read_text() == before
 
 
+@pytest.mark.e2e
 def test_sigterm_then_rerun_matches_uninterrupted(tmp_path):
   args = ["--config=experiments/supervised/digits.py:smoke", "--config.train.num_steps=3000",
           "--config.train.checkpoint_every=50", "--config.train.eval_every=1000"]

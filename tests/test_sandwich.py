@@ -68,11 +68,10 @@ def test_protocol_outcomes_follow_the_claims():
   assert features.shape == (3, 7) and features[1, 3 + 2] == np.float32(0.5)
 
 
+@pytest.mark.e2e
 def test_smoke_end_to_end(tmp_path):
   import json
   from experiments.sandwich import digits
-  from superalign import config as config_lib, runners
-  from superalign.sandwich import run as sandwich_run
 
   config = digits.get_config("smoke")
   config.mesh.num_devices = 1
@@ -109,7 +108,6 @@ def test_smoke_end_to_end(tmp_path):
 ])
 def test_bad_sandwich_config_is_one_clear_error(key, value, message):
   from experiments.sandwich import digits
-  from superalign import config as config_lib, runners
   from superalign.core.errors import ConfigError
 
   config = digits.get_config("smoke")
@@ -120,11 +118,10 @@ def test_bad_sandwich_config_is_one_clear_error(key, value, message):
 
 
 @pytest.mark.slow  # ~1-2 min: a cnn_base judge and 784-pixel games on 28x28 images
+@pytest.mark.e2e
 def test_fashion_mnist_smoke_on_local_idx(tmp_path):
   from conftest import write_idx
   from experiments.sandwich import fashion_mnist
-  from superalign import config as config_lib, runners
-  from superalign.sandwich import run as sandwich_run
 
   data = write_idx(str(tmp_path / "idx"), n_train=300, n_test=40)
   config = fashion_mnist.get_config(f"smoke,dir={data}")

@@ -13,7 +13,6 @@ from superalign.core import mesh as mesh_lib
 from superalign.supervised import classifier as train_lib
 from superalign.core import metrics as core_metrics
 from superalign.w2s import cleaning, metrics
-from superalign.w2s import run as w2s_run
 
 from experiments.w2s import digits as w2s_digits
 
@@ -61,14 +60,11 @@ def test_weak_training_split_never_reaches_the_student():
 
 def _tiny_config():
   c = w2s_digits.get_config("smoke")
-  c.train.num_epochs = 0
-  c.train.num_steps = 6
-  c.train.eval_every = 3
-  c.train.batch_size = 16
-  c.train.eval_batch_size = 64
+  c.train.update(num_epochs=0, num_steps=6, eval_every=3, batch_size=16, eval_batch_size=64)
   return c
 
 
+@pytest.mark.e2e
 def test_stacked_runs_equal_separate_runs(tmp_path):
   """Eight seeds in one vmapped step give what eight separate runs give."""
   config = _tiny_config()
@@ -88,6 +84,7 @@ def test_stacked_runs_equal_separate_runs(tmp_path):
   assert not np.allclose(probs[0], probs[5])  # the runs really are different seeds
 
 
+@pytest.mark.e2e
 def test_probe_mode_leaves_the_backbone_frozen(tmp_path):
   config = _tiny_config()
   source = data_lib.load(config.data)
@@ -127,10 +124,10 @@ def test_logreg_relabel_cross_fits():
   assert np.mean(out[:20].argmax(-1) == labels[:20]) > 0.8  # the flipped ones are repaired
 
 
+@pytest.mark.e2e
 def test_smoke_pipeline_end_to_end(tmp_path):
   config = w2s_digits.get_config("smoke")
   config.mesh.num_devices = 1  # sharding has its own tests; one device compiles fastest
-  from superalign import config as config_lib, runners
   runners.validate(config)
   results = runners.execute(config, str(tmp_path))
   json.dumps(results)  # results.json-ready
@@ -157,13 +154,13 @@ def test_smoke_pipeline_end_to_end(tmp_path):
 
 def _run_smoke(config, workdir):
   config.mesh.num_devices = 1
-  from superalign import config as config_lib, runners
   runners.validate(config)
   results = runners.execute(config, str(workdir))
   json.dumps(results)
   return results
 
 
+@pytest.mark.e2e
 def test_fashion_mnist_smoke_on_local_idx(tmp_path):
   from experiments.w2s import fashion_mnist
   from conftest import write_idx
@@ -177,6 +174,7 @@ def test_fashion_mnist_smoke_on_local_idx(tmp_path):
   assert results["models"]["mlp_small"]["ceiling_accuracy"]["mean"] > 0.3  # chance: 0.25
 
 
+@pytest.mark.e2e
 def test_text_smoke_on_tfds_mock_data(tmp_path):
   tfds = pytest.importorskip("tensorflow_datasets")
   from experiments.w2s import text
@@ -188,6 +186,7 @@ def test_text_smoke_on_tfds_mock_data(tmp_path):
   assert len(results["pairs"]) == 1
 
 
+@pytest.mark.e2e
 def test_cleaning_and_strong_to_strong_rounds(tmp_path):
   config = w2s_digits.get_config("smoke")
   config.w2s.ladder = ("mlp_tiny", "mlp_small")

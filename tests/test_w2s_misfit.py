@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from superalign import config as config_lib, runners
+from superalign import runners
 from superalign.core.errors import ConfigError
 from superalign.w2s.misfit import run as misfit_run, theory as misfit
 
@@ -94,6 +94,7 @@ def test_misfit_config_has_no_unused_blocks_and_checks_its_batch():
     runners.validate(config, num_devices=8)
 
 
+@pytest.mark.e2e
 def test_smoke_end_to_end(tmp_path):
   config = misfit_config.get_config("smoke")
   runners.validate(config)

@@ -19,12 +19,8 @@ def get_config(arg=None):
   c.model.name = {"mlp": "mlp_base", "cnn": "cnn_base"}.get(args.model, args.model)
   c.data.name = f"idx:{args.dir}"
   c.data.splits = {"train": 0.9, "val": 0.1, "test": 1.0}  # test = the 10k official test set
-  c.train.batch_size = 128
-  c.train.eval_batch_size = 1024
-  c.train.num_epochs = 8
-  c.train.eval_every = 500
-  c.train.checkpoint_every = 500
-  c.train.log_every = 100
+  c.train.update(batch_size=128, eval_batch_size=1024, num_epochs=8, eval_every=500,
+                 checkpoint_every=500, log_every=100)
   if args.smoke:
     c.data.limit = 1000
     config_lib.smoke_train(c, num_steps=20, every=10)

@@ -49,13 +49,9 @@ def get_config(arg=None):
   c.optim.learning_rate = 3e-3
   c.optim.schedule = "cosine"
   c.optim.clip_norm = 0.0
-  c.train.batch_size = 256        # pretraining the representations
-  c.train.eval_batch_size = 1024  # feature extraction batch
-  c.train.num_epochs = 0
-  c.train.num_steps = 4000
-  c.train.eval_every = 1000
-  c.train.log_every = 500
-  c.train.checkpoint_every = 2000
+  # Pretraining the representations (batch 256); features are extracted 1024 at a time.
+  c.train.update(batch_size=256, eval_batch_size=1024, num_epochs=0, num_steps=4000,
+                 eval_every=1000, log_every=500, checkpoint_every=2000)
   if args.smoke:
     m.num_pretrain_points = 4096
     m.num_val_points = 512

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from superalign.amplification import encoding
-from superalign.amplification.config import MODES, RUN_KEYS
+from superalign.amplification.config import RUN_KEYS
 from superalign.amplification.tasks import TASKS, Episodes, ask_with_facts
 from superalign.core import optim
 from superalign.core.rng import numpy_rng

@@ -56,13 +56,8 @@ def base() -> ml_collections.ConfigDict:
   c.optim.warmup_steps = 100
   c.optim.weight_decay = 0.0
   c.optim.ema_decay = 0.99         # H asks this moving average of the model (README: measured)
-  c.train.batch_size = 128
-  c.train.eval_batch_size = 128
-  c.train.num_epochs = 0
-  c.train.num_steps = 800
-  c.train.eval_every = 100
-  c.train.log_every = 50
-  c.train.checkpoint_every = 200
+  c.train.update(batch_size=128, eval_batch_size=128, num_epochs=0, num_steps=800,
+                 eval_every=100, log_every=50, checkpoint_every=200)
   return c
 
 

@@ -9,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from superalign.core import plots as core_plots  # noqa: E402
+
 PUBLISHED = ("Christiano, Shlegeris and Amodei (2018): amplification matches supervised learning "
              "on all five tasks with at most a modest slowdown, using tens of thousands of H calls "
              "instead of tens of millions of ground-truth labels.")
@@ -63,9 +65,5 @@ def plot(results: dict, out_dir: str) -> list[str]:
       ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("test accuracy")
     axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    path = os.path.join(out_dir, name)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    paths.append(path)
+    paths.append(core_plots.save(fig, out_dir, name, dpi=110))
   return paths

@@ -11,6 +11,8 @@ from __future__ import annotations
 import time
 
 from superalign.amplification import amplify, report, tasks
+from superalign.amplification.config import MODES
+from superalign.amplification.config import MODES
 from superalign.core.errors import ConfigError
 
 
@@ -22,9 +24,9 @@ def validate(config) -> None:
     if name not in tasks.TASKS:
       raise ConfigError(f"amplification.tasks: {name!r} is not a task; valid: "
                         f"{', '.join(tasks.TASKS)}")
-  if not a.modes or any(m not in amplify.MODES for m in a.modes):
+  if not a.modes or any(m not in MODES for m in a.modes):
     raise ConfigError(f"amplification.modes={tuple(a.modes)}: valid: one or more of "
-                      f"{', '.join(amplify.MODES)}")
+                      f"{', '.join(MODES)}")
   for key in ("window", "num_test"):
     if not a[key] > 0:
       raise ConfigError(f"amplification.{key}={a[key]!r}: must be positive")
@@ -79,7 +81,7 @@ def run(config, workdir: str) -> dict:
              "threshold": float(a[name].threshold),
              "num_steps": result.trained.num_steps, "batch_size": result.batch_size,
              "no_model_accuracy": result.no_model_accuracy, **modes}
-    if set(amplify.MODES) <= set(modes):
+    if set(MODES) <= set(modes):
       supervised = modes["supervised"]["test_accuracy"]
       entry["amplify_over_supervised"] = (modes["amplify"]["test_accuracy"] / supervised
                                           if supervised > 0 else float("nan"))

@@ -140,3 +140,26 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> dict:
     half = stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
     out["lo"], out["hi"] = float(v.mean() - half), float(v.mean() + half)
   return out
+
+
+def schema_violations(results, path: str = "") -> list[str]:
+  """Where a results dict departs from the one schema: a top-level ``wall_time_s``; every
+  interval is an estimate with all of ``mean``, ``lo``, ``hi`` and ``n``; no other names for
+  them (``ci_low``, ``ci_high``, ``runtime_s``)."""
+  out = []
+  if not path and "wall_time_s" not in results:
+    out.append("wall_time_s: missing")
+  if isinstance(results, dict):
+    for key in ("ci_low", "ci_high", "runtime_s"):
+      if key in results:
+        out.append(f"{path}{key}: not in the schema (use lo/hi, wall_time_s)")
+    if {"lo", "hi"} & set(results):
+      missing = [k for k in ESTIMATE_KEYS if k not in results]
+      if missing:
+        out.append(f"{path[:-1] or '(top)'}: an estimate without {', '.join(missing)}")
+    for key, value in results.items():
+      out += schema_violations(value, f"{path}{key}.")
+  elif isinstance(results, list):
+    for i, value in enumerate(results):
+      out += schema_violations(value, f"{path}{i}.")
+  return out

@@ -35,9 +35,15 @@ def learning_curves(workdir: str) -> list[str]:
     ax.grid(alpha=0.3)
     if any(runs):
       ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = os.path.join(out_dir, key.replace("/", "_") + ".png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    paths.append(path)
+    paths.append(save(fig, out_dir, key.replace("/", "_") + ".png"))
   return paths
+
+
+def save(fig, out_dir: str, name: str, dpi: int = 110) -> str:
+  """Lays out, writes ``out_dir/name`` and closes ``fig``; returns the path."""
+  os.makedirs(out_dir, exist_ok=True)
+  fig.tight_layout()
+  path = os.path.join(out_dir, name)
+  fig.savefig(path, dpi=dpi)
+  plt.close(fig)
+  return path

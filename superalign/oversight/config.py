@@ -29,13 +29,14 @@ def base() -> ml_collections.ConfigDict:
   d.chunk = 512                   # games per compiled batch
   d.greedy_chunk = 64             # candidate moves the greedy player scores per judge batch
 
+  return judge_training(c)
+
+
+def judge_training(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """How the sparse-pixel judge trains (debate's judge, sandwiching's non-expert)."""
   c.optim.learning_rate = 2e-3
-  c.train.batch_size = 128
-  c.train.num_epochs = 0
-  c.train.num_steps = 3000
-  c.train.eval_every = 500
-  c.train.checkpoint_every = 500
-  c.train.log_every = 250
+  c.train.update(batch_size=128, num_epochs=0, num_steps=3000, eval_every=500,
+                 checkpoint_every=500, log_every=250)
   return c
 
 

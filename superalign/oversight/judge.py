@@ -14,12 +14,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from superalign import data as data_lib
+from superalign import models
 from superalign.core import rng as rng_lib, steps
+from superalign.core.errors import ConfigError
 from superalign.core.metrics import classification_metrics
 from superalign.core.specs import InputSpec
 from superalign.core.trainer import Trained
+from superalign.data.source import Source
 from superalign.data.splits import Split
-from superalign.oversight.evidence import random_reveal
+from superalign.oversight.evidence import PixelEvidence, random_reveal
 from superalign.supervised.classifier import train_classifier
 
 
@@ -58,6 +62,18 @@ def train_judge(config, evidence, train: Split, val: Split, spec: InputSpec, k: 
       config, train, judge_spec(evidence, spec), workdir, tag=f"judge_k{k}",
       loss_fn=sparse_loss(evidence, k),
       evaluate=lambda trained: classification_metrics(trained.predict(val_view.x), val.y))
+
+
+def load_pixel_task(config, protocol: str) -> tuple[Source, dict[str, Split], PixelEvidence]:
+  """The image source and splits a sparse-pixel judge (``config.model.name``) reads, with pixels
+  as the evidence; a ConfigError names ``data.name`` when the data are not images."""
+  source, splits = data_lib.load_splits(config.data)
+  if source.spec.kind != "image":
+    raise ConfigError(f"data.name={config.data.name!r}: {protocol} needs image data (pixels are "
+                      "the evidence); valid: digits, idx:<dir>")
+  evidence = PixelEvidence()
+  models.check(config.model.name, judge_spec(evidence, source.spec))
+  return source, splits, evidence
 
 
 def predict(judge_state, observations: jax.Array) -> jax.Array:

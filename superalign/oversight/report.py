@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from superalign.core import plots as core_plots
+
 PUBLISHED = {
     "source": "Irving, Christiano and Amodei 2018, sparse-pixel MNIST judge, MCTS players",
     "judge_alone": {"4": 0.482, "6": 0.594},
@@ -86,8 +88,4 @@ def plot(results: dict, directory: str) -> list[str]:
   ax.set_ylabel("judge accuracy % (* = Irving et al.)")
   ax.set_ylim(0, 100)
   ax.legend(fontsize=8)
-  fig.tight_layout()
-  path = os.path.join(directory, "judge_accuracy_by_protocol.png")
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return [path]
+  return [core_plots.save(fig, directory, "judge_accuracy_by_protocol.png", dpi=120)]

@@ -13,8 +13,6 @@ import math
 
 import numpy as np
 
-from superalign import data as data_lib
-from superalign import models
 from superalign.core import mesh as mesh_lib
 from superalign.core.errors import ConfigError
 from superalign.core.metrics import proportion_ci
@@ -22,8 +20,7 @@ from superalign.core.rng import stream_seed
 from superalign.core.workdir import cached
 from superalign.oversight import players as players_lib
 from superalign.oversight import protocols, report
-from superalign.oversight.evidence import PixelEvidence
-from superalign.oversight.judge import judge_spec, train_judge
+from superalign.oversight.judge import load_pixel_task, train_judge
 
 FIRST = ("honest", "liar")
 VARIANTS = ("precommit", "no_precommit")
@@ -136,12 +133,7 @@ def paired_difference(a: np.ndarray, b: np.ndarray) -> dict:
 
 def run(config, workdir: str) -> dict:
   d = config.debate
-  source, splits = data_lib.load_splits(config.data)
-  if source.spec.kind != "image":
-    raise ConfigError(f"data.name={config.data.name!r}: debate needs image data (pixels are the "
-                      "evidence); valid: digits, idx:<dir>")
-  evidence = PixelEvidence()
-  models.check(config.model.name, judge_spec(evidence, source.spec))
+  source, splits, evidence = load_pixel_task(config, "debate")
   test = splits["test"]
   n = min(d.num_images, len(test)) if d.num_images else len(test)
   x, y = test.x[:n], test.y[:n]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ml_collections
 
 from superalign import config as config_lib
+from superalign.oversight import config as debate_config
 
 
 def base() -> ml_collections.ConfigDict:
@@ -31,14 +32,7 @@ def base() -> ml_collections.ConfigDict:
   s.num_simulations = 200            # if player = "mcts"
   s.max_considered = 16
 
-  c.optim.learning_rate = 2e-3
-  c.train.batch_size = 128
-  c.train.num_epochs = 0
-  c.train.num_steps = 3000           # the non-expert judge
-  c.train.eval_every = 500
-  c.train.checkpoint_every = 500
-  c.train.log_every = 250
-  return c
+  return debate_config.judge_training(c)     # the non-expert is debate's judge
 
 
 def smoke(c: ml_collections.ConfigDict, num_images: int) -> ml_collections.ConfigDict:

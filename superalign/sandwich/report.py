@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from superalign.core import plots as core_plots  # noqa: E402
+
 # Bowman et al. (2022), Table 1: accuracy (%) on MMLU and QuALITY (humans with a language model).
 PUBLISHED = {
     "nonexpert_alone": {"MMLU": 57.2, "QuALITY": 48.6},
@@ -69,8 +71,4 @@ def plot(results: dict, out_dir: str) -> list[str]:
   ax.set_ylim(0, 100)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=7)
-  fig.tight_layout()
-  path = os.path.join(out_dir, "sandwich_accuracy_by_lying.png")
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return [path]
+  return [core_plots.save(fig, out_dir, "sandwich_accuracy_by_lying.png", dpi=110)]

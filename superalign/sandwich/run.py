@@ -14,7 +14,6 @@ import dataclasses
 
 import numpy as np
 
-from superalign import data as data_lib
 from superalign import models
 from superalign.core import mesh as mesh_lib
 from superalign.core.errors import ConfigError
@@ -26,8 +25,7 @@ from superalign.core.workdir import cached
 from superalign.data.splits import Split
 from superalign.oversight import players as players_lib
 from superalign.oversight import protocols as games
-from superalign.oversight.evidence import PixelEvidence
-from superalign.oversight.judge import judge_spec, sparse_view, train_judge
+from superalign.oversight.judge import load_pixel_task, sparse_view, train_judge
 from superalign.sandwich import metrics, protocols, report
 from superalign.sandwich.assistants import Assistant, best_lie
 from superalign.supervised.classifier import train_classifier
@@ -74,12 +72,7 @@ def _settings(s, num_classes: int) -> dict[str, Assistant]:
 def run(config, workdir: str) -> dict:
   s, seed = config.sandwich, config.seed
   stream = lambda name: stream_seed(seed, f"sandwich/{name}")
-  source, splits = data_lib.load_splits(config.data)
-  if source.spec.kind != "image":
-    raise ConfigError(f"data.name={config.data.name!r}: sandwiching here needs image data (the "
-                      "non-expert sees pixels); valid: digits, idx:<dir>")
-  evidence = PixelEvidence()
-  models.check(config.model.name, judge_spec(evidence, source.spec))
+  source, splits, evidence = load_pixel_task(config, "sandwiching (the non-expert sees pixels)")
   models.check(s.assistant_model, source.spec)
   train, val, test = splits["train"], splits["val"], splits["test"]
   n = min(s.num_images, len(test)) if s.num_images else len(test)

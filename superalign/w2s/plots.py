@@ -10,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from superalign.core import plots as core_plots  # noqa: E402
+
 
 def pgr_by_loss(results: dict, out_dir: str) -> str:
   """Bars: PGR of each loss on the main pair (mean, 95% CI over seeds); dots: median over pairs."""
@@ -32,11 +34,7 @@ def pgr_by_loss(results: dict, out_dir: str) -> str:
   ax.set_ylabel("PGR (test accuracy)")
   ax.set_title(f"weak-to-strong on {results['data']}")
   ax.legend(fontsize=7)
-  fig.tight_layout()
-  path = os.path.join(out_dir, "pgr_by_loss.png")
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return path
+  return core_plots.save(fig, out_dir, "pgr_by_loss.png", dpi=120)
 
 
 def accuracy_by_strong_model(results: dict, out_dir: str) -> str:
@@ -63,8 +61,4 @@ def accuracy_by_strong_model(results: dict, out_dir: str) -> str:
   ax.set_ylabel("test accuracy (%)")
   ax.legend(fontsize=6)
   ax.grid(alpha=0.3)
-  fig.tight_layout()
-  path = os.path.join(out_dir, "accuracy_by_strong_model.png")
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return path
+  return core_plots.save(fig, out_dir, "accuracy_by_strong_model.png", dpi=120)

@@ -18,7 +18,6 @@ as one stack of runs through one vmapped, jitted step.
 from __future__ import annotations
 
 import jax
-import jax
 import jax.numpy as jnp
 import numpy as np
 

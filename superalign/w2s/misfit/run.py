@@ -21,6 +21,8 @@ from superalign.core.trainer import Trainer
 from superalign.models.mlp import MLP
 from superalign.w2s.misfit import theory
 
+from superalign.core import plots as core_plots
+
 log = logging.getLogger("superalign")
 
 VARIANTS = ("realizable", "pretrained")
@@ -200,8 +202,4 @@ def plot(results: dict, out_dir: str) -> list[str]:
     ax.set_title(f"{name} strong representation")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-  fig.tight_layout()
-  path = os.path.join(out_dir, "misfit.png")
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return [path]
+  return [core_plots.save(fig, out_dir, "misfit.png", dpi=120)]
