@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import jax
 import numpy as np
 import pytest
@@ -253,3 +255,52 @@ def test_other_model_param_shardings(mesh222, name, spec):
   shardings = mesh_lib.param_shardings(params, mesh222)
   _check_against_logical(params, shardings, mesh222)
   assert any("model" in tuple(s.spec) for s in _flat(shardings).values())
+
+
+def test_rules_come_from_the_config_and_shard_the_trainers_state(mesh222):
+  """config.mesh.rules is data: moving 'mlp' off the model axis replicates the MLP kernels' mlp
+  dimension in the state the trainer builds, and nothing else changes."""
+  from experiments.supervised import digits
+  from superalign.supervised.classifier import trainer
+  config = digits.get_config("smoke")
+  config.model.name = "gpt_tiny"
+  spec = InputSpec((16,), "tokens", 2, vocab_size=64)
+  specs = {}
+  for rule in (("model",), ()):
+    config.mesh.rules.mlp = rule
+    state = trainer(config, spec, "", tag="t", mesh=mesh222).init().state
+    specs[rule] = {k: s.sharding.spec for k, s in _flat(state.params).items()}
+  fc = "['blocks'][0]['fc']['kernel'].value"
+  assert specs[("model",)][fc] == P("fsdp", "model") and specs[()][fc] == P("fsdp", None)
+  qkv = "['blocks'][0]['attn']['qkv'].value"
+  assert specs[("model",)][qkv] == specs[()][qkv] == P("fsdp", None, "model", None)
+
+
+@pytest.mark.parametrize("rules, message", [
+    ({"banana": ("fsdp",)}, "mesh.rules.banana: unknown logical axis; valid: embed, mlp"),
+    ({"embed": ("fsdp", "tensor")}, "mesh.rules.embed=('fsdp', 'tensor'): 'tensor' is not a mesh axis"),
+    ({"mlp": "model"}, None),   # one axis may be given bare
+])
+def test_rules_name_a_bad_logical_or_mesh_axis(rules, message):
+  from experiments.supervised import digits
+  from superalign import runners
+  from superalign.core.errors import ConfigError
+  config = digits.get_config("smoke")
+  config.mesh.rules = rules
+  if message is None:
+    runners.validate(config, num_devices=1)
+    assert dict(mesh_lib.rules_from_config(config.mesh)) == {"mlp": ("model",)}
+    return
+  with pytest.raises(ConfigError, match=re.escape(message)):
+    runners.validate(config, num_devices=1)
+
+
+def test_named_random_streams_are_fixed_and_independent():
+  from superalign.core import rng
+  a = rng.numpy_rng(0, "debate/games").integers(0, 1 << 30, 3)
+  np.testing.assert_array_equal(a, rng.numpy_rng(0, "debate/games").integers(0, 1 << 30, 3))
+  assert not np.array_equal(a, rng.numpy_rng(0, "debate/consultancy").integers(0, 1 << 30, 3))
+  assert not np.array_equal(a, rng.numpy_rng(1, "debate/games").integers(0, 1 << 30, 3))
+  assert rng.stream_id("debate/games") == 0xD1677D2F   # the CRC-32 of the name, whatever else exists
+  assert 0 <= rng.stream_seed(0, "judge/val_view") < 2 ** 31
+  assert rng.stream_seed(0, "x") != rng.stream_seed(0, "y")
