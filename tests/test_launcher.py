@@ -191,3 +191,21 @@ def test_sigterm_then_rerun_matches_uninterrupted(tmp_path):
   assert b["resumed_from_step"] is not None and 0 < b["resumed_from_step"] < 3000
   for key in ("final_train_loss", "test_accuracy", "test_loss", "val"):
     assert a[key] == b[key], key
+
+
+@pytest.mark.e2e
+def test_results_do_not_depend_on_the_compilation_cache(tmp_path):
+  """A cold persistent compilation cache, the same cache warm, and none: the same results to the
+  last bit (README, Reproducibility)."""
+  runs = {}
+  for name, cache in (("cold", tmp_path / "xla"), ("warm", tmp_path / "xla"), ("none", "")):
+    env = {**_env(), "SUPERALIGN_XLA_CACHE": str(cache)}
+    out = subprocess.run([sys.executable, "-m", "superalign.main",
+                          "--config=experiments/supervised/digits.py:smoke,model=cnn",
+                          f"--workdir={tmp_path / name}"], cwd=ROOT, capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    results = _results(tmp_path / name)
+    runs[name] = {k: results[k] for k in ("final_train_loss", "test_accuracy", "test_loss", "val")}
+  assert any((tmp_path / "xla").iterdir())   # the cache was written, then read
+  assert runs["cold"] == runs["warm"] == runs["none"]

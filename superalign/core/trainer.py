@@ -140,7 +140,8 @@ class Trainer:
              f"{state_lib.param_count(state.params) // len(run_seeds):,}", num_steps,
              tc.batch_size, f", {len(run_seeds)} runs stacked" if self.stacked else "")
     train_step = steps.make_train_step(self.loss_fn, shardings, self.mesh, stacked=self.stacked)
-    wrap = lambda s, fit=None: self._trained(s, shardings, fit, num_steps)
+    compiled = {}  # every view of the run (each evaluation, each batch_fn call) shares programs
+    wrap = lambda s, fit=None: self._trained(s, shardings, fit, num_steps, compiled)
     batch_at = self._batch_at(examples, batch_fn, per_run, run_consts, run_seeds, wrap)
 
     early_stop = None
@@ -164,10 +165,11 @@ class Trainer:
     return state_lib.create(self.build, tx, self.seeds, self.mesh, warm=self.warm,
                             cache_key=self.cache_key, rules=self.rules)
 
-  def _trained(self, state, shardings, fit, num_steps) -> Trained:
-    return Trained(state, fit, state_lib.param_count(state.params) // (
-        len(self.seeds) if self.stacked else 1), num_steps, self.stacked, self.mesh,
-                   int(self.train.eval_batch_size), shardings)
+  def _trained(self, state, shardings, fit, num_steps, compiled=None) -> Trained:
+    runs = len(self.seeds) if self.stacked else 1
+    return Trained(state, fit, state_lib.param_count(state.params) // runs, num_steps,
+                   self.stacked, self.mesh, int(self.train.eval_batch_size), shardings,
+                   {} if compiled is None else compiled)
 
   def _batch_at(self, examples, batch_fn, per_run, run_consts, run_seeds, wrap):
     mesh, stacked, batch_size = self.mesh, self.stacked, int(self.train.batch_size)
