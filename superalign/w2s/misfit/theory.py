@@ -18,7 +18,7 @@ Protocol (``config.misfit`` holds every knob; ``run.py`` runs it):
    ``N(0, target_bias_std^2)``, fixed). Every task ``t`` has a true linear head ``w_t ~
    N(0, I / rep_dim)`` and target ``y_t = w_t . h*(x)``.
 2. Strong (``strong_depth`` layers) and weak (``weak_depth`` layers) ReLU MLPs with ``rep_dim``
-   outputs are pretrained with the core engine (``core.loop.fit``, MSE) on ``num_pretrain_tasks``
+   outputs are pretrained with the core trainer (MSE) on ``num_pretrain_tasks``
    tasks through the *frozen* true heads: the loss is ``mean_t (w_t . h(x) - y_t)^2``.
    Input standardization: every network, ``h*`` included, reads ``x / input_scale``, which is the
    same function class (the first layer absorbs the scale) but keeps Adam's steps well scaled.
