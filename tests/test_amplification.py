@@ -61,19 +61,19 @@ def test_transformer_reads_records_as_summed_field_embeddings():
   emb = model.embed.embedding[...]
   flat.embed.embedding[...] = jnp.concatenate([jnp.zeros((1, 16)), emb[records[0]].sum(1)])
   ids = jnp.array([[1, 2, 3]])                               # position p reads row p + 1
-  h = model.hidden_states(records)
+  hidden = nnx.jit(lambda m, t: m.hidden_states(t))          # one program, not op by op
+  h = hidden(model, records)
   assert h.shape == (1, 3, 16)
-  np.testing.assert_allclose(np.asarray(h), np.asarray(flat.hidden_states(ids)),
-                             rtol=1e-5, atol=1e-6)
-  field0 = flat.embed.embedding[...].at[1:].set(emb[records[0, :, 0]])
-  flat.embed.embedding[...] = field0
-  assert not np.allclose(np.asarray(h), np.asarray(flat.hidden_states(ids)), atol=1e-3)
+  np.testing.assert_allclose(np.asarray(h), np.asarray(hidden(flat, ids)), rtol=1e-5, atol=1e-6)
+  flat.embed.embedding[...] = flat.embed.embedding[...].at[1:].set(emb[records[0, :, 0]])
+  assert not np.allclose(np.asarray(h), np.asarray(hidden(flat, ids)), atol=1e-3)
   # The head reads the last record, not the pad: changing the pad row changes nothing.
+  logits = nnx.jit(lambda m, t: m(t))
   padded_other = records.at[0, 2, 1:].set(7)
-  np.testing.assert_allclose(np.asarray(model(records)), np.asarray(model(padded_other)),
-                             rtol=1e-5)
-  np.testing.assert_allclose(np.asarray(model(records)), np.asarray(model(records[:, :2])),
-                             rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(logits(model, records)),
+                             np.asarray(logits(model, padded_other)), rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(logits(model, records)),
+                             np.asarray(logits(model, records[:, :2])), rtol=1e-5)
 
 
 def test_records_are_read_bidirectionally_and_pad_keys_are_masked():
@@ -86,13 +86,14 @@ def test_records_are_read_bidirectionally_and_pad_keys_are_masked():
     model = models.builder("gpt_nano", spec, max_len=16)(nnx.Rngs(0))
   ep = task.generate(np.random.default_rng(0), 2, 1)
   x = jnp.asarray(encoding.encode(ep, encoding.layout(task, 1)))
-  h = model.hidden_states(x)
+  hidden, logits = nnx.jit(lambda m, t: m.hidden_states(t)), nnx.jit(lambda m, t: m(t))
+  h = hidden(model, x)
   later = x.at[:, 5, 2].set(x[:, 4, 2])      # change a later fact: an earlier one sees it
-  assert not np.allclose(np.asarray(model.hidden_states(later)[:, 0]), np.asarray(h[:, 0]))
+  assert not np.allclose(np.asarray(hidden(model, later)[:, 0]), np.asarray(h[:, 0]))
   # A pad position appended anywhere after the question is never attended to.
   padded = jnp.concatenate([x, jnp.zeros_like(x[:, :1])], 1)
-  np.testing.assert_allclose(np.asarray(model(padded)), np.asarray(model(x)), rtol=1e-5,
-                             atol=1e-6)
+  np.testing.assert_allclose(np.asarray(logits(model, padded)), np.asarray(logits(model, x)),
+                             rtol=1e-5, atol=1e-6)
 
 
 def test_level_zero_targets_are_the_truth_without_the_model():
