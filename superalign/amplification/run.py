@@ -12,7 +12,6 @@ import time
 
 from superalign.amplification import amplify, report, tasks
 from superalign.amplification.config import MODES
-from superalign.amplification.config import MODES
 from superalign.core.errors import ConfigError
 
 

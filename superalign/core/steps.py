@@ -73,6 +73,11 @@ def predict_fn(state: TrainState, batch: Batch) -> jax.Array:
   return jax.nn.softmax(logits, axis=-1)
 
 
+def features_fn(state: TrainState, batch: Batch) -> jax.Array:
+  """The model's ``features`` (the backbone output a probe or a linear head reads)."""
+  return state.model().features(batch["x"])
+
+
 def make_predict_step(state_shardings: TrainState, mesh: Mesh,
                       fn: Callable[[TrainState, Batch], Any] = predict_fn, stacked: bool = False):
   """Jitted ``fn(state, batch)``; with ``stacked`` every run sees the same (unstacked) batch and

@@ -22,6 +22,7 @@ from jax.sharding import Mesh
 
 from superalign.core import mesh as mesh_lib
 from superalign.core.apply import batched_apply
+from superalign.core.rng import stream_seed
 from superalign.oversight import game as game_lib
 from superalign.oversight import players as players_lib
 from superalign.oversight import judge as judge_lib
@@ -122,7 +123,7 @@ def consultancy(arena: Arena, x: np.ndarray, y: np.ndarray, k: int, advisor,
   for side, name in ((0, "honest"), (1, "lying")):
     players = (advisor, idle) if side == 0 else (idle, advisor)
     v0 = arena.play(x, _claims(y), game_lib.movers("consultancy", k, first=side), players,
-                    seed + side)
+                    stream_seed(seed, f"consultancy/{name}"))
     out[name] = v0 > 0
   return out
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from superalign.core.rng import stream_seed
 from superalign.oversight import players as players_lib
 from superalign.oversight import protocols as games
 
@@ -51,7 +52,7 @@ def debate_outcomes(arena, x, y, k: int, player, num_classes: int,
   good = games.debate(arena, x, y, k, player, player, num_classes=num_classes, precommit=True,
                       first="honest", seed=seed)
   bad = games.debate(arena, x, y, k, players_lib.Random(), player, num_classes=num_classes,
-                     precommit=True, first="honest", seed=seed + 1)
+                     precommit=True, first="honest", seed=stream_seed(seed, "sandbag"))
   return {"wins": good["v0"] > 0, "sandbag": bad["v0"] > 0, "lies": good["lies"]}
 
 

@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from superalign.core import steps
+from superalign.core.rng import numpy_rng
 from superalign.supervised.classifier import trainer
 
 METHODS = ("none", "knn_relabel", "logreg_relabel", "knn_drop", "logreg_drop")
-
-
-def _features(state, batch):
-  return state.model().features(batch["x"])
 
 
 def backbone_features(config, model_name: str, spec, warm: dict | None, seeds,
@@ -31,7 +29,7 @@ def backbone_features(config, model_name: str, spec, warm: dict | None, seeds,
   pretrained backbone (stacked like ``warm``)."""
   model = trainer(config, spec, "", tag=f"features/{model_name}", model_name=model_name,
                   seeds=[int(s) for s in seeds], warm=warm).init()
-  return model.apply(x, _features)
+  return model.apply(x, steps.features_fn)
 
 
 def knn_probe(features: np.ndarray, weak: np.ndarray, k: int) -> np.ndarray:
@@ -45,7 +43,7 @@ def knn_probe(features: np.ndarray, weak: np.ndarray, k: int) -> np.ndarray:
 def logreg_probe(features: np.ndarray, weak: np.ndarray, seed: int) -> np.ndarray:
   from sklearn.linear_model import LogisticRegression
   labels = weak.argmax(-1)
-  order = np.random.default_rng(seed).permutation(len(labels))
+  order = numpy_rng(seed, "w2s/cleaning/folds").permutation(len(labels))
   folds = (order[: len(order) // 2], order[len(order) // 2:])
   out = np.zeros_like(weak)
   for fit, predict in (folds, folds[::-1]):
@@ -55,19 +53,19 @@ def logreg_probe(features: np.ndarray, weak: np.ndarray, seed: int) -> np.ndarra
   return out
 
 
-def clean(config, weak_b: np.ndarray, train_b, spec, warm, seed_idx, strong: str):
-  """Cleaned weak labels ``[runs, N, C]`` and a keep mask ``[runs, N]`` (None: keep all)."""
+def clean(config, weak_b: np.ndarray, train_b, spec, warm, seeds, seed_idx, strong: str):
+  """Cleaned weak labels ``[runs, N, C]`` and a keep mask ``[runs, N]`` (None: keep all); run
+  ``r`` uses seed ``seeds[seed_idx[r]]``'s backbone (``warm`` is stacked over ``seeds``)."""
   method = config.w2s.cleaning
   if method == "none":
     return weak_b, None
-  seeds = [config.seed + i for i in range(config.w2s.num_seeds)]
   features = backbone_features(config, strong, spec, warm, seeds, train_b.x)
   out = np.empty_like(weak_b)
   keep = np.ones(weak_b.shape[:2], np.float32)
   for r, s in enumerate(seed_idx):
     feats = features[s]
     probe = (knn_probe(feats, weak_b[r], config.w2s.knn_k) if method.startswith("knn")
-             else logreg_probe(feats, weak_b[r], int(s)))
+             else logreg_probe(feats, weak_b[r], seeds[s]))
     if method.endswith("relabel"):
       out[r] = probe
     else:

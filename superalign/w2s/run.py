@@ -152,8 +152,8 @@ def run(config, workdir: str) -> dict:
     weak_b = np.stack([weak[wk]["train_b"][s] for wk, _, s in runs])
     weak_val = np.stack([weak[wk]["val"][s] for wk, _, s in runs])
     train_b = splits["train_b"]
-    weak_b, keep = cleaning.clean(config, weak_b, train_b, spec, backbones[strong], seed_idx,
-                                  strong)
+    weak_b, keep = cleaning.clean(config, weak_b, train_b, spec, backbones[strong], seeds,
+                                  seed_idx, strong)
     if keep is not None:  # dropped examples get zero weight through their target
       weak_b = weak_b * keep[..., None]
     loss_ids = np.array([list(w.losses).index(loss) for _, loss, _ in runs], np.int32)

@@ -12,7 +12,6 @@ import os
 
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from superalign.core import mesh as mesh_lib, steps
 from superalign.core.errors import ConfigError
@@ -66,16 +65,8 @@ def representation(m, depth: int, width: int, bias_std: float = 0.0):
   kernels): a core MLP whose ``features`` a linear head reads."""
   hidden = (width,) * (depth - 1) + (m.rep_dim,)
 
-  def build(rngs: nnx.Rngs) -> MLP:
-    with nnx.use_eager_sharding(False):
-      return MLP((m.input_dim,), 1, hidden, input_scale=m.input_scale, kernel_init="he_normal",
-                 bias_std=bias_std, rngs=rngs)
-
-  return build
-
-
-def _features_fn(state, batch):
-  return state.model().features(batch["x"])
+  return lambda rngs: MLP((m.input_dim,), 1, hidden, input_scale=m.input_scale,
+                          kernel_init="he_normal", bias_std=bias_std, rngs=rngs)
 
 
 def frozen_head_mse(heads: jnp.ndarray) -> steps.LossFn:
@@ -106,7 +97,7 @@ def run(config, workdir: str) -> dict:
   # The target representation h*: fixed random weights, never trained.
   target = trainer("target", representation(m, m.target_depth, m.rep_dim, m.target_bias_std))
   target = target.init()
-  h_star = lambda inputs: target.apply(inputs, _features_fn)
+  h_star = lambda inputs: target.apply(inputs, steps.features_fn)
 
   # Disjoint draws: pretraining pool, its validation, the fitting points, the test points.
   x_pre, x_val, x_fit, x_test = (
@@ -124,7 +115,7 @@ def run(config, workdir: str) -> dict:
   val_var = float(np.mean(np.var(y_val, axis=0)))
 
   def evaluate(trained):
-    mse = float(np.mean((trained.apply(x_val, _features_fn) @ pretrain_heads - y_val) ** 2))
+    mse = float(np.mean((trained.apply(x_val, steps.features_fn) @ pretrain_heads - y_val) ** 2))
     return {"mse": mse, "relative_mse": mse / val_var}
 
   reps, features = {}, {}
@@ -134,7 +125,7 @@ def run(config, workdir: str) -> dict:
                   loss_fn=frozen_head_mse(jnp.asarray(pretrain_heads)))
     trained = job.fit({"x": x_pre, "y": y_pre}, evaluate=evaluate)
     final = trained.fit.history[-1] if trained.fit.history else evaluate(trained)
-    features[name] = lambda inputs, t=trained: t.apply(inputs, _features_fn)
+    features[name] = lambda inputs, t=trained: t.apply(inputs, steps.features_fn)
     reps[name] = {"depth": depth, "width": width, "num_params": trained.num_params,
                   "val_mse": final["mse"], "val_relative_mse": final["relative_mse"]}
 
