@@ -24,11 +24,9 @@ import jax
 import numpy as np
 
 from experiments.debate import digits
-from superalign import data as data_lib
 from superalign.core import mesh as mesh_lib
 from superalign.oversight import players, protocols, search
-from superalign.oversight.evidence import PixelEvidence
-from superalign.oversight.judge import train_judge
+from superalign.oversight.judge import load_pixel_task, train_judge
 
 
 @contextlib.contextmanager
@@ -64,9 +62,7 @@ def main():
   config.mesh.num_devices = 1
   config.train.num_steps = args.judge_steps
   config.train.checkpoint_every = 0
-  source = data_lib.load(config.data)
-  splits = data_lib.make_splits(source, dict(config.data.splits))
-  evidence = PixelEvidence()
+  source, splits, evidence = load_pixel_task(config, "debate")
   with tempfile.TemporaryDirectory() as workdir:
     judge = train_judge(config, evidence, splits["train"], splits["val"], source.spec, args.k,
                         workdir)

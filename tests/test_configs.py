@@ -37,7 +37,7 @@ def test_config_loads_and_validates(rel, variant, idx_dir):
   arg = ",".join(filter(None, [variant, f"dir={idx_dir}" if takes_dir else ""]))
   config = module.get_config(arg or None)
   runners.validate(config, num_devices=1)
-  assert config.kind in runners.RUNNERS
+  assert config.lock() is config   # a whole ConfigDict, as the launcher locks it
 
 
 @pytest.mark.parametrize("task", ["all", "permutation", "assignments", "wildcard",
@@ -69,5 +69,5 @@ def test_defaults_kept_as_data_agree_with_the_code():
   from superalign.core import mesh
   from superalign.w2s import config as w2s_config, losses
   assert config_lib.MESH_RULES == {k: tuple(v) for k, v in mesh.LOGICAL_RULES}
-  assert tuple(w2s_config.LOSS_HPARAMS) == tuple(losses.LOSSES)
+  assert tuple(w2s_config.ALL_LOSSES) == tuple(losses.LOSSES)
   assert tuple(amplification_config.TASK_DEFAULTS) == tuple(tasks.TASKS)

@@ -176,3 +176,31 @@ def test_parameter_average_rides_in_the_optimizer_state():
   cfg.ema_decay = 0.0
   with pytest.raises(ValueError, match="optim.ema_decay"):
     optim.ema_params(optim.make(cfg, num_steps=3).init(params))
+
+
+def test_per_run_targets_and_constants_reach_each_stacked_run(tmp_path):
+  """Stacked run r trains on ``per_run[...][r]`` and ``run_consts[...][r]``: it ends where a
+  single run of the same seed ends when given those targets and that constant."""
+  import optax
+  from superalign.supervised.classifier import examples, trainer
+  config = _config(model="mlp_tiny", steps=10)
+  source, splits = data_lib.load_splits(config.data)
+  train, test = splits["train"], splits["test"]
+  targets = np.random.default_rng(0).dirichlet(np.ones(10), (2, len(train))).astype(np.float32)
+  scales = np.array([1.0, 3.0], np.float32)
+
+  def loss(model, batch, rng, step):
+    per_example = optax.softmax_cross_entropy(model(batch["x"]), batch["weak"])
+    return (per_example * batch["scale"]).mean(), {}
+
+  mesh = mesh_lib.make_mesh({"data": 1}, devices=jax.devices()[:1])
+  job = lambda tag, seeds: trainer(config, source.spec, str(tmp_path / tag), tag=tag,
+                                   seeds=seeds, loss_fn=loss, mesh=mesh)
+  stacked = job("stacked", [3, 4]).fit(examples(train), per_run={"weak": targets},
+                                       run_consts={"scale": scales})
+  probs = stacked.predict(test.x)
+  for r, seed in enumerate([3, 4]):
+    one = job(f"one{r}", seed).fit({**examples(train), "weak": targets[r],
+                                    "scale": np.full(len(train), scales[r])})
+    np.testing.assert_allclose(probs[r], one.predict(test.x), rtol=1e-4, atol=1e-5)
+  assert not np.allclose(probs[0], probs[1], atol=1e-3)

@@ -7,7 +7,6 @@ import pathlib
 
 import pytest
 
-from conftest import write_idx  # noqa: F401  (fixtures and 8 fake devices)
 from superalign import runners
 from superalign.core.metrics import schema_violations
 

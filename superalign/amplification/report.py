@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 
 import matplotlib
 
@@ -44,7 +43,6 @@ def table(results: dict) -> str:
 def plot(results: dict, out_dir: str) -> list[str]:
   """Per task, accuracy against steps, and against the supervision each mode consumed (labels
   for the baseline, H calls for amplification)."""
-  os.makedirs(out_dir, exist_ok=True)
   tasks = results["tasks"]
   paths = []
   for x_key, x_label, name in (("step", "training step", "amplification_accuracy_by_step.png"),

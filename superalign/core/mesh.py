@@ -148,7 +148,7 @@ def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh,
   """Puts a host batch on the mesh split over the batch axes.
 
   Single process: ``batch`` is the global batch. Multi-process: each process passes its own slice
-  of the global batch (see ``superalign.data.batches.process_slice``).
+  of the global batch (see ``superalign.core.batches.process_slice``).
   """
   sharding = batch_sharding(mesh, stacked)
   if jax.process_count() == 1:

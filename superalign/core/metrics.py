@@ -12,7 +12,6 @@ from typing import Mapping, Sequence
 
 import jax
 import numpy as np
-from scipy import stats
 
 ESTIMATE_KEYS = ("mean", "lo", "hi", "n")
 
@@ -130,6 +129,7 @@ def proportion_ci(outcomes: np.ndarray, level: float = 0.95) -> dict[str, float]
 
 def mean_ci(values: Sequence[float], level: float = 0.95) -> dict:
   """Mean and Student-t confidence interval over seeds, ignoring NaN (flagged) entries."""
+  from scipy import stats  # here, not at import: every run imports this module
   v = np.asarray([x for x in values if not math.isnan(x)], np.float64)
   out = {"mean": math.nan, "lo": math.nan, "hi": math.nan, "n": int(len(v)),
          "flagged": int(len(values) - len(v))}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Callable, Hashable, Sequence
 
 import jax
@@ -76,8 +77,8 @@ def create(model_fn: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientTransfo
   Returns ``(state, shardings)`` where ``shardings`` mirrors the state with NamedShardings, for
   use as jit in/out shardings and as the restore target's layout.
   """
-  stacked = not isinstance(seed, int)
-  seeds = list(seed) if stacked else [seed]
+  stacked = not isinstance(seed, numbers.Integral)
+  seeds = [int(s) for s in seed] if stacked else [int(seed)]
   keys = jax.vmap(lambda s: jnp.stack(jax.random.split(jax.random.key(s))))(jnp.array(seeds))
   init_keys, run_keys = keys[:, 0], keys[:, 1]
 

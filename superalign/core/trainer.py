@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import numbers
 import os
 from typing import Callable, Hashable, Mapping, Sequence
 
@@ -51,7 +52,8 @@ class Trained:
   _compiled: dict = dataclasses.field(default_factory=dict, repr=False)
 
   def apply(self, x: np.ndarray, fn: Callable = steps.predict_fn) -> np.ndarray:
-    """``fn(state, {"x": batch})`` over the rows of ``x`` (``[runs, rows, ...]`` if stacked)."""
+    """``fn(state, {"x": batch})`` over the rows of ``x``; stacked runs all read the same ``x``
+    and the result is ``[runs, rows, ...]``."""
     if fn not in self._compiled:
       self._compiled[fn] = steps.make_predict_step(self.shardings, self.mesh, fn,
                                                    stacked=self.stacked)
@@ -109,14 +111,27 @@ class Trainer:
   on_batch: Callable[[int], None] | None = None  # before each step's batch (profiling, faults)
   name: str = "model"                       # for the log line
 
+  @classmethod
+  def from_config(cls, config, build: Callable[[nnx.Rngs], nnx.Module], workdir: str, tag: str,
+                  **fields) -> "Trainer":
+    """A trainer on the config's ``optim``, ``train`` and ``mesh`` blocks, seeded by
+    ``config.seed``; ``fields`` replace any of them (``train``: a stage's own block)."""
+    values = {"optim": config.optim, "train": config.train, "seeds": config.seed,
+              "rules": mesh_lib.rules_from_config(config.mesh), **fields}
+    if "mesh" not in values:
+      values["mesh"] = mesh_lib.make_mesh(config.mesh)
+    return cls(build=build, workdir=workdir, tag=tag, **values)
+
   @property
   def stacked(self) -> bool:
-    return not isinstance(self.seeds, int)
+    return not isinstance(self.seeds, numbers.Integral)
 
   def init(self, num_steps: int = 1) -> Trained:
     """The initial (or warm-started) model, untrained: for features or fixed networks."""
     state, shardings = self._create(num_steps)
-    return self._trained(state, shardings, None, num_steps)
+    runs = len(self.seeds) if self.stacked else 1
+    return Trained(state, None, state_lib.param_count(state.params) // runs, num_steps,
+                   self.stacked, self.mesh, int(self.train.eval_batch_size), shardings)
 
   def fit(self, examples: Examples | None = None, *,
           batch_fn: Callable[[int, Trained], Examples] | None = None,
@@ -136,12 +151,14 @@ class Trainer:
     num_steps = num_train_steps(tc, n)
     state, shardings = self._create(num_steps)
     run_seeds = list(self.seeds) if self.stacked else [self.seeds]
+    num_params = state_lib.param_count(state.params) // len(run_seeds)
     log.info("%s: %s with %s parameters, %d steps of batch %d%s", self.tag, self.name,
-             f"{state_lib.param_count(state.params) // len(run_seeds):,}", num_steps,
-             tc.batch_size, f", {len(run_seeds)} runs stacked" if self.stacked else "")
+             f"{num_params:,}", num_steps, tc.batch_size,
+             f", {len(run_seeds)} runs stacked" if self.stacked else "")
     train_step = steps.make_train_step(self.loss_fn, shardings, self.mesh, stacked=self.stacked)
     compiled = {}  # every view of the run (each evaluation, each batch_fn call) shares programs
-    wrap = lambda s, fit=None: self._trained(s, shardings, fit, num_steps, compiled)
+    wrap = lambda s, fit=None: Trained(s, fit, num_params, num_steps, self.stacked, self.mesh,
+                                       int(tc.eval_batch_size), shardings, compiled)
     batch_at = self._batch_at(examples, batch_fn, per_run, run_consts, run_seeds, wrap)
 
     early_stop = None
@@ -164,12 +181,6 @@ class Trainer:
     tx = optim.make(self.optim, num_steps, trainable_mask(self.build, self.trainable))
     return state_lib.create(self.build, tx, self.seeds, self.mesh, warm=self.warm,
                             cache_key=self.cache_key, rules=self.rules)
-
-  def _trained(self, state, shardings, fit, num_steps, compiled=None) -> Trained:
-    runs = len(self.seeds) if self.stacked else 1
-    return Trained(state, fit, state_lib.param_count(state.params) // runs, num_steps,
-                   self.stacked, self.mesh, int(self.train.eval_batch_size), shardings,
-                   {} if compiled is None else compiled)
 
   def _batch_at(self, examples, batch_fn, per_run, run_consts, run_seeds, wrap):
     mesh, stacked, batch_size = self.mesh, self.stacked, int(self.train.batch_size)

@@ -85,8 +85,8 @@ def cached(workdir: str, name: str, compute: Callable[[], dict]) -> dict[str, np
 def finish(workdir: str, results: dict, started: float,
            plot: Callable[[dict, str], list[str]] | None = None,
            summary: Callable[[dict], str] | None = None) -> dict:
-  """Wall time, plots (the protocol's, then the learning curves), the printed summary, and
-  ``results.json``."""
+  """Wall time, plots (the protocol's and the learning curves, listed sorted), the printed
+  summary, and ``results.json``."""
   results["wall_time_s"] = round(time.time() - started, 1)
   if jax.process_index() == 0:
     out_dir = os.path.join(workdir, "plots")

@@ -21,14 +21,10 @@ class Split:
   x: np.ndarray
   y: np.ndarray
   ids: np.ndarray
-  extra: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # e.g. weak labels
 
   def __len__(self) -> int:
     return len(self.y)
 
-  def take(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-    return {"x": self.x[indices], "y": self.y[indices],
-            **{k: v[indices] for k, v in self.extra.items()}}
 
 
 def make_splits(source: Source, fractions: Mapping[str, float], split_seed: int = 0,

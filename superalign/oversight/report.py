@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 
 from superalign.core import plots as core_plots
 
@@ -67,7 +66,6 @@ def plot(results: dict, directory: str) -> list[str]:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  os.makedirs(directory, exist_ok=True)
   ks = list(results["by_k"])
   names = list(results["by_k"][ks[0]]["protocols"])
   fig, ax = plt.subplots(figsize=(1.2 + 1.6 * len(names), 3.6))

@@ -3,7 +3,6 @@ ours, and assisted accuracy against the assistant's lying probability."""
 
 from __future__ import annotations
 
-import os
 
 import matplotlib
 
@@ -56,7 +55,6 @@ def table(results: dict) -> str:
 
 
 def plot(results: dict, out_dir: str) -> list[str]:
-  os.makedirs(out_dir, exist_ok=True)
   sweep = {name: row for name, row in results["misaligned"].items() if name.startswith("lie_p")}
   ps = [row["lie_rate"] for row in sweep.values()]
   fig, ax = plt.subplots(figsize=(5, 3.4))

@@ -12,7 +12,6 @@ from typing import Mapping
 import numpy as np
 
 from superalign import models
-from superalign.core import mesh as mesh_lib
 from superalign.core.metrics import classification_metrics
 from superalign.core.specs import InputSpec
 from superalign.core.trainer import Trained, Trainer
@@ -24,20 +23,17 @@ def trainer(config, spec: InputSpec, workdir: str, *, tag: str, model_name: str 
   """The core trainer for a registry model; ``train`` replaces ``config.train`` (a stage's own
   block), ``fields`` are further ``Trainer`` fields (``seeds``, ``loss_fn``, ``warm``, ...)."""
   name = model_name or config.model.name
-  key = (name, spec, config.model.dtype, config.data.max_len)
-  defaults = dict(
-      build=models.builder(name, spec, config.model.dtype, max_len=config.data.max_len),
-      optim=config.optim, train=train if train is not None else config.train,
-      rules=mesh_lib.rules_from_config(config.mesh), workdir=workdir, tag=tag, name=name,
-      cache_key=key, seeds=config.seed)
-  if "mesh" not in fields:
-    defaults["mesh"] = mesh_lib.make_mesh(config.mesh)
-  return Trainer(**{**defaults, **fields})
+  if train is not None:
+    fields["train"] = train
+  return Trainer.from_config(
+      config, models.builder(name, spec, config.model.dtype, max_len=config.data.max_len),
+      workdir, tag, name=name, cache_key=(name, spec, config.model.dtype, config.data.max_len),
+      **fields)
 
 
 def examples(split: Split) -> dict[str, np.ndarray]:
-  """A split's arrays for ``Trainer.fit``: inputs, labels and its extra per-example arrays."""
-  return {"x": split.x, "y": split.y, **split.extra}
+  """A split's arrays for ``Trainer.fit``: inputs and labels."""
+  return {"x": split.x, "y": split.y}
 
 
 def train_classifier(config, train: Split, spec: InputSpec, workdir: str, *, tag: str,

@@ -38,3 +38,8 @@ def run(config, workdir: str) -> dict:
       "test_loss": test["loss"],
       **({"test_auroc": test["auroc"]} if "auroc" in test else {}),
   }
+
+
+def summary(results: dict) -> str:
+  return (f"{results['model']} on {results['data']}: test accuracy {results['test_accuracy']:.4f}, "
+          f"final training loss {results['final_train_loss']:.6g} ({results['num_steps']} steps)")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 
 import matplotlib
 
@@ -15,7 +14,6 @@ from superalign.core import plots as core_plots  # noqa: E402
 
 def pgr_by_loss(results: dict, out_dir: str) -> str:
   """Bars: PGR of each loss on the main pair (mean, 95% CI over seeds); dots: median over pairs."""
-  os.makedirs(out_dir, exist_ok=True)
   weak, strong = results["main_pair"]["weak"], results["main_pair"]["strong"]
   pair = next(p for p in results["pairs"] if p["weak"] == weak and p["strong"] == strong)
   losses = results["losses"]
@@ -40,7 +38,6 @@ def pgr_by_loss(results: dict, out_dir: str) -> str:
 def accuracy_by_strong_model(results: dict, out_dir: str) -> str:
   """Test accuracy against the strong model: ceiling, and each weak supervisor's students
   (best loss and xent), as in Burns et al.'s per-supervisor curves."""
-  os.makedirs(out_dir, exist_ok=True)
   ladder = results["ladder"]
   fig, ax = plt.subplots(figsize=(6, 3.8))
   ceil = [100 * results["models"][m]["ceiling_accuracy"]["mean"] for m in ladder]

@@ -8,12 +8,11 @@ and misfit run in float64 on the host. Random streams are named ``misfit/<what>`
 from __future__ import annotations
 
 import logging
-import os
 
 import jax.numpy as jnp
 import numpy as np
 
-from superalign.core import mesh as mesh_lib, steps
+from superalign.core import steps
 from superalign.core.errors import ConfigError
 from superalign.core.rng import numpy_rng, stream_seed
 from superalign.core.trainer import Trainer
@@ -84,10 +83,9 @@ def frozen_head_mse(heads: jnp.ndarray) -> steps.LossFn:
 
 def run(config, workdir: str) -> dict:
   m, seed = config.misfit, int(config.seed)
-  trainer = lambda name, build, **kw: Trainer(
-      build=build, optim=config.optim, train=config.train, mesh=mesh_lib.make_mesh(config.mesh),
-      rules=mesh_lib.rules_from_config(config.mesh), workdir=workdir, tag=name,
-      seeds=stream_seed(seed, f"misfit/{name}"), name=f"{name} MLP", **kw)
+  trainer = lambda name, build, **kw: Trainer.from_config(
+      config, build, workdir, name, seeds=stream_seed(seed, f"misfit/{name}"),
+      name=f"{name} MLP", **kw)
   heads_rng = numpy_rng(seed, "misfit/heads")
   scale = 1 / np.sqrt(m.rep_dim)
   pretrain_heads = (heads_rng.standard_normal((m.rep_dim, m.num_pretrain_tasks)) * scale).astype(
@@ -177,7 +175,6 @@ def plot(results: dict, out_dir: str) -> list[str]:
   import matplotlib.pyplot as plt
 
   variants = results["variants"]
-  os.makedirs(out_dir, exist_ok=True)
   fig, axes = plt.subplots(1, len(variants), figsize=(4.2 * len(variants), 4))
   for ax, (name, v) in zip(np.atleast_1d(axes), variants.items()):
     misfit, gain = np.asarray(v["misfit"]), np.asarray(v["gain"])
