@@ -178,6 +178,7 @@ def test_parameter_average_rides_in_the_optimizer_state():
     optim.ema_params(optim.make(cfg, num_steps=3).init(params))
 
 
+@pytest.mark.e2e
 def test_per_run_targets_and_constants_reach_each_stacked_run(tmp_path):
   """Stacked run r trains on ``per_run[...][r]`` and ``run_consts[...][r]``: it ends where a
   single run of the same seed ends when given those targets and that constant."""

@@ -263,7 +263,7 @@ def test_rules_come_from_the_config_and_shard_the_trainers_state(mesh222):
   from experiments.supervised import digits
   from superalign.supervised.classifier import trainer
   config = digits.get_config("smoke")
-  config.model.name = "gpt_tiny"
+  config.model.name = "gpt_nano"
   spec = InputSpec((16,), "tokens", 2, vocab_size=64)
   specs = {}
   for rule in (("model",), ()):
