@@ -70,6 +70,9 @@ def base() -> ml_collections.ConfigDict:
   return c
 
 
+_BOOLEANS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
+
+
 def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
   """Parses ``"smoke,model=cnn"`` into ``{"smoke": True, "model": "cnn"}`` over ``defaults``.
 
@@ -85,7 +88,10 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
     if not _:
       out[key] = True
     elif kind is bool:
-      out[key] = value.lower() in ("1", "true", "yes")
+      if value.lower() not in _BOOLEANS:
+        raise ConfigError(f"config argument {key}={value!r}: expected a boolean, one of "
+                          f"{', '.join(_BOOLEANS)}")
+      out[key] = _BOOLEANS[value.lower()]
     else:
       try:
         out[key] = kind(value)

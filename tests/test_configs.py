@@ -71,3 +71,12 @@ def test_defaults_kept_as_data_agree_with_the_code():
   assert config_lib.MESH_RULES == {k: tuple(v) for k, v in mesh.LOGICAL_RULES}
   assert tuple(w2s_config.ALL_LOSSES) == tuple(losses.LOSSES)
   assert tuple(amplification_config.TASK_DEFAULTS) == tuple(tasks.TASKS)
+
+
+@pytest.mark.parametrize("value, expected", [("true", True), ("1", True), ("yes", True),
+                                             ("false", False), ("0", False), ("no", False)])
+def test_boolean_arguments_take_only_booleans(value, expected):
+  """Issue 14.14: ``:smoke=maybe`` used to mean False and run the full job."""
+  assert config_lib.parse_arg(f"smoke={value}", smoke=False).smoke is expected
+  with pytest.raises(config_lib.ConfigError, match="smoke='maybe': expected a boolean, one of"):
+    config_lib.parse_arg("smoke=maybe", smoke=False)

@@ -209,3 +209,28 @@ def test_results_do_not_depend_on_the_compilation_cache(tmp_path):
     runs[name] = {k: results[k] for k in ("final_train_loss", "test_accuracy", "test_loss", "val")}
   assert any((tmp_path / "xla").iterdir())   # the cache was written, then read
   assert runs["cold"] == runs["warm"] == runs["none"]
+
+
+def test_an_empty_workdir_flag_is_an_error(tmp_path, monkeypatch, capsys):
+  """Issue 14.6: ``--workdir=`` used to write the whole run into the current directory."""
+  monkeypatch.chdir(tmp_path)
+  out = launch(monkeypatch, capsys, f"--config={ROOT}/experiments/supervised/digits.py:smoke",
+               "--workdir=")
+  _assert_one_line_error(out, "--workdir='': empty; give a directory")
+  assert list(tmp_path.iterdir()) == []
+
+
+def test_an_invalid_config_json_is_named_and_kept(tmp_path, monkeypatch, capsys):
+  """Issue 14.8: an empty or torn config.json gave a traceback naming no file."""
+  (tmp_path / "config.json").write_text('{"kind": "superv')
+  out = launch(monkeypatch, capsys, "--config=experiments/supervised/digits.py:smoke",
+               f"--workdir={tmp_path}")
+  _assert_one_line_error(out, f"{tmp_path / 'config.json'}: not valid JSON")
+  assert (tmp_path / "config.json").read_text() == '{"kind": "superv'
+
+
+def test_default_workdirs_started_in_the_same_second_differ(tmp_path):
+  """Issue 14.4: two runs without --workdir in one second collided on runs/<kind>-<time>."""
+  from superalign.core import workdir as workdir_lib
+  made = {workdir_lib.fresh(str(tmp_path), "supervised") for _ in range(3)}
+  assert len(made) == 3 and all(os.path.isdir(p) for p in made)

@@ -135,3 +135,20 @@ def test_writer_untagged_keeps_tagged_rows(tmp_path):
   w.close()
   assert _rows(workdir) == [{"run": "probe", "step": 7, "x": 1.0},
                             {"run": "", "step": 1, "y": 2.0}]
+
+
+def test_a_torn_metrics_row_does_not_block_resume_and_is_kept_aside(tmp_path):
+  """Issue 14.2: a crash in mid-append leaves a torn last line; resuming drops it from
+  metrics.jsonl, keeps it in metrics.jsonl.torn, and readers skip it."""
+  from superalign.core.metrics import MetricWriter, read_metrics
+  path = tmp_path / "metrics.jsonl"
+  path.write_text('{"run": "supervised", "step": 1, "train/loss": 2.0}\n'
+                  '{"run": "other", "step": 5, "train/loss": 1.0}\n'
+                  '{"run": "supervised", "step": 2')
+  assert [r["step"] for r in read_metrics(str(tmp_path))] == [1, 5]
+  writer = MetricWriter(str(tmp_path), tag="supervised", resume_step=1)
+  writer.write(2, {"train/loss": 1.5})
+  writer.close()
+  assert [(r["run"], r["step"]) for r in read_metrics(str(tmp_path))] == [
+      ("supervised", 1), ("other", 5), ("supervised", 2)]
+  assert (tmp_path / "metrics.jsonl.torn").read_text() == '{"run": "supervised", "step": 2\n'

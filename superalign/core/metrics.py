@@ -5,6 +5,7 @@ the one schema of an estimate in ``results.json``: ``{"mean", "lo", "hi", "n"}``
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import statistics
@@ -14,6 +15,7 @@ import jax
 import numpy as np
 
 ESTIMATE_KEYS = ("mean", "lo", "hi", "n")
+log = logging.getLogger("superalign")
 
 
 class MetricWriter:
@@ -40,15 +42,21 @@ class MetricWriter:
       self._tb = None
 
   def _truncate(self, resume_step: int | None) -> None:
+    """Drops this run's rows past ``resume_step``; a torn row (a crash or a full disk in mid-append)
+    is moved aside to ``metrics.jsonl.torn``, never silently lost."""
     if not os.path.exists(self.path):
       return
-    keep = []
-    with open(self.path) as f:
-      for line in f:
-        row = json.loads(line)
-        if row.get("run", "") != self.tag or (resume_step is not None and
+    keep, torn = [], []
+    for line, row in _rows(self.path):
+      if row is None:
+        torn.append(line if line.endswith("\n") else line + "\n")
+      elif row.get("run", "") != self.tag or (resume_step is not None and
                                               row.get("step", 0) <= resume_step):
-          keep.append(line)
+        keep.append(line)
+    if torn:
+      with open(self.path + ".torn", "a") as f:
+        f.writelines(torn)
+      log.warning("%s: %d torn row(s) moved to %s.torn", self.path, len(torn), self.path)
     tmp = self.path + ".tmp"
     with open(tmp, "w") as f:
       f.writelines(keep)
@@ -69,12 +77,24 @@ class MetricWriter:
       self._tb.close()
 
 
+def _rows(path: str):
+  """``(line, row)`` for every line of a JSONL file; ``row`` is None for a line that does not
+  parse as a JSON object."""
+  with open(path) as f:
+    for line in f:
+      try:
+        row = json.loads(line)
+      except json.JSONDecodeError:
+        row = None
+      yield line, row if isinstance(row, dict) else None
+
+
 def read_metrics(workdir: str) -> list[dict]:
+  """The rows of ``metrics.jsonl`` (a torn row is skipped)."""
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.exists(path):
     return []
-  with open(path) as f:
-    return [json.loads(line) for line in f]
+  return [row for _, row in _rows(path) if row is not None]
 
 
 def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:

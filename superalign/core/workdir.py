@@ -28,16 +28,23 @@ def prepare(config, workdir: str | None, root: str = "runs") -> str:
   """The absolute workdir (fresh ``<root>/<kind>-<timestamp>`` when ``None``) with the resolved
   config saved; raises ConfigError if it holds a run of another config or is not a directory."""
   if workdir is None:
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    workdir = os.path.join(root, f"{config.kind}-{stamp}")
+    workdir = fresh(root, config.kind)
+  elif not workdir.strip():
+    raise ConfigError("--workdir='': empty; give a directory, or leave --workdir out for a "
+                      f"fresh {root}/<kind>-<timestamp>")
   workdir = os.path.abspath(os.path.expanduser(workdir))
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ConfigError(f"--workdir={workdir}: exists and is not a directory")
   path = os.path.join(workdir, "config.json")
   resolved = json.loads(config.to_json_best_effort())
   if os.path.exists(path):
-    with open(path) as f:
-      diff = first_difference(json.load(f), resolved)
+    try:
+      with open(path) as f:
+        saved = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+      raise ConfigError(f"{path}: not valid JSON (an interrupted write?); move it aside to resume "
+                        "this workdir with the current config, or choose a new --workdir") from None
+    diff = first_difference(saved, resolved)
     if diff:
       raise ConfigError(f"--workdir={workdir}: holds a run with a different config ({diff}); "
                         "resume with the same config or choose a new --workdir")
@@ -45,6 +52,21 @@ def prepare(config, workdir: str | None, root: str = "runs") -> str:
     os.makedirs(workdir, exist_ok=True)
     write_json(path, resolved, sort_keys=True)
   return workdir
+
+
+def fresh(root: str, kind: str) -> str:
+  """A new ``<root>/<kind>-<timestamp>[-N]``, claimed by creating it (``mkdir`` is atomic, so two
+  runs started in the same second get different directories)."""
+  stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+  os.makedirs(root, exist_ok=True)
+  for n in range(1, 1000):
+    path = os.path.join(root, f"{kind}-{stamp}" + (f"-{n}" if n > 1 else ""))
+    try:
+      os.mkdir(path)
+      return path
+    except FileExistsError:
+      continue
+  raise ConfigError(f"{root}: no free name for a new {kind} run this second; pass --workdir")
 
 
 def first_difference(a, b, prefix: str = "") -> str | None:
