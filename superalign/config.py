@@ -10,12 +10,8 @@ from typing import Any
 
 import ml_collections
 
+from superalign.core.axes import LOGICAL_RULES
 from superalign.core.errors import ConfigError
-
-# Logical parameter axis -> mesh axes it may be split over, the first that divides wins (as
-# superalign.core.mesh.LOGICAL_RULES, which a test keeps equal).
-MESH_RULES = {"embed": ("fsdp",), "mlp": ("model",), "heads": ("model",), "vocab": ("model",),
-              "conv_out": ("model",)}
 
 
 def base() -> ml_collections.ConfigDict:
@@ -40,10 +36,10 @@ def base() -> ml_collections.ConfigDict:
   c.data.source_seed = 0           # seed of synthetic generators
   c.data.tfds_limit = 0            # cap on records read per tfds split; 0 = all
 
-  # Mesh axis sizes (-1 fills); num_devices: use the first N devices (0 = all); rules: where
-  # each logical parameter axis is sharded.
+  # Mesh axis sizes (-1 fills); num_devices: use the first N devices (0 = all); rules: the mesh
+  # axes each logical parameter axis may be split over, the first that divides wins.
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "model": 1, "num_devices": 0,
-                                      "rules": dict(MESH_RULES)})
+                                      "rules": dict(LOGICAL_RULES)})
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "adamw"

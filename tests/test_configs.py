@@ -68,7 +68,7 @@ def test_defaults_kept_as_data_agree_with_the_code():
   from superalign.amplification import config as amplification_config, tasks
   from superalign.core import mesh
   from superalign.w2s import config as w2s_config, losses
-  assert config_lib.MESH_RULES == {k: tuple(v) for k, v in mesh.LOGICAL_RULES}
+  assert dict(mesh.rules_from_config(config_lib.base().mesh)) == dict(mesh.LOGICAL_RULES)
   assert tuple(w2s_config.ALL_LOSSES) == tuple(losses.LOSSES)
   assert tuple(amplification_config.TASK_DEFAULTS) == tuple(tasks.TASKS)
 

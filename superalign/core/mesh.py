@@ -20,18 +20,8 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-MESH_AXES = ("data", "fsdp", "model")
-BATCH_AXES = ("data", "fsdp")
+from superalign.core.axes import BATCH_AXES, LOGICAL_AXES, LOGICAL_RULES, MESH_AXES  # noqa: F401
 
-# logical parameter axis -> mesh axes it may be split over (first that fits wins).
-LOGICAL_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("embed", ("fsdp",)),
-    ("mlp", ("model",)),
-    ("heads", ("model",)),
-    ("vocab", ("model",)),
-    ("conv_out", ("model",)),
-)
-LOGICAL_AXES = tuple(name for name, _ in LOGICAL_RULES)   # the names the models use
 # Keys of config.mesh that are not axis sizes.
 NOT_AXES = ("num_devices", "rules")
 

@@ -126,12 +126,19 @@ class Trainer:
   def stacked(self) -> bool:
     return not isinstance(self.seeds, numbers.Integral)
 
+  @property
+  def run_seeds(self) -> list[int]:
+    return [int(s) for s in self.seeds] if self.stacked else [int(self.seeds)]
+
+  def _trained(self, state, shardings, fit, num_steps: int, compiled: dict) -> Trained:
+    return Trained(state, fit, state_lib.param_count(state.params) // len(self.run_seeds),
+                   num_steps, self.stacked, self.mesh, int(self.train.eval_batch_size),
+                   shardings, compiled)
+
   def init(self, num_steps: int = 1) -> Trained:
     """The initial (or warm-started) model, untrained: for features or fixed networks."""
     state, shardings = self._create(num_steps)
-    runs = len(self.seeds) if self.stacked else 1
-    return Trained(state, None, state_lib.param_count(state.params) // runs, num_steps,
-                   self.stacked, self.mesh, int(self.train.eval_batch_size), shardings)
+    return self._trained(state, shardings, None, num_steps, {})
 
   def fit(self, examples: Examples | None = None, *,
           batch_fn: Callable[[int, Trained], Examples] | None = None,
@@ -150,15 +157,15 @@ class Trainer:
     n = len(next(iter(examples.values()))) if examples is not None else 0
     num_steps = num_train_steps(tc, n)
     state, shardings = self._create(num_steps)
-    run_seeds = list(self.seeds) if self.stacked else [self.seeds]
-    num_params = state_lib.param_count(state.params) // len(run_seeds)
+    run_seeds = self.run_seeds
+    first = self._trained(state, shardings, None, num_steps, {})
     log.info("%s: %s with %s parameters, %d steps of batch %d%s", self.tag, self.name,
-             f"{num_params:,}", num_steps, tc.batch_size,
+             f"{first.num_params:,}", num_steps, tc.batch_size,
              f", {len(run_seeds)} runs stacked" if self.stacked else "")
     train_step = steps.make_train_step(self.loss_fn, shardings, self.mesh, stacked=self.stacked)
-    compiled = {}  # every view of the run (each evaluation, each batch_fn call) shares programs
-    wrap = lambda s, fit=None: Trained(s, fit, num_params, num_steps, self.stacked, self.mesh,
-                                       int(tc.eval_batch_size), shardings, compiled)
+    # Every view of the run (each evaluation, each batch_fn call) shares its compiled programs
+    # and its parameter count.
+    wrap = lambda s, fit=None: dataclasses.replace(first, state=s, fit=fit)
     batch_at = self._batch_at(examples, batch_fn, per_run, run_consts, run_seeds, wrap)
 
     early_stop = None
