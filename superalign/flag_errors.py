@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
 from absl import flags
@@ -33,20 +34,41 @@ def flag_error_line(e: flags.Error) -> str:
   return lines[0] if lines else type(e).__name__
 
 
+def _config_arg(argv: list[str]) -> str:
+  return next((a for a in argv if a.startswith("--config=")), "--config")
+
+
 def unknown_override(e: BaseException, argv: list[str]) -> str:
-  """The ``--config.KEY=VALUE`` override whose key does not exist, as one line."""
-  name = str(e).strip("\"' ").split("'")[0]
+  """An AttributeError or KeyError while ml_collections applies the ``--config`` file and its
+  ``--config.KEY=VALUE`` overrides, as one line: the file has no ``get_config``, or an override
+  names a key that does not exist (with ml_collections' "did you mean" suggestion)."""
+  text = str(e)
+  if "get_config" in text:
+    return (f"{_config_arg(argv)}: defines no get_config(); a config file defines "
+            "get_config(arg=None) returning an ml_collections.ConfigDict")
+  for _ in range(3):  # ml_collections nests repr()s of its message: undo them
+    text = text.replace("\\'", "'").replace("\\n", "\n").replace('\\"', '"')
+  names = re.findall(r"'([A-Za-z_][\w]*)'", text)
+  suggestion = re.search(r'Did you mean "([^"]+)"', text)
+  name = names[0] if names else text.strip("\"' ")
+  hint = (f"; did you mean {suggestion.group(1)!r}?" if suggestion else
+          "; list the valid keys with --print_config")
   for arg in argv:
     if arg.startswith("--config."):
       path = arg[len("--config."):].split("=", 1)[0]
-      if name in path.split("."):
-        return f"--config.{path}: no such key in the config; see the config file for valid keys"
-  return f"--config override: no such key {name!r}; see the config file for valid keys"
+      parts = path.split(".")
+      if name in parts:
+        parent = ".".join(parts[:parts.index(name)])
+        where = f" in {parent}" if parent else " at the top level"
+        return f"--config.{path}: no such key {name!r}{where}{hint}"
+  return f"--config override: no such key {name!r}{hint}"
 
 
-def config_load_line(e: BaseException) -> str:
+def config_load_line(e: BaseException, argv: list[str] = ()) -> str:
   """ml_collections defers a config file's load errors to first access: the file's problem."""
   text = str(e)
+  if isinstance(e, AttributeError) and "get_config" in text:
+    return unknown_override(e, list(argv))
   if "Failed loading config file" not in text:
     return f"--config: {first_line(e)}"
   for line in text.splitlines():

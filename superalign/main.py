@@ -1,39 +1,70 @@
 """The launcher: ``superalign --config=experiments/<kind>/<name>.py[:ARGS] --workdir=DIR``.
 
-Validates the config, prepares the workdir, runs ``config.kind``'s protocol (``runners.py``).
-User mistakes print one line and exit 2, without a traceback (``flag_errors.py``).
+Validates the config, claims and locks the workdir, runs ``config.kind``'s protocol
+(``runners.py``). User mistakes print one line and exit 2, without a traceback
+(``flag_errors.py``); SIGTERM and Ctrl-C save a checkpoint and exit 143 and 130.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
 
+import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
 import experiments
 from superalign import flag_errors
-from superalign.flag_errors import EXIT_FAILED, EXIT_PREEMPTED, fail
+from superalign.flag_errors import EXIT_FAILED, fail
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(experiments.__file__), "w2s", "digits.py")
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory; resumes if it holds a run.")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False,
                                  "Call jax.distributed.initialize() (multi-host).")
+_PRINT_CONFIG = flags.DEFINE_bool("print_config", False,
+                                  "Print the resolved config (every key, with overrides) and exit.")
 _CONFIG = None  # defined in run(): ml_collections reads --config.KEY overrides when defining it
+
+USAGE = """\
+usage: superalign [--config=FILE[:ARGS]] [--workdir=DIR] [--config.KEY=VALUE ...]
+
+Runs one experiment. FILE is an ml_collections config (experiments/<kind>/<name>.py, default
+experiments/w2s/digits.py); ARGS are its comma-separated arguments, e.g. :smoke or
+:smoke,model=cnn. Every key of the config can be overridden with --config.KEY=VALUE; list the
+keys and their values with --config=FILE --print_config.
+
+flags:
+"""
+
+
+def load_config() -> ml_collections.ConfigDict:
+  """The parsed ``--config`` with its overrides, or one line naming what is wrong with it."""
+  try:
+    config = _CONFIG.value
+    config.get("kind")  # forces the deferred load
+  except Exception as e:
+    fail(flag_errors.config_load_line(e, sys.argv))
+  if not isinstance(config, ml_collections.ConfigDict):
+    fail(f"--config: get_config() returned a {type(config).__name__}; return an "
+         "ml_collections.ConfigDict (see experiments/ for examples)")
+  if "kind" not in config:
+    fail("--config: the config has no 'kind' key; set config.kind to a protocol (see "
+         "superalign/runners.py RUNNERS)")
+  return config
 
 
 def main(argv):
   if len(argv) > 1:
     fail(f"unexpected argument {argv[1]!r}; use --config=FILE[:ARGS] --workdir=DIR "
          "[--config.KEY=VALUE ...]")
-  try:
-    config = _CONFIG.value
-    config.get("kind")  # forces the deferred load
-  except Exception as e:
-    fail(flag_errors.config_load_line(e))
+  config = load_config()
+  if _PRINT_CONFIG.value:
+    print(config)
+    return
   import jax
   if _DISTRIBUTED.value or config.get("distributed", False):
     jax.distributed.initialize()
@@ -43,22 +74,39 @@ def main(argv):
   runtime.setup_compilation()
   from superalign.core.errors import ConfigError
   from superalign.core.loop import NonFiniteError, Preempted
+  workdir = _WORKDIR.value
   try:
     runners.validate(config)
-    workdir = workdir_lib.prepare(config, _WORKDIR.value, os.environ.get("SUPERALIGN_RUNS", "runs"))
-    print(f"superalign: {config.kind} run in {workdir}", flush=True)
-    results = runners.execute(config, workdir)
+    with workdir_lib.claim(config, workdir, os.environ.get("SUPERALIGN_RUNS", "runs")) as workdir:
+      print(f"superalign: {config.kind} run in {workdir}", flush=True)
+      results = runners.execute(config, workdir)
   except ConfigError as e:
     fail(str(e))
   except NonFiniteError as e:
-    fail(f"{e}; lower optim.learning_rate or set optim.clip_norm", EXIT_FAILED)
+    advice = "lower optim.learning_rate"
+    if "optim" in config and not config.optim.get("clip_norm", 1.0):
+      advice += " or set optim.clip_norm"
+    fail(f"{e}; {advice}, then run the same command again", EXIT_FAILED)
   except Preempted as e:
-    fail(f"{e}; run the same command again to resume", EXIT_PREEMPTED)
+    fail(f"{e}; run the same command again to resume", 128 + int(e.signum))
+  except KeyboardInterrupt:  # Ctrl-C outside training (loading data, compiling): nothing to save
+    fail("interrupted; run the same command again to resume", 130)
+  except OSError as e:
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+      raise
+    fail(workdir_lib.os_error_line(workdir or ".", e), EXIT_FAILED)
   if jax.process_index() == 0:
     summary = results.get("summary") or {k: v for k, v in results.items()
                                           if isinstance(v, (int, float, str))}
     print(summary if isinstance(summary, str) else json.dumps(summary, indent=2))
     print(f"superalign: results in {os.path.join(workdir, 'results.json')}")
+
+
+def print_help() -> None:
+  print(USAGE, end="")
+  for flag in ("config", "workdir", "print_config", "distributed"):
+    f = flags.FLAGS[flag]
+    print(f"  --{flag}: {f.help}" + (f" (default: {f.default_as_str})" if f.default_as_str else ""))
 
 
 def run():
@@ -70,6 +118,9 @@ def run():
         lock_config=True)
   except (AttributeError, KeyError) as e:
     fail(flag_errors.unknown_override(e, sys.argv))
+  if any(a in ("-h", "--help", "-?", "--helpshort", "--helpfull") for a in sys.argv[1:]):
+    print_help()
+    sys.exit(0)
   app.run(main, flags_parser=flag_errors.parse_flags)
 
 

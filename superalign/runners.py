@@ -9,11 +9,13 @@ checks, raising ConfigError) and ``run(config, workdir) -> dict`` (the results),
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import time
 from types import ModuleType
 
 import jax
+import ml_collections
 
 from superalign import data as data_lib
 from superalign import models
@@ -67,6 +69,7 @@ def validate(config, num_devices: int | None = None) -> None:
   block is checked where the config has it."""
   if config.kind not in RUNNERS:
     raise ConfigError(f"kind={config.kind!r}: unknown; valid: {', '.join(sorted(RUNNERS))}")
+  _validate_leaves(config)
   for key in _POSITIVE:
     value = _present(config, key)
     if value is not None and not value > 0:
@@ -90,6 +93,23 @@ def validate(config, num_devices: int | None = None) -> None:
     _validate_optim(config.optim)
   _validate_mesh(config, jax.device_count() if num_devices is None else num_devices)
   get(config.kind).validate(config)
+
+
+MAX_SEED = 2**31 - 1
+
+
+def _validate_leaves(config, prefix: str = "") -> None:
+  """Every number finite (``inf`` is no learning rate); every seed (``seed``, ``*_seed``) an
+  integer in [0, 2**31 - 1], the range every random-number generator here accepts."""
+  for key, value in config.items():
+    name = prefix + key
+    if isinstance(value, ml_collections.ConfigDict):
+      _validate_leaves(value, name + ".")
+    elif isinstance(value, float) and not math.isfinite(value):
+      raise ConfigError(f"{name}={value}: must be a finite number")
+    elif key == "seed" or key.endswith("_seed"):
+      if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise ConfigError(f"{name}={value!r}: a seed is an integer in [0, {MAX_SEED}]")
 
 
 def _validate_train(t) -> None:

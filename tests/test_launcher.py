@@ -73,7 +73,7 @@ BAD_INPUT = [
     (["--config.train.batch_size=0"], "train.batch_size=0: must be positive"),
     (["--config.optim.learning_rate=-0.1"], "optim.learning_rate=-0.1: must be positive"),
     (["--config.train.num_steps=-5"], "train.num_steps=-5: must be zero or positive"),
-    (["--config.train.bogus_key=3"], "--config.train.bogus_key: no such key in the config"),
+    (["--config.train.bogus_key=3"], "--config.train.bogus_key: no such key 'bogus_key' in train"),
     (["--config.optim.schedule=sawtooth"], "optim.schedule='sawtooth': valid:"),
     (["--config.optim.ema_decay=1.0"], "optim.ema_decay=1.0: must be in [0, 1)"),
     (["--config.train.early_stop_metric=f1"], "train.early_stop_metric='f1'"),

@@ -1,12 +1,18 @@
-"""Orbax checkpoints: every N steps and at the end, keep the last K, restore the latest."""
+"""Orbax checkpoints: every N steps and at the end, keep the last K, restore the newest intact."""
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+
+from superalign.core.errors import ConfigError
+from superalign.core.workdir import set_aside
+
+log = logging.getLogger("superalign")
 
 
 class Checkpointer:
@@ -15,10 +21,12 @@ class Checkpointer:
   def __init__(self, directory: str, every: int, keep: int):
     self.directory = os.path.abspath(directory)
     self.every = every
-    self.manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
-    )
+    self.keep = keep
+    self.manager = self._manager()
+
+  def _manager(self) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(
+        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=self.keep, create=True))
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -40,9 +48,47 @@ class Checkpointer:
         state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
     return out["state"], dict(out["meta"])
 
+  def restore_latest(self, like: Any) -> tuple[int, Any, dict] | None:
+    """``(step, state, meta)`` of the newest step that restores, or None when there is none.
+
+    A newer step that does not restore (a truncated or missing file: a crash or a full disk
+    during the save, or a damaged disk) is moved to ``<step>.bad`` beside it, with one warning
+    line, and the run falls back to the step before. If no step restores, nothing is moved and
+    a ConfigError names the folder to move aside.
+    """
+    failed = []
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        state, meta = self.restore(step, like)
+      except Exception as e:  # Orbax, TensorStore and JSON errors alike: the step is unreadable
+        failed.append((step, _first_line(e)))
+        continue
+      if failed:
+        self._set_aside([s for s, _ in failed])
+        log.warning("%s: step %s unreadable (%s); kept as %s.bad, resuming from step %d",
+                    self.directory, failed[0][0], failed[0][1], failed[0][0], step)
+      return step, state, meta
+    if failed:
+      raise ConfigError(f"{self.directory}: no checkpoint step restores (step {failed[0][0]}: "
+                        f"{failed[0][1]}); move that folder aside to train this stage from the "
+                        "start")
+    return None
+
+  def _set_aside(self, bad_steps: list[int]) -> None:
+    self.manager.close()
+    if jax.process_index() == 0:
+      for step in bad_steps:
+        set_aside(os.path.join(self.directory, str(step)))
+    self.manager = self._manager()
+
   def wait(self) -> None:
     self.manager.wait_until_finished()
 
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def _first_line(e: BaseException) -> str:
+  text = str(e).strip()
+  return text.splitlines()[0][:200] if text else type(e).__name__

@@ -34,11 +34,12 @@ class NonFiniteError(RuntimeError):
 
 
 class Preempted(Exception):
-  """SIGTERM arrived; a checkpoint was saved at ``step``."""
+  """SIGTERM or SIGINT (Ctrl-C) arrived; a checkpoint was saved at ``step``."""
 
-  def __init__(self, step: int):
-    super().__init__(f"stopped by SIGTERM at step {step}; checkpoint saved")
+  def __init__(self, step: int, signum: int = signal.SIGTERM):
+    super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}; checkpoint saved")
     self.step = step
+    self.signum = signum
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,34 +80,46 @@ class FitResult:
   resumed_from: int | None
 
 
+class _StopFlag:
+  """The first of SIGTERM (preemptible TPU VMs) or SIGINT (Ctrl-C) that arrived, if any."""
+  signum: int | None = None
+
+  def is_set(self) -> bool:
+    return self.signum is not None
+
+
 @contextlib.contextmanager
-def _sigterm_flag():
-  """Turns SIGTERM into a flag the loop checks between steps (preemptible TPU VMs)."""
-  flag = threading.Event()
+def _stop_signals():
+  """Turns SIGTERM and SIGINT into a flag the loop checks between steps, so both save a
+  checkpoint and stop cleanly."""
+  flag = _StopFlag()
   if threading.current_thread() is not threading.main_thread():
     yield flag
     return
-  previous = signal.signal(signal.SIGTERM, lambda *_: flag.set())
+  def handler(signum, _):
+    flag.signum = flag.signum or signum
+  previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
   try:
     yield flag
   finally:
-    signal.signal(signal.SIGTERM, previous)
+    for s, h in previous.items():
+      signal.signal(s, h)
 
 
 def _copy(tree):
   return jax.tree.map(lambda x: x.copy(), tree)
 
 
-def _check_finite(rows: list[tuple[int, dict]]) -> None:
+def _check_finite(rows: list[tuple[int, dict]], desc: str) -> None:
   for step, metrics in rows:
     for name, value in metrics.items():
       value = np.asarray(value)
       if not np.all(np.isfinite(value)):
         if value.ndim:  # stacked runs: name the first bad one
           run = int(np.argmin(np.isfinite(value)))
-          raise NonFiniteError(
-              f"training metric {name!r} is {float(value[run])} at step {step} (run {run})")
-        raise NonFiniteError(f"training metric {name!r} is {float(value)} at step {step}")
+          raise NonFiniteError(f"{desc}: training metric {name!r} is {float(value[run])} at "
+                               f"step {step} (run {run})")
+        raise NonFiniteError(f"{desc}: training metric {name!r} is {float(value)} at step {step}")
 
 
 def _jsonable(value):
@@ -217,14 +230,20 @@ def fit(
       out["best_params"] = best.params if best.params is not None else state.params
     return out
 
-  def meta(finished: bool):
+  def meta(finished: bool, pending=()):
+    # ``pending``: the steps since the last logged row, so a resumed run averages the same window
     return {"history": history, "best": best.state() if best else {},
             "stopped_early": stopped_early, "train_metrics": train_metrics, "finished": finished,
-            "host": host.state_dict() if host is not None else {}}
+            "host": host.state_dict() if host is not None else {},
+            "pending": [[s, {k: _jsonable(v) for k, v in m.items()}]
+                        for s, m in jax.device_get(list(pending))]}
 
-  if checkpointer is not None and checkpointer.latest_step() is not None:
-    resumed_from = checkpointer.latest_step()
-    restored, m = checkpointer.restore(resumed_from, items())
+  pending: list[tuple[int, dict]] = []
+  restored = checkpointer.restore_latest(items()) if checkpointer is not None else None
+  if writer is not None:
+    writer.rewind(restored[0] if restored else None)
+  if restored is not None:
+    resumed_from, restored, m = restored
     state = state.replace_items(restored["state"])
     if best is not None:
       best.load(m["best"])
@@ -233,15 +252,16 @@ def fit(
     history, stopped_early, train_metrics = m["history"], m["stopped_early"], m["train_metrics"]
     if host is not None:
       host.load_state_dict(m.get("host", {}))
+    pending = [(s, {k: np.asarray(v, np.float32) for k, v in row.items()})
+               for s, row in m.get("pending", [])]
     log.info("%s: resumed from checkpoint at step %d", desc, resumed_from)
     if m["finished"]:
       return _finish(state, best, history, train_metrics, stopped_early, resumed_from)
 
   start = int(jax.device_get(state.step).max())
   progress = _Progress(num_steps, start, desc)
-  pending: list[tuple[int, dict]] = []
   step = start
-  with _sigterm_flag() as sigterm:
+  with _stop_signals() as sigterm:
     try:
       while step < num_steps and not stopped_early:
         state, metrics = train_step(state, batch_at(step, state))
@@ -249,9 +269,9 @@ def fit(
         pending.append((step, metrics))
         last = step == num_steps
         do_eval = evaluate is not None and ((eval_every and step % eval_every == 0) or last)
-        if step % log_every == 0 or last or do_eval or sigterm.is_set():
+        if step % log_every == 0 or last or do_eval:
           rows = jax.device_get(pending)
-          _check_finite(rows)
+          _check_finite(rows, desc)
           if host is not None:
             for row_step, row in rows:
               host.observe(row_step, {k: float(np.mean(v)) for k, v in row.items()})
@@ -273,11 +293,12 @@ def fit(
             stopped_early = best.exhausted
         final = last or stopped_early  # the final save below covers these
         if checkpointer is not None and not final and (checkpointer.due(step) or sigterm.is_set()):
-          checkpointer.save(step, items(), meta(finished=False))
+          _check_finite(jax.device_get(pending), desc)
+          checkpointer.save(step, items(), meta(finished=False, pending=pending))
         if sigterm.is_set() and not final:
           if checkpointer is not None:
             checkpointer.wait()
-          raise Preempted(step)
+          raise Preempted(step, sigterm.signum)
     finally:
       progress.close()
   if checkpointer is not None:

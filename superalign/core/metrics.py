@@ -33,7 +33,7 @@ class MetricWriter:
     if not self.enabled:
       return
     os.makedirs(workdir, exist_ok=True)
-    self._truncate(resume_step)
+    self.rewind(resume_step)
     try:
       from tensorboardX import SummaryWriter
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard", tag) if tag
@@ -41,10 +41,10 @@ class MetricWriter:
     except ImportError:  # tensorboardX is a dependency; tolerate its absence in minimal installs.
       self._tb = None
 
-  def _truncate(self, resume_step: int | None) -> None:
+  def rewind(self, resume_step: int | None) -> None:
     """Drops this run's rows past ``resume_step``; a torn row (a crash or a full disk in mid-append)
     is moved aside to ``metrics.jsonl.torn``, never silently lost."""
-    if not os.path.exists(self.path):
+    if not self.enabled or not os.path.exists(self.path):
       return
     keep, torn = [], []
     for line, row in _rows(self.path):
@@ -58,9 +58,14 @@ class MetricWriter:
         f.writelines(torn)
       log.warning("%s: %d torn row(s) moved to %s.torn", self.path, len(torn), self.path)
     tmp = self.path + ".tmp"
-    with open(tmp, "w") as f:
-      f.writelines(keep)
-    os.replace(tmp, self.path)
+    try:
+      with open(tmp, "w") as f:
+        f.writelines(keep)
+      os.replace(tmp, self.path)
+    except BaseException:  # a full disk: the old file stands, and no empty temporary is left
+      if os.path.exists(tmp):
+        os.remove(tmp)
+      raise
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
     if not self.enabled:

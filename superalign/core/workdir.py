@@ -1,17 +1,22 @@
 """The workdir every run writes: prepared once, artefacts cached, results written at the end.
 
-``prepare`` makes the directory and saves ``config.json`` (a rerun with a different config is
-refused, naming the first difference); ``cached`` computes an artefact once per workdir, so an
+``claim`` makes and locks the directory and saves ``config.json`` (a rerun with a different config
+is refused, naming the first difference); ``cached`` computes an artefact once per workdir, so an
 interrupted run picks up where it stopped; ``finish`` adds the wall time, draws the learning
 curves and the protocol's plots, and writes ``results.json``. Only process 0 writes files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import errno
+import fcntl
 import json
 import logging
+import math
 import os
+import shutil
 import time
 from typing import Callable
 
@@ -24,9 +29,15 @@ from superalign.core.errors import ConfigError
 log = logging.getLogger("superalign")
 
 
-def prepare(config, workdir: str | None, root: str = "runs") -> str:
-  """The absolute workdir (fresh ``<root>/<kind>-<timestamp>`` when ``None``) with the resolved
-  config saved; raises ConfigError if it holds a run of another config or is not a directory."""
+@contextlib.contextmanager
+def claim(config, workdir: str | None, root: str = "runs"):
+  """The absolute workdir (fresh ``<root>/<kind>-<timestamp>`` when ``None``), locked for the
+  duration of the block, with the resolved config saved.
+
+  A workdir holding a run of another config is refused, unless it holds no work yet (no
+  checkpoint, no cached artefact, no results: a run that failed before training), which then
+  takes the new config and keeps the old one aside. Bad paths raise ConfigError.
+  """
   if workdir is None:
     workdir = fresh(root, config.kind)
   elif not workdir.strip():
@@ -35,23 +46,120 @@ def prepare(config, workdir: str | None, root: str = "runs") -> str:
   workdir = os.path.abspath(os.path.expanduser(workdir))
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ConfigError(f"--workdir={workdir}: exists and is not a directory")
-  path = os.path.join(workdir, "config.json")
-  resolved = json.loads(config.to_json_best_effort())
-  if os.path.exists(path):
-    try:
-      with open(path) as f:
-        saved = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-      raise ConfigError(f"{path}: not valid JSON (an interrupted write?); move it aside to resume "
-                        "this workdir with the current config, or choose a new --workdir") from None
-    diff = first_difference(saved, resolved)
-    if diff:
-      raise ConfigError(f"--workdir={workdir}: holds a run with a different config ({diff}); "
-                        "resume with the same config or choose a new --workdir")
   if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    write_json(path, resolved, sort_keys=True)
-  return workdir
+    with _os_errors(workdir):
+      os.makedirs(workdir, exist_ok=True)
+  with lock(workdir):
+    path = os.path.join(workdir, "config.json")
+    resolved = json.loads(config.to_json_best_effort())
+    if os.path.exists(path):
+      _check_same_config(workdir, path, resolved)
+    if jax.process_index() == 0:
+      with _os_errors(workdir):
+        write_json(path, resolved, sort_keys=True)
+    yield workdir
+
+
+def _check_same_config(workdir: str, path: str, resolved: dict) -> None:
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError):
+    raise ConfigError(f"{path}: not valid JSON (an interrupted write?); move it aside to resume "
+                      "this workdir with the current config, or choose a new --workdir") from None
+  diff = first_difference(saved, resolved)
+  if not diff:
+    return
+  if holds_work(workdir):
+    raise ConfigError(f"--workdir={workdir}: holds a run with a different config ({diff}); "
+                      "resume with the same config or choose a new --workdir")
+  kept = [set_aside(p, "old") for p in (path, os.path.join(workdir, "metrics.jsonl"))
+          if os.path.exists(p)]
+  log.warning("%s: held no checkpoint or finished stage, so it takes the new config (%s); "
+              "the old files are kept as %s", workdir, diff,
+              ", ".join(os.path.basename(p) for p in kept))
+
+
+def holds_work(workdir: str) -> bool:
+  """Whether anything a rerun would reuse is here: a checkpoint step, a cached ``.npz``
+  artefact, or ``results.json``."""
+  if os.path.exists(os.path.join(workdir, "results.json")):
+    return True
+  for dirpath, dirnames, filenames in os.walk(workdir):
+    if any(f.endswith(".npz") for f in filenames):
+      return True
+    if os.path.relpath(dirpath, workdir).split(os.sep)[0] == "checkpoints" and any(
+        d.isdigit() for d in dirnames):
+      return True
+  return False
+
+
+@contextlib.contextmanager
+def lock(workdir: str):
+  """An exclusive lock on ``<workdir>/.lock`` while the block runs (process 0). The kernel drops
+  it when the holder exits, however it exits, so a crashed run leaves no stale lock."""
+  if jax.process_index() != 0:
+    yield
+    return
+  path = os.path.join(workdir, ".lock")
+  with _os_errors(workdir):
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+      raise ConfigError(f"--workdir={workdir}: in use by another superalign run (pid {holder}); "
+                        "wait for it to finish, or choose another --workdir") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    yield
+  finally:
+    os.close(fd)
+
+
+@contextlib.contextmanager
+def _os_errors(workdir: str):
+  """An OSError making or writing the workdir (read-only, ``/proc``, below a file, a full disk)
+  as one ConfigError line naming the path and the reason."""
+  try:
+    yield
+  except OSError as e:
+    raise ConfigError(os_error_line(workdir, e)) from None
+
+
+def os_error_line(workdir: str, e: OSError) -> str:
+  reason = e.strerror or str(e) or type(e).__name__
+  if e.errno == errno.ENOSPC:
+    reason += f", {free_space(workdir)} free; free some space and run the same command to resume"
+  where = f" ({e.filename})" if e.filename and os.fspath(e.filename) != workdir else ""
+  return f"--workdir={workdir}: cannot write there: {reason}{where}"
+
+
+def free_space(path: str) -> str:
+  """Free space on the file system holding ``path`` (its nearest existing parent), e.g. "12 MB"."""
+  path = os.path.abspath(path)
+  while not os.path.exists(path) and path != os.path.dirname(path):
+    path = os.path.dirname(path)
+  try:
+    free = shutil.disk_usage(path).free
+  except OSError:
+    return "unknown"
+  for unit in ("bytes", "kB", "MB", "GB", "TB"):
+    if free < 1000 or unit == "TB":
+      return f"{free:.0f} {unit}"
+    free /= 1000
+
+
+def set_aside(path: str, suffix: str = "bad") -> str:
+  """Renames ``path`` to ``path.<suffix>`` (``path.<suffix>-2`` ... if taken) and returns the new
+  name: a file a run cannot use is kept, never deleted."""
+  for n in range(1, 1000):
+    target = f"{path}.{suffix}" + (f"-{n}" if n > 1 else "")
+    if not os.path.exists(target):
+      os.rename(path, target)
+      return target
+  raise ConfigError(f"{path}: too many copies set aside already ({path}.{suffix}-*)")
 
 
 def fresh(root: str, kind: str) -> str:
@@ -81,26 +189,54 @@ def first_difference(a, b, prefix: str = "") -> str | None:
 
 
 def write_json(path: str, value, **kw) -> None:
-  """Atomically: a reader sees the old file or the new one, never half of one."""
-  tmp = path + ".tmp"
+  """Strict JSON (a NaN or infinite number is written as ``null``), atomically: a reader sees
+  the old file or the new one, never half of one, and a failed write leaves no temporary."""
+  _atomic(path, lambda tmp: _dump(tmp, _finite(value), kw))
+
+
+def _dump(tmp: str, value, kw) -> None:
   with open(tmp, "w") as f:
-    json.dump(value, f, indent=2, **kw)
-  os.replace(tmp, path)
+    json.dump(value, f, indent=2, allow_nan=False, **kw)
+
+
+def _finite(value):
+  if isinstance(value, float):
+    return value if math.isfinite(value) else None
+  if isinstance(value, dict):
+    return {k: _finite(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_finite(v) for v in value]
+  return value
+
+
+def _atomic(path: str, write: Callable[[str], None], tmp_suffix: str = ".tmp") -> None:
+  tmp = path + tmp_suffix
+  try:
+    write(tmp)
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    raise
 
 
 def cached(workdir: str, name: str, compute: Callable[[], dict]) -> dict[str, np.ndarray]:
   """``compute()`` (a dict of arrays) once per workdir, saved as ``<workdir>/<name>.npz``."""
   path = os.path.join(workdir, f"{name}.npz")
   if os.path.exists(path):
-    with np.load(path) as saved:
-      return dict(saved)
+    try:
+      with np.load(path) as saved:
+        return dict(saved)
+    except Exception as e:  # truncated or overwritten: zipfile, pickle and EOF errors alike
+      kept = set_aside(path) if jax.process_index() == 0 else path
+      log.warning("%s: unreadable (%s); recomputing it, the bad file is kept as %s", path,
+                  str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, kept)
   t0 = time.time()
   out = {k: np.asarray(v) for k, v in compute().items()}
   log.info("%s: computed in %.1f s", name, time.time() - t0)
   if jax.process_index() == 0:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    np.savez(path + ".tmp.npz", **out)
-    os.replace(path + ".tmp.npz", path)
+    _atomic(path, lambda tmp: np.savez(tmp, **out), ".tmp.npz")
   return out
 
 
