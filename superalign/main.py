@@ -86,7 +86,9 @@ def main(argv):
     advice = "lower optim.learning_rate"
     if "optim" in config and not config.optim.get("clip_norm", 1.0):
       advice += " or set optim.clip_norm"
-    fail(f"{e}; {advice}, then run the same command again", EXIT_FAILED)
+    where = ("in a new --workdir (this one holds checkpoints of the diverged run)"
+             if workdir_lib.holds_work(workdir) else "(this workdir takes the new config)")
+    fail(f"{e}; {advice} and run again {where}", EXIT_FAILED)
   except Preempted as e:
     fail(f"{e}; run the same command again to resume", 128 + int(e.signum))
   except KeyboardInterrupt:  # Ctrl-C outside training (loading data, compiling): nothing to save

@@ -31,9 +31,12 @@ from jax.sharding import Mesh
 from superalign.core import batches, checkpoint, loop, optim, state as state_lib, steps
 from superalign.core import mesh as mesh_lib
 from superalign.core.apply import batched_apply
+from superalign.core.errors import ConfigError
 from superalign.core.metrics import MetricWriter
 
 log = logging.getLogger("superalign")
+
+MAX_OVERSAMPLE = 8  # the largest batch, as a multiple of its split's size
 
 Examples = Mapping[str, np.ndarray]
 
@@ -155,6 +158,8 @@ class Trainer:
     if batch_fn is not None and (self.stacked or tc.num_steps <= 0):
       raise ValueError("a batch_fn trains one run for train.num_steps > 0 steps")
     n = len(next(iter(examples.values()))) if examples is not None else 0
+    if examples is not None:
+      self._check_batch_size(n)
     num_steps = num_train_steps(tc, n)
     state, shardings = self._create(num_steps)
     run_seeds = self.run_seeds
@@ -183,6 +188,19 @@ class Trainer:
       writer.close()
       ckpt.close()
     return wrap(result.state, result)
+
+  def _check_batch_size(self, n: int) -> None:
+    """A batch larger than the split samples with replacement (``core.batches``): warn, and
+    refuse above ``MAX_OVERSAMPLE`` times the split, where a step would mostly repeat rows."""
+    batch_size = int(self.train.batch_size)
+    if n == 0:
+      raise ConfigError(f"{self.tag}: no training examples")
+    if batch_size > MAX_OVERSAMPLE * n:
+      raise ConfigError(f"train.batch_size={batch_size}: more than {MAX_OVERSAMPLE}x the {n} "
+                        f"training examples of {self.tag}; lower it (at most {MAX_OVERSAMPLE * n})")
+    if batch_size > n:
+      log.warning("%s: train.batch_size=%d exceeds the %d training examples; each batch samples "
+                  "them with replacement", self.tag, batch_size, n)
 
   def _create(self, num_steps: int):
     tx = optim.make(self.optim, num_steps, trainable_mask(self.build, self.trainable))

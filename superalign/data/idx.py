@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 
 import numpy as np
 
@@ -26,8 +27,12 @@ _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4",
 def read_idx(path: str) -> np.ndarray:
   """Parses one IDX file: 2 zero bytes, a dtype byte, a rank byte, big-endian dims, data."""
   opener = gzip.open if path.endswith(".gz") else open
-  with opener(path, "rb") as f:
-    raw = f.read()
+  try:
+    with opener(path, "rb") as f:
+      raw = f.read()
+  except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+    raise DataError(f"{path}: unreadable ({str(e) or type(e).__name__}); a truncated or "
+                    "corrupt download? fetch the file again") from None
   if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES:
     raise DataError(f"{path}: not an IDX file (bad magic number)")
   rank = raw[3]
@@ -63,9 +68,34 @@ def check_directory(directory: str) -> None:
 
 def load(directory: str) -> Source:
   check_directory(directory)
-  arrays = {key: read_idx(find(directory, stem)) for key, stem in _FILES.items()}
+  paths = {key: find(directory, stem) for key, stem in _FILES.items()}
+  arrays = {key: read_idx(path) for key, path in paths.items()}
+  _check(arrays, paths)
   scale = lambda a: (a.astype(np.float32) / 255.0)[..., None]
   height, width = arrays["train_x"].shape[1:]
   return Source(f"idx:{directory}", scale(arrays["train_x"]), arrays["train_y"].astype(np.int32),
                 InputSpec((height, width, 1), "image", int(arrays["train_y"].max()) + 1),
                 test_x=scale(arrays["test_x"]), test_y=arrays["test_y"].astype(np.int32))
+
+
+def _check(arrays: dict[str, np.ndarray], paths: dict[str, str]) -> None:
+  """Shapes and labels, before any training: images [n, h, w], labels [n] in 0..classes-1, the
+  same n for both, some training examples, and no test class the training set lacks."""
+  for split in ("train", "test"):
+    x, y = arrays[f"{split}_x"], arrays[f"{split}_y"]
+    if x.ndim != 3:
+      raise DataError(f"{paths[split + '_x']}: images of shape {x.shape}; expected rank 3 "
+                      "[examples, height, width]")
+    if y.ndim != 1:
+      raise DataError(f"{paths[split + '_y']}: labels of shape {y.shape}; expected rank 1")
+    if len(x) != len(y):
+      raise DataError(f"{paths[split + '_y']}: {len(y)} labels for {len(x)} images in "
+                      f"{paths[split + '_x']}")
+    if len(y) and (not np.issubdtype(y.dtype, np.integer) or y.min() < 0):
+      raise DataError(f"{paths[split + '_y']}: labels must be integers from 0")
+  if not len(arrays["train_y"]):
+    raise DataError(f"{paths['train_x']}: holds no training examples")
+  classes = int(arrays["train_y"].max()) + 1
+  if len(arrays["test_y"]) and int(arrays["test_y"].max()) >= classes:
+    raise DataError(f"{paths['test_y']}: label {int(arrays['test_y'].max())} is not a training "
+                    f"class (the training labels are 0..{classes - 1})")

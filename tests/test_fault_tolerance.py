@@ -1,0 +1,256 @@
+"""Issue 14: a workdir never gets stuck, nothing written is lost, and every user mistake is one
+line. Each test reproduces a case that failed before its fix."""
+
+import errno
+import gzip
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import write_idx
+from test_launcher import ROOT, _assert_one_line_error, launch, superalign
+
+S = "--config=experiments/supervised/digits.py:smoke"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--config.train.batchsize=3"], "--config.train.batchsize: no such key 'batchsize' in train; "
+                                     "did you mean 'batch_size'?"),
+    (["--config.seeed=1"], "--config.seeed: no such key 'seeed' at the top level; did you mean "
+                           "'seed'?"),
+    (["--config.seed=-1"], "seed=-1: a seed is an integer in [0, 2147483647]"),
+    (["--config.seed=99999999999999999999"], "seed=99999999999999999999: a seed is an integer"),
+    (["--config.data.split_seed=-1"], "data.split_seed=-1: a seed is an integer"),
+    (["--config.optim.learning_rate=inf"], "optim.learning_rate=inf: must be a finite number"),
+])
+def test_override_mistakes_are_one_line(tmp_path, monkeypatch, capsys, args, message):
+  out = launch(monkeypatch, capsys, S, f"--workdir={tmp_path / 'w'}", *args)
+  _assert_one_line_error(out, message)
+  assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("body,message", [
+    ("x = 1\n", "c.py: defines no get_config()"),
+    ("def get_config():\n  return {'kind': 'supervised'}\n",
+     "get_config() returned a dict; return an ml_collections.ConfigDict"),
+])
+def test_config_files_without_get_config_or_returning_a_dict(tmp_path, body, message):
+  """A subprocess: in one process ml_collections reuses the module of an earlier config file."""
+  (tmp_path / "c.py").write_text(body)
+  out = superalign(f"--config={tmp_path / 'c.py'}", f"--workdir={tmp_path / 'w'}")
+  _assert_one_line_error(out, message)
+
+
+def test_help_lists_the_flags_and_exits_0(monkeypatch, capsys):
+  out = launch(monkeypatch, capsys, "--help")
+  assert not out.returncode, out.stderr  # SystemExit(None) and exit 0 alike
+  for flag in ("--config", "--workdir", "--print_config"):
+    assert flag in out.stdout
+
+
+def test_print_config_lists_the_keys(monkeypatch, capsys):
+  out = launch(monkeypatch, capsys, S, "--print_config", "--config.seed=3")
+  assert not out.returncode and "batch_size" in out.stdout and "seed: 3" in out.stdout
+
+
+@pytest.mark.parametrize("workdir,reason", [
+    ("/proc/superalign-x", "cannot write there"),
+    ("/sys/superalign-x", "cannot write there"),
+    ("FILE/sub", "cannot write there: Not a directory"),
+])
+def test_unwritable_workdirs_are_one_line(tmp_path, monkeypatch, capsys, workdir, reason):
+  (tmp_path / "FILE").write_text("precious")
+  workdir = workdir.replace("FILE", str(tmp_path / "FILE"))
+  out = launch(monkeypatch, capsys, S, f"--workdir={workdir}")
+  _assert_one_line_error(out, f"--workdir={workdir}: {reason}")
+  assert (tmp_path / "FILE").read_text() == "precious"
+
+
+def test_a_read_only_workdir_is_one_line(tmp_path, monkeypatch, capsys):
+  """Tests run as root here, where chmod does not stop writes: the mount's error is simulated."""
+  def read_only(path, *a, **kw):
+    raise OSError(errno.EROFS, "Read-only file system", path)
+  monkeypatch.setattr(os, "makedirs", read_only)
+  out = launch(monkeypatch, capsys, S, f"--workdir={tmp_path / 'ro'}")
+  _assert_one_line_error(out, "cannot write there: Read-only file system")
+
+
+def test_a_locked_workdir_refuses_a_second_run(tmp_path, monkeypatch, capsys):
+  """A second run on a workdir in use gets one line; the lock dies with its holder (kill -9)."""
+  holder = subprocess.Popen(
+      [sys.executable, "-c", "import sys, time\nfrom superalign.core import workdir\n"
+       f"with workdir.lock({str(tmp_path)!r}):\n  print('locked', flush=True)\n  time.sleep(600)"],
+      cwd=ROOT, stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == "locked"
+    out = launch(monkeypatch, capsys, S, f"--workdir={tmp_path}")
+    _assert_one_line_error(out, f"in use by another superalign run (pid {holder.pid})")
+    assert not (tmp_path / "config.json").exists()
+  finally:
+    holder.kill()
+    holder.wait()
+  from superalign.core import workdir as workdir_lib
+  with workdir_lib.lock(str(tmp_path)):  # stale after kill -9: free again
+    pass
+
+
+def test_a_workdir_without_work_takes_a_new_config(tmp_path):
+  """A run that failed before training (bad data, NaN at step 1) wrote only config.json and
+  perhaps metric rows: the corrected command takes it over, keeping the old files."""
+  from superalign.core import workdir as workdir_lib
+  from experiments.supervised import digits
+  first, second = digits.get_config("smoke"), digits.get_config("smoke")
+  second.optim.learning_rate = 1e-4
+  with workdir_lib.claim(first, str(tmp_path)):
+    (tmp_path / "metrics.jsonl").write_text('{"run": "supervised", "step": 1}\n')
+  with workdir_lib.claim(second, str(tmp_path)):
+    pass
+  assert json.loads((tmp_path / "config.json").read_text())["optim"]["learning_rate"] == 1e-4
+  assert (tmp_path / "config.json.old").exists() and (tmp_path / "metrics.jsonl.old").exists()
+  os.makedirs(tmp_path / "checkpoints" / "supervised" / "10")  # now it holds work: refused
+  from superalign.core.errors import ConfigError
+  with pytest.raises(ConfigError, match="holds a run with a different config"):
+    with workdir_lib.claim(first, str(tmp_path)):
+      pass
+
+
+@pytest.mark.parametrize("damage", ["truncate", "random"])
+def test_a_corrupt_cached_artefact_is_recomputed_and_kept(tmp_path, damage):
+  from superalign.core import workdir as workdir_lib
+  calls = []
+  compute = lambda: calls.append(1) or {"labels": np.arange(1000)}
+  workdir_lib.cached(str(tmp_path), "weak_labels/m", compute)
+  path = tmp_path / "weak_labels" / "m.npz"
+  if damage == "truncate":
+    os.truncate(path, 100)
+  else:
+    path.write_bytes(np.random.default_rng(0).bytes(500))
+  out = workdir_lib.cached(str(tmp_path), "weak_labels/m", compute)
+  np.testing.assert_array_equal(out["labels"], np.arange(1000))
+  assert len(calls) == 2 and (tmp_path / "weak_labels" / "m.npz.bad").exists()
+
+
+def test_results_json_is_strict_json(tmp_path):
+  from superalign.core import workdir as workdir_lib
+  path = str(tmp_path / "results.json")
+  workdir_lib.write_json(path, {"auroc": float("nan"), "n": [1.0, float("inf")]})
+  text = open(path).read()
+  assert json.loads(text, parse_constant=lambda c: pytest.fail(c)) == {"auroc": None,
+                                                                        "n": [1.0, None]}
+
+
+def test_a_failed_rewrite_leaves_no_temporary(tmp_path, monkeypatch):
+  """A full disk while metrics.jsonl is rewritten on resume: the old file stands, no .tmp."""
+  from superalign.core import metrics
+  (tmp_path / "metrics.jsonl").write_text('{"run": "a", "step": 1}\n')
+  def full(*a):
+    raise OSError(errno.ENOSPC, "No space left on device")
+  monkeypatch.setattr(os, "replace", full)
+  with pytest.raises(OSError):
+    metrics.MetricWriter(str(tmp_path), tag="a", resume_step=0)
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]
+
+
+def _gz(path, data: bytes):
+  with gzip.open(path, "wb") as f:
+    f.write(data)
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("truncated_gzip", "train-images-idx3-ubyte.gz: unreadable"),
+    ("garbage_gzip", "train-labels-idx1-ubyte.gz: unreadable"),
+    ("rank1_images", "images of shape (120,); expected rank 3"),
+    ("no_training_examples", "holds no training examples"),
+    ("unknown_test_label", "t10k-labels-idx1-ubyte.gz: label 9 is not a training class"),
+])
+def test_bad_idx_data_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys, damage, message):
+  d = write_idx(str(tmp_path / "idx"))
+  images, labels = os.path.join(d, "train-images-idx3-ubyte.gz"), os.path.join(
+      d, "train-labels-idx1-ubyte.gz")
+  if damage == "truncated_gzip":
+    os.truncate(images, 200)
+  elif damage == "garbage_gzip":
+    open(labels, "wb").write(b"\x1f\x8b" + bytes(range(200)))
+  elif damage == "rank1_images":
+    _gz(images, bytes([0, 0, 8, 1]) + np.array([120], ">u4").tobytes() + bytes(120))
+  elif damage == "no_training_examples":
+    _gz(images, bytes([0, 0, 8, 3]) + np.array([0, 28, 28], ">u4").tobytes())
+    _gz(labels, bytes([0, 0, 8, 1]) + np.array([0], ">u4").tobytes())
+  else:
+    test_labels = os.path.join(d, "t10k-labels-idx1-ubyte.gz")
+    _gz(test_labels, bytes([0, 0, 8, 1]) + np.array([40], ">u4").tobytes() + bytes([9] * 40))
+  out = launch(monkeypatch, capsys, "--config=experiments/supervised/fashion_mnist.py:smoke",
+               f"--config.data.name=idx:{d}", f"--workdir={tmp_path / 'w'}")
+  _assert_one_line_error(out, message)
+
+
+def _largest_file(directory):
+  files = [os.path.join(d, f) for d, _, fs in os.walk(directory) for f in fs]
+  return max(files, key=os.path.getsize)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("damage", ["truncate_data", "_METADATA", "manifest.ocdbt",
+                                    "ocdbt.process_0", "state", "empty_meta"])
+def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, caplog, damage):
+  import shutil
+  from test_engine import _config, _params, _train
+  config = _config(steps=16)
+  first, _, _ = _train(config, tmp_path, {"data": 1})
+  step = tmp_path / "checkpoints" / "t" / "16"
+  if damage == "truncate_data":
+    os.truncate(_largest_file(step / "state"), 100)
+  elif damage == "empty_meta":
+    (step / "meta" / "metadata").write_text("")
+  elif damage == "state":
+    shutil.rmtree(step / "state")
+  else:
+    target = step / "state" / damage
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+  again, _, _ = _train(config, tmp_path, {"data": 1})
+  assert again.fit.resumed_from == 8
+  assert (tmp_path / "checkpoints" / "t" / "16.bad").is_dir()   # kept aside, not deleted
+  assert "step 16 unreadable" in caplog.text
+  for a, b in zip(_params(first), _params(again)):   # retrained from step 8: the same model
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.e2e
+def test_no_intact_checkpoint_is_one_line_and_moves_nothing(tmp_path):
+  from superalign.core.errors import ConfigError
+  from test_engine import _config, _train
+  config = _config(steps=16)
+  _train(config, tmp_path, {"data": 1})
+  for step in ("8", "16"):
+    (tmp_path / "checkpoints" / "t" / step / "meta" / "metadata").write_text("")
+  with pytest.raises(ConfigError, match="no checkpoint step restores"):
+    _train(config, tmp_path, {"data": 1})
+  assert sorted(p.name for p in (tmp_path / "checkpoints" / "t").iterdir()) == ["16", "8"]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
+def test_a_signal_then_resume_writes_the_same_metrics_file(tmp_path, signum):
+  """Ctrl-C saves and stops as SIGTERM does; with a logging window that the stop cuts, the
+  resumed run's metrics.jsonl equals the uninterrupted run's, row for row."""
+  import signal
+  from superalign.core import loop
+  from superalign.core.metrics import read_metrics
+  from test_engine import _config, _params, _train
+  config = _config(steps=24, log_every=5, checkpoint_every=8)
+  full, _, _ = _train(config, tmp_path / "full", {"data": 1})
+
+  def hook(step):
+    if step == 11:
+      os.kill(os.getpid(), getattr(signal, signum))
+  with pytest.raises(loop.Preempted, match=f"stopped by {signum} at step 12"):
+    _train(config, tmp_path / "cut", {"data": 1}, on_batch=hook)
+  resumed, _, _ = _train(config, tmp_path / "cut", {"data": 1})
+  assert resumed.fit.resumed_from == 12
+  assert read_metrics(str(tmp_path / "cut")) == read_metrics(str(tmp_path / "full"))
+  for a, b in zip(_params(full), _params(resumed)):
+    np.testing.assert_array_equal(a, b)
