@@ -8,6 +8,8 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import gzip  # noqa: E402
 import pathlib  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -47,3 +49,82 @@ def write_idx(directory, n_train=120, n_test=40, size=28):
     with gzip.open(os.path.join(directory, f"{prefix}-labels-idx1-ubyte.gz"), "wb") as f:
       f.write(bytes([0, 0, 8, 1]) + np.array([n], ">u4").tobytes() + labels.tobytes())
   return directory
+
+
+# Helpers shared by the test files (conftest is in every test target's srcs).
+
+def _env(devices=1):
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env["JAX_PLATFORMS"] = "cpu"
+  return env
+
+
+def superalign(*args, devices=1, **kw):
+  return subprocess.run([sys.executable, "-m", "superalign.main", *args], cwd=ROOT,
+                        capture_output=True, text=True, env=_env(devices), timeout=300, **kw)
+
+
+def launch(monkeypatch, capsys, *args) -> subprocess.CompletedProcess:
+  """The launcher in this process (8 fake devices): absl's flags are reset first, so each call
+  parses its own ``--config``; the exit code and stderr come back as from a subprocess."""
+  from absl import flags
+  from superalign import main
+  for name in [n for n in flags.FLAGS if n == "config" or n.startswith("config.")]:
+    delattr(flags.FLAGS, name)
+  flags.FLAGS.unparse_flags()
+  monkeypatch.setattr(sys, "argv", ["superalign", *args])
+  monkeypatch.setenv("SUPERALIGN_XLA_CACHE", "")
+  code = 0
+  try:
+    main.run()
+  except SystemExit as e:
+    code = e.code
+  out = capsys.readouterr()
+  return subprocess.CompletedProcess(args, code, out.out, out.err)
+
+
+def _assert_one_line_error(out, message):
+  assert out.returncode == 2, (out.returncode, out.stderr[-2000:])
+  assert "Traceback" not in out.stderr
+  lines = [l for l in out.stderr.splitlines() if l.startswith("superalign: error:")]
+  assert len(lines) == 1, out.stderr[-2000:]
+  assert message in lines[0], lines[0]
+
+
+def _config(model="mlp_base", data="digits", steps=24, **train):
+  """A smoke supervised config for engine tests."""
+  from experiments.supervised import digits
+  c = digits.get_config("smoke")
+  c.model.name = model
+  c.data.name = data
+  c.train.num_steps = steps
+  c.train.eval_every = 0
+  c.train.checkpoint_every = 8
+  c.train.log_every = 1
+  c.train.batch_size = 32
+  c.train.eval_batch_size = 64
+  for k, v in train.items():
+    c.train[k] = v
+  return c
+
+
+def _train(config, workdir, axes, **kw):
+  from superalign import data as data_lib
+  from superalign.core import mesh as mesh_lib
+  from superalign.core.metrics import read_metrics
+  from superalign.supervised import classifier as train_lib
+  source = data_lib.load(config.data)
+  splits = data_lib.make_splits(source, dict(config.data.splits), 0, 400)
+  devices = jax.devices()[:int(np.prod(list(axes.values())))]
+  mesh = mesh_lib.make_mesh(axes, devices=devices)
+  trained = train_lib.train_classifier(config, splits["train"], source.spec, str(workdir),
+                                       tag="t", mesh=mesh, **kw)
+  losses = [r["train/loss"] for r in read_metrics(str(workdir)) if "train/loss" in r]
+  return trained, np.array(losses), splits
+
+
+def _params(trained):
+  return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(trained.state.params))]
+
+

@@ -11,40 +11,9 @@ import pytest
 from superalign import data as data_lib
 from superalign.core import loop
 from superalign.core import mesh as mesh_lib
-from superalign.core.metrics import read_metrics
 from superalign.supervised import classifier as train_lib
 
-from experiments.supervised import digits
-
-
-def _config(model="mlp_base", data="digits", steps=24, **train):
-  c = digits.get_config("smoke")
-  c.model.name = model
-  c.data.name = data
-  c.train.num_steps = steps
-  c.train.eval_every = 0
-  c.train.checkpoint_every = 8
-  c.train.log_every = 1
-  c.train.batch_size = 32
-  c.train.eval_batch_size = 64
-  for k, v in train.items():
-    c.train[k] = v
-  return c
-
-
-def _train(config, workdir, axes, **kw):
-  source = data_lib.load(config.data)
-  splits = data_lib.make_splits(source, dict(config.data.splits), 0, 400)
-  devices = jax.devices()[:int(np.prod(list(axes.values())))]
-  mesh = mesh_lib.make_mesh(axes, devices=devices)
-  trained = train_lib.train_classifier(config, splits["train"], source.spec, str(workdir),
-                                       tag="t", mesh=mesh, **kw)
-  losses = [r["train/loss"] for r in read_metrics(str(workdir)) if "train/loss" in r]
-  return trained, np.array(losses), splits
-
-
-def _params(trained):
-  return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(trained.state.params))]
+from conftest import _config, _params, _train
 
 
 @pytest.mark.e2e

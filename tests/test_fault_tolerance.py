@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import write_idx
-from test_launcher import ROOT, _assert_one_line_error, launch, superalign
+from conftest import ROOT, _assert_one_line_error, _config, _params, _train, launch, superalign
 
 S = "--config=experiments/supervised/digits.py:smoke"
 
@@ -198,7 +198,6 @@ def _largest_file(directory):
                                     "ocdbt.process_0", "state", "empty_meta"])
 def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, caplog, damage):
   import shutil
-  from test_engine import _config, _params, _train
   config = _config(steps=16)
   first, _, _ = _train(config, tmp_path, {"data": 1})
   step = tmp_path / "checkpoints" / "t" / "16"
@@ -222,7 +221,6 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, caplog
 @pytest.mark.e2e
 def test_no_intact_checkpoint_is_one_line_and_moves_nothing(tmp_path):
   from superalign.core.errors import ConfigError
-  from test_engine import _config, _train
   config = _config(steps=16)
   _train(config, tmp_path, {"data": 1})
   for step in ("8", "16"):
@@ -240,7 +238,6 @@ def test_a_signal_then_resume_writes_the_same_metrics_file(tmp_path, signum):
   import signal
   from superalign.core import loop
   from superalign.core.metrics import read_metrics
-  from test_engine import _config, _params, _train
   config = _config(steps=24, log_every=5, checkpoint_every=8)
   full, _, _ = _train(config, tmp_path / "full", {"data": 1})
 

@@ -10,21 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import write_idx
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _env(devices=1):
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-  env["JAX_PLATFORMS"] = "cpu"
-  return env
-
-
-def superalign(*args, devices=1, **kw):
-  return subprocess.run([sys.executable, "-m", "superalign.main", *args], cwd=ROOT,
-                        capture_output=True, text=True, env=_env(devices), timeout=300, **kw)
+from conftest import ROOT, _assert_one_line_error, _env, launch, superalign, write_idx
 
 
 def _results(workdir):
@@ -83,25 +69,6 @@ BAD_INPUT = [
 ]
 
 
-def launch(monkeypatch, capsys, *args) -> subprocess.CompletedProcess:
-  """The launcher in this process (8 fake devices): absl's flags are reset first, so each call
-  parses its own ``--config``; the exit code and stderr come back as from a subprocess."""
-  from absl import flags
-  from superalign import main
-  for name in [n for n in flags.FLAGS if n == "config" or n.startswith("config.")]:
-    delattr(flags.FLAGS, name)
-  flags.FLAGS.unparse_flags()
-  monkeypatch.setattr(sys, "argv", ["superalign", *args])
-  monkeypatch.setenv("SUPERALIGN_XLA_CACHE", "")
-  code = 0
-  try:
-    main.run()
-  except SystemExit as e:
-    code = e.code
-  out = capsys.readouterr()
-  return subprocess.CompletedProcess(args, code, out.out, out.err)
-
-
 @pytest.mark.parametrize("args,message", BAD_INPUT)
 def test_bad_config_is_one_clear_line(tmp_path, monkeypatch, capsys, args, message):
   out = launch(monkeypatch, capsys, "--config=experiments/supervised/digits.py:smoke",
@@ -116,14 +83,6 @@ def test_a_user_mistake_exits_2_without_a_traceback(tmp_path):
   out = superalign("--config=experiments/supervised/digits.py:smoke",
                    f"--workdir={tmp_path / 'w'}", "--config.model.name=resnet9000")
   _assert_one_line_error(out, "model.name='resnet9000': unknown model; valid:")
-
-
-def _assert_one_line_error(out, message):
-  assert out.returncode == 2, (out.returncode, out.stderr[-2000:])
-  assert "Traceback" not in out.stderr
-  lines = [l for l in out.stderr.splitlines() if l.startswith("superalign: error:")]
-  assert len(lines) == 1, out.stderr[-2000:]
-  assert message in lines[0], lines[0]
 
 
 def test_batch_not_divisible_by_data_axis(tmp_path, monkeypatch, capsys):
