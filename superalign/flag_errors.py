@@ -7,17 +7,14 @@ import sys
 
 from absl import flags
 
+from superalign.core.errors import first_line
+
 EXIT_USAGE, EXIT_FAILED, EXIT_PREEMPTED = 2, 1, 143
 
 
 def fail(message: str, code: int = EXIT_USAGE):
   print(f"superalign: error: {message}", file=sys.stderr)
   sys.exit(code)
-
-
-def first_line(e: BaseException) -> str:
-  text = str(e).strip()
-  return text.splitlines()[0] if text else type(e).__name__
 
 
 def flag_error_line(e: flags.Error) -> str:

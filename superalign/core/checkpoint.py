@@ -9,8 +9,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from superalign.core.errors import ConfigError
-from superalign.core.workdir import set_aside
+from superalign.core.errors import ConfigError, first_line
+from superalign.core.files import set_aside
 
 log = logging.getLogger("superalign")
 
@@ -61,7 +61,7 @@ class Checkpointer:
       try:
         state, meta = self.restore(step, like)
       except Exception as e:  # Orbax, TensorStore and JSON errors alike: the step is unreadable
-        failed.append((step, _first_line(e)))
+        failed.append((step, first_line(e)[:200]))
         continue
       if failed:
         self._set_aside([s for s, _ in failed])
@@ -88,7 +88,3 @@ class Checkpointer:
     self.manager.wait_until_finished()
     self.manager.close()
 
-
-def _first_line(e: BaseException) -> str:
-  text = str(e).strip()
-  return text.splitlines()[0][:200] if text else type(e).__name__

@@ -235,8 +235,7 @@ def fit(
     return {"history": history, "best": best.state() if best else {},
             "stopped_early": stopped_early, "train_metrics": train_metrics, "finished": finished,
             "host": host.state_dict() if host is not None else {},
-            "pending": [[s, {k: _jsonable(v) for k, v in m.items()}]
-                        for s, m in jax.device_get(list(pending))]}
+            "pending": [[s, {k: _jsonable(v) for k, v in m.items()}] for s, m in pending]}
 
   pending: list[tuple[int, dict]] = []
   restored = checkpointer.restore_latest(items()) if checkpointer is not None else None
@@ -293,8 +292,9 @@ def fit(
             stopped_early = best.exhausted
         final = last or stopped_early  # the final save below covers these
         if checkpointer is not None and not final and (checkpointer.due(step) or sigterm.is_set()):
-          _check_finite(jax.device_get(pending), desc)
-          checkpointer.save(step, items(), meta(finished=False, pending=pending))
+          rows = jax.device_get(pending)
+          _check_finite(rows, desc)
+          checkpointer.save(step, items(), meta(finished=False, pending=rows))
         if sigterm.is_set() and not final:
           if checkpointer is not None:
             checkpointer.wait()

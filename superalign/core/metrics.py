@@ -14,6 +14,8 @@ from typing import Mapping, Sequence
 import jax
 import numpy as np
 
+from superalign.core import files
+
 ESTIMATE_KEYS = ("mean", "lo", "hi", "n")
 log = logging.getLogger("superalign")
 
@@ -57,15 +59,10 @@ class MetricWriter:
       with open(self.path + ".torn", "a") as f:
         f.writelines(torn)
       log.warning("%s: %d torn row(s) moved to %s.torn", self.path, len(torn), self.path)
-    tmp = self.path + ".tmp"
-    try:
+    def write(tmp):
       with open(tmp, "w") as f:
         f.writelines(keep)
-      os.replace(tmp, self.path)
-    except BaseException:  # a full disk: the old file stands, and no empty temporary is left
-      if os.path.exists(tmp):
-        os.remove(tmp)
-      raise
+    files.atomic(self.path, write)
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
     if not self.enabled:

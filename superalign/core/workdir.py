@@ -23,8 +23,8 @@ from typing import Callable
 import jax
 import numpy as np
 
-from superalign.core import plots
-from superalign.core.errors import ConfigError
+from superalign.core import files, plots
+from superalign.core.errors import ConfigError, first_line
 
 log = logging.getLogger("superalign")
 
@@ -73,7 +73,7 @@ def _check_same_config(workdir: str, path: str, resolved: dict) -> None:
   if holds_work(workdir):
     raise ConfigError(f"--workdir={workdir}: holds a run with a different config ({diff}); "
                       "resume with the same config or choose a new --workdir")
-  kept = [set_aside(p, "old") for p in (path, os.path.join(workdir, "metrics.jsonl"))
+  kept = [files.set_aside(p, "old") for p in (path, os.path.join(workdir, "metrics.jsonl"))
           if os.path.exists(p)]
   log.warning("%s: held no checkpoint or finished stage, so it takes the new config (%s); "
               "the old files are kept as %s", workdir, diff,
@@ -151,17 +151,6 @@ def free_space(path: str) -> str:
     free /= 1000
 
 
-def set_aside(path: str, suffix: str = "bad") -> str:
-  """Renames ``path`` to ``path.<suffix>`` (``path.<suffix>-2`` ... if taken) and returns the new
-  name: a file a run cannot use is kept, never deleted."""
-  for n in range(1, 1000):
-    target = f"{path}.{suffix}" + (f"-{n}" if n > 1 else "")
-    if not os.path.exists(target):
-      os.rename(path, target)
-      return target
-  raise ConfigError(f"{path}: too many copies set aside already ({path}.{suffix}-*)")
-
-
 def fresh(root: str, kind: str) -> str:
   """A new ``<root>/<kind>-<timestamp>[-N]``, claimed by creating it (``mkdir`` is atomic, so two
   runs started in the same second get different directories)."""
@@ -191,7 +180,7 @@ def first_difference(a, b, prefix: str = "") -> str | None:
 def write_json(path: str, value, **kw) -> None:
   """Strict JSON (a NaN or infinite number is written as ``null``), atomically: a reader sees
   the old file or the new one, never half of one, and a failed write leaves no temporary."""
-  _atomic(path, lambda tmp: _dump(tmp, _finite(value), kw))
+  files.atomic(path, lambda tmp: _dump(tmp, _finite(value), kw))
 
 
 def _dump(tmp: str, value, kw) -> None:
@@ -209,17 +198,6 @@ def _finite(value):
   return value
 
 
-def _atomic(path: str, write: Callable[[str], None], tmp_suffix: str = ".tmp") -> None:
-  tmp = path + tmp_suffix
-  try:
-    write(tmp)
-    os.replace(tmp, path)
-  except BaseException:
-    with contextlib.suppress(OSError):
-      os.remove(tmp)
-    raise
-
-
 def cached(workdir: str, name: str, compute: Callable[[], dict]) -> dict[str, np.ndarray]:
   """``compute()`` (a dict of arrays) once per workdir, saved as ``<workdir>/<name>.npz``."""
   path = os.path.join(workdir, f"{name}.npz")
@@ -228,15 +206,15 @@ def cached(workdir: str, name: str, compute: Callable[[], dict]) -> dict[str, np
       with np.load(path) as saved:
         return dict(saved)
     except Exception as e:  # truncated or overwritten: zipfile, pickle and EOF errors alike
-      kept = set_aside(path) if jax.process_index() == 0 else path
+      kept = files.set_aside(path) if jax.process_index() == 0 else path
       log.warning("%s: unreadable (%s); recomputing it, the bad file is kept as %s", path,
-                  str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, kept)
+                  first_line(e), kept)
   t0 = time.time()
   out = {k: np.asarray(v) for k, v in compute().items()}
   log.info("%s: computed in %.1f s", name, time.time() - t0)
   if jax.process_index() == 0:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    _atomic(path, lambda tmp: np.savez(tmp, **out), ".tmp.npz")
+    files.atomic(path, lambda tmp: np.savez(tmp, **out), ".tmp.npz")
   return out
 
 
