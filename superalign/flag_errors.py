@@ -45,6 +45,11 @@ def unknown_override(e: BaseException, argv: list[str]) -> str:
             "get_config(arg=None) returning an ml_collections.ConfigDict")
   for _ in range(3):  # ml_collections nests repr()s of its message: undo them
     text = text.replace("\\'", "'").replace("\\n", "\n").replace('\\"', '"')
+  leaf = re.search(r"Attribute <class '(\w+)'>\.(\w+) does not exist.*lookup: ([\w.]+)", text)
+  if leaf:  # a key below a leaf, such as --config.train.num_steps.value
+    kind, name, path = leaf.groups()
+    parent = path[:-len(name) - 1]
+    return f"--config.{path}: {parent} is a value ({kind}), not a block with a key {name!r}"
   names = re.findall(r"'([A-Za-z_][\w]*)'", text)
   suggestion = re.search(r'Did you mean "([^"]+)"', text)
   name = names[0] if names else text.strip("\"' ")
@@ -59,6 +64,27 @@ def unknown_override(e: BaseException, argv: list[str]) -> str:
         where = f" in {parent}" if parent else " at the top level"
         return f"--config.{path}: no such key {name!r}{where}{hint}"
   return f"--config override: no such key {name!r}{hint}"
+
+
+def tuple_element_line(config, default, prefix: str = "") -> str | None:
+  """ml_collections checks an override's type against the default's, but not a tuple's
+  elements (``--config.sandwich.sweep="('a',)"`` is a tuple): the first tuple whose elements
+  are not of the type of the default's elements, as one line, or None."""
+  for key, value in config.items():
+    name, base = prefix + key, default.get(key) if hasattr(default, "get") else None
+    if hasattr(value, "items"):
+      line = tuple_element_line(value, base if hasattr(base, "items") else {}, name + ".")
+      if line:
+        return line
+    elif isinstance(value, (tuple, list)) and isinstance(base, (tuple, list)) and base:
+      kinds = {type(x) for x in base}
+      if len(kinds) != 1:
+        continue
+      kind = kinds.pop()
+      allowed = (int, float) if kind is float else kind
+      if any(not isinstance(x, allowed) or isinstance(x, bool) != (kind is bool) for x in value):
+        return f"--config.{name}={value!r}: expected a tuple of {kind.__name__}, like {base!r}"
+  return None
 
 
 def config_load_line(e: BaseException, argv: list[str] = ()) -> str:

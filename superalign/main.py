@@ -8,6 +8,7 @@ Validates the config, claims and locks the workdir, runs ``config.kind``'s proto
 from __future__ import annotations
 
 import errno
+import importlib.util
 import json
 import os
 import sys
@@ -18,6 +19,7 @@ from ml_collections import config_flags
 
 import experiments
 from superalign import flag_errors
+from superalign.core.errors import first_line
 from superalign.flag_errors import EXIT_FAILED, fail
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(experiments.__file__), "w2s", "digits.py")
@@ -27,6 +29,9 @@ _DISTRIBUTED = flags.DEFINE_bool("distributed", False,
                                  "Call jax.distributed.initialize() (multi-host).")
 _PRINT_CONFIG = flags.DEFINE_bool("print_config", False,
                                   "Print the resolved config (every key, with overrides) and exit.")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False,
+                             "Validate the config against this machine's devices and exit, "
+                             "writing nothing.")
 _CONFIG = None  # defined in run(): ml_collections reads --config.KEY overrides when defining it
 
 USAGE = """\
@@ -54,7 +59,19 @@ def load_config() -> ml_collections.ConfigDict:
   if "kind" not in config:
     fail("--config: the config has no 'kind' key; set config.kind to a protocol (see "
          "superalign/runners.py RUNNERS)")
+  line = flag_errors.tuple_element_line(config, _default_config())
+  if line:
+    fail(line)
   return config
+
+
+def _default_config() -> ml_collections.ConfigDict:
+  """The config file's own config, without overrides (the file is run again: it is cheap)."""
+  path, _, arg = flags.FLAGS["config"].config_filename.partition(":")
+  spec = importlib.util.spec_from_file_location("superalign_default_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg or None)
 
 
 def main(argv):
@@ -67,7 +84,11 @@ def main(argv):
     return
   import jax
   if _DISTRIBUTED.value or config.get("distributed", False):
-    jax.distributed.initialize()
+    try:
+      jax.distributed.initialize()
+    except (RuntimeError, ValueError) as e:  # no cluster found, or JAX already started
+      fail(f"--distributed: jax.distributed.initialize() failed: {first_line(e).rstrip('.')}; on one host, "
+           "run without --distributed (and config.distributed=False)")
   from superalign import runners
   from superalign.core import runtime, workdir as workdir_lib
   runtime.setup_logging()
@@ -77,6 +98,10 @@ def main(argv):
   workdir = _WORKDIR.value
   try:
     runners.validate(config)
+    if _DRY_RUN.value:
+      print(f"superalign: the {config.kind} config is valid on {jax.device_count()} "
+            f"{jax.default_backend()} device(s)")
+      return
     with workdir_lib.claim(config, workdir, os.environ.get("SUPERALIGN_RUNS", "runs")) as workdir:
       print(f"superalign: {config.kind} run in {workdir}", flush=True)
       results = runners.execute(config, workdir)
@@ -106,7 +131,7 @@ def main(argv):
 
 def print_help() -> None:
   print(USAGE, end="")
-  for flag in ("config", "workdir", "print_config", "distributed"):
+  for flag in ("config", "workdir", "print_config", "dry_run", "distributed"):
     f = flags.FLAGS[flag]
     print(f"  --{flag}: {f.help}" + (f" (default: {f.default_as_str})" if f.default_as_str else ""))
 

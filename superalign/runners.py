@@ -45,12 +45,11 @@ def execute(config, workdir: str) -> dict:
                             getattr(runner, "summary", None))
 
 
-_POSITIVE = ("train.batch_size", "train.eval_batch_size", "train.log_every",
-             "train.keep_checkpoints", "train.patience", "optim.learning_rate", "data.max_len",
-             "data.vocab_size")
-_NON_NEGATIVE = ("train.num_steps", "train.num_epochs", "train.eval_every",
-                 "train.checkpoint_every", "optim.weight_decay", "optim.clip_norm",
-                 "optim.warmup_steps", "data.limit")
+_POSITIVE = ("optim.learning_rate", "data.max_len", "data.vocab_size")
+_NON_NEGATIVE = ("optim.weight_decay", "optim.clip_norm", "optim.warmup_steps", "data.limit")
+# Checked in every training block: ``train`` and nested ones such as ``pretrain.train``.
+_TRAIN_POSITIVE = ("batch_size", "eval_batch_size", "log_every", "keep_checkpoints", "patience")
+_TRAIN_NON_NEGATIVE = ("num_steps", "num_epochs", "eval_every", "checkpoint_every")
 EARLY_STOP_METRICS = ("accuracy", "loss", "auroc")
 
 
@@ -78,8 +77,8 @@ def validate(config, num_devices: int | None = None) -> None:
     value = _present(config, key)
     if value is not None and value < 0:
       raise ConfigError(f"{key}={value!r}: must be zero or positive")
-  if "train" in config:
-    _validate_train(config.train)
+  for prefix, block in _train_blocks(config):
+    _validate_train(block, prefix)
   if "model" in config:
     if config.model.name not in models.MODELS:
       raise ConfigError(f"model.name={config.model.name!r}: unknown model; valid: "
@@ -112,14 +111,31 @@ def _validate_leaves(config, prefix: str = "") -> None:
         raise ConfigError(f"{name}={value!r}: a seed is an integer in [0, {MAX_SEED}]")
 
 
-def _validate_train(t) -> None:
-  if not (t.num_steps > 0 or t.num_epochs > 0):
-    raise ConfigError("train.num_steps=0 and train.num_epochs=0: set one of them above zero")
-  if t.early_stop_metric and t.early_stop_metric not in EARLY_STOP_METRICS:
-    raise ConfigError(f"train.early_stop_metric={t.early_stop_metric!r}: valid: "
+def _train_blocks(config, prefix: str = ""):
+  """(dotted prefix, block) for every training block: any ConfigDict under a ``train`` key."""
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      if key == "train":
+        yield f"{prefix}train", value
+      else:
+        yield from _train_blocks(value, f"{prefix}{key}.")
+
+
+def _validate_train(t, name: str = "train") -> None:
+  for key in _TRAIN_POSITIVE:
+    if key in t and not t[key] > 0:
+      raise ConfigError(f"{name}.{key}={t[key]!r}: must be positive")
+  for key in _TRAIN_NON_NEGATIVE:
+    if key in t and t[key] < 0:
+      raise ConfigError(f"{name}.{key}={t[key]!r}: must be zero or positive")
+  if not (t.get("num_steps", 0) > 0 or t.get("num_epochs", 0) > 0):
+    raise ConfigError(f"{name}.num_steps=0 and {name}.num_epochs=0: set one of them above zero")
+  metric = t.get("early_stop_metric", "")
+  if metric and metric not in EARLY_STOP_METRICS:
+    raise ConfigError(f"{name}.early_stop_metric={metric!r}: valid: "
                       f"'' (off), {', '.join(EARLY_STOP_METRICS)}")
-  if t.early_stop_mode not in ("max", "min"):
-    raise ConfigError(f"train.early_stop_mode={t.early_stop_mode!r}: valid: max, min")
+  if t.get("early_stop_mode", "max") not in ("max", "min"):
+    raise ConfigError(f"{name}.early_stop_mode={t.early_stop_mode!r}: valid: max, min")
 
 
 def _validate_data(d) -> None:
@@ -138,6 +154,8 @@ def _validate_optim(o) -> None:
     raise ConfigError(f"optim.schedule={o.schedule!r}: valid: {', '.join(optim.SCHEDULES)}")
   if not 0 <= o.ema_decay < 1:
     raise ConfigError(f"optim.ema_decay={o.ema_decay}: must be in [0, 1) (0 = off)")
+  if not 0 <= o.get("momentum", 0.0) < 1:  # sgd's heavy ball: 1 or more never forgets a step
+    raise ConfigError(f"optim.momentum={o.momentum}: must be in [0, 1) (0 = off)")
 
 
 def _validate_mesh(config, num_devices: int) -> None:
@@ -152,8 +170,8 @@ def _validate_mesh(config, num_devices: int) -> None:
   except ValueError as e:
     raise ConfigError(str(e)) from None
   shards = sizes["data"] * sizes["fsdp"]
-  for key in ("batch_size", "eval_batch_size"):
-    value = _present(config, f"train.{key}")
-    if value is not None and value % shards:
-      raise ConfigError(
-          f"train.{key}={value}: not divisible by the batch shards (mesh data x fsdp = {shards})")
+  for prefix, block in _train_blocks(config):
+    for key in ("batch_size", "eval_batch_size"):
+      if key in block and block[key] % shards:
+        raise ConfigError(f"{prefix}.{key}={block[key]}: not divisible by the batch shards "
+                          f"(mesh data x fsdp = {shards})")

@@ -26,6 +26,13 @@ S = "--config=experiments/supervised/digits.py:smoke"
     (["--config.seed=99999999999999999999"], "seed=99999999999999999999: a seed is an integer"),
     (["--config.data.split_seed=-1"], "data.split_seed=-1: a seed is an integer"),
     (["--config.optim.learning_rate=inf"], "optim.learning_rate=inf: must be a finite number"),
+    # Found by the fuzz test (test_config_fuzz.py):
+    (["--config.train.num_steps.value=1"], "--config.train.num_steps.value: train.num_steps is a "
+                                           "value (int), not a block with a key 'value'"),
+    (["--config.optim.name=sgd", "--config.optim.momentum=3"], "optim.momentum=3.0: must be in"),
+    (["--config.mesh.rules.mlp=(1, 'a')"], "--config.mesh.rules.mlp=(1, 'a'): expected a tuple "
+                                           "of str"),
+    (["--config.distributed=True"], "--distributed: jax.distributed.initialize() failed"),
 ])
 def test_override_mistakes_are_one_line(tmp_path, monkeypatch, capsys, args, message):
   out = launch(monkeypatch, capsys, S, f"--workdir={tmp_path / 'w'}", *args)
@@ -155,6 +162,39 @@ def test_a_failed_rewrite_leaves_no_temporary(tmp_path, monkeypatch):
   assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+  """A real 3 MB file system (tmpfs), for a real full disk; needs root, else the test skips."""
+  mount = tmp_path / "disk"
+  mount.mkdir()
+  if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3M", "tmpfs", str(mount)],
+                    capture_output=True).returncode:
+    pytest.skip("cannot mount a tmpfs here (needs root)")
+  yield mount
+  subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.e2e
+def test_a_real_full_disk_is_one_line_and_resumes_once_space_is_back(tmp_path, small_disk):
+  """Issue 14.10 on a real file system: Orbax reports a full disk from its save threads as a
+  ValueError; the launcher still ends with one line naming the workdir (exit 1), and after the
+  disk grows the same command resumes, drops the unfinished save and writes the metrics an
+  uninterrupted run writes."""
+  args = [S, "--config.train.checkpoint_every=2", "--config.train.keep_checkpoints=10"]
+  out = superalign(*args, f"--workdir={small_disk / 'w'}")
+  assert out.returncode == 1, out.stderr[-3000:]
+  last = out.stderr.strip().splitlines()[-1]
+  assert last.startswith(f"superalign: error: --workdir={small_disk / 'w'}: cannot write there: "
+                         "No space left on device"), last
+  subprocess.run(["mount", "-o", "remount,size=64M", str(small_disk)], check=True)
+  out = superalign(*args, f"--workdir={small_disk / 'w'}")
+  assert out.returncode == 0 and "resumed from checkpoint" in out.stderr, out.stderr[-3000:]
+  assert not list((small_disk / "w" / "checkpoints").glob("*/*tmp*"))
+  assert superalign(*args, f"--workdir={tmp_path / 'ref'}").returncode == 0
+  assert ((small_disk / "w" / "metrics.jsonl").read_text() ==
+          (tmp_path / "ref" / "metrics.jsonl").read_text())
+
+
 def _gz(path, data: bytes):
   with gzip.open(path, "wb") as f:
     f.write(data)
@@ -251,3 +291,27 @@ def test_a_signal_then_resume_writes_the_same_metrics_file(tmp_path, signum):
   assert read_metrics(str(tmp_path / "cut")) == read_metrics(str(tmp_path / "full"))
   for a, b in zip(_params(full), _params(resumed)):
     np.testing.assert_array_equal(a, b)
+
+
+def test_a_batch_larger_than_its_split_warns_and_far_larger_is_refused(tmp_path, monkeypatch,
+                                                                        capsys, caplog):
+  """Issue 14.22: 20 examples give a 14-example training split."""
+  small = [S, "--config.data.limit=20", "--config.train.num_steps=2", "--config.train.eval_every=0"]
+  out = launch(monkeypatch, capsys, *small, f"--workdir={tmp_path / 'far'}",
+               "--config.train.batch_size=120")
+  _assert_one_line_error(out, "train.batch_size=120: more than 8x the 14 training examples")
+  out = launch(monkeypatch, capsys, *small, f"--workdir={tmp_path / 'over'}",
+               "--config.train.batch_size=32")
+  assert not out.returncode, out.stderr[-2000:]
+  assert "batch_size=32 exceeds the 14 training examples" in caplog.text + out.stderr
+
+
+def test_divergence_in_a_later_stage_names_the_stage(tmp_path, monkeypatch, capsys):
+  """Issue 14.16: a w2s run diverging in pretraining says so, and with clipping on (the
+  default) does not advise turning it on."""
+  out = launch(monkeypatch, capsys, "--config=experiments/w2s/digits.py:smoke",
+               f"--workdir={tmp_path / 'w'}", "--config.optim.learning_rate=1e9")
+  assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+  line, = [l for l in out.stderr.splitlines() if l.startswith("superalign: error:")]
+  assert "pretrain" in line and "lower optim.learning_rate" in line, line
+  assert "clip_norm" not in line, line

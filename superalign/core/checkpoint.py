@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
 from typing import Any
 
 import jax
@@ -25,8 +27,9 @@ class Checkpointer:
     self.manager = self._manager()
 
   def _manager(self) -> ocp.CheckpointManager:
-    return ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=self.keep, create=True))
+    # An unfinished save (``<step>.orbax-checkpoint-tmp``: a crash or a full disk) is removed.
+    return ocp.CheckpointManager(self.directory, options=ocp.CheckpointManagerOptions(
+        max_to_keep=self.keep, create=True, cleanup_tmp_directories=True))
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -37,8 +40,9 @@ class Checkpointer:
   def save(self, step: int, items: Any, meta: dict) -> None:
     if step in self.manager.all_steps():
       return
-    self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(items), meta=ocp.args.JsonSave(meta)))
+    with _os_errors(self.directory):
+      self.manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(items), meta=ocp.args.JsonSave(meta)))
 
   def restore(self, step: int, like: Any) -> tuple[Any, dict]:
     """Restores into the layout (shapes, dtypes, shardings) of the live pytree ``like``."""
@@ -82,9 +86,26 @@ class Checkpointer:
     self.manager = self._manager()
 
   def wait(self) -> None:
-    self.manager.wait_until_finished()
+    with _os_errors(self.directory):
+      self.manager.wait_until_finished()
 
   def close(self) -> None:
-    self.manager.wait_until_finished()
+    with _os_errors(self.directory):
+      self.manager.wait_until_finished()
     self.manager.close()
+
+
+@contextlib.contextmanager
+def _os_errors(directory: str):
+  """TensorStore reports a failed write (a full disk) from Orbax's save threads as a ValueError
+  carrying ``[os_error_code='28']``: raise it as the OSError it is, so the launcher reports it
+  in one line like any other disk error."""
+  try:
+    yield
+  except (ValueError, RuntimeError) as e:
+    code = re.search(r"os_error_code='(\d+)'", str(e))
+    if not code:
+      raise
+    number = int(code.group(1))
+    raise OSError(number, os.strerror(number), directory) from e
 

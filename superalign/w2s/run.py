@@ -63,6 +63,8 @@ def validate(config) -> None:
     raise ConfigError(f"pretrain.task={config.pretrain.task!r}: valid: {', '.join(TASKS)}")
   if w.cleaning not in cleaning.METHODS:
     raise ConfigError(f"w2s.cleaning={w.cleaning!r}: valid: {', '.join(cleaning.METHODS)}")
+  if w.knn_k < 1:
+    raise ConfigError(f"w2s.knn_k={w.knn_k}: must be positive (the cleaning probe's neighbours)")
   if not 0 <= w.drop_frac < 1:
     raise ConfigError(f"w2s.drop_frac={w.drop_frac}: must be in [0, 1)")
 

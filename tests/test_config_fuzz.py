@@ -1,0 +1,157 @@
+"""Random overrides for every experiment config, through the launcher in this process.
+
+Each draw is what a user might type: a wrong type, an out-of-range number, a misspelt or unknown
+key, a size that does not divide, an empty string. ``--dry_run`` stops after validation, so a
+draw costs milliseconds: it must either validate (exit 0) or fail with one line and exit 2,
+without a traceback. Anything else (an exception escaping the launcher) fails the test with the
+draw that caused it.
+"""
+
+import importlib
+import random
+
+import ml_collections
+import pytest
+
+from conftest import launch, write_idx
+
+
+@pytest.fixture(scope="module")
+def configs(tmp_path_factory):
+  """(file, argument) for every experiment; the argument selects the smoke variant, and the
+  IDX experiments read a tiny IDX directory (no Fashion-MNIST here)."""
+  idx = write_idx(str(tmp_path_factory.mktemp("idx")))
+  return [
+      ("experiments/supervised/digits.py", ":smoke"),
+      ("experiments/supervised/digits.py", ":smoke,model=cnn"),
+      ("experiments/supervised/fashion_mnist.py", f":smoke,dir={idx}"),
+      ("experiments/w2s/digits.py", ":smoke"),
+      ("experiments/w2s/digits.py", ""),
+      ("experiments/w2s/fashion_mnist.py", f":smoke,dir={idx}"),
+      ("experiments/w2s/misfit.py", ":smoke"),
+      ("experiments/w2s/text.py", ":smoke"),
+      ("experiments/debate/digits.py", ":smoke"),
+      ("experiments/debate/mnist.py", f":smoke,dir={idx}"),
+      ("experiments/sandwich/digits.py", ":smoke"),
+      ("experiments/sandwich/fashion_mnist.py", f":smoke,dir={idx}"),
+      ("experiments/amplification/tasks.py", ":smoke"),
+  ]
+
+_NUMBERS = ["-1", "0", "1", "3", "7", "-0.5", "0.5", "1e30", "-1e30", "1e-30", "nan", "-inf",
+            "1000000000000", "2147483648"]
+_JUNK = ["", " ", "abc", "None", "True", "[]", "()", "(1,", "{}", "1,2", "'", "ünïcode", "1e",
+         "(1, 'a')", "(1, 2)"]
+_BY_TYPE = {
+    bool: ["True", "False", "0", "1", "maybe"],
+    int: _NUMBERS,
+    float: _NUMBERS,
+    str: ["", "x", "unknown", "mlp_base", "tfds:nope", "idx:/nonexistent", "hf:/nonexistent"],
+    tuple: ["()", "(0,)", "('a', 'b')", "(-1, 2)", "(1.5,)"],
+}
+
+
+def _leaves(config, prefix=""):
+  """(dotted key, value) for every leaf of a config."""
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      yield from _leaves(value, f"{prefix}{key}.")
+    else:
+      yield f"{prefix}{key}", value
+
+
+def _load(path, arg):
+  module = importlib.import_module(path[:-3].replace("/", "."))
+  return module.get_config(arg[1:] or None)
+
+
+def _misspell(rng, key):
+  """A plausible typo of one part of a dotted key."""
+  parts = key.split(".")
+  i = rng.randrange(len(parts))
+  word = parts[i]
+  edit = rng.choice(["drop", "swap", "double", "case", "suffix"])
+  j = rng.randrange(len(word))
+  if edit == "drop" and len(word) > 1:
+    word = word[:j] + word[j + 1:]
+  elif edit == "swap" and len(word) > 2:
+    j = min(j, len(word) - 2)
+    word = word[:j] + word[j + 1] + word[j] + word[j + 2:]
+  elif edit == "double":
+    word = word[:j] + word[j] + word[j:]
+  elif edit == "case":
+    word = word.upper()
+  else:
+    word += "s"
+  parts[i] = word
+  return ".".join(parts)
+
+
+def _override(rng, leaves):
+  """One ``--config.KEY=VALUE`` of a random kind."""
+  key, value = rng.choice(leaves)
+  kind = rng.random()
+  if kind < 0.15:
+    key = _misspell(rng, key)
+    text = str(value)
+  elif kind < 0.2:
+    key = f"{key}.{rng.choice(['x', 'value', 'name'])}" if rng.random() < 0.5 else \
+        f"{key.rsplit('.', 1)[0]}.no_such_key" if "." in key else "no_such_key"
+    text = "1"
+  elif kind < 0.3:
+    text = rng.choice(_JUNK)
+  elif kind < 0.4 and key.startswith("mesh."):
+    text = str(rng.choice([0, 3, 5, 6, 16, -2]))  # sizes that do not divide 8 devices
+  elif kind < 0.45 and "batch" in key:
+    text = str(rng.choice([1, 3, 7, 13, 100003]))
+  else:
+    pool = _BY_TYPE.get(type(value), _JUNK + _NUMBERS)
+    text = rng.choice(pool + _JUNK[:4])
+  return f"--config.{key}={text}"
+
+
+def _draws(configs, seed, n):
+  rng = random.Random(seed)
+  leaves = {c: list(_leaves(_load(*c))) for c in configs}
+  for _ in range(n):
+    config = rng.choice(configs)
+    overrides = [_override(rng, leaves[config]) for _ in range(rng.choice([1, 1, 2, 3]))]
+    yield config, overrides
+
+
+def _check(monkeypatch, capsys, config, overrides):
+  path, arg = config
+  out = launch(monkeypatch, capsys, f"--config={path}{arg}", *overrides, "--dry_run")
+  draw = f"{path}{arg} {' '.join(overrides)}"
+  assert "Traceback" not in out.stderr, (draw, out.stderr[-3000:])
+  if out.returncode:
+    assert out.returncode == 2, (draw, out.returncode, out.stderr[-3000:])
+    lines = [l for l in out.stderr.splitlines() if l.startswith("superalign: error:")]
+    assert len(lines) == 1, (draw, out.stderr[-3000:])
+  else:
+    assert "config is valid" in out.stdout, (draw, out.stdout[-2000:])
+  return bool(out.returncode)
+
+
+def _fuzz(monkeypatch, capsys, configs, seed, n):
+  refused = sum(_check(monkeypatch, capsys, c, o) for c, o in _draws(configs, seed, n))
+  # Both outcomes occur, or the generator has stopped producing mistakes (or valid configs).
+  assert 0 < refused < n, refused
+
+
+def test_every_experiment_config_validates_as_is(monkeypatch, capsys, configs):
+  """The fuzzing baseline: without overrides, each config is valid, and the one loaded is the
+  one named (the launcher in one process reloads each file)."""
+  for path, arg in configs:
+    out = launch(monkeypatch, capsys, f"--config={path}{arg}", "--dry_run")
+    assert not out.returncode and "config is valid" in out.stdout, (path, out.stderr[-2000:])
+    assert f"the {_load(path, arg).kind} config" in out.stdout, (path, out.stdout)
+
+
+def test_random_overrides_validate_or_fail_in_one_line(monkeypatch, capsys, configs):
+  _fuzz(monkeypatch, capsys, configs, seed=0, n=400)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(1, 6))
+def test_random_overrides_many_seeds(monkeypatch, capsys, configs, seed):
+  _fuzz(monkeypatch, capsys, configs, seed=seed, n=1000)
