@@ -80,9 +80,7 @@ def validate(config, num_devices: int | None = None) -> None:
   for prefix, block in _train_blocks(config):
     _validate_train(block, prefix)
   if "model" in config:
-    if config.model.name not in models.MODELS:
-      raise ConfigError(f"model.name={config.model.name!r}: unknown model; valid: "
-                        f"{', '.join(models.names())}")
+    models.validate_name(config.model.name)
     if config.model.dtype not in models.registry.DTYPES:
       raise ConfigError(f"model.dtype={config.model.dtype!r}: valid: "
                         f"{', '.join(models.registry.DTYPES)}")

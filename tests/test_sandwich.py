@@ -104,7 +104,7 @@ def test_smoke_end_to_end(tmp_path):
     ("player", "oracle", "sandwich.player='oracle': valid: random, greedy, mcts"),
     ("sweep", (0.0, 1.5), "sandwich.sweep=(0.0, 1.5): needs probabilities in [0, 1]"),
     ("k", 0, "sandwich.k=0: must be positive"),
-    ("assistant_model", "resnet", "sandwich model 'resnet': unknown"),
+    ("assistant_model", "resnet", "sandwich.assistant_model='resnet': unknown model"),
 ])
 def test_bad_sandwich_config_is_one_clear_error(key, value, message):
   from experiments.sandwich import digits

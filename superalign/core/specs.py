@@ -14,5 +14,6 @@ class InputSpec:
   kind: str
   num_classes: int
   vocab_size: int | None = None
+  pad_id: int = 0                  # the token id that pads "tokens" inputs (right padding)
 
   INPUT_KINDS = ("vector", "image", "tokens", "records")

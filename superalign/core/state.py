@@ -39,7 +39,8 @@ def param_count(params: nnx.State) -> int:
 
 
 def overlay(params: nnx.State, warm: dict) -> nnx.State:
-  """``params`` with the leaves present in the nested dict ``warm`` replaced (warm starts)."""
+  """``params`` with the leaves present in the nested dict ``warm`` replaced (warm starts). A
+  leaf with one axis fewer than its parameter is the same start for every stacked run."""
   pure = params.to_pure_dict()
 
   def put(into, source, path):
@@ -48,6 +49,8 @@ def overlay(params: nnx.State, warm: dict) -> nnx.State:
         raise KeyError(f"warm-start parameter {'/'.join(map(str, path + (key,)))} not in model")
       if isinstance(value, dict):
         put(into[key], value, path + (key,))
+      elif value.ndim == into[key].ndim - 1:
+        into[key] = jnp.broadcast_to(value, into[key].shape)
       else:
         into[key] = value
 
@@ -70,7 +73,9 @@ def create(model_fn: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientTransfo
   ``seed`` may be a sequence: then the state holds one independent run per seed, stacked on a
   leading axis (replicated over the mesh), for a vmapped step. ``warm`` (a nested dict of arrays,
   stacked likewise) overwrites the freshly initialized parameters it names, e.g. a pretrained
-  backbone under a new head. ``cache_key`` names the model (e.g. its registry name and input
+  backbone under a new head; it may also be a function of the (unstacked) parameter shardings, a
+  nested dict, that returns such arrays already placed (a checkpoint read slice by slice onto
+  the mesh, ``models.hf_gpt2``). ``cache_key`` names the model (e.g. its registry name and input
   spec) so its compiled initializer is reused by later calls. ``rules`` map logical parameter
   axes to mesh axes (``config.mesh.rules``).
 
@@ -90,6 +95,8 @@ def create(model_fn: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientTransfo
   graphdef, abstract_params = nnx.eval_shape(lambda: build(init_keys[0]))
   rules = tuple((k, tuple(v)) for k, v in rules)
   p_shard = mesh_lib.param_shardings(abstract_params, mesh, rules)
+  if callable(warm):
+    warm = warm(p_shard.to_pure_dict())
   if stacked:
     p_shard = jax.tree.map(lambda sh: NamedSharding(mesh, P(None, *sh.spec)), p_shard)
   else:

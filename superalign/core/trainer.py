@@ -107,7 +107,7 @@ class Trainer:
   seeds: int | Sequence[int] = 0            # a sequence: stacked runs, one per seed
   rules: tuple = mesh_lib.LOGICAL_RULES     # logical parameter axis -> mesh axes
   loss_fn: steps.LossFn = steps.cross_entropy_loss
-  warm: dict | None = None                  # parameters overwriting the initial ones
+  warm: dict | Callable | None = None       # parameters overwriting the initial ones (state.create)
   trainable: str | None = None              # "head": a probe on the frozen backbone
   cache_key: Hashable | None = None         # names the model, to reuse its compiled initializer
   host: loop.HostState | None = None        # host-side state batches depend on (checkpointed)

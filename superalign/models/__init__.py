@@ -1,4 +1,6 @@
-"""Flax NNX models (MLP, CNN, GPT-2-shaped transformer) and their registry by name."""
+"""Flax NNX models (MLP, CNN, GPT-2-shaped transformer), their registry by name, Hugging Face
+GPT-2 checkpoints (``hf_gpt2``) and KV-cached generation (``generate``)."""
 
 from superalign.core.specs import InputSpec  # noqa: F401
-from superalign.models.registry import MODELS, builder, check, ladder, names  # noqa: F401
+from superalign.models.registry import (  # noqa: F401
+    MODELS, builder, check, checkpoint_dir, label, ladder, names, pretrained, valid_names, validate_name)

@@ -1,8 +1,14 @@
-"""Models by name, and a size ladder per family (weakest first) for weak/strong pairs."""
+"""Models by name, and a size ladder per family (weakest first) for weak/strong pairs.
+
+``hf:<dir>`` names a Hugging Face GPT-2 checkpoint directory (``hf_gpt2.py``): its config fixes
+the architecture, and its weights are the start of every run that trains it (the classification
+head is fresh). A weak-to-strong ladder can thus be a list of checkpoint directories.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Callable
 
 import jax.numpy as jnp
@@ -10,6 +16,7 @@ from flax import nnx
 
 from superalign.core.errors import ConfigError
 from superalign.core.specs import InputSpec
+from superalign.models import hf_gpt2
 from superalign.models.cnn import CNN
 from superalign.models.mlp import MLP
 from superalign.models.transformer import Transformer
@@ -44,8 +51,36 @@ MODELS: dict[str, ModelSpec] = {
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
+HF = "hf:"
+
+
 def names() -> list[str]:
   return sorted(MODELS)
+
+
+def valid_names() -> str:
+  return ", ".join([*names(), f"{HF}<checkpoint dir>"])
+
+
+def checkpoint_dir(name: str) -> str | None:
+  """The directory of an ``hf:<dir>`` name, else None."""
+  return os.path.expanduser(name[len(HF):]) if name.startswith(HF) else None
+
+
+def label(name: str) -> str:
+  """A name fit for a path or a table: a checkpoint's directory name, else ``name`` itself."""
+  path = checkpoint_dir(name)
+  return os.path.basename(os.path.normpath(path)) if path is not None else name
+
+
+def validate_name(name: str, key: str = "model.name") -> None:
+  """Raises ConfigError (one line naming ``key``) for an unknown name or an unreadable
+  checkpoint; cheap (reads only a checkpoint's config.json)."""
+  path = checkpoint_dir(name)
+  if path is not None:
+    hf_gpt2.read_config(path, key)
+  elif name not in MODELS:
+    raise ConfigError(f"{key}={name!r}: unknown model; valid: {valid_names()}")
 
 
 def ladder(family: str) -> list[str]:
@@ -54,9 +89,21 @@ def ladder(family: str) -> list[str]:
 
 
 def check(name: str, inputs: InputSpec) -> None:
-  """Raises ValueError when ``name`` is unknown or cannot read this kind of input."""
-  if name not in MODELS:
-    raise ConfigError(f"model.name={name!r}: unknown model; valid: {', '.join(names())}")
+  """Raises ConfigError when ``name`` is unknown or cannot read this kind of input."""
+  validate_name(name)
+  path = checkpoint_dir(name)
+  if path is not None:
+    arch = hf_gpt2.architecture(hf_gpt2.read_config(path))
+    if inputs.kind != "tokens":
+      raise ConfigError(f"model.name={name!r}: a GPT-2 checkpoint reads tokens, not {inputs.kind} "
+                        "inputs")
+    if (inputs.vocab_size or 0) > arch["vocab_size"] or inputs.shape[0] > arch["max_len"]:
+      raise ConfigError(
+          f"model.name={name!r}: the data has vocabulary {inputs.vocab_size} and length "
+          f"{inputs.shape[0]}, beyond the checkpoint's vocab_size {arch['vocab_size']} and "
+          f"n_positions {arch['max_len']}; tokenize with the checkpoint's tokenizer "
+          "(data.tokenizer) and a data.max_len that fits")
+    return
   spec = MODELS[name]
   if inputs.kind not in spec.inputs:
     valid = [n for n, s in MODELS.items() if inputs.kind in s.inputs]
@@ -68,9 +115,14 @@ def builder(name: str, inputs: InputSpec, dtype: str = "float32",
             max_len: int | None = None) -> Callable[[nnx.Rngs], nnx.Module]:
   """A function ``rngs -> module`` (so the core can build it abstractly, then sharded)."""
   check(name, inputs)
-  spec = MODELS[name]
   compute = DTYPES[dtype]
-  if spec.family == "mlp":
+  path = checkpoint_dir(name)
+  spec = MODELS.get(name)
+  if path is not None:
+    arch = hf_gpt2.architecture(hf_gpt2.read_config(path))
+    make = lambda rngs: Transformer(num_classes=inputs.num_classes, pad_id=inputs.pad_id,
+                                    dtype=compute, rngs=rngs, **arch)
+  elif spec.family == "mlp":
     make = lambda rngs: MLP(inputs.shape, inputs.num_classes, dtype=compute, rngs=rngs,
                             **spec.kwargs)
   elif spec.family == "cnn":
@@ -80,7 +132,7 @@ def builder(name: str, inputs: InputSpec, dtype: str = "float32",
     length = max_len or inputs.shape[0]
     causal = inputs.kind == "tokens"   # records are a set: bidirectional attention
     make = lambda rngs: Transformer(inputs.vocab_size, length, inputs.num_classes, causal=causal,
-                                    dtype=compute, rngs=rngs, **spec.kwargs)
+                                    pad_id=inputs.pad_id, dtype=compute, rngs=rngs, **spec.kwargs)
 
   def build(rngs: nnx.Rngs) -> nnx.Module:
     # Parameters carry logical axis names; the core places them on a mesh (core/state.py), so
@@ -89,3 +141,10 @@ def builder(name: str, inputs: InputSpec, dtype: str = "float32",
       return make(rngs)
 
   return build
+
+
+def pretrained(name: str) -> Callable[[dict], dict] | None:
+  """For a checkpoint name, ``shardings -> parameters`` read onto the mesh (a ``warm`` start for
+  ``core.state.create``); None for a registry model, which starts from its initialization."""
+  path = checkpoint_dir(name)
+  return None if path is None else (lambda shardings: hf_gpt2.load(path, shardings))

@@ -1,8 +1,12 @@
-"""Decoder-only transformer shaped like GPT-2, with a classification head.
+"""Decoder-only transformer shaped like GPT-2, with a classification head and a tied LM head.
 
 Learned positions, pre-LayerNorm blocks, causal multi-head attention, GELU MLP (4x width), a final
-LayerNorm, and a linear head read at the last non-pad token (right padding, ``pad_id`` 0). Weights
-are initialized as GPT-2: N(0, 0.02), residual projections scaled by 1/sqrt(2 * layers).
+LayerNorm, and a linear head read at the last non-pad token (right padding, ``pad_id``). Weights
+are initialized as GPT-2: N(0, 0.02), residual projections scaled by 1/sqrt(2 * layers). The same
+module holds a Hugging Face GPT-2 checkpoint (``hf_gpt2.py``): its LM head is the token embedding.
+
+``forward`` is the general pass: an optional attention mask (left padding: position ids come from
+the mask) and an optional KV cache written at ``start`` (``generate.py`` decodes with it).
 """
 
 from __future__ import annotations
@@ -23,9 +27,9 @@ def _param(rngs: nnx.Rngs, shape, axes, stddev=_STD):
   return nnx.Param(init(rngs.params(), shape, jnp.float32))
 
 
-def _layer_norm(width: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
+def _layer_norm(width: int, epsilon: float, rngs: nnx.Rngs) -> nnx.LayerNorm:
   return nnx.LayerNorm(
-      width, epsilon=1e-5, dtype=jnp.float32,
+      width, epsilon=epsilon, dtype=jnp.float32,
       scale_init=nnx.with_partitioning(nnx.initializers.ones_init(), ("embed",)),
       bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), ("embed",)),
       rngs=rngs)
@@ -37,9 +41,9 @@ def _layer_norm(width: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
 
 
 def _attention(q: jax.Array, k: jax.Array, v: jax.Array,
-               keys: jax.Array | None = None) -> jax.Array:
-  """Softmax attention on ``[batch, length, heads, head_dim]`` arrays: causal, or, given
-  ``keys`` (``[batch, length]`` bool, the non-pad positions), bidirectional over those keys.
+               allowed: jax.Array | None = None) -> jax.Array:
+  """Softmax attention on ``[batch, length, heads, head_dim]`` arrays: causal, or where
+  ``allowed`` (bool, broadcast to ``[batch, 1, queries, keys]``) says a query may see a key.
 
   The same computation as ``jax.nn.dot_product_attention(q, k, v, is_causal=True)`` (whose
   default implementation is this XLA one on every backend): logits in float32, scaled by
@@ -49,11 +53,9 @@ def _attention(q: jax.Array, k: jax.Array, v: jax.Array,
   length, head_dim = q.shape[1], q.shape[-1]
   logits = jnp.einsum("bqhe,bkhe->bhqk", q, k, preferred_element_type=jnp.float32)
   logits = logits * jnp.float32(1.0 / math.sqrt(head_dim))
-  if keys is None:
-    mask = jnp.tril(jnp.ones((length, length), dtype=bool))
-  else:
-    mask = keys[:, None, None, :]
-  logits = jnp.where(mask, logits, jnp.float32(-0.7 * float(jnp.finfo(jnp.float32).max)))
+  if allowed is None:
+    allowed = jnp.tril(jnp.ones((length, length), dtype=bool))
+  logits = jnp.where(allowed, logits, jnp.float32(-0.7 * float(jnp.finfo(jnp.float32).max)))
   probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
   return jnp.einsum("bhqk,bkhe->bqhe", probs, v)
 
@@ -90,7 +92,9 @@ class Attention(nnx.Module):
     self.out_bias = nnx.Param(jnp.zeros((width,), jnp.float32))
     self.dtype = dtype
 
-  def __call__(self, x: jax.Array, keys: jax.Array | None = None) -> jax.Array:
+  def __call__(self, x: jax.Array, allowed: jax.Array | None = None, cache=None, start=0):
+    """``(output, cache)``; given ``cache`` (keys and values ``[batch, cache_len, heads,
+    head_dim]``), this call's keys and values are written at ``start`` and attended with it."""
     # One [tokens, d] x [d, heads * 3 * head_dim] matmul. Columns go heads-major so that a
     # tensor-parallel split of the heads axis stays a split of the matmul's columns.
     w = self.qkv[...].astype(self.dtype)                           # [d, 3, heads, head_dim]
@@ -98,27 +102,35 @@ class Attention(nnx.Module):
     w = w.transpose(0, 2, 1, 3).reshape(d, -1)
     qkv = _matmul(x, w).reshape(*x.shape[:-1], heads, 3, head_dim)
     qkv = qkv + self.qkv_bias[...].astype(self.dtype).transpose(1, 0, 2)
-    h = _attention(qkv[..., 0, :], qkv[..., 1, :], qkv[..., 2, :], keys)
+    q, k, v = qkv[..., 0, :], qkv[..., 1, :], qkv[..., 2, :]
+    if cache is not None:
+      at = (0, start, 0, 0)
+      cache = tuple(jax.lax.dynamic_update_slice(c, new.astype(c.dtype), at)
+                    for c, new in zip(cache, (k, v)))
+      k, v = cache
+    h = _attention(q, k, v, allowed)
     out_kernel = self.out[...].astype(self.dtype)                  # [heads, head_dim, d]
     h = _matmul(h.reshape(*h.shape[:-2], -1), out_kernel.reshape(-1, out_kernel.shape[-1]))
-    return h + self.out_bias[...].astype(self.dtype)
+    return h + self.out_bias[...].astype(self.dtype), cache
 
 
 class Block(nnx.Module):
 
-  def __init__(self, width: int, num_heads: int, num_layers: int, dtype, rngs: nnx.Rngs):
+  def __init__(self, width: int, num_heads: int, num_layers: int, mlp_width: int,
+               epsilon: float, dtype, rngs: nnx.Rngs):
     out_std = _STD / math.sqrt(2 * num_layers)
-    self.ln1 = _layer_norm(width, rngs)
+    self.ln1 = _layer_norm(width, epsilon, rngs)
     self.attn = Attention(width, num_heads, out_std, dtype, rngs)
-    self.ln2 = _layer_norm(width, rngs)
-    self.fc = layers.dense(width, 4 * width, ("embed", "mlp"), dtype, rngs, stddev=_STD)
-    self.proj = layers.dense(4 * width, width, ("mlp", "embed"), dtype, rngs, stddev=out_std)
+    self.ln2 = _layer_norm(width, epsilon, rngs)
+    self.fc = layers.dense(width, mlp_width, ("embed", "mlp"), dtype, rngs, stddev=_STD)
+    self.proj = layers.dense(mlp_width, width, ("mlp", "embed"), dtype, rngs, stddev=out_std)
     self.dtype = dtype
 
-  def __call__(self, x: jax.Array, keys: jax.Array | None = None) -> jax.Array:
-    x = x + self.attn(self.ln1(x).astype(self.dtype), keys)
+  def __call__(self, x: jax.Array, allowed: jax.Array | None = None, cache=None, start=0):
+    a, cache = self.attn(self.ln1(x).astype(self.dtype), allowed, cache, start)
+    x = x + a
     h = _gelu(_dense(self.fc, self.ln2(x), self.dtype))
-    return x + _dense(self.proj, h, self.dtype)
+    return x + _dense(self.proj, h, self.dtype), cache
 
 
 class Transformer(nnx.Module):
@@ -133,6 +145,7 @@ class Transformer(nnx.Module):
 
   def __init__(self, vocab_size: int, max_len: int, num_classes: int, num_layers: int,
                width: int, num_heads: int, *, pad_id: int = 0, causal: bool = True,
+               mlp_width: int | None = None, epsilon: float = 1e-5,
                dtype=jnp.float32, rngs: nnx.Rngs):
     if width % num_heads:
       raise ValueError(f"width {width} is not divisible by num_heads {num_heads}")
@@ -141,9 +154,9 @@ class Transformer(nnx.Module):
         embedding_init=nnx.with_partitioning(nnx.initializers.normal(_STD), ("vocab", "embed")),
         rngs=rngs)
     self.pos = _param(rngs, (max_len, width), (None, "embed"), 0.01)
-    self.blocks = nnx.List([Block(width, num_heads, num_layers, dtype, rngs)
-                            for _ in range(num_layers)])
-    self.ln_f = _layer_norm(width, rngs)
+    self.blocks = nnx.List([Block(width, num_heads, num_layers, mlp_width or 4 * width, epsilon,
+                                  dtype, rngs) for _ in range(num_layers)])
+    self.ln_f = _layer_norm(width, epsilon, rngs)
     self.head = layers.dense(width, num_classes, ("embed", None), dtype, rngs, stddev=_STD)
     self.pad_id = pad_id
     self.causal = causal
@@ -152,17 +165,66 @@ class Transformer(nnx.Module):
   def _present(self, tokens: jax.Array) -> jax.Array:
     return (tokens if tokens.ndim == 2 else tokens[..., 0]) != self.pad_id
 
-  def hidden_states(self, tokens: jax.Array) -> jax.Array:
-    """Final-LayerNorm activations ``[batch, length, width]``."""
+  def init_cache(self, batch: int, length: int) -> list[tuple[jax.Array, jax.Array]]:
+    """Zero keys and values for ``length`` positions, one pair per block."""
+    attn = self.blocks[0].attn
+    _, _, heads, head_dim = attn.qkv.shape
+    shape = (batch, length, heads, head_dim)
+    return [(jnp.zeros(shape, self.dtype), jnp.zeros(shape, self.dtype)) for _ in self.blocks]
+
+  def forward(self, tokens: jax.Array, *, attention_mask: jax.Array | None = None,
+              cache=None, start=0, all_layers: bool = False):
+    """``(hidden, layers, cache)``: final-LayerNorm activations ``[batch, length, width]``; with
+    ``all_layers``, the embeddings and every block's output as ``output_hidden_states`` gives
+    them (the last one after the final LayerNorm), else None; and the updated cache.
+
+    ``attention_mask`` (``[batch, keys]``, 1 = real token; ``keys`` is the cache length when
+    decoding) masks padding keys, and position ids count the real tokens before each one, so a
+    left-padded prompt computes what the unpadded prompt computes. Without a mask and a cache,
+    positions are ``0..length-1`` and padding is on the right, where causal attention cannot see
+    it. ``cache`` comes from ``init_cache``; this call's tokens sit at ``start``.
+    """
     length = tokens.shape[1]
     x = self.embed(tokens)
     if tokens.ndim == 3:
       x = x.sum(axis=2)
-    x = x + self.pos[:length].astype(self.dtype)
-    keys = None if self.causal else self._present(tokens)
-    for block in self.blocks:
-      x = block(x, keys)
-    return self.ln_f(x)
+    allowed = None
+    if attention_mask is None and cache is None:
+      x = x + self.pos[:length].astype(self.dtype)
+      if not self.causal:
+        allowed = self._present(tokens)[:, None, None, :]
+    else:
+      keys = (jnp.ones((tokens.shape[0], cache[0][0].shape[1] if cache else length), bool)
+              if attention_mask is None else attention_mask.astype(bool))
+      query = start + jnp.arange(length)
+      allowed = (jnp.arange(keys.shape[1])[None, :] <= query[:, None])[None, None]
+      allowed = allowed & keys[:, None, None, :]
+      # A token's position is the number of real tokens before it.
+      before = jnp.cumsum(keys, axis=1) - 1
+      positions = jax.lax.dynamic_slice_in_dim(before, start, length, axis=1)
+      x = x + jnp.take(self.pos[...], jnp.maximum(positions, 0), axis=0).astype(self.dtype)
+    outputs = [x] if all_layers else None
+    new_cache = [] if cache is not None else None
+    for i, block in enumerate(self.blocks):
+      x, c = block(x, allowed, None if cache is None else cache[i], start)
+      if cache is not None:
+        new_cache.append(c)
+      if all_layers:
+        outputs.append(x)
+    x = self.ln_f(x)
+    if all_layers:
+      outputs[-1] = x
+    return x, outputs, new_cache
+
+  def hidden_states(self, tokens: jax.Array, attention_mask: jax.Array | None = None):
+    """Final-LayerNorm activations ``[batch, length, width]``."""
+    return self.forward(tokens, attention_mask=attention_mask)[0]
+
+  def lm_logits(self, hidden: jax.Array) -> jax.Array:
+    """Next-token logits ``[..., vocab]`` from final activations: the tied LM head (GPT-2's)."""
+    table = self.embed.embedding[...].astype(self.dtype)
+    return jnp.einsum("...d,vd->...v", hidden.astype(self.dtype), table,
+                      preferred_element_type=jnp.float32)
 
   def features(self, tokens: jax.Array) -> jax.Array:
     """The activation at each sequence's last non-pad token ``[batch, width]``."""

@@ -48,9 +48,8 @@ def validate(config) -> None:
     raise ConfigError(f"sandwich.sweep={tuple(s.sweep)}: needs probabilities in [0, 1]")
   if not 0 <= s.persuasive_fraction <= 1:
     raise ConfigError(f"sandwich.persuasive_fraction={s.persuasive_fraction}: must be in [0, 1]")
-  for name in (s.assistant_model, s.advice_model):
-    if name not in models.MODELS:
-      raise ConfigError(f"sandwich model {name!r}: unknown; valid: {', '.join(models.names())}")
+  for key in ("assistant_model", "advice_model"):
+    models.validate_name(s[key], f"sandwich.{key}")
 
 
 def _stage_train(config, steps: int):

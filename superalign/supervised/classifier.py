@@ -25,6 +25,8 @@ def trainer(config, spec: InputSpec, workdir: str, *, tag: str, model_name: str 
   name = model_name or config.model.name
   if train is not None:
     fields["train"] = train
+  if fields.get("warm") is None:  # a checkpoint's weights start every run that trains it
+    fields["warm"] = models.pretrained(name)
   return Trainer.from_config(
       config, models.builder(name, spec, config.model.dtype, max_len=config.data.max_len),
       workdir, tag, name=name, cache_key=(name, spec, config.model.dtype, config.data.max_len),

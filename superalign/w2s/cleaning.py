@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from superalign import models
 from superalign.core import steps
 from superalign.core.rng import numpy_rng
 from superalign.supervised.classifier import trainer
@@ -27,7 +28,7 @@ def backbone_features(config, model_name: str, spec, warm: dict | None, seeds,
                       x: np.ndarray) -> np.ndarray:
   """``[seeds, N, features]``: the strong model's features on ``x`` with each seed's
   pretrained backbone (stacked like ``warm``)."""
-  model = trainer(config, spec, "", tag=f"features/{model_name}", model_name=model_name,
+  model = trainer(config, spec, "", tag=f"features/{models.label(model_name)}", model_name=model_name,
                   seeds=[int(s) for s in seeds], warm=warm).init()
   return model.apply(x, steps.features_fn)
 

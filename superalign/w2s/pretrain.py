@@ -22,6 +22,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
+from superalign import models
 from superalign.core.errors import ConfigError
 from superalign.core.specs import InputSpec
 from superalign.data.splits import Split
@@ -56,6 +57,6 @@ def pretrain(config, model_name: str, split: Split, spec: InputSpec, workdir: st
     return None
   split, proxy_spec = proxy_labels(split, spec, cfg)
   trained = train_classifier(config, split, proxy_spec, cfg.load_from or workdir,
-                             tag=f"pretrain/{model_name}", model_name=model_name,
+                             tag=f"pretrain/{models.label(model_name)}", model_name=model_name,
                              train_block=stage_train, seeds=seeds)
   return jax.device_get(backbone(trained.state.params))

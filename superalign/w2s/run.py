@@ -45,8 +45,7 @@ def validate(config) -> None:
   if len(w.ladder) < 2:
     raise ConfigError(f"w2s.ladder={tuple(w.ladder)}: needs at least two models, weakest first")
   for name in w.ladder:
-    if name not in models.MODELS:
-      raise ConfigError(f"w2s.ladder: unknown model {name!r}; valid: {', '.join(models.names())}")
+    models.validate_name(name, "w2s.ladder")
   for name in w.losses:
     if name not in losses.LOSSES:
       raise ConfigError(f"w2s.losses: unknown loss {name!r}; valid: {', '.join(losses.LOSSES)}")
@@ -136,12 +135,12 @@ def run(config, workdir: str) -> dict:
 
   backbones, weak, ceiling = {}, {}, {}
   for name in w.ladder:
-    backbones[name] = pretrain(config, name, splits["pretrain"], spec, workdir, seeds,
+    backbones[name] = pretrain(config, name, splits.get("pretrain"), spec, workdir, seeds,
                                override(config.pretrain.train, early_stop_metric=""))
     weak[name] = _supervise(config, stage_train, name, splits, spec, workdir, seeds,
                             backbones[name])
     trained = _train_stack(config, stage_train, splits["train_b"], spec, workdir,
-                           tag=f"ceiling/{name}", model_name=name, seeds=seeds,
+                           tag=f"ceiling/{models.label(name)}", model_name=name, seeds=seeds,
                            loss_names=["xent"], warm=backbones[name], val=splits["val"],
                            val_targets=_one_hot_runs(splits["val"], S, spec.num_classes))
     ceiling[name] = trained.predict(splits["test"].x)
@@ -160,7 +159,7 @@ def run(config, workdir: str) -> dict:
       weak_b = weak_b * keep[..., None]
     loss_ids = np.array([list(w.losses).index(loss) for _, loss, _ in runs], np.int32)
     for round_ in range(w.s2s_rounds + 1):
-      tag = f"student/{strong}" + (f"/round{round_}" if round_ else "")
+      tag = f"student/{models.label(strong)}" + (f"/round{round_}" if round_ else "")
       trained = _train_stack(config, stage_train, train_b, spec, workdir, tag=tag,
                              model_name=strong, seeds=[seeds[s] for s in seed_idx],
                              loss_names=list(w.losses), warm=_take_runs(backbones[strong], seed_idx),
@@ -192,9 +191,9 @@ def _supervise(config, stage_train, name, splits, spec, workdir, seeds, warm) ->
 
   def compute():
     trained = _train_stack(
-        config, stage_train, splits["train_a"], spec, workdir, tag=f"supervisor/{name}",
+        config, stage_train, splits["train_a"], spec, workdir, tag=f"supervisor/{models.label(name)}",
         model_name=name, seeds=seeds, loss_names=["xent"], warm=warm, val=splits["val"],
         val_targets=_one_hot_runs(splits["val"], len(seeds), spec.num_classes))
     return {k: trained.predict(splits[k].x).astype(np.float32) for k in ("train_b", "val", "test")}
 
-  return cached(workdir, f"weak_labels/{name}", compute)
+  return cached(workdir, f"weak_labels/{models.label(name)}", compute)

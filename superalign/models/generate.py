@@ -1,0 +1,96 @@
+"""Batched sampling from the ``Transformer``'s tied LM head with a KV cache.
+
+One compiled program per (prompt bucket, batch, new tokens, sampler): the prompt fills the cache
+in one pass, then a ``while_loop`` decodes one token per iteration and stops once every row has
+produced EOS. Prompts are left-padded (``HFTokenizer.encode_prompts``): the attention mask hides
+the padding and position ids count real tokens, so a padded prompt yields the tokens and the
+logits its unpadded self yields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampler:
+  """``temperature`` 0 is greedy; ``top_k`` 0 and ``top_p`` 1 disable those filters."""
+  temperature: float = 0.0
+  top_k: int = 0
+  top_p: float = 1.0
+
+  def __post_init__(self):
+    if self.temperature < 0 or self.top_k < 0 or not 0 < self.top_p <= 1:
+      raise ValueError(f"sampler {self}: needs temperature >= 0, top_k >= 0, 0 < top_p <= 1")
+
+  def __call__(self, logits: jax.Array, rng: jax.Array) -> jax.Array:
+    """Token ids ``[batch]`` from float32 logits ``[batch, vocab]``."""
+    if self.temperature == 0:
+      return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    logits = logits / self.temperature
+    if self.top_k:
+      kth = jax.lax.top_k(logits, self.top_k)[0][:, -1:]
+      logits = jnp.where(logits < kth, -jnp.inf, logits)
+    if self.top_p < 1:
+      # Keep the smallest set of most likely tokens whose mass reaches top_p (the top token always).
+      order = jnp.argsort(-logits, axis=-1)
+      probs = jax.nn.softmax(jnp.take_along_axis(logits, order, axis=-1), axis=-1)
+      drop_sorted = jnp.cumsum(probs, axis=-1) - probs >= self.top_p
+      drop = jnp.zeros_like(drop_sorted).at[jnp.arange(len(order))[:, None], order].set(drop_sorted)
+      logits = jnp.where(drop, -jnp.inf, logits)
+    return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "sampler", "eos_id",
+                                             "pad_id"))
+def _generate(graphdef, params, prompt, mask, rng, *, max_new_tokens, sampler, eos_id, pad_id):
+  model = nnx.merge(graphdef, params)
+  batch, length = prompt.shape
+  total = length + max_new_tokens
+  mask = jnp.concatenate([mask.astype(bool), jnp.zeros((batch, max_new_tokens), bool)], axis=1)
+  hidden, _, cache = model.forward(prompt, attention_mask=mask,
+                                   cache=model.init_cache(batch, total), start=0)
+  logits = model.lm_logits(hidden[:, -1])
+  out = jnp.full((batch, max_new_tokens), pad_id, jnp.int32)
+  done = jnp.zeros((batch,), bool)
+
+  def body(carry):
+    i, out, logits, cache, mask, done, rng = carry
+    rng, key = jax.random.split(rng)
+    token = jnp.where(done, pad_id, sampler(logits, key))
+    out = out.at[:, i].set(token)
+    done = done | (token == eos_id) if eos_id is not None else done
+    mask = mask.at[:, length + i].set(True)
+    hidden, _, cache = model.forward(token[:, None], attention_mask=mask, cache=cache,
+                                     start=length + i)
+    return i + 1, out, model.lm_logits(hidden[:, 0]), cache, mask, done, rng
+
+  def cond(carry):
+    i, *_, done, _ = carry
+    return (i < max_new_tokens) & ~jnp.all(done)
+
+  carry = (jnp.int32(0), out, logits, cache, mask, done, rng)
+  return jax.lax.while_loop(cond, body, carry)[1]
+
+
+def generate(model: nnx.Module, prompt: jax.Array, mask: jax.Array, *, max_new_tokens: int,
+             sampler: Sampler = Sampler(), eos_id: int | None = None, pad_id: int = 0,
+             rng: jax.Array | None = None) -> jax.Array:
+  """New tokens ``[batch, max_new_tokens]`` after left-padded ``prompt`` ``[batch, length]``
+  (``mask`` 1 on real tokens). A row that emits ``eos_id`` keeps it and is padded with
+  ``pad_id`` after; the loop ends when every row has."""
+  if max_new_tokens < 1:
+    raise ValueError(f"max_new_tokens={max_new_tokens}: must be positive")
+  room = model.pos.shape[0]
+  if prompt.shape[1] + max_new_tokens > room:
+    raise ValueError(f"prompt length {prompt.shape[1]} + max_new_tokens {max_new_tokens} exceeds "
+                     f"the model's {room} positions")
+  graphdef, params = nnx.split(model)
+  rng = jax.random.key(0) if rng is None else rng
+  return _generate(graphdef, params, jnp.asarray(prompt, jnp.int32), jnp.asarray(mask), rng,
+                   max_new_tokens=max_new_tokens, sampler=sampler, eos_id=eos_id, pad_id=pad_id)

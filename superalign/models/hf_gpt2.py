@@ -1,0 +1,221 @@
+"""Hugging Face GPT-2 checkpoints in and out of the core ``Transformer``.
+
+A checkpoint directory holds ``config.json`` and ``model.safetensors`` (or shards listed in
+``model.safetensors.index.json``), as ``save_pretrained`` writes them. GPT-2's layout differs from
+ours in three ways, each a lossless reshape, so a load-save-load round trip is bitwise:
+
+* ``Conv1D`` weights are ``[in, out]`` (already our kernel layout, no transpose);
+* the fused ``c_attn`` columns are ``[q | k | v]``, each ``[heads, head_dim]``: our ``qkv`` is
+  ``[d, 3, heads, head_dim]``, so heads stay a tensor-parallel axis;
+* the LM head is tied to ``wte`` and not stored (older checkpoints also store causal-mask buffers
+  ``attn.bias`` / ``attn.masked_bias``, which are not parameters).
+
+Parameters are placed on the mesh as they load: each device receives only its own slice
+(``jax.make_array_from_callback``), so no device ever holds a whole sharded tensor. The
+classification head is not part of a GPT-2 checkpoint; it keeps its fresh initialization.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+
+from superalign.core.errors import ConfigError
+from superalign.core.files import atomic
+
+CONFIG, WEIGHTS, INDEX = "config.json", "model.safetensors", "model.safetensors.index.json"
+_PREFIX = "transformer."
+_BUFFERS = (".attn.bias", ".attn.masked_bias")
+# GPT-2 options this transformer computes exactly; any other value is refused by name.
+_REQUIRED = {"activation_function": ("gelu_new", "gelu_pytorch_tanh"),
+             "scale_attn_weights": (True,), "scale_attn_by_inverse_layer_idx": (False,),
+             "add_cross_attention": (False,), "tie_word_embeddings": (True,)}
+
+
+def read_config(path: str, key: str = "model.name") -> dict[str, Any]:
+  """``config.json`` of a GPT-2 checkpoint; raises ConfigError (one line) naming what is wrong."""
+  where = f"{key}=hf:{path}"
+  if not os.path.isdir(path):
+    raise ConfigError(f"{where}: no such checkpoint directory (a directory written by "
+                      "transformers' save_pretrained, holding config.json and model.safetensors)")
+  file = os.path.join(path, CONFIG)
+  try:
+    with open(file) as f:
+      cfg = json.load(f)
+  except FileNotFoundError:
+    raise ConfigError(f"{where}: no {CONFIG} in the checkpoint directory") from None
+  except (OSError, ValueError) as e:
+    raise ConfigError(f"{where}: cannot read {file}: {e}") from None
+  if not isinstance(cfg, dict) or cfg.get("model_type") != "gpt2":
+    got = cfg.get("model_type") if isinstance(cfg, dict) else None
+    raise ConfigError(f"{where}: {CONFIG} has model_type {got!r}; superalign reads GPT-2 "
+                      "checkpoints (model_type 'gpt2')")
+  for name, valid in _REQUIRED.items():
+    if name in cfg and cfg[name] not in valid:
+      raise ConfigError(f"{where}: {CONFIG} sets {name}={cfg[name]!r}; supported: "
+                        f"{', '.join(map(repr, valid))}")
+  return cfg
+
+
+def architecture(cfg: Mapping[str, Any]) -> dict[str, Any]:
+  """``Transformer`` keyword arguments for a GPT-2 config."""
+  width = cfg["n_embd"]
+  return {"vocab_size": cfg["vocab_size"], "max_len": cfg["n_positions"],
+          "num_layers": cfg["n_layer"], "width": width, "num_heads": cfg["n_head"],
+          "mlp_width": cfg.get("n_inner") or 4 * width,
+          "epsilon": cfg.get("layer_norm_epsilon", 1e-5)}
+
+
+def _shapes(cfg: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+  """Every GPT-2 tensor name (without the ``transformer.`` prefix) and its shape."""
+  a = architecture(cfg)
+  d, m = a["width"], a["mlp_width"]
+  shapes = {"wte.weight": (a["vocab_size"], d), "wpe.weight": (a["max_len"], d),
+            "ln_f.weight": (d,), "ln_f.bias": (d,)}
+  for i in range(a["num_layers"]):
+    shapes.update({f"h.{i}.{k}": v for k, v in {
+        "ln_1.weight": (d,), "ln_1.bias": (d,), "ln_2.weight": (d,), "ln_2.bias": (d,),
+        "attn.c_attn.weight": (d, 3 * d), "attn.c_attn.bias": (3 * d,),
+        "attn.c_proj.weight": (d, d), "attn.c_proj.bias": (d,),
+        "mlp.c_fc.weight": (d, m), "mlp.c_fc.bias": (m,),
+        "mlp.c_proj.weight": (m, d), "mlp.c_proj.bias": (d,)}.items()})
+  return shapes
+
+
+def _files(path: str) -> list[str]:
+  index = os.path.join(path, INDEX)
+  if os.path.exists(index):
+    with open(index) as f:
+      return sorted(set(json.load(f)["weight_map"].values()))
+  if os.path.exists(os.path.join(path, WEIGHTS)):
+    return [WEIGHTS]
+  raise ConfigError(f"model.name=hf:{path}: no {WEIGHTS} or {INDEX} in the checkpoint directory "
+                    "(save it with save_pretrained(..., safe_serialization=True))")
+
+
+def read_tensors(path: str, cfg: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+  """The checkpoint's parameters by GPT-2 name (no prefix), shape-checked against the config."""
+  from safetensors import safe_open
+  cfg = read_config(path) if cfg is None else cfg
+  tensors = {}
+  for file in _files(path):
+    with safe_open(os.path.join(path, file), framework="numpy") as f:
+      for name in f.keys():
+        short = name[len(_PREFIX):] if name.startswith(_PREFIX) else name
+        if short.endswith(_BUFFERS):
+          continue
+        tensors[short] = f.get_tensor(name)
+  expected = _shapes(cfg)
+  head = tensors.pop("lm_head.weight", None)
+  if head is not None and "wte.weight" in tensors and not np.array_equal(head, tensors["wte.weight"]):
+    raise ConfigError(f"model.name=hf:{path}: lm_head.weight differs from wte.weight; superalign's "
+                      "GPT-2 ties its LM head to the token embedding")
+  for name, shape in expected.items():
+    if name not in tensors:
+      raise ConfigError(f"model.name=hf:{path}: the checkpoint has no tensor {name!r}, which "
+                        f"{CONFIG} (n_layer={cfg['n_layer']}) needs")
+    if tuple(tensors[name].shape) != shape:
+      raise ConfigError(f"model.name=hf:{path}: {name} has shape {tuple(tensors[name].shape)} but "
+                        f"{CONFIG} (n_embd={cfg['n_embd']}, n_layer={cfg['n_layer']}, "
+                        f"vocab_size={cfg['vocab_size']}) needs {shape}")
+  extra = sorted(set(tensors) - set(expected))
+  if extra:
+    raise ConfigError(f"model.name=hf:{path}: unexpected tensor {extra[0]!r} for a GPT-2 with "
+                      f"n_layer={cfg['n_layer']}")
+  return tensors
+
+
+def to_params(tensors: Mapping[str, np.ndarray], cfg: Mapping[str, Any]) -> dict:
+  """GPT-2 tensors as the ``Transformer``'s nested parameter dict (without the class head)."""
+  a = architecture(cfg)
+  d, heads = a["width"], a["num_heads"]
+  hd = d // heads
+  ln = lambda p: {"scale": tensors[f"{p}.weight"], "bias": tensors[f"{p}.bias"]}
+  dense = lambda p: {"kernel": tensors[f"{p}.weight"], "bias": tensors[f"{p}.bias"]}
+  blocks = {}
+  for i in range(a["num_layers"]):
+    h = f"h.{i}"
+    blocks[i] = {
+        "ln1": ln(f"{h}.ln_1"), "ln2": ln(f"{h}.ln_2"),
+        "attn": {"qkv": tensors[f"{h}.attn.c_attn.weight"].reshape(d, 3, heads, hd),
+                 "qkv_bias": tensors[f"{h}.attn.c_attn.bias"].reshape(3, heads, hd),
+                 "out": tensors[f"{h}.attn.c_proj.weight"].reshape(heads, hd, d),
+                 "out_bias": tensors[f"{h}.attn.c_proj.bias"]},
+        "fc": dense(f"{h}.mlp.c_fc"), "proj": dense(f"{h}.mlp.c_proj")}
+  return {"embed": {"embedding": tensors["wte.weight"]}, "pos": tensors["wpe.weight"],
+          "blocks": blocks, "ln_f": ln("ln_f")}
+
+
+def from_params(params: Mapping) -> dict[str, np.ndarray]:
+  """The inverse of ``to_params``: GPT-2 tensor names (no prefix) from a parameter dict."""
+  get = lambda x: np.asarray(jax.device_get(x))
+  out = {"wte.weight": get(params["embed"]["embedding"]), "wpe.weight": get(params["pos"]),
+         "ln_f.weight": get(params["ln_f"]["scale"]), "ln_f.bias": get(params["ln_f"]["bias"])}
+  for i, b in sorted(params["blocks"].items(), key=lambda kv: int(kv[0])):
+    h = f"h.{i}"
+    qkv = get(b["attn"]["qkv"])
+    d = qkv.shape[0]
+    out.update({
+        f"{h}.ln_1.weight": get(b["ln1"]["scale"]), f"{h}.ln_1.bias": get(b["ln1"]["bias"]),
+        f"{h}.ln_2.weight": get(b["ln2"]["scale"]), f"{h}.ln_2.bias": get(b["ln2"]["bias"]),
+        f"{h}.attn.c_attn.weight": qkv.reshape(d, -1),
+        f"{h}.attn.c_attn.bias": get(b["attn"]["qkv_bias"]).reshape(-1),
+        f"{h}.attn.c_proj.weight": get(b["attn"]["out"]).reshape(-1, d),
+        f"{h}.attn.c_proj.bias": get(b["attn"]["out_bias"]),
+        f"{h}.mlp.c_fc.weight": get(b["fc"]["kernel"]), f"{h}.mlp.c_fc.bias": get(b["fc"]["bias"]),
+        f"{h}.mlp.c_proj.weight": get(b["proj"]["kernel"]),
+        f"{h}.mlp.c_proj.bias": get(b["proj"]["bias"])})
+  return out
+
+
+def place(params: Mapping, shardings: Mapping) -> dict:
+  """Host arrays onto the mesh: each device gets only its slice of each parameter."""
+  def one(host, sharding):
+    host = np.asarray(host)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+  return jax.tree.map(one, dict(params), {k: shardings[k] for k in params})
+
+
+def load(path: str, shardings: Mapping | None = None) -> dict:
+  """The checkpoint as a nested parameter dict: host arrays, or placed per ``shardings`` (a
+  nested dict of ``NamedSharding`` covering at least the checkpoint's parameters)."""
+  cfg = read_config(path)
+  params = to_params(read_tensors(path, cfg), cfg)
+  return params if shardings is None else place(params, shardings)
+
+
+def save(path: str, params: Mapping, cfg: Mapping[str, Any], *,
+         max_shard_bytes: int | None = None) -> None:
+  """Writes ``config.json`` and the weights as ``save_pretrained`` does for ``GPT2LMHeadModel``:
+  prefixed names, tied head omitted, one file or shards of at most ``max_shard_bytes`` with an
+  index. Files go to a temporary name first, so a failed save leaves no partial checkpoint."""
+  from safetensors.numpy import save_file
+  os.makedirs(path, exist_ok=True)
+  tensors = {_PREFIX + k: np.ascontiguousarray(v) for k, v in from_params(params).items()}
+  shards = [dict(tensors)]
+  if max_shard_bytes:
+    shards, size = [{}], 0
+    for name, t in tensors.items():
+      if shards[-1] and size + t.nbytes > max_shard_bytes:
+        shards, size = shards + [{}], 0
+      shards[-1][name], size = t, size + t.nbytes
+  names = ([WEIGHTS] if len(shards) == 1 else
+           [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))])
+  for name, shard in zip(names, shards):
+    atomic(os.path.join(path, name), lambda tmp: save_file(shard, tmp, metadata={"format": "pt"}))
+  if len(shards) > 1:
+    index = {"metadata": {"total_size": sum(t.nbytes for t in tensors.values())},
+             "weight_map": {k: n for n, s in zip(names, shards) for k in s}}
+    _write_json(os.path.join(path, INDEX), index)
+  _write_json(os.path.join(path, CONFIG), dict(cfg))
+
+
+def _write_json(path: str, obj) -> None:
+  def write(tmp):
+    with open(tmp, "w") as f:
+      json.dump(obj, f, indent=2)
+  atomic(path, write)
