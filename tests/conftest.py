@@ -128,3 +128,20 @@ def _params(trained):
   return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(trained.state.params))]
 
 
+
+
+def save_tiny_gpt2(directory, seed=0, tokenizer_from=None, max_shard_size=None, **config):
+  """A random tiny GPT-2 saved by ``transformers`` itself (``save_pretrained``), as a real
+  checkpoint directory is; ``tokenizer_from`` copies that directory's ``tokenizer.json``."""
+  import shutil
+  import torch
+  import transformers
+  defaults = dict(vocab_size=300, n_positions=64, n_embd=32, n_layer=2, n_head=4,
+                  bos_token_id=0, eos_token_id=0, initializer_range=0.2)
+  torch.manual_seed(seed)
+  model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**{**defaults, **config})).eval()
+  kw = {"max_shard_size": max_shard_size} if max_shard_size else {}
+  model.save_pretrained(str(directory), **kw)
+  if tokenizer_from is not None:
+    shutil.copy(os.path.join(str(tokenizer_from), "tokenizer.json"), str(directory))
+  return model
