@@ -145,3 +145,68 @@ def save_tiny_gpt2(directory, seed=0, tokenizer_from=None, max_shard_size=None, 
   if tokenizer_from is not None:
     shutil.copy(os.path.join(str(tokenizer_from), "tokenizer.json"), str(directory))
   return model
+
+
+def train_tiny_bpe(directory, texts, vocab_size=300):
+  """A tiny GPT-2-style byte-level BPE trained by ``tokenizers`` itself on ``texts``, saved as
+  ``directory/tokenizer.json``; ``<|endoftext|>`` is id 0 (as the tiny checkpoints' EOS)."""
+  from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+  tok = Tokenizer(models.BPE())
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tok.decoder = decoders.ByteLevel()
+  trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                show_progress=False)
+  tok.train_from_iterator(list(texts), trainer)
+  os.makedirs(str(directory), exist_ok=True)
+  tok.save(os.path.join(str(directory), "tokenizer.json"))
+  return str(directory)
+
+
+def sciq_records(n, seed=0):
+  """Generated sciq-format records: "What is a plus b?" with the sum as the correct answer.
+
+  One distractor is a near miss (the sum +-1, which takes arithmetic to reject); the other two
+  are 20 or more, larger than any sum of two digits, so the answer's own tokens give most of the
+  label and a tiny model beats chance quickly, while a stronger one can do better."""
+  rng = np.random.default_rng(seed)
+  records = []
+  for _ in range(n):
+    a, b = (int(v) for v in rng.integers(0, 10, 2))
+    near = a + b + (1 if a + b == 0 or rng.random() < 0.5 else -1)
+    far = rng.choice(np.arange(20, 100), 2, replace=False)
+    distractors = [str(near), *(str(int(v)) for v in far)]
+    order = rng.permutation(3)
+    records.append({"question": f"What is {a} plus {b}?", "correct_answer": str(a + b),
+                    **{f"distractor{i + 1}": distractors[j] for i, j in enumerate(order)},
+                    "support": f"{a} plus {b} is {a + b}."})
+  return records
+
+
+def write_sciq_jsonl(directory, n_train, n_test, seed=0):
+  """``directory`` with ``train.jsonl`` and ``test.jsonl`` of ``sciq_records``."""
+  import json
+  os.makedirs(str(directory), exist_ok=True)
+  records = sciq_records(n_train + n_test, seed)
+  for split, rows in (("train", records[:n_train]), ("test", records[n_train:])):
+    with open(os.path.join(str(directory), f"{split}.jsonl"), "w") as f:
+      f.writelines(json.dumps(r) + "\n" for r in rows)
+  return str(directory)
+
+
+def write_gpt2_ladder(root):
+  """``(dirs, data)`` for ``experiments/w2s/gpt2.py``: two tiny random GPT-2 checkpoints, weak
+  (1 layer, width 16) and strong (2 x 32), sharing a BPE tokenizer trained on a small generated
+  sciq set, and that set's directory."""
+  import json
+  root = pathlib.Path(root)
+  data = write_sciq_jsonl(str(root / "sciq"), n_train=240, n_test=80, seed=0)
+  with open(f"{data}/train.jsonl") as f:
+    texts = [r["question"] + " " + r["correct_answer"] for r in map(json.loads, f)]
+  tok = train_tiny_bpe(str(root / "tok"), texts, vocab_size=300)
+  dirs = []
+  for name, shape in (("weak", dict(n_layer=1, n_embd=16, n_head=2)),
+                      ("strong", dict(n_layer=2, n_embd=32, n_head=4))):
+    save_tiny_gpt2(root / name, seed=len(dirs), tokenizer_from=tok, **shape)
+    dirs.append(str(root / name))
+  return ":".join(dirs), data

@@ -13,7 +13,7 @@ import random
 import ml_collections
 import pytest
 
-from conftest import launch, write_idx
+from conftest import launch, write_gpt2_ladder, write_idx
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +35,8 @@ def configs(tmp_path_factory):
       ("experiments/sandwich/digits.py", ":smoke"),
       ("experiments/sandwich/fashion_mnist.py", f":smoke,dir={idx}"),
       ("experiments/amplification/tasks.py", ":smoke"),
+      ("experiments/w2s/gpt2.py", ":smoke,dirs={},data={}".format(
+          *write_gpt2_ladder(str(tmp_path_factory.mktemp("gpt2"))))),
   ]
 
 _NUMBERS = ["-1", "0", "1", "3", "7", "-0.5", "0.5", "1e30", "-1e30", "1e-30", "nan", "-inf",

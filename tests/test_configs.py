@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import write_idx
+from conftest import write_gpt2_ladder, write_idx
 from superalign import config as config_lib, runners
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -29,12 +29,19 @@ def idx_dir(tmp_path_factory):
   return write_idx(str(tmp_path_factory.mktemp("idx")))
 
 
+@pytest.fixture(scope="module")
+def gpt2_ladder(tmp_path_factory):
+  return write_gpt2_ladder(tmp_path_factory.mktemp("gpt2"))
+
+
 @pytest.mark.parametrize("variant", ["", "smoke"])
 @pytest.mark.parametrize("rel", CONFIGS)
-def test_config_loads_and_validates(rel, variant, idx_dir):
+def test_config_loads_and_validates(rel, variant, idx_dir, gpt2_ladder):
   module = load(rel)
   takes_dir = re.search(r"parse_arg\([^)]*\bdir=", (ROOT / rel).read_text())
-  arg = ",".join(filter(None, [variant, f"dir={idx_dir}" if takes_dir else ""]))
+  takes_dirs = re.search(r"parse_arg\([^)]*\bdirs=", (ROOT / rel).read_text(), re.S)
+  arg = ",".join(filter(None, [variant, f"dir={idx_dir}" if takes_dir else "",
+                               "dirs={},data={}".format(*gpt2_ladder) if takes_dirs else ""]))
   config = module.get_config(arg or None)
   runners.validate(config, num_devices=1)
   assert config.lock() is config   # a whole ConfigDict, as the launcher locks it

@@ -1,23 +1,25 @@
 """Data sources by name, and their deterministic disjoint splits.
 
 Names: ``digits``, ``breast_cancer`` (bundled with scikit-learn), ``idx:<dir>`` (MNIST-format
-files), ``tfds:<name>`` (``tfds.data_source``, TensorFlow-free) and ``synthetic:<generator>``.
+files), ``tfds:<name>`` (``tfds.data_source``, TensorFlow-free), ``text:<task>`` (the weak-to-strong
+text tasks from local files, tokenized by a checkpoint's ``tokenizer.json``) and
+``synthetic:<generator>``.
 """
 
 from __future__ import annotations
 
 import os
 
-from superalign.data import bundled, idx, synthetic
+from superalign.data import bundled, idx, synthetic, text_tasks
 from superalign.data.source import DataError, Source  # noqa: F401
 from superalign.data.splits import Split, make_splits  # noqa: F401
 
 BUNDLED = {"digits": bundled.digits, "breast_cancer": bundled.breast_cancer}
-PREFIXES = ("idx:", "tfds:", "synthetic:")
+PREFIXES = ("idx:", "tfds:", "text:", "synthetic:")
 
 
 def valid_names() -> str:
-  return ", ".join([*BUNDLED, "idx:<dir>", "tfds:<name>",
+  return ", ".join([*BUNDLED, "idx:<dir>", "tfds:<name>", *(f"text:{t}" for t in text_tasks.TASKS),
                     *(f"synthetic:{g}" for g in synthetic.GENERATORS)])
 
 
@@ -29,6 +31,9 @@ def check_name(name: str) -> None:
     idx.check_directory(os.path.expanduser(name[4:]))
     return
   if name.startswith("tfds:") and len(name) > 5:
+    return
+  if name.startswith("text:"):
+    text_tasks.check_task(name[5:])
     return
   if name.startswith("synthetic:") and name[10:] in synthetic.GENERATORS:
     return
@@ -48,6 +53,13 @@ def load(cfg) -> Source:
     return tfds_source.load(name[5:], cfg.get("tfds_dir") or None,
                             max_len=cfg.get("max_len", 128), vocab_size=cfg.get("vocab_size", 8192),
                             limit=cfg.get("tfds_limit") or None)
+  if name.startswith("text:"):
+    from superalign.data.tokenizer import HFTokenizer
+    task, path = name[5:], cfg.get("path", "")
+    text_tasks.check_path(task, path)  # the data before the tokenizer: cheapest check first
+    return text_tasks.load(task, path, HFTokenizer.from_dir(cfg.get("tokenizer", "")),
+                           max_len=cfg.get("max_len", 128), seed=cfg.get("source_seed", 0),
+                           limit=cfg.get("limit") or None)
   return synthetic.GENERATORS[name[10:]](seed=cfg.get("source_seed", 0))
 
 

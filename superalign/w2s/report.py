@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from superalign.core.metrics import auroc, mean_ci
+from superalign.models.registry import label
 from superalign.w2s import metrics as m
 
 # Burns et al. 2023, median PGR per loss over the GPT-2 to Qwen-14B ladder (logconf / xent).
@@ -120,12 +121,13 @@ def table(results: dict) -> str:
   weak, strong = results["main_pair"]["weak"], results["main_pair"]["strong"]
   pair = pairs_by(results["pairs"], weak, strong)
   n = len(results["seeds"])
+  show_weak, show_strong = label(weak), label(strong)
   lines = [
-      f"weak-to-strong on {results['data']}: {weak} supervises {strong} "
+      f"weak-to-strong on {results['data']}: {show_weak} supervises {show_strong} "
       f"({results['mode']}, pretraining: {results['pretrain_task']}, {n} seeds, mean [95% CI])",
       f"{'':22s} {'test accuracy %':>24s} {'PGR':>24s} {'median PGR, all pairs':>22s}",
-      f"{'weak ' + weak:22s} {_fmt(results['models'][weak]['weak_accuracy'], True):>24s}",
-      f"{'ceiling ' + strong:22s} {_fmt(results['models'][strong]['ceiling_accuracy'], True):>24s}",
+      f"{'weak ' + show_weak:22s} {_fmt(results['models'][weak]['weak_accuracy'], True):>24s}",
+      f"{'ceiling ' + show_strong:22s} {_fmt(results['models'][strong]['ceiling_accuracy'], True):>24s}",
   ]
   for loss in results["losses"]:
     e = pair["losses"][loss]

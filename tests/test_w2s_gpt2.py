@@ -1,0 +1,68 @@
+"""``experiments/w2s/gpt2.py`` end to end on two tiny random GPT-2 checkpoints (saved by
+``transformers``) sharing a BPE tokenizer trained here, on a small generated sciq set."""
+
+import json
+
+import pytest
+
+from conftest import _assert_one_line_error, launch, superalign, write_gpt2_ladder
+from superalign import runners
+
+
+@pytest.fixture(scope="module")
+def ladder(tmp_path_factory):
+  return write_gpt2_ladder(tmp_path_factory.mktemp("gpt2_ladder"))
+
+
+def _config(ladder, extra=""):
+  from experiments.w2s import gpt2
+  dirs, data = ladder
+  config = gpt2.get_config(f"smoke,dirs={dirs},data={data}{extra}")
+  config.mesh.num_devices = 1
+  runners.validate(config)
+  return config
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("mode", ["finetune", "probe"])
+def test_gpt2_ladder_end_to_end(ladder, tmp_path, mode):
+  config = _config(ladder, f",mode={mode}")
+  results = runners.execute(config, str(tmp_path))
+  json.dumps(results)
+  weak, strong = config.w2s.ladder
+  assert results["ladder"] == [weak, strong]
+  assert results["split_sizes"]["test"] == 80           # the directory's own test.jsonl
+  assert len(results["pairs"]) == 1
+  for loss in ("xent", "logconf"):
+    pair = results["pairs"][0]["losses"][loss]
+    assert len(pair["pgr_accuracy"]["per_seed"]) == 2
+    assert {"mean", "lo", "hi"} <= set(pair["w2s_accuracy"])
+  ceiling = results["models"][strong]["ceiling_accuracy"]["mean"]
+  # The generated task is learnable by fine-tuning (chance is 0.5); a probe on a random tiny
+  # checkpoint's features is not expected to be.
+  assert ceiling > (0.6 if mode == "finetune" else 0.3), ceiling
+  assert (tmp_path / "weak_labels" / "weak.npz").exists()
+  assert (tmp_path / "checkpoints" / "student" / "strong").is_dir()
+
+
+def test_gpt2_config_errors_are_one_line(ladder, tmp_path, monkeypatch, capsys):
+  dirs, data = ladder
+  cfg = "--config=experiments/w2s/gpt2.py:smoke"
+  out = launch(monkeypatch, capsys, f"{cfg},dirs={tmp_path}/nope:{dirs},data={data}",
+               f"--workdir={tmp_path}/a")
+  _assert_one_line_error(out, "w2s.ladder=hf:")
+  out = launch(monkeypatch, capsys, f"{cfg},dirs={dirs},data={tmp_path}/nodata",
+               f"--workdir={tmp_path}/b")
+  _assert_one_line_error(out, "data.path")
+  out = launch(monkeypatch, capsys, f"{cfg},dirs={dirs},data={data}",
+               f"--config.data.tokenizer={tmp_path}", f"--workdir={tmp_path}/c")
+  _assert_one_line_error(out, "tokenizer.json")
+
+
+@pytest.mark.e2e
+def test_gpt2_smoke_from_the_command_line(ladder, tmp_path):
+  dirs, data = ladder
+  out = superalign(f"--config=experiments/w2s/gpt2.py:smoke,dirs={dirs},data={data},seeds=1",
+                   f"--workdir={tmp_path}")
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "weak supervises strong" in out.stdout + out.stderr
