@@ -1,10 +1,15 @@
 """Training-step throughput: superalign (JAX) against HuggingFace transformers + PyTorch.
 
     python benchmarks/train_step.py [--steps N] [--dtype float32|bfloat16] [--model gpt_medium|gpt2]
+                                    [--checkpoint DIR] [--batch B] [--seq S] [--require-gpu]
 
 Both sides train the same GPT-2-shaped sequence classifier (``gpt_medium``: 6 layers, width 384,
-6 heads; sequence 128, batch 16, vocabulary 8192, 2 classes) with AdamW, and each timed step is a
-full forward + backward + optimizer update. superalign's step is built exactly as the framework
+6 heads, vocabulary 8192; ``gpt2``: the 124M GPT-2 shape, 12 layers, width 768, 12 heads,
+vocabulary 50257; sequence 128 and batch 16 unless given; 2 classes) with AdamW, and each timed
+step is a full forward + backward + optimizer update. With ``--checkpoint DIR`` (a GPT-2 directory
+as ``save_pretrained`` writes it) superalign trains the ``hf:DIR`` model, built and warm-started
+through the registry, and torch loads the same directory with
+``GPT2ForSequenceClassification.from_pretrained``: both sides run the checkpoint's shape. superalign's step is built exactly as the framework
 builds it (``models.builder`` -> ``core.state.create`` -> ``core.steps.make_train_step`` on a
 ``{'data': -1}`` mesh, batches put on the mesh with ``core.mesh.shard_batch``). Every step's
 outputs are waited on (``block_until_ready``) before its clock stops, so nothing is left in flight.
@@ -14,7 +19,10 @@ matrix-multiply peak (``jax.jit(a @ b)`` on 2048 x 2048 float32, best of several
 so that other work on a shared machine falls on all three alike; the achieved FLOP/s of the step
 is put against that peak (MFU). The share of the CPUs that other processes took during the timed
 part is printed too: figures from a busy machine are low and noisy. On a GPU the MFU is also given
-against the card's nominal dense peak, and the PyTorch baseline (CPU only) is skipped.
+against the card's nominal dense peak, and torch runs on CUDA (SDPA attention, ``torch.compile``,
+bfloat16 autocast with ``--dtype bfloat16``) when ``torch.cuda.is_available()``; a GPU run that
+cannot give torch a GPU says so, and with ``--require-gpu`` any missing GPU is an error (exit 2),
+never a silent fallback to the CPU.
 
 Human-readable lines first; the last line is one JSON object with the figures.
 """
@@ -32,14 +40,16 @@ import time
 BATCH = 16
 SEQ = 128
 VOCAB = 8192
+# Vocabulary by registry model when no --vocab is given: gpt2 is the real GPT-2's.
+MODEL_VOCAB = {"gpt_medium": VOCAB, "gpt2": 50257}
 NUM_CLASSES = 2
 LR = 1e-4
 WEIGHT_DECAY = 0.01
 
 # Nominal dense peaks (FLOP/s) by device_kind substring and dtype; H200 has the H100's SXM core.
 NOMINAL_PEAK = {
-    "H100": {"bfloat16": 989e12},
-    "H200": {"bfloat16": 989e12},
+    "H100": {"bfloat16": 989e12, "float32": 494e12},   # float32 as TF32, JAX's default on GPU
+    "H200": {"bfloat16": 989e12, "float32": 494e12},
 }
 
 
@@ -55,7 +65,34 @@ def parse_args(argv=None):
   p.add_argument("--rounds", type=int, default=4,
                  help="timed steps are split into this many alternating superalign/torch blocks")
   p.add_argument("--skip-torch", action="store_true", help="do not run the PyTorch baseline")
+  p.add_argument("--checkpoint", metavar="DIR",
+                 help="train this GPT-2 checkpoint (hf:DIR) on both sides instead of --model")
+  p.add_argument("--seq", type=int, default=SEQ, help="sequence length (context)")
+  p.add_argument("--vocab", type=int, default=None,
+                 help="vocabulary of a --model run (default: 8192 for gpt_medium, 50257 for gpt2)")
+  p.add_argument("--require-gpu", action="store_true",
+                 help="exit 2 unless JAX sees a GPU (and torch CUDA, unless --skip-torch)")
+  p.add_argument("--torch-compile", default="auto", choices=("auto", "on", "off"),
+                 help="torch.compile the torch model (auto: on CUDA only)")
+  p.add_argument("--compiler-option", action="append", default=[], metavar="KEY=VALUE",
+                 help="an XLA compiler option for superalign's step, e.g. "
+                      "xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_REDUCE")
   return p.parse_args(argv)
+
+
+def fail(message: str) -> None:
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def compiler_options(items) -> dict:
+  out = {}
+  for item in items:
+    key, sep, value = item.partition("=")
+    if not sep:
+      fail(f"--compiler-option {item!r}: expected KEY=VALUE")
+    out[key] = {"true": True, "false": False}.get(value.lower(), value)
+  return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,13 +129,14 @@ class OtherLoad:
 
 
 def analytic_flops_per_step(num_layers: int, width: int, batch: int, seq: int,
-                            num_classes: int) -> dict[str, float]:
+                            num_classes: int, mlp_width: int | None = None) -> dict[str, float]:
   """Model FLOPs of one training step (forward + backward), counted as the field does.
 
   Matmuls: each weight matrix entry does one multiply-add per token forward (2 FLOPs) and two
   backward (activation gradient and weight gradient, 4 FLOPs): ``6 * N * tokens``, where ``N``
   counts the non-embedding matmul weights. Per block these are qkv (d x 3d), the attention output
-  (d x d), and the MLP (d x 4d, 4d x d): ``12 d^2``, so ``N = 12 * L * d^2``. The classifier head
+  (d x d), and the MLP (d x 4d, 4d x d): ``12 d^2``, so ``N = 12 * L * d^2`` (with an MLP width
+``m`` other than 4d, ``L * (4 d^2 + 2 d m)``). The classifier head
   (d x classes) runs on one token per sequence only: ``6 * d * classes * batch``.
 
   Attention: QK^T and AV are each ``2 * b * s^2 * d`` FLOPs forward per layer, and backward costs
@@ -107,7 +145,8 @@ def analytic_flops_per_step(num_layers: int, width: int, batch: int, seq: int,
   optimizer update are not counted (they are not matmuls).
   """
   tokens = batch * seq
-  n_matmul = 12 * num_layers * width * width
+  mlp_width = mlp_width or 4 * width
+  n_matmul = num_layers * (4 * width * width + 2 * width * mlp_width)
   matmul = 6 * n_matmul * tokens
   head = 6 * width * num_classes * batch
   attention = 6 * 2 * num_layers * batch * seq * seq * width
@@ -193,21 +232,28 @@ class Superalign:
     self.jax = jax
     self.batches = batches
     self.mesh = mesh_lib.make_mesh({"data": -1})
-    spec = InputSpec((SEQ,), "tokens", num_classes=NUM_CLASSES, vocab_size=VOCAB)
-    build = models.builder(args.model, spec, dtype=args.dtype)
+    name = f"hf:{os.path.abspath(args.checkpoint)}" if args.checkpoint else args.model
+    spec = InputSpec((args.seq,), "tokens", num_classes=NUM_CLASSES, vocab_size=args.vocab)
+    build = models.builder(name, spec, dtype=args.dtype)
     tx = optim.make(ml_collections.ConfigDict({
         "name": "adamw", "learning_rate": LR, "weight_decay": WEIGHT_DECAY,
         "schedule": "constant", "clip_norm": 0.0}), args.warmup + args.steps)
-    self.state, shardings = state_lib.create(build, tx, 0, self.mesh)
+    # A checkpoint is the warm start, read slice by slice onto the mesh (models.pretrained).
+    self.state, shardings = state_lib.create(build, tx, 0, self.mesh,
+                                             warm=models.pretrained(name))
     self.n_params = state_lib.param_count(self.state.params)
     self.step = steps.make_train_step(steps.cross_entropy_loss, shardings, self.mesh)
     self.put = lambda b: mesh_lib.shard_batch({"x": b[0], "y": b[1]}, self.mesh)
     self.i = 0
 
     t0 = time.perf_counter()
-    compiled = self.step.lower(self.state, self.put(batches[0])).compile()
+    self.options = compiler_options(args.compiler_option)
+    compiled = self.step.lower(self.state, self.put(batches[0])).compile(
+        compiler_options=self.options or None)
     self.compile_s = time.perf_counter() - t0
     self.xla_flops = xla_cost_flops(compiled)
+    if self.options:   # the step as compiled with these options (same program, same donation)
+      self.step = compiled
     self.times: list[float] = []
     self.run(args.warmup, record=False)
 
@@ -227,10 +273,12 @@ class Superalign:
 
 
 class Torch:
-  """HuggingFace GPT2ForSequenceClassification + torch.optim.AdamW, eager.
+  """HuggingFace GPT2ForSequenceClassification (SDPA attention) + torch.optim.AdamW.
 
-  float32 on CPU (all cores). On a CUDA device, float32 or, with ``--dtype bfloat16``, bfloat16
-  autocast (float32 parameters and optimizer, as on the superalign side).
+  float32 eager on CPU (all cores). On a CUDA device, ``torch.compile``d, float32 (TF32 matmuls,
+  as JAX's default precision on GPU) or, with ``--dtype bfloat16``, bfloat16 autocast (float32
+  parameters and optimizer, as on the superalign side). With ``--checkpoint`` the model is
+  ``from_pretrained(DIR)`` with a fresh score head.
   """
 
   def __init__(self, args, batches, num_layers, width, num_heads, device: str = "cpu"):
@@ -238,26 +286,44 @@ class Torch:
     import torch
     import transformers
 
-    torch.set_num_threads(os.cpu_count())
+    if device == "cpu":
+      torch.set_num_threads(os.cpu_count())
+    else:
+      torch.backends.cuda.matmul.allow_tf32 = True
+      torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(0)
     self.torch = torch
     self.device = torch.device(device)
     self.autocast = (device == "cuda" and args.dtype == "bfloat16")
-    config = transformers.GPT2Config(
-        n_layer=num_layers, n_embd=width, n_head=num_heads, n_positions=SEQ, vocab_size=VOCAB,
-        num_labels=NUM_CLASSES, pad_token_id=0, bos_token_id=0, eos_token_id=0,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, summary_first_dropout=0.0)
-    self.model = transformers.GPT2ForSequenceClassification(config).float().to(self.device)
+    no_dropout = dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, summary_first_dropout=0.0)
+    if args.checkpoint:
+      model = transformers.GPT2ForSequenceClassification.from_pretrained(
+          args.checkpoint, num_labels=NUM_CLASSES, pad_token_id=0, attn_implementation="sdpa",
+          dtype=torch.float32, **no_dropout)
+    else:
+      config = transformers.GPT2Config(
+          n_layer=num_layers, n_embd=width, n_head=num_heads, n_positions=args.seq,
+          vocab_size=args.vocab, num_labels=NUM_CLASSES, pad_token_id=0, bos_token_id=0,
+          eos_token_id=0, attn_implementation="sdpa", **no_dropout)
+      model = transformers.GPT2ForSequenceClassification(config)
+    self.model = model.float().to(self.device)
     self.model.train()
-    self.opt = torch.optim.AdamW(self.model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+    self.opt = torch.optim.AdamW(self.model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY,
+                                 fused=device == "cuda")
     self.n_params = sum(p.numel() for p in self.model.parameters())
+    self.compiled = args.torch_compile == "on" or (args.torch_compile == "auto"
+                                                   and device == "cuda")
+    self.forward = torch.compile(self.model) if self.compiled else self.model
     self.batches = [(np.asarray(x, np.int64), np.asarray(y, np.int64)) for x, y in batches]
     self.version = f"torch {torch.__version__}, transformers {transformers.__version__}"
     self.attn = getattr(self.model.config, "_attn_implementation", None)
     self.threads = torch.get_num_threads()
     self.i = 0
     self.times: list[float] = []
-    self.run(args.warmup, record=False)
+    t0 = time.perf_counter()
+    self.run(1, record=False)   # with torch.compile, the first step compiles
+    self.first_step_s = time.perf_counter() - t0
+    self.run(max(args.warmup - 1, 1 if self.compiled else 0), record=False)
 
   def run(self, n: int, record: bool = True) -> None:
     torch = self.torch
@@ -269,7 +335,7 @@ class Torch:
       y = torch.from_numpy(y).to(self.device)
       with (torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast
             else contextlib.nullcontext()):
-        out = self.model(input_ids=x, labels=y)
+        out = self.forward(input_ids=x, labels=y)
       self.opt.zero_grad(set_to_none=True)
       out.loss.backward()
       self.opt.step()
@@ -303,25 +369,46 @@ def main(argv=None):
   import numpy as np
   from superalign.models.registry import MODELS
 
+  from superalign.models import hf_gpt2
+
   dev = jax.devices()[0]
   platform = dev.platform
+  backend = jax.default_backend()
   device = f"{platform}:{dev.device_kind} x{jax.device_count()}"
   if platform == "cpu":
     device += f" ({os.cpu_count()} cores)"
+  if args.require_gpu and platform != "gpu":
+    fail(f"--require-gpu: JAX sees {device} (backend {backend}), no GPU")
   if args.dtype == "bfloat16" and platform == "cpu":
     print("note: bfloat16 on a CPU without bfloat16 matmul units checks the code path, not speed")
-  kw = MODELS[args.model].kwargs
-  num_layers, width, num_heads = kw["num_layers"], kw["width"], kw["num_heads"]
-  tokens_per_step = args.batch * SEQ
-  print(f"device {device}; jax {jax.__version__}; model {args.model} (L={num_layers}, d={width}, "
-        f"h={num_heads}), batch {args.batch} x seq {SEQ}, vocab {VOCAB}, dtype {args.dtype}, "
-        f"{args.warmup} warmup + {args.steps} timed steps")
-  print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+  if args.checkpoint:
+    arch = hf_gpt2.architecture(hf_gpt2.read_config(args.checkpoint))
+    num_layers, width, num_heads = arch["num_layers"], arch["width"], arch["num_heads"]
+    mlp_width, args.vocab = arch["mlp_width"], arch["vocab_size"]
+    if args.seq > arch["max_len"]:
+      fail(f"--seq {args.seq} exceeds the checkpoint's n_positions {arch['max_len']}")
+    model_name = f"hf:{args.checkpoint}"
+  else:
+    kw = MODELS[args.model].kwargs
+    num_layers, width, num_heads = kw["num_layers"], kw["width"], kw["num_heads"]
+    mlp_width = 4 * width
+    args.vocab = args.vocab or MODEL_VOCAB[args.model]
+    model_name = args.model
+  tokens_per_step = args.batch * args.seq
+  print("measured: train step (forward + backward + AdamW) of a GPT-2 sequence classifier, "
+        "superalign (JAX) vs transformers + PyTorch, tokens/s = batch x seq / step time")
+  print(f"device {device}; JAX backend {backend}; jax {jax.__version__}; model {model_name} "
+        f"(L={num_layers}, d={width}, h={num_heads}, mlp {mlp_width}), batch {args.batch} x seq "
+        f"{args.seq}, vocab {args.vocab}, dtype {args.dtype}, {args.warmup} warmup + "
+        f"{args.steps} timed steps")
+  print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
+        + (f"; step compiler options {compiler_options(args.compiler_option)}"
+           if args.compiler_option else ""))
   if hasattr(os, "getloadavg"):
     print(f"load average before start: {os.getloadavg()[0]:.2f}")
 
   rng = np.random.default_rng(0)
-  batches = [(rng.integers(1, VOCAB, (args.batch, SEQ), dtype=np.int32),
+  batches = [(rng.integers(1, args.vocab, (args.batch, args.seq), dtype=np.int32),
               rng.integers(0, NUM_CLASSES, (args.batch,), dtype=np.int32)) for _ in range(4)]
 
   # Matmul peak, in the compute dtype, sampled once before and once after each round below and
@@ -331,7 +418,8 @@ def main(argv=None):
   peaks = MatmulPeak(jax, peak_dtype, peak_n)
   peaks.sample(5)
 
-  flops = analytic_flops_per_step(num_layers, width, args.batch, SEQ, NUM_CLASSES)
+  flops = analytic_flops_per_step(num_layers, width, args.batch, args.seq, NUM_CLASSES,
+                                  mlp_width)
   sa = Superalign(args, batches)
   print(f"superalign: {sa.n_params:,} params, compiled in {sa.compile_s:.1f} s")
 
@@ -347,11 +435,18 @@ def main(argv=None):
       except ImportError:
         torch_device = None
     if torch_device is None:
-      print(f"torch: skipped on {platform} (no CUDA torch installed)")
+      if args.require_gpu:
+        fail(f"--require-gpu: torch sees no CUDA device (JAX is on {device}); pass --skip-torch "
+             "to measure superalign alone")
+      print(f"torch: SKIPPED on {platform} (torch has no CUDA here); no ratio is reported")
     else:
       th = Torch(args, batches, num_layers, width, num_heads, torch_device)
-      print(f"torch: {th.version} on {torch_device}, attn={th.attn}, {th.threads} threads, "
-            f"{th.n_params:,} params (superalign's head has a bias, GPT-2's score layer none)")
+      print(f"torch: {th.version} on {torch_device}"
+            + (f" ({torch.cuda.get_device_name()})" if torch_device == "cuda" else "")
+            + f", attn={th.attn}, torch.compile {'on' if th.compiled else 'off'}, "
+            f"{'bfloat16 autocast' if th.autocast else 'float32'}, {th.threads} threads, "
+            f"{th.n_params:,} params (superalign's head has a bias, GPT-2's score layer none); "
+            f"first step {th.first_step_s:.1f} s")
 
   # Timed rounds: the two sides alternate in small blocks so that any other load on the machine
   # falls on both alike; every step is a full forward + backward + AdamW update.
@@ -405,6 +500,7 @@ def main(argv=None):
         + (f"; {sa.xla_flops / sa_step / 1e9:.1f} GFLOP/s by XLA's count" if sa.xla_flops else ""))
   nominal = None
   if platform == "gpu":
+    print("  MFU target on H100/H200 bfloat16: >= 45% of the nominal dense peak")
     for key, kind_peaks in NOMINAL_PEAK.items():
       if key in dev.device_kind and args.dtype in kind_peaks:
         nominal = kind_peaks[args.dtype]
@@ -420,7 +516,8 @@ def main(argv=None):
     th_flops = flops["total"] / th_step
     print(f"torch: {text}, {torch_tps:,.0f} tokens/s = {th_flops / 1e9:.1f} GFLOP/s "
           f"({th_flops / peak:.1%} of the measured matmul peak), loss {th.loss:.4f}")
-    print(f"speedup superalign / torch: {speedup:.2f}x")
+    print(f"speedup superalign / torch: {speedup:.2f}x (tokens/s {sa_tps:,.0f} vs "
+          f"{torch_tps:,.0f})")
 
   result = {
       "superalign_tokens_per_s": round(sa_tps, 1),
@@ -435,8 +532,15 @@ def main(argv=None):
       "analytic_flops_per_step": flops["total"],
       "other_load": round(load.share, 3) if load.share is not None else None,
       "device": device,
+      "backend": backend,
+      "torch_device": th.device.type if th is not None else None,
+      "torch_compile": th.compiled if th is not None else None,
+      "compiler_options": compiler_options(args.compiler_option) or None,
       "dtype": args.dtype,
-      "model": args.model,
+      "model": model_name,
+      "batch": args.batch,
+      "seq": args.seq,
+      "vocab": args.vocab,
       "steps": args.steps,
   }
   print(json.dumps(result))

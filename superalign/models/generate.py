@@ -1,8 +1,9 @@
 """Batched sampling from the ``Transformer``'s tied LM head with a KV cache.
 
 One compiled program per (prompt bucket, batch, new tokens, sampler): the prompt fills the cache
-in one pass, then a ``while_loop`` decodes one token per iteration and stops once every row has
-produced EOS. Prompts are left-padded (``HFTokenizer.encode_prompts``): the attention mask hides
+in one pass and yields the first token, then a ``while_loop`` decodes one token per iteration
+(``max_new_tokens - 1`` passes: none after the last token) and stops once every row has produced
+EOS. The cache is kept in the model's compute dtype. Prompts are left-padded (``HFTokenizer.encode_prompts``): the attention mask hides
 the padding and position ids count real tokens, so a padded prompt yields the tokens and the
 logits its unpadded self yields.
 """
@@ -50,31 +51,41 @@ class Sampler:
                                              "pad_id"))
 def _generate(graphdef, params, prompt, mask, rng, *, max_new_tokens, sampler, eos_id, pad_id):
   model = nnx.merge(graphdef, params)
+  compute = jnp.dtype(getattr(model, "dtype", jnp.float32))
+  if compute != jnp.float32:
+    # Weight matrices are cast to the compute dtype wherever they are used: cast them once here,
+    # not in every decode step (the same values; a decode step then reads half the bytes).
+    cast = lambda p: (p.astype(compute) if p.ndim >= 2 and jnp.issubdtype(p.dtype, jnp.floating)
+                      else p)
+    model = nnx.merge(graphdef, jax.tree.map(cast, params))
   batch, length = prompt.shape
   total = length + max_new_tokens
   mask = jnp.concatenate([mask.astype(bool), jnp.zeros((batch, max_new_tokens), bool)], axis=1)
   hidden, _, cache = model.forward(prompt, attention_mask=mask,
                                    cache=model.init_cache(batch, total), start=0)
-  logits = model.lm_logits(hidden[:, -1])
-  out = jnp.full((batch, max_new_tokens), pad_id, jnp.int32)
-  done = jnp.zeros((batch,), bool)
+  rng, key = jax.random.split(rng)
+  token = sampler(model.lm_logits(hidden[:, -1]), key)
+  out = jnp.full((batch, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(token)
+  done = (token == eos_id) if eos_id is not None else jnp.zeros((batch,), bool)
 
+  # Iteration i feeds token i - 1 (at position length + i - 1) and samples token i: the last
+  # token is sampled without a forward pass after it (max_new_tokens - 1 decode passes in all).
   def body(carry):
-    i, out, logits, cache, mask, done, rng = carry
+    i, out, token, cache, mask, done, rng = carry
+    at = length + i - 1
+    mask = jax.lax.dynamic_update_slice(mask, jnp.ones((batch, 1), bool), (0, at))
+    hidden, _, cache = model.forward(token[:, None], attention_mask=mask, cache=cache, start=at)
     rng, key = jax.random.split(rng)
-    token = jnp.where(done, pad_id, sampler(logits, key))
-    out = out.at[:, i].set(token)
+    token = jnp.where(done, pad_id, sampler(model.lm_logits(hidden[:, 0]), key))
+    out = jax.lax.dynamic_update_slice(out, token[:, None], (0, i))
     done = done | (token == eos_id) if eos_id is not None else done
-    mask = mask.at[:, length + i].set(True)
-    hidden, _, cache = model.forward(token[:, None], attention_mask=mask, cache=cache,
-                                     start=length + i)
-    return i + 1, out, model.lm_logits(hidden[:, 0]), cache, mask, done, rng
+    return i + 1, out, token, cache, mask, done, rng
 
   def cond(carry):
     i, *_, done, _ = carry
     return (i < max_new_tokens) & ~jnp.all(done)
 
-  carry = (jnp.int32(0), out, logits, cache, mask, done, rng)
+  carry = (jnp.int32(1), out, token, cache, mask, done, rng)
   return jax.lax.while_loop(cond, body, carry)[1]
 
 
