@@ -65,29 +65,9 @@ def fail(message: str) -> None:
   sys.exit(2)
 
 
-class OtherLoad:
-  """The share of all CPUs that other processes used while the block ran (Linux; else None)."""
-
-  @staticmethod
-  def _read():
-    try:
-      with open("/proc/stat") as f:
-        ticks = [int(v) for v in f.readline().split()[1:9]]
-      with open("/proc/self/stat") as f:
-        own = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-      return None
-    return sum(ticks) - ticks[3] - ticks[4], sum(ticks), int(own[11]) + int(own[12])
-
-  def __enter__(self):
-    self.start, self.share = self._read(), None
-    return self
-
-  def __exit__(self, *exc):
-    end = self._read()
-    if self.start and end and end[1] > self.start[1]:
-      other = (end[0] - self.start[0]) - (end[2] - self.start[2])
-      self.share = max(0.0, other / (end[1] - self.start[1]))
+# The share of the CPUs other processes used during a block: the training benchmark's meter.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # as a script
+from benchmarks.train_step import OtherLoad  # noqa: E402
 
 
 def random_checkpoint(directory: str, shape: str, seed: int) -> None:
