@@ -8,12 +8,17 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from superalign.models import layers
+from superalign.models import layers, sites
+from superalign.models.sites import site
 
 
 class CNN(nnx.Module):
   """[Conv3x3 -> ReLU -> MaxPool2 (while the map is at least 4 wide)] per channel count, then
-  flatten -> Dense(hidden) -> ReLU -> Dense head. Input ``[batch, height, width, channels]``."""
+  flatten -> Dense(hidden) -> ReLU -> Dense head. Input ``[batch, height, width, channels]``.
+
+  Sites (``models.sites``): ``input``; ``convs.<i>.pre`` and ``convs.<i>.post`` (the feature map
+  ``[batch, height, width, channels]`` before and after the ReLU, before pooling); ``dense.pre``
+  and ``dense.post``; ``logits``."""
 
   def __init__(self, input_shape: Sequence[int], num_classes: int, channels: Sequence[int],
                hidden: int, *, dtype=jnp.float32, rngs: nnx.Rngs):
@@ -40,12 +45,14 @@ class CNN(nnx.Module):
     self.dtype = dtype
 
   def features(self, x: jax.Array) -> jax.Array:
-    h = x.astype(self.dtype)
-    for conv, pool in zip(self.convs, self.pool):
-      h = jax.nn.relu(conv(h))
+    h = site("input", x.astype(self.dtype))
+    for i, (conv, pool) in enumerate(zip(self.convs, self.pool)):
+      with sites.scope(f"convs.{i}"):
+        h = site("post", jax.nn.relu(site("pre", conv(h))))
       if pool:
         h = nnx.max_pool(h, window_shape=(2, 2), strides=(2, 2))
-    return jax.nn.relu(self.dense(h.reshape(h.shape[0], -1)))
+    with sites.scope("dense"):
+      return site("post", jax.nn.relu(site("pre", self.dense(h.reshape(h.shape[0], -1)))))
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    return self.head(self.features(x))
+    return site("logits", self.head(self.features(x)))

@@ -9,14 +9,16 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from superalign.models import layers
+from superalign.models import layers, sites
+from superalign.models.sites import site
 
 
 class MLP(nnx.Module):
   """Flatten -> [Dense -> ReLU] * len(hidden) -> Dense head.
 
   ``features`` returns the last hidden activations (the "backbone" output that linear probes and
-  label-cleaning probes read); ``head`` maps them to logits. ``input_scale`` divides the inputs
+  label-cleaning probes read); ``head`` maps them to logits. Sites (``models.sites``):
+  ``input``, ``layers.<i>.pre`` and ``layers.<i>.post`` (before and after the ReLU), ``logits``. ``input_scale`` divides the inputs
   (the same function class: it keeps optimizer steps well scaled for wide inputs);
   ``kernel_init`` and ``bias_std`` set the hidden layers' initialization.
   """
@@ -34,12 +36,13 @@ class MLP(nnx.Module):
     self.input_scale = float(input_scale)
 
   def features(self, x: jax.Array) -> jax.Array:
-    h = x.reshape(x.shape[0], -1).astype(self.dtype)
+    h = site("input", x.reshape(x.shape[0], -1).astype(self.dtype))
     if self.input_scale != 1.0:
       h = h / self.input_scale
-    for layer in self.layers:
-      h = jax.nn.relu(layer(h))
+    for i, layer in enumerate(self.layers):
+      with sites.scope(f"layers.{i}"):
+        h = site("post", jax.nn.relu(site("pre", layer(h))))
     return h
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    return self.head(self.features(x))
+    return site("logits", self.head(self.features(x)))

@@ -7,6 +7,13 @@ module holds a Hugging Face GPT-2 checkpoint (``hf_gpt2.py``): its LM head is th
 
 ``forward`` is the general pass: an optional attention mask (left padding: position ids come from
 the mask) and an optional KV cache written at ``start`` (``generate.py`` decodes with it).
+
+Sites (``models.sites``, TransformerLens' names without ``hook_``): ``embed``, ``pos_embed``; per
+block ``blocks.<i>.`` + ``resid_pre``, ``attn.pattern`` ``[batch, heads, queries, keys]``,
+``attn.z`` (each head's output before the output projection, ``[batch, length, heads,
+head_dim]``), ``attn_out``, ``resid_mid``, ``mlp.pre`` and ``mlp.post`` (the hidden layer before
+and after the GELU), ``mlp_out``, ``resid_post``; then ``ln_final``, and ``logits`` (the
+classifier head) or ``lm_logits``.
 """
 
 from __future__ import annotations
@@ -17,7 +24,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from superalign.models import layers
+from superalign.models import layers, sites
+from superalign.models.sites import site
 
 _STD = 0.02
 
@@ -56,7 +64,7 @@ def _attention(q: jax.Array, k: jax.Array, v: jax.Array,
   if allowed is None:
     allowed = jnp.tril(jnp.ones((length, length), dtype=bool))
   logits = jnp.where(allowed, logits, jnp.float32(-0.7 * float(jnp.finfo(jnp.float32).max)))
-  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+  probs = site("pattern", jax.nn.softmax(logits, axis=-1)).astype(v.dtype)
   return jnp.einsum("bhqk,bkhe->bqhe", probs, v)
 
 
@@ -108,7 +116,8 @@ class Attention(nnx.Module):
       cache = tuple(jax.lax.dynamic_update_slice(c, new.astype(c.dtype), at)
                     for c, new in zip(cache, (k, v)))
       k, v = cache
-    h = _attention(q, k, v, allowed)
+    with sites.scope("attn"):
+      h = site("z", _attention(q, k, v, allowed))                  # each head's output
     out_kernel = self.out[...].astype(self.dtype)                  # [heads, head_dim, d]
     h = _matmul(h.reshape(*h.shape[:-2], -1), out_kernel.reshape(-1, out_kernel.shape[-1]))
     return h + self.out_bias[...].astype(self.dtype), cache
@@ -127,10 +136,13 @@ class Block(nnx.Module):
     self.dtype = dtype
 
   def __call__(self, x: jax.Array, allowed: jax.Array | None = None, cache=None, start=0):
+    x = site("resid_pre", x)
     a, cache = self.attn(self.ln1(x).astype(self.dtype), allowed, cache, start)
-    x = x + a
-    h = _gelu(_dense(self.fc, self.ln2(x), self.dtype))
-    return x + _dense(self.proj, h, self.dtype), cache
+    x = site("resid_mid", x + site("attn_out", a))
+    with sites.scope("mlp"):
+      h = site("post", _gelu(site("pre", _dense(self.fc, self.ln2(x), self.dtype))))
+    x = x + site("mlp_out", _dense(self.proj, h, self.dtype))
+    return site("resid_post", x), cache
 
 
 class Transformer(nnx.Module):
@@ -188,9 +200,10 @@ class Transformer(nnx.Module):
     x = self.embed(tokens)
     if tokens.ndim == 3:
       x = x.sum(axis=2)
+    x = site("embed", x)
     allowed = None
     if attention_mask is None and cache is None:
-      x = x + self.pos[:length].astype(self.dtype)
+      x = x + site("pos_embed", self.pos[:length].astype(self.dtype))
       if not self.causal:
         allowed = self._present(tokens)[:, None, None, :]
     else:
@@ -202,16 +215,18 @@ class Transformer(nnx.Module):
       # A token's position is the number of real tokens before it.
       before = jnp.cumsum(keys, axis=1) - 1
       positions = jax.lax.dynamic_slice_in_dim(before, start, length, axis=1)
-      x = x + jnp.take(self.pos[...], jnp.maximum(positions, 0), axis=0).astype(self.dtype)
+      x = x + site("pos_embed", jnp.take(self.pos[...], jnp.maximum(positions, 0),
+                                         axis=0).astype(self.dtype))
     outputs = [x] if all_layers else None
     new_cache = [] if cache is not None else None
     for i, block in enumerate(self.blocks):
-      x, c = block(x, allowed, None if cache is None else cache[i], start)
+      with sites.scope(f"blocks.{i}"):
+        x, c = block(x, allowed, None if cache is None else cache[i], start)
       if cache is not None:
         new_cache.append(c)
       if all_layers:
         outputs.append(x)
-    x = self.ln_f(x)
+    x = site("ln_final", self.ln_f(x))
     if all_layers:
       outputs[-1] = x
     return x, outputs, new_cache
@@ -223,8 +238,8 @@ class Transformer(nnx.Module):
   def lm_logits(self, hidden: jax.Array) -> jax.Array:
     """Next-token logits ``[..., vocab]`` from final activations: the tied LM head (GPT-2's)."""
     table = self.embed.embedding[...].astype(self.dtype)
-    return jnp.einsum("...d,vd->...v", hidden.astype(self.dtype), table,
-                      preferred_element_type=jnp.float32)
+    return site("lm_logits", jnp.einsum("...d,vd->...v", hidden.astype(self.dtype), table,
+                                        preferred_element_type=jnp.float32))
 
   def features(self, tokens: jax.Array) -> jax.Array:
     """The activation at each sequence's last non-pad token ``[batch, width]``."""
@@ -233,4 +248,4 @@ class Transformer(nnx.Module):
     return jnp.take_along_axis(h, last[:, None, None], axis=1)[:, 0]
 
   def __call__(self, tokens: jax.Array) -> jax.Array:
-    return self.head(self.features(tokens).astype(self.dtype))
+    return site("logits", self.head(self.features(tokens).astype(self.dtype)))

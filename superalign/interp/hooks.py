@@ -1,0 +1,162 @@
+"""Read, write, steer and ablate a model's named activation sites (``models.sites``).
+
+``run(fn, *args, capture=..., interventions=...)`` calls ``fn(*args)`` (a forward pass) with
+hooks installed and returns ``(output, captured)``: the activations at the sites matched by
+``capture`` (exact names or ``fnmatch`` patterns such as ``"blocks.*.resid_post"``), after the
+interventions at those sites. An intervention is a function of the activation: ``replace``
+(write a given activation, e.g. from another input: patching), ``add`` (a steering vector),
+``zero``, ``mean_ablate`` and ``resample`` (ablations); each takes an optional ``where`` mask
+(say one position or one head) outside which the activation is kept.
+
+The hooks are trace-time Python (``models.sites``), so ``run`` composes with the transforms:
+call it inside the function you ``jax.jit``, ``jax.vmap`` over stacked runs or shard, and the
+captured activations come out as that function's outputs. Why not ``nnx.capture`` / ``sow`` /
+``perturb``: they cover reading and adding (``perturb``) but not replacing or ablating, and they
+record into attributes of the module object, whereas the engine's steps rebuild the module from
+``(graphdef, state)`` inside each transform (a vmapped stack of runs has no single module object
+to record into). One trace-time mechanism does all four and costs nothing when unused.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from typing import Any, Callable, Iterable, Mapping
+
+import jax
+import jax.numpy as jnp
+
+from superalign.core.errors import ConfigError
+from superalign.models import sites
+
+Intervention = Callable[[jax.Array], jax.Array]
+
+
+class HookError(ConfigError):
+  """A hook names a site the model lacks, or its value does not fit the activation."""
+
+
+def _fit(name: str, what: str, value, x: jax.Array) -> jax.Array:
+  value = jnp.asarray(value)
+  try:
+    shape = jnp.broadcast_shapes(value.shape, x.shape)
+  except ValueError:
+    shape = None
+  if shape != x.shape:
+    raise HookError(f"hook at {name!r}: {what} of shape {tuple(value.shape)} does not fit the "
+                    f"activation's shape {tuple(x.shape)}")
+  return value
+
+
+class _Masked:
+  """A built-in intervention: ``new(site_name, x)`` where ``where`` holds, ``x`` elsewhere (the
+  site's name makes a shape error say where it happened)."""
+
+  def __init__(self, new: Callable[[str, jax.Array], jax.Array], where):
+    self.new, self.where = new, where
+
+  def __call__(self, x: jax.Array, name: str = "") -> jax.Array:
+    value = self.new(name, x)
+    if self.where is None:
+      return value.astype(x.dtype)
+    mask = _fit(name, "where", self.where, x).astype(bool)
+    return jnp.where(mask, value, x).astype(x.dtype)
+
+
+def replace(value, where=None) -> Intervention:
+  """Write ``value`` (broadcast to the activation) at the site: activation patching."""
+  return _Masked(lambda name, x: jnp.broadcast_to(_fit(name, "value", value, x), x.shape), where)
+
+
+def add(vector, scale: float = 1.0, where=None) -> Intervention:
+  """Add ``scale * vector`` to the activation (a steering vector; broadcast over the batch)."""
+  return _Masked(lambda name, x: x + scale * _fit(name, "vector", vector, x).astype(x.dtype),
+                 where)
+
+
+def zero(where=None) -> Intervention:
+  """Zero ablation."""
+  return _Masked(lambda name, x: jnp.zeros_like(x), where)
+
+
+def mean_ablate(mean, where=None) -> Intervention:
+  """Replace the activation by its mean over a reference set (``mean``: the activation's shape
+  without the batch axis, or broadcastable to it)."""
+  return replace(mean, where)
+
+
+def resample(source, where=None) -> Intervention:
+  """Resample ablation: the activations of another batch of inputs (``source``, captured at the
+  same site), row for row."""
+  return replace(source, where)
+
+
+def _summary(names: Iterable[str]) -> str:
+  """Site names with block indices folded: ``blocks.<0..3>.resid_pre, ...``."""
+  groups: dict[str, list[int]] = {}
+  for name in names:
+    match = re.match(r"^(\w+)\.(\d+)\.(.+)$", name)
+    key = f"{match[1]}.<i>.{match[3]}" if match else name
+    groups.setdefault(key, []).extend([int(match[2])] if match else [])
+  out = []
+  for key, idx in groups.items():
+    out.append(key.replace("<i>", f"<{min(idx)}..{max(idx)}>") if idx else key)
+  return ", ".join(out)
+
+
+class _Hooks:
+  """The hook ``models.sites`` calls: intervenes, then captures, and records every site seen."""
+
+  def __init__(self, capture, interventions: Mapping[str, Intervention]):
+    self.capture = (["*"] if capture is True else [] if capture in (None, False)
+                    else [capture] if isinstance(capture, str) else list(capture))
+    self.interventions = dict(interventions)
+    self.seen: list[str] = []
+    self.captured: dict[str, jax.Array] = {}
+
+  def __call__(self, name: str, x: jax.Array) -> jax.Array:
+    if name in self.seen:
+      raise HookError(f"site {name!r} was reached twice in one hooks.run: run the model once "
+                      "per call")
+    self.seen.append(name)
+    if name in self.interventions:
+      intervene = self.interventions[name]
+      x = intervene(x, name) if isinstance(intervene, _Masked) else intervene(x)
+    if any(fnmatch.fnmatchcase(name, p) for p in self.capture):
+      self.captured[name] = x
+    return x
+
+  def check(self) -> None:
+    unknown = [n for n in self.interventions if n not in self.seen]
+    unknown += [p for p in self.capture if not fnmatch.filter(self.seen, p)]
+    if unknown:
+      raise HookError(f"unknown activation site {unknown[0]!r}; this model's sites: "
+                      f"{_summary(self.seen) or 'none (was a model called?)'}")
+
+
+def run(fn: Callable[..., Any], *args, capture: str | Iterable[str] | bool = (),
+        interventions: Mapping[str, Intervention] | None = None, **kwargs):
+  """``(fn(*args, **kwargs), captured)`` with ``interventions`` at their sites and the
+  activations at the sites matched by ``capture`` (``True``: every site) in ``captured``.
+
+  A name or pattern that matches no site the pass reached raises ``HookError`` listing them.
+  """
+  hooks = _Hooks(capture, interventions or {})
+  with sites.active(hooks):
+    out = fn(*args, **kwargs)
+  hooks.check()
+  return out, hooks.captured
+
+
+def site_shapes(fn: Callable[..., Any], *args, **kwargs) -> dict[str, jax.ShapeDtypeStruct]:
+  """Every site ``fn(*args)`` reaches, in order, with its activation's shape (no computation)."""
+  return jax.eval_shape(lambda *a: run(fn, *a, capture=True, **kwargs)[1], *args)
+
+
+def check_sites(names: Iterable[str], shapes: Mapping[str, Any], key: str = "site") -> None:
+  """Raises ``HookError`` (one line naming ``key``) for a name that is not a site of the model
+  whose ``site_shapes`` are ``shapes``; for validating a config before any work."""
+  for name in names:
+    if name not in shapes:
+      raise HookError(f"{key}={name!r}: unknown activation site; this model's sites: "
+                      f"{_summary(shapes)}")
