@@ -1,0 +1,1 @@
+"""Interpretability: activation sites, patching, probes, CCS, sparse autoencoders, model organisms."""

@@ -1,0 +1,136 @@
+"""Activation patching and attribution patching between clean and corrupted inputs.
+
+``activation_patching`` runs the model on the corrupted inputs once per cell of a grid, each time
+writing the clean run's activation into one site at one index (a position, a head, a pixel), and
+records a metric of the logits: how much of the clean behaviour that one activation restores.
+Cells along the indexed axes are ``jax.vmap``-ed and the sites unrolled, so a whole grid is one
+traced function: jit it (``patching_grid`` does) and it is one call.
+
+``attribution_patching`` is its first-order estimate from one forward and one backward pass:
+gradient of the metric with respect to each activation (taken through an ``add`` perturbation
+at zero, ``hooks.add``) times (clean - corrupted) activation, summed over everything but the
+indexed axes (Nanda 2023; Syed et al. 2023).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from superalign.interp import hooks
+
+Metric = Callable[[jax.Array], jax.Array]   # logits -> scalar (a mean over the batch)
+
+
+def logit_diff(answer, wrong) -> Metric:
+  """Mean logit of ``answer`` minus that of ``wrong`` (ints, or per-row int arrays) over the
+  batch; logits ``[batch, classes]`` (or ``[batch, length, vocab]``: the last position)."""
+
+  def metric(logits: jax.Array) -> jax.Array:
+    logits = logits if logits.ndim == 2 else logits[:, -1]
+    rows = jnp.arange(logits.shape[0])
+    right = logits[rows, jnp.broadcast_to(answer, rows.shape)]
+    return (right - logits[rows, jnp.broadcast_to(wrong, rows.shape)]).astype(jnp.float32).mean()
+
+  return metric
+
+
+def _axes(axes, ndim: int) -> tuple[int, ...]:
+  axes = (axes,) if isinstance(axes, int) else tuple(axes)
+  return tuple(a % ndim for a in axes)
+
+
+def _one_hot(shape, axes: tuple[int, ...], flat_index) -> jax.Array:
+  """A mask of ``shape``'s rank, true at one index of ``axes`` (row-major ``flat_index``) and
+  broadcast over the other axes."""
+  dims = [shape[a] for a in axes]
+  mask = (jnp.arange(math.prod(dims)) == flat_index).reshape(dims)
+  full = [1] * len(shape)
+  for a, d in zip(axes, dims):
+    full[a] = d
+  return mask.reshape(full)
+
+
+def activation_patching(model_fn: Callable[[jax.Array], jax.Array], clean, corrupted,
+                        metric: Metric, sites: Sequence[str], axes=1) -> dict[str, jax.Array]:
+  """``{site: grid}``: ``grid[index]`` is ``metric`` of the corrupted run with the clean
+  activation written at ``site``, at ``index`` of ``axes`` (1: positions of ``[batch, length,
+  ...]``; 2: heads of ``attn.z``; (1, 2): pixels of a feature map), every batch row at once.
+
+  Traceable: jit it, or use ``patching_grid``. Sites whose indexed axes have the same sizes can
+  be stacked into one ``[sites, ...]`` heatmap with ``stack``.
+  """
+  _, clean_acts = hooks.run(model_fn, clean, capture=list(sites))
+  grids = {}
+  for name in sites:
+    act = clean_acts[name]
+    index_axes = _axes(axes, act.ndim)
+    dims = [act.shape[a] for a in index_axes]
+
+    def cell(flat_index, name=name, act=act, index_axes=index_axes):
+      where = _one_hot(act.shape, index_axes, flat_index)
+      out, _ = hooks.run(model_fn, corrupted,
+                         interventions={name: hooks.replace(act, where)})
+      return metric(out)
+
+    grids[name] = jax.vmap(cell)(jnp.arange(math.prod(dims))).reshape(dims)
+  return grids
+
+
+def attribution_patching(model_fn: Callable[[jax.Array], jax.Array], clean, corrupted,
+                         metric: Metric, sites: Sequence[str], axes=1) -> dict[str, jax.Array]:
+  """First-order estimate of ``activation_patching(...) - metric(model_fn(corrupted))``, one
+  backward pass for every site and index."""
+  _, clean_acts = hooks.run(model_fn, clean, capture=list(sites))
+  _, corrupt_acts = hooks.run(model_fn, corrupted, capture=list(sites))
+  zeros = {name: jnp.zeros_like(corrupt_acts[name]) for name in sites}
+
+  def perturbed(deltas):
+    out, _ = hooks.run(model_fn, corrupted,
+                       interventions={n: hooks.add(d) for n, d in deltas.items()})
+    return metric(out)
+
+  grads = jax.grad(perturbed)(zeros)
+  out = {}
+  for name in sites:
+    effect = (grads[name] * (clean_acts[name] - corrupt_acts[name])).astype(jnp.float32)
+    index_axes = _axes(axes, effect.ndim)
+    out[name] = effect.sum(axis=tuple(a for a in range(effect.ndim) if a not in index_axes))
+  return out
+
+
+def baselines(model_fn: Callable[[jax.Array], jax.Array], clean, corrupted,
+              metric: Metric) -> tuple[jax.Array, jax.Array]:
+  """``(metric on clean, metric on corrupted)``: the ends a patched metric is normalized by."""
+  return metric(model_fn(clean)), metric(model_fn(corrupted))
+
+
+def normalized(grid: jax.Array, clean_metric, corrupt_metric) -> jax.Array:
+  """0 where patching did nothing, 1 where it restored the clean metric."""
+  return (grid - corrupt_metric) / (clean_metric - corrupt_metric)
+
+
+def stack(grids: Mapping[str, jax.Array]) -> jax.Array:
+  """``[sites, ...]`` from grids of one shape (a layer x position heatmap)."""
+  return jnp.stack([grids[name] for name in grids])
+
+
+def patching_grid(model_fn: Callable[[object, jax.Array], jax.Array], params, clean, corrupted,
+                  metric: Metric, sites: Sequence[str], axes=1,
+                  attribution: bool = False) -> dict[str, jax.Array]:
+  """The whole grid (or its attribution estimate) as one jitted call of ``model_fn(params, x)``
+  (parameters are arguments, not constants folded into the program), with the baselines under
+  ``"clean"`` and ``"corrupted"``."""
+  method = attribution_patching if attribution else activation_patching
+
+  @jax.jit
+  def grid(params, clean, corrupted):
+    forward = lambda x: model_fn(params, x)
+    out = method(forward, clean, corrupted, metric, sites, axes)
+    out["clean"], out["corrupted"] = baselines(forward, clean, corrupted, metric)
+    return out
+
+  return grid(params, clean, corrupted)
