@@ -55,12 +55,16 @@ def _one_hot(shape, axes: tuple[int, ...], flat_index) -> jax.Array:
 
 
 def activation_patching(model_fn: Callable[[jax.Array], jax.Array], clean, corrupted,
-                        metric: Metric, sites: Sequence[str], axes=1) -> dict[str, jax.Array]:
+                        metric: Metric, sites: Sequence[str], axes=1,
+                        chunk: int | None = None) -> dict[str, jax.Array]:
   """``{site: grid}``: ``grid[index]`` is ``metric`` of the corrupted run with the clean
   activation written at ``site``, at ``index`` of ``axes`` (1: positions of ``[batch, length,
   ...]``; 2: heads of ``attn.z``; (1, 2): pixels of a feature map), every batch row at once.
 
-  Traceable: jit it, or use ``patching_grid``. Sites whose indexed axes have the same sizes can
+  The corrupted run up to the site does not depend on the cell, so it is computed once; cells run
+  ``chunk`` at a time (``jax.lax.map``'s ``batch_size``; None: all at once), which bounds the
+  memory of ``chunk`` copies of everything downstream. Traceable: jit it, or use
+  ``patching_grid``. Sites whose indexed axes have the same sizes can
   be stacked into one ``[sites, ...]`` heatmap with ``stack``.
   """
   _, clean_acts = hooks.run(model_fn, clean, capture=list(sites))
@@ -76,7 +80,9 @@ def activation_patching(model_fn: Callable[[jax.Array], jax.Array], clean, corru
                          interventions={name: hooks.replace(act, where)})
       return metric(out)
 
-    grids[name] = jax.vmap(cell)(jnp.arange(math.prod(dims))).reshape(dims)
+    cells = jnp.arange(math.prod(dims))
+    grid = jax.vmap(cell)(cells) if chunk is None else jax.lax.map(cell, cells, batch_size=chunk)
+    grids[name] = grid.reshape(dims)
   return grids
 
 
@@ -120,16 +126,15 @@ def stack(grids: Mapping[str, jax.Array]) -> jax.Array:
 
 def patching_grid(model_fn: Callable[[object, jax.Array], jax.Array], params, clean, corrupted,
                   metric: Metric, sites: Sequence[str], axes=1,
-                  attribution: bool = False) -> dict[str, jax.Array]:
+                  attribution: bool = False, chunk: int | None = None) -> dict[str, jax.Array]:
   """The whole grid (or its attribution estimate) as one jitted call of ``model_fn(params, x)``
   (parameters are arguments, not constants folded into the program), with the baselines under
   ``"clean"`` and ``"corrupted"``."""
-  method = attribution_patching if attribution else activation_patching
-
   @jax.jit
   def grid(params, clean, corrupted):
     forward = lambda x: model_fn(params, x)
-    out = method(forward, clean, corrupted, metric, sites, axes)
+    out = (attribution_patching(forward, clean, corrupted, metric, sites, axes) if attribution
+           else activation_patching(forward, clean, corrupted, metric, sites, axes, chunk))
     out["clean"], out["corrupted"] = baselines(forward, clean, corrupted, metric)
     return out
 
