@@ -30,6 +30,7 @@ RUNNERS = {
     "debate": "superalign.oversight.run",
     "amplification": "superalign.amplification.run",
     "sandwich": "superalign.sandwich.run",
+    "interp": "superalign.interp.run",
 }
 
 

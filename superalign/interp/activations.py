@@ -1,0 +1,153 @@
+"""An activation store: activations on disk in ``.npy`` shards with a small JSON index.
+
+``ActivationWriter`` appends rows and writes a shard every ``shard_rows`` of them; ``close``
+writes ``index.json`` (site name, row shape, dtype, shard files and their row counts). Every
+file is written atomically (``core.files.atomic``) and the index last, so a store without an
+index is an unfinished write, never a half-readable one.
+
+``ActivationStore`` reads it back whole (``array``) or as shuffled batches: ``batch(step, ...)``
+is a pure function of ``(seed, step)`` (``core.batches.train_indices``: a fresh permutation per
+epoch), so a resumed training run reads the very batches it would have read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Iterable
+
+import numpy as np
+
+from superalign.core import batches
+from superalign.core.errors import ConfigError
+from superalign.core.files import atomic
+
+INDEX = "index.json"
+FORMAT = 1
+
+
+def _save_npy(path: str, array: np.ndarray) -> None:
+  def write(tmp):  # a file object: np.save on a name would append ".npy" to the temporary
+    with open(tmp, "wb") as f:
+      np.save(f, array)
+  atomic(path, write)
+
+
+class ActivationWriter:
+  """Writes activations of one site to ``directory``; use as a context manager or ``close()``."""
+
+  def __init__(self, directory: str, site: str, shard_rows: int = 65536):
+    if shard_rows < 1:
+      raise ConfigError(f"activation store: shard_rows={shard_rows}: must be >= 1")
+    if os.path.exists(os.path.join(directory, INDEX)):
+      raise ConfigError(f"{directory}: already holds an activation store ({INDEX}); choose "
+                        "another directory or remove it")
+    os.makedirs(directory, exist_ok=True)
+    self.directory, self.site, self.shard_rows = directory, site, int(shard_rows)
+    self.shards: list[dict] = []
+    self.row_shape: tuple[int, ...] | None = None
+    self.dtype: np.dtype | None = None
+    self._buffer: list[np.ndarray] = []
+    self._buffered = 0
+
+  def add(self, rows: np.ndarray) -> None:
+    """Appends ``rows`` (axis 0 indexes rows; every call has the same row shape and dtype)."""
+    rows = np.asarray(rows)
+    if rows.ndim < 1:
+      raise ConfigError("activation store: add() takes an array of rows, got a scalar")
+    if self.row_shape is None:
+      self.row_shape, self.dtype = rows.shape[1:], rows.dtype
+    elif rows.shape[1:] != self.row_shape or rows.dtype != self.dtype:
+      raise ConfigError(f"activation store {self.site!r}: rows of shape {rows.shape[1:]} "
+                        f"{rows.dtype}, but the store holds {self.row_shape} {self.dtype}")
+    self._buffer.append(rows)
+    self._buffered += len(rows)
+    while self._buffered >= self.shard_rows:
+      self._flush(self.shard_rows)
+
+  def _flush(self, count: int) -> None:
+    rows = np.concatenate(self._buffer)
+    name = f"shard_{len(self.shards):05d}.npy"
+    _save_npy(os.path.join(self.directory, name), rows[:count])
+    self.shards.append({"file": name, "rows": int(count)})
+    self._buffer = [rows[count:]] if count < len(rows) else []
+    self._buffered = len(rows) - count
+
+  def close(self) -> "ActivationStore":
+    if self._buffered:
+      self._flush(self._buffered)
+    if not self.shards:
+      raise ConfigError(f"activation store {self.site!r}: no rows were added")
+    index = {"format": FORMAT, "site": self.site, "row_shape": list(self.row_shape),
+             "dtype": np.dtype(self.dtype).name, "num_rows": sum(s["rows"] for s in self.shards),
+             "shards": self.shards}
+    def write(tmp):
+      with open(tmp, "w") as f:
+        json.dump(index, f, indent=1)
+    atomic(os.path.join(self.directory, INDEX), write)
+    return ActivationStore(self.directory)
+
+  def __enter__(self) -> "ActivationWriter":
+    return self
+
+  def __exit__(self, kind, value, traceback) -> None:
+    if kind is None:  # a failed producer leaves no index: the store reads as unfinished
+      self.close()
+
+
+def write_store(directory: str, rows: np.ndarray | Iterable[np.ndarray], site: str,
+                shard_rows: int = 65536) -> "ActivationStore":
+  """Writes one array, or an iterable of row batches, as a store and opens it."""
+  writer = ActivationWriter(directory, site, shard_rows)
+  for chunk in ([rows] if isinstance(rows, np.ndarray) else rows):
+    writer.add(chunk)
+  return writer.close()
+
+
+class ActivationStore:
+  """A finished store, read through memory maps (one shard in memory at a time, at most)."""
+
+  def __init__(self, directory: str):
+    path = os.path.join(directory, INDEX)
+    if not os.path.exists(path):
+      raise ConfigError(f"{directory}: no {INDEX}; not an activation store, or its write did "
+                        "not finish")
+    with open(path) as f:
+      index = json.load(f)
+    if index.get("format") != FORMAT:
+      raise ConfigError(f"{path}: format {index.get('format')!r}; this reader knows {FORMAT}")
+    self.directory = directory
+    self.site: str = index["site"]
+    self.row_shape = tuple(index["row_shape"])
+    self.dtype = np.dtype(index["dtype"])
+    self.shards = index["shards"]
+    self.num_rows = int(index["num_rows"])
+    self._starts = np.cumsum([0] + [s["rows"] for s in self.shards])
+
+  def __len__(self) -> int:
+    return self.num_rows
+
+  def _shard(self, i: int) -> np.ndarray:
+    return np.load(os.path.join(self.directory, self.shards[i]["file"]), mmap_mode="r")
+
+  def array(self) -> np.ndarray:
+    """Every row, in write order, as one in-memory array."""
+    return np.concatenate([np.asarray(self._shard(i)) for i in range(len(self.shards))])
+
+  def rows(self, indices: np.ndarray) -> np.ndarray:
+    """The rows at global ``indices`` (any order, repeats allowed), read shard by shard."""
+    indices = np.asarray(indices, np.int64)
+    if indices.size and (indices.min() < 0 or indices.max() >= self.num_rows):
+      raise IndexError(f"activation store {self.site!r}: index out of range [0, {self.num_rows})")
+    out = np.empty((len(indices), *self.row_shape), self.dtype)
+    shard_of = np.searchsorted(self._starts, indices, side="right") - 1
+    for i in np.unique(shard_of):
+      where = np.nonzero(shard_of == i)[0]
+      local = indices[where] - self._starts[i]
+      order = np.argsort(local)  # memory maps read fastest in file order
+      out[where[order]] = self._shard(int(i))[local[order]]
+    return out
+
+  def batch(self, step: int, batch_size: int, seed: int = 0) -> np.ndarray:
+    """The shuffled batch of ``step``: a pure function of ``(seed, step)``."""
+    return self.rows(batches.train_indices(seed, step, self.num_rows, batch_size))

@@ -1,0 +1,566 @@
+"""Sparse autoencoders (SAEs) on activations, trained by the core engine.
+
+Three kinds share one shape: encoder ``W_enc [d, m]`` and ``b_enc [m]``, decoder ``W_dec [m, d]``
+with unit-norm rows, and ``b_dec [d]``, a pre-encoder bias subtracted from the input and added
+back after decoding: ``z = act((x - b_dec) @ W_enc + b_enc)``, ``x_hat = z @ W_dec + b_dec``.
+
+* ``relu`` (SAELens "standard"): ReLU, loss = sum-of-squares error + ``l1_coefficient`` * L1 of
+  the latents. Anthropic's update weights each latent's L1 by its decoder row norm; with unit
+  rows that weight is 1, so it is the plain L1.
+* ``topk`` (Gao et al. 2024): ReLU of the ``k`` largest pre-activations; loss = normalized MSE +
+  ``aux_coefficient`` (1/32) * AuxK, the normalized MSE of the main reconstruction's error
+  rebuilt from the ``k_aux`` largest pre-activations of dead latents (``min(k_aux, m // 2)``).
+* ``jumprelu`` (Rajamanoharan et al. 2024): ``z * H(z - theta)`` with a learned per-latent
+  threshold ``theta = exp(log_threshold)``; loss = sum-of-squares error + ``l0_coefficient`` * L0.
+  The step function has no useful gradient, so both the JumpReLU and the L0 get the paper's
+  straight-through estimator: a rectangle-kernel pseudo-derivative of width ``bandwidth`` for
+  the threshold (none flows through H into ``z``).
+
+Unit decoder rows: the engine's step is fixed (loss, gradient, optimizer), so there is no hook
+to renormalize after each update or to project the gradient. Instead ``W_dec`` is stored raw and
+read normalized, ``W_dec / ||W_dec row||`` (weight normalization with the gain fixed at 1): the
+rows the model uses are unit-norm always, and the normalization's Jacobian removes the gradient's
+radial part, which is what the literature's projection does. Exports write the normalized rows.
+
+Dead latents (AuxK): the ``TrainState`` carries ``nnx.Param`` leaves only (``core.state.create``
+splits the model by ``nnx.Param``), so there is no running "steps since fired" counter. A latent
+is dead when it fires for no row of the current batch: use a large batch (thousands of rows) so
+that a live latent almost surely fires in it. A counter needs the core to carry a second,
+non-trainable collection that the loss updates (see the report of issue 16).
+
+Metrics use SAELens' names: ``l0`` (mean active latents per row), ``explained_variance``
+(``1 - sum (x - x_hat)^2 / sum (x - mean x)^2``), ``dead_fraction`` (latents that never fire over
+the evaluation set; ``batch_dead_fraction`` in training rows), ``mse`` (mean over elements);
+``ce_loss_score`` is the spliced-in score's formula. ``export_saelens`` / ``load_saelens`` write
+and read SAELens' directory layout (``cfg.json`` + ``sae_weights.safetensors``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from typing import Any, Callable, Iterable, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from superalign import config as config_lib
+from superalign.core.errors import ConfigError
+from superalign.core.files import atomic
+from superalign.core.trainer import Trained, Trainer
+from superalign.interp.activations import ActivationStore
+
+# kind -> SAELens architecture name
+ARCHITECTURES = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu"}
+KINDS = tuple(ARCHITECTURES)
+CFG, WEIGHTS = "cfg.json", "sae_weights.safetensors"
+_EPS = 1e-12
+
+
+def sae_block(**values) -> ml_collections.ConfigDict:
+  """The ``config.sae`` block: the SAE's kind, width and its kind's coefficients."""
+  block = ml_collections.ConfigDict({
+      "kind": "topk",
+      "width": 0,                 # latents m; required
+      "k": 32,                    # topk: active latents per row
+      "k_aux": 256,               # topk: dead latents in the AuxK reconstruction (<= m // 2)
+      "aux_coefficient": 1 / 32,  # topk: AuxK weight
+      "l1_coefficient": 1.0,      # relu: L1 weight (scale to the activations' norm)
+      "l0_coefficient": 1e-3,     # jumprelu: L0 weight
+      "bandwidth": 1e-3,          # jumprelu: rectangle-kernel width of the STE
+      "init_threshold": 1e-3,     # jumprelu: initial threshold
+      "hook_name": "",            # the activation site it reads (exported as SAELens metadata)
+  })
+  for key, value in values.items():
+    if key not in block:
+      raise ConfigError(f"sae.{key}: unknown; valid: {', '.join(block)}")
+    block[key] = value
+  return block
+
+
+def config(**sae) -> ml_collections.ConfigDict:
+  """``superalign.config.base()`` with an ``sae`` block and SAE-friendly training defaults:
+  Adam with no weight decay (it would shrink the raw decoder rows' norms), a constant rate,
+  fixed steps and large batches."""
+  c = config_lib.base()
+  c.kind = "sae"
+  c.optim.name, c.optim.learning_rate, c.optim.schedule = "adam", 1e-3, "constant"
+  c.optim.weight_decay, c.optim.clip_norm = 0.0, 1.0
+  c.train.batch_size, c.train.eval_batch_size = 1024, 4096
+  c.train.num_epochs, c.train.num_steps = 0, 2000
+  c.train.eval_every, c.train.log_every, c.train.checkpoint_every = 0, 100, 500
+  c.sae = sae_block(**sae)
+  return c
+
+
+def validate(block) -> None:
+  """One-line ConfigError naming the first bad key of an ``sae`` block."""
+  if block.kind not in ARCHITECTURES:
+    raise ConfigError(f"sae.kind={block.kind!r}: unknown; valid: {', '.join(KINDS)}")
+  if int(block.width) < 1:
+    raise ConfigError(f"sae.width={block.width}: the number of latents must be >= 1")
+  if block.kind == "topk" and not 1 <= int(block.k) <= int(block.width):
+    raise ConfigError(f"sae.k={block.k}: must be in [1, sae.width={block.width}]")
+  if int(block.k_aux) < 0:
+    raise ConfigError(f"sae.k_aux={block.k_aux}: must be >= 0 (0 turns AuxK off)")
+  for key in ("aux_coefficient", "l1_coefficient", "l0_coefficient"):
+    if not float(block[key]) >= 0:
+      raise ConfigError(f"sae.{key}={block[key]}: must be >= 0")
+  for key in ("bandwidth", "init_threshold"):
+    if not float(block[key]) > 0:
+      raise ConfigError(f"sae.{key}={block[key]}: must be > 0")
+
+
+# ---------------------------------------------------------------------------------------------
+# The modules
+
+
+def _unit_rows(key, shape, dtype):
+  w = jax.random.normal(key, shape, jnp.float32)
+  return (w / jnp.linalg.norm(w, axis=-1, keepdims=True)).astype(dtype)
+
+
+def _param(init: Callable, key, shape, axes) -> nnx.Param:
+  return nnx.Param(nnx.with_partitioning(init, axes)(key, shape, jnp.float32))
+
+
+def explained_variance_jnp(x: jax.Array, x_hat: jax.Array) -> jax.Array:
+  total = jnp.sum((x - x.mean(0)) ** 2)
+  return 1.0 - jnp.sum((x - x_hat) ** 2) / jnp.maximum(total, _EPS)
+
+
+def _normalized_mse(target: jax.Array, recon: jax.Array) -> jax.Array:
+  """MSE over the MSE of predicting the batch mean (Gao et al.'s normalized MSE)."""
+  return jnp.sum((target - recon) ** 2) / jnp.maximum(jnp.sum((target - target.mean(0)) ** 2),
+                                                      _EPS)
+
+
+class SparseAutoencoder(nnx.Module):
+  """The shared shape. Latents ``m`` carry the logical axis ``mlp`` and inputs ``d`` ``embed``
+  (sharded by ``config.mesh.rules`` like any model's). The encoder starts as the decoder's
+  transpose (Gao et al.), the biases at zero (``train_sae`` starts ``b_dec`` at the data mean)."""
+  kind = ""
+
+  def __init__(self, d_in: int, width: int, *, rngs: nnx.Rngs):
+    key = rngs.params()
+    self.d_in, self.width = int(d_in), int(width)
+    self.W_dec = _param(_unit_rows, key, (width, d_in), ("mlp", "embed"))
+    self.W_enc = _param(lambda k, s, dt: _unit_rows(k, s[::-1], dt).T, key, (d_in, width),
+                        ("embed", "mlp"))
+    self.b_enc = _param(nnx.initializers.zeros_init(), key, (width,), ("mlp",))
+    self.b_dec = _param(nnx.initializers.zeros_init(), key, (d_in,), ("embed",))
+
+  @property
+  def architecture(self) -> str:
+    return ARCHITECTURES[self.kind]
+
+  def decoder(self) -> jax.Array:
+    """``W_dec`` with unit-norm rows, as every forward pass reads it."""
+    w = self.W_dec[...]
+    return w / jnp.maximum(jnp.linalg.norm(w, axis=-1, keepdims=True), _EPS)
+
+  def pre_activations(self, x: jax.Array) -> jax.Array:
+    return (x.astype(jnp.float32) - self.b_dec[...]) @ self.W_enc[...] + self.b_enc[...]
+
+  def activate(self, pre: jax.Array) -> jax.Array:
+    raise NotImplementedError
+
+  def encode(self, x: jax.Array) -> jax.Array:
+    """Latent activations ``[..., m]`` (non-negative; zero where a latent is off)."""
+    return self.activate(self.pre_activations(x))
+
+  def decode(self, z: jax.Array) -> jax.Array:
+    return z @ self.decoder() + self.b_dec[...]
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """The reconstruction of ``x``."""
+    return self.decode(self.encode(x))
+
+  def sparsity_loss(self, x, pre, z, x_hat) -> tuple[jax.Array, dict]:
+    raise NotImplementedError
+
+  def loss(self, x: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The training objective on rows ``x [B, d]`` and its metrics."""
+    x = x.astype(jnp.float32)
+    pre = self.pre_activations(x)
+    z = self.activate(pre)
+    x_hat = self.decode(z)
+    loss, metrics = self.sparsity_loss(x, pre, z, x_hat)
+    fired = (z > 0).any(0)
+    return loss, {"mse": jnp.mean((x - x_hat) ** 2), "l0": (z > 0).sum(-1).mean(),
+                  "explained_variance": explained_variance_jnp(x, x_hat),
+                  "batch_dead_fraction": 1.0 - fired.mean(), **metrics}
+
+
+class ReluSAE(SparseAutoencoder):
+  kind = "relu"
+
+  def __init__(self, d_in: int, width: int, *, l1_coefficient: float, rngs: nnx.Rngs, **_):
+    super().__init__(d_in, width, rngs=rngs)
+    self.l1_coefficient = float(l1_coefficient)
+
+  def activate(self, pre):
+    return jax.nn.relu(pre)
+
+  def sparsity_loss(self, x, pre, z, x_hat):
+    mse_loss = jnp.sum((x - x_hat) ** 2, -1).mean()
+    l1 = jnp.sum(z, -1).mean()  # z >= 0; the decoder-norm weight is 1 (unit rows)
+    return mse_loss + self.l1_coefficient * l1, {"mse_loss": mse_loss, "l1": l1}
+
+
+class TopKSAE(SparseAutoencoder):
+  kind = "topk"
+
+  def __init__(self, d_in: int, width: int, *, k: int, k_aux: int = 256,
+               aux_coefficient: float = 1 / 32, rngs: nnx.Rngs, **_):
+    super().__init__(d_in, width, rngs=rngs)
+    self.k = int(k)
+    self.k_aux = min(int(k_aux), int(width) // 2)
+    self.aux_coefficient = float(aux_coefficient)
+
+  @staticmethod
+  def _top(pre, k, allowed=None):
+    """ReLU of the ``k`` largest entries of each row (of those ``allowed``), zero elsewhere."""
+    if allowed is not None:
+      pre = jnp.where(allowed, pre, -jnp.inf)
+    kth = jax.lax.top_k(pre, k)[0][..., -1:]
+    keep = pre >= kth if allowed is None else allowed & (pre >= kth)
+    return jnp.where(keep, jax.nn.relu(pre), 0.0)
+
+  def activate(self, pre):
+    return self._top(pre, self.k)
+
+  def sparsity_loss(self, x, pre, z, x_hat):
+    nmse = _normalized_mse(x, x_hat)
+    if not self.k_aux or not self.aux_coefficient:
+      return nmse, {"nmse": nmse}
+    dead = ~(z > 0).any(0)   # within this batch (see the module docstring)
+    z_aux = self._top(pre, self.k_aux, dead)
+    error = jax.lax.stop_gradient(x - x_hat)
+    aux = jnp.where(dead.any(), _normalized_mse(error, z_aux @ self.decoder()), 0.0)
+    return nmse + self.aux_coefficient * aux, {"nmse": nmse, "aux_loss": aux}
+
+
+def _rectangle(u):
+  return (jnp.abs(u) < 0.5).astype(u.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def jumprelu(z: jax.Array, threshold: jax.Array, bandwidth: float) -> jax.Array:
+  """``z * H(z - threshold)``; d/dthreshold is the pseudo-derivative
+  ``-(threshold / bandwidth) * K((z - threshold) / bandwidth)``, K the rectangle kernel."""
+  return jnp.where(z > threshold, z, 0.0)
+
+
+def _jumprelu_fwd(z, threshold, bandwidth):
+  return jumprelu(z, threshold, bandwidth), (z, threshold)
+
+
+def _jumprelu_bwd(bandwidth, res, g):
+  z, threshold = res
+  d_threshold = -(threshold / bandwidth) * _rectangle((z - threshold) / bandwidth)
+  return g * (z > threshold), g * d_threshold
+
+
+jumprelu.defvjp(_jumprelu_fwd, _jumprelu_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def heaviside(z: jax.Array, threshold: jax.Array, bandwidth: float) -> jax.Array:
+  """``H(z - threshold)``; d/dthreshold is ``-(1 / bandwidth) * K((z - threshold) / bandwidth)``
+  and nothing flows into ``z``."""
+  return (z > threshold).astype(z.dtype)
+
+
+def _heaviside_fwd(z, threshold, bandwidth):
+  return heaviside(z, threshold, bandwidth), (z, threshold)
+
+
+def _heaviside_bwd(bandwidth, res, g):
+  z, threshold = res
+  return jnp.zeros_like(z), -g / bandwidth * _rectangle((z - threshold) / bandwidth)
+
+
+heaviside.defvjp(_heaviside_fwd, _heaviside_bwd)
+
+
+class JumpReluSAE(SparseAutoencoder):
+  kind = "jumprelu"
+
+  def __init__(self, d_in: int, width: int, *, l0_coefficient: float, bandwidth: float = 1e-3,
+               init_threshold: float = 1e-3, rngs: nnx.Rngs, **_):
+    super().__init__(d_in, width, rngs=rngs)
+    init = lambda k, s, dt: jnp.full(s, np.log(init_threshold), dt)
+    self.log_threshold = _param(init, None, (width,), ("mlp",))
+    self.l0_coefficient, self.bandwidth = float(l0_coefficient), float(bandwidth)
+
+  def threshold(self) -> jax.Array:
+    return jnp.exp(self.log_threshold[...])
+
+  def _thresholds(self, pre):  # broadcast explicitly: the custom VJPs return per-entry gradients
+    return jnp.broadcast_to(self.threshold(), pre.shape)
+
+  def activate(self, pre):
+    return jumprelu(pre, self._thresholds(pre), self.bandwidth)
+
+  def sparsity_loss(self, x, pre, z, x_hat):
+    mse_loss = jnp.sum((x - x_hat) ** 2, -1).mean()
+    l0 = heaviside(pre, self._thresholds(pre), self.bandwidth).sum(-1).mean()
+    return mse_loss + self.l0_coefficient * l0, {"mse_loss": mse_loss, "l0_loss": l0}
+
+
+MODULES = {"relu": ReluSAE, "topk": TopKSAE, "jumprelu": JumpReluSAE}
+
+
+def builder(d_in: int, block) -> Callable[[nnx.Rngs], SparseAutoencoder]:
+  """``rngs -> module`` for the trainer, from an ``sae`` block."""
+  validate(block)
+  hp = {k: block[k] for k in ("k", "k_aux", "aux_coefficient", "l1_coefficient",
+                              "l0_coefficient", "bandwidth", "init_threshold")}
+  return lambda rngs: MODULES[block.kind](int(d_in), int(block.width), rngs=rngs, **hp)
+
+
+def make(d_in: int, block, seed: int = 0) -> SparseAutoencoder:
+  """An SAE built here and now, outside the trainer (whose ``state.create`` places each
+  parameter on the mesh by its logical axes): unsharded, on the default device."""
+  with nnx.use_eager_sharding(False):
+    return builder(d_in, block)(nnx.Rngs(seed))
+
+
+def loss_fn(model: SparseAutoencoder, batch, rng, step):
+  """The core's ``LossFn``: ``model.loss`` on ``batch["x"]``."""
+  del rng, step
+  return model.loss(batch["x"])
+
+
+def encode_fn(state, batch):
+  """For ``Trained.apply``: the latent activations."""
+  return state.model().encode(batch["x"])
+
+
+def reconstruct_fn(state, batch):
+  """For ``Trained.apply``: the reconstructions."""
+  return state.model()(batch["x"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics
+
+
+def explained_variance(x: np.ndarray, x_hat: np.ndarray) -> float:
+  """``1 - sum (x - x_hat)^2 / sum (x - mean x)^2`` over all rows (SAELens): 1 for a perfect
+  reconstruction, 0 for predicting the mean."""
+  x, x_hat = np.asarray(x, np.float64), np.asarray(x_hat, np.float64)
+  total = np.sum((x - x.mean(0)) ** 2)
+  if total <= 0:
+    raise ValueError("explained_variance: the inputs have no variance")
+  return float(1.0 - np.sum((x - x_hat) ** 2) / total)
+
+
+def ce_loss_score(ce_clean, ce_sae, ce_zero):
+  """SAELens' CE loss score ``(ce_zero - ce_sae) / (ce_zero - ce_clean)``: 1 when splicing in
+  the SAE costs nothing, 0 when it is as bad as zero-ablating the site. Scalars or arrays."""
+  ce_clean, ce_sae, ce_zero = (np.asarray(v, np.float64) for v in (ce_clean, ce_sae, ce_zero))
+  gap = ce_zero - ce_clean
+  if not np.all(np.isfinite(gap)) or np.any(gap <= 0):
+    raise ValueError(f"ce_loss_score: ce_zero - ce_clean = {gap} must be positive (zero-ablating "
+                     "the site has to raise the loss for the score to mean anything)")
+  score = (ce_zero - ce_sae) / gap
+  return float(score) if score.ndim == 0 else score
+
+
+def _row_stats_fn(state, batch):
+  """Per row: squared residual, active-latent count, then which latents fired."""
+  model = state.model()
+  x = batch["x"].astype(jnp.float32)
+  z = model.encode(x)
+  resid = jnp.sum((x - model.decode(z)) ** 2, -1, keepdims=True)
+  return jnp.concatenate([resid, (z > 0).sum(-1, keepdims=True).astype(jnp.float32),
+                          (z > 0).astype(jnp.float32)], -1)
+
+
+def evaluate(trained: Trained, x: np.ndarray, chunk_rows: int = 0) -> dict[str, Any]:
+  """``l0``, ``explained_variance``, ``dead_fraction`` and ``mse`` over the rows of ``x``
+  (per run for stacked runs), through the one batched apply in chunks of ``chunk_rows``."""
+  x = np.asarray(x, np.float32).reshape(-1, np.shape(x)[-1])
+  n, d = x.shape
+  width = trained.state.model().width
+  resid, l0, fired = 0.0, 0.0, 0.0
+  eval_bs = trained.eval_batch_size  # chunks of whole batches, of at most ~64 MB of outputs
+  chunk = chunk_rows or eval_bs * max(1, (1 << 24) // (eval_bs * (width + 2)))
+  for start in range(0, n, chunk):
+    out = trained.apply(x[start:start + chunk], _row_stats_fn)
+    resid = resid + out[..., 0].astype(np.float64).sum(-1)
+    l0 = l0 + out[..., 1].astype(np.float64).sum(-1)
+    fired = np.maximum(fired, out[..., 2:].max(-2))
+  total = np.sum((x.astype(np.float64) - x.mean(0, dtype=np.float64)) ** 2)
+  out = {"l0": l0 / n, "explained_variance": 1.0 - resid / max(total, _EPS),
+         "dead_fraction": 1.0 - fired.sum(-1) / width, "mse": resid / (n * d)}
+  return {k: (float(v) if np.ndim(v) == 0 else np.asarray(v)) for k, v in out.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+Stream = ActivationStore | Callable[[int], np.ndarray] | Iterable[np.ndarray]
+
+
+def _stream_rows(stream: Stream, batch_size: int, seed: int):
+  """``(rows_at, first)``: ``step -> rows`` and the rows of step 0, from a store (shuffled, a
+  function of ``(seed, step)``), a function of the step, or an iterator (taken in order: a
+  resumed run continues with its next item, so only the first two resume bitwise)."""
+  if isinstance(stream, ActivationStore):
+    rows_at = lambda step: stream.batch(step, batch_size, seed)
+  elif callable(stream):
+    rows_at = stream
+  else:
+    items = iter(stream)
+    first = next(items, None)
+    if first is None:
+      raise ConfigError("train_sae: the activation stream is empty")
+    return (lambda step: first if step == 0 else next(items)), first
+  return rows_at, rows_at(0)
+
+
+def train_sae(cfg, acts: np.ndarray | None = None, *, stream: Stream | None = None,
+              workdir: str, tag: str = "sae", val: np.ndarray | None = None,
+              trainer_fields: Mapping | None = None, **sae) -> Trained:
+  """Trains an SAE through ``core.trainer.Trainer`` on ``acts [rows, d]`` (in memory:
+  ``fit(examples)``) or a ``stream`` (``fit(batch_fn=...)``, ``cfg.train.num_steps`` steps).
+
+  ``cfg`` has ``optim``, ``train``, ``mesh``, ``seed`` and (optionally) ``sae`` blocks, as
+  ``config()`` makes; ``sae`` keywords replace keys of ``cfg.sae`` (``kind="jumprelu"``,
+  ``width=512``). ``b_dec`` starts at the mean of the activations (their first 65,536 rows, or
+  the first batch when streaming). ``trainer_fields`` are further ``Trainer`` fields
+  (``seeds=[0, 1, 2]``: stacked restarts through one vmapped step; ``on_batch``). ``val`` rows
+  are evaluated (``evaluate``) every ``train.eval_every`` steps and at the end. Checkpoints go
+  under ``workdir/checkpoints/<tag>``; an interrupted run resumes from there.
+  """
+  block = sae_block(**{**(cfg.sae.to_dict() if "sae" in cfg else {}), **sae})
+  validate(block)
+  if (acts is None) == (stream is None):
+    raise ConfigError("train_sae: give exactly one of acts (an array) and stream")
+  fields = dict(trainer_fields or {})
+  seed = fields.get("seeds", cfg.seed)   # a sequence: stacked restarts (in-memory acts only)
+  if acts is not None:
+    acts = np.asarray(acts, np.float32)
+    acts = acts.reshape(-1, acts.shape[-1])
+    first = acts[:65536]
+  else:
+    if not isinstance(seed, int):
+      raise ConfigError(f"train_sae: seeds={seed}: a stream trains one run; give one integer")
+    rows_at, first = _stream_rows(stream, int(cfg.train.batch_size), int(seed))
+    first = np.asarray(first, np.float32).reshape(-1, np.shape(first)[-1])
+  d_in = first.shape[-1]
+  hp = tuple(sorted(block.to_dict().items()))
+  job = Trainer.from_config(
+      cfg, builder(d_in, block), workdir, tag, loss_fn=loss_fn,
+      warm={"b_dec": first.mean(0)}, cache_key=("sae", d_in, hp),
+      name=f"{block.kind} SAE ({d_in} -> {block.width})", **fields)
+  check = (lambda trained: evaluate(trained, val)) if val is not None else None
+  if acts is not None:
+    return job.fit({"x": acts}, evaluate=check)
+  rows = lambda step: np.asarray(rows_at(step), np.float32).reshape(-1, d_in)
+  return job.fit(batch_fn=lambda step, _: {"x": rows(step)}, evaluate=check)
+
+
+def module(trained: Trained, run: int | None = None) -> SparseAutoencoder:
+  """The trained SAE as an NNX module (run ``run`` of stacked runs)."""
+  state = trained.state
+  params = state.params
+  if trained.stacked:
+    if run is None:
+      raise ConfigError("stacked runs: pick one with run=<index>")
+    params = jax.tree.map(lambda a: a[run], params)
+  elif run is not None:
+    raise ConfigError(f"run={run}: the model is a single run")
+  return nnx.merge(state.graphdef, jax.device_get(params))
+
+
+# ---------------------------------------------------------------------------------------------
+# SAELens layout
+
+
+def weights(model: SparseAutoencoder) -> dict[str, np.ndarray]:
+  """SAELens' tensors: ``W_enc``, ``b_enc``, ``W_dec`` (unit rows), ``b_dec`` (+ ``threshold``)."""
+  out = {"W_enc": model.W_enc[...], "b_enc": model.b_enc[...], "W_dec": model.decoder(),
+         "b_dec": model.b_dec[...]}
+  if isinstance(model, JumpReluSAE):
+    out["threshold"] = model.threshold()
+  return {k: np.ascontiguousarray(np.asarray(v, np.float32)) for k, v in out.items()}
+
+
+def export_saelens(model: SparseAutoencoder | Trained, directory: str, *, hook_name: str = "",
+                   model_name: str = "", hook_layer: int | None = None, **metadata) -> str:
+  """Writes ``cfg.json`` and ``sae_weights.safetensors`` (each atomically) in SAELens' v6
+  layout; ``metadata`` adds SAELens metadata fields (``context_size``, ``dataset_path``, ...)."""
+  from safetensors.numpy import save_file
+  if isinstance(model, Trained):
+    model = module(model)
+  tensors = weights(model)
+  cfg = {"architecture": model.architecture, "d_in": model.d_in, "d_sae": model.width,
+         "dtype": "float32", "device": "cpu", "apply_b_dec_to_input": True,
+         "normalize_activations": "none", "reshape_activations": "none",
+         "metadata": {"model_name": model_name or None, "hook_name": hook_name or None,
+                      "hook_layer": hook_layer, "hook_head_index": None,
+                      "sae_lens_version": "6.0.0", "sae_lens_training_version": None,
+                      **metadata}}
+  if isinstance(model, TopKSAE):
+    cfg["k"] = model.k
+    cfg["rescale_acts_by_decoder_norm"] = False
+  os.makedirs(directory, exist_ok=True)
+  atomic(os.path.join(directory, WEIGHTS), lambda tmp: save_file(tensors, tmp))
+
+  def write(tmp):
+    with open(tmp, "w") as f:
+      json.dump(cfg, f, indent=1)
+  atomic(os.path.join(directory, CFG), write)
+  return directory
+
+
+def load_saelens(directory: str) -> tuple[SparseAutoencoder, dict]:
+  """``(module, cfg)`` from a SAELens directory (ours, or SAELens' own v6 or older flat cfg).
+
+  Decoder rows that are not unit-norm are folded into the encoder (``fold_W_dec_norm``), exact
+  for ReLU and JumpReLU; a TopK SAE needs unit rows (its selection is not scale-invariant).
+  ``apply_b_dec_to_input: false`` is folded into ``b_enc``.
+  """
+  from safetensors.numpy import load_file
+  cfg_path, weights_path = os.path.join(directory, CFG), os.path.join(directory, WEIGHTS)
+  for path in (cfg_path, weights_path):
+    if not os.path.exists(path):
+      raise ConfigError(f"{directory}: no {os.path.basename(path)}; not a SAELens SAE directory")
+  with open(cfg_path) as f:
+    cfg = json.load(f)
+  kinds = {v: k for k, v in ARCHITECTURES.items()}
+  arch = cfg.get("architecture", "standard")
+  if arch not in kinds:
+    raise ConfigError(f"{cfg_path}: architecture {arch!r}; readable: {', '.join(kinds)}")
+  if cfg.get("normalize_activations", "none") not in ("none", False):
+    raise ConfigError(f"{cfg_path}: normalize_activations={cfg['normalize_activations']!r}; "
+                      "only 'none' is read (fold the scaling into the weights first)")
+  t = {k: np.asarray(v, np.float32) for k, v in load_file(weights_path).items()}
+  kind = kinds[arch]
+  k = cfg.get("k", (cfg.get("activation_fn_kwargs") or {}).get("k", 1))
+  norms = np.linalg.norm(t["W_dec"], axis=1)
+  if not np.allclose(norms, 1.0, atol=1e-4):
+    if kind == "topk":
+      raise ConfigError(f"{weights_path}: a topk SAE with decoder rows not of unit norm")
+    t["W_dec"] = t["W_dec"] / norms[:, None]
+    t["W_enc"], t["b_enc"] = t["W_enc"] * norms, t["b_enc"] * norms
+    if "threshold" in t:
+      t["threshold"] = t["threshold"] * norms
+  if not cfg.get("apply_b_dec_to_input", True):
+    t["b_enc"] = t["b_enc"] + t["b_dec"] @ t["W_enc"]
+  block = sae_block(kind=kind, width=int(cfg["d_sae"]), k=int(k))
+  sae = make(int(cfg["d_in"]), block)
+  for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+    getattr(sae, name)[...] = jnp.asarray(t[name])
+  if kind == "jumprelu":
+    sae.log_threshold[...] = jnp.log(jnp.maximum(jnp.asarray(t["threshold"]), _EPS))
+  return sae, cfg
