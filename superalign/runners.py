@@ -31,6 +31,7 @@ RUNNERS = {
     "amplification": "superalign.amplification.run",
     "sandwich": "superalign.sandwich.run",
     "interp": "superalign.interp.run",
+    "interp_ccs_w2s": "superalign.interp.ccs_w2s",
 }
 
 

