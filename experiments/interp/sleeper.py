@@ -25,7 +25,10 @@ def get_config(arg=None):
       "trigger_size": 2, "trigger_at": "bottom_right", "trigger_value": 1.0})
   c.interp = ml_collections.ConfigDict({
       "analyses": tuple(a for a in args.analyses.split(",") if a),
-      "sites": ("convs.0.post", "convs.1.post", "dense.post"),   # probed; the best on val wins
+      # Probed sites (logits: the output layer, where defection is the behaviour itself) and
+      # probes; the best pair on a triggered val set is reported, every pair is in results.json.
+      "sites": ("convs.0.post", "convs.1.post", "dense.pre", "dense.post", "logits"),
+      "probes": ("contrast_pairs", "contrast_pairs_whitened"),
       "contrast_pairs": 512,            # generic pairs: train images with and without an artifact
       "patch_sites": ("convs.0.post", "convs.1.post"),          # and the input, always
       "patch_rows": 64,

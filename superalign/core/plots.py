@@ -40,9 +40,11 @@ def learning_curves(workdir: str) -> list[str]:
 
 
 def save(fig, out_dir: str, name: str, dpi: int = 110) -> str:
-  """Lays out, writes ``out_dir/name`` and closes ``fig``; returns the path."""
+  """Lays out (unless ``fig`` has its own layout engine), writes ``out_dir/name`` and closes
+  ``fig``; returns the path."""
   os.makedirs(out_dir, exist_ok=True)
-  fig.tight_layout()
+  if fig.get_layout_engine() is None:
+    fig.tight_layout()
   path = os.path.join(out_dir, name)
   fig.savefig(path, dpi=dpi)
   plt.close(fig)

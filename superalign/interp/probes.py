@@ -9,9 +9,10 @@ recipe over the layers of a model.
 
 * ``fit_logistic``: logistic regression trained by the core ``Trainer`` (weight decay is
   ``optim.weight_decay``) on inputs standardized with the fit split's mean and std.
-* ``fit_mass_mean``: difference of means (Marks and Tegmark 2023), no training;
+* ``fit_mass_mean``: difference of means (Marks and Tegmark 2023), no training, raw or
+  whitened by the within-class covariance (their IID-corrected variant, ``whiten``);
   ``from_contrast_pairs``: the mean of ``pos - neg`` over generic contrast pairs (the
-  defection-probe recipe: "Are you doing something dangerous? yes / no").
+  defection-probe recipe: "Are you doing something dangerous? yes / no"), raw or whitened.
 * ``random_probe`` / ``random_floor``: random unit directions, the floor a probe must beat.
 """
 
@@ -139,29 +140,47 @@ def _midpoint(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
   return 0.5 * (m_pos + m_neg), (m_pos - m_neg) / max(float(var), 1e-12)
 
 
-def fit_mass_mean(acts, labels) -> ProjectionProbe:
-  """Difference-of-means probe: direction ``mean(pos) - mean(neg)`` (raw space, no covariance
-  correction), threshold the midpoint of the two class means' projections."""
+def fit_mass_mean(acts, labels, whitened: bool = False) -> ProjectionProbe:
+  """Difference-of-means probe: direction ``mean(pos) - mean(neg)`` (raw space; ``whitened``:
+  through ``whiten``, the IID-corrected variant), threshold the midpoint of the two class
+  means' projections."""
   acts = _acts(acts)
   labels = _labels(labels, len(acts))
-  direction = _unit(acts[labels == 1].mean(0) - acts[labels == 0].mean(0))
+  pos, neg = acts[labels == 1], acts[labels == 0]
+  direction = pos.mean(0) - neg.mean(0)
+  direction = _unit(whiten(direction, pos, neg) if whitened else direction)
   threshold, slope = _midpoint(acts @ direction, labels)
-  return ProjectionProbe(direction, threshold, FIT_MIDPOINT, slope, "mass_mean")
+  return ProjectionProbe(direction, threshold, FIT_MIDPOINT, slope,
+                         "mass_mean_iid" if whitened else "mass_mean")
 
 
-def from_contrast_pairs(pos_acts, neg_acts) -> ProjectionProbe:
+def whiten(direction: np.ndarray, pos_acts: np.ndarray, neg_acts: np.ndarray) -> np.ndarray:
+  """``Sigma^-1 direction``, Sigma the within-class covariance of the two sides (each centred
+  on its own mean) shrunk by Ledoit-Wolf: Marks and Tegmark's "IID-corrected" mass-mean, the
+  LDA direction. Shrinkage keeps it defined when rows are fewer than dimensions."""
+  from sklearn.covariance import ledoit_wolf   # lazy: scikit-learn is slow to import
+  within = np.concatenate([pos_acts - pos_acts.mean(0), neg_acts - neg_acts.mean(0)])
+  covariance, _ = ledoit_wolf(within.astype(np.float64), assume_centered=True)
+  return np.linalg.solve(covariance, direction.astype(np.float64)).astype(np.float32)
+
+
+def from_contrast_pairs(pos_acts, neg_acts, whitened: bool = False) -> ProjectionProbe:
   """Direction = mean over pairs of ``pos - neg`` (row ``i`` of each is one pair), learned with
-  no labels of the target behaviour; threshold the midpoint of the pos and neg mean scores
-  (``calibrated(acts, labels)`` refits it on labelled data)."""
+  no labels of the target behaviour (``whitened``: through ``whiten``); threshold the midpoint
+  of the pos and neg mean scores (``calibrated(acts, labels)`` refits it on labelled data)."""
   pos_acts, neg_acts = _acts(pos_acts, "pos_acts"), _acts(neg_acts, "neg_acts")
   if pos_acts.shape != neg_acts.shape:
     raise ConfigError(f"contrast pairs: pos_acts {pos_acts.shape} and neg_acts "
                       f"{neg_acts.shape} must have the same shape (row i = pair i)")
-  direction = _unit((pos_acts - neg_acts).mean(0))
+  direction = (pos_acts - neg_acts).mean(0)
+  if whitened:
+    direction = whiten(direction, pos_acts, neg_acts)
+  direction = _unit(direction)
   scores = np.concatenate([pos_acts @ direction, neg_acts @ direction])
   labels = np.concatenate([np.ones(len(pos_acts), np.int32), np.zeros(len(neg_acts), np.int32)])
   threshold, slope = _midpoint(scores, labels)
-  return ProjectionProbe(direction, threshold, PAIR_MIDPOINT, slope, "contrast_pairs")
+  kind = "contrast_pairs_whitened" if whitened else "contrast_pairs"
+  return ProjectionProbe(direction, threshold, PAIR_MIDPOINT, slope, kind)
 
 
 RANDOM_STREAM = 0x72616E64  # salts the random probe's seed: its direction is never the first
@@ -350,21 +369,22 @@ def random_floor(fit_acts, fit_labels, eval_acts, eval_labels, *, draws: int = 5
 # --------------------------------------------------------------------------------- sweeps
 
 FitFn = Callable[[np.ndarray, np.ndarray, str], Probe]   # (acts, labels, layer) -> probe
-FITTERS = ("logistic", "mass_mean")
+FITTERS = ("logistic", "mass_mean", "mass_mean_iid")
 
 
 def fitter(kind: str, workdir: str | None = None,
            config: ml_collections.ConfigDict | None = None, tag: str = "probe") -> FitFn:
   """A ``sweep`` fit function by name: ``logistic`` (tag ``<tag>.<layer>`` under ``workdir``)
-  or ``mass_mean``."""
+  ``mass_mean`` or ``mass_mean_iid`` (whitened)."""
   if kind == "logistic":
     if workdir is None:
       raise ConfigError("probe fitter 'logistic': needs a workdir (it trains through the core "
                         "Trainer)")
     return lambda acts, labels, layer: fit_logistic(acts, labels, workdir, config,
                                                     tag=f"{tag}.{layer}")
-  if kind == "mass_mean":
-    return lambda acts, labels, layer: fit_mass_mean(acts, labels)
+  if kind in ("mass_mean", "mass_mean_iid"):
+    whitened = kind == "mass_mean_iid"
+    return lambda acts, labels, layer: fit_mass_mean(acts, labels, whitened)
   raise ConfigError(f"probe fitter {kind!r}: unknown; valid: {', '.join(FITTERS)}")
 
 
