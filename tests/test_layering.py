@@ -17,7 +17,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 ENGINE = ("core", "models", "data")
 MAY_IMPORT = {"core": {"core"}, "models": {"core", "models"}, "data": {"core", "data"}}
 BASE = "supervised"                          # the base protocol every protocol may train through
-BUILDS_ON = {"sandwich": {"oversight"}, "control": {"interp", "process", "verify"}}
+# Sandwiching builds on debate, and on interp's model organisms (its trained liar).
+BUILDS_ON = {"sandwich": {"oversight", "interp"}, "control": {"interp", "process", "verify"}}
 LAUNCHER = ("superalign.main", "superalign.runners", "superalign.flag_errors")
 
 

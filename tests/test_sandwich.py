@@ -80,7 +80,11 @@ def test_smoke_end_to_end(tmp_path):
   assert set(results["honest"]) == {"lie_rate", "advice", "consultancy", "debate",
                                     "debate_collusion"}
   assert results["honest"]["lie_rate"] == 0
-  assert set(results["misaligned"]) == {"lie_p0", "lie_p1", "target_class0", "persuasive_0.25"}
+  assert set(results["misaligned"]) == {"lie_p0", "lie_p1", "target_class0", "persuasive_0.25",
+                                        "trained_liar_class0"}
+  liar = results["trained_liar"]
+  assert (liar["lie_class"], liar["lie_to"]) == (0, 1)
+  assert 0 <= liar["lie_rate"]["lo"] <= liar["lie_rate"]["hi"] <= 1
   assert results["misaligned"]["lie_p1"]["lie_rate"] == 1
   for row in results["misaligned"].values():
     for name in ("advice", "consultancy", "debate", "debate_collusion"):

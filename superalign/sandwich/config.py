@@ -26,6 +26,8 @@ def base() -> ml_collections.ConfigDict:
   s.sweep = (0.0, 0.25, 0.5, 0.75, 1.0)   # probability the assistant lies on an item
   s.target_class = 0                 # targeted sabotage: the class it lies about
   s.persuasive_fraction = 0.25       # sabotage where its lie persuades this non-expert most
+  s.trained_liar = True              # also an assistant TRAINED to lie on target_class (the lie
+                                     # in its weights: interp.organisms), not scripted
   s.num_images = 300                 # test images; 0 = all
   s.chunk = 512
   s.greedy_chunk = 64

@@ -51,6 +51,11 @@ def table(results: dict) -> str:
                      for p in protocols)
     lines.append(f"{name:<22} {100 * row['lie_rate']:>4.0f}% {cells}")
   lines.append("harm = non-expert alone - assisted (points); positive: the help hurt.")
+  liar = results.get("trained_liar")
+  if liar:
+    lines.append(f"trained liar (class {liar['lie_class']} -> {liar['lie_to']}, in its weights): "
+                 f"lies on {_pct(liar['lie_rate'])}% of its class, honest accuracy elsewhere "
+                 f"{_pct(liar['honest_accuracy'])}%, stray lies {_pct(liar['stray_lie_rate'])}%")
   return "\n".join(lines)
 
 

@@ -23,6 +23,7 @@ from superalign.core.specs import InputSpec
 from superalign.core.trainer import override
 from superalign.core.workdir import cached
 from superalign.data.splits import Split
+from superalign.interp import organisms
 from superalign.oversight import players as players_lib
 from superalign.oversight import protocols as games
 from superalign.oversight.judge import load_pixel_task, sparse_view, train_judge
@@ -77,6 +78,8 @@ def run(config, workdir: str) -> dict:
   n = min(s.num_images, len(test)) if s.num_images else len(test)
   x, y = test.x[:n], test.y[:n]
   classes = source.spec.num_classes
+  if s.trained_liar:   # before any training: the class the liar is taught to lie about
+    organisms.check_target(s.target_class, classes, "sandwich.target_class")
   mesh = mesh_lib.make_mesh(dict(config.mesh))
 
   # The three parties. The non-expert alone answers from one fixed draw of k pixels.
@@ -144,7 +147,19 @@ def run(config, workdir: str) -> dict:
     return out
 
   honest = assisted(Assistant("honest"), "honest")
-  settings = {name: summarize(assisted(a, name)) for name, a in _settings(s, classes).items()}
+  policies = _settings(s, classes)
+  liar = None
+  if s.trained_liar:
+    lie_class = int(s.target_class)
+    lie_to = (lie_class + 1) % classes
+    liar_model = organisms.train_liar(config, train, val, source.spec, workdir, "liar", lie_class,
+                                      lie_to, model_name=s.assistant_model,
+                                      train_block=_stage_train(config, s.assistant_steps))
+    policies[f"trained_liar_class{lie_class}"] = organisms.TrainedAssistant.from_model(
+        liar_model, x)
+    liar = {"lie_class": lie_class, "lie_to": lie_to,
+            **organisms.liar_metrics(liar_model, test_n, lie_class, lie_to)}
+  settings = {name: summarize(assisted(a, name)) for name, a in policies.items()}
   return {
       "data": config.data.name, "num_images": n, "k": int(s.k), "player": s.player,
       "conditions": {
@@ -158,6 +173,7 @@ def run(config, workdir: str) -> dict:
       },
       "honest": summarize(honest),
       "misaligned": settings,
+      "trained_liar": liar,
       "judge_val": classification_metrics(val_probs, val.y),
       "published": report.PUBLISHED,
   }
