@@ -61,23 +61,27 @@ def activation_patching(model_fn: Callable[[jax.Array], jax.Array], clean, corru
   activation written at ``site``, at ``index`` of ``axes`` (1: positions of ``[batch, length,
   ...]``; 2: heads of ``attn.z``; (1, 2): pixels of a feature map), every batch row at once.
 
-  The corrupted run up to the site does not depend on the cell, so it is computed once; cells run
-  ``chunk`` at a time (``jax.lax.map``'s ``batch_size``; None: all at once), which bounds the
-  memory of ``chunk`` copies of everything downstream. Traceable: jit it, or use
+  The corrupted run up to the site does not depend on the cell, so it is computed once and each
+  cell runs only the model downstream of the site; cells run ``chunk`` at a time
+  (``jax.lax.map``'s ``batch_size``; None: all at once), which bounds the memory of ``chunk``
+  copies of everything downstream (on a CPU, small chunks keep them in cache). Traceable: jit it, or use
   ``patching_grid``. Sites whose indexed axes have the same sizes can
   be stacked into one ``[sites, ...]`` heatmap with ``stack``.
   """
   _, clean_acts = hooks.run(model_fn, clean, capture=list(sites))
+  _, corrupt_acts = hooks.run(model_fn, corrupted, capture=list(sites))
   grids = {}
   for name in sites:
-    act = clean_acts[name]
+    act, base = clean_acts[name], corrupt_acts[name]
     index_axes = _axes(axes, act.ndim)
     dims = [act.shape[a] for a in index_axes]
 
-    def cell(flat_index, name=name, act=act, index_axes=index_axes):
-      where = _one_hot(act.shape, index_axes, flat_index)
-      out, _ = hooks.run(model_fn, corrupted,
-                         interventions={name: hooks.replace(act, where)})
+    def cell(flat_index, name=name, act=act, base=base, index_axes=index_axes):
+      # The whole activation is written (the corrupted one with the clean cell), so the model
+      # up to the site is dead code here and XLA drops it: each cell costs only what is
+      # downstream of the site, and the corrupted prefix runs once, above.
+      patched = jnp.where(_one_hot(act.shape, index_axes, flat_index), act, base)
+      out, _ = hooks.run(model_fn, corrupted, interventions={name: hooks.replace(patched)})
       return metric(out)
 
     cells = jnp.arange(math.prod(dims))
