@@ -28,6 +28,10 @@ from superalign.core.state import TrainState
 
 log = logging.getLogger("superalign")
 
+# Steps dispatched ahead of the host at most: enough to keep a device busy, few enough that
+# XLA:CPU's collectives across many (fake) devices never time out with hundreds queued.
+MAX_IN_FLIGHT = 32
+
 
 class NonFiniteError(RuntimeError):
   """A training metric became NaN or infinite."""
@@ -266,6 +270,8 @@ def fit(
         state, metrics = train_step(state, batch_at(step, state))
         step += 1
         pending.append((step, metrics))
+        if len(pending) % MAX_IN_FLIGHT == 0:
+          jax.block_until_ready(metrics)
         last = step == num_steps
         do_eval = evaluate is not None and ((eval_every and step % eval_every == 0) or last)
         if step % log_every == 0 or last or do_eval:
