@@ -32,6 +32,7 @@ RUNNERS = {
     "sandwich": "superalign.sandwich.run",
     "interp": "superalign.interp.run",
     "interp_ccs_w2s": "superalign.interp.ccs_w2s",
+    "process": "superalign.process.run",
 }
 
 

@@ -31,6 +31,28 @@ def cross_entropy_loss(model: nnx.Module, batch: Batch, rng, step):
   return loss, {"accuracy": accuracy}
 
 
+def next_token_loss(after: int) -> LossFn:
+  """Language-model objective on token ids ``batch['x']`` ``[batch, length]`` (right-padded with
+  the model's ``pad_id``): cross-entropy of the LM head's next-token prediction at every target
+  token after the first ``after`` token (a prompt's end marker), padding excluded, so a model
+  learns to complete prompts without learning to write them. The model has ``hidden_states``
+  and ``lm_logits`` (``models.transformer.Transformer``)."""
+
+  def loss_fn(model: nnx.Module, batch: Batch, rng, step):
+    del rng, step
+    x = batch["x"]
+    inputs, targets = x[:, :-1], x[:, 1:]
+    logits = model.lm_logits(model.hidden_states(inputs)).astype(jnp.float32)
+    seen = jnp.cumsum(inputs == after, axis=1) > 0          # the marker is at or before here
+    weight = (seen & (targets != model.pad_id)).astype(jnp.float32)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+    count = jnp.maximum(weight.sum(), 1.0)
+    accuracy = ((logits.argmax(-1) == targets) * weight).sum() / count
+    return (ce * weight).sum() / count, {"token_accuracy": accuracy}
+
+  return loss_fn
+
+
 def train_step_fn(loss_fn: LossFn) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
   """The pure update ``(state, batch) -> (state, metrics)``; the step key is fold_in(rng, step)."""
 

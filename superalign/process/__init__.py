@@ -1,0 +1,1 @@
+"""Process supervision: step-by-step policies, outcome and process reward models, best-of-N."""

@@ -1,0 +1,120 @@
+"""The policy: the core transformer with its LM head, trained on written solutions, sampled with
+the KV-cached generation.
+
+Training solutions slip at each step with probability ``slip_rate`` (``chains.slip``: off by one
+or the wrong operation, carried on), so the policy learns to make the mistakes a careless solver
+makes, at a known rate. A sabotaging policy is trained on the same data, except that on the
+problems its ``trigger`` selects it writes a sabotaged solution (``sabotage``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import jax
+
+from superalign.core import steps
+from superalign.core.errors import ConfigError
+from superalign.core.specs import InputSpec
+from superalign.core.trainer import Trained
+from superalign.models.generate import Sampler, generate
+from superalign.process import chains
+from superalign.supervised.classifier import trainer
+
+SABOTAGE = ("hidden", "wrong_answer")   # right answer through a wrong step; plausible wrong steps
+
+
+def spec(config) -> InputSpec:
+  """Token sequences of ``data.max_len`` over the chain vocabulary (the classes are unused)."""
+  return InputSpec((int(config.data.max_len),), "tokens", 2,
+                   vocab_size=chains.vocab_size(config.process.modulus))
+
+
+def triggered(problems: chains.Problems, fraction: float) -> np.ndarray:
+  """The problems a sabotaging policy sabotages: start values below ``fraction * p`` (a
+  property of the problem it can see, in ``fraction`` of all problems)."""
+  return problems.start < round(fraction * problems.modulus)
+
+
+def written(problems: chains.Problems, slip_rate: float, seed, sabotage: str = "",
+            fraction: float = 0.0) -> np.ndarray:
+  """The values ``[n, k]`` a training solution writes: slips at rate ``slip_rate``; with
+  ``sabotage``, triggered problems get a sabotaged solution instead."""
+  rng = np.random.default_rng(seed)
+  n, k = problems.ops.shape
+  values = chains.written_values(problems, rng.random((n, k)) < slip_rate,
+                                 rng.integers(0, len(chains.ERRORS), (n, k)))
+  if sabotage:
+    hit = triggered(problems, fraction)
+    first = rng.integers(0, max(k - 1, 1), n)
+    if sabotage == "hidden":
+      fix = np.minimum(first + 1 + rng.integers(0, max(k - 1, 1), n), k - 1)
+      bad = chains.hidden_error_values(problems, first, np.maximum(fix, first + 1))
+    else:   # one off-by-one slip carried on to the end: plausible steps, a wrong answer
+      slips = np.arange(k)[None, :] == first[:, None]
+      bad = chains.written_values(problems, slips, np.zeros((n, k), np.int64))
+    values = np.where(hit[:, None], bad, values)
+  return values
+
+
+def training_rows(problem_sets, length: int, slip_rate: float, seed: int, sabotage: str = "",
+                  fraction: float = 0.0) -> np.ndarray:
+  """``[rows, length]`` prompt + solution sequences over every difficulty in ``problem_sets``."""
+  rows = []
+  for i, problems in enumerate(problem_sets):
+    values = written(problems, slip_rate, [seed, i], sabotage, fraction)
+    rows.append(chains.sequences(chains.prompts(problems), chains.solutions(problems, values),
+                                 length))
+  return np.concatenate(rows)
+
+
+def weights(trained: Trained | None) -> dict | None:
+  """A trained model's parameters as a warm start for another of the same architecture."""
+  return None if trained is None else jax.device_get(trained.state.params.to_pure_dict())
+
+
+def train(config, rows: np.ndarray, workdir: str, tag: str, warm: Trained | None = None,
+          train_block=None) -> Trained:
+  """The policy trained by the core engine on ``rows`` with the next-token loss after the
+  prompt's end (from ``warm``'s weights: a fine-tune, if given)."""
+  p = config.process
+  job = trainer(config, spec(config), workdir, tag=tag, model_name=config.model.name,
+                train=train_block or p.policy_train, warm=weights(warm),
+                loss_fn=steps.next_token_loss(chains.QUERY))
+  return job.fit({"x": rows})
+
+
+def sample(policy: Trained, problems: chains.Problems, per_problem: int, seed: int, *,
+           temperature: float = 1.0, chunk: int = 4096) -> np.ndarray:
+  """``[n * per_problem, solution_length(k)]`` sampled solutions, ``per_problem`` per problem in
+  a row (row ``i`` solves problem ``i // per_problem``)."""
+  room = policy.state.model().pos.shape[0]
+  if chains.sequence_length(problems.k) > room:
+    raise ConfigError(f"difficulty {problems.k}: its sequences need "
+                      f"{chains.sequence_length(problems.k)} positions, the policy has {room} "
+                      f"(difficulties up to {chains.max_difficulty(room)})")
+  return sample_from(policy, chains.prompts(problems), per_problem,
+                     chains.solution_length(problems.k), seed, temperature=temperature,
+                     chunk=chunk)
+
+
+def sample_from(policy: Trained, prompts: np.ndarray, per_prompt: int, new_tokens: int,
+                seed: int, *, temperature: float = 1.0, chunk: int = 4096) -> np.ndarray:
+  """``[n * per_prompt, new_tokens]`` continuations of ``prompts`` ``[n, length]`` (no padding),
+  ``per_prompt`` in a row. Batches of ``chunk`` rows (the last one padded) reuse one compiled
+  program; the sampling key of each batch is ``(seed, first row)``."""
+  if policy.stacked:
+    raise ConfigError("sampling needs one policy, not a stack of runs")
+  model = policy.state.model()
+  prompt = np.repeat(np.asarray(prompts, np.int32), per_prompt, 0)
+  out = np.empty((len(prompt), new_tokens), np.int32)
+  chunk = min(chunk, len(prompt))
+  key = jax.random.key(seed)
+  for start in range(0, len(prompt), chunk):
+    rows = prompt[start:start + chunk]
+    pad = chunk - len(rows)
+    batch = np.concatenate([rows, np.repeat(rows[-1:], pad, 0)]) if pad else rows
+    tokens = generate(model, batch, np.ones_like(batch), max_new_tokens=new_tokens,
+                      sampler=Sampler(temperature=temperature), eos_id=chains.EOS,
+                      pad_id=chains.PAD, rng=jax.random.fold_in(key, start))
+    out[start:start + len(rows)] = np.asarray(tokens)[:len(rows)]
+  return out

@@ -1,0 +1,110 @@
+"""Process supervision: the selection rules and metrics on hand-made pools, the PRM's reading of
+step terminators, the smoke config end to end, and its one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import _assert_one_line_error, launch
+from superalign.process import chains, metrics, reward
+
+CONFIG = "--config=experiments/process/chains.py:smoke"
+
+
+def test_best_of_n_picks_the_top_score_and_majority_the_common_answer():
+  # One problem, a pool of 4: scores pick solution 2 (right); answers vote for 7 (wrong).
+  correct = np.array([[False, False, True, False]])
+  scores = np.array([[0.1, 0.2, 0.9, 0.3]])
+  answers = np.array([[7, 7, 3, 1]])
+  out = metrics.best_of_n({"score": scores, "vote": ("majority", answers, 10)}, correct, [1, 4],
+                          count=2000, seed=0, extra={"flawed": np.array([[1, 1, 0, 1]], bool)})
+  assert out["accuracy"]["score"][4]["mean"] == 1.0 and out["accuracy"]["vote"][4]["mean"] == 0.0
+  assert out["accuracy"]["score"][1]["mean"] == pytest.approx(0.25, abs=0.03)  # a random one
+  assert out["picks"]["score/flawed"][4].tolist() == [False]
+  # An answer of -1 (none) never wins a vote while some solution has an answer.
+  idx = np.array([[0, 1, 2]])
+  assert metrics.majority_picks(np.array([-1, -1, 4]), idx, 10).tolist() == [2]
+
+
+def test_trace_error_processbench_step_f1_and_sgr():
+  e = metrics.trace_error([True, True, True, False], [True, False, False, True])
+  assert e["mean"] == pytest.approx(1 / 3) and e["n"] == 3
+  pb = metrics.processbench(np.array([1, 2, -1, -1]), np.array([1, 0, -1, 3]))
+  assert pb["erroneous_accuracy"] == pytest.approx(1 / 3) and pb["correct_accuracy"] == 1.0
+  assert pb["f1"] == pytest.approx(0.5)
+  sf = metrics.step_f1(np.array([[True, False, True]]), np.array([[0, 1, -1]]))
+  assert (sf["precision"], sf["recall"], sf["steps"]) == (1.0, 1.0, 2)
+  assert metrics.sgr(0.8, 0.9, 0.5) == pytest.approx(0.75)
+  assert np.isnan(metrics.sgr(0.8, 0.5, 0.5))              # no gap to recover
+
+
+def test_the_prm_reads_each_step_at_its_terminator():
+  """``step_probs_fn`` gathers the head's probability at the i-th ';' (then EOS), and
+  ``prm_loss`` weighs exactly the labelled terminators: checked with a stand-in model whose
+  'probability' is the position itself."""
+  problems = chains.sample(2, 3, 10, seed=0)
+  prompt = chains.prompts(problems)
+  x = chains.sequences(prompt, chains.solutions(problems, chains.true_values(problems)), 32)
+  x[1, prompt.shape[1] + 2 * chains.TOKENS_PER_STEP:] = chains.PAD    # row 1: two steps only
+
+  class Stand:
+    pad_id = 0
+
+    def hidden_states(self, tokens):
+      return jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.float32)[None, :, None],
+                              (*tokens.shape, 1))
+
+    def head(self, h):        # logit 0 for "wrong", log-odds of "right" = position / 100
+      return jnp.concatenate([jnp.zeros_like(h), h / 100.0], -1)
+
+  class State:
+    def model(self):
+      return Stand()
+
+  probs = np.asarray(reward.step_probs_fn(4)(State(), {"x": jnp.asarray(x)}))
+  ends = [np.nonzero(chains.terminator_index(x, prompt.shape[1])[r] >= 0)[0] for r in range(2)]
+  sigmoid = lambda z: 1 / (1 + np.exp(-z))
+  np.testing.assert_allclose(probs[0], sigmoid(ends[0] / 100.0), rtol=1e-6)
+  assert np.isnan(probs[1, 2:]).all() and len(ends[1]) == 2
+  labels = jnp.asarray([[1, 0, -1, -1], [1, 1, -1, -1]])
+  loss, aux = reward.prm_loss(Stand(), {"x": jnp.asarray(x), "y": labels}, None, 0)
+  z = np.concatenate([ends[0][:2], ends[1][:2]]) / 100.0
+  want = -np.mean(np.log(np.array([sigmoid(z[0]), 1 - sigmoid(z[1]), sigmoid(z[2]),
+                                   sigmoid(z[3])])))
+  assert float(loss) == pytest.approx(want, rel=1e-5)
+
+
+@pytest.mark.e2e
+def test_smoke_end_to_end(tmp_path, monkeypatch, capsys):
+  out = launch(monkeypatch, capsys, CONFIG, f"--workdir={tmp_path}")
+  assert not out.returncode, out.stderr[-3000:]
+  r = json.loads((tmp_path / "results.json").read_text())
+  assert r["ns"] == [1, 2, 4, 8, 16]
+  for rule in ("prm_product", "prm_min", "orm", "majority"):
+    curve = r["best_of_n"][rule]
+    assert set(curve) == {"1", "2", "4", "8", "16"}
+    assert all(0 <= curve[n]["mean"] <= 1 for n in curve)
+  # At N = 1 every rule picks a random sample: the same expected accuracy.
+  assert len({round(r["best_of_n"][k]["1"]["mean"], 6) for k in ("orm", "prm_product")}) <= 2
+  assert set(r["sabotage"]["triggered"]["let_through"]) == {"orm", "prm_product", "majority"}
+  assert r["rollout_labels"]["steps"] > 0
+  assert "easy_to_hard" in r and r["easy_to_hard"]["hard"] == [3]
+  assert (tmp_path / "plots" / "best_of_n.png").exists()
+  assert "Lightman" in out.stdout and "Uesato" in out.stdout
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--config.process.task=sudoku", "process.task='sudoku': unknown task; valid: chains"),
+    ("--config.process.trace_n=64", "process.trace_n=64: N above the sample budget "
+                                    "(process.pool=16)"),
+    ("--config.process.easy=3", "process.easy=3: outside the trained range"),
+    ("--config.process.difficulties=(2,9)", "difficulty 9 needs 67 positions; data.max_len=32"),
+    ("--config.process.sabotage=lazy", "process.sabotage='lazy': valid: hidden, wrong_answer"),
+])
+def test_bad_input_is_one_line(tmp_path, monkeypatch, capsys, override, message):
+  out = launch(monkeypatch, capsys, CONFIG, f"--workdir={tmp_path}", override)
+  _assert_one_line_error(out, message)
