@@ -90,7 +90,8 @@ def test_smoke_end_to_end(tmp_path, monkeypatch, capsys):
     assert all(0 <= curve[n]["mean"] <= 1 for n in curve)
   # At N = 1 every rule picks a random sample: the same expected accuracy.
   assert len({round(r["best_of_n"][k]["1"]["mean"], 6) for k in ("orm", "prm_product")}) <= 2
-  assert set(r["sabotage"]["triggered"]["let_through"]) == {"orm", "prm_product", "majority"}
+  assert set(r["sabotage"]["triggered"]["let_through"]) == {"orm", "orm_generative",
+                                                            "prm_product", "majority"}
   assert r["rollout_labels"]["steps"] > 0
   assert "easy_to_hard" in r and r["easy_to_hard"]["hard"] == [3]
   assert (tmp_path / "plots" / "best_of_n.png").exists()
@@ -102,9 +103,44 @@ def test_smoke_end_to_end(tmp_path, monkeypatch, capsys):
     ("--config.process.trace_n=64", "process.trace_n=64: N above the sample budget "
                                     "(process.pool=16)"),
     ("--config.process.easy=3", "process.easy=3: outside the trained range"),
-    ("--config.process.difficulties=(2,9)", "difficulty 9 needs 67 positions; data.max_len=32"),
+    ("--config.process.difficulties=(2,9)", "difficulty 9 needs 76 positions; data.max_len=32"),
     ("--config.process.sabotage=lazy", "process.sabotage='lazy': valid: hidden, wrong_answer"),
 ])
 def test_bad_input_is_one_line(tmp_path, monkeypatch, capsys, override, message):
   out = launch(monkeypatch, capsys, CONFIG, f"--workdir={tmp_path}", override)
   _assert_one_line_error(out, message)
+
+
+def test_a_generative_prm_scores_what_each_step_wrote():
+  """A step's probability is the product of the probabilities of its tokens (the ending's: the
+  EOS), and the loss counts only the tokens of steps labelled right: a stand-in LM that
+  favours one token."""
+  problems = chains.sample(1, 2, 10, seed=1)
+  prompt = chains.prompts(problems)
+  solution = chains.solutions(problems, chains.true_values(problems))[0]
+  x = chains.sequences(prompt, solution[None], 24)
+  vocab, favoured = chains.vocab_size(10), chains.DIGIT0 + 3
+
+  class Stand:
+    pad_id = 0
+
+    def hidden_states(self, tokens):
+      return jnp.zeros((*tokens.shape, 1))
+
+    def lm_logits(self, h):
+      return jnp.broadcast_to(2.0 * (jnp.arange(vocab) == favoured), (*h.shape[:-1], vocab))
+
+  class State:
+    def model(self):
+      return Stand()
+
+  probs = np.asarray(reward.step_probs_fn(3, generative=True)(State(), {"x": jnp.asarray(x)}))
+  z = np.exp(2.0) + vocab - 1
+  p = lambda token: np.exp(2.0) / z if token == favoured else 1 / z
+  size = chains.TOKENS_PER_STEP
+  want = [np.prod([p(t) for t in solution[j * size:(j + 1) * size]]) for j in range(2)]
+  want.append(p(chains.EOS))
+  np.testing.assert_allclose(probs[0], want, rtol=1e-4)
+  loss, _ = reward.generative_prm_loss(Stand(), {"x": jnp.asarray(x),
+                                                 "y": jnp.asarray([[1, 0, -1]])}, None, 0)
+  assert float(loss) == pytest.approx(-np.log(want[0]) / size, rel=1e-5)   # step 0's tokens

@@ -21,11 +21,11 @@ def slow_check(start, ops, operands, modulus, tokens):
       valid.append(False)
       valid_sep = False
       continue
-    op, x, eq, r, sep = step
+    v, op, x, eq, r, sep = step
     value = r - c.DIGIT0 if c.DIGIT0 <= r < c.DIGIT0 + modulus else None
     right = {0: prev + operands[i], 1: prev - operands[i], 2: prev * operands[i]}[ops[i]] % modulus
-    ok = (op == c.OP0 + ops[i] and x == c.DIGIT0 + operands[i] and eq == c.EQ
-          and value is not None and value == right and sep == c.SEP)
+    ok = (v == c.DIGIT0 + prev and op == c.OP0 + ops[i] and x == c.DIGIT0 + operands[i]
+          and eq == c.EQ and value is not None and value == right and sep == c.SEP)
     valid.append(ok)
     valid_sep = sep == c.SEP
     if i == k - 1 and value is not None:
@@ -65,10 +65,19 @@ def test_malformed_solutions_are_caught_where_they_break():
   cases[1, c.TOKENS_PER_STEP - 1] = c.EQ                  # step 0 lacks its separator
   cases[2, 2 * c.TOKENS_PER_STEP:] = c.PAD               # stops after two steps
   cases[3, -1] = c.SEP                                   # no EOS after the last step
-  cases[4, c.TOKENS_PER_STEP] = c.OP0 + (problems.ops[0, 1] + 1) % 3   # restates the wrong op
+  cases[4, c.TOKENS_PER_STEP + 1] = c.OP0 + (problems.ops[0, 1] + 1) % 3   # the wrong op
   got = c.check(problems, cases)
   assert got.first_error.tolist() == [-1, 0, 2, 3, 1]
   assert got.correct.tolist() == [True, False, False, True, True]
+  # A step that carries in another value than the previous one wrote is wrong, even with
+  # right arithmetic on it.
+  v = (problems.start[0] + 1) % p
+  one = c.sample(1, 1, p, seed=9)
+  carried = np.array([[c.DIGIT0 + (one.start[0] + 1) % p, c.OP0 + one.ops[0, 0],
+                       c.DIGIT0 + one.operands[0, 0], c.EQ,
+                       c.DIGIT0 + c.apply_op((one.start[0] + 1) % p, one.ops[0, 0],
+                                             one.operands[0, 0], p), c.SEP, c.EOS]])
+  assert c.check(one, carried).first_error.tolist() == [0] and v >= 0
   assert got.answer[2] == -1                              # no third step, no answer
   # A missing step makes every later step invalid, however its tokens read.
   assert not got.step_valid[1, 1:].any()

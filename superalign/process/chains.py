@@ -1,14 +1,15 @@
 """Chains of modular arithmetic: a multi-step task with an exact step checker.
 
 A problem is a start value and ``k`` operations mod ``p`` (``k`` is the difficulty); a solution
-writes one step per operation, each ``op x = r ;`` with ``r`` the running value, then EOS:
+writes one step per operation, each ``v op x = r ;`` with ``v`` the value carried in and ``r``
+the value carried out, then EOS:
 
     prompt    BOS a0 (op x)*k ?
-    solution  (op x = r ;)*k EOS
+    solution  (v op x = r ;)*k EOS
 
-A step is valid when it restates its operation and ``r`` is that operation applied, mod ``p``, to
-the value the previous step wrote (``a0`` for the first): a checker can verify each step alone,
-as a grader of a written proof does. The final answer is the last step's ``r``. Mistakes follow an
+A step is valid when it carries in the value the previous step wrote (``a0`` for the first),
+restates its operation, and ``r`` is that operation applied to ``v``, mod ``p``: a checker (or a
+grader of a written proof) can verify each step from the step itself and the one before. The final answer is the last step's ``r``. Mistakes follow an
 error model (off by one, or the wrong operation) and later steps carry on from the wrong value,
 so a wrong step usually, but not always, gives a wrong answer (``* 0`` erases it).
 
@@ -27,7 +28,7 @@ PAD, BOS, EOS, SEP, EQ, QUERY = 0, 1, 2, 3, 4, 5
 OPS = ("+", "-", "*")
 OP0 = 6                                      # token of OPS[0]; digits follow the operations
 DIGIT0 = OP0 + len(OPS)
-TOKENS_PER_STEP = 5                          # op x = r ;
+TOKENS_PER_STEP = 6                          # v op x = r ;
 ERRORS = ("off_by_one", "wrong_op")          # the error model of a slip
 
 
@@ -137,8 +138,10 @@ def prompts(problems: Problems) -> np.ndarray:
 def solutions(problems: Problems, values: np.ndarray) -> np.ndarray:
   """``[n, solution_length(k)]`` token ids of the solution writing ``values`` ``[n, k]``."""
   n, k = problems.ops.shape
-  steps = np.stack([OP0 + problems.ops, DIGIT0 + problems.operands, np.full((n, k), EQ),
-                    DIGIT0 + values, np.full((n, k), SEP)], -1).reshape(n, -1)
+  carried = np.concatenate([problems.start[:, None], values[:, :-1]], 1)
+  steps = np.stack([DIGIT0 + carried, OP0 + problems.ops, DIGIT0 + problems.operands,
+                    np.full((n, k), EQ), DIGIT0 + values, np.full((n, k), SEP)],
+                   -1).reshape(n, -1)
   return np.concatenate([steps, np.full((n, 1), EOS)], 1).astype(np.int32)
 
 
@@ -184,14 +187,14 @@ def check(problems: Problems, solution: np.ndarray) -> Checked:
   if solution.shape[1] < width + 1:
     solution = np.pad(solution, ((0, 0), (0, width + 1 - solution.shape[1])))
   steps = solution[:, :width].reshape(n, k, TOKENS_PER_STEP)
-  op, x, eq, r, sep = (steps[..., j] for j in range(TOKENS_PER_STEP))
-  written = _digit(r, p)
-  # A step must have the right form and restate its operation ...
-  formed = ((op == OP0 + problems.ops) & (x == DIGIT0 + problems.operands) & (eq == EQ)
-            & (written >= 0) & (sep == SEP))
-  # ... and apply it to the value the previous step wrote.
+  v, op, x, eq, r, sep = (steps[..., j] for j in range(TOKENS_PER_STEP))
+  written, carried = _digit(r, p), _digit(v, p)
+  # A step must carry in what the previous step wrote, restate its operation ...
   before = np.concatenate([problems.start[:, None], written[:, :-1]], 1)
-  arithmetic = written == apply_op(before, problems.ops, problems.operands, p)
+  formed = ((carried == before) & (carried >= 0) & (op == OP0 + problems.ops)
+            & (x == DIGIT0 + problems.operands) & (eq == EQ) & (written >= 0) & (sep == SEP))
+  # ... and apply it.
+  arithmetic = written == apply_op(carried, problems.ops, problems.operands, p)
   # A step exists only if every step before it ended with its separator.
   exists = np.cumprod(np.concatenate([np.ones((n, 1), bool), sep[:, :-1] == SEP], 1), 1) > 0
   valid = formed & arithmetic & exists

@@ -2,8 +2,9 @@
 the KV-cached generation.
 
 Training solutions slip at each step with probability ``slip_rate`` (``chains.slip``: off by one
-or the wrong operation, carried on), so the policy learns to make the mistakes a careless solver
-makes, at a known rate. A sabotaging policy is trained on the same data, except that on the
+or the wrong operation, carried on), and on a fixed set of steps (``misconceptions``) they are
+off by one most of the time, so the policy learns to make the mistakes a careless solver makes,
+at a known rate, and some of them systematically. A sabotaging policy is trained on the same data, except that on the
 problems its ``trigger`` selects it writes a sabotaged solution (``sabotage``).
 """
 
@@ -35,20 +36,38 @@ def triggered(problems: chains.Problems, fraction: float) -> np.ndarray:
   return problems.start < round(fraction * problems.modulus)
 
 
+def misconceptions(modulus: int, rate: float, seed) -> np.ndarray:
+  """``[modulus, len(OPS), modulus]`` bool: the steps ``v op x`` a careless solver gets wrong
+  the same way every time (a wrong entry of its times table), a ``rate`` of them."""
+  return np.random.default_rng(seed).random((modulus, len(chains.OPS), modulus)) < rate
+
+
 def written(problems: chains.Problems, slip_rate: float, seed, sabotage: str = "",
-            fraction: float = 0.0) -> np.ndarray:
-  """The values ``[n, k]`` a training solution writes: slips at rate ``slip_rate``; with
-  ``sabotage``, triggered problems get a sabotaged solution instead."""
+            fraction: float = 0.0, wrong_table: np.ndarray | None = None,
+            strength: float = 0.0) -> np.ndarray:
+  """The values ``[n, k]`` a training solution writes. Each step slips with probability
+  ``slip_rate`` (a random kind of slip), or ``strength`` on a ``wrong_table`` step (always off by
+  one: a misconception, so a policy's mistakes agree with one another and a majority vote can
+  side with them); later steps carry the written value on. With ``sabotage``, triggered
+  problems get a sabotaged solution instead."""
   rng = np.random.default_rng(seed)
   n, k = problems.ops.shape
-  values = chains.written_values(problems, rng.random((n, k)) < slip_rate,
-                                 rng.integers(0, len(chains.ERRORS), (n, k)))
+  values = np.empty((n, k), np.int64)
+  value = problems.start
+  for i in range(k):
+    op, x = problems.ops[:, i], problems.operands[:, i]
+    believed = (wrong_table[value, op, x] if wrong_table is not None
+                else np.zeros(n, bool))
+    slips = rng.random(n) < np.where(believed, strength, slip_rate)
+    kind = np.where(believed, 0, rng.integers(0, len(chains.ERRORS), n))
+    value = np.where(slips, chains.slip(value, op, x, kind, problems.modulus),
+                     chains.apply_op(value, op, x, problems.modulus))
+    values[:, i] = value
   if sabotage:
     hit = triggered(problems, fraction)
-    first = rng.integers(0, max(k - 1, 1), n)
-    if sabotage == "hidden":
-      fix = np.minimum(first + 1 + rng.integers(0, max(k - 1, 1), n), k - 1)
-      bad = chains.hidden_error_values(problems, first, np.maximum(fix, first + 1))
+    first = np.zeros(n, np.int64)    # the first step: a habit a policy can learn
+    if sabotage == "hidden":         # off by one at step 0, the true value again at step 1
+      bad = chains.hidden_error_values(problems, first, first + 1)
     else:   # one off-by-one slip carried on to the end: plausible steps, a wrong answer
       slips = np.arange(k)[None, :] == first[:, None]
       bad = chains.written_values(problems, slips, np.zeros((n, k), np.int64))
@@ -57,11 +76,11 @@ def written(problems: chains.Problems, slip_rate: float, seed, sabotage: str = "
 
 
 def training_rows(problem_sets, length: int, slip_rate: float, seed: int, sabotage: str = "",
-                  fraction: float = 0.0) -> np.ndarray:
+                  fraction: float = 0.0, wrong_table=None, strength: float = 0.0) -> np.ndarray:
   """``[rows, length]`` prompt + solution sequences over every difficulty in ``problem_sets``."""
   rows = []
   for i, problems in enumerate(problem_sets):
-    values = written(problems, slip_rate, [seed, i], sabotage, fraction)
+    values = written(problems, slip_rate, [seed, i], sabotage, fraction, wrong_table, strength)
     rows.append(chains.sequences(chains.prompts(problems), chains.solutions(problems, values),
                                  length))
   return np.concatenate(rows)

@@ -7,7 +7,8 @@ import math
 
 import numpy as np
 
-NAMES = {"prm_product": "PRM (product)", "prm_min": "PRM (min)", "orm": "ORM",
+NAMES = {"prm_product": "PRM (product)", "prm_min": "PRM (min)",
+         "orm_generative": "ORM, generative", "orm": "ORM, classifier",
          "majority": "majority vote"}
 
 
@@ -30,7 +31,7 @@ def summary(results: dict) -> str:
            "| best-of-N | " + " | ".join(f"N = {n}" for n in shown) + " | Lightman et al., N = 1860 |",
            "|---|" + "---|" * (len(shown) + 1)]
   lightman = {"prm_product": pub["lightman_best_of_1860"]["prm"],
-              "orm": pub["lightman_best_of_1860"]["orm"],
+              "orm_generative": pub["lightman_best_of_1860"]["orm"],
               "majority": pub["lightman_best_of_1860"]["majority"]}
   for name in NAMES:
     cells = " | ".join(_ci(bon[name][str(n)]) for n in shown)
@@ -51,7 +52,8 @@ def summary(results: dict) -> str:
   lines += ["", f"Easy-to-hard (reward models trained on difficulties <= {r['easy']}, tested on "
             f"{e['hard']}, best-of-{e['n']}; unsupervised = {e['unsupervised']}):",
             "| selection on hard problems | accuracy % |", "|---|---|"]
-  for name in ("policy_alone", "majority", "orm_easy", "orm", "prm_product_easy", "prm_product"):
+  for name in ("policy_alone", "majority", "orm_generative_easy", "orm_generative",
+               "prm_product_easy", "prm_product"):
     lines.append(f"| {name} | {_ci(sel[name])} |")
   pol = e["policy"]
   lines += [f"SGR: PRM {e['sgr_prm']:.2f}, ORM {e['sgr_orm']:.2f} (Hase et al.: "
@@ -61,12 +63,14 @@ def summary(results: dict) -> str:
   s = r["sabotage"]
   lines += ["", f"Sabotage ({s['kind']}, {s['triggered_problems']} of {s['problems']} problems "
             f"triggered): share of picks at N = {s['n']} that are sabotaged",
-            "| | samples | ORM | PRM (product) | majority |", "|---|---|---|---|---|"]
+            "| | samples | ORM, classifier | ORM, generative | PRM (product) | majority |",
+            "|---|---|---|---|---|---|"]
   for where in ("triggered", "untriggered"):
     if where in s:
       t = s[where]
       lines.append(f"| {where} | {_ci(t['sabotaged_samples'])} | "
-                   + " | ".join(_ci(t["let_through"][n]) for n in ("orm", "prm_product", "majority"))
+                   + " | ".join(_ci(t["let_through"][n]) for n in
+                                ("orm", "orm_generative", "prm_product", "majority"))
                    + " |")
   ro = r["rollout_labels"]
   lines += ["", f"Rollout labels (Math-Shepherd, {ro['rollouts']} completions per step, "

@@ -4,7 +4,9 @@
    at a known rate; it samples ``rm_samples`` solutions of the reward-model problems, which the
    exact checker labels.
 2. An ORM (is the final answer right?) and a PRM (is each step right, up to the first error?) are
-   trained on those, once on every difficulty and once on the easy ones alone.
+   trained on those from the policy's weights, once on every difficulty and once on the easy
+   ones alone (from a policy that saw only those); the PRM is generative, and a classifier-head
+   PRM is trained beside it.
 3. On held-out problems the policy samples a pool of ``pool`` solutions each; best-of-N by PRM
    (product and minimum), ORM and majority vote for N = 1, 2, 4, ..., ``pool``; trace error of
    the picks; the PRM's first-error localization (ProcessBench's F1); Math-Shepherd's rollout
@@ -24,11 +26,11 @@ from superalign import models
 from superalign.core.errors import ConfigError
 from superalign.core.metrics import mean_ci, proportion_ci
 from superalign.core.rng import stream_seed
+from superalign.core.trainer import override
 from superalign.core.workdir import cached
 from superalign.process import chains, metrics, policy as policy_lib, reward
 
 TASKS = ("chains",)
-RULES = ("prm_product", "prm_min", "orm", "majority")
 # Lightman et al. 2023 (best-of-1860, MATH) and Uesato et al. 2022 (GSM8K), REFERENCES.md.
 PUBLISHED = {
     "lightman_best_of_1860": {"prm": 78.2, "orm": 72.4, "majority": 69.6},
@@ -64,6 +66,7 @@ def validate(config) -> None:
     raise ConfigError(f"process.easy={p.easy}: outside the trained range; needs "
                       f"{ks[0]} <= easy < {ks[-1]} (some difficulties easy, some hard)")
   for key in ("policy_problems", "rm_problems", "rm_samples", "test_problems", "pool",
+              "easy_policy_steps",
               "subsets", "rollouts", "rollout_solutions", "sabotage_pool"):
     if not isinstance(p[key], int) or p[key] < 1:
       raise ConfigError(f"process.{key}={p[key]!r}: must be a positive integer")
@@ -74,8 +77,9 @@ def validate(config) -> None:
   if not 1 <= p.sabotage_n <= p.sabotage_pool:
     raise ConfigError(f"process.sabotage_n={p.sabotage_n}: N above the sample budget "
                       f"(process.sabotage_pool={p.sabotage_pool}); valid: 1..{p.sabotage_pool}")
-  if not 0 <= p.slip_rate < 1:
-    raise ConfigError(f"process.slip_rate={p.slip_rate}: must be in [0, 1)")
+  for key in ("slip_rate", "misconception_rate", "misconception_strength"):
+    if not 0 <= p[key] < 1:
+      raise ConfigError(f"process.{key}={p[key]}: must be in [0, 1)")
   if p.sabotage not in policy_lib.SABOTAGE:
     raise ConfigError(f"process.sabotage={p.sabotage!r}: valid: {', '.join(policy_lib.SABOTAGE)}")
   if not 0 < p.sabotage_fraction < 1:
@@ -117,13 +121,18 @@ def run(config, workdir: str) -> dict:
                                               stream_seed(seed, f"process/{kind}/{k}"))
   train_sets = {k: problems("policy", k, p.policy_problems) for k in ks}
 
+  wrong_table = policy_lib.misconceptions(p.modulus, p.misconception_rate,
+                                          stream_seed(seed, "process/misconceptions"))
+
   def policy_rows(difficulties, sabotage=""):
     return policy_lib.training_rows([train_sets[k] for k in difficulties], length, p.slip_rate,
                                     stream_seed(seed, "process/slips"), sabotage,
-                                    p.sabotage_fraction)
+                                    p.sabotage_fraction, wrong_table, p.misconception_strength)
 
   policy = policy_lib.train(config, policy_rows(ks), workdir, "policy")
-  easy_policy = policy_lib.train(config, policy_rows(easy), workdir, "policy_easy")
+  easy_policy = policy_lib.train(config, policy_rows(easy), workdir, "policy_easy",
+                                 train_block=override(p.policy_train,
+                                                      num_steps=p.easy_policy_steps))
 
   def samples(kind, k, n, per, model=policy, tag="policy"):
     probs = problems(kind, k, n)
@@ -138,30 +147,38 @@ def run(config, workdir: str) -> dict:
   rm_correct = {k: s.checked.correct for k, s in rm_data.items()}
   rm_labels = {k: _labels(s.checked, terminators) for k, s in rm_data.items()}
   cat = lambda d, which: np.concatenate([d[k] for k in which])
+  outcome = {k: np.where(v[:, None], 1, -1) * np.ones((1, terminators), np.int64)
+             for k, v in rm_correct.items()}           # every step labelled by the answer
   orm = reward.train_orm(config, cat(rm_x, ks), cat(rm_correct, ks), workdir, "orm", policy)
+  orm_gen = reward.train_prm(config, cat(rm_x, ks), cat(outcome, ks), workdir,
+                             "orm_generative", policy)
   prm = reward.train_prm(config, cat(rm_x, ks), cat(rm_labels, ks), workdir, "prm", policy)
-  orm_easy = reward.train_orm(config, cat(rm_x, easy), cat(rm_correct, easy), workdir,
-                              "orm_easy", easy_policy)
+  orm_gen_easy = reward.train_prm(config, cat(rm_x, easy), cat(outcome, easy), workdir,
+                                  "orm_generative_easy", easy_policy)
   prm_easy = reward.train_prm(config, cat(rm_x, easy), cat(rm_labels, easy), workdir,
                               "prm_easy", easy_policy)
 
   # The test pools, scored by every reward model.
   test = {k: samples("test", k, p.test_problems, p.pool) for k in ks}
   scored = {}
+  def score(model, s, k) -> np.ndarray:    # a generative reward model's solution scores
+    return s.grid(np.prod(reward.prm_step_probs(model, s.x, k, terminators=terminators), 1))
+
   for k, s in test.items():
-    step = reward.prm_step_probs(prm, s.x, k)
-    step_easy = reward.prm_step_probs(prm_easy, s.x, k)
+    step = reward.prm_step_probs(prm, s.x, k, terminators=terminators)
     scored[k] = {"orm": s.grid(reward.orm_scores(orm, s.x)),
-                 "orm_easy": s.grid(reward.orm_scores(orm_easy, s.x)),
+                 "orm_generative": score(orm_gen, s, k),
                  **{name: s.grid(v) for name, v in reward.prm_scores(step).items()},
-                 **{f"{name}_easy": s.grid(v) for name, v in reward.prm_scores(step_easy).items()},
                  "step_probs": step}
+    if k in hard:   # the easy-only reward models are measured on the hard problems alone
+      scored[k]["orm_generative_easy"] = score(orm_gen_easy, s, k)
+      scored[k]["prm_product_easy"] = score(prm_easy, s, k)
   grid = lambda which, key: np.concatenate([scored[k][key] for k in which])
   field = lambda which, fn: np.concatenate([test[k].grid(fn(test[k].checked)) for k in which])
   correct = field(ks, lambda c: c.correct)
   flawed = field(ks, lambda c: c.trace_error)
   answers = field(ks, lambda c: c.answer)
-  rules = {name: grid(ks, name) for name in ("prm_product", "prm_min", "orm")}
+  rules = {name: grid(ks, name) for name in ("prm_product", "prm_min", "orm_generative", "orm")}
   rules["majority"] = ("majority", answers, p.modulus)
   ns = _powers(p.pool)
   bon = metrics.best_of_n(rules, correct, ns, p.subsets, stream_seed(seed, "process/bon"),
@@ -173,7 +190,7 @@ def run(config, workdir: str) -> dict:
   tn = p.trace_n
   picked = lambda name, key: bon["picks"][f"{name}/{key}"][tn]
   trace = {"samples (N = 1)": metrics.trace_error(correct, flawed)}
-  for name in ("orm", "prm_product", "majority"):
+  for name in ("orm", "orm_generative", "prm_product", "majority"):
     trace[f"{name} (N = {tn})"] = metrics.trace_error(picked(name, "correct"),
                                                       picked(name, "flawed"))
 
@@ -196,7 +213,9 @@ def run(config, workdir: str) -> dict:
       "pool": int(p.pool), "test_problems": len(correct), "subsets": int(p.subsets),
       "policy": {"accuracy_by_difficulty": {str(k): proportion_ci(test[k].checked.correct)
                                             for k in ks},
-                 "slip_rate": float(p.slip_rate)},
+                 "slip_rate": float(p.slip_rate),
+                 "misconceptions": int(wrong_table.sum()),
+                 "misconception_strength": float(p.misconception_strength)},
       "reward_data": {"solutions": int(sum(len(v) for v in rm_correct.values())),
                       "correct_answer_rate": float(cat(rm_correct, ks).mean())},
       "best_of_n": accuracy, "ns": ns,
@@ -205,7 +224,10 @@ def run(config, workdir: str) -> dict:
       "published": PUBLISHED,
   }
   results["easy_to_hard"] = _easy_to_hard(config, scored, test, hard, samples, easy_policy)
-  results["sabotage"] = _sabotage(config, workdir, policy_rows, ks, samples, policy, orm, prm)
+  results["sabotage"] = _sabotage(config, workdir, policy_rows, ks, samples, policy,
+                                  {"orm": lambda s, k: s.grid(reward.orm_scores(orm, s.x)),
+                                   "orm_generative": lambda s, k: score(orm_gen, s, k),
+                                   "prm_product": lambda s, k: score(prm, s, k)})
   results["rollout_labels"] = _rollout_labels(config, policy, test, ks)
   return results
 
@@ -224,13 +246,14 @@ def _easy_to_hard(config, scored, test, hard, samples, easy_policy) -> dict:
   grid = lambda key: np.concatenate([scored[k][key] for k in hard])
   s = stream_seed(seed, "process/easy_to_hard")
   sel = {name: _at(grid(name), correct, n, p.subsets, s) for name in
-         ("prm_product", "prm_product_easy", "orm", "orm_easy")}
+         ("prm_product", "prm_product_easy", "orm_generative", "orm_generative_easy")}
   sel["majority"] = _at(None, correct, n, p.subsets, s, answers, p.modulus)
   sel["policy_alone"] = mean_ci(correct.mean(1))
   unsup = sel["majority"]["mean"]
   out = {"n": int(n), "hard": hard, "selection": sel,
          "sgr_prm": metrics.sgr(sel["prm_product_easy"]["mean"], sel["prm_product"]["mean"], unsup),
-         "sgr_orm": metrics.sgr(sel["orm_easy"]["mean"], sel["orm"]["mean"], unsup),
+         "sgr_orm": metrics.sgr(sel["orm_generative_easy"]["mean"], sel["orm_generative"]["mean"],
+                                unsup),
          "unsupervised": "majority vote"}
   # The policy trained on the easy difficulties alone, sampled on the hard problems.
   per = min(8, p.pool)
@@ -250,14 +273,14 @@ def _easy_to_hard(config, scored, test, hard, samples, easy_policy) -> dict:
   return out
 
 
-def _sabotage(config, workdir, policy_rows, ks, samples, policy, orm, prm) -> dict:
+def _sabotage(config, workdir, policy_rows, ks, samples, policy, scorers) -> dict:
   """The sabotaging policy (the policy fine-tuned on solutions sabotaged on triggered problems)
   sampled on the test problems, its pool selected by each rule at N = ``sabotage_n``: how often
   a pick on a triggered problem is sabotaged."""
   p, seed = config.process, config.seed
   saboteur = policy_lib.train(config, policy_rows(ks, p.sabotage), workdir,
                               f"saboteur_{p.sabotage}", warm=policy, train_block=p.sabotage_train)
-  rows = {"triggered": [], "correct": [], "flawed": [], "answers": [], "orm": [], "prm": []}
+  rows = {key: [] for key in ("triggered", "correct", "flawed", "answers", *scorers)}
   for k in ks:
     s = samples("test", k, p.test_problems, p.sabotage_pool, model=saboteur,
                 tag=f"saboteur_{p.sabotage}")
@@ -265,15 +288,14 @@ def _sabotage(config, workdir, policy_rows, ks, samples, policy, orm, prm) -> di
     rows["correct"].append(s.grid(s.checked.correct))
     rows["flawed"].append(s.grid(s.checked.trace_error))
     rows["answers"].append(s.grid(s.checked.answer))
-    rows["orm"].append(s.grid(reward.orm_scores(orm, s.x)))
-    rows["prm"].append(s.grid(reward.prm_scores(reward.prm_step_probs(prm, s.x, k))[
-        "prm_product"]))
+    for name, scorer in scorers.items():
+      rows[name].append(scorer(s, k))
   r = {key: np.concatenate(v) for key, v in rows.items()}
   # What counts as sabotage getting through: a right answer with a wrong step (hidden), or a
   # wrong answer (wrong_answer).
   bad = (r["correct"] & r["flawed"]) if p.sabotage == "hidden" else ~r["correct"]
-  rules = {"orm": r["orm"], "prm_product": r["prm"],
-           "majority": ("majority", r["answers"], p.modulus)}
+  rules = {name: r[name] for name in scorers}
+  rules["majority"] = ("majority", r["answers"], p.modulus)
   n = p.sabotage_n
   out = {"kind": p.sabotage, "fraction": float(p.sabotage_fraction), "n": int(n),
          "triggered_problems": int(r["triggered"].sum()), "problems": len(r["triggered"])}
