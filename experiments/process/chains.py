@@ -28,9 +28,9 @@ def get_config(arg=None):
       "misconception_rate": 0.15,        # share of steps "v op x" the policy gets wrong ...
       "misconception_strength": 0.7,     # ... this often, always the same way
       "policy_problems": 3000,           # training problems per difficulty
-      "rm_problems": 600,                # reward-model problems per difficulty ...
+      "rm_problems": 500,                # reward-model problems per difficulty ...
       "rm_samples": 4,                   # ... each with this many policy samples
-      "test_problems": 12,               # held-out problems per difficulty
+      "test_problems": 10,               # held-out problems per difficulty
       "pool": 1024,                      # samples per test problem: best-of-N up to N = pool
       "subsets": 100,                    # random subsets per N (PRM800K's eval.py draws 400)
       "trace_n": 64,                     # N of the picks whose trace error is reported
@@ -45,9 +45,9 @@ def get_config(arg=None):
   c.process.policy_train = config_lib.base().train
   c.process.policy_train.update(batch_size=128, eval_batch_size=256, num_steps=1500,
                                 num_epochs=0, eval_every=0, log_every=250, checkpoint_every=500)
-  c.process.easy_policy_steps = 800    # the easy-only policy (shorter solutions learn sooner)
+  c.process.easy_policy_steps = 600    # the easy-only policy (shorter solutions learn sooner)
   c.process.sabotage_train = config_lib.base().train   # fine-tunes the policy into a saboteur
-  c.process.sabotage_train.update(batch_size=128, eval_batch_size=256, num_steps=400,
+  c.process.sabotage_train.update(batch_size=128, eval_batch_size=256, num_steps=300,
                                   num_epochs=0, eval_every=0, log_every=200, checkpoint_every=0)
   c.process.rm_train = config_lib.base().train         # reward models, from a policy's weights
   # eval batches of 256: on a CPU, scoring runs 1.5x faster than in batches of 4096 (cache)
