@@ -113,11 +113,12 @@ def _validate_leaves(config, prefix: str = "") -> None:
 
 
 def _train_blocks(config, prefix: str = ""):
-  """(dotted prefix, block) for every training block: any ConfigDict under a ``train`` key."""
+  """(dotted prefix, block) for every training block: any ConfigDict under a ``train`` or
+  ``*_train`` key."""
   for key, value in config.items():
     if isinstance(value, ml_collections.ConfigDict):
-      if key == "train":
-        yield f"{prefix}train", value
+      if key == "train" or key.endswith("_train"):   # and a stage's own: rm_train, ...
+        yield f"{prefix}{key}", value
       else:
         yield from _train_blocks(value, f"{prefix}{key}.")
 

@@ -105,6 +105,7 @@ def test_smoke_end_to_end(tmp_path, monkeypatch, capsys):
     ("--config.process.easy=3", "process.easy=3: outside the trained range"),
     ("--config.process.difficulties=(2,9)", "difficulty 9 needs 76 positions; data.max_len=32"),
     ("--config.process.sabotage=lazy", "process.sabotage='lazy': valid: hidden, wrong_answer"),
+    ("--config.process.rm_train.batch_size=0", "process.rm_train.batch_size=0: must be positive"),
 ])
 def test_bad_input_is_one_line(tmp_path, monkeypatch, capsys, override, message):
   out = launch(monkeypatch, capsys, CONFIG, f"--workdir={tmp_path}", override)
