@@ -174,6 +174,10 @@ class Checked:
   def terminators(self) -> int:
     return self.step_valid.shape[1]
 
+  def take(self, rows) -> "Checked":
+    return Checked(self.step_valid[rows], self.first_error[rows], self.answer[rows],
+                   self.correct[rows])
+
 
 def _digit(token: np.ndarray, modulus: int) -> np.ndarray:
   return np.where((token >= DIGIT0) & (token < DIGIT0 + modulus), token - DIGIT0, -1)

@@ -98,7 +98,7 @@ class _Samples:
   """Solutions of one difficulty's problems, checked: tokens for the reward models, labels."""
 
   def __init__(self, problems: chains.Problems, solution: np.ndarray, length: int, per: int):
-    self.problems, self.k, self.per = problems, problems.k, per
+    self.problems, self.per = problems, per
     many = problems.repeat(per)
     self.checked = chains.check(many, solution)
     self.x = chains.sequences(chains.prompts(many), solution, length)
@@ -164,7 +164,8 @@ def run(config, workdir: str) -> dict:
   test = {k: samples("test", k, p.test_problems, p.pool) for k in ks}
   scored = {}
   def score(model, s, k) -> np.ndarray:    # a generative reward model's solution scores
-    return s.grid(np.prod(reward.prm_step_probs(model, s.x, k, terminators=terminators), 1))
+    step = reward.prm_step_probs(model, s.x, k, terminators=terminators)
+    return s.grid(reward.prm_scores(step)["prm_product"])
 
   for k, s in test.items():
     step = reward.prm_step_probs(prm, s.x, k, terminators=terminators)
@@ -204,8 +205,7 @@ def run(config, workdir: str) -> dict:
     local["predicted"].append(reward.first_error_prediction(probs))
     local["first"].append(s.checked.first_error[rows])
     local["wrong"].append(np.pad(probs < 0.5, ((0, 0), (0, terminators - k - 1))))
-    local["labels"].append(_labels(chains.Checked(*(getattr(s.checked, f)[rows] for f in (
-        "step_valid", "first_error", "answer", "correct"))), terminators))
+    local["labels"].append(_labels(s.checked.take(rows), terminators))
   local = {key: np.concatenate(v) for key, v in local.items()}
   localization = {"processbench": metrics.processbench(local["predicted"], local["first"]),
                   "step_detection": metrics.step_f1(local["wrong"], local["labels"])}
@@ -340,8 +340,7 @@ def _rollout_labels(config, policy, test, ks) -> dict:
                    chains.solution_length(k)]
     soft = reward.rollout_labels(policy, problems, solution, p.rollouts,
                                  stream_seed(seed, f"process/rollouts/{k}"))
-    exact = chains.process_labels(chains.Checked(*(getattr(s.checked, f)[rows] for f in (
-        "step_valid", "first_error", "answer", "correct"))))[:, :k]
+    exact = chains.process_labels(s.checked.take(rows))[:, :k]
     seen = exact >= 0
     hard = soft > 0
     agree += int((hard == (exact == 1))[seen].sum())
