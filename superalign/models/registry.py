@@ -27,6 +27,7 @@ class ModelSpec:
   family: str
   kwargs: dict[str, Any]
   inputs: tuple[str, ...]    # input kinds this model accepts
+  ladder: bool = True        # a rung of its family's size ladder (weak-to-strong pairs)
 
 
 _MLP = ("vector", "image")
@@ -41,6 +42,9 @@ MODELS: dict[str, ModelSpec] = {
     "cnn_small": ModelSpec("cnn", {"channels": (16, 32), "hidden": 64}, ("image",)),
     "cnn_base": ModelSpec("cnn", {"channels": (32, 64), "hidden": 128}, ("image",)),
     "cnn_large": ModelSpec("cnn", {"channels": (64, 128, 128), "hidden": 256}, ("image",)),
+    # Gowal et al. 2018's "small" certified-training net (verify room)
+    "cnn_ibp_small": ModelSpec("cnn", {"channels": (16, 32), "hidden": 100, "kernel": 4,
+                                       "strides": (2, 1), "pool": False}, ("image",), ladder=False),
     "gpt_nano": ModelSpec("gpt", {"num_layers": 1, "width": 32, "num_heads": 2}, _GPT),
     "gpt_tiny": ModelSpec("gpt", {"num_layers": 2, "width": 64, "num_heads": 2}, _GPT),
     "gpt_small": ModelSpec("gpt", {"num_layers": 4, "width": 128, "num_heads": 4}, _GPT),
@@ -85,7 +89,7 @@ def validate_name(name: str, key: str = "model.name") -> None:
 
 def ladder(family: str) -> list[str]:
   """Model names of one family, weakest first."""
-  return [name for name, spec in MODELS.items() if spec.family == family]
+  return [name for name, spec in MODELS.items() if spec.family == family and spec.ladder]
 
 
 def check(name: str, inputs: InputSpec) -> None:

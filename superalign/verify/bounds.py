@@ -1,0 +1,286 @@
+"""Sound bounds on a network's outputs over an input box: IBP, CROWN, CROWN-IBP, alpha-CROWN.
+
+All functions are pure and batched over examples: ``lo, hi`` are ``[B, *input_shape]`` and a
+specification ``spec`` ``[B, S, K]`` (or ``[S, K]``) asks for bounds on ``spec @ logits``; no
+spec means the logits themselves. Each returns ``(lower, upper)``, ``[B, S]``.
+
+- IBP (Gowal et al. 2018): intervals layer by layer.
+- CROWN (Zhang et al. 2018): a backward pass carries linear bounds ``A @ z + c`` from the output to
+  the input; each ReLU with ``l < 0 < u`` is bounded above by its chord and below by ``alpha * z``,
+  alpha = 1 where ``u > -l`` else 0 (the adaptive slope). The ReLUs' input bounds come from the
+  same backward pass from each layer (chunked over neurons: the pass holds
+  ``B * chunk * (largest layer)`` floats), intersected with IBP's.
+- CROWN-IBP (Zhang et al. 2020): IBP's intermediate bounds, one CROWN pass from the output.
+- alpha-CROWN (Xu et al. 2021): the lower slopes of the output pass optimized by gradient ascent
+  (optax), one set per example and per specification row, projected to [0, 1]; the best bound
+  seen is kept, so it is never looser than CROWN (its starting point).
+
+A MaxPool is rewritten exactly into affine maps and ReLUs for the linear methods (``lowered``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from superalign.core.errors import ConfigError
+from superalign.verify.network import Network, ReLU, is_affine, lowered
+
+METHODS = ("ibp", "crown_ibp", "crown", "alpha_crown")
+CHUNK_BYTES = 1 << 28   # the budget for one chunk of a layer's backward pass (256 MiB)
+
+
+# --- boxes and specifications --------------------------------------------------------------
+
+
+def input_box(x, eps, domain: tuple[float, float] | None = (0.0, 1.0)):
+  """The L-infinity ball of radius ``eps`` (a scalar, or one per example) around ``x``,
+  intersected with ``domain`` when given."""
+  eps = jnp.asarray(eps, jnp.float32).reshape((-1,) + (1,) * (x.ndim - 1))
+  lo, hi = x - eps, x + eps
+  if domain is not None:
+    lo, hi = jnp.clip(lo, *domain), jnp.clip(hi, *domain)
+  return lo, hi
+
+
+def check_eps(eps) -> None:
+  """One line for a negative radius (host side, before any tracing)."""
+  values = np.asarray(eps, np.float64).ravel()
+  bad = values[(values < 0) | ~np.isfinite(values)]
+  if bad.size:
+    raise ConfigError(f"eps={bad[0]}: must be a finite number >= 0")
+
+
+def check_box(lo, hi) -> None:
+  """One line for a box whose lower bound exceeds its upper bound somewhere."""
+  lo, hi = np.asarray(lo), np.asarray(hi)
+  if lo.shape != hi.shape:
+    raise ConfigError(f"box: lower bound shape {lo.shape} differs from upper {hi.shape}")
+  bad = np.argwhere(lo > hi)
+  if len(bad):
+    at = tuple(int(i) for i in bad[0])
+    raise ConfigError(f"box: lower bound exceeds upper bound at {len(bad)} entries, first at "
+                      f"index {at} ({lo[at]} > {hi[at]})")
+
+
+def margin_spec(labels, num_classes: int):
+  """``[B, K-1, K]``: rows ``e_y - e_j`` for every class ``j != y``; all their lower bounds
+  above zero certify that the label stays the argmax over the box."""
+  others = jnp.arange(num_classes - 1)[None, :]
+  others = others + (others >= labels[:, None])
+  return (jax.nn.one_hot(labels, num_classes)[:, None, :]
+          - jax.nn.one_hot(others, num_classes))
+
+
+def verified(lower_margins) -> jax.Array:
+  """Per example: every margin's lower bound is positive."""
+  return (lower_margins > 0).all(-1)
+
+
+def worst_logits(lower_margins) -> jax.Array:
+  """Gowal et al.'s worst-case logits ``-lower(e_y - e_j)``, with 0 for the label, as ``[B, K]``
+  in the margin order of ``margin_spec`` shifted so the label is column 0 (cross-entropy on
+  them with label 0 is the robust loss)."""
+  return jnp.concatenate([jnp.zeros_like(lower_margins[:, :1]), -lower_margins], axis=1)
+
+
+# --- interval bound propagation ------------------------------------------------------------
+
+
+def _relu_inputs(net: Network, lo, hi, tighter=None):
+  """Interval bounds through ``net``, and the bounds ``{op index: (l, u)}`` at each ReLU's input;
+  ``tighter(i, l, u)`` may tighten them (CROWN's intermediate bounds)."""
+  bounds = {}
+  for i, op in enumerate(net.ops):
+    if isinstance(op, ReLU):
+      if tighter is not None:
+        lo, hi = tighter(i, lo, hi, bounds)
+      bounds[i] = (lo, hi)
+    lo, hi = op.ibp(lo, hi)
+  return (lo, hi), bounds
+
+
+def ibp(net: Network, lo, hi, spec=None):
+  """IBP bounds on ``spec @ logits`` (or the logits)."""
+  (out_lo, out_hi), _ = _relu_inputs(net, lo, hi)
+  if spec is None:
+    return out_lo, out_hi
+  spec = _batched(spec, lo.shape[0])
+  mid, rad = (out_hi + out_lo) / 2, (out_hi - out_lo) / 2
+  centre = jnp.einsum("bsk,bk->bs", spec, mid)
+  spread = jnp.einsum("bsk,bk->bs", jnp.abs(spec), rad)
+  return centre - spread, centre + spread
+
+
+# --- linear bounds: the backward pass ------------------------------------------------------
+
+
+def _batched(spec, batch: int):
+  spec = jnp.asarray(spec, jnp.float32)
+  return jnp.broadcast_to(spec, (batch, *spec.shape)) if spec.ndim == 2 else spec
+
+
+def relaxation(l, u, alpha=None):
+  """A ReLU's linear bounds on ``[l, u]``: ``(lower slope, upper slope, upper intercept)``. The
+  lower slope of an unstable ReLU is ``alpha`` (default: CROWN's adaptive 1 if u > -l else 0)."""
+  active, unstable = l >= 0, (l < 0) & (u > 0)
+  width = jnp.where(unstable, u - l, 1.0)
+  up_slope = jnp.where(active, 1.0, jnp.where(unstable, u / width, 0.0))
+  up_intercept = jnp.where(unstable, -l * u / width, 0.0)
+  if alpha is None:
+    alpha = (u > -l).astype(l.dtype)
+  low_slope = jnp.where(active, 1.0, jnp.where(unstable, alpha, 0.0))
+  return low_slope, up_slope, up_intercept
+
+
+def _transpose(op, a, in_shape):
+  """``a @ J`` for the linear part ``J`` of ``op``: a ``[B, S, *out]`` -> ``[B, S, *in]``."""
+  b, s = a.shape[:2]
+  t = jax.linear_transpose(op.linear, jax.ShapeDtypeStruct((b * s, *in_shape), a.dtype))
+  return t(a.reshape(b * s, *a.shape[2:]))[0].reshape(b, s, *in_shape)
+
+
+def backward_lower(net: Network, bounds, a, lo, hi, alphas=None, shapes=None):
+  """The lower bound of ``a @ net(x)`` over the box, ``a`` ``[B, S, *output]``, given the
+  ReLUs' input bounds; ``alphas[i]`` (``[B, S, *shape]``) sets ReLU ``i``'s lower slopes."""
+  shapes = shapes or net.shapes()
+  const = jnp.zeros(a.shape[:2], a.dtype)
+  sum_rest = lambda t: t.reshape(*t.shape[:2], -1).sum(-1)
+  for i in reversed(range(len(net.ops))):
+    op = net.ops[i]
+    if isinstance(op, ReLU):
+      l, u = bounds[i]
+      alpha = None if alphas is None else alphas[i]
+      low, up, up_int = relaxation(l[:, None], u[:, None], alpha)
+      pos, neg = jnp.maximum(a, 0), jnp.minimum(a, 0)
+      const = const + sum_rest(neg * up_int)
+      a = pos * low + neg * up
+    elif is_affine(op):
+      if op.bias is not None:
+        const = const + sum_rest(a * op.bias)
+      a = _transpose(op, a, shapes[i])
+    else:
+      raise ConfigError(f"{type(op).__name__}: no linear relaxation; lower the network "
+                        "(verify.network.lowered) or use IBP")
+  lo, hi = lo[:, None], hi[:, None]
+  return sum_rest(jnp.maximum(a, 0) * lo + jnp.minimum(a, 0) * hi) + const
+
+
+def chunk_size(batch: int, shapes, chunk: int | None = None) -> int:
+  """Neurons per backward pass for intermediate bounds: ``chunk``, or as many as fit
+  ``CHUNK_BYTES`` for the largest layer (both signs, float32)."""
+  if chunk:
+    return int(chunk)
+  largest = max(math.prod(s) for s in shapes)
+  return max(1, CHUNK_BYTES // (batch * 2 * largest * 4))
+
+
+def _layer_bounds(net: Network, upto: int, bounds, lo, hi, shapes, chunk: int):
+  """CROWN bounds on the input of op ``upto`` (all its neurons), ``chunk`` neurons a pass."""
+  shape, batch = shapes[upto], lo.shape[0]
+  n = math.prod(shape)
+  chunk = min(chunk, n)
+  prefix = Network(net.ops[:upto], net.input_shape)
+  rows = jnp.arange(-(-n // chunk) * chunk).reshape(-1, chunk)   # rows >= n are zero: padding
+
+  def one(r):
+    e = jax.nn.one_hot(r, n, dtype=lo.dtype).reshape(chunk, *shape)
+    a = jnp.broadcast_to(e, (batch, chunk, *shape))
+    both = backward_lower(prefix, bounds, jnp.concatenate([a, -a], axis=1), lo, hi,
+                          shapes=shapes[:upto + 1])
+    return both[:, :chunk], -both[:, chunk:]
+
+  l, u = jax.lax.map(one, rows)                      # [chunks, B, chunk]
+  unchunk = lambda t: t.transpose(1, 0, 2).reshape(batch, -1)[:, :n].reshape(batch, *shape)
+  return unchunk(l), unchunk(u)
+
+
+def crown_relu_bounds(net: Network, lo, hi, chunk: int | None = None):
+  """Every ReLU's input bounds by CROWN, intersected with IBP's. ``net`` is lowered."""
+  shapes = net.shapes()
+  chunk = chunk_size(lo.shape[0], shapes, chunk)
+  weighted = lambda ops: sum(isinstance(op, ReLU) or hasattr(op, "kernel") for op in ops)
+
+  def tighter(i, l_ibp, u_ibp, bounds):
+    if weighted(net.ops[:i]) <= 1:   # one affine map of the box: intervals are exact
+      return l_ibp, u_ibp
+    l, u = _layer_bounds(net, i, bounds, lo, hi, shapes, chunk)
+    return jnp.maximum(l, l_ibp), jnp.minimum(u, u_ibp)
+
+  _, bounds = _relu_inputs(net, lo, hi, tighter)
+  return bounds
+
+
+def _spec_or_identity(net: Network, spec, batch: int):
+  if spec is None:
+    spec = jnp.eye(net.num_outputs)
+  return _batched(spec, batch)
+
+
+def _two_sided(net, bounds, spec, lo, hi, alphas=None):
+  both = backward_lower(net, bounds, jnp.concatenate([spec, -spec], axis=1), lo, hi, alphas)
+  s = spec.shape[1]
+  return both[:, :s], -both[:, s:]
+
+
+def crown(net: Network, lo, hi, spec=None, chunk: int | None = None):
+  """CROWN bounds on ``spec @ logits``, intermediate bounds by CROWN."""
+  net = lowered(net)
+  spec = _spec_or_identity(net, spec, lo.shape[0])
+  return _two_sided(net, crown_relu_bounds(net, lo, hi, chunk), spec, lo, hi)
+
+
+def crown_ibp(net: Network, lo, hi, spec=None):
+  """CROWN-IBP: IBP's intermediate bounds, CROWN's pass from the output."""
+  net = lowered(net)
+  spec = _spec_or_identity(net, spec, lo.shape[0])
+  _, bounds = _relu_inputs(net, lo, hi)
+  return _two_sided(net, bounds, spec, lo, hi)
+
+
+def alpha_crown(net: Network, lo, hi, spec=None, steps: int = 20, lr: float = 0.5,
+                chunk: int | None = None):
+  """alpha-CROWN: the output pass's lower slopes optimized per example and specification row
+  (intermediate bounds are CROWN's); never looser than CROWN."""
+  net = lowered(net)
+  spec = _spec_or_identity(net, spec, lo.shape[0])
+  bounds = crown_relu_bounds(net, lo, hi, chunk)
+  a = jnp.concatenate([spec, -spec], axis=1)
+  shapes = net.shapes()
+  rows = a.shape[1]
+  # CROWN's adaptive slopes, one copy per specification row, are the starting point
+  alphas = {i: jnp.broadcast_to((u > -l).astype(lo.dtype)[:, None], (lo.shape[0], rows, *l.shape[1:]))
+            for i, (l, u) in bounds.items()}
+  bound = lambda al: backward_lower(net, bounds, a, lo, hi, al, shapes)
+  tx = optax.adam(lr)
+
+  def step(carry, _):
+    al, opt_state, best = carry
+    value, pullback = jax.vjp(bound, al)
+    grads = pullback(-jnp.ones_like(value))[0]        # ascend every row's bound at once
+    updates, opt_state = tx.update(grads, opt_state, al)
+    al = jax.tree.map(lambda t: jnp.clip(t, 0.0, 1.0), optax.apply_updates(al, updates))
+    return (al, opt_state, jnp.maximum(best, value)), None
+
+  init = (alphas, tx.init(alphas), jnp.full(a.shape[:2], -jnp.inf, lo.dtype))
+  (alphas, _, best), _ = jax.lax.scan(step, init, None, length=steps)
+  best = jnp.maximum(best, bound(alphas))
+  s = spec.shape[1]
+  return best[:, :s], -best[:, s:]
+
+
+def bounds(method: str, net: Network, lo, hi, spec=None, **kwargs):
+  """Bounds by ``method`` (one of ``METHODS``)."""
+  if method == "ibp":
+    return ibp(net, lo, hi, spec)
+  if method == "crown_ibp":
+    return crown_ibp(net, lo, hi, spec)
+  if method == "crown":
+    return crown(net, lo, hi, spec, **kwargs)
+  if method == "alpha_crown":
+    return alpha_crown(net, lo, hi, spec, **kwargs)
+  raise ConfigError(f"method={method!r}: unknown; valid: {', '.join(METHODS)}")
