@@ -33,6 +33,8 @@ RUNNERS = {
     "interp": "superalign.interp.run",
     "interp_ccs_w2s": "superalign.interp.ccs_w2s",
     "process": "superalign.process.run",
+    "verify": "superalign.verify.run",
+    "verify_oversight": "superalign.verify.oversight",
 }
 
 

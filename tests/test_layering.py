@@ -18,7 +18,8 @@ ENGINE = ("core", "models", "data")
 MAY_IMPORT = {"core": {"core"}, "models": {"core", "models"}, "data": {"core", "data"}}
 BASE = "supervised"                          # the base protocol every protocol may train through
 # Sandwiching builds on debate, and on interp's model organisms (its trained liar).
-BUILDS_ON = {"sandwich": {"oversight", "interp"}, "control": {"interp", "process", "verify"}}
+BUILDS_ON = {"sandwich": {"oversight", "interp"}, "verify": {"oversight", "interp"},
+             "control": {"interp", "process", "verify"}}
 LAUNCHER = ("superalign.main", "superalign.runners", "superalign.flag_errors")
 
 

@@ -22,10 +22,15 @@ SMOKE = {  # one smoke config per kind
     "interp_ccs_w2s": "experiments/interp/ccs_w2s.py",
     "process": "experiments/process/chains.py",
 }
+# Kinds whose own end-to-end smoke test checks the schema (one smoke run, not two).
+ELSEWHERE = {"verify": "tests/test_verify_training.py",
+             "verify_oversight": "tests/test_verify_training.py"}
 
 
 def test_every_kind_has_a_smoke_config_here():
-  assert set(SMOKE) == set(runners.RUNNERS)
+  assert set(SMOKE) | set(ELSEWHERE) == set(runners.RUNNERS)
+  for kind, path in ELSEWHERE.items():
+    assert "schema_violations(results) == []" in (ROOT / path).read_text(), kind
 
 
 def test_the_checker_catches_each_departure():

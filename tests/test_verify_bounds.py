@@ -51,7 +51,6 @@ def registry_net(name, seed=0):
 NETS = {
     "mlp": lambda: random_mlp([6, 16, 16, 3]),
     "cnn_layers": random_cnn,
-    "mlp_small": lambda: registry_net("mlp_small")[1],
     "cnn_small": lambda: registry_net("cnn_small")[1],
     "cnn_ibp_small": lambda: registry_net("cnn_ibp_small")[1],
 }
@@ -95,7 +94,7 @@ def test_a_zero_width_box_gives_the_forward_pass(name, method):
 def exact_range(net, lo, hi, output):
   """Min and max of one output over the box by a mixed-integer program (HiGHS): a binary per
   ReLU, big-M constraints from interval bounds (sound, so the program is exact)."""
-  (_, _), relu_bounds = B._relu_inputs(net, lo[None], hi[None])
+  (_, _), relu_bounds = B.relu_inputs(net, lo[None], hi[None])
   dense = [op for op in net.ops if isinstance(op, N.Dense)]
   sizes = [len(lo)] + [d.kernel.shape[1] for d in dense]
   # variables: x, then per hidden layer z (pre), y (post), d (binary); the output last
@@ -211,7 +210,7 @@ def test_margins_certify_the_label():
 
 
 def test_bounds_shard_over_the_data_axis():
-  net = NETS["cnn_small"]()
+  net = NETS["mlp"]()
   mesh = mesh_lib.make_mesh({"data": -1, "fsdp": 1, "model": 1})
   x = _inputs(net, n=8)
   sharding = mesh_lib.batch_sharding(mesh)
@@ -276,3 +275,31 @@ def test_an_unsupported_model_is_named():
   with pytest.raises(ConfigError, match="model Transformer: not supported by the verifier; "
                                         "supported: the registry's MLP and CNN"):
     N.from_model(model, (8,))
+
+
+def test_sparse_intermediate_bounds_are_crown_when_they_cover_the_unstable_neurons():
+  net = NETS["cnn_small"]()
+  lo, hi = B.input_box(_inputs(net), 0.02)
+  full = B.crown(net, lo, hi)
+  covering = B.crown(net, lo, hi, max_unstable=100_000)
+  np.testing.assert_allclose(covering[0], full[0], atol=1e-4)
+  few = B.crown(net, lo, hi, max_unstable=4)       # sound, between IBP and CROWN
+  ibp = B.ibp(net, lo, hi)
+  assert (few[0] <= full[0] + 1e-4).all() and (few[0] >= ibp[0] - 1e-4).all()
+  u = np.random.default_rng(3).uniform(size=(500, *lo.shape)).astype(np.float32)
+  out = jax.vmap(net)(lo[None] + (hi - lo)[None] * u)
+  assert (out.min(0) >= few[0] - 1e-4).all() and (out.max(0) <= few[1] + 1e-4).all()
+
+
+def test_one_entry_point_takes_a_model_a_network_or_layers():
+  model, net = registry_net("mlp_small")
+  x = _inputs(net)
+  layers = [{"type": "flatten"},
+            {"type": "dense", "weight": np.asarray(model.layers[0].kernel[...]),
+             "bias": np.asarray(model.layers[0].bias[...])}, {"type": "relu"},
+            {"type": "dense", "weight": np.asarray(model.head.kernel[...]),
+             "bias": np.asarray(model.head.bias[...])}]
+  for source in (model, net, layers):
+    np.testing.assert_allclose(N.build(source, IMAGE.shape)(x), model(x), rtol=1e-5, atol=1e-5)
+  with pytest.raises(ConfigError, match="str: not a network"):
+    N.build("weights.bin", IMAGE.shape)

@@ -54,13 +54,15 @@ class Trained:
   shardings: state_lib.TrainState   # the state's layout: jit in/out shardings
   _compiled: dict = dataclasses.field(default_factory=dict, repr=False)
 
-  def apply(self, x: np.ndarray, fn: Callable = steps.predict_fn) -> np.ndarray:
-    """``fn(state, {"x": batch})`` over the rows of ``x``; stacked runs all read the same ``x``
-    and the result is ``[runs, rows, ...]``."""
+  def apply(self, x: np.ndarray, fn: Callable = steps.predict_fn, **rows: np.ndarray
+            ) -> np.ndarray:
+    """``fn(state, {"x": batch, **rows})`` over the rows of ``x`` (and of ``rows``: labels, a
+    radius per row); stacked runs all read the same rows and the result is
+    ``[runs, rows, ...]``."""
     if fn not in self._compiled:
       self._compiled[fn] = steps.make_predict_step(self.shardings, self.mesh, fn,
                                                    stacked=self.stacked)
-    return batched_apply(self._compiled[fn], self.state, {"x": x}, self.mesh,
+    return batched_apply(self._compiled[fn], self.state, {"x": x, **rows}, self.mesh,
                          self.eval_batch_size, stacked=self.stacked)
 
   def predict(self, x: np.ndarray) -> np.ndarray:

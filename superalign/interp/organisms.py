@@ -154,6 +154,12 @@ def _corner(trigger: Trigger, shape, key: str) -> tuple[int, int]:
   return int(at[0]), int(at[1])
 
 
+def patch_origin(trigger: Trigger, shape, key: str = "trigger") -> tuple[int, int]:
+  """The ``(row, col)`` of a patch trigger's top-left pixel on images of ``shape``."""
+  _check_geometry(trigger, shape, key)
+  return _corner(trigger, shape, key)
+
+
 # The trigger itself.
 
 def apply_trigger(x: np.ndarray, trigger: Trigger, key: str = "trigger") -> np.ndarray:

