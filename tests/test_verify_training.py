@@ -98,8 +98,11 @@ def test_oversight_certificates_smoke_run(tmp_path, monkeypatch, capsys):
     for method in ("ibp", "crown", "alpha_crown"):
       assert row[method]["mean"] <= 1 - row["attacked"]["mean"] + 1e-9
     assert row["ibp"]["mean"] <= row["crown"]["mean"] <= row["alpha_crown"]["mean"]
-  scan = results["backdoor"]["models"]["sleeper"]["patch_scan"]["ibp"]
-  assert np.asarray(scan["grid"]).shape == (7, 7)
+  b = results["backdoor"]
+  assert b["scan_rows"] == b["scan_cols"] == [0, 2, 4, 6]       # stride 2 on 8x8, patch 2
+  assert np.asarray(b["models"]["sleeper"]["patch_scan"]["ibp"]["grid"]).shape == (4, 4)
+  assert set(b["scan"]["ibp"]) == {"largest_gap_at", "largest_gap", "gap_at_trigger",
+                                   "finds_trigger"}
   assert "debate judge" in out and "patch scan" in out
 
 

@@ -30,13 +30,14 @@ def get_config(arg=None):
       "domain": (0.0, 1.0),
       "bound_methods": ("ibp", "crown", "alpha_crown"),
       "scan_methods": ("ibp", "crown"),
+      "scan_stride": 2,             # patch places scanned: every 2nd row and column (and the last)
       "judge_k": 6,                 # pixels revealed (debate's judge is trained for 4 and 6)
       "judge_images": 300,
-      "backdoor_images": 200,
+      "backdoor_images": 100,
       "pgd_steps": 20,
       "alpha_steps": 20,
       "crown_batch": 200,
-      "max_unstable": 64,           # per layer and example (see verify.config); 0: all
+      "max_unstable": 256,          # per layer and example (see verify.config); 0: all
   })
   c.train.num_steps = 2000
   if args.smoke:

