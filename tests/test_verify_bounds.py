@@ -303,3 +303,14 @@ def test_one_entry_point_takes_a_model_a_network_or_layers():
     np.testing.assert_allclose(N.build(source, IMAGE.shape)(x), model(x), rtol=1e-5, atol=1e-5)
   with pytest.raises(ConfigError, match="str: not a network"):
     N.build("weights.bin", IMAGE.shape)
+
+
+def test_ibp_folds_the_specification_into_the_last_layer():
+  net = NETS["mlp"]()
+  lo, hi = B.input_box(_inputs(net, n=6), 0.1)
+  spec = B.margin_spec(jnp.arange(6) % 3, 3)
+  folded = B.ibp(net, lo, hi, spec)
+  out_lo, out_hi = B.ibp(net, lo, hi)
+  mid, rad = (out_hi + out_lo) / 2, (out_hi - out_lo) / 2
+  naive_lower = jnp.einsum("bsk,bk->bs", spec, mid) - jnp.einsum("bsk,bk->bs", jnp.abs(spec), rad)
+  assert (folded[0] >= naive_lower - 1e-5).all() and (folded[0] > naive_lower + 1e-4).any()

@@ -28,7 +28,7 @@ import numpy as np
 import optax
 
 from superalign.core.errors import ConfigError
-from superalign.verify.network import Network, ReLU, is_affine, lowered
+from superalign.verify.network import Dense, Network, ReLU, is_affine, lowered
 
 METHODS = ("ibp", "crown_ibp", "crown", "alpha_crown")
 CHUNK_BYTES = 1 << 28   # the budget for one chunk of a layer's backward pass (256 MiB)
@@ -53,6 +53,20 @@ def check_eps(eps) -> None:
   bad = values[(values < 0) | ~np.isfinite(values)]
   if bad.size:
     raise ConfigError(f"eps={bad[0]}: must be a finite number >= 0")
+
+
+def check_methods(key: str, methods) -> None:
+  """One line for a bound method that is not one of ``METHODS`` (config validation)."""
+  for method in methods:
+    if method not in METHODS:
+      raise ConfigError(f"{key}: {method!r} unknown; valid: {', '.join(METHODS)}")
+
+
+def check_radii(key: str, values) -> None:
+  """One line for an empty list of radii or a radius that is not a number >= 0."""
+  values = list(values)
+  if not values or any(not isinstance(e, (int, float)) or e < 0 for e in values):
+    raise ConfigError(f"{key}={tuple(values)!r}: must be a non-empty list of radii >= 0")
 
 
 def check_box(lo, hi) -> None:
@@ -105,14 +119,23 @@ def relu_inputs(net: Network, lo, hi, tighter=None):
 
 
 def ibp(net: Network, lo, hi, spec=None):
-  """IBP bounds on ``spec @ logits`` (or the logits)."""
-  (out_lo, out_hi), _ = relu_inputs(net, lo, hi)
+  """IBP bounds on ``spec @ logits`` (or the logits). With a spec and a dense last layer, the
+  spec is folded into it (Gowal et al.): intervals of ``(spec @ W) z`` over the last hidden
+  layer, tighter than the spec applied to the logits' intervals."""
   if spec is None:
-    return out_lo, out_hi
+    return relu_inputs(net, lo, hi)[0]
   spec = _batched(spec, lo.shape[0])
-  mid, rad = (out_hi + out_lo) / 2, (out_hi - out_lo) / 2
-  centre = jnp.einsum("bsk,bk->bs", spec, mid)
-  spread = jnp.einsum("bsk,bk->bs", jnp.abs(spec), rad)
+  last = net.ops[-1]
+  if isinstance(last, Dense):
+    (z_lo, z_hi), _ = relu_inputs(Network(net.ops[:-1], net.input_shape), lo, hi)
+    weight = jnp.einsum("bsk,hk->bsh", spec, last.kernel)
+    offset = jnp.einsum("bsk,k->bs", spec, last.bias)
+  else:
+    (z_lo, z_hi), _ = relu_inputs(net, lo, hi)
+    weight, offset = spec, 0.0
+  mid, rad = (z_hi + z_lo) / 2, (z_hi - z_lo) / 2
+  centre = jnp.einsum("bsh,bh->bs", weight, mid) + offset
+  spread = jnp.einsum("bsh,bh->bs", jnp.abs(weight), rad)
   return centre - spread, centre + spread
 
 

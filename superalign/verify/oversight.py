@@ -39,12 +39,9 @@ def validate(config) -> None:
   if bad or not c.analyses:
     raise ConfigError(f"certify.analyses={tuple(c.analyses)}: valid: one or more of "
                       f"{', '.join(ANALYSES)}")
-  for method in c.bound_methods:
-    if method not in bounds.METHODS:
-      raise ConfigError(f"certify.bound_methods: {method!r} unknown; valid: "
-                        f"{', '.join(bounds.METHODS)}")
-  if not c.eps or any(not isinstance(e, (int, float)) or e < 0 for e in c.eps):
-    raise ConfigError(f"certify.eps={tuple(c.eps)!r}: must be a non-empty list of radii >= 0")
+  bounds.check_methods("certify.bound_methods", c.bound_methods)
+  bounds.check_methods("certify.scan_methods", c.scan_methods)
+  bounds.check_radii("certify.eps", c.eps)
   for key in ("judge_k", "judge_images", "backdoor_images", "pgd_steps", "crown_batch",
               "scan_stride"):
     if c[key] < 1:

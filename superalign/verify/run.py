@@ -30,23 +30,14 @@ PUBLISHED_MNIST = {
 LINEAR = ("crown", "alpha_crown")   # the bound methods run on the crown_examples subset
 
 
-def _check_eps_list(key: str, values) -> None:
-  values = list(values)
-  if not values or any(not isinstance(e, (int, float)) or e < 0 for e in values):
-    raise ConfigError(f"{key}={tuple(values)!r}: must be a non-empty list of radii >= 0")
-
-
 def validate(config) -> None:
   v = config.verify
   for method in v.training:
     if method not in training.TRAINING:
       raise ConfigError(f"verify.training: {method!r} unknown; valid: "
                         f"{', '.join(training.TRAINING)}")
-  for method in v.bound_methods:
-    if method not in bounds.METHODS:
-      raise ConfigError(f"verify.bound_methods: {method!r} unknown; valid: "
-                        f"{', '.join(bounds.METHODS)}")
-  _check_eps_list("verify.eps", v.eps)
+  bounds.check_methods("verify.bound_methods", v.bound_methods)
+  bounds.check_radii("verify.eps", v.eps)
   if not (isinstance(v.train_eps, (int, float)) and v.train_eps > 0):
     raise ConfigError(f"verify.train_eps={v.train_eps!r}: must be a radius > 0")
   if not 0 <= v.kappa_end <= 1 or not 0 <= v.beta_end <= 1:
