@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -49,6 +50,8 @@ def _param_count(name: str, spec: InputSpec, max_len: int | None = None) -> int:
 def _cases():
   for name in names():
     for spec in FAMILY_INPUTS[MODELS[name].family]:
+      if name == "cnn_ibp_small" and spec.shape[0] < 16:   # 4x4 unpadded kernels need room
+        spec = dataclasses.replace(spec, shape=(16, 16, spec.shape[-1]))
       yield pytest.param(name, spec, id=f"{name}-{spec.kind}")
 
 

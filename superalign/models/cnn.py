@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from superalign.core.errors import ConfigError
 from superalign.models import layers, sites
 from superalign.models.sites import site
 
@@ -43,6 +44,9 @@ class CNN(nnx.Module):
         height, width = -(-height // stride), -(-width // stride)
       else:
         height, width = (height - kernel) // stride + 1, (width - kernel) // stride + 1
+      if min(height, width) < 1:
+        raise ConfigError(f"model: input {tuple(input_shape)} is too small for {kernel}x{kernel} "
+                          f"kernels with strides {strides} and {padding} padding")
       pooled = pool and min(height, width) >= 4
       self.pool.append(pooled)
       if pooled:
