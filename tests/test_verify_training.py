@@ -70,14 +70,19 @@ def test_ibp_training_certifies_what_natural_training_does_not(tmp_path):
   assert verified["ibp"] > verified["natural"] + 0.1, verified
 
 
-@pytest.mark.e2e
-def test_verify_smoke_run_end_to_end(tmp_path, monkeypatch, capsys):
-  run = launch(monkeypatch, capsys, "--config=experiments/verify/digits.py:smoke",
-               f"--workdir={tmp_path}")
+def _smoke(config, tmp_path, monkeypatch, capsys) -> tuple[dict, str]:
+  """A verify smoke run through the launcher: its results (checked against the one results
+  schema, with plots) and what it printed."""
+  run = launch(monkeypatch, capsys, f"--config={config}:smoke", f"--workdir={tmp_path}")
   assert not run.returncode, run.stderr[-3000:]
-  out = run.stdout
   results = json.loads((tmp_path / "results.json").read_text())
   assert schema_violations(results) == [] and results["plots"]
+  return results, run.stdout
+
+
+@pytest.mark.e2e
+def test_verify_smoke_run_end_to_end(tmp_path, monkeypatch, capsys):
+  results, out = _smoke("experiments/verify/digits.py", tmp_path, monkeypatch, capsys)
   assert set(results["models"]) == {"natural", "ibp", "crown_ibp"}
   for r in results["models"].values():
     for row in r["eval"].values():
@@ -91,12 +96,7 @@ def test_verify_smoke_run_end_to_end(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.e2e
 def test_oversight_certificates_smoke_run(tmp_path, monkeypatch, capsys):
-  run = launch(monkeypatch, capsys, "--config=experiments/verify/oversight.py:smoke",
-               f"--workdir={tmp_path}")
-  assert not run.returncode, run.stderr[-3000:]
-  out = run.stdout
-  results = json.loads((tmp_path / "results.json").read_text())
-  assert schema_violations(results) == [] and results["plots"]
+  results, out = _smoke("experiments/verify/oversight.py", tmp_path, monkeypatch, capsys)
   for row in results["judge"]["by_eps"].values():
     for method in ("ibp", "crown", "alpha_crown"):
       assert row[method]["mean"] <= 1 - row["attacked"]["mean"] + 1e-9

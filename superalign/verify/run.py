@@ -64,7 +64,7 @@ def schedule(v) -> training.Schedule:
 def evaluate(trained, test, eps_list, v, num_classes: int) -> dict:
   """Clean, PGD and verified error (each a proportion with its CI) at every radius, on the first
   ``test_examples`` test images (0: all)."""
-  n = len(test.x) if v.test_examples == 0 else min(len(test.x), int(v.test_examples))
+  n = _first(v.test_examples, len(test.x))
   x, y = test.x[:n].astype(np.float32), test.y[:n]
   clean_wrong = trained.predict(x).argmax(-1) != y
   spec = certify.margin_spec(y, num_classes)
