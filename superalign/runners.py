@@ -35,6 +35,7 @@ RUNNERS = {
     "process": "superalign.process.run",
     "verify": "superalign.verify.run",
     "verify_oversight": "superalign.verify.oversight",
+    "control": "superalign.control.run",
 }
 
 

@@ -24,7 +24,8 @@ SMOKE = {  # one smoke config per kind
 }
 # Kinds whose own end-to-end smoke test checks the schema (one smoke run, not two).
 ELSEWHERE = {"verify": "tests/test_verify_training.py",
-             "verify_oversight": "tests/test_verify_training.py"}
+             "verify_oversight": "tests/test_verify_training.py",
+             "control": "tests/test_control.py"}
 
 
 def test_every_kind_has_a_smoke_config_here():

@@ -95,6 +95,12 @@ def predict_fn(state: TrainState, batch: Batch) -> jax.Array:
   return jax.nn.softmax(logits, axis=-1)
 
 
+def log_probs_fn(state: TrainState, batch: Batch) -> jax.Array:
+  """Log class probabilities for ``batch['x']`` in float32 (no underflow where softmax gives 0)."""
+  logits = state.model()(batch["x"]).astype(jnp.float32)
+  return jax.nn.log_softmax(logits, axis=-1)
+
+
 def features_fn(state: TrainState, batch: Batch) -> jax.Array:
   """The model's ``features`` (the backbone output a probe or a linear head reads)."""
   return state.model().features(batch["x"])

@@ -25,8 +25,10 @@ from typing import Any, Callable, Iterable, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from superalign.core.errors import ConfigError
+from superalign.core.trainer import Trained
 from superalign.models import sites
 
 Intervention = Callable[[jax.Array], jax.Array]
@@ -160,3 +162,22 @@ def check_sites(names: Iterable[str], shapes: Mapping[str, Any], key: str = "sit
     if name not in shapes:
       raise HookError(f"{key}={name!r}: unknown activation site; this model's sites: "
                       f"{_summary(shapes)}")
+
+
+# Activations through the engine's batched apply: one jitted function per site, reused.
+_CAPTURE: dict[str, callable] = {}
+
+
+def capture_fn(site: str):
+  if site not in _CAPTURE:
+    def fn(state, batch):
+      act = run(state.model(), batch["x"], capture=site)[1][site]
+      return act.reshape(act.shape[0], -1).astype(jnp.float32)
+    _CAPTURE[site] = fn
+  return _CAPTURE[site]
+
+
+def activations(trained: Trained, x: np.ndarray, site_names) -> dict[str, np.ndarray]:
+  """``{site: [rows, features]}``: each site's activations, flattened per row, through the
+  engine's batched apply (sharded over the mesh)."""
+  return {site: trained.apply(x, capture_fn(site)) for site in site_names}

@@ -220,6 +220,19 @@ def poison(split: Split, trigger: Trigger, target_class: int, fraction: float, s
   return Split(x, y, split.ids), triggered
 
 
+def random_artifacts(x: np.ndarray, seed: int) -> np.ndarray:
+  """Each image with one bright square (side 1-3, intensity 0.5-1) at a uniformly random place."""
+  rng = np.random.default_rng(seed)
+  out = x.copy()
+  h, w = x.shape[1:3]
+  for i in range(len(x)):
+    size = int(rng.integers(1, 4))
+    r, c = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+    out[i, r:r + size, c:c + size] = rng.uniform(0.5, 1.0)
+  return out
+
+
+
 @dataclasses.dataclass(frozen=True)
 class TriggeredSet:
   """Inputs of which half carry the trigger: ``triggered`` is what a defection probe should

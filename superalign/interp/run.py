@@ -61,23 +61,6 @@ def validate(config) -> None:
   sae_lib.validate(config.sae)
 
 
-# Activations through the engine's batched apply: one jitted function per site, reused.
-_CAPTURE: dict[str, callable] = {}
-
-
-def capture_fn(site: str):
-  if site not in _CAPTURE:
-    def fn(state, batch):
-      act = hooks.run(state.model(), batch["x"], capture=site)[1][site]
-      return act.reshape(act.shape[0], -1).astype(jnp.float32)
-    _CAPTURE[site] = fn
-  return _CAPTURE[site]
-
-
-def activations(trained: Trained, x: np.ndarray, site_names) -> dict[str, np.ndarray]:
-  return {site: trained.apply(x, capture_fn(site)) for site in site_names}
-
-
 def check_sites(config, spec, x: np.ndarray) -> None:
   """Every site the config names exists on the model: one line naming the key if not, before
   any training (the model is built and traced abstractly, no parameter is computed)."""
@@ -92,18 +75,6 @@ def check_sites(config, spec, x: np.ndarray) -> None:
     hooks.check_sites(names, shapes, key)
 
 
-def random_artifacts(x: np.ndarray, seed: int) -> np.ndarray:
-  """Each image with one bright square (side 1-3, intensity 0.5-1) at a uniformly random place."""
-  rng = np.random.default_rng(seed)
-  out = x.copy()
-  h, w = x.shape[1:3]
-  for i in range(len(x)):
-    size = int(rng.integers(1, 4))
-    r, c = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
-    out[i, r:r + size, c:c + size] = rng.uniform(0.5, 1.0)
-  return out
-
-
 def _opposite(at: str) -> str:
   flip = {"top": "bottom", "bottom": "top", "left": "right", "right": "left"}
   return "_".join(flip[p] for p in at.split("_"))
@@ -113,21 +84,21 @@ def defection(config, trained, splits, trigger, workdir) -> dict:
   c, target = config.interp, int(config.organism.target_class)
   site_names = list(c.sites)
   pool = splits["train"].x[:int(c.contrast_pairs)]
-  artifacts = random_artifacts(pool, stream_seed(config.seed, "interp/artifacts"))
-  pos, neg = activations(trained, artifacts, site_names), activations(trained, pool, site_names)
+  artifacts = organisms.random_artifacts(pool, stream_seed(config.seed, "interp/artifacts"))
+  pos, neg = hooks.activations(trained, artifacts, site_names), hooks.activations(trained, pool, site_names)
   # Some random artifacts resemble the trigger and make the organism defect: the probe does not
   # know which, but the report does, and refits without them to show what they carry.
   said_pos, said_neg = (trained.predict(v).argmax(-1) for v in (artifacts, pool))
   defecting = (said_pos == target) & (said_neg != target)
   val = organisms.triggered_eval_set(splits["val"], trigger, stream_seed(config.seed, "val"))
   test = organisms.triggered_eval_set(splits["test"], trigger, stream_seed(config.seed, "test"))
-  val_acts = activations(trained, val.x, site_names)
-  test_acts = activations(trained, test.x, site_names)
+  val_acts = hooks.activations(trained, val.x, site_names)
+  test_acts = hooks.activations(trained, test.x, site_names)
   # Control: clean images with a non-trigger artifact (the opposite corner) against triggered.
   decoy = organisms.Trigger.patch(size=trigger.size, at=_opposite(trigger.at), value=trigger.value)
   decoy_x = np.where(test.triggered[:, None, None, None], test.x,
                      organisms.apply_trigger(splits["test"].x, decoy))
-  decoy_acts = activations(trained, decoy_x, site_names)
+  decoy_acts = hooks.activations(trained, decoy_x, site_names)
   by_probe, val_auroc = {}, {}
   for site in site_names:
     for kind in c.probes:
@@ -217,15 +188,15 @@ def sae_analysis(config, trained, splits, trigger, workdir) -> dict:
                                      stream_seed(config.seed, "interp/sae_mix"))
   # Train on clean rows and a minority of triggered ones, as a deployment would see them.
   keep = ~mix.triggered | (np.arange(len(train_x)) % int(1 / c.sae_triggered_share) == 0)
-  acts = activations(trained, mix.x[keep], [site])[site]
+  acts = hooks.activations(trained, mix.x[keep], [site])[site]
   cfg = sae_lib.config(**config.sae.to_dict())
   cfg.mesh, cfg.seed = config.mesh, config.seed
   for key, value in config.sae_train.items():
     cfg.train[key] = value
   val = organisms.triggered_eval_set(splits["val"], trigger, stream_seed(config.seed, "val"))
   test = organisms.triggered_eval_set(splits["test"], trigger, stream_seed(config.seed, "test"))
-  val_acts = activations(trained, val.x, [site])[site]
-  test_acts = activations(trained, test.x, [site])[site]
+  val_acts = hooks.activations(trained, val.x, [site])[site]
+  test_acts = hooks.activations(trained, test.x, [site])[site]
   model = train_sae_model(cfg, acts, workdir)
   module = sae_lib.module(model)
   encode = jax.jit(module.encode)

