@@ -217,3 +217,23 @@ def rank_correlation(scores: dict, names) -> np.ndarray:
     return np.full((len(names), len(names)), np.nan)
   with np.errstate(invalid="ignore", divide="ignore"):
     return np.corrcoef(ranks)
+
+
+# --- how well a monitor separates -----------------------------------------------------------
+
+
+def roc(tasks, scorer, fprs) -> dict:
+  """A scorer's AUROC and true-positive rate at each of ``fprs`` (bootstrap intervals, interp's
+  probe evaluation) on honest answers against successful attacks, and the exact curve: one point
+  per distinct honest score."""
+  ok = tasks.attack_succeeds
+  honest, attack = scorer(tasks, False), scorer(tasks, True)[ok]
+  scores = np.r_[honest, attack]
+  labels = np.r_[np.zeros(len(honest)), np.ones(len(attack))]
+  est = probes.evaluate(scores, labels, threshold=float(np.median(scores)), fprs=tuple(fprs),
+                        resamples=200)
+  cuts = np.unique(honest)[::-1]
+  return {"auroc": est["auroc"],
+          **{f"tpr_at_{f * 100:g}pct_fpr": est[f"recall_at_{f * 100:g}pct_fpr"] for f in fprs},
+          "curve": {"fpr": [float(np.mean(honest >= t)) for t in cuts],
+                    "tpr": [float(np.mean(attack >= t)) for t in cuts]}}

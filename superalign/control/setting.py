@@ -66,6 +66,20 @@ class Tasks:
       answer = self.attack_answer if attack else self.u_answer
     return np.take_along_axis(table, answer[:, None], 1)[:, 0]
 
+  def arrays(self) -> dict[str, np.ndarray]:
+    """The tasks as named arrays (for ``core.workdir.cached``)."""
+    out = {"y": self.y, "u_probs": self.u_probs, "u_attack_probs": self.u_attack_probs,
+           "t_probs": self.t_probs, "t_attack_probs": self.t_attack_probs}
+    for name, (honest, attack) in self.suspicion.items():
+      out[f"honest/{name}"], out[f"attack/{name}"] = honest, attack
+    return out
+
+  @classmethod
+  def from_arrays(cls, a: dict, names, target: int) -> Tasks:
+    return cls(y=a["y"], u_probs=a["u_probs"], u_attack_probs=a["u_attack_probs"],
+               t_probs=a["t_probs"], t_attack_probs=a["t_attack_probs"], target=target,
+               suspicion={n: (a[f"honest/{n}"], a[f"attack/{n}"]) for n in names})
+
   def take(self, rows: np.ndarray) -> Tasks:
     pick = lambda a: a[rows]
     return dataclasses.replace(
