@@ -236,6 +236,10 @@ def test_control_smoke_run_end_to_end(tmp_path, monkeypatch, capsys):
                                                  "upfront_auditing"),
     ("--config.control.defer_fractions=(0.1,1.5)", "control.defer_fractions=(0.1, 1.5): 1.5 is "
                                                    "outside the score range"),
+    ("--config.monitors.probe_site=dense.nowhere", "monitors.probe_site='dense.nowhere': unknown "
+                                                   "activation site"),
+    ("--config.control.evasive_trigger_at=(7,7)", "control.evasive_trigger.at=(7, 7): a 2x2 "
+                                                  "patch there leaves the 8x8 image"),
 ])
 def test_bad_control_configs_are_one_line(tmp_path, monkeypatch, capsys, override, message):
   out = launch(monkeypatch, capsys, "--config=experiments/control/digits.py:smoke",

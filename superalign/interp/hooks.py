@@ -26,7 +26,9 @@ from typing import Any, Callable, Iterable, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
+from superalign import models
 from superalign.core.errors import ConfigError
 from superalign.core.trainer import Trained
 from superalign.models import sites
@@ -153,6 +155,15 @@ def run(fn: Callable[..., Any], *args, capture: str | Iterable[str] | bool = (),
 def site_shapes(fn: Callable[..., Any], *args, **kwargs) -> dict[str, jax.ShapeDtypeStruct]:
   """Every site ``fn(*args)`` reaches, in order, with its activation's shape (no computation)."""
   return jax.eval_shape(lambda *a: run(fn, *a, capture=True, **kwargs)[1], *args)
+
+
+def model_site_shapes(name: str, spec, dtype: str, x: np.ndarray) -> dict[str, Any]:
+  """The sites of registry model ``name`` on inputs like ``x`` (built and traced abstractly: no
+  parameter is computed), for validating site names before any training."""
+  build = models.builder(name, spec, dtype)
+  graphdef, abstract = nnx.split(nnx.eval_shape(lambda: build(nnx.Rngs(0))))
+  return jax.eval_shape(lambda params, x: run(nnx.merge(graphdef, params), x, capture=True)[1],
+                        abstract, jnp.asarray(x[:2]))
 
 
 def check_sites(names: Iterable[str], shapes: Mapping[str, Any], key: str = "site") -> None:

@@ -64,11 +64,7 @@ def validate(config) -> None:
 def check_sites(config, spec, x: np.ndarray) -> None:
   """Every site the config names exists on the model: one line naming the key if not, before
   any training (the model is built and traced abstractly, no parameter is computed)."""
-  build = models.builder(config.model.name, spec, config.model.dtype)
-  graphdef, abstract = nnx.split(nnx.eval_shape(lambda: build(nnx.Rngs(0))))
-  shapes = jax.eval_shape(
-      lambda params, x: hooks.run(nnx.merge(graphdef, params), x, capture=True)[1],
-      abstract, jnp.asarray(x[:2]))
+  shapes = hooks.model_site_shapes(config.model.name, spec, config.model.dtype, x)
   c = config.interp
   for key, names in (("interp.sites", c.sites), ("interp.patch_sites", c.patch_sites),
                      ("interp.sae_site", [c.sae_site])):
