@@ -11,7 +11,7 @@ import pytest
 
 from superalign import runners
 from superalign.core import mesh as mesh_lib
-from superalign.core.metrics import proportion_ci
+from superalign.core.metrics import proportion_ci, schema_violations
 from superalign.oversight import game as game_lib
 from superalign.oversight import players as players_lib
 from superalign.oversight import protocols, search
@@ -205,8 +205,11 @@ def test_smoke_end_to_end(tmp_path):
   config = digits.get_config("smoke")
   config.mesh.num_devices = 1
   runners.validate(config)
-  results = runners.execute(config, str(tmp_path))
-  r = json.loads(json.dumps(results))["by_k"]["4"]
+  runners.execute(config, str(tmp_path))
+  results = json.loads((tmp_path / "results.json").read_text())
+  assert schema_violations(results) == []
+  assert results["plots"] and all((tmp_path / p).is_file() for p in results["plots"])
+  r = results["by_k"]["4"]
   assert set(r["protocols"]) == {"judge_alone", "consultancy", "debate_precommit",
                                  "debate_no_precommit"}
   for row in r["protocols"].values():

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import _assert_one_line_error, launch
+from superalign.core.metrics import schema_violations
 from superalign.process import chains, metrics, reward
 
 CONFIG = "--config=experiments/process/chains.py:smoke"
@@ -82,7 +83,9 @@ def test_the_prm_reads_each_step_at_its_terminator():
 def test_smoke_end_to_end(tmp_path, monkeypatch, capsys):
   out = launch(monkeypatch, capsys, CONFIG, f"--workdir={tmp_path}")
   assert not out.returncode, out.stderr[-3000:]
-  r = json.loads((tmp_path / "results.json").read_text())
+  r = results = json.loads((tmp_path / "results.json").read_text())
+  assert schema_violations(results) == []
+  assert r["plots"] and all((tmp_path / p).is_file() for p in r["plots"])
   assert r["ns"] == [1, 2, 4, 8, 16]
   for rule in ("prm_product", "prm_min", "orm", "majority"):
     curve = r["best_of_n"][rule]

