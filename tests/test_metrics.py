@@ -76,6 +76,15 @@ def _rows(workdir):
     return [json.loads(line) for line in f]
 
 
+@pytest.mark.parametrize("n", [1, 7, 64, 359, 1000, 5000])
+def test_a_wilson_interval_always_holds_its_estimate(n):
+  # At p = 0 the Wilson centre minus its half-width rounds to +2e-19 for some n (1000 among
+  # them): an interval that missed its own estimate made an error bar negative.
+  for outcomes in (np.zeros(n), np.ones(n), np.r_[np.ones(n - 1), 0.0]):
+    ci = metrics.proportion_ci(outcomes)
+    assert 0.0 <= ci["lo"] <= ci["mean"] <= ci["hi"] <= 1.0, (n, ci)
+
+
 def test_writer_writes_jsonl(tmp_path):
   workdir = str(tmp_path / "run")
   writer = metrics.MetricWriter(workdir, tag="weak")

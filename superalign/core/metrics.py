@@ -146,7 +146,9 @@ def proportion_ci(outcomes: np.ndarray, level: float = 0.95) -> dict[str, float]
   z = statistics.NormalDist().inv_cdf(0.5 + level / 2)
   center = (p + z * z / (2 * n)) / (1 + z * z / n)
   half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-  return {"mean": p, "lo": max(0.0, center - half), "hi": min(1.0, center + half), "n": n}
+  # The interval always holds p (at p = 0 rounding can put center - half at +2e-19).
+  return {"mean": p, "lo": min(max(0.0, center - half), p), "hi": max(min(1.0, center + half), p),
+          "n": n}
 
 
 def mean_ci(values: Sequence[float], level: float = 0.95) -> dict:
