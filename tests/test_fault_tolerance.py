@@ -315,3 +315,15 @@ def test_divergence_in_a_later_stage_names_the_stage(tmp_path, monkeypatch, caps
   line, = [l for l in out.stderr.splitlines() if l.startswith("superalign: error:")]
   assert "pretrain" in line and "lower optim.learning_rate" in line, line
   assert "clip_norm" not in line, line
+
+
+def test_a_failing_plot_costs_the_figures_not_the_results(tmp_path):
+  from superalign.core import workdir as workdir_lib
+
+  def plot(results, out_dir):
+    raise ValueError("'yerr' must not contain negative values")
+
+  with pytest.raises(ValueError, match="yerr"):
+    workdir_lib.finish(str(tmp_path), {"safety": {"mean": 0.5}}, 0.0, plot)
+  saved = json.loads((tmp_path / "results.json").read_text())
+  assert saved["safety"] == {"mean": 0.5} and "wall_time_s" in saved

@@ -222,9 +222,12 @@ def finish(workdir: str, results: dict, started: float,
            plot: Callable[[dict, str], list[str]] | None = None,
            summary: Callable[[dict], str] | None = None) -> dict:
   """Wall time, plots (the protocol's and the learning curves, listed sorted), the printed
-  summary, and ``results.json``."""
+  summary, and ``results.json``. The results are written before anything is drawn, so a failing
+  plot or summary costs the figures, never the numbers."""
   results["wall_time_s"] = round(time.time() - started, 1)
+  path = os.path.join(workdir, "results.json")
   if jax.process_index() == 0:
+    write_json(path, results)
     out_dir = os.path.join(workdir, "plots")
     paths = list(plot(results, out_dir)) if plot is not None else []
     paths += plots.learning_curves(workdir)
@@ -232,5 +235,5 @@ def finish(workdir: str, results: dict, started: float,
   if summary is not None:
     results["summary"] = summary(results)
   if jax.process_index() == 0:
-    write_json(os.path.join(workdir, "results.json"), results)
+    write_json(path, results)
   return results
