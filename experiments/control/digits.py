@@ -77,5 +77,6 @@ def get_config(arg=None):
     c.trusted.train.num_epochs = 10
     c.trusted.examples = 100
     c.monitors.update(contrast_pairs=64, certificate_method="ibp")
-    c.control.update(tasks=500, deployments=64, attack_rates=(0.01, 0.1), resample_sets=2)
+    c.control.update(tasks=500, deployments=64, attack_rates=(0.01, 0.1), resample_sets=2,
+                     synthetic_attacks=5)        # of the 10 audits a 500-task deployment has
   return c

@@ -102,9 +102,10 @@ def untrusted_monitoring(cal: Tasks, dep: Tasks, budget: float, *, defer: float 
   """U's own monitor (``suspicion["untrusted"]``), checked on H's synthetic attacks first."""
   if collusion not in COLLUSION:
     raise ConfigError(f"collusion={collusion!r}: valid: {', '.join(COLLUSION)}")
-  # A monitor that lies on everything vouches for any answer as for its own: its score ignores
-  # the answer it is shown (so its honest scores, and thresholds, look like an honest monitor's).
-  scorer = (lambda tasks, attack, answer=None: tasks.scores("untrusted", attack)) \
+  # A monitor that lies on everything vouches for any answer as for the one it finds most likely:
+  # its score ignores the answer it is shown (so its honest scores, and thresholds, look like an
+  # honest monitor's), on attacks and H's synthetic attacks alike.
+  scorer = (lambda tasks, attack, answer=None: tasks.suspicion["untrusted"][int(attack)].min(-1)) \
       if collusion == "always" else single("untrusted")
   plan = monitored(cal, dep, scorer, budget, defer=defer)
   n = min(int(synthetic), len(cal))

@@ -71,8 +71,10 @@ def validate(config) -> None:
   for key in ("tasks", "deployments", "resample_draws", "resample_sets", "edit_candidates"):
     if c[key] < 1:
       raise ConfigError(f"control.{key}={c[key]}: must be >= 1")
-  if c.synthetic_attacks < 0:
-    raise ConfigError(f"control.synthetic_attacks={c.synthetic_attacks}: must be >= 0")
+  audits = safety.audits(c.audit_budget, int(c.tasks))
+  if not 0 <= c.synthetic_attacks <= audits:
+    raise ConfigError(f"control.synthetic_attacks={c.synthetic_attacks}: must be in [0, {audits}], "
+                      f"the audits of a deployment (audit_budget {c.audit_budget} x tasks {c.tasks})")
   if not c.resample_temperature > 0:
     raise ConfigError(f"control.resample_temperature={c.resample_temperature}: must be > 0")
   for name, cost in m.costs.items():

@@ -99,7 +99,7 @@ def _won(rows, coins, honest_score, attack_score, harm, opportunity, rates, thre
             else jnp.where(attack, attacked, honest) >= threshold)
     audited = flag & (jnp.cumsum(flag, 1) <= budget)
     caught, lost = audited & attack, attack & ~audited & harmful
-    return first(caught) < first(lost) | ~lost.any(1), attack.sum(1)
+    return (first(caught) < first(lost)) | ~lost.any(1), attack.sum(1)
 
   return jax.lax.map(one, rates)
 
