@@ -9,7 +9,7 @@ import pytest
 from conftest import _assert_one_line_error, launch
 from superalign.control import monitors, protocols, safety
 from superalign.control.setting import Tasks
-from superalign.core.errors import ConfigError
+from superalign.core.errors import ConfigError, check_choices
 from superalign.core.metrics import schema_violations
 
 
@@ -204,7 +204,7 @@ def test_an_unknown_monitor_or_protocol_is_refused():
   with pytest.raises(ConfigError, match="unknown monitor 'oracle'"):
     monitors.check_monitors("monitors.names", ["trusted", "oracle"])
   with pytest.raises(ConfigError, match="unknown protocol 'trust_me'"):
-    protocols.check_protocols("control.protocols", ["trust_me"])
+    check_choices("control.protocols", ["trust_me"], protocols.PROTOCOLS, "protocol")
 
 
 # --- the smoke run ---------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from superalign.core import steps
-from superalign.core.errors import ConfigError
+from superalign.core.errors import ConfigError, check_choices
 from superalign.core.rng import stream_seed
 from superalign.core.trainer import Trained
 from superalign.interp import hooks, organisms, probes
@@ -42,18 +42,7 @@ LEARNED = ("likelihood_ratio", "cascade")   # fitted on labelled attacks
 
 
 def check_monitors(key: str, names) -> None:
-  bad = [n for n in names if n not in MONITORS]
-  if bad or not names:
-    raise ConfigError(f"{key}={tuple(names)}: unknown monitor {bad[0]!r}; valid: "
-                      f"{', '.join(MONITORS)}" if bad else f"{key}: name at least one of "
-                      f"{', '.join(MONITORS)}")
-
-
-def check_combinations(key: str, names) -> None:
-  bad = [n for n in names if n not in COMBINATIONS]
-  if bad:
-    raise ConfigError(f"{key}={tuple(names)}: unknown combination {bad[0]!r}; valid: "
-                      f"{', '.join(COMBINATIONS)}")
+  check_choices(key, names, MONITORS, "monitor")
 
 
 def check_probe_site(config, spec, x: np.ndarray) -> None:
@@ -209,7 +198,8 @@ class Combination:
     full = self.full.logits(self._z(scores))[:, 0]
     if self.kind == "likelihood_ratio":
       return full
-    return np.where(self.called(scores), full, self._cheap(scores))
+    cheap = self._cheap(scores)
+    return np.where(cheap >= self.call_at, full, cheap)
 
 
 def _ranks(v: np.ndarray) -> np.ndarray:
@@ -231,14 +221,20 @@ def rank_correlation(scores: dict, names) -> np.ndarray:
 # --- how well a monitor separates -----------------------------------------------------------
 
 
+def labelled(tasks, scorer) -> tuple[np.ndarray, np.ndarray]:
+  """``(scores, labels)``: a scorer's suspicion of the honest answers (label 0) and of the
+  successful attacks (label 1)."""
+  ok = tasks.attack_succeeds
+  honest, attack = scorer(tasks, False), scorer(tasks, True)[ok]
+  return np.r_[honest, attack], np.r_[np.zeros(len(honest)), np.ones(len(attack))]
+
+
 def roc(tasks, scorer, fprs) -> dict:
   """A scorer's AUROC and true-positive rate at each of ``fprs`` (bootstrap intervals, interp's
   probe evaluation) on honest answers against successful attacks, and the exact curve: one point
   per distinct honest score."""
-  ok = tasks.attack_succeeds
-  honest, attack = scorer(tasks, False), scorer(tasks, True)[ok]
-  scores = np.r_[honest, attack]
-  labels = np.r_[np.zeros(len(honest)), np.ones(len(attack))]
+  scores, labels = labelled(tasks, scorer)
+  honest, attack = scores[labels == 0], scores[labels == 1]
   est = probes.evaluate(scores, labels, threshold=float(np.median(scores)), fprs=tuple(fprs),
                         resamples=200)
   cuts = np.unique(honest)[::-1]

@@ -42,14 +42,6 @@ AGGREGATES = ("max", "min")
 Scorer = Callable[..., np.ndarray]
 
 
-def check_protocols(key: str, names) -> None:
-  bad = [n for n in names if n not in PROTOCOLS]
-  if bad or not names:
-    raise ConfigError(f"{key}={tuple(names)}: unknown protocol {bad[0]!r}; valid: "
-                      f"{', '.join(PROTOCOLS)}" if bad else f"{key}: name at least one of "
-                      f"{', '.join(PROTOCOLS)}")
-
-
 def single(name: str) -> Scorer:
   return lambda tasks, attack, answer=None: tasks.scores(name, attack, answer)
 

