@@ -25,8 +25,16 @@ from superalign.flag_errors import EXIT_FAILED, fail
 DEFAULT_CONFIG = os.path.join(os.path.dirname(experiments.__file__), "w2s", "digits.py")
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory; resumes if it holds a run.")
-_DISTRIBUTED = flags.DEFINE_bool("distributed", False,
-                                 "Call jax.distributed.initialize() (multi-host).")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Multi-host: one process per host joins one run (jax.distributed); "
+    "on a TPU pod, SLURM or Open MPI the three flags below are found by themselves.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "With --distributed: HOST:PORT of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
+                                      "With --distributed: how many processes join.", lower_bound=1)
+_PROCESS_ID = flags.DEFINE_integer("process_id", None,
+                                   "With --distributed: this process's index, 0 to num_processes-1.",
+                                   lower_bound=0)
 _PRINT_CONFIG = flags.DEFINE_bool("print_config", False,
                                   "Print the resolved config (every key, with overrides) and exit.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False,
@@ -83,15 +91,24 @@ def main(argv):
     print(config)
     return
   import jax
-  if _DISTRIBUTED.value or config.get("distributed", False):
-    try:
-      jax.distributed.initialize()
-    except (RuntimeError, ValueError) as e:  # no cluster found, or JAX already started
-      fail(f"--distributed: jax.distributed.initialize() failed: {first_line(e).rstrip('.')}; on one host, "
-           "run without --distributed (and config.distributed=False)")
-  from superalign import runners
-  from superalign.core import runtime, workdir as workdir_lib
+  from superalign.core import runtime
   runtime.setup_logging()
+  if _DISTRIBUTED.value or config.get("distributed", False):
+    if not _WORKDIR.value and not _DRY_RUN.value:
+      fail("--distributed: give --workdir, the one directory (on a file system every host "
+           "sees) that all processes of the run share")
+    try:
+      runtime.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    except (RuntimeError, ValueError, TypeError) as e:  # no cluster found, or JAX already started
+      fail(f"--distributed: jax.distributed.initialize() failed: {first_line(e).rstrip('.')}; "
+           "pass --coordinator_address, --num_processes and --process_id, or on one host run "
+           "without --distributed (and config.distributed=False)")
+  elif any(f.present for f in (flags.FLAGS["coordinator_address"], flags.FLAGS["num_processes"],
+                               flags.FLAGS["process_id"])):
+    fail("--coordinator_address, --num_processes and --process_id take effect only with "
+         "--distributed (or config.distributed=True)")
+  from superalign import runners
+  from superalign.core import workdir as workdir_lib
   runtime.setup_compilation()
   from superalign.core.errors import ConfigError
   from superalign.core.loop import NonFiniteError, Preempted
@@ -131,7 +148,8 @@ def main(argv):
 
 def print_help() -> None:
   print(USAGE, end="")
-  for flag in ("config", "workdir", "print_config", "dry_run", "distributed"):
+  for flag in ("config", "workdir", "print_config", "dry_run", "distributed", "coordinator_address",
+               "num_processes", "process_id"):
     f = flags.FLAGS[flag]
     print(f"  --{flag}: {f.help}" + (f" (default: {f.default_as_str})" if f.default_as_str else ""))
 

@@ -175,6 +175,12 @@ def _validate_mesh(config, num_devices: int) -> None:
   except ValueError as e:
     raise ConfigError(str(e)) from None
   shards = sizes["data"] * sizes["fsdp"]
+  processes = jax.process_count()
+  if shards % processes:  # each process loads its own slice of every batch (core.batches)
+    raise ConfigError(f"mesh data x fsdp = {shards}: not divisible by the {processes} processes; "
+                      "the batch axes must span every host (e.g. --config.mesh.data=-1)")
+  if wanted and wanted != num_devices and processes > 1:
+    raise ConfigError(f"mesh.num_devices={wanted}: a multi-host run uses every device; set it to 0")
   for prefix, block in _train_blocks(config):
     for key in ("batch_size", "eval_batch_size"):
       if key in block and block[key] % shards:

@@ -193,3 +193,12 @@ def test_default_workdirs_started_in_the_same_second_differ(tmp_path):
   from superalign.core import workdir as workdir_lib
   made = {workdir_lib.fresh(str(tmp_path), "supervised") for _ in range(3)}
   assert len(made) == 3 and all(os.path.isdir(p) for p in made)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--process_id=1"], "take effect only with --distributed"),
+    (["--distributed", "--num_processes=2", "--process_id=0"], "--distributed: give --workdir"),
+])
+def test_distributed_flags_are_checked_before_jax_starts(monkeypatch, capsys, args, message):
+  out = launch(monkeypatch, capsys, "--config=experiments/supervised/digits.py:smoke", *args)
+  _assert_one_line_error(out, message)

@@ -110,6 +110,20 @@ def _stop_signals():
       signal.signal(s, h)
 
 
+def _stop_agreed(flag: _StopFlag, step: int, every: int) -> bool:
+  """Whether to stop after ``step``. One process: as soon as its signal arrived. Several: every
+  process must stop at the same step (a checkpoint save is collective), so they agree every
+  ``every`` steps, where the loop syncs with the device anyway; any process's signal stops all."""
+  if jax.process_count() == 1:
+    return flag.is_set()
+  if step % every:
+    return False
+  from jax.experimental import multihost_utils
+  signums = multihost_utils.process_allgather(np.int32(flag.signum or 0))
+  flag.signum = flag.signum or int(np.max(signums)) or None
+  return flag.is_set()
+
+
 def _copy(tree):
   return jax.tree.map(lambda x: x.copy(), tree)
 
@@ -297,11 +311,12 @@ def fit(
             best.update(step, scores[early_stop.metric], state.params)
             stopped_early = best.exhausted
         final = last or stopped_early  # the final save below covers these
-        if checkpointer is not None and not final and (checkpointer.due(step) or sigterm.is_set()):
+        stop = not final and _stop_agreed(sigterm, step, log_every)
+        if checkpointer is not None and not final and (checkpointer.due(step) or stop):
           rows = jax.device_get(pending)
           _check_finite(rows, desc)
           checkpointer.save(step, items(), meta(finished=False, pending=rows))
-        if sigterm.is_set() and not final:
+        if stop:
           if checkpointer is not None:
             checkpointer.wait()
           raise Preempted(step, sigterm.signum)

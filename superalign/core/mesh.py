@@ -12,6 +12,7 @@ the mesh axes it may be split over, as in MaxText. The rules are data: ``config.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Mapping, Sequence
 
@@ -131,6 +132,20 @@ def param_shardings(abstract_params: nnx.State, mesh: Mesh, rules=LOGICAL_RULES)
 
   return jax.tree.map(one, logical, abstract_params,
                       is_leaf=lambda x: isinstance(x, P) or x is None)
+
+
+def put(value, sharding: NamedSharding) -> jax.Array:
+  """``value`` (the whole array, the same on every process: a seed's key, a zero step) placed with
+  ``sharding``. One process: ``device_put``. Several: each process builds only its own shards
+  (``device_put`` may not name another host's devices)."""
+  if jax.process_count() == 1:
+    return jax.device_put(value, sharding)
+  if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):  # typed keys travel as their bits
+    data = put(np.asarray(jax.random.key_data(value)), sharding)
+    wrap = functools.partial(jax.random.wrap_key_data, impl=jax.random.key_impl(value))
+    return jax.jit(wrap, out_shardings=sharding)(data)
+  value = np.asarray(value)
+  return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
 
 
 def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh,

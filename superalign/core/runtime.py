@@ -1,4 +1,4 @@
-"""Process set-up for a run: log lines, and the persistent compilation cache."""
+"""Process set-up for a run: log lines, the persistent compilation cache, multi-host start."""
 
 from __future__ import annotations
 
@@ -32,3 +32,15 @@ def setup_compilation() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   if jax.default_backend() == "cpu":
     jax.config.update("jax_threefry_partitionable", False)
+
+
+def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None) -> None:
+  """Joins this process to a multi-host run (``jax.distributed.initialize``), before JAX touches a
+  device. Arguments left ``None`` are detected on a TPU pod, SLURM or Open MPI. CPU processes
+  exchange collectives over gloo (the default CPU client has none across processes)."""
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(coordinator_address, num_processes, process_id)
+  log = std_logging.getLogger("superalign")
+  log.info("process %d of %d: %d local device(s) of %d", jax.process_index(), jax.process_count(),
+           jax.local_device_count(), jax.device_count())

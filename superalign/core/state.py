@@ -110,7 +110,7 @@ def create(model_fn: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientTransfo
     init_params = jax.jit(jax.vmap(one) if stacked else one, out_shardings=p_shard)
     if cache is not None:
       _PARAM_INIT[cache] = init_params
-  params = init_params(init_keys)
+  params = init_params(mesh_lib.put(init_keys, mesh_lib.replicated(mesh)))
   if warm is not None:
     params = jax.jit(overlay, out_shardings=p_shard, donate_argnums=0)(params, warm)
 
@@ -119,11 +119,11 @@ def create(model_fn: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientTransfo
               "opt_state": jax.eval_shape(jax.vmap(tx.init) if stacked else tx.init, params)}
   shardings = _shardings_like(tx, abstract, p_shard, mesh, stacked)
   items = {
-      "step": jax.device_put(jnp.zeros(abstract["step"].shape, jnp.int32), shardings["step"]),
+      "step": mesh_lib.put(jnp.zeros(abstract["step"].shape, jnp.int32), shardings["step"]),
       "params": params,
       "opt_state": jax.jit(jax.vmap(tx.init) if stacked else tx.init,
                            out_shardings=shardings["opt_state"])(params),
-      "rng": jax.device_put(run_keys, shardings["rng"]),
+      "rng": mesh_lib.put(run_keys, shardings["rng"]),
   }
   state = TrainState(graphdef=graphdef, tx=tx, **items)
   sharding_state = TrainState(graphdef=graphdef, tx=tx, **shardings)
