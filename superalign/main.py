@@ -157,6 +157,7 @@ def print_help() -> None:
 def run():
   """Console-script entry point."""
   global _CONFIG
+  os.environ.setdefault("MPLBACKEND", "Agg")   # plots are files; no display needed
   try:
     _CONFIG = config_flags.DEFINE_config_file(
         "config", DEFAULT_CONFIG, "Experiment config file, optionally with :ARGS.",

@@ -51,6 +51,17 @@ def execute(config, workdir: str) -> dict:
                             getattr(runner, "summary", None))
 
 
+def launch(config, workdir: str) -> dict:
+  """What the launcher does with a parsed config, for notebooks and scripts: validate it, claim
+  ``workdir`` (a rerun there resumes), run, and write ``results.json``; returns the results.
+  The process is set up as the launcher sets it up, so the numbers are the launcher's."""
+  from superalign.core import runtime
+  runtime.setup_compilation()
+  validate(config)
+  with workdir_lib.claim(config, workdir) as claimed:
+    return execute(config, claimed)
+
+
 _POSITIVE = ("optim.learning_rate", "data.max_len", "data.vocab_size")
 _NON_NEGATIVE = ("optim.weight_decay", "optim.clip_norm", "optim.warmup_steps", "data.limit")
 # Checked in every training block: ``train`` and nested ones such as ``pretrain.train``.

@@ -5,6 +5,7 @@ import os
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("MPLBACKEND", "Agg")   # as the launcher: figures are files
 
 import gzip  # noqa: E402
 import pathlib  # noqa: E402
@@ -16,6 +17,17 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def pytest_terminal_summary(terminalreporter):
+  """Each executed notebook's run time (``tests/test_notebooks.py``), slowest first."""
+  reports = [r for key in ("passed", "failed") for r in terminalreporter.stats.get(key, [])]
+  times = [(dict(r.user_properties)["notebook_seconds"], r.nodeid.split("[")[-1].rstrip("]"))
+           for r in reports if r.when == "call" and "notebook_seconds" in dict(r.user_properties)]
+  if times:
+    terminalreporter.write_sep("-", "notebook run times")
+    for seconds, name in sorted(times, reverse=True):
+      terminalreporter.write_line(f"{seconds:7.1f} s  notebooks/{name}.ipynb")
 
 
 @pytest.fixture

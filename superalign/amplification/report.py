@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 
-import matplotlib
+import matplotlib.pyplot as plt
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from superalign.core import plots as core_plots  # noqa: E402
+from superalign.core import plots as core_plots
 
 PUBLISHED = ("Christiano, Shlegeris and Amodei (2018): amplification matches supervised learning "
              "on all five tasks with at most a modest slowdown, using tens of thousands of H calls "

@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import math
 
-import matplotlib
+import matplotlib.pyplot as plt
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from superalign.core import plots as core_plots  # noqa: E402
+from superalign.core import plots as core_plots
 
 # Greenblatt et al. (2023), Table 1 (APPS backdoors, GPT-4 untrusted, GPT-3.5 trusted, 2% audit
 # budget): usefulness and safety, %. Rows keyed by our row names.

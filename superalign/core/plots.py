@@ -1,16 +1,14 @@
-"""PNG learning curves from ``metrics.jsonl`` (matplotlib, headless)."""
+"""PNG learning curves from ``metrics.jsonl`` (matplotlib; every figure is saved and closed, so
+none pops up, and a notebook's inline backend is left alone)."""
 
 from __future__ import annotations
 
 import collections
 import os
 
-import matplotlib
+import matplotlib.pyplot as plt
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from superalign.core.metrics import read_metrics  # noqa: E402
+from superalign.core.metrics import read_metrics
 
 
 def learning_curves(workdir: str) -> list[str]:

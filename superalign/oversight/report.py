@@ -62,8 +62,6 @@ def table(results: dict) -> str:
 
 def plot(results: dict, directory: str) -> list[str]:
   """Judge accuracy by protocol and k, with 95% CIs and the paper's figures as markers."""
-  import matplotlib
-  matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
   ks = list(results["by_k"])

@@ -4,12 +4,9 @@ ours, and assisted accuracy against the assistant's lying probability."""
 from __future__ import annotations
 
 
-import matplotlib
+import matplotlib.pyplot as plt
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from superalign.core import plots as core_plots  # noqa: E402
+from superalign.core import plots as core_plots
 
 # Bowman et al. (2022), Table 1: accuracy (%) on MMLU and QuALITY (humans with a language model).
 PUBLISHED = {

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from superalign.core import plots as core_plots  # noqa: E402
+from superalign.core import plots as core_plots
 
 
 def pgr_by_loss(results: dict, out_dir: str) -> str:

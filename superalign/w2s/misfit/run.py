@@ -170,8 +170,6 @@ def summary(results: dict) -> str:
 
 def plot(results: dict, out_dir: str) -> list[str]:
   """``misfit.png``: gain against misfit per task, one panel per variant, with y = x."""
-  import matplotlib
-  matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
   variants = results["variants"]
