@@ -24,9 +24,10 @@ AUDIT = os.path.join(ROOT, "tests", "write_audit.py")
 SUPERVISED = ["--config=experiments/supervised/digits.py:smoke", "--config.train.num_steps=400",
               "--config.train.checkpoint_every=40", "--config.train.log_every=10",
               "--config.train.eval_every=100"]
-# A stacked w2s stage: two seeds x two losses trained as one stack of runs, on a two-model ladder.
-W2S = ["--config=experiments/w2s/digits.py:smoke", "--config.w2s.ladder=('mlp_tiny','mlp_small')",
-       "--config.train.num_epochs=2", "--config.pretrain.train.num_epochs=2"]
+# Stacked w2s stages: two seeds (and students: x two losses) trained as one stack of runs each,
+# on a two-model ladder without pretraining.
+W2S = ["--config=experiments/w2s/digits.py:smoke,pretrain=none",
+       "--config.w2s.ladder=('mlp_tiny','mlp_small')", "--config.train.num_epochs=1"]
 SUPERVISED_KEYS = ("final_train_loss", "test_accuracy", "test_loss", "val")
 
 
@@ -92,7 +93,7 @@ def _workdir_writes(audit_dir, workdir):
                                     and "process_1" in p)]
 
 
-def test_two_processes_train_as_one(tmp_path):
+def test_two_processes_train_as_one_and_resume_together(tmp_path):
   one = _single(SUPERVISED, tmp_path / "one")
   done = _run_pair(SUPERVISED, tmp_path / "two", tmp_path)
   two = _results(tmp_path / "two")
@@ -103,12 +104,10 @@ def test_two_processes_train_as_one(tmp_path):
   assert _workdir_writes(tmp_path, tmp_path / "two") == []
   assert (tmp_path / "two" / "metrics.jsonl").exists()
 
-
-def test_a_two_process_checkpoint_resumes_in_two_processes(tmp_path):
-  (tmp_path / "audit").mkdir()
-  _run_pair(SUPERVISED, tmp_path / "full", tmp_path / "audit")
-  workdir = tmp_path / "stopped"
-  procs = _start(SUPERVISED, workdir, tmp_path)
+  # SIGTERM to both processes once a checkpoint exists; both stop at one agreed step.
+  workdir, audit = tmp_path / "stopped", tmp_path / "audit"
+  audit.mkdir()
+  procs = _start(SUPERVISED, workdir, audit)
   ckpts = workdir / "checkpoints" / "supervised"
   deadline = time.time() + 180
   while time.time() < deadline and not (ckpts.is_dir() and any(p.name.isdigit()
@@ -121,13 +120,14 @@ def test_a_two_process_checkpoint_resumes_in_two_processes(tmp_path):
     assert code == 143, err[-3000:]
     assert "Traceback" not in err
   steps = {err.split("stopped by SIGTERM at step ")[1].split(";")[0] for _, _, err in stopped}
-  assert len(steps) == 1, steps   # both processes stopped at the same step
+  assert len(steps) == 1, steps
   assert not (workdir / "results.json").exists()
 
-  _run_pair(SUPERVISED, workdir, tmp_path)
-  a, b = _results(tmp_path / "full"), _results(workdir)
-  assert 0 < b["resumed_from_step"] < 400
-  assert {k: b[k] for k in SUPERVISED_KEYS} == {k: a[k] for k in SUPERVISED_KEYS}
+  _run_pair(SUPERVISED, workdir, audit)
+  resumed = _results(workdir)
+  assert 0 < resumed["resumed_from_step"] < 400
+  assert {k: resumed[k] for k in SUPERVISED_KEYS} == {k: two[k] for k in SUPERVISED_KEYS}
+  assert _workdir_writes(audit, workdir) == []
 
 
 def test_a_stacked_w2s_run_in_two_processes(tmp_path):
