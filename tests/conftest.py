@@ -38,8 +38,12 @@ import tempfile  # noqa: E402
 
 import jax  # noqa: E402
 
-# Identical programs (the same model built in many tests) compile once per session.
-jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="superalign-jax-cache-"))
+# Identical programs (the same model built in many tests) compile once per session, shared by
+# the session's xdist workers (one directory per test run).
+_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+jax.config.update("jax_compilation_cache_dir",
+                  os.path.join(tempfile.gettempdir(), f"superalign-jax-cache-{_RUN}") if _RUN
+                  else tempfile.mkdtemp(prefix="superalign-jax-cache-"))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 # As the launcher does on CPU: random initializers compile 2-3x faster.
 jax.config.update("jax_threefry_partitionable", False)
