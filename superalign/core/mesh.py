@@ -148,6 +148,16 @@ def put(value, sharding: NamedSharding) -> jax.Array:
   return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
 
 
+def to_host(tree):
+  """Every array of ``tree`` whole, as NumPy on this host (a warm start, an export). Across
+  processes, arrays sharded over several hosts (``fsdp``, ``model``) are gathered first, so every
+  process must call it."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  from jax.experimental import multihost_utils
+  return multihost_utils.process_allgather(tree, tiled=True)
+
+
 def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh,
                 stacked: bool = False) -> dict[str, jax.Array]:
   """Puts a host batch on the mesh split over the batch axes.

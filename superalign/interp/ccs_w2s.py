@@ -51,6 +51,7 @@ from flax import nnx
 
 from superalign import data as data_lib
 from superalign import models
+from superalign.core import mesh as mesh_lib
 from superalign.core.errors import ConfigError
 from superalign.core.metrics import mean_ci
 from superalign.core.specs import InputSpec
@@ -226,7 +227,7 @@ def run(config, workdir: str) -> dict:
   # 2. the weak supervisor: a head on its backbone, ground truth of train_a.
   weak = _train_heads(config, task["train_a"], workdir, tag=f"supervisor/{models.label(w.weak)}",
                       model_name=w.weak, seeds=seeds,
-                      warm=jax.device_get(_backbone(pre[w.weak].state.params)),
+                      warm=mesh_lib.to_host(_backbone(pre[w.weak].state.params)),
                       targets=truth("train_a"))
   weak_b = weak.predict(task["train_b"].x).astype(np.float32)        # [S, n, 2]
   weak_test_acc = np.mean(weak.predict(task["test"].x).argmax(-1) == task["test"].y, -1)
@@ -264,7 +265,7 @@ def run(config, workdir: str) -> dict:
                        tag=f"students/{models.label(w.strong)}", model_name=w.strong,
                        seeds=seeds * 3,
                        warm=jax.tree.map(lambda a: np.concatenate([a] * 3),
-                                         jax.device_get(_backbone(strong.state.params))),
+                                         mesh_lib.to_host(_backbone(strong.state.params))),
                        targets=np.concatenate([truth("train_b"), weak_b, ccs_b]))
   test_acc = np.mean(stack.predict(task["test"].x).argmax(-1) == task["test"].y, -1)
   by = {r: test_acc[[i for i, x in enumerate(runs) if x == r]] for r in dict.fromkeys(runs)}

@@ -24,6 +24,7 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
+from superalign.core import mesh as mesh_lib
 from superalign.core.errors import ConfigError
 from superalign.core.files import atomic
 
@@ -152,7 +153,7 @@ def to_params(tensors: Mapping[str, np.ndarray], cfg: Mapping[str, Any]) -> dict
 
 def from_params(params: Mapping) -> dict[str, np.ndarray]:
   """The inverse of ``to_params``: GPT-2 tensor names (no prefix) from a parameter dict."""
-  get = lambda x: np.asarray(jax.device_get(x))
+  get = lambda x: np.asarray(mesh_lib.to_host(x))   # gathered when sharded over hosts
   out = {"wte.weight": get(params["embed"]["embedding"]), "wpe.weight": get(params["pos"]),
          "ln_f.weight": get(params["ln_f"]["scale"]), "ln_f.bias": get(params["ln_f"]["bias"])}
   for i, b in sorted(params["blocks"].items(), key=lambda kv: int(kv[0])):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import jax
 
-from superalign.core import steps
+from superalign.core import mesh as mesh_lib, steps
 from superalign.core.errors import ConfigError
 from superalign.core.specs import InputSpec
 from superalign.core.trainer import Trained
@@ -88,7 +88,7 @@ def training_rows(problem_sets, length: int, slip_rate: float, seed: int, sabota
 
 def weights(trained: Trained | None) -> dict | None:
   """A trained model's parameters as a warm start for another of the same architecture."""
-  return None if trained is None else jax.device_get(trained.state.params.to_pure_dict())
+  return None if trained is None else mesh_lib.to_host(trained.state.params.to_pure_dict())
 
 
 def train(config, rows: np.ndarray, workdir: str, tag: str, warm: Trained | None = None,

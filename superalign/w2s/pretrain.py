@@ -19,10 +19,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
-import jax
 import numpy as np
 
 from superalign import models
+from superalign.core import mesh as mesh_lib
 from superalign.core.errors import ConfigError
 from superalign.core.specs import InputSpec
 from superalign.data.splits import Split
@@ -59,4 +59,4 @@ def pretrain(config, model_name: str, split: Split, spec: InputSpec, workdir: st
   trained = train_classifier(config, split, proxy_spec, cfg.load_from or workdir,
                              tag=f"pretrain/{models.label(model_name)}", model_name=model_name,
                              train_block=stage_train, seeds=seeds)
-  return jax.device_get(backbone(trained.state.params))
+  return mesh_lib.to_host(backbone(trained.state.params))
