@@ -25,9 +25,10 @@ SUPERVISED = ["--config=experiments/supervised/digits.py:smoke", "--config.train
               "--config.train.checkpoint_every=40", "--config.train.log_every=10",
               "--config.train.eval_every=100"]
 # Stacked w2s stages: two seeds (and students: x two losses) trained as one stack of runs each,
-# on a two-model ladder without pretraining.
+# on a two-model ladder without pretraining, every parameter sharded over the two hosts (fsdp).
 W2S = ["--config=experiments/w2s/digits.py:smoke,pretrain=none",
-       "--config.w2s.ladder=('mlp_tiny','mlp_small')", "--config.train.num_epochs=1"]
+       "--config.w2s.ladder=('mlp_tiny','mlp_small')", "--config.train.num_epochs=1",
+       "--config.mesh.data=1", "--config.mesh.fsdp=2"]   # parameters sharded across the hosts
 SUPERVISED_KEYS = ("final_train_loss", "test_accuracy", "test_loss", "val")
 
 
