@@ -38,11 +38,12 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _start(args, workdir, audit_dir):
-  """Both processes of one run; process 1 logs what it writes to ``audit_dir``."""
+def _start(args, workdir, audit_dir, mode="--distributed"):
+  """Both processes of one run; process 1 logs what it writes to ``audit_dir``. ``mode``: the
+  launcher flag or the config key that starts distributed mode."""
   port, procs = _free_port(), []
   for i in range(2):
-    flags = ["--distributed", f"--coordinator_address=localhost:{port}", "--num_processes=2",
+    flags = [mode, f"--coordinator_address=localhost:{port}", "--num_processes=2",
              f"--process_id={i}", f"--workdir={workdir}"]
     cmd = ([sys.executable, AUDIT, str(audit_dir / f"writes-{i}.tsv")] if i else
            [sys.executable, "-m", "superalign.main"])
@@ -63,8 +64,8 @@ def _wait(procs, timeout=240):
   return [(p.returncode, out, err) for p, (out, err) in zip(procs, outs)]
 
 
-def _run_pair(args, workdir, audit_dir):
-  done = _wait(_start(args, workdir, audit_dir))
+def _run_pair(args, workdir, audit_dir, mode="--distributed"):
+  done = _wait(_start(args, workdir, audit_dir, mode))
   for code, _, err in done:
     assert code == 0, err[-3000:]
   return done
@@ -133,7 +134,7 @@ def test_two_processes_train_as_one_and_resume_together(tmp_path):
 
 def test_a_stacked_w2s_run_in_two_processes(tmp_path):
   one = _single(W2S, tmp_path / "one")
-  _run_pair(W2S, tmp_path / "two", tmp_path)
+  _run_pair(W2S, tmp_path / "two", tmp_path, mode="--config.distributed=True")
   two = _results(tmp_path / "two")
   assert len(two["ladder"]) == 2 and two["pairs"]
   del one["wall_time_s"], two["wall_time_s"]
