@@ -306,6 +306,7 @@ def test_a_batch_larger_than_its_split_warns_and_far_larger_is_refused(tmp_path,
   assert "batch_size=32 exceeds the 14 training examples" in caplog.text + out.stderr
 
 
+@pytest.mark.e2e
 def test_divergence_in_a_later_stage_names_the_stage(tmp_path, monkeypatch, capsys):
   """Issue 14.16: a w2s run diverging in pretraining says so, and with clipping on (the
   default) does not advise turning it on."""

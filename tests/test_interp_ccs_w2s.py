@@ -26,6 +26,7 @@ def get_config(arg=None):
   return module.get_config(arg)
 
 
+@pytest.mark.e2e
 def test_smoke_run_finds_the_target_without_labels(tmp_path):
   config = get_config("smoke")
   # On the 8 fake devices of conftest (this deadlocked before core.loop bounded the steps in

