@@ -99,7 +99,7 @@ def _starlark(tree: Tree, pkg: str, build: str, packages: set) -> dict:
     ns.update({s: lib[s] for s in symbols})
 
   ns = {"__builtins__": BUILTINS, "load": load, "glob": glob, "package": lambda **_: None,
-        "exports_files": lambda *a, **k: None,
+        "exports_files": lambda *a, **k: None, "filegroup": lambda **_: None,
         "native": types.SimpleNamespace(glob=glob, package_name=lambda: pkg)}
   return ns
 
