@@ -153,7 +153,8 @@ def to_params(tensors: Mapping[str, np.ndarray], cfg: Mapping[str, Any]) -> dict
 
 def from_params(params: Mapping) -> dict[str, np.ndarray]:
   """The inverse of ``to_params``: GPT-2 tensor names (no prefix) from a parameter dict."""
-  get = lambda x: np.asarray(mesh_lib.to_host(x))   # gathered when sharded over hosts
+  params = mesh_lib.to_host(params)   # one transfer (one gather when sharded over hosts)
+  get = np.asarray
   out = {"wte.weight": get(params["embed"]["embedding"]), "wpe.weight": get(params["pos"]),
          "ln_f.weight": get(params["ln_f"]["scale"]), "ln_f.bias": get(params["ln_f"]["bias"])}
   for i, b in sorted(params["blocks"].items(), key=lambda kv: int(kv[0])):
