@@ -14,7 +14,9 @@ builds it (``models.builder`` -> ``core.state.create`` -> ``core.steps.make_trai
 ``{'data': -1}`` mesh, batches put on the mesh with ``core.mesh.shard_batch``). Every step's
 outputs are waited on (``block_until_ready``) before its clock stops, so nothing is left in flight.
 
-The two sides run in alternating blocks of steps, and the same run samples the machine's
+The two sides run in alternating blocks of steps (``--rounds``); each round's ratio (the superalign
+block against the torch block right after it) is printed too, so the spread shows how much of a
+ratio is noise. The same run samples the machine's
 matrix-multiply peak (``jax.jit(a @ b)`` on 2048 x 2048 float32, best of several) between blocks,
 so that other work on a shared machine falls on all three alike; the achieved FLOP/s of the step
 is put against that peak (MFU). The share of the CPUs that other processes took during the timed
@@ -455,6 +457,7 @@ def main(argv=None):
   torch_mm = 0.0
   rounds = max(1, min(args.steps, args.rounds))
   per_round = [args.steps // rounds + (r < args.steps % rounds) for r in range(rounds)]
+  round_ratios = []   # each round's superalign block against the torch block that follows it
   with OtherLoad() as load:
     for n in per_round:
       time.sleep(0.2)
@@ -462,6 +465,7 @@ def main(argv=None):
       if th is not None:
         time.sleep(0.2)
         th.run(n)
+        round_ratios.append(sum(th.times[-n:]) / sum(sa.times[-n:]))
       time.sleep(0.2)
       peaks.sample(3)
       if th is not None and platform == "cpu" and args.dtype == "float32":
@@ -517,12 +521,15 @@ def main(argv=None):
     print(f"torch: {text}, {torch_tps:,.0f} tokens/s = {th_flops / 1e9:.1f} GFLOP/s "
           f"({th_flops / peak:.1%} of the measured matmul peak), loss {th.loss:.4f}")
     print(f"speedup superalign / torch: {speedup:.2f}x (tokens/s {sa_tps:,.0f} vs "
-          f"{torch_tps:,.0f})")
+          f"{torch_tps:,.0f}); by round: "
+          + ", ".join(f"{r:.2f}" for r in round_ratios)
+          + f" (median {statistics.median(round_ratios):.2f}x)")
 
   result = {
       "superalign_tokens_per_s": round(sa_tps, 1),
       "torch_tokens_per_s": round(torch_tps, 1) if torch_tps else None,
       "speedup_vs_torch": round(speedup, 3) if speedup else None,
+      "speedup_by_round": [round(r, 3) for r in round_ratios] or None,
       "matmul_peak_gflops": round(peak / 1e9, 2),
       "superalign_gflops": round(sa_flops / 1e9, 2),
       "mfu_vs_measured_peak": round(mfu, 4),
