@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 from superalign import runners
-from superalign.amplification import amplify, tasks
+from superalign.amplification import amplify, run, tasks
 
 
 def _smoke(task_names=("permutation", "shortest_path")):
@@ -173,6 +173,23 @@ def test_bad_task_option_and_checkpoint_cadence_are_one_line(tmp_path):
   config.train.checkpoint_every = 7
   with pytest.raises(ConfigError, match="multiple of train.log_every"):
     runners.validate(config, num_devices=1)
+
+
+def test_a_budget_too_short_for_the_curriculum_is_warned(caplog):
+  config = _smoke()                  # 40 steps, window 5, log_every 5: two levels by step 10
+  assert all(run.curriculum_warning(config, name) is None for name in config.amplification.tasks)
+  config.train.log_every = 25        # a level takes 25 steps: two need more than 50
+  config.train.checkpoint_every = 0
+  with caplog.at_level("WARNING", logger="superalign"):
+    runners.validate(config, num_devices=1)
+  line = run.curriculum_warning(config, "permutation")
+  assert line == ("amplification.permutation: 40 steps cannot reach max_difficulty=2 from "
+                  "start_difficulty=0: a level takes at least 25 steps (window=5, decided every "
+                  "train.log_every=25), so 2 levels need more than 50; the test set is drawn at "
+                  "the top difficulty")
+  assert line in caplog.text
+  config.amplification.permutation.start_difficulty = 1   # one level: 25 < 40 steps
+  assert run.curriculum_warning(config, "permutation") is None
 
 
 def test_task_block_sets_its_own_steps_and_batch():

@@ -8,11 +8,15 @@ fraction of the supervised baseline's. Each (task, mode) trains under
 
 from __future__ import annotations
 
+import logging
+import math
 import time
 
 from superalign.amplification import amplify, report, tasks
 from superalign.amplification.config import MODES
 from superalign.core.errors import ConfigError
+
+log = logging.getLogger("superalign")
 
 
 def validate(config) -> None:
@@ -55,6 +59,28 @@ def validate(config) -> None:
       amplify.make_task(config, name)
     except (TypeError, ValueError) as e:
       raise ConfigError(f"amplification.{name}: {e}") from None
+  for name in a.tasks:
+    if (warning := curriculum_warning(config, name)):
+      log.warning("%s", warning)
+
+
+def curriculum_warning(config, name: str) -> str | None:
+  """A line when task ``name``'s step budget cannot carry its curriculum to the top difficulty
+  (where the test set is drawn), else None. The curriculum sees the train metrics when the loop
+  fetches them, every ``train.log_every`` steps, and a level needs ``window`` steps of agreement,
+  so the fastest climb raises a level every ``ceil(window / log_every) * log_every`` steps."""
+  a, train = config.amplification, config.train
+  block = a[name]
+  levels = int(block.max_difficulty) - int(block.start_difficulty)
+  steps = int(block.num_steps) or int(train.num_steps)
+  per_level = math.ceil(int(a.window) / int(train.log_every)) * int(train.log_every)
+  if levels and levels * per_level >= steps:
+    return (f"amplification.{name}: {steps} steps cannot reach max_difficulty="
+            f"{block.max_difficulty} from start_difficulty={block.start_difficulty}: a level "
+            f"takes at least {per_level} steps (window={a.window}, decided every "
+            f"train.log_every={train.log_every}), so {levels} levels need more than "
+            f"{levels * per_level}; the test set is drawn at the top difficulty")
+  return None
 
 
 def run(config, workdir: str) -> dict:
