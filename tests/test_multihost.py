@@ -140,3 +140,22 @@ def test_a_stacked_w2s_run_in_two_processes(tmp_path):
   del one["wall_time_s"], two["wall_time_s"]
   assert two == one
   assert _workdir_writes(tmp_path, tmp_path / "two") == []
+
+
+def test_exports_from_two_processes_are_written_once(tmp_path):
+  from conftest import save_tiny_gpt2
+
+  save_tiny_gpt2(tmp_path / "ckpt")
+  out, port, procs = tmp_path / "out", _free_port(), []
+  script = os.path.join(ROOT, "tests", "multihost_exports.py")
+  for i in range(2):
+    cmd = [sys.executable] + ([AUDIT, str(tmp_path / f"writes-{i}.tsv")] if i else [])
+    procs.append(subprocess.Popen(
+        cmd + [script, f"localhost:{port}", str(i), str(tmp_path / "ckpt"), str(out)], cwd=ROOT,
+        env=_env(1), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+  for i, (code, stdout, err) in enumerate(_wait(procs, timeout=120)):
+    assert code == 0, err[-3000:]
+    assert f"exports OK in process {i}" in stdout
+  assert (tmp_path / "done-1").exists()     # process 1's audit log has this write ...
+  assert _workdir_writes(tmp_path, out) == []   # ... and none in OUT
+  assert sorted(p.name for p in out.iterdir()) == ["acts", "gpt2", "sae"]

@@ -1,7 +1,7 @@
-"""``python tests/write_audit.py LOG ARGS...``: the launcher (``superalign ARGS...``) with a
-Python audit hook that appends every path this process creates, opens for writing, renames,
-truncates or removes to LOG, one ``event<TAB>path`` per line. The multi-host test reads it to
-check that only process 0 writes the workdir."""
+"""``python tests/write_audit.py LOG ARGS...``: the launcher (``superalign ARGS...``), or with
+``LOG SCRIPT.py ARGS...`` that script, with a Python audit hook that appends every path this
+process creates, opens for writing, renames, truncates or removes to LOG, one ``event<TAB>path``
+per line. The multi-host tests read it to check that only process 0 writes shared files."""
 
 import os
 import sys
@@ -27,6 +27,11 @@ def main() -> None:
         log.write(f"{event}\t{os.path.abspath(os.fsdecode(path))}\n")
 
   sys.addaudithook(hook)
+  if sys.argv[1:] and sys.argv[1].endswith(".py"):
+    import runpy
+    sys.argv.pop(0)
+    runpy.run_path(sys.argv[0], run_name="__main__")
+    return
   from superalign.main import run
   sys.argv[0] = "superalign"
   run()

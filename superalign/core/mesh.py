@@ -151,11 +151,31 @@ def put(value, sharding: NamedSharding) -> jax.Array:
 def to_host(tree):
   """Every array of ``tree`` whole, as NumPy on this host (a warm start, an export). Across
   processes, arrays sharded over several hosts (``fsdp``, ``model``) are gathered first, so every
-  process must call it."""
+  process must call it; an array held whole by this process comes as it is."""
   if jax.process_count() == 1:
     return jax.device_get(tree)
   from jax.experimental import multihost_utils
-  return multihost_utils.process_allgather(tree, tiled=True)
+
+  def one(x):
+    # process_allgather would concatenate the processes' copies of a process-local array.
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return multihost_utils.process_allgather(x, tiled=True)
+    return jax.device_get(x)
+  return jax.tree.map(one, tree)
+
+
+def is_writer() -> bool:
+  """Whether this process writes the files every process would write alike (an export, a store):
+  process 0. Two processes writing one path on a shared disk would race for its temporary."""
+  return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+  """Across processes, returns when all have reached it (after the writer wrote, every process
+  can read); alone, at once."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
 
 
 def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh,

@@ -18,7 +18,7 @@ from typing import Iterable
 
 import numpy as np
 
-from superalign.core import batches
+from superalign.core import batches, mesh as mesh_lib
 from superalign.core.errors import ConfigError
 from superalign.core.files import atomic
 
@@ -34,7 +34,11 @@ def _save_npy(path: str, array: np.ndarray) -> None:
 
 
 class ActivationWriter:
-  """Writes activations of one site to ``directory``; use as a context manager or ``close()``."""
+  """Writes activations of one site to ``directory``; use as a context manager or ``close()``.
+
+  Across processes every process makes the same calls with the same rows (whole arrays, e.g.
+  from ``core.mesh.to_host``); process 0 writes them, and ``close`` returns the store on every
+  process once it is complete."""
 
   def __init__(self, directory: str, site: str, shard_rows: int = 65536):
     if shard_rows < 1:
@@ -42,13 +46,18 @@ class ActivationWriter:
     if os.path.exists(os.path.join(directory, INDEX)):
       raise ConfigError(f"{directory}: already holds an activation store ({INDEX}); choose "
                         "another directory or remove it")
-    os.makedirs(directory, exist_ok=True)
+    # Every process has looked before process 0 can finish the store.
+    mesh_lib.barrier(f"activation store {directory}")
+    self.writes = mesh_lib.is_writer()
+    if self.writes:
+      os.makedirs(directory, exist_ok=True)
     self.directory, self.site, self.shard_rows = directory, site, int(shard_rows)
     self.shards: list[dict] = []
     self.row_shape: tuple[int, ...] | None = None
     self.dtype: np.dtype | None = None
     self._buffer: list[np.ndarray] = []
     self._buffered = 0
+    self._rows = 0    # rows added on a process that does not write
 
   def add(self, rows: np.ndarray) -> None:
     """Appends ``rows`` (axis 0 indexes rows; every call has the same row shape and dtype)."""
@@ -60,6 +69,9 @@ class ActivationWriter:
     elif rows.shape[1:] != self.row_shape or rows.dtype != self.dtype:
       raise ConfigError(f"activation store {self.site!r}: rows of shape {rows.shape[1:]} "
                         f"{rows.dtype}, but the store holds {self.row_shape} {self.dtype}")
+    if not self.writes:
+      self._rows += len(rows)
+      return
     self._buffer.append(rows)
     self._buffered += len(rows)
     while self._buffered >= self.shard_rows:
@@ -74,6 +86,11 @@ class ActivationWriter:
     self._buffered = len(rows) - count
 
   def close(self) -> "ActivationStore":
+    if not self.writes:
+      if not self._rows:
+        raise ConfigError(f"activation store {self.site!r}: no rows were added")
+      mesh_lib.barrier(f"activation store {self.directory} closed")
+      return ActivationStore(self.directory)
     if self._buffered:
       self._flush(self._buffered)
     if not self.shards:
@@ -85,6 +102,7 @@ class ActivationWriter:
       with open(tmp, "w") as f:
         json.dump(index, f, indent=1)
     atomic(os.path.join(self.directory, INDEX), write)
+    mesh_lib.barrier(f"activation store {self.directory} closed")
     return ActivationStore(self.directory)
 
   def __enter__(self) -> "ActivationWriter":

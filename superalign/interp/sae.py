@@ -49,6 +49,7 @@ import numpy as np
 from flax import nnx
 
 from superalign import config as config_lib
+from superalign.core import mesh as mesh_lib
 from superalign.core.errors import ConfigError
 from superalign.core.files import atomic
 from superalign.core.trainer import Trained, Trainer
@@ -492,13 +493,15 @@ def weights(model: SparseAutoencoder) -> dict[str, np.ndarray]:
          "b_dec": model.b_dec[...]}
   if isinstance(model, JumpReluSAE):
     out["threshold"] = model.threshold()
+  out = mesh_lib.to_host(out)   # gathered when sharded over hosts: every process calls this
   return {k: np.ascontiguousarray(np.asarray(v, np.float32)) for k, v in out.items()}
 
 
 def export_saelens(model: SparseAutoencoder | Trained, directory: str, *, hook_name: str = "",
                    model_name: str = "", hook_layer: int | None = None, **metadata) -> str:
   """Writes ``cfg.json`` and ``sae_weights.safetensors`` (each atomically) in SAELens' v6
-  layout; ``metadata`` adds SAELens metadata fields (``context_size``, ``dataset_path``, ...)."""
+  layout; ``metadata`` adds SAELens metadata fields (``context_size``, ``dataset_path``, ...).
+  Across processes every process calls it, process 0 writes, and all return once it is written."""
   from safetensors.numpy import save_file
   if isinstance(model, Trained):
     model = module(model)
@@ -513,13 +516,14 @@ def export_saelens(model: SparseAutoencoder | Trained, directory: str, *, hook_n
   if isinstance(model, TopKSAE):
     cfg["k"] = model.k
     cfg["rescale_acts_by_decoder_norm"] = False
-  os.makedirs(directory, exist_ok=True)
-  atomic(os.path.join(directory, WEIGHTS), lambda tmp: save_file(tensors, tmp))
-
   def write(tmp):
     with open(tmp, "w") as f:
       json.dump(cfg, f, indent=1)
-  atomic(os.path.join(directory, CFG), write)
+  if mesh_lib.is_writer():
+    os.makedirs(directory, exist_ok=True)
+    atomic(os.path.join(directory, WEIGHTS), lambda tmp: save_file(tensors, tmp))
+    atomic(os.path.join(directory, CFG), write)
+  mesh_lib.barrier(f"export_saelens {directory}")
   return directory
 
 

@@ -194,10 +194,20 @@ def save(path: str, params: Mapping, cfg: Mapping[str, Any], *,
          max_shard_bytes: int | None = None) -> None:
   """Writes ``config.json`` and the weights as ``save_pretrained`` does for ``GPT2LMHeadModel``:
   prefixed names, tied head omitted, one file or shards of at most ``max_shard_bytes`` with an
-  index. Files go to a temporary name first, so a failed save leaves no partial checkpoint."""
+  index. Files go to a temporary name first, so a failed save leaves no partial checkpoint.
+
+  Across processes every process calls it (the parameters are gathered collectively), process 0
+  writes, and all return once the checkpoint is complete."""
+  tensors = {_PREFIX + k: np.ascontiguousarray(v) for k, v in from_params(params).items()}
+  if mesh_lib.is_writer():
+    _write(path, tensors, cfg, max_shard_bytes)
+  mesh_lib.barrier(f"hf_gpt2.save {path}")
+
+
+def _write(path: str, tensors: Mapping[str, np.ndarray], cfg: Mapping[str, Any],
+           max_shard_bytes: int | None) -> None:
   from safetensors.numpy import save_file
   os.makedirs(path, exist_ok=True)
-  tensors = {_PREFIX + k: np.ascontiguousarray(v) for k, v in from_params(params).items()}
   shards = [dict(tensors)]
   if max_shard_bytes:
     shards, size = [{}], 0
