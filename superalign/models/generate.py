@@ -97,7 +97,7 @@ def generate(model: nnx.Module, prompt: jax.Array, mask: jax.Array, *, max_new_t
   ``pad_id`` after; the loop ends when every row has."""
   if max_new_tokens < 1:
     raise ValueError(f"max_new_tokens={max_new_tokens}: must be positive")
-  room = model.pos.shape[0]
+  room = model.max_len
   if prompt.shape[1] + max_new_tokens > room:
     raise ValueError(f"prompt length {prompt.shape[1]} + max_new_tokens {max_new_tokens} exceeds "
                      f"the model's {room} positions")

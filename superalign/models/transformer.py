@@ -1,9 +1,15 @@
-"""Decoder-only transformer shaped like GPT-2, with a classification head and a tied LM head.
+"""Decoder-only transformer shaped like GPT-2, with a classification head and an LM head.
 
 Learned positions, pre-LayerNorm blocks, causal multi-head attention, GELU MLP (4x width), a final
 LayerNorm, and a linear head read at the last non-pad token (right padding, ``pad_id``). Weights
 are initialized as GPT-2: N(0, 0.02), residual projections scaled by 1/sqrt(2 * layers). The same
 module holds a Hugging Face GPT-2 checkpoint (``hf_gpt2.py``): its LM head is the token embedding.
+
+Three options make it GPT-NeoX (Pythia; ``hf_neox.py``): ``rotary_dim`` (rotary positions on the
+first ``rotary_dim`` dimensions of each head's queries and keys, GPT-NeoX's rotate-half form, in
+place of learned positions), ``parallel_residual`` (``x + attn(ln1(x)) + mlp(ln2(x))``) and
+``tied_lm_head=False`` (an LM head of its own, ``unembed``); ``gelu_approximate=False`` is the exact
+GELU.
 
 ``forward`` is the general pass: an optional attention mask (left padding: position ids come from
 the mask) and an optional KV cache written at ``start`` (``generate.py`` decodes with it).
@@ -87,22 +93,42 @@ def _dense(layer: nnx.Linear, x: jax.Array, dtype) -> jax.Array:
 # GELU with approximate=True (GPT-2's), rematerialized: the backward pass recomputes it from its
 # input rather than keeping its tanh, one activation-sized array per layer less to write and read.
 _gelu = jax.checkpoint(lambda x: jax.nn.gelu(x, approximate=True))
+_gelu_exact = jax.checkpoint(lambda x: jax.nn.gelu(x, approximate=False))   # GPT-NeoX's
+
+
+def _rotate(x: jax.Array, positions: jax.Array, rotary_dim: int, base: float) -> jax.Array:
+  """Rotary positions on ``x`` ``[batch, length, heads, head_dim]`` at ``positions`` ``[batch or
+  1, length]``: the first ``rotary_dim`` dimensions turn in pairs ``(i, i + rotary_dim / 2)``
+  (GPT-NeoX's rotate-half layout), the rest pass through."""
+  inv_freq = 1.0 / (base ** (jnp.arange(0, rotary_dim, 2, dtype=jnp.float32) / rotary_dim))
+  angles = positions.astype(jnp.float32)[..., None] * inv_freq           # [b, t, rotary_dim / 2]
+  angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]     # [b, t, 1, rotary_dim]
+  cos, sin = jnp.cos(angles).astype(x.dtype), jnp.sin(angles).astype(x.dtype)
+  turn, rest = x[..., :rotary_dim], x[..., rotary_dim:]
+  half = rotary_dim // 2
+  rotated = jnp.concatenate([-turn[..., half:], turn[..., :half]], axis=-1)
+  return jnp.concatenate([turn * cos + rotated * sin, rest], axis=-1)
 
 
 class Attention(nnx.Module):
   """Causal self-attention with fused QKV; heads are the tensor-parallel axis."""
 
-  def __init__(self, width: int, num_heads: int, out_std: float, dtype, rngs: nnx.Rngs):
+  def __init__(self, width: int, num_heads: int, out_std: float, dtype, rngs: nnx.Rngs,
+               rotary_dim: int = 0, rotary_base: float = 10000.0):
     head_dim = width // num_heads
+    self.rotary_dim, self.rotary_base = rotary_dim, rotary_base
     self.qkv = _param(rngs, (width, 3, num_heads, head_dim), ("embed", None, "heads", None))
     self.qkv_bias = nnx.Param(jnp.zeros((3, num_heads, head_dim), jnp.float32))
     self.out = _param(rngs, (num_heads, head_dim, width), ("heads", None, "embed"), out_std)
     self.out_bias = nnx.Param(jnp.zeros((width,), jnp.float32))
     self.dtype = dtype
 
-  def __call__(self, x: jax.Array, allowed: jax.Array | None = None, cache=None, start=0):
+  def __call__(self, x: jax.Array, allowed: jax.Array | None = None, cache=None, start=0,
+               positions: jax.Array | None = None):
     """``(output, cache)``; given ``cache`` (keys and values ``[batch, cache_len, heads,
-    head_dim]``), this call's keys and values are written at ``start`` and attended with it."""
+    head_dim]``), this call's keys and values are written at ``start`` and attended with it.
+    With rotary positions, ``positions`` ``[batch or 1, length]`` are the tokens' positions; keys
+    are cached turned."""
     # One [tokens, d] x [d, heads * 3 * head_dim] matmul. Columns go heads-major so that a
     # tensor-parallel split of the heads axis stays a split of the matmul's columns.
     w = self.qkv[...].astype(self.dtype)                           # [d, 3, heads, head_dim]
@@ -111,6 +137,8 @@ class Attention(nnx.Module):
     qkv = _matmul(x, w).reshape(*x.shape[:-1], heads, 3, head_dim)
     qkv = qkv + self.qkv_bias[...].astype(self.dtype).transpose(1, 0, 2)
     q, k, v = qkv[..., 0, :], qkv[..., 1, :], qkv[..., 2, :]
+    if self.rotary_dim:
+      q, k = (_rotate(t, positions, self.rotary_dim, self.rotary_base) for t in (q, k))
     if cache is not None:
       at = (0, start, 0, 0)
       cache = tuple(jax.lax.dynamic_update_slice(c, new.astype(c.dtype), at)
@@ -126,22 +154,31 @@ class Attention(nnx.Module):
 class Block(nnx.Module):
 
   def __init__(self, width: int, num_heads: int, num_layers: int, mlp_width: int,
-               epsilon: float, dtype, rngs: nnx.Rngs):
+               epsilon: float, dtype, rngs: nnx.Rngs, rotary_dim: int = 0,
+               rotary_base: float = 10000.0, parallel_residual: bool = False,
+               gelu_approximate: bool = True):
     out_std = _STD / math.sqrt(2 * num_layers)
     self.ln1 = _layer_norm(width, epsilon, rngs)
-    self.attn = Attention(width, num_heads, out_std, dtype, rngs)
+    self.attn = Attention(width, num_heads, out_std, dtype, rngs, rotary_dim, rotary_base)
+    self.parallel_residual = parallel_residual
+    self.gelu = _gelu if gelu_approximate else _gelu_exact
     self.ln2 = _layer_norm(width, epsilon, rngs)
     self.fc = layers.dense(width, mlp_width, ("embed", "mlp"), dtype, rngs, stddev=_STD)
     self.proj = layers.dense(mlp_width, width, ("mlp", "embed"), dtype, rngs, stddev=out_std)
     self.dtype = dtype
 
-  def __call__(self, x: jax.Array, allowed: jax.Array | None = None, cache=None, start=0):
+  def __call__(self, x: jax.Array, allowed: jax.Array | None = None, cache=None, start=0,
+               positions: jax.Array | None = None):
     x = site("resid_pre", x)
-    a, cache = self.attn(self.ln1(x).astype(self.dtype), allowed, cache, start)
-    x = site("resid_mid", x + site("attn_out", a))
+    a, cache = self.attn(self.ln1(x).astype(self.dtype), allowed, cache, start, positions)
+    a = site("attn_out", a)
+    # Parallel residual (GPT-NeoX): the MLP reads the block's input, not the attention's sum, so
+    # there is no resid_mid.
+    mid = x if self.parallel_residual else site("resid_mid", x + a)
     with sites.scope("mlp"):
-      h = site("post", _gelu(site("pre", _dense(self.fc, self.ln2(x), self.dtype))))
-    x = x + site("mlp_out", _dense(self.proj, h, self.dtype))
+      h = site("post", self.gelu(site("pre", _dense(self.fc, self.ln2(mid), self.dtype))))
+    m = site("mlp_out", _dense(self.proj, h, self.dtype))
+    x = m + a + x if self.parallel_residual else mid + m
     return site("resid_post", x), cache
 
 
@@ -158,16 +195,25 @@ class Transformer(nnx.Module):
   def __init__(self, vocab_size: int, max_len: int, num_classes: int, num_layers: int,
                width: int, num_heads: int, *, pad_id: int = 0, causal: bool = True,
                mlp_width: int | None = None, epsilon: float = 1e-5,
-               dtype=jnp.float32, rngs: nnx.Rngs):
+               rotary_dim: int = 0, rotary_base: float = 10000.0,
+               parallel_residual: bool = False, gelu_approximate: bool = True,
+               tied_lm_head: bool = True, dtype=jnp.float32, rngs: nnx.Rngs):
     if width % num_heads:
       raise ValueError(f"width {width} is not divisible by num_heads {num_heads}")
+    if rotary_dim % 2 or not 0 <= rotary_dim <= width // num_heads:
+      raise ValueError(f"rotary_dim {rotary_dim}: must be even and at most the head dimension "
+                       f"{width // num_heads}")
     self.embed = nnx.Embed(
         vocab_size, width, dtype=dtype,
         embedding_init=nnx.with_partitioning(nnx.initializers.normal(_STD), ("vocab", "embed")),
         rngs=rngs)
-    self.pos = _param(rngs, (max_len, width), (None, "embed"), 0.01)
+    self.rotary_dim, self.max_len = rotary_dim, max_len   # max_len: positions it may read
+    self.pos = None if rotary_dim else _param(rngs, (max_len, width), (None, "embed"), 0.01)
     self.blocks = nnx.List([Block(width, num_heads, num_layers, mlp_width or 4 * width, epsilon,
-                                  dtype, rngs) for _ in range(num_layers)])
+                                  dtype, rngs, rotary_dim, rotary_base, parallel_residual,
+                                  gelu_approximate) for _ in range(num_layers)])
+    # An untied LM head is stored as the embedding is, [vocab, width] (GPT-NeoX's embed_out).
+    self.unembed = None if tied_lm_head else _param(rngs, (vocab_size, width), ("vocab", "embed"))
     self.ln_f = _layer_norm(width, epsilon, rngs)
     self.head = layers.dense(width, num_classes, ("embed", None), dtype, rngs, stddev=_STD)
     self.pad_id = pad_id
@@ -201,9 +247,12 @@ class Transformer(nnx.Module):
     if tokens.ndim == 3:
       x = x.sum(axis=2)
     x = site("embed", x)
-    allowed = None
+    allowed = positions = None
     if attention_mask is None and cache is None:
-      x = x + site("pos_embed", self.pos[:length].astype(self.dtype))
+      if self.rotary_dim:
+        positions = jnp.arange(length)[None]
+      else:
+        x = x + site("pos_embed", self.pos[:length].astype(self.dtype))
       if not self.causal:
         allowed = self._present(tokens)[:, None, None, :]
     else:
@@ -214,14 +263,14 @@ class Transformer(nnx.Module):
       allowed = allowed & keys[:, None, None, :]
       # A token's position is the number of real tokens before it.
       before = jnp.cumsum(keys, axis=1) - 1
-      positions = jax.lax.dynamic_slice_in_dim(before, start, length, axis=1)
-      x = x + site("pos_embed", jnp.take(self.pos[...], jnp.maximum(positions, 0),
-                                         axis=0).astype(self.dtype))
+      positions = jnp.maximum(jax.lax.dynamic_slice_in_dim(before, start, length, axis=1), 0)
+      if not self.rotary_dim:
+        x = x + site("pos_embed", jnp.take(self.pos[...], positions, axis=0).astype(self.dtype))
     outputs = [x] if all_layers else None
     new_cache = [] if cache is not None else None
     for i, block in enumerate(self.blocks):
       with sites.scope(f"blocks.{i}"):
-        x, c = block(x, allowed, None if cache is None else cache[i], start)
+        x, c = block(x, allowed, None if cache is None else cache[i], start, positions)
       if cache is not None:
         new_cache.append(c)
       if all_layers:
@@ -236,8 +285,9 @@ class Transformer(nnx.Module):
     return self.forward(tokens, attention_mask=attention_mask)[0]
 
   def lm_logits(self, hidden: jax.Array) -> jax.Array:
-    """Next-token logits ``[..., vocab]`` from final activations: the tied LM head (GPT-2's)."""
-    table = self.embed.embedding[...].astype(self.dtype)
+    """Next-token logits ``[..., vocab]`` from final activations: the LM head, tied to the token
+    embedding (GPT-2's) or its own (``unembed``)."""
+    table = (self.embed.embedding if self.unembed is None else self.unembed)[...].astype(self.dtype)
     return site("lm_logits", jnp.einsum("...d,vd->...v", hidden.astype(self.dtype), table,
                                         preferred_element_type=jnp.float32))
 

@@ -106,7 +106,7 @@ def sample(policy: Trained, problems: chains.Problems, per_problem: int, seed: i
            temperature: float = 1.0, chunk: int = 4096) -> np.ndarray:
   """``[n * per_problem, solution_length(k)]`` sampled solutions, ``per_problem`` per problem in
   a row (row ``i`` solves problem ``i // per_problem``)."""
-  room = policy.state.model().pos.shape[0]
+  room = policy.state.model().max_len
   if chains.sequence_length(problems.k) > room:
     raise ConfigError(f"difficulty {problems.k}: its sequences need "
                       f"{chains.sequence_length(problems.k)} positions, the policy has {room} "
