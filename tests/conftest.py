@@ -163,6 +163,21 @@ def save_tiny_gpt2(directory, seed=0, tokenizer_from=None, max_shard_size=None, 
   return model
 
 
+def save_tiny_neox(directory, seed=0, max_shard_size=None, **config):
+  """A random tiny GPT-NeoX (Pythia's architecture) saved by ``transformers`` itself."""
+  import torch
+  import transformers
+  defaults = dict(vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                  intermediate_size=64, max_position_embeddings=64, bos_token_id=0,
+                  eos_token_id=0, initializer_range=0.2)
+  torch.manual_seed(seed)
+  model = transformers.GPTNeoXForCausalLM(
+      transformers.GPTNeoXConfig(**{**defaults, **config})).eval()
+  kw = {"max_shard_size": max_shard_size} if max_shard_size else {}
+  model.save_pretrained(str(directory), **kw)
+  return model
+
+
 def train_tiny_bpe(directory, texts, vocab_size=300):
   """A tiny GPT-2-style byte-level BPE trained by ``tokenizers`` itself on ``texts``, saved as
   ``directory/tokenizer.json``; ``<|endoftext|>`` is id 0 (as the tiny checkpoints' EOS)."""

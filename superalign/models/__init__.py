@@ -1,5 +1,5 @@
 """Flax NNX models (MLP, CNN, GPT-2-shaped transformer), their registry by name, Hugging Face
-GPT-2 checkpoints (``hf_gpt2``) and KV-cached generation (``generate``)."""
+GPT-2 and GPT-NeoX checkpoints (``hf_gpt2``, ``hf_neox``) and KV-cached generation (``generate``)."""
 
 from superalign.core.specs import InputSpec  # noqa: F401
 from superalign.models.registry import (  # noqa: F401

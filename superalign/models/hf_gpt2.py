@@ -37,8 +37,13 @@ _REQUIRED = {"activation_function": ("gelu_new", "gelu_pytorch_tanh"),
              "add_cross_attention": (False,), "tie_word_embeddings": (True,)}
 
 
-def read_config(path: str, key: str = "model.name") -> dict[str, Any]:
-  """``config.json`` of a GPT-2 checkpoint; raises ConfigError (one line) naming what is wrong."""
+# The checkpoint families superalign reads, by config.json's model_type.
+MODEL_TYPES = ("gpt2", "gpt_neox")
+
+
+def read_json(path: str, key: str = "model.name") -> dict[str, Any]:
+  """``config.json`` of a checkpoint directory of any family (``MODEL_TYPES``); raises ConfigError
+  (one line) naming what is wrong."""
   where = f"{key}=hf:{path}"
   if not os.path.isdir(path):
     raise ConfigError(f"{where}: no such checkpoint directory (a directory written by "
@@ -51,10 +56,20 @@ def read_config(path: str, key: str = "model.name") -> dict[str, Any]:
     raise ConfigError(f"{where}: no {CONFIG} in the checkpoint directory") from None
   except (OSError, ValueError) as e:
     raise ConfigError(f"{where}: cannot read {file}: {e}") from None
-  if not isinstance(cfg, dict) or cfg.get("model_type") != "gpt2":
+  if not isinstance(cfg, dict) or cfg.get("model_type") not in MODEL_TYPES:
     got = cfg.get("model_type") if isinstance(cfg, dict) else None
-    raise ConfigError(f"{where}: {CONFIG} has model_type {got!r}; superalign reads GPT-2 "
-                      "checkpoints (model_type 'gpt2')")
+    raise ConfigError(f"{where}: {CONFIG} has model_type {got!r}; superalign reads "
+                      f"{' and '.join(map(repr, MODEL_TYPES))} checkpoints (GPT-2, GPT-NeoX)")
+  return cfg
+
+
+def read_config(path: str, key: str = "model.name") -> dict[str, Any]:
+  """``config.json`` of a GPT-2 checkpoint; raises ConfigError (one line) naming what is wrong."""
+  where = f"{key}=hf:{path}"
+  cfg = read_json(path, key)
+  if cfg["model_type"] != "gpt2":
+    raise ConfigError(f"{where}: {CONFIG} has model_type {cfg['model_type']!r}; this loader reads "
+                      "GPT-2 (model_type 'gpt2')")
   for name, valid in _REQUIRED.items():
     if name in cfg and cfg[name] not in valid:
       raise ConfigError(f"{where}: {CONFIG} sets {name}={cfg[name]!r}; supported: "
@@ -87,7 +102,7 @@ def _shapes(cfg: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
   return shapes
 
 
-def _files(path: str) -> list[str]:
+def weight_files(path: str) -> list[str]:
   index = os.path.join(path, INDEX)
   if os.path.exists(index):
     with open(index) as f:
@@ -98,18 +113,24 @@ def _files(path: str) -> list[str]:
                     "(save it with save_pretrained(..., safe_serialization=True))")
 
 
+def read_safetensors(path: str) -> dict[str, np.ndarray]:
+  """Every tensor of the checkpoint directory's safetensors file(s), by its full name."""
+  from safetensors import safe_open
+  tensors = {}
+  for file in weight_files(path):
+    with safe_open(os.path.join(path, file), framework="numpy") as f:
+      tensors.update({name: f.get_tensor(name) for name in f.keys()})
+  return tensors
+
+
 def read_tensors(path: str, cfg: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
   """The checkpoint's parameters by GPT-2 name (no prefix), shape-checked against the config."""
-  from safetensors import safe_open
   cfg = read_config(path) if cfg is None else cfg
   tensors = {}
-  for file in _files(path):
-    with safe_open(os.path.join(path, file), framework="numpy") as f:
-      for name in f.keys():
-        short = name[len(_PREFIX):] if name.startswith(_PREFIX) else name
-        if short.endswith(_BUFFERS):
-          continue
-        tensors[short] = f.get_tensor(name)
+  for name, tensor in read_safetensors(path).items():
+    short = name[len(_PREFIX):] if name.startswith(_PREFIX) else name
+    if not short.endswith(_BUFFERS):
+      tensors[short] = tensor
   expected = _shapes(cfg)
   head = tensors.pop("lm_head.weight", None)
   if head is not None and "wte.weight" in tensors and not np.array_equal(head, tensors["wte.weight"]):
@@ -200,12 +221,14 @@ def save(path: str, params: Mapping, cfg: Mapping[str, Any], *,
   writes, and all return once the checkpoint is complete."""
   tensors = {_PREFIX + k: np.ascontiguousarray(v) for k, v in from_params(params).items()}
   if mesh_lib.is_writer():
-    _write(path, tensors, cfg, max_shard_bytes)
+    write_checkpoint(path, tensors, cfg, max_shard_bytes)
   mesh_lib.barrier(f"hf_gpt2.save {path}")
 
 
-def _write(path: str, tensors: Mapping[str, np.ndarray], cfg: Mapping[str, Any],
-           max_shard_bytes: int | None) -> None:
+def write_checkpoint(path: str, tensors: Mapping[str, np.ndarray], cfg: Mapping[str, Any],
+                     max_shard_bytes: int | None = None) -> None:
+  """``tensors`` (full names) and ``cfg`` as ``save_pretrained`` lays them out, each file
+  atomically."""
   from safetensors.numpy import save_file
   os.makedirs(path, exist_ok=True)
   shards = [dict(tensors)]
@@ -222,11 +245,11 @@ def _write(path: str, tensors: Mapping[str, np.ndarray], cfg: Mapping[str, Any],
   if len(shards) > 1:
     index = {"metadata": {"total_size": sum(t.nbytes for t in tensors.values())},
              "weight_map": {k: n for n, s in zip(names, shards) for k in s}}
-    _write_json(os.path.join(path, INDEX), index)
-  _write_json(os.path.join(path, CONFIG), dict(cfg))
+    write_json(os.path.join(path, INDEX), index)
+  write_json(os.path.join(path, CONFIG), dict(cfg))
 
 
-def _write_json(path: str, obj) -> None:
+def write_json(path: str, obj) -> None:
   def write(tmp):
     with open(tmp, "w") as f:
       json.dump(obj, f, indent=2)

@@ -1,8 +1,9 @@
 """Models by name, and a size ladder per family (weakest first) for weak/strong pairs.
 
-``hf:<dir>`` names a Hugging Face GPT-2 checkpoint directory (``hf_gpt2.py``): its config fixes
-the architecture, and its weights are the start of every run that trains it (the classification
-head is fresh). A weak-to-strong ladder can thus be a list of checkpoint directories.
+``hf:<dir>`` names a Hugging Face checkpoint directory, GPT-2 (``hf_gpt2.py``) or GPT-NeoX /
+Pythia (``hf_neox.py``) by its ``config.json``: its config fixes the architecture, and its weights
+are the start of every run that trains it (the classification head is fresh). A weak-to-strong
+ladder can thus be a list of checkpoint directories.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from flax import nnx
 
 from superalign.core.errors import ConfigError
 from superalign.core.specs import InputSpec
-from superalign.models import hf_gpt2
+from superalign.models import hf_gpt2, hf_neox
 from superalign.models.cnn import CNN
 from superalign.models.mlp import MLP
 from superalign.models.transformer import Transformer
@@ -72,6 +73,20 @@ def checkpoint_dir(name: str) -> str | None:
   return os.path.expanduser(name[len(HF):]) if name.startswith(HF) else None
 
 
+LOADERS = {"gpt2": hf_gpt2, "gpt_neox": hf_neox}   # by config.json's model_type
+
+
+def loader(path: str, key: str = "model.name"):
+  """The loader module (``hf_gpt2`` or ``hf_neox``) of the checkpoint at ``path``; raises
+  ConfigError (one line naming ``key``) when it cannot be read."""
+  return LOADERS[hf_gpt2.read_json(path, key)["model_type"]]
+
+
+def _architecture(path: str, key: str = "model.name") -> dict[str, Any]:
+  family = loader(path, key)
+  return family.architecture(family.read_config(path, key))
+
+
 def label(name: str) -> str:
   """A name fit for a path or a table: a checkpoint's directory name, else ``name`` itself."""
   path = checkpoint_dir(name)
@@ -83,7 +98,7 @@ def validate_name(name: str, key: str = "model.name") -> None:
   checkpoint; cheap (reads only a checkpoint's config.json)."""
   path = checkpoint_dir(name)
   if path is not None:
-    hf_gpt2.read_config(path, key)
+    _architecture(path, key)
   elif name not in MODELS:
     raise ConfigError(f"{key}={name!r}: unknown model; valid: {valid_names()}")
 
@@ -98,15 +113,15 @@ def check(name: str, inputs: InputSpec) -> None:
   validate_name(name)
   path = checkpoint_dir(name)
   if path is not None:
-    arch = hf_gpt2.architecture(hf_gpt2.read_config(path))
+    arch = _architecture(path)
     if inputs.kind != "tokens":
-      raise ConfigError(f"model.name={name!r}: a GPT-2 checkpoint reads tokens, not {inputs.kind} "
-                        "inputs")
+      raise ConfigError(f"model.name={name!r}: a language-model checkpoint reads tokens, not "
+                        f"{inputs.kind} inputs")
     if (inputs.vocab_size or 0) > arch["vocab_size"] or inputs.shape[0] > arch["max_len"]:
       raise ConfigError(
           f"model.name={name!r}: the data has vocabulary {inputs.vocab_size} and length "
           f"{inputs.shape[0]}, beyond the checkpoint's vocab_size {arch['vocab_size']} and "
-          f"n_positions {arch['max_len']}; tokenize with the checkpoint's tokenizer "
+          f"{arch['max_len']} positions; tokenize with the checkpoint's tokenizer "
           "(data.tokenizer) and a data.max_len that fits")
     return
   spec = MODELS[name]
@@ -124,7 +139,7 @@ def builder(name: str, inputs: InputSpec, dtype: str = "float32",
   path = checkpoint_dir(name)
   spec = MODELS.get(name)
   if path is not None:
-    arch = hf_gpt2.architecture(hf_gpt2.read_config(path))
+    arch = _architecture(path)
     make = lambda rngs: Transformer(num_classes=inputs.num_classes, pad_id=inputs.pad_id,
                                     dtype=compute, rngs=rngs, **arch)
   elif spec.family == "mlp":
@@ -152,4 +167,4 @@ def pretrained(name: str) -> Callable[[dict], dict] | None:
   """For a checkpoint name, ``shardings -> parameters`` read onto the mesh (a ``warm`` start for
   ``core.state.create``); None for a registry model, which starts from its initialization."""
   path = checkpoint_dir(name)
-  return None if path is None else (lambda shardings: hf_gpt2.load(path, shardings))
+  return None if path is None else (lambda shardings: loader(path).load(path, shardings))
