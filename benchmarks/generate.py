@@ -1,5 +1,5 @@
 """Generation throughput: ``superalign.models.generate.generate`` against ``transformers``'
-``GPT2LMHeadModel.generate``.
+``generate`` (``GPT2LMHeadModel``, or the checkpoint family's ``AutoModelForCausalLM``).
 
     python benchmarks/generate.py [--checkpoint DIR | --shape tiny|gpt_medium|gpt2]
                                   [--batch 8] [--prompt-len 32] [--new-tokens 64]
@@ -42,7 +42,8 @@ SHAPES = {
 
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--checkpoint", help="a GPT-2 checkpoint directory (save_pretrained's layout)")
+  p.add_argument("--checkpoint",
+                 help="a GPT-2 or GPT-NeoX checkpoint directory (save_pretrained's layout)")
   p.add_argument("--shape", default="gpt_medium", choices=sorted(SHAPES),
                  help="shape of the random checkpoint made when no --checkpoint is given")
   p.add_argument("--batch", type=int, default=8)
@@ -90,12 +91,13 @@ class Superalign:
     import optax
     from superalign import models
     from superalign.core import mesh as mesh_lib, state as state_lib
-    from superalign.models import InputSpec, generate as gen, hf_gpt2
+    from superalign.models import InputSpec, generate as gen, registry
 
     self.jax, self.gen = jax, gen
-    cfg = hf_gpt2.read_config(path)
+    family = registry.loader(path)
+    vocab = family.architecture(family.read_config(path))["vocab_size"]
     name = f"hf:{path}"
-    spec = InputSpec((args.prompt_len + args.new_tokens,), "tokens", 2, cfg["vocab_size"])
+    spec = InputSpec((args.prompt_len + args.new_tokens,), "tokens", 2, vocab)
     mesh = mesh_lib.make_mesh({"data": 1}, devices=jax.devices()[:1])
     state, _ = state_lib.create(models.builder(name, spec, dtype=args.dtype), optax.sgd(0.0), 0,
                                 mesh, warm=models.pretrained(name))
@@ -130,7 +132,7 @@ class Torch:
     if device == "cpu":
       torch.set_num_threads(os.cpu_count())
     dtype = torch.bfloat16 if (args.dtype == "bfloat16" and device == "cuda") else torch.float32
-    self.model = transformers.GPT2LMHeadModel.from_pretrained(
+    self.model = transformers.AutoModelForCausalLM.from_pretrained(
         path, attn_implementation="sdpa", dtype=dtype).to(device).eval()
     self.model.generation_config.eos_token_id = None   # run the full length, as superalign does
     self.dtype = str(dtype).replace("torch.", "")
@@ -202,12 +204,16 @@ def main(argv=None):
     random_checkpoint(path, args.shape, args.seed)
     source = (f"random {args.shape} checkpoint (saved by transformers in "
               f"{time.perf_counter() - t0:.1f} s)")
-  from superalign.models import hf_gpt2
-  cfg = hf_gpt2.read_config(path)
-  if args.prompt_len + args.new_tokens > cfg["n_positions"]:
+  from superalign.core.errors import ConfigError
+  from superalign.models import registry
+  try:
+    family = registry.loader(path, "--checkpoint")
+    arch = family.architecture(family.read_config(path, "--checkpoint"))
+  except ConfigError as e:
+    fail(str(e))
+  if args.prompt_len + args.new_tokens > arch["max_len"]:
     fail(f"prompt {args.prompt_len} + {args.new_tokens} new tokens exceed the checkpoint's "
-         f"n_positions {cfg['n_positions']}")
-  arch = hf_gpt2.architecture(cfg)
+         f"{arch['max_len']} positions")
   new_per_call = args.batch * args.new_tokens
   print(f"measured: greedy KV-cached generation, {args.batch} prompts x {args.prompt_len} tokens "
         f"-> {args.new_tokens} new tokens each, EOS off; {source}: L={arch['num_layers']}, "
@@ -218,7 +224,7 @@ def main(argv=None):
     print(f"load average before start: {os.getloadavg()[0]:.2f}")
 
   rng = np.random.default_rng(args.seed)
-  prompt = rng.integers(1, cfg["vocab_size"], (args.batch, args.prompt_len)).astype(np.int32)
+  prompt = rng.integers(1, arch["vocab_size"], (args.batch, args.prompt_len)).astype(np.int32)
   mask = np.ones_like(prompt)
 
   sa = Superalign(path, args, prompt, mask)

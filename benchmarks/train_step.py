@@ -6,10 +6,10 @@
 Both sides train the same GPT-2-shaped sequence classifier (``gpt_medium``: 6 layers, width 384,
 6 heads, vocabulary 8192; ``gpt2``: the 124M GPT-2 shape, 12 layers, width 768, 12 heads,
 vocabulary 50257; sequence 128 and batch 16 unless given; 2 classes) with AdamW, and each timed
-step is a full forward + backward + optimizer update. With ``--checkpoint DIR`` (a GPT-2 directory
+step is a full forward + backward + optimizer update. With ``--checkpoint DIR`` (a GPT-2 or GPT-NeoX directory
 as ``save_pretrained`` writes it) superalign trains the ``hf:DIR`` model, built and warm-started
 through the registry, and torch loads the same directory with
-``GPT2ForSequenceClassification.from_pretrained``: both sides run the checkpoint's shape. superalign's step is built exactly as the framework
+``AutoModelForSequenceClassification.from_pretrained``: both sides run the checkpoint's shape. superalign's step is built exactly as the framework
 builds it (``models.builder`` -> ``core.state.create`` -> ``core.steps.make_train_step`` on a
 ``{'data': -1}`` mesh, batches put on the mesh with ``core.mesh.shard_batch``). Every step's
 outputs are waited on (``block_until_ready``) before its clock stops, so nothing is left in flight.
@@ -68,7 +68,8 @@ def parse_args(argv=None):
                  help="timed steps are split into this many alternating superalign/torch blocks")
   p.add_argument("--skip-torch", action="store_true", help="do not run the PyTorch baseline")
   p.add_argument("--checkpoint", metavar="DIR",
-                 help="train this GPT-2 checkpoint (hf:DIR) on both sides instead of --model")
+                 help="train this GPT-2 or GPT-NeoX checkpoint (hf:DIR) on both sides instead of "
+                      "--model")
   p.add_argument("--seq", type=int, default=SEQ, help="sequence length (context)")
   p.add_argument("--vocab", type=int, default=None,
                  help="vocabulary of a --model run (default: 8192 for gpt_medium, 50257 for gpt2)")
@@ -275,7 +276,8 @@ class Superalign:
 
 
 class Torch:
-  """HuggingFace GPT2ForSequenceClassification (SDPA attention) + torch.optim.AdamW.
+  """HuggingFace GPT2ForSequenceClassification (SDPA attention) + torch.optim.AdamW; with
+  ``--checkpoint``, the checkpoint family's class (``AutoModelForSequenceClassification``).
 
   float32 eager on CPU (all cores). On a CUDA device, ``torch.compile``d, float32 (TF32 matmuls,
   as JAX's default precision on GPU) or, with ``--dtype bfloat16``, bfloat16 autocast (float32
@@ -299,7 +301,9 @@ class Torch:
     self.autocast = (device == "cuda" and args.dtype == "bfloat16")
     no_dropout = dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, summary_first_dropout=0.0)
     if args.checkpoint:
-      model = transformers.GPT2ForSequenceClassification.from_pretrained(
+      if transformers.AutoConfig.from_pretrained(args.checkpoint).model_type == "gpt_neox":
+        no_dropout = dict(hidden_dropout=0.0, attention_dropout=0.0, classifier_dropout=0.0)
+      model = transformers.AutoModelForSequenceClassification.from_pretrained(
           args.checkpoint, num_labels=NUM_CLASSES, pad_token_id=0, attn_implementation="sdpa",
           dtype=torch.float32, **no_dropout)
     else:
@@ -371,7 +375,8 @@ def main(argv=None):
   import numpy as np
   from superalign.models.registry import MODELS
 
-  from superalign.models import hf_gpt2
+  from superalign.core.errors import ConfigError
+  from superalign.models import registry
 
   dev = jax.devices()[0]
   platform = dev.platform
@@ -384,11 +389,15 @@ def main(argv=None):
   if args.dtype == "bfloat16" and platform == "cpu":
     print("note: bfloat16 on a CPU without bfloat16 matmul units checks the code path, not speed")
   if args.checkpoint:
-    arch = hf_gpt2.architecture(hf_gpt2.read_config(args.checkpoint))
+    try:
+      family = registry.loader(args.checkpoint, "--checkpoint")
+      arch = family.architecture(family.read_config(args.checkpoint, "--checkpoint"))
+    except ConfigError as e:
+      fail(str(e))
     num_layers, width, num_heads = arch["num_layers"], arch["width"], arch["num_heads"]
     mlp_width, args.vocab = arch["mlp_width"], arch["vocab_size"]
     if args.seq > arch["max_len"]:
-      fail(f"--seq {args.seq} exceeds the checkpoint's n_positions {arch['max_len']}")
+      fail(f"--seq {args.seq} exceeds the checkpoint's {arch['max_len']} positions")
     model_name = f"hf:{args.checkpoint}"
   else:
     kw = MODELS[args.model].kwargs

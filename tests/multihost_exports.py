@@ -2,7 +2,8 @@
 processes that export together: a GPT-2 checkpoint whose parameters are sharded over both hosts
 (``hf_gpt2.save``), a sparse autoencoder (``sae.export_saelens``) and an activation store
 (``activations.write_store``), all into OUT. Every process then reads each one back and checks it
-bitwise; ``test_multihost`` checks that process 1 wrote nothing there."""
+bitwise, and a save that fails on process 0 raises on both; ``test_multihost`` checks that
+process 1 wrote nothing there."""
 
 import os
 import sys
@@ -47,6 +48,15 @@ def main() -> None:
   rows = np.arange(40, dtype=np.float32).reshape(20, 2)
   store = activations.write_store(os.path.join(out, "acts"), rows, "resid", shard_rows=6)
   assert store.array().tobytes() == rows.tobytes() and len(store.shards) == 4
+  # A write that fails on process 0 (a directory under a file) raises on both, hangs neither.
+  try:
+    hf_gpt2.save(os.path.join(out, "acts", "index.json", "gpt2"), placed, {})
+  except Exception as e:
+    raised = type(e).__name__
+  else:
+    raised = None
+  assert raised == ("RuntimeError" if jax.process_index() else "NotADirectoryError"), raised
+
   # Each process's own file beside OUT: proof, in process 1's audit log, that the hook records.
   with open(os.path.join(os.path.dirname(out), f"done-{jax.process_index()}"), "w") as f:
     f.write("ok\n")

@@ -176,19 +176,20 @@ def test_bad_task_option_and_checkpoint_cadence_are_one_line(tmp_path):
 
 
 def test_a_budget_too_short_for_the_curriculum_is_warned(caplog):
-  config = _smoke()                  # 40 steps, window 5, log_every 5: two levels by step 10
+  config = _smoke()                  # 40 steps, window 5, log_every 5: the top from step 10
   assert all(run.curriculum_warning(config, name) is None for name in config.amplification.tasks)
-  config.train.log_every = 25        # a level takes 25 steps: two need more than 50
+  config.amplification.window = 15   # two levels need 30 steps, seen at step 40 (log_every 20)
+  config.train.log_every = 20
   config.train.checkpoint_every = 0
   with caplog.at_level("WARNING", logger="superalign"):
     runners.validate(config, num_devices=1)
   line = run.curriculum_warning(config, "permutation")
-  assert line == ("amplification.permutation: 40 steps cannot reach max_difficulty=2 from "
-                  "start_difficulty=0: a level takes at least 25 steps (window=5, decided every "
-                  "train.log_every=25), so 2 levels need more than 50; the test set is drawn at "
-                  "the top difficulty")
+  assert line == ("amplification.permutation: 40 steps cannot train at max_difficulty=2: from "
+                  "start_difficulty=0, 2 levels of window=15 steps, seen every "
+                  "train.log_every=20, reach it at step 40 at the earliest; the test set is "
+                  "drawn there")
   assert line in caplog.text
-  config.amplification.permutation.start_difficulty = 1   # one level: 25 < 40 steps
+  config.amplification.permutation.start_difficulty = 1   # one level: step 20 < 40
   assert run.curriculum_warning(config, "permutation") is None
 
 

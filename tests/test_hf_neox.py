@@ -43,7 +43,8 @@ def _model(path, num_classes=2):
   return state.model()
 
 
-@pytest.mark.parametrize("config", [{}, SEQUENTIAL], ids=["pythia", "sequential_full_rotary"])
+@pytest.mark.parametrize("config", [{}, SEQUENTIAL, {"tie_word_embeddings": True}],
+                         ids=["pythia", "sequential_full_rotary", "tied_head"])
 def test_logits_and_every_hidden_state_match_transformers(tmp_path, config):
   reference = save_tiny_neox(tmp_path, seed=1, **config)
   if "rotary_pct" in config:   # the config really holds the share and base we asked for
@@ -144,6 +145,12 @@ def test_bad_neox_checkpoints_are_one_line(tmp_path):
   with pytest.raises(ConfigError) as e:
     hf_neox.load(str(wrong))
   _one_line(e, "has shape", "needs", "hidden_size=64")
+
+  odd_rotary = tmp_path / "odd_rotary"
+  save_tiny_neox(odd_rotary, rotary_pct=0.125)     # 1 of 8 head dimensions
+  with pytest.raises(ConfigError) as e:
+    models.validate_name(f"hf:{odd_rotary}")
+  _one_line(e, "partial_rotary_factor=0.125", "even number")
 
   scaled = tmp_path / "scaled"
   save_tiny_neox(scaled)

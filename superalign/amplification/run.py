@@ -66,20 +66,21 @@ def validate(config) -> None:
 
 def curriculum_warning(config, name: str) -> str | None:
   """A line when task ``name``'s step budget cannot carry its curriculum to the top difficulty
-  (where the test set is drawn), else None. The curriculum sees the train metrics when the loop
-  fetches them, every ``train.log_every`` steps, and a level needs ``window`` steps of agreement,
-  so the fastest climb raises a level every ``ceil(window / log_every) * log_every`` steps."""
+  (where the test set is drawn), else None. Each level needs ``window`` steps of agreement, and
+  batches change difficulty only when the loop fetches the train metrics (every
+  ``train.log_every`` steps), so the earliest step that trains at the top is ``levels * window``
+  rounded up to a multiple of ``log_every``."""
   a, train = config.amplification, config.train
   block = a[name]
   levels = int(block.max_difficulty) - int(block.start_difficulty)
   steps = int(block.num_steps) or int(train.num_steps)
-  per_level = math.ceil(int(a.window) / int(train.log_every)) * int(train.log_every)
-  if levels and levels * per_level >= steps:
-    return (f"amplification.{name}: {steps} steps cannot reach max_difficulty="
-            f"{block.max_difficulty} from start_difficulty={block.start_difficulty}: a level "
-            f"takes at least {per_level} steps (window={a.window}, decided every "
-            f"train.log_every={train.log_every}), so {levels} levels need more than "
-            f"{levels * per_level}; the test set is drawn at the top difficulty")
+  log_every = int(train.log_every)
+  earliest = math.ceil(levels * int(a.window) / log_every) * log_every
+  if levels and earliest >= steps:
+    return (f"amplification.{name}: {steps} steps cannot train at max_difficulty="
+            f"{block.max_difficulty}: from start_difficulty={block.start_difficulty}, {levels} "
+            f"levels of window={a.window} steps, seen every train.log_every={log_every}, reach "
+            f"it at step {earliest} at the earliest; the test set is drawn there")
   return None
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -170,12 +170,30 @@ def is_writer() -> bool:
   return jax.process_index() == 0
 
 
-def barrier(name: str) -> None:
-  """Across processes, returns when all have reached it (after the writer wrote, every process
-  can read); alone, at once."""
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices(name)
+def from_writer(value: bool) -> bool:
+  """Process 0's ``value`` on every process (alone: ``value``): one decision, where the
+  processes' own views (of a disk that is not shared) could differ."""
+  if jax.process_count() == 1:
+    return value
+  from jax.experimental import multihost_utils
+  return bool(multihost_utils.broadcast_one_to_all(np.int32(value)))
+
+
+def write_once(name: str, write: Callable[[], None]) -> None:
+  """``write()`` on process 0 only; every process returns once it has run (the files are then
+  complete for all to read), and every process raises if it failed, so none waits forever on a
+  writer that stopped."""
+  error = None
+  if is_writer():
+    try:
+      write()
+    except Exception as e:   # re-raised below, after the others have heard of it
+      error = e
+  failed = from_writer(error is not None)
+  if error is not None:
+    raise error
+  if failed:
+    raise RuntimeError(f"{name}: process 0 failed to write it (its log says why)")
 
 
 def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh,

@@ -43,11 +43,10 @@ class ActivationWriter:
   def __init__(self, directory: str, site: str, shard_rows: int = 65536):
     if shard_rows < 1:
       raise ConfigError(f"activation store: shard_rows={shard_rows}: must be >= 1")
-    if os.path.exists(os.path.join(directory, INDEX)):
+    # Process 0's look decides for all (and every process has looked before the store exists).
+    if mesh_lib.from_writer(os.path.exists(os.path.join(directory, INDEX))):
       raise ConfigError(f"{directory}: already holds an activation store ({INDEX}); choose "
                         "another directory or remove it")
-    # Every process has looked before process 0 can finish the store.
-    mesh_lib.barrier(f"activation store {directory}")
     self.writes = mesh_lib.is_writer()
     if self.writes:
       os.makedirs(directory, exist_ok=True)
@@ -86,23 +85,20 @@ class ActivationWriter:
     self._buffered = len(rows) - count
 
   def close(self) -> "ActivationStore":
-    if not self.writes:
-      if not self._rows:
-        raise ConfigError(f"activation store {self.site!r}: no rows were added")
-      mesh_lib.barrier(f"activation store {self.directory} closed")
-      return ActivationStore(self.directory)
-    if self._buffered:
-      self._flush(self._buffered)
-    if not self.shards:
+    if not (self._buffered or self.shards or self._rows):
       raise ConfigError(f"activation store {self.site!r}: no rows were added")
-    index = {"format": FORMAT, "site": self.site, "row_shape": list(self.row_shape),
-             "dtype": np.dtype(self.dtype).name, "num_rows": sum(s["rows"] for s in self.shards),
-             "shards": self.shards}
-    def write(tmp):
-      with open(tmp, "w") as f:
-        json.dump(index, f, indent=1)
-    atomic(os.path.join(self.directory, INDEX), write)
-    mesh_lib.barrier(f"activation store {self.directory} closed")
+
+    def finish():
+      if self._buffered:
+        self._flush(self._buffered)
+      index = {"format": FORMAT, "site": self.site, "row_shape": list(self.row_shape),
+               "dtype": np.dtype(self.dtype).name,
+               "num_rows": sum(s["rows"] for s in self.shards), "shards": self.shards}
+      def write(tmp):
+        with open(tmp, "w") as f:
+          json.dump(index, f, indent=1)
+      atomic(os.path.join(self.directory, INDEX), write)
+    mesh_lib.write_once(f"activation store {self.directory}", finish)
     return ActivationStore(self.directory)
 
   def __enter__(self) -> "ActivationWriter":

@@ -519,11 +519,11 @@ def export_saelens(model: SparseAutoencoder | Trained, directory: str, *, hook_n
   def write(tmp):
     with open(tmp, "w") as f:
       json.dump(cfg, f, indent=1)
-  if mesh_lib.is_writer():
+  def export():
     os.makedirs(directory, exist_ok=True)
     atomic(os.path.join(directory, WEIGHTS), lambda tmp: save_file(tensors, tmp))
     atomic(os.path.join(directory, CFG), write)
-  mesh_lib.barrier(f"export_saelens {directory}")
+  mesh_lib.write_once(f"export_saelens {directory}", export)
   return directory
 
 

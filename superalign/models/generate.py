@@ -1,4 +1,4 @@
-"""Batched sampling from the ``Transformer``'s tied LM head with a KV cache.
+"""Batched sampling from the ``Transformer``'s LM head with a KV cache.
 
 One compiled program per (prompt bucket, batch, new tokens, sampler): the prompt fills the cache
 in one pass and yields the first token, then a ``while_loop`` decodes one token per iteration

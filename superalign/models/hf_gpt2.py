@@ -37,8 +37,10 @@ _REQUIRED = {"activation_function": ("gelu_new", "gelu_pytorch_tanh"),
              "add_cross_attention": (False,), "tie_word_embeddings": (True,)}
 
 
-# The checkpoint families superalign reads, by config.json's model_type.
-MODEL_TYPES = ("gpt2", "gpt_neox")
+MODEL_TYPE = "gpt2"
+# The checkpoint families superalign reads, by config.json's model_type (models.registry.LOADERS
+# maps each to its loader).
+MODEL_TYPES = (MODEL_TYPE, "gpt_neox")
 
 
 def read_json(path: str, key: str = "model.name") -> dict[str, Any]:
@@ -67,7 +69,7 @@ def read_config(path: str, key: str = "model.name") -> dict[str, Any]:
   """``config.json`` of a GPT-2 checkpoint; raises ConfigError (one line) naming what is wrong."""
   where = f"{key}=hf:{path}"
   cfg = read_json(path, key)
-  if cfg["model_type"] != "gpt2":
+  if cfg["model_type"] != MODEL_TYPE:
     raise ConfigError(f"{where}: {CONFIG} has model_type {cfg['model_type']!r}; this loader reads "
                       "GPT-2 (model_type 'gpt2')")
   for name, valid in _REQUIRED.items():
@@ -220,9 +222,8 @@ def save(path: str, params: Mapping, cfg: Mapping[str, Any], *,
   Across processes every process calls it (the parameters are gathered collectively), process 0
   writes, and all return once the checkpoint is complete."""
   tensors = {_PREFIX + k: np.ascontiguousarray(v) for k, v in from_params(params).items()}
-  if mesh_lib.is_writer():
-    write_checkpoint(path, tensors, cfg, max_shard_bytes)
-  mesh_lib.barrier(f"hf_gpt2.save {path}")
+  mesh_lib.write_once(f"hf_gpt2.save {path}",
+                      lambda: write_checkpoint(path, tensors, cfg, max_shard_bytes))
 
 
 def write_checkpoint(path: str, tensors: Mapping[str, np.ndarray], cfg: Mapping[str, Any],

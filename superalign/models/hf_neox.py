@@ -26,6 +26,7 @@ from superalign.core.errors import ConfigError
 from superalign.models import hf_gpt2
 from superalign.models.hf_gpt2 import CONFIG, place  # noqa: F401  (place: the loaders' API)
 
+MODEL_TYPE = "gpt_neox"
 _PREFIX = "gpt_neox."
 _BUFFERS = (".attention.bias", ".attention.masked_bias", ".attention.rotary_emb.inv_freq",
             ".rotary_emb.inv_freq")
@@ -39,7 +40,7 @@ def read_config(path: str, key: str = "model.name") -> dict[str, Any]:
   wrong."""
   where = f"{key}=hf:{path}"
   cfg = hf_gpt2.read_json(path, key)
-  if cfg["model_type"] != "gpt_neox":
+  if cfg["model_type"] != MODEL_TYPE:
     raise ConfigError(f"{where}: {CONFIG} has model_type {cfg['model_type']!r}; this loader reads "
                       "GPT-NeoX (model_type 'gpt_neox')")
   for name, valid in _REQUIRED.items():
@@ -50,6 +51,15 @@ def read_config(path: str, key: str = "model.name") -> dict[str, Any]:
   if rope_type != "default":
     raise ConfigError(f"{where}: {CONFIG} sets rope_parameters.rope_type={rope_type!r}; "
                       "supported: 'default'")
+  try:
+    head_dim = cfg["hidden_size"] // cfg["num_attention_heads"]
+  except (KeyError, TypeError, ZeroDivisionError):
+    raise ConfigError(f"{where}: {CONFIG} needs hidden_size and num_attention_heads") from None
+  share = _rotary(cfg)[0]
+  rotary_dim = int(head_dim * share)
+  if rotary_dim < 2 or rotary_dim % 2:
+    raise ConfigError(f"{where}: {CONFIG}'s partial_rotary_factor={share} turns {rotary_dim} of "
+                      f"{head_dim} head dimensions; superalign needs an even number, at least 2")
   return cfg
 
 
@@ -102,10 +112,16 @@ def read_tensors(path: str, cfg: Mapping[str, Any] | None = None) -> dict[str, n
   tensors = {}
   for name, tensor in hf_gpt2.read_safetensors(path).items():
     short = name[len(_PREFIX):] if name.startswith(_PREFIX) else name
-    if not short.endswith(_BUFFERS):
+    if not ("." + short).endswith(_BUFFERS):
       tensors[short] = tensor
   where = f"model.name=hf:{path}"
   expected = _shapes(cfg)
+  head = tensors.get("embed_out.weight")
+  if "embed_out.weight" not in expected and head is not None:   # tied: a copy of embed_in
+    if "embed_in.weight" in tensors and not np.array_equal(head, tensors["embed_in.weight"]):
+      raise ConfigError(f"{where}: tie_word_embeddings is true but embed_out.weight differs "
+                        "from embed_in.weight")
+    del tensors["embed_out.weight"]
   for name, shape in expected.items():
     if name not in tensors:
       raise ConfigError(f"{where}: the checkpoint has no tensor {name!r}, which {CONFIG} "
@@ -196,6 +212,5 @@ def save(path: str, params: Mapping, cfg: Mapping[str, Any], *,
   processes every process calls it, process 0 writes, and all return once it is complete."""
   tensors = {(k if k.startswith("embed_out.") else _PREFIX + k): np.ascontiguousarray(v)
              for k, v in from_params(params).items()}
-  if mesh_lib.is_writer():
-    hf_gpt2.write_checkpoint(path, tensors, cfg, max_shard_bytes)
-  mesh_lib.barrier(f"hf_neox.save {path}")
+  mesh_lib.write_once(f"hf_neox.save {path}",
+                      lambda: hf_gpt2.write_checkpoint(path, tensors, cfg, max_shard_bytes))

@@ -73,7 +73,8 @@ def checkpoint_dir(name: str) -> str | None:
   return os.path.expanduser(name[len(HF):]) if name.startswith(HF) else None
 
 
-LOADERS = {"gpt2": hf_gpt2, "gpt_neox": hf_neox}   # by config.json's model_type
+LOADERS = {family.MODEL_TYPE: family for family in (hf_gpt2, hf_neox)}   # by model_type
+assert tuple(LOADERS) == hf_gpt2.MODEL_TYPES, "a loader for every model_type read_json accepts"
 
 
 def loader(path: str, key: str = "model.name"):

@@ -5,11 +5,11 @@ LayerNorm, and a linear head read at the last non-pad token (right padding, ``pa
 are initialized as GPT-2: N(0, 0.02), residual projections scaled by 1/sqrt(2 * layers). The same
 module holds a Hugging Face GPT-2 checkpoint (``hf_gpt2.py``): its LM head is the token embedding.
 
-Three options make it GPT-NeoX (Pythia; ``hf_neox.py``): ``rotary_dim`` (rotary positions on the
+Four options make it GPT-NeoX (Pythia; ``hf_neox.py``): ``rotary_dim`` (rotary positions on the
 first ``rotary_dim`` dimensions of each head's queries and keys, GPT-NeoX's rotate-half form, in
-place of learned positions), ``parallel_residual`` (``x + attn(ln1(x)) + mlp(ln2(x))``) and
-``tied_lm_head=False`` (an LM head of its own, ``unembed``); ``gelu_approximate=False`` is the exact
-GELU.
+place of learned positions), ``parallel_residual`` (``x + attn(ln1(x)) + mlp(ln2(x))``),
+``tied_lm_head=False`` (an LM head of its own, ``unembed``), and ``gelu_approximate=False`` (the
+exact GELU).
 
 ``forward`` is the general pass: an optional attention mask (left padding: position ids come from
 the mask) and an optional KV cache written at ``start`` (``generate.py`` decodes with it).
