@@ -6,9 +6,11 @@ binary head, either fine-tuned (``mode=finetune``, the paper's setting) or as a 
 the last token's hidden state (``mode=probe``). The text task (``task``: sciq, boolq,
 amazon_polarity, cosmos_qa, anthropic_hh) is read from ``data`` (JSONL, parquet or a
 ``datasets.save_to_disk`` directory) with the reference's prompt templates, and tokenized with
-the first checkpoint's ``tokenizer.json`` (the GPT-2 family shares one).
+the first checkpoint's ``tokenizer.json`` (the GPT-2 family shares one; so does Pythia's).
+Directories may be GPT-2 or GPT-NeoX (Pythia) checkpoints; ``config.json`` says which.
 
   superalign --config=experiments/w2s/gpt2.py:dirs=$HF/gpt2:$HF/gpt2-medium:$HF/gpt2-large,data=$DATA/sciq
+  superalign --config=experiments/w2s/gpt2.py:dirs=$HF/pythia-70m:$HF/pythia-410m,data=$DATA/sciq
 
 The reference trains 2 epochs at batch 32, learning rate 5e-5 (GPT-2 family), on 20,000 training
 documents (split in halves: weak supervisor, then strong student) and tests on 10,000.
