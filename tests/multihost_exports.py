@@ -1,9 +1,9 @@
 """``python tests/multihost_exports.py COORDINATOR PROCESS_ID CHECKPOINT OUT``: one of two
 processes that export together: a GPT-2 checkpoint whose parameters are sharded over both hosts
-(``hf_gpt2.save``), a sparse autoencoder (``sae.export_saelens``) and an activation store
-(``activations.write_store``), all into OUT. Every process then reads each one back and checks it
-bitwise, and a save that fails on process 0 raises on both; ``test_multihost`` checks that
-process 1 wrote nothing there."""
+(``hf_gpt2.save``), a sparse autoencoder held whole and sharded (``sae.export_saelens``) and an
+activation store (``activations.write_store``), all into OUT. Every process then reads each one
+back and checks it bitwise, and a save that fails on process 0 raises on both;
+``test_multihost`` checks that process 1 wrote nothing there."""
 
 import os
 import sys
@@ -44,6 +44,17 @@ def main() -> None:
   assert written.keys() == want.keys()
   assert all(written[k].tobytes() == want[k].tobytes() for k in want)
   assert sae.load_saelens(os.path.join(out, "sae"))[1]["d_sae"] == 16
+
+  # The same SAE with every parameter split between the hosts (as a run on an fsdp mesh holds
+  # it): the export gathers it, and writes what the whole copy wrote.
+  split = lambda x: jax.make_array_from_callback(
+      x.shape, NamedSharding(mesh, P("fsdp") if x.shape[0] % 2 == 0 else P()),
+      lambda index, x=np.asarray(x): x[index])
+  nnx.update(model, jax.tree.map(split, nnx.state(model, nnx.Param)))
+  assert not model.W_enc[...].is_fully_addressable
+  sae.export_saelens(model, os.path.join(out, "sae_sharded"), hook_name="blocks.0.resid_post")
+  again = load_file(os.path.join(out, "sae_sharded", sae.WEIGHTS))
+  assert all(again[k].tobytes() == want[k].tobytes() for k in want)
 
   rows = np.arange(40, dtype=np.float32).reshape(20, 2)
   store = activations.write_store(os.path.join(out, "acts"), rows, "resid", shard_rows=6)

@@ -158,4 +158,4 @@ def test_exports_from_two_processes_are_written_once(tmp_path):
     assert f"exports OK in process {i}" in stdout
   assert (tmp_path / "done-1").exists()     # process 1's audit log has this write ...
   assert _workdir_writes(tmp_path, out) == []   # ... and none in OUT
-  assert sorted(p.name for p in out.iterdir()) == ["acts", "gpt2", "sae"]
+  assert sorted(p.name for p in out.iterdir()) == ["acts", "gpt2", "sae", "sae_sharded"]
