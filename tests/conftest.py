@@ -178,6 +178,87 @@ def save_tiny_neox(directory, seed=0, max_shard_size=None, **config):
   return model
 
 
+# Parity with transformers, shared by the checkpoint families' tests (test_hf_gpt2, test_hf_neox).
+
+
+def one_line(excinfo, *parts):
+  """The raised error is one line holding every one of ``parts``."""
+  message = str(excinfo.value)
+  assert "\n" not in message, message
+  for part in parts:
+    assert part in message, message
+
+
+def left_padded(rows, width):
+  """``(ids, mask)`` int64 ``[len(rows), width]``: each row at the right, zeros before it."""
+  ids = np.zeros((len(rows), width), np.int64)
+  mask = np.zeros((len(rows), width), np.int64)
+  for r, row in enumerate(rows):
+    ids[r, width - len(row):], mask[r, width - len(row):] = row, 1
+  return ids, mask
+
+
+def assert_hidden_states_and_logits_match(model, reference, ids, num_layers):
+  """Every ``output_hidden_states`` entry and the LM logits of ``reference`` (a transformers
+  model) on ``ids``, within 1e-4 in float32."""
+  import jax.numpy as jnp
+  import torch
+  with torch.no_grad():
+    out = reference(torch.tensor(ids), output_hidden_states=True)
+  hidden, layers, _ = model.forward(jnp.asarray(ids), all_layers=True)
+  assert len(layers) == len(out.hidden_states) == num_layers + 1
+  for i, (theirs, ours) in enumerate(zip(out.hidden_states, layers)):
+    np.testing.assert_allclose(np.asarray(ours), theirs.numpy(), atol=1e-4, rtol=0,
+                               err_msg=f"hidden state {i}")
+  np.testing.assert_allclose(np.asarray(model.lm_logits(hidden)), out.logits.numpy(), atol=1e-4,
+                             rtol=0)
+
+
+def assert_greedy_generation_matches(model, reference, rows, new_tokens=12):
+  """Greedy tokens after the left-padded ``rows`` equal ``reference.generate``'s, and each row
+  alone, unpadded, gives the same tokens; the tokens are not degenerate."""
+  import torch
+  from superalign.models import generate as gen
+  width = max(len(r) for r in rows)
+  ids, mask = left_padded(rows, width)
+  ours = np.asarray(gen.generate(model, ids, mask, max_new_tokens=new_tokens))
+  with torch.no_grad():
+    theirs = reference.generate(torch.tensor(ids), attention_mask=torch.tensor(mask),
+                                max_new_tokens=new_tokens, do_sample=False, eos_token_id=None,
+                                pad_token_id=0).numpy()[:, width:]
+  np.testing.assert_array_equal(ours, theirs)
+  assert len({tuple(r) for r in ours}) > 1 and len(set(ours.ravel())) > 4   # not degenerate
+  for r, row in enumerate(rows):   # each prompt alone, unpadded: the same tokens
+    alone = gen.generate(model, row[None], np.ones((1, len(row))), max_new_tokens=new_tokens)
+    np.testing.assert_array_equal(np.asarray(alone)[0], ours[r])
+
+
+def assert_round_trip(family, path, reference, out_dirs, reader):
+  """``family`` (``hf_gpt2`` or ``hf_neox``) loads ``path``, saves it to each of ``out_dirs``
+  (``{dir: save keyword arguments}``), and loads it back bitwise; the saved tensors equal the
+  original file's, and ``reader(dir)`` (transformers' ``from_pretrained``) gives ``reference``'s
+  logits exactly."""
+  import jax
+  import torch
+  first = family.load(path)
+  cfg = family.read_config(path)
+  original = family.read_tensors(path)
+  ids = torch.tensor(np.random.RandomState(5).randint(0, 300, (2, 7)))
+  with torch.no_grad():
+    want = reference(ids).logits
+  for out, kw in out_dirs.items():
+    family.save(str(out), first, cfg, **kw)
+    again = family.load(str(out))
+    for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(again), strict=True):
+      assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    saved = family.read_tensors(str(out))
+    assert saved.keys() == original.keys()
+    assert all(saved[k].tobytes() == original[k].tobytes() for k in original)
+    back = reader(str(out)).eval()
+    with torch.no_grad():
+      assert torch.equal(back(ids).logits, want)
+
+
 def train_tiny_bpe(directory, texts, vocab_size=300):
   """A tiny GPT-2-style byte-level BPE trained by ``tokenizers`` itself on ``texts``, saved as
   ``directory/tokenizer.json``; ``<|endoftext|>`` is id 0 (as the tiny checkpoints' EOS)."""

@@ -12,7 +12,8 @@ import optax
 import pytest
 import torch
 
-from conftest import save_tiny_gpt2
+from conftest import (assert_greedy_generation_matches, assert_hidden_states_and_logits_match,
+                      assert_round_trip, left_padded, one_line, save_tiny_gpt2)
 from superalign import models
 from superalign.core import mesh as mesh_lib, state as state_lib
 from superalign.core.errors import ConfigError
@@ -51,28 +52,18 @@ def _torch(model, ids, mask=None):
 @pytest.mark.parametrize("config", [{}, ODD], ids=["gpt2", "n_inner_eps"])
 def test_logits_and_every_hidden_state_match_transformers(tmp_path, config):
   reference = save_tiny_gpt2(tmp_path, seed=1, **config)
-  model = _load(str(tmp_path)).model()
   ids = np.random.RandomState(0).randint(0, 300, (3, 17))
-  out = _torch(reference, ids)
-  hidden, layers, _ = model.forward(jnp.asarray(ids), all_layers=True)
-  assert len(layers) == len(out.hidden_states) == reference.config.n_layer + 1
-  for i, (theirs, ours) in enumerate(zip(out.hidden_states, layers)):
-    np.testing.assert_allclose(np.asarray(ours), theirs.numpy(), atol=1e-4, rtol=0,
-                               err_msg=f"hidden state {i}")
-  np.testing.assert_allclose(np.asarray(model.lm_logits(hidden)), out.logits.numpy(), atol=1e-4,
-                             rtol=0)
+  assert_hidden_states_and_logits_match(_load(str(tmp_path)).model(), reference, ids,
+                                        reference.config.n_layer)
 
 
 def test_left_padding_gives_the_unpadded_logits_and_matches_transformers(ckpt):
   path, reference = ckpt
   model = _load(path).model()
   rs = np.random.RandomState(1)
-  lengths = [9, 5, 2]
-  ids = np.full((3, 9), 7, np.int64)
-  mask = np.zeros((3, 9), np.int64)
-  rows = [rs.randint(0, 300, n) for n in lengths]
-  for r, row in enumerate(rows):
-    ids[r, 9 - len(row):], mask[r, 9 - len(row):] = row, 1
+  rows = [rs.randint(0, 300, n) for n in (9, 5, 2)]
+  ids, mask = left_padded(rows, 9)
+  ids[mask == 0] = 7    # any token under the mask
   padded = np.asarray(model.lm_logits(model.hidden_states(jnp.asarray(ids), jnp.asarray(mask))))
   for r, row in enumerate(rows):
     alone = np.asarray(model.lm_logits(model.hidden_states(jnp.asarray(row[None]))))[0]
@@ -88,23 +79,9 @@ def test_left_padding_gives_the_unpadded_logits_and_matches_transformers(ckpt):
 
 def test_greedy_generation_matches_transformers_padded_or_not(ckpt):
   path, reference = ckpt
-  model = _load(path).model()
   rs = np.random.RandomState(2)
-  rows = [rs.randint(1, 300, n) for n in (6, 3, 6, 1)]
-  ids = np.zeros((4, 6), np.int64)
-  mask = np.zeros((4, 6), np.int64)
-  for r, row in enumerate(rows):
-    ids[r, 6 - len(row):], mask[r, 6 - len(row):] = row, 1
-  ours = np.asarray(gen.generate(model, ids, mask, max_new_tokens=12))
-  with torch.no_grad():
-    theirs = reference.generate(torch.tensor(ids), attention_mask=torch.tensor(mask),
-                                max_new_tokens=12, do_sample=False, eos_token_id=None,
-                                pad_token_id=0).numpy()[:, 6:]
-  np.testing.assert_array_equal(ours, theirs)
-  assert len({tuple(r) for r in ours}) > 1 and len(set(ours.ravel())) > 4   # not degenerate
-  for r, row in enumerate(rows):   # each prompt alone, unpadded: the same tokens
-    alone = gen.generate(model, row[None], np.ones((1, len(row))), max_new_tokens=12)
-    np.testing.assert_array_equal(np.asarray(alone)[0], ours[r])
+  assert_greedy_generation_matches(_load(path).model(), reference,
+                                   [rs.randint(1, 300, n) for n in (6, 3, 6, 1)])
 
 
 def test_eos_stops_a_row_and_pads_it(ckpt):
@@ -150,28 +127,13 @@ def test_sampling_filters(ckpt):
 
 
 def test_load_save_load_is_bitwise_and_transformers_reads_the_save(ckpt, tmp_path):
+  import transformers
   path, reference = ckpt
-  first = hf_gpt2.load(path)
-  cfg = hf_gpt2.read_config(path)
-  hf_gpt2.save(str(tmp_path / "one"), first, cfg)
-  hf_gpt2.save(str(tmp_path / "sharded"), first, cfg, max_shard_bytes=20_000)
+  assert_round_trip(hf_gpt2, path, reference,
+                    {tmp_path / "one": {}, tmp_path / "sharded": {"max_shard_bytes": 20_000}},
+                    transformers.GPT2LMHeadModel.from_pretrained)
   assert (tmp_path / "sharded" / hf_gpt2.INDEX).exists()
   assert len(list((tmp_path / "sharded").glob("model-*.safetensors"))) > 2
-  original = hf_gpt2.read_tensors(path)
-  for out in ("one", "sharded"):
-    again = hf_gpt2.load(str(tmp_path / out))
-    for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(again), strict=True):
-      assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
-    saved = hf_gpt2.read_tensors(str(tmp_path / out))
-    assert saved.keys() == original.keys()
-    assert all(saved[k].tobytes() == original[k].tobytes() for k in original)
-  import transformers
-  ids = torch.tensor(np.random.RandomState(5).randint(0, 300, (2, 7)))
-  with torch.no_grad():
-    want = reference(ids).logits
-    for out in ("one", "sharded"):
-      back = transformers.GPT2LMHeadModel.from_pretrained(str(tmp_path / out)).eval()
-      assert torch.equal(back(ids).logits, want)
 
 
 def test_a_checkpoint_sharded_by_transformers_loads(tmp_path):
@@ -222,31 +184,24 @@ def test_a_trained_model_saves_as_a_checkpoint_transformers_reads(ckpt, tmp_path
                              _torch(back, ids).logits.numpy(), atol=1e-4, rtol=0)
 
 
-def _one_line(excinfo, *parts):
-  message = str(excinfo.value)
-  assert "\n" not in message, message
-  for part in parts:
-    assert part in message, message
-
-
-def test_bad_checkpoints_are_one_line(tmp_path, ckpt):
+def test_bad_checkpoints_areone_line(tmp_path, ckpt):
   path, _ = ckpt
   with pytest.raises(ConfigError) as e:
     models.validate_name(f"hf:{tmp_path}/missing", "w2s.ladder")
-  _one_line(e, "w2s.ladder=hf:", "no such checkpoint directory")
+  one_line(e, "w2s.ladder=hf:", "no such checkpoint directory")
 
   llama = tmp_path / "llama"
   llama.mkdir()
   (llama / "config.json").write_text(json.dumps({"model_type": "llama"}))
   with pytest.raises(ConfigError) as e:
     models.validate_name(f"hf:{llama}")
-  _one_line(e, "model_type 'llama'", "'gpt2' and 'gpt_neox'")
+  one_line(e, "model_type 'llama'", "'gpt2' and 'gpt_neox'")
 
   odd = tmp_path / "odd"
   save_tiny_gpt2(odd, activation_function="relu")
   with pytest.raises(ConfigError) as e:
     models.validate_name(f"hf:{odd}")
-  _one_line(e, "activation_function='relu'")
+  one_line(e, "activation_function='relu'")
 
   wrong = tmp_path / "wrong"
   save_tiny_gpt2(wrong)
@@ -254,20 +209,20 @@ def test_bad_checkpoints_are_one_line(tmp_path, ckpt):
   (wrong / "config.json").write_text(json.dumps({**cfg, "n_embd": 64}))
   with pytest.raises(ConfigError) as e:
     hf_gpt2.load(str(wrong))
-  _one_line(e, "has shape", "needs", "n_embd=64")
+  one_line(e, "has shape", "needs", "n_embd=64")
 
   empty = tmp_path / "noweights"
   empty.mkdir()
   (empty / "config.json").write_text(json.dumps(cfg))
   with pytest.raises(ConfigError) as e:
     hf_gpt2.load(str(empty))
-  _one_line(e, "no model.safetensors")
+  one_line(e, "no model.safetensors")
 
   spec = InputSpec((100,), "tokens", 2, 300)   # longer than n_positions=64
   with pytest.raises(ConfigError) as e:
     models.check(f"hf:{path}", spec)
-  _one_line(e, "64 positions")
+  one_line(e, "64 positions")
   with pytest.raises(ConfigError) as e:
     models.check(f"hf:{path}", InputSpec((8, 8, 1), "image", 10))
-  _one_line(e, "reads tokens")
+  one_line(e, "reads tokens")
   assert os.path.basename(path) == models.label(f"hf:{path}/")

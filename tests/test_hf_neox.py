@@ -11,14 +11,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-import torch
 
-from conftest import save_tiny_gpt2, save_tiny_neox
+from conftest import (assert_greedy_generation_matches, assert_hidden_states_and_logits_match,
+                      assert_round_trip, left_padded, one_line, save_tiny_gpt2, save_tiny_neox)
 from superalign import models
 from superalign.core import mesh as mesh_lib, state as state_lib
 from superalign.core.errors import ConfigError
 from superalign.core.specs import InputSpec
-from superalign.models import generate as gen, hf_neox
+from superalign.models import hf_gpt2, hf_neox
 
 # Sequential residual, every head dimension rotary, a rope base and epsilon of their own.
 SEQUENTIAL = dict(use_parallel_residual=False, rotary_pct=1.0, rotary_emb_base=500.0,
@@ -49,17 +49,9 @@ def test_logits_and_every_hidden_state_match_transformers(tmp_path, config):
   reference = save_tiny_neox(tmp_path, seed=1, **config)
   if "rotary_pct" in config:   # the config really holds the share and base we asked for
     assert hf_neox.architecture(hf_neox.read_config(str(tmp_path)))["rotary_dim"] == 8
-  model = _model(str(tmp_path))
   ids = np.random.RandomState(0).randint(0, 300, (3, 17))
-  with torch.no_grad():
-    out = reference(torch.tensor(ids), output_hidden_states=True)
-  hidden, layers, _ = model.forward(jnp.asarray(ids), all_layers=True)
-  assert len(layers) == len(out.hidden_states) == reference.config.num_hidden_layers + 1
-  for i, (theirs, ours) in enumerate(zip(out.hidden_states, layers)):
-    np.testing.assert_allclose(np.asarray(ours), theirs.numpy(), atol=1e-4, rtol=0,
-                               err_msg=f"hidden state {i}")
-  np.testing.assert_allclose(np.asarray(model.lm_logits(hidden)), out.logits.numpy(), atol=1e-4,
-                             rtol=0)
+  assert_hidden_states_and_logits_match(_model(str(tmp_path)), reference, ids,
+                                        reference.config.num_hidden_layers)
 
 
 def test_left_padding_and_greedy_generation_match_transformers(ckpt):
@@ -67,48 +59,22 @@ def test_left_padding_and_greedy_generation_match_transformers(ckpt):
   model = _model(path)
   rs = np.random.RandomState(2)
   rows = [rs.randint(1, 300, n) for n in (6, 3, 6, 1)]
-  ids = np.zeros((4, 6), np.int64)
-  mask = np.zeros((4, 6), np.int64)
-  for r, row in enumerate(rows):
-    ids[r, 6 - len(row):], mask[r, 6 - len(row):] = row, 1
+  ids, mask = left_padded(rows, 6)
   # Rotary positions come from the mask: a padded prompt computes what it computes alone.
   padded = np.asarray(model.lm_logits(model.hidden_states(jnp.asarray(ids), jnp.asarray(mask))))
   for r, row in enumerate(rows):
     alone = np.asarray(model.lm_logits(model.hidden_states(jnp.asarray(row[None]))))[0]
     np.testing.assert_allclose(padded[r, 6 - len(row):], alone, atol=1e-5, rtol=0)
-  ours = np.asarray(gen.generate(model, ids, mask, max_new_tokens=12))
-  with torch.no_grad():
-    theirs = reference.generate(torch.tensor(ids), attention_mask=torch.tensor(mask),
-                                max_new_tokens=12, do_sample=False, eos_token_id=None,
-                                pad_token_id=0).numpy()[:, 6:]
-  np.testing.assert_array_equal(ours, theirs)
-  assert len({tuple(r) for r in ours}) > 1 and len(set(ours.ravel())) > 4   # not degenerate
-  for r, row in enumerate(rows):   # each prompt alone, unpadded: the same tokens
-    alone = gen.generate(model, row[None], np.ones((1, len(row))), max_new_tokens=12)
-    np.testing.assert_array_equal(np.asarray(alone)[0], ours[r])
+  assert_greedy_generation_matches(model, reference, rows)
 
 
 def test_load_save_load_is_bitwise_and_transformers_reads_the_save(ckpt, tmp_path):
   import transformers
   path, reference = ckpt
-  first = hf_neox.load(path)
-  cfg = hf_neox.read_config(path)
-  hf_neox.save(str(tmp_path / "one"), first, cfg)
-  hf_neox.save(str(tmp_path / "sharded"), first, cfg, max_shard_bytes=20_000)
-  original = hf_neox.read_tensors(path)
-  ids = torch.tensor(np.random.RandomState(5).randint(0, 300, (2, 7)))
-  with torch.no_grad():
-    want = reference(ids).logits
-  for out in ("one", "sharded"):
-    again = hf_neox.load(str(tmp_path / out))
-    for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(again), strict=True):
-      assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
-    saved = hf_neox.read_tensors(str(tmp_path / out))
-    assert saved.keys() == original.keys()
-    assert all(saved[k].tobytes() == original[k].tobytes() for k in original)
-    back = transformers.GPTNeoXForCausalLM.from_pretrained(str(tmp_path / out)).eval()
-    with torch.no_grad():
-      assert torch.equal(back(ids).logits, want)
+  assert_round_trip(hf_neox, path, reference,
+                    {tmp_path / "one": {}, tmp_path / "sharded": {"max_shard_bytes": 20_000}},
+                    transformers.GPTNeoXForCausalLM.from_pretrained)
+  assert (tmp_path / "sharded" / hf_gpt2.INDEX).exists()
 
 
 def test_a_ladder_mixes_families_and_the_untied_head_is_its_own(ckpt, tmp_path):
@@ -124,42 +90,39 @@ def test_a_ladder_mixes_families_and_the_untied_head_is_its_own(ckpt, tmp_path):
   assert logits.shape == (2, 2) and np.isfinite(np.asarray(logits)).all()
 
 
-def _one_line(excinfo, *parts):
-  message = str(excinfo.value)
-  assert "\n" not in message, message
-  for part in parts:
-    assert part in message, message
+def _with_config(directory, **changes):
+  """A tiny GPT-NeoX at ``directory`` whose config.json then gets ``changes``."""
+  save_tiny_neox(directory)
+  cfg = json.loads((directory / "config.json").read_text())
+  (directory / "config.json").write_text(json.dumps({**cfg, **changes}))
+  return cfg
 
 
-def test_bad_neox_checkpoints_are_one_line(tmp_path):
+def test_bad_neox_checkpoints_areone_line(tmp_path):
   odd = tmp_path / "odd"
   save_tiny_neox(odd, hidden_act="relu")
   with pytest.raises(ConfigError) as e:
     models.validate_name(f"hf:{odd}")
-  _one_line(e, "hidden_act='relu'", "'gelu'")
+  one_line(e, "hidden_act='relu'", "'gelu'")
 
   wrong = tmp_path / "wrong"
-  save_tiny_neox(wrong)
-  cfg = json.loads((wrong / "config.json").read_text())
-  (wrong / "config.json").write_text(json.dumps({**cfg, "hidden_size": 64}))
+  cfg = _with_config(wrong, hidden_size=64)
   with pytest.raises(ConfigError) as e:
     hf_neox.load(str(wrong))
-  _one_line(e, "has shape", "needs", "hidden_size=64")
+  one_line(e, "has shape", "needs", "hidden_size=64")
 
   odd_rotary = tmp_path / "odd_rotary"
   save_tiny_neox(odd_rotary, rotary_pct=0.125)     # 1 of 8 head dimensions
   with pytest.raises(ConfigError) as e:
     models.validate_name(f"hf:{odd_rotary}")
-  _one_line(e, "partial_rotary_factor=0.125", "even number")
+  one_line(e, "partial_rotary_factor=0.125", "even number")
 
   scaled = tmp_path / "scaled"
-  save_tiny_neox(scaled)
-  cfg = json.loads((scaled / "config.json").read_text())
-  cfg["rope_parameters"] = {**cfg["rope_parameters"], "rope_type": "linear", "factor": 2.0}
-  (scaled / "config.json").write_text(json.dumps(cfg))
+  _with_config(scaled, rope_parameters={**cfg["rope_parameters"], "rope_type": "linear",
+                                        "factor": 2.0})
   with pytest.raises(ConfigError) as e:
     models.validate_name(f"hf:{scaled}", "w2s.ladder")
-  _one_line(e, "w2s.ladder=hf:", "rope_type='linear'")
+  one_line(e, "w2s.ladder=hf:", "rope_type='linear'")
 
 
 @pytest.mark.e2e

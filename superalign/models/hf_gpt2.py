@@ -115,41 +115,48 @@ def weight_files(path: str) -> list[str]:
                     "(save it with save_pretrained(..., safe_serialization=True))")
 
 
-def read_safetensors(path: str) -> dict[str, np.ndarray]:
-  """Every tensor of the checkpoint directory's safetensors file(s), by its full name."""
+def read_safetensors(path: str, prefix: str = "", buffers: tuple[str, ...] = ()
+                     ) -> dict[str, np.ndarray]:
+  """Every tensor of the checkpoint directory's safetensors file(s), by name with ``prefix``
+  stripped, but for the non-parameter ``buffers`` (name endings such as ``.attn.bias``)."""
   from safetensors import safe_open
   tensors = {}
   for file in weight_files(path):
     with safe_open(os.path.join(path, file), framework="numpy") as f:
-      tensors.update({name: f.get_tensor(name) for name in f.keys()})
+      for name in f.keys():
+        short = name[len(prefix):] if prefix and name.startswith(prefix) else name
+        if not ("." + short).endswith(buffers):
+          tensors[short] = f.get_tensor(name)
   return tensors
+
+
+def check_shapes(tensors: Mapping[str, np.ndarray], expected: Mapping[str, tuple[int, ...]],
+                 where: str, family: str, sizes: str) -> None:
+  """One line for a tensor the config needs and the checkpoint lacks, one of another shape, or
+  one the config has no place for; ``sizes`` names the config's sizes (``n_embd=768, ...``)."""
+  for name, shape in expected.items():
+    if name not in tensors:
+      raise ConfigError(f"{where}: the checkpoint has no tensor {name!r}, which {CONFIG} "
+                        f"({sizes}) needs")
+    if tuple(tensors[name].shape) != shape:
+      raise ConfigError(f"{where}: {name} has shape {tuple(tensors[name].shape)} but {CONFIG} "
+                        f"({sizes}) needs {shape}")
+  extra = sorted(set(tensors) - set(expected))
+  if extra:
+    raise ConfigError(f"{where}: unexpected tensor {extra[0]!r} for a {family} with {sizes}")
 
 
 def read_tensors(path: str, cfg: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
   """The checkpoint's parameters by GPT-2 name (no prefix), shape-checked against the config."""
   cfg = read_config(path) if cfg is None else cfg
-  tensors = {}
-  for name, tensor in read_safetensors(path).items():
-    short = name[len(_PREFIX):] if name.startswith(_PREFIX) else name
-    if not short.endswith(_BUFFERS):
-      tensors[short] = tensor
-  expected = _shapes(cfg)
+  tensors = read_safetensors(path, _PREFIX, _BUFFERS)
   head = tensors.pop("lm_head.weight", None)
   if head is not None and "wte.weight" in tensors and not np.array_equal(head, tensors["wte.weight"]):
     raise ConfigError(f"model.name=hf:{path}: lm_head.weight differs from wte.weight; superalign's "
                       "GPT-2 ties its LM head to the token embedding")
-  for name, shape in expected.items():
-    if name not in tensors:
-      raise ConfigError(f"model.name=hf:{path}: the checkpoint has no tensor {name!r}, which "
-                        f"{CONFIG} (n_layer={cfg['n_layer']}) needs")
-    if tuple(tensors[name].shape) != shape:
-      raise ConfigError(f"model.name=hf:{path}: {name} has shape {tuple(tensors[name].shape)} but "
-                        f"{CONFIG} (n_embd={cfg['n_embd']}, n_layer={cfg['n_layer']}, "
-                        f"vocab_size={cfg['vocab_size']}) needs {shape}")
-  extra = sorted(set(tensors) - set(expected))
-  if extra:
-    raise ConfigError(f"model.name=hf:{path}: unexpected tensor {extra[0]!r} for a GPT-2 with "
-                      f"n_layer={cfg['n_layer']}")
+  check_shapes(tensors, _shapes(cfg), f"model.name=hf:{path}", "GPT-2",
+               f"n_embd={cfg['n_embd']}, n_layer={cfg['n_layer']}, "
+               f"vocab_size={cfg['vocab_size']}")
   return tensors
 
 

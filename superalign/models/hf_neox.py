@@ -24,12 +24,11 @@ import numpy as np
 from superalign.core import mesh as mesh_lib
 from superalign.core.errors import ConfigError
 from superalign.models import hf_gpt2
-from superalign.models.hf_gpt2 import CONFIG, place  # noqa: F401  (place: the loaders' API)
+from superalign.models.hf_gpt2 import CONFIG, place
 
 MODEL_TYPE = "gpt_neox"
 _PREFIX = "gpt_neox."
-_BUFFERS = (".attention.bias", ".attention.masked_bias", ".attention.rotary_emb.inv_freq",
-            ".rotary_emb.inv_freq")
+_BUFFERS = (".attention.bias", ".attention.masked_bias", ".rotary_emb.inv_freq")
 # GPT-NeoX options this transformer computes exactly; any other value is refused by name.
 _REQUIRED = {"hidden_act": ("gelu",), "attention_bias": (True,), "rope_scaling": (None,),
              "add_cross_attention": (False,)}
@@ -109,11 +108,7 @@ def read_tensors(path: str, cfg: Mapping[str, Any] | None = None) -> dict[str, n
   """The checkpoint's parameters by GPT-NeoX name (no prefix), shape-checked against the
   config."""
   cfg = read_config(path) if cfg is None else cfg
-  tensors = {}
-  for name, tensor in hf_gpt2.read_safetensors(path).items():
-    short = name[len(_PREFIX):] if name.startswith(_PREFIX) else name
-    if not ("." + short).endswith(_BUFFERS):
-      tensors[short] = tensor
+  tensors = hf_gpt2.read_safetensors(path, _PREFIX, _BUFFERS)
   where = f"model.name=hf:{path}"
   expected = _shapes(cfg)
   head = tensors.get("embed_out.weight")
@@ -122,18 +117,10 @@ def read_tensors(path: str, cfg: Mapping[str, Any] | None = None) -> dict[str, n
       raise ConfigError(f"{where}: tie_word_embeddings is true but embed_out.weight differs "
                         "from embed_in.weight")
     del tensors["embed_out.weight"]
-  for name, shape in expected.items():
-    if name not in tensors:
-      raise ConfigError(f"{where}: the checkpoint has no tensor {name!r}, which {CONFIG} "
-                        f"(num_hidden_layers={cfg['num_hidden_layers']}) needs")
-    if tuple(tensors[name].shape) != shape:
-      raise ConfigError(f"{where}: {name} has shape {tuple(tensors[name].shape)} but {CONFIG} "
-                        f"(hidden_size={cfg['hidden_size']}, vocab_size={cfg['vocab_size']}) "
-                        f"needs {shape}")
-  extra = sorted(set(tensors) - set(expected))
-  if extra:
-    raise ConfigError(f"{where}: unexpected tensor {extra[0]!r} for a GPT-NeoX with "
-                      f"num_hidden_layers={cfg['num_hidden_layers']}")
+  hf_gpt2.check_shapes(tensors, expected, where, "GPT-NeoX",
+                       f"hidden_size={cfg['hidden_size']}, "
+                       f"num_hidden_layers={cfg['num_hidden_layers']}, "
+                       f"vocab_size={cfg['vocab_size']}")
   return tensors
 
 
