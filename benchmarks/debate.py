@@ -26,7 +26,7 @@ import numpy as np
 from experiments.debate import digits
 from superalign.core import mesh as mesh_lib
 from superalign.oversight import players, protocols, search
-from superalign.oversight.judge import load_pixel_task, train_judge
+from superalign.parties.judge import load_pixel_task, train_judge
 
 
 @contextlib.contextmanager

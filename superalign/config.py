@@ -1,17 +1,21 @@
 """Config defaults shared by every experiment, and named-argument parsing.
 
-An experiment file builds on ``base()``. This module is a leaf (ml_collections only): reading a
-config imports no JAX. Validation lives beside the runner registry (``superalign.runners``).
+An experiment file builds on ``base()``. This module is a leaf (ml_collections and the engine's
+JAX-free declarations): reading a config imports no JAX. The optimizer and training blocks are the
+defaults of ``core.spec``'s ``Optim`` and ``Train`` (one declaration, with their ranges there);
+validation runs in the launch room (``superalign.launch.validation``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import ml_collections
 
 from superalign.core.axes import LOGICAL_RULES
 from superalign.core.errors import ConfigError
+from superalign.core.spec import Optim, Train
 
 
 def base() -> ml_collections.ConfigDict:
@@ -41,28 +45,8 @@ def base() -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "model": 1, "num_devices": 0,
                                       "rules": dict(LOGICAL_RULES)})
 
-  c.optim = ml_collections.ConfigDict()
-  c.optim.name = "adamw"
-  c.optim.learning_rate = 1e-3
-  c.optim.weight_decay = 1e-4
-  c.optim.schedule = "cosine"
-  c.optim.warmup_steps = 0
-  c.optim.clip_norm = 1.0
-  c.optim.momentum = 0.9           # sgd only
-  c.optim.ema_decay = 0.0          # > 0: also keep a moving average of the parameters (a teacher)
-
-  c.train = ml_collections.ConfigDict()
-  c.train.batch_size = 64
-  c.train.eval_batch_size = 256
-  c.train.num_steps = 0            # total steps; 0 = use num_epochs
-  c.train.num_epochs = 20
-  c.train.eval_every = 100
-  c.train.log_every = 25
-  c.train.checkpoint_every = 200
-  c.train.keep_checkpoints = 2
-  c.train.early_stop_metric = ""   # "" = off; else a validation metric: accuracy, loss, auroc
-  c.train.early_stop_mode = "max"
-  c.train.patience = 5
+  c.optim = ml_collections.ConfigDict(dataclasses.asdict(Optim()))
+  c.train = ml_collections.ConfigDict(dataclasses.asdict(Train()))
   return c
 
 

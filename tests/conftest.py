@@ -129,7 +129,7 @@ def _train(config, workdir, axes, **kw):
   from superalign import data as data_lib
   from superalign.core import mesh as mesh_lib
   from superalign.core.metrics import read_metrics
-  from superalign.supervised import classifier as train_lib
+  from superalign.parties import classifier as train_lib
   source = data_lib.load(config.data)
   splits = data_lib.make_splits(source, dict(config.data.splits), 0, 400)
   devices = jax.devices()[:int(np.prod(list(axes.values())))]

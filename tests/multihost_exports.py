@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 
-from superalign.core import runtime
+from superalign.launch import runtime
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from superalign import runners
+from superalign.launch import runners
 from superalign.core.errors import ConfigError
 from superalign.core.metrics import schema_violations
 

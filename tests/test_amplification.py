@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from superalign import runners
+from superalign.launch import runners
 from superalign.amplification import amplify, run, tasks
 
 

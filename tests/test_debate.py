@@ -9,13 +9,13 @@ import mctx
 import numpy as np
 import pytest
 
-from superalign import runners
+from superalign.launch import runners
 from superalign.core import mesh as mesh_lib
 from superalign.core.metrics import proportion_ci, schema_violations
 from superalign.oversight import game as game_lib
 from superalign.oversight import players as players_lib
 from superalign.oversight import protocols, search
-from superalign.oversight.evidence import PixelEvidence, random_reveal
+from superalign.parties.evidence import PixelEvidence, random_reveal
 
 EVIDENCE = PixelEvidence()
 
@@ -182,7 +182,7 @@ def test_proportion_ci_is_wilson():
 def test_judge_learns_from_sparse_pixels(tmp_path):
   from experiments.debate import digits
   from superalign import data as data_lib
-  from superalign.oversight import judge as judge_lib
+  from superalign.parties import judge as judge_lib
 
   config = digits.get_config("smoke")
   config.mesh.num_devices = 1
@@ -200,7 +200,7 @@ def test_judge_learns_from_sparse_pixels(tmp_path):
 @pytest.mark.e2e
 def test_smoke_end_to_end(tmp_path):
   from experiments.debate import digits
-  from superalign import runners
+  from superalign.launch import runners
 
   config = digits.get_config("smoke")
   config.mesh.num_devices = 1
@@ -232,7 +232,7 @@ def test_smoke_end_to_end(tmp_path):
 ])
 def test_bad_debate_config_is_one_clear_error(key, value, message):
   from experiments.debate import digits
-  from superalign import runners
+  from superalign.launch import runners
   from superalign.core.errors import ConfigError
 
   config = digits.get_config("smoke")
@@ -258,7 +258,7 @@ def test_debate_needs_image_data(tmp_path):
 def test_28x28_smoke_on_local_idx(tmp_path):
   from conftest import write_idx
   from experiments.debate import mnist
-  from superalign import runners
+  from superalign.launch import runners
 
   data = write_idx(str(tmp_path / "idx"), n_train=300, n_test=40)
   config = mnist.get_config(f"smoke,dir={data}")

@@ -11,7 +11,7 @@ import pytest
 from superalign import data as data_lib
 from superalign.core import loop
 from superalign.core import mesh as mesh_lib
-from superalign.supervised import classifier as train_lib
+from superalign.parties import classifier as train_lib
 
 from conftest import _config, _params, _train
 
@@ -152,7 +152,7 @@ def test_per_run_targets_and_constants_reach_each_stacked_run(tmp_path):
   """Stacked run r trains on ``per_run[...][r]`` and ``run_consts[...][r]``: it ends where a
   single run of the same seed ends when given those targets and that constant."""
   import optax
-  from superalign.supervised.classifier import examples, trainer
+  from superalign.parties.classifier import examples, trainer
   config = _config(model="mlp_tiny", steps=10)
   source, splits = data_lib.load_splits(config.data)
   train, test = splits["train"], splits["test"]

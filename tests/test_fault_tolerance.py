@@ -89,7 +89,7 @@ def test_a_read_only_workdir_is_one_line(tmp_path, monkeypatch, capsys):
 def test_a_locked_workdir_refuses_a_second_run(tmp_path, monkeypatch, capsys):
   """A second run on a workdir in use gets one line; the lock dies with its holder (kill -9)."""
   holder = subprocess.Popen(
-      [sys.executable, "-c", "import sys, time\nfrom superalign.core import workdir\n"
+      [sys.executable, "-c", "import sys, time\nfrom superalign.launch import workdir\n"
        f"with workdir.lock({str(tmp_path)!r}):\n  print('locked', flush=True)\n  time.sleep(600)"],
       cwd=ROOT, stdout=subprocess.PIPE, text=True)
   try:
@@ -100,7 +100,7 @@ def test_a_locked_workdir_refuses_a_second_run(tmp_path, monkeypatch, capsys):
   finally:
     holder.kill()
     holder.wait()
-  from superalign.core import workdir as workdir_lib
+  from superalign.launch import workdir as workdir_lib
   with workdir_lib.lock(str(tmp_path)):  # stale after kill -9: free again
     pass
 
@@ -108,7 +108,7 @@ def test_a_locked_workdir_refuses_a_second_run(tmp_path, monkeypatch, capsys):
 def test_a_workdir_without_work_takes_a_new_config(tmp_path):
   """A run that failed before training (bad data, NaN at step 1) wrote only config.json and
   perhaps metric rows: the corrected command takes it over, keeping the old files."""
-  from superalign.core import workdir as workdir_lib
+  from superalign.launch import workdir as workdir_lib
   from experiments.supervised import digits
   first, second = digits.get_config("smoke"), digits.get_config("smoke")
   second.optim.learning_rate = 1e-4
@@ -127,7 +127,7 @@ def test_a_workdir_without_work_takes_a_new_config(tmp_path):
 
 @pytest.mark.parametrize("damage", ["truncate", "random"])
 def test_a_corrupt_cached_artefact_is_recomputed_and_kept(tmp_path, damage):
-  from superalign.core import workdir as workdir_lib
+  from superalign.core import files as workdir_lib
   calls = []
   compute = lambda: calls.append(1) or {"labels": np.arange(1000)}
   workdir_lib.cached(str(tmp_path), "weak_labels/m", compute)
@@ -142,7 +142,7 @@ def test_a_corrupt_cached_artefact_is_recomputed_and_kept(tmp_path, damage):
 
 
 def test_results_json_is_strict_json(tmp_path):
-  from superalign.core import workdir as workdir_lib
+  from superalign.core import files as workdir_lib
   path = str(tmp_path / "results.json")
   workdir_lib.write_json(path, {"auroc": float("nan"), "n": [1.0, float("inf")]})
   text = open(path).read()
@@ -319,7 +319,7 @@ def test_divergence_in_a_later_stage_names_the_stage(tmp_path, monkeypatch, caps
 
 
 def test_a_failing_plot_costs_the_figures_not_the_results(tmp_path):
-  from superalign.core import workdir as workdir_lib
+  from superalign.launch import workdir as workdir_lib
 
   def plot(results, out_dir):
     raise ValueError("'yerr' must not contain negative values")

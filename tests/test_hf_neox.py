@@ -132,7 +132,7 @@ def test_weak_gpt2_supervises_a_strong_pythia_end_to_end(tmp_path):
   import shutil
   from conftest import write_gpt2_ladder
   from experiments.w2s import gpt2
-  from superalign import runners
+  from superalign.launch import runners
   dirs, data = write_gpt2_ladder(tmp_path / "ladder")
   weak = dirs.split(":")[0]
   strong = tmp_path / "pythia"

@@ -12,7 +12,7 @@ from superalign.core import mesh as mesh_lib
 from superalign.core.specs import InputSpec
 from superalign.interp import hooks
 from superalign.models import sites
-from superalign.supervised import classifier
+from superalign.parties import classifier
 
 from flax import nnx
 

@@ -10,7 +10,7 @@ from superalign.core.errors import ConfigError
 from superalign.core.specs import InputSpec
 from superalign.core.trainer import override
 from superalign.data.splits import Split
-from superalign.interp import organisms as org
+from superalign.parties import organisms as org
 
 DIGITS = InputSpec((8, 8, 1), "image", 10)
 TOKENS = InputSpec((16,), "tokens", 2, vocab_size=40)

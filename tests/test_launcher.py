@@ -190,7 +190,7 @@ def test_an_invalid_config_json_is_named_and_kept(tmp_path, monkeypatch, capsys)
 
 def test_default_workdirs_started_in_the_same_second_differ(tmp_path):
   """Issue 14.4: two runs without --workdir in one second collided on runs/<kind>-<time>."""
-  from superalign.core import workdir as workdir_lib
+  from superalign.launch import workdir as workdir_lib
   made = {workdir_lib.fresh(str(tmp_path), "supervised") for _ in range(3)}
   assert len(made) == 3 and all(os.path.isdir(p) for p in made)
 

@@ -261,7 +261,7 @@ def test_rules_come_from_the_config_and_shard_the_trainers_state(mesh222):
   """config.mesh.rules is data: moving 'mlp' off the model axis replicates the MLP kernels' mlp
   dimension in the state the trainer builds, and nothing else changes."""
   from experiments.supervised import digits
-  from superalign.supervised.classifier import trainer
+  from superalign.parties.classifier import trainer
   config = digits.get_config("smoke")
   config.model.name = "gpt_nano"
   spec = InputSpec((16,), "tokens", 2, vocab_size=64)
@@ -283,7 +283,7 @@ def test_rules_come_from_the_config_and_shard_the_trainers_state(mesh222):
 ])
 def test_rules_name_a_bad_logical_or_mesh_axis(rules, message):
   from experiments.supervised import digits
-  from superalign import runners
+  from superalign.launch import runners
   from superalign.core.errors import ConfigError
   config = digits.get_config("smoke")
   config.mesh.rules = rules

@@ -7,7 +7,7 @@ import pathlib
 
 import pytest
 
-from superalign import runners
+from superalign.launch import runners
 from superalign.core.metrics import schema_violations
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from superalign import runners
+from superalign.launch import runners
 from superalign.sandwich import assistants, metrics
 
 

@@ -12,7 +12,7 @@ from superalign import config as config_lib
 from superalign.core.metrics import schema_violations
 from superalign.core.specs import InputSpec
 from superalign.data.splits import Split
-from superalign.supervised.classifier import train_classifier
+from superalign.parties.classifier import train_classifier
 from superalign.verify import bounds as B
 from superalign.verify import certify, network as N, training as T
 

@@ -7,10 +7,10 @@ import jax
 import numpy as np
 import pytest
 
-from superalign import runners
+from superalign.launch import runners
 from superalign import data as data_lib
 from superalign.core import mesh as mesh_lib
-from superalign.supervised import classifier as train_lib
+from superalign.parties import classifier as train_lib
 from superalign.core import metrics as core_metrics
 from superalign.w2s import cleaning, metrics
 

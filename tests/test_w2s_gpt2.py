@@ -6,7 +6,7 @@ import json
 import pytest
 
 from conftest import _assert_one_line_error, launch, superalign, write_gpt2_ladder
-from superalign import runners
+from superalign.launch import runners
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from superalign import runners
+from superalign.launch import runners
 from superalign.core.errors import ConfigError
 from superalign.w2s.misfit import run as misfit_run, theory as misfit
 

@@ -24,7 +24,7 @@ from superalign.amplification.tasks import TASKS, Episodes, ask_with_facts
 from superalign.core import optim
 from superalign.core.rng import numpy_rng
 from superalign.core.trainer import Trained, override
-from superalign.supervised.classifier import trainer
+from superalign.parties.classifier import trainer
 
 
 def make_task(config, name: str):

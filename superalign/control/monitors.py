@@ -33,7 +33,8 @@ from superalign.core import steps
 from superalign.core.errors import ConfigError, check_choices
 from superalign.core.rng import stream_seed
 from superalign.core.trainer import Trained
-from superalign.interp import hooks, organisms, probes
+from superalign.interp import hooks, probes
+from superalign.parties import organisms
 from superalign.verify import certify
 
 MONITORS = ("trusted", "untrusted", "probe", "certificate", "rule")

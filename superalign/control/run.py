@@ -29,11 +29,11 @@ from superalign import models
 from superalign.control import attacks, protocols, report, safety, setting
 from superalign.control import monitors as monitors_lib
 from superalign.core import mesh as mesh_lib
-from superalign.core import workdir as workdir_lib
+from superalign.core import files
 from superalign.core.errors import ConfigError, check_choices
 from superalign.core.metrics import auroc, proportion_ci
 from superalign.core.rng import stream_seed
-from superalign.interp import organisms
+from superalign.parties import organisms
 
 
 def validate(config) -> None:
@@ -97,7 +97,7 @@ def validate(config) -> None:
 def _tasks(config, split, untrusted, trusted, fitted, workdir: str, name: str,
            evasive: bool = False) -> setting.Tasks:
   """``split``'s scored tasks, computed once per workdir (``control_tasks_<name>.npz``)."""
-  arrays = workdir_lib.cached(workdir, f"control_tasks_{name}", lambda: setting.score_tasks(
+  arrays = files.cached(workdir, f"control_tasks_{name}", lambda: setting.score_tasks(
       config, split, untrusted, trusted, fitted, evasive).arrays())
   return setting.Tasks.from_arrays(arrays, config.monitors.names,
                                    int(config.organism.target_class))

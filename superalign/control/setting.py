@@ -22,8 +22,8 @@ from superalign.core.metrics import proportion_ci
 from superalign.core.trainer import Trained
 from superalign.data.splits import Split
 from superalign.control import monitors
-from superalign.interp import organisms
-from superalign.supervised.classifier import train_classifier
+from superalign.parties import organisms
+from superalign.parties.classifier import train_classifier
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +67,7 @@ class Tasks:
     return np.take_along_axis(table, answer[:, None], 1)[:, 0]
 
   def arrays(self) -> dict[str, np.ndarray]:
-    """The tasks as named arrays (for ``core.workdir.cached``)."""
+    """The tasks as named arrays (for ``core.files.cached``)."""
     out = {"y": self.y, "u_probs": self.u_probs, "u_attack_probs": self.u_attack_probs,
            "t_probs": self.t_probs, "t_attack_probs": self.t_attack_probs}
     for name, (honest, attack) in self.suspicion.items():

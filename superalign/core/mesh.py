@@ -22,6 +22,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from superalign.core.axes import BATCH_AXES, LOGICAL_AXES, LOGICAL_RULES, MESH_AXES  # noqa: F401
+from superalign.core.spec import MeshSpec
 
 # Keys of config.mesh that are not axis sizes.
 NOT_AXES = ("num_devices", "rules")
@@ -73,9 +74,12 @@ def resolve_axis_sizes(axis_sizes: Mapping[str, int], num_devices: int) -> dict[
   return sizes
 
 
-def make_mesh(axis_sizes: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """A mesh over ``devices`` (default: all, or the first ``axis_sizes['num_devices']``);
-  ``axis_sizes`` may be the whole ``config.mesh`` (its rules are ignored here)."""
+def make_mesh(axis_sizes: Mapping[str, int] | MeshSpec,
+              devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A mesh over ``devices`` (default: all, or the first ``num_devices``) from a ``MeshSpec`` or
+  axis sizes (the whole ``config.mesh`` block too: its rules are ignored here)."""
+  if isinstance(axis_sizes, MeshSpec):
+    axis_sizes = {**dict(axis_sizes.axes), "num_devices": axis_sizes.num_devices}
   axis_sizes = dict(axis_sizes)
   axis_sizes.pop("rules", None)
   count = int(axis_sizes.pop("num_devices", 0))

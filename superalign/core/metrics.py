@@ -187,3 +187,21 @@ def schema_violations(results, path: str = "") -> list[str]:
     for i, value in enumerate(results):
       out += schema_violations(value, f"{path}{i}.")
   return out
+
+
+def format_estimate(e: Mapping | None, *, pct: bool = False, digits: int = 3,
+                    widths: tuple[int, int, int] = (0, 0, 0), missing: str = "n/a",
+                    undefined: str | None = None) -> str:
+  """The one printed form of an estimate: ``mean [lo, hi]`` (times 100 with ``pct``), each with
+  ``digits`` decimals and the minimum ``widths``; the mean alone where the interval is undefined
+  (one seed); ``missing`` for no estimate, ``undefined`` (default ``missing``) for a NaN mean."""
+  if e is None or e.get("mean") is None:
+    return missing
+  scale = 100.0 if pct else 1.0
+  num = lambda v, w: f"{scale * v:{w}.{digits}f}"
+  if not math.isfinite(e["mean"]):
+    return missing if undefined is None else undefined
+  lo, hi = e.get("lo"), e.get("hi")
+  if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+    return num(e["mean"], widths[0])
+  return f"{num(e['mean'], widths[0])} [{num(lo, widths[1])}, {num(hi, widths[2])}]"

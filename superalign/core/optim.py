@@ -1,4 +1,4 @@
-"""Optimizers and learning-rate schedules from ``config.optim``."""
+"""Optimizers and learning-rate schedules from a spec's ``Optim``."""
 
 from __future__ import annotations
 
@@ -7,14 +7,11 @@ from typing import NamedTuple
 import jax
 import optax
 
-SCHEDULES = ("constant", "cosine", "warmup_cosine", "linear")
-OPTIMIZERS = ("adam", "adamw", "sgd")
+from superalign.core.spec import OPTIMIZERS, SCHEDULES, Optim
 
 
-def schedule(cfg, num_steps: int) -> optax.Schedule:
-  lr = float(cfg.learning_rate)
-  warmup = int(cfg.get("warmup_steps", 0))
-  name = cfg.get("schedule", "constant")
+def schedule(o: Optim, num_steps: int) -> optax.Schedule:
+  lr, warmup, name = float(o.learning_rate), int(o.warmup_steps), o.schedule
   if name == "constant":
     return optax.constant_schedule(lr)
   if name == "cosine":
@@ -56,27 +53,26 @@ def ema_params(opt_state: optax.OptState) -> optax.Params:
   return found
 
 
-def make(cfg, num_steps: int, trainable_mask=None) -> optax.GradientTransformation:
+def make(o: Optim, num_steps: int, trainable_mask=None) -> optax.GradientTransformation:
   """Gradient clipping, then the optimizer; frozen parameters (mask False) get zero updates.
-  With ``optim.ema_decay > 0`` a moving average of the parameters is kept (``ema_params``)."""
-  lr = schedule(cfg, num_steps)
-  name = cfg.get("name", "adamw")
-  if name == "adamw":
-    opt = optax.adamw(lr, weight_decay=float(cfg.get("weight_decay", 0.0)))
-  elif name == "adam":
+  With ``ema_decay > 0`` a moving average of the parameters is kept (``ema_params``)."""
+  lr = schedule(o, num_steps)
+  if o.name == "adamw":
+    opt = optax.adamw(lr, weight_decay=float(o.weight_decay))
+  elif o.name == "adam":
     opt = optax.adam(lr)
-  elif name == "sgd":
-    opt = optax.sgd(lr, momentum=float(cfg.get("momentum", 0.9)) or None)
+  elif o.name == "sgd":
+    opt = optax.sgd(lr, momentum=float(o.momentum) or None)
   else:
-    raise ValueError(f"optim.name={name!r}: unknown; valid: {', '.join(OPTIMIZERS)}")
+    raise ValueError(f"optim.name={o.name!r}: unknown; valid: {', '.join(OPTIMIZERS)}")
   chain = []
-  if cfg.get("clip_norm", 0.0):
-    chain.append(optax.clip_by_global_norm(float(cfg.clip_norm)))
+  if o.clip_norm:
+    chain.append(optax.clip_by_global_norm(float(o.clip_norm)))
   chain.append(opt)
   tx = optax.chain(*chain)
   if trainable_mask is not None:
     tx = optax.multi_transform({True: tx, False: optax.set_to_zero()}, trainable_mask)
-  decay = float(cfg.get("ema_decay", 0.0))
+  decay = float(o.ema_decay)
   if decay:
     tx = optax.chain(tx, params_ema(decay))
   return tx

@@ -1,7 +1,13 @@
-"""TrainState: everything a training step reads and writes, as one pytree."""
+"""TrainState: everything a training step reads and writes, as one pytree.
+
+A model's variables split in two collections: ``nnx.Param`` (trained by the optimizer) and
+``nnx.BatchStat`` (``STATS``: non-trainable state the step carries and checkpoints, such as an
+SAE's steps-since-fired counters or running statistics, updated by the loss as it runs).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from typing import Any, Callable, Hashable, Sequence
 
@@ -14,6 +20,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from superalign.core import mesh as mesh_lib
 
 
+STATS = nnx.BatchStat   # the non-trainable collection
+
+
 @struct.dataclass
 class TrainState:
   step: jax.Array                  # int32 scalar
@@ -22,13 +31,22 @@ class TrainState:
   rng: jax.Array                   # base key; step keys are fold_in(rng, step)
   graphdef: nnx.GraphDef = struct.field(pytree_node=False)
   tx: optax.GradientTransformation = struct.field(pytree_node=False)
+  stats: nnx.State = dataclasses.field(default_factory=nnx.State)  # STATS leaves (often none)
 
-  def model(self, params: nnx.State | None = None) -> nnx.Module:
-    return nnx.merge(self.graphdef, self.params if params is None else params)
+  def model(self, params: nnx.State | None = None, stats: nnx.State | None = None
+            ) -> nnx.Module:
+    """The module; its variables are fresh copies, so the caller may mutate them in a trace."""
+    stats = self.stats if stats is None else stats
+    return nnx.merge(self.graphdef, self.params if params is None else params,
+                     jax.tree.map(lambda v: v, stats))
 
   def checkpoint_items(self) -> dict[str, Any]:
     """The arrays that define the run; graphdef and tx are rebuilt from the config."""
-    return {"step": self.step, "params": self.params, "opt_state": self.opt_state, "rng": self.rng}
+    items = {"step": self.step, "params": self.params, "opt_state": self.opt_state,
+             "rng": self.rng}
+    if jax.tree.leaves(self.stats):
+      items["stats"] = self.stats
+    return items
 
   def replace_items(self, items: dict[str, Any]) -> "TrainState":
     return self.replace(**items)
@@ -90,27 +108,29 @@ def create(model_fn: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientTransfo
   def build(init_key):
     with nnx.use_eager_sharding(False):
       model = model_fn(nnx.Rngs(params=init_key))
-    return nnx.split(model, nnx.Param)
+    return nnx.split(model, nnx.Param, STATS)
 
-  graphdef, abstract_params = nnx.eval_shape(lambda: build(init_keys[0]))
+  graphdef, abstract_params, abstract_stats = nnx.eval_shape(lambda: build(init_keys[0]))
   rules = tuple((k, tuple(v)) for k, v in rules)
   p_shard = mesh_lib.param_shardings(abstract_params, mesh, rules)
+  s_shard = mesh_lib.param_shardings(abstract_stats, mesh, rules)
   if callable(warm):
     warm = warm(p_shard.to_pure_dict())
   if stacked:
-    p_shard = jax.tree.map(lambda sh: NamedSharding(mesh, P(None, *sh.spec)), p_shard)
+    runs_axis = lambda sh: NamedSharding(mesh, P(None, *sh.spec))
+    p_shard, s_shard = jax.tree.map(runs_axis, p_shard), jax.tree.map(runs_axis, s_shard)
   else:
     init_keys, run_keys = init_keys[0], run_keys[0]
 
   cache = ((cache_key, len(seeds) if stacked else None, mesh, rules) if cache_key is not None
            else None)
-  init_params = _PARAM_INIT.get(cache) if cache is not None else None
-  if init_params is None:
-    one = lambda key: build(key)[1]
-    init_params = jax.jit(jax.vmap(one) if stacked else one, out_shardings=p_shard)
+  init_variables = _PARAM_INIT.get(cache) if cache is not None else None
+  if init_variables is None:
+    one = lambda key: build(key)[1:]
+    init_variables = jax.jit(jax.vmap(one) if stacked else one, out_shardings=(p_shard, s_shard))
     if cache is not None:
-      _PARAM_INIT[cache] = init_params
-  params = init_params(mesh_lib.put(init_keys, mesh_lib.replicated(mesh)))
+      _PARAM_INIT[cache] = init_variables
+  params, stats = init_variables(mesh_lib.put(init_keys, mesh_lib.replicated(mesh)))
   if warm is not None:
     params = jax.jit(overlay, out_shardings=p_shard, donate_argnums=0)(params, warm)
 
@@ -118,7 +138,9 @@ def create(model_fn: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientTransfo
               "params": params, "rng": run_keys,
               "opt_state": jax.eval_shape(jax.vmap(tx.init) if stacked else tx.init, params)}
   shardings = _shardings_like(tx, abstract, p_shard, mesh, stacked)
+  shardings["stats"] = s_shard
   items = {
+      "stats": stats,
       "step": mesh_lib.put(jnp.zeros(abstract["step"].shape, jnp.int32), shardings["step"]),
       "params": params,
       "opt_state": jax.jit(jax.vmap(tx.init) if stacked else tx.init,

@@ -6,7 +6,7 @@ old experimental module is deprecated and not used here).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -15,11 +15,14 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from superalign.core import mesh as mesh_lib
-from superalign.core.state import TrainState
+from superalign.core.state import STATS, TrainState
 
 Batch = Mapping[str, jax.Array]
-# loss_fn(model, batch, rng, step) -> (scalar loss, dict of scalar metrics)
+# loss_fn(model, batch, rng, step) -> (scalar loss, dict of scalar metrics); it may update the
+# model's non-trainable variables (``state.STATS``), which the step carries on.
 LossFn = Callable[[nnx.Module, Batch, jax.Array, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
+# post_update(model): mutates the freshly updated model in place (renormalize, project, clip).
+PostUpdate = Callable[[nnx.Module], None]
 
 
 def cross_entropy_loss(model: nnx.Module, batch: Batch, rng, step):
@@ -53,32 +56,43 @@ def next_token_loss(after: int) -> LossFn:
   return loss_fn
 
 
-def train_step_fn(loss_fn: LossFn) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
-  """The pure update ``(state, batch) -> (state, metrics)``; the step key is fold_in(rng, step)."""
+def train_step_fn(loss_fn: LossFn, post_update: Sequence[PostUpdate] = ()
+                  ) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+  """The pure update ``(state, batch) -> (state, metrics)``; the step key is fold_in(rng, step).
+  The loss's updates of the non-trainable variables are kept; then each ``post_update`` hook
+  sees the updated model."""
 
   def step(state: TrainState, batch: Batch):
     rng = jax.random.fold_in(state.rng, state.step)
 
     def objective(params):
-      return loss_fn(state.model(params), batch, rng, state.step)
+      model = state.model(params)
+      loss, aux = loss_fn(model, batch, rng, state.step)
+      return loss, (aux, nnx.state(model, STATS))
 
-    (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+    (loss, (aux, stats)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    if post_update:
+      model = state.model(jax.tree.map(lambda v: v, params), stats)
+      for hook in post_update:
+        hook(model)
+      params, stats = nnx.state(model, nnx.Param), nnx.state(model, STATS)
     metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                         stats=stats), metrics
 
   return step
 
 
 def make_train_step(loss_fn: LossFn, state_shardings: TrainState, mesh: Mesh,
-                    stacked: bool = False):
+                    stacked: bool = False, post_update: Sequence[PostUpdate] = ()):
   """Jitted train step. The state is donated: its buffers are reused for the new state.
 
   ``stacked``: the state holds independent runs on a leading axis (seeds, hyperparameters) and
   the batch has the same leading axis; one vmapped step advances them all.
   """
-  step = train_step_fn(loss_fn)
+  step = train_step_fn(loss_fn, tuple(post_update))
   if stacked:
     step = jax.vmap(step)
   return jax.jit(

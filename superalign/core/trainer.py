@@ -1,7 +1,8 @@
 """The engine's front door: given a model-building function, train it (or a stack of runs of it).
 
-A ``Trainer`` owns everything between a model and a trained state: the optimizer from
-``config.optim``, the sharded ``TrainState``, the jitted train step, the batch for each step, the
+A ``Trainer`` owns everything between a model and a trained state, given a typed ``TrainSpec``
+(``core.spec``: optimizer, training block, mesh and rules, seed): the optimizer, the sharded
+``TrainState`` (parameters and non-trainable statistics), the jitted train step, the batch for each step, the
 periodic evaluation, the Orbax checkpoints under ``workdir/checkpoints/<tag>``, the metric rows
 and ``core.loop.fit``. What it returns, ``Trained``, runs any per-batch function over arrays
 through the one batched apply (``core.apply``).
@@ -23,7 +24,6 @@ import os
 from typing import Callable, Hashable, Mapping, Sequence
 
 import jax
-import ml_collections
 import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
@@ -33,6 +33,7 @@ from superalign.core import mesh as mesh_lib
 from superalign.core.apply import batched_apply
 from superalign.core.errors import ConfigError
 from superalign.core.metrics import MetricWriter
+from superalign.core.spec import Train, TrainSpec
 
 log = logging.getLogger("superalign")
 
@@ -70,18 +71,7 @@ class Trained:
     return self.apply(x, steps.predict_fn)
 
 
-def override(block: ml_collections.ConfigDict, **values) -> ml_collections.ConfigDict:
-  """A copy of a config block (``config.train``) with ``values`` replaced; a key the block does
-  not have is a KeyError, so a stage can never set a setting that nothing reads."""
-  out = ml_collections.ConfigDict(block.to_dict())
-  for key, value in values.items():
-    if key not in out:
-      raise KeyError(f"{key!r}: not a key of the block; valid: {', '.join(out)}")
-    out[key] = value
-  return out
-
-
-def num_train_steps(train: ml_collections.ConfigDict, num_examples: int) -> int:
+def num_train_steps(train: Train, num_examples: int) -> int:
   if train.num_steps > 0:
     return int(train.num_steps)
   return int(train.num_epochs) * batches.steps_per_epoch(num_examples, train.batch_size)
@@ -99,33 +89,31 @@ def trainable_mask(build: Callable, trainable: str | None):
 
 @dataclasses.dataclass
 class Trainer:
-  """One training job. ``optim`` and ``train`` are the config blocks of those names."""
+  """One training job: a model-building function trained as ``spec`` says."""
   build: Callable[[nnx.Rngs], nnx.Module]   # rngs -> module, built abstractly then sharded
-  optim: ml_collections.ConfigDict
-  train: ml_collections.ConfigDict
-  mesh: Mesh
+  spec: TrainSpec
   workdir: str
   tag: str                                  # checkpoints/<tag>, and the run name of metric rows
-  seeds: int | Sequence[int] = 0            # a sequence: stacked runs, one per seed
-  rules: tuple = mesh_lib.LOGICAL_RULES     # logical parameter axis -> mesh axes
+  seeds: int | Sequence[int] | None = None  # None: spec.seed; a sequence: stacked runs
   loss_fn: steps.LossFn = steps.cross_entropy_loss
   warm: dict | Callable | None = None       # parameters overwriting the initial ones (state.create)
   trainable: str | None = None              # "head": a probe on the frozen backbone
   cache_key: Hashable | None = None         # names the model, to reuse its compiled initializer
   host: loop.HostState | None = None        # host-side state batches depend on (checkpointed)
+  post_update: Sequence[steps.PostUpdate] = ()  # in the step, after each update (renormalize)
   on_batch: Callable[[int], None] | None = None  # before each step's batch (profiling, faults)
   name: str = "model"                       # for the log line
+  mesh: Mesh | None = None                  # None: built from spec.mesh
 
-  @classmethod
-  def from_config(cls, config, build: Callable[[nnx.Rngs], nnx.Module], workdir: str, tag: str,
-                  **fields) -> "Trainer":
-    """A trainer on the config's ``optim``, ``train`` and ``mesh`` blocks, seeded by
-    ``config.seed``; ``fields`` replace any of them (``train``: a stage's own block)."""
-    values = {"optim": config.optim, "train": config.train, "seeds": config.seed,
-              "rules": mesh_lib.rules_from_config(config.mesh), **fields}
-    if "mesh" not in values:
-      values["mesh"] = mesh_lib.make_mesh(config.mesh)
-    return cls(build=build, workdir=workdir, tag=tag, **values)
+  def __post_init__(self):
+    if self.seeds is None:
+      self.seeds = self.spec.seed
+    if self.mesh is None:
+      self.mesh = mesh_lib.make_mesh(self.spec.mesh)
+
+  @property
+  def train(self) -> Train:
+    return self.spec.train
 
   @property
   def stacked(self) -> bool:
@@ -169,7 +157,8 @@ class Trainer:
     log.info("%s: %s with %s parameters, %d steps of batch %d%s", self.tag, self.name,
              f"{first.num_params:,}", num_steps, tc.batch_size,
              f", {len(run_seeds)} runs stacked" if self.stacked else "")
-    train_step = steps.make_train_step(self.loss_fn, shardings, self.mesh, stacked=self.stacked)
+    train_step = steps.make_train_step(self.loss_fn, shardings, self.mesh, stacked=self.stacked,
+                                       post_update=self.post_update)
     # Every view of the run (each evaluation, each batch_fn call) shares its compiled programs
     # and its parameter count.
     wrap = lambda s, fit=None: dataclasses.replace(first, state=s, fit=fit)
@@ -205,9 +194,9 @@ class Trainer:
                   "them with replacement", self.tag, batch_size, n)
 
   def _create(self, num_steps: int):
-    tx = optim.make(self.optim, num_steps, trainable_mask(self.build, self.trainable))
+    tx = optim.make(self.spec.optim, num_steps, trainable_mask(self.build, self.trainable))
     return state_lib.create(self.build, tx, self.seeds, self.mesh, warm=self.warm,
-                            cache_key=self.cache_key, rules=self.rules)
+                            cache_key=self.cache_key, rules=self.spec.mesh.rules)
 
   def _batch_at(self, examples, batch_fn, per_run, run_consts, run_seeds, wrap):
     mesh, stacked, batch_size = self.mesh, self.stacked, int(self.train.batch_size)

@@ -40,9 +40,9 @@ def check_name(name: str) -> None:
   raise DataError(f"data.name={name!r}: unknown data set; valid: {valid_names()}")
 
 
-def load(cfg) -> Source:
-  """The source named by ``cfg.name`` (a ``config.data`` ConfigDict)."""
-  name = cfg.name
+def load(data) -> Source:
+  """The source named by ``data.name`` (a ``config.data`` block)."""
+  name = data.name
   check_name(name)
   if name in BUNDLED:
     return BUNDLED[name]()
@@ -50,20 +50,20 @@ def load(cfg) -> Source:
     return idx.load(os.path.expanduser(name[4:]))
   if name.startswith("tfds:"):
     from superalign.data import tfds_source
-    return tfds_source.load(name[5:], cfg.get("tfds_dir") or None,
-                            max_len=cfg.get("max_len", 128), vocab_size=cfg.get("vocab_size", 8192),
-                            limit=cfg.get("tfds_limit") or None)
+    return tfds_source.load(name[5:], data.get("tfds_dir") or None,
+                            max_len=data.get("max_len", 128), vocab_size=data.get("vocab_size", 8192),
+                            limit=data.get("tfds_limit") or None)
   if name.startswith("text:"):
     from superalign.data.tokenizer import HFTokenizer
-    task, path = name[5:], cfg.get("path", "")
+    task, path = name[5:], data.get("path", "")
     text_tasks.check_path(task, path)  # the data before the tokenizer: cheapest check first
-    return text_tasks.load(task, path, HFTokenizer.from_dir(cfg.get("tokenizer", "")),
-                           max_len=cfg.get("max_len", 128), seed=cfg.get("source_seed", 0),
-                           limit=cfg.get("limit") or None)
-  return synthetic.GENERATORS[name[10:]](seed=cfg.get("source_seed", 0))
+    return text_tasks.load(task, path, HFTokenizer.from_dir(data.get("tokenizer", "")),
+                           max_len=data.get("max_len", 128), seed=data.get("source_seed", 0),
+                           limit=data.get("limit") or None)
+  return synthetic.GENERATORS[name[10:]](seed=data.get("source_seed", 0))
 
 
-def load_splits(cfg) -> tuple[Source, dict[str, Split]]:
-  """The source named by ``cfg.name`` (a ``config.data`` block) and its named splits."""
-  source = load(cfg)
-  return source, make_splits(source, dict(cfg.splits), cfg.split_seed, cfg.limit or None)
+def load_splits(data) -> tuple[Source, dict[str, Split]]:
+  """The source named by ``data.name`` (a ``config.data`` block) and its named splits."""
+  source = load(data)
+  return source, make_splits(source, dict(data.splits), data.split_seed, data.limit or None)

@@ -58,7 +58,7 @@ from superalign.core.specs import InputSpec
 from superalign.data.splits import Split
 from superalign.interp import ccs as ccs_lib
 from superalign.interp import hooks
-from superalign.supervised.classifier import train_classifier
+from superalign.parties.classifier import train_classifier
 
 SPLITS = ("pretrain", "train_a", "train_b", "val", "test")
 TARGETS = {"ge5": lambda d: d >= 5, "parity": lambda d: d % 2 == 1}

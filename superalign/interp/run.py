@@ -38,7 +38,8 @@ from superalign.core.errors import ConfigError
 from superalign.core.metrics import proportion_ci
 from superalign.core.rng import stream_seed
 from superalign.core.trainer import Trained
-from superalign.interp import hooks, organisms, patching, probes, sae as sae_lib
+from superalign.interp import hooks, patching, probes, sae as sae_lib
+from superalign.parties import organisms
 
 ANALYSES = ("defection", "localize", "sae")
 PROBES = {"contrast_pairs": False, "contrast_pairs_whitened": True}   # kind -> whitened

@@ -25,7 +25,7 @@ from superalign.core.apply import batched_apply
 from superalign.core.rng import stream_seed
 from superalign.oversight import game as game_lib
 from superalign.oversight import players as players_lib
-from superalign.oversight import judge as judge_lib
+from superalign.parties import judge as judge_lib
 
 
 @dataclasses.dataclass

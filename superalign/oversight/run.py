@@ -17,10 +17,10 @@ from superalign.core import mesh as mesh_lib
 from superalign.core.errors import ConfigError
 from superalign.core.metrics import proportion_ci
 from superalign.core.rng import stream_seed
-from superalign.core.workdir import cached
+from superalign.core.files import cached
 from superalign.oversight import players as players_lib
 from superalign.oversight import protocols, report
-from superalign.oversight.judge import load_pixel_task, train_judge
+from superalign.parties.judge import load_pixel_task, train_judge
 
 FIRST = ("honest", "liar")
 VARIANTS = ("precommit", "no_precommit")

@@ -19,7 +19,7 @@ from superalign.core.specs import InputSpec
 from superalign.core.trainer import Trained
 from superalign.models.generate import Sampler, generate
 from superalign.process import chains
-from superalign.supervised.classifier import trainer
+from superalign.parties.classifier import trainer
 
 SABOTAGE = ("hidden", "wrong_answer")   # right answer through a wrong step; plausible wrong steps
 

@@ -24,7 +24,7 @@ import optax
 
 from superalign.core.trainer import Trained
 from superalign.process import chains, policy as policy_lib
-from superalign.supervised.classifier import trainer
+from superalign.parties.classifier import trainer
 
 
 def _terminators(x: jax.Array) -> jax.Array:

@@ -29,7 +29,7 @@ from superalign.core.errors import ConfigError
 from superalign.core.metrics import mean_ci, proportion_ci
 from superalign.core.rng import stream_seed
 from superalign.core.trainer import override
-from superalign.core.workdir import cached
+from superalign.core.files import cached
 from superalign.process import chains, metrics, policy as policy_lib, reward
 
 TASKS = ("chains",)

@@ -21,15 +21,15 @@ from superalign.core.metrics import classification_metrics
 from superalign.core.rng import numpy_rng, stream_seed
 from superalign.core.specs import InputSpec
 from superalign.core.trainer import override
-from superalign.core.workdir import cached
+from superalign.core.files import cached
 from superalign.data.splits import Split
-from superalign.interp import organisms
+from superalign.parties import organisms
 from superalign.oversight import players as players_lib
 from superalign.oversight import protocols as games
-from superalign.oversight.judge import load_pixel_task, sparse_view, train_judge
+from superalign.parties.judge import load_pixel_task, sparse_view, train_judge
 from superalign.sandwich import metrics, protocols, report
 from superalign.sandwich.assistants import Assistant, best_lie
-from superalign.supervised.classifier import train_classifier
+from superalign.parties.classifier import train_classifier
 
 
 def validate(config) -> None:

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 from superalign import data as data_lib
 from superalign import models
-from superalign.core.errors import ConfigError
 from superalign.core.metrics import classification_metrics
-from superalign.supervised.classifier import train_classifier
+from superalign.core.spec import TrainSpec
+from superalign.parties.classifier import Model, train_classifier
 
-
-def validate(config) -> None:
-  for name in ("train", "test"):
-    if name not in config.data.splits:
-      raise ConfigError(f"data.splits: needs a {name!r} split; has {', '.join(config.data.splits)}")
+SPLITS = ("train", "test")
 
 
 def run(config, workdir: str) -> dict:
   source, splits = data_lib.load_splits(config.data)
   models.check(config.model.name, source.spec)
-  trained = train_classifier(config, splits["train"], source.spec, workdir, tag="supervised",
+  trained = train_classifier(TrainSpec.from_config(config), Model.from_config(config),
+                             splits["train"], source.spec, workdir, tag="supervised",
                              val=splits.get("val"))
   test = classification_metrics(trained.predict(splits["test"].x), splits["test"].y)
   fit = trained.fit

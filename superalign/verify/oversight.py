@@ -24,10 +24,9 @@ import numpy as np
 from superalign.core.errors import ConfigError
 from superalign.core.metrics import proportion_ci
 from superalign.core.rng import stream_seed
-from superalign.interp import organisms
-from superalign.oversight import judge as judge_lib
-from superalign.oversight.evidence import random_reveal
-from superalign.supervised.classifier import train_classifier
+from superalign.parties import judge as judge_lib, organisms
+from superalign.parties.evidence import random_reveal
+from superalign.parties.classifier import train_classifier
 from superalign.verify import bounds, certify
 
 ANALYSES = ("judge", "backdoor")

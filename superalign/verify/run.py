@@ -16,7 +16,7 @@ from superalign import data as data_lib
 from superalign import models
 from superalign.core.errors import ConfigError
 from superalign.core.metrics import proportion_ci
-from superalign.supervised.classifier import train_classifier
+from superalign.parties.classifier import train_classifier
 from superalign.verify import bounds, certify, training
 
 # Gowal et al. 2018 (IBP) and Zhang et al. 2020 (CROWN-IBP), MNIST, the released models:

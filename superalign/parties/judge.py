@@ -19,12 +19,13 @@ from superalign import models
 from superalign.core import rng as rng_lib, steps
 from superalign.core.errors import ConfigError
 from superalign.core.metrics import classification_metrics
+from superalign.core.spec import TrainSpec
 from superalign.core.specs import InputSpec
 from superalign.core.trainer import Trained
 from superalign.data.source import Source
 from superalign.data.splits import Split
-from superalign.oversight.evidence import PixelEvidence, random_reveal
-from superalign.supervised.classifier import train_classifier
+from superalign.parties.evidence import PixelEvidence, random_reveal
+from superalign.parties.classifier import Model, train_classifier
 
 
 def sparse_loss(evidence, k: int) -> steps.LossFn:
@@ -52,27 +53,29 @@ def judge_spec(evidence, spec: InputSpec) -> InputSpec:
   return dataclasses.replace(spec, shape=evidence.observed_shape(spec.shape))
 
 
-def train_judge(config, evidence, train: Split, val: Split, spec: InputSpec, k: int,
-                workdir: str) -> Trained:
-  """Trains ``config.model.name`` as the judge for ``k`` revealed items; validation accuracy is on
-  one fixed sparse draw of ``val`` (stream ``judge/val_view``). Checkpoints go to
+def train_judge(spec: TrainSpec, model: Model, evidence, train: Split, val: Split,
+                inputs: InputSpec, k: int, workdir: str) -> Trained:
+  """Trains ``model`` as the judge for ``k`` revealed items; validation accuracy is on one fixed
+  sparse draw of ``val`` (stream ``judge/val_view``). Checkpoints go to
   ``checkpoints/judge_k<k>``."""
-  val_view = sparse_view(evidence, val, k, seed=rng_lib.stream_seed(config.seed, "judge/val_view"))
+  val_view = sparse_view(evidence, val, k, seed=rng_lib.stream_seed(spec.seed, "judge/val_view"))
   return train_classifier(
-      config, train, judge_spec(evidence, spec), workdir, tag=f"judge_k{k}",
+      spec, model, train, judge_spec(evidence, inputs), workdir, tag=f"judge_k{k}",
       loss_fn=sparse_loss(evidence, k),
       evaluate=lambda trained: classification_metrics(trained.predict(val_view.x), val.y))
 
 
-def load_pixel_task(config, protocol: str) -> tuple[Source, dict[str, Split], PixelEvidence]:
-  """The image source and splits a sparse-pixel judge (``config.model.name``) reads, with pixels
-  as the evidence; a ConfigError names ``data.name`` when the data are not images."""
-  source, splits = data_lib.load_splits(config.data)
+def load_pixel_task(data, model_name: str, protocol: str
+                    ) -> tuple[Source, dict[str, Split], PixelEvidence]:
+  """The image source and splits (of the ``data`` block) a sparse-pixel judge ``model_name``
+  reads, with pixels as the evidence; a ConfigError names ``data.name`` when the data are not
+  images."""
+  source, splits = data_lib.load_splits(data)
   if source.spec.kind != "image":
-    raise ConfigError(f"data.name={config.data.name!r}: {protocol} needs image data (pixels are "
+    raise ConfigError(f"data.name={data.name!r}: {protocol} needs image data (pixels are "
                       "the evidence); valid: digits, idx:<dir>")
   evidence = PixelEvidence()
-  models.check(config.model.name, judge_spec(evidence, source.spec))
+  models.check(model_name, judge_spec(evidence, source.spec))
   return source, splits, evidence
 
 

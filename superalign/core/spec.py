@@ -1,0 +1,145 @@
+"""The typed training spec: what the engine needs to train, built once by a runner from its config.
+
+``TrainSpec`` holds the optimizer (``Optim``), the training block (``Train``), the mesh and its
+logical axis rules (``MeshSpec``) and the seed, as frozen dataclasses. A runner builds it with
+``TrainSpec.from_config(config)``; a stage with its own block or defaults derives its spec with
+``spec.with_train(...)`` / ``spec.with_optim(...)`` (``dataclasses.replace`` underneath), and
+library code that trains (a probe, an SAE) takes a spec, never a config. The choices and ranges
+of every field are declared here (``OPTIM_RULES``, ``TRAIN_RULES``) and checked by the launcher
+on every block of those names. No JAX here: configs read these defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from superalign.core import schema
+from superalign.core.axes import LOGICAL_RULES
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine", "warmup_cosine", "linear")
+EARLY_STOP_METRICS = ("accuracy", "loss", "auroc")
+
+
+@dataclasses.dataclass(frozen=True)
+class Optim:
+  name: str = "adamw"
+  learning_rate: float = 1e-3
+  weight_decay: float = 1e-4
+  schedule: str = "cosine"
+  warmup_steps: int = 0
+  clip_norm: float = 1.0           # 0: no clipping
+  momentum: float = 0.9            # sgd only
+  ema_decay: float = 0.0           # > 0: also keep a moving average of the parameters (a teacher)
+
+
+@dataclasses.dataclass(frozen=True)
+class Train:
+  batch_size: int = 64
+  eval_batch_size: int = 256
+  num_steps: int = 0               # total steps; 0 = use num_epochs
+  num_epochs: int = 20
+  eval_every: int = 100
+  log_every: int = 25
+  checkpoint_every: int = 200      # 0: only the final state is saved
+  keep_checkpoints: int = 2
+  early_stop_metric: str = ""      # "" = off; else a validation metric
+  early_stop_mode: str = "max"
+  patience: int = 5
+
+
+OPTIM_RULES = {
+    "name": schema.one_of(*OPTIMIZERS),
+    "learning_rate": schema.POSITIVE,
+    "weight_decay": schema.NON_NEGATIVE,
+    "schedule": schema.one_of(*SCHEDULES),
+    "warmup_steps": schema.COUNT_OR_ZERO,
+    "clip_norm": schema.NON_NEGATIVE,
+    "momentum": schema.PROBABILITY_BELOW_ONE,   # 1 or more never forgets a step
+    "ema_decay": schema.PROBABILITY_BELOW_ONE,  # 0 = off
+}
+TRAIN_RULES = {
+    "batch_size": schema.COUNT,
+    "eval_batch_size": schema.COUNT,
+    "num_steps": schema.COUNT_OR_ZERO,
+    "num_epochs": schema.COUNT_OR_ZERO,
+    "eval_every": schema.COUNT_OR_ZERO,
+    "log_every": schema.COUNT,
+    "checkpoint_every": schema.COUNT_OR_ZERO,
+    "keep_checkpoints": schema.COUNT,
+    "early_stop_metric": schema.one_of("", *EARLY_STOP_METRICS),
+    "early_stop_mode": schema.one_of("max", "min"),
+    "patience": schema.COUNT,
+}
+
+
+def check_train(block: Mapping, name: str = "train") -> None:
+  """A training block's declared ranges, and that it trains at all."""
+  schema.check(block, TRAIN_RULES, f"{name}.")
+  if "num_steps" in block and not (block.get("num_steps", 0) > 0 or
+                                   block.get("num_epochs", 0) > 0):
+    raise schema.ConfigError(f"{name}.num_steps=0 and {name}.num_epochs=0: set one of them "
+                             "above zero")
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshSpec:
+  """Mesh axis sizes (-1 fills), how many devices (0 = all), and the logical axis rules."""
+  axes: tuple[tuple[str, int], ...] = (("data", -1), ("fsdp", 1), ("model", 1))
+  num_devices: int = 0
+  rules: tuple[tuple[str, tuple[str, ...]], ...] = LOGICAL_RULES
+
+  @classmethod
+  def from_config(cls, mesh: Mapping) -> "MeshSpec":
+    rules = mesh.get("rules")
+    rules = dict(LOGICAL_RULES) if rules is None else (
+        rules.to_dict() if hasattr(rules, "to_dict") else dict(rules))
+    return cls(axes=tuple((k, int(v)) for k, v in mesh.items() if k not in ("num_devices", "rules")),
+               num_devices=int(mesh.get("num_devices", 0)),
+               rules=tuple((k, (v,) if isinstance(v, str) else tuple(v)) for k, v in rules.items()))
+
+
+def _fields(cls, block: Mapping, **values) -> Any:
+  """``cls`` from the keys of ``block`` it has (a block may hold more, or fewer: defaults fill)."""
+  names = {f.name for f in dataclasses.fields(cls)}
+  return cls(**{**{k: block[k] for k in block.keys() if k in names}, **values})
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSpec:
+  """Everything the engine needs besides the model and the data."""
+  optim: Optim = Optim()
+  train: Train = Train()
+  mesh: MeshSpec = MeshSpec()
+  seed: int = 0
+
+  @classmethod
+  def from_config(cls, config: Mapping, *, train: Mapping | None = None,
+                  optim: Mapping | None = None) -> "TrainSpec":
+    """From the config's ``optim``, ``train``, ``mesh`` and ``seed``; ``train`` / ``optim``: a
+    stage's own block instead (its keys over the config's block of that name)."""
+    t = {**_items(config.get("train", {})), **_items(train or {})}
+    o = {**_items(config.get("optim", {})), **_items(optim or {})}
+    mesh = config.get("mesh")
+    return cls(optim=_fields(Optim, o), train=_fields(Train, t),
+               mesh=MeshSpec.from_config(mesh) if mesh is not None else MeshSpec(),
+               seed=int(config.get("seed", 0)))
+
+  def with_train(self, block: Mapping | None = None, **values) -> "TrainSpec":
+    """This spec with training fields replaced: those a block has (a stage's own ``*_train``
+    block), then ``values`` (a name that is not a field is a TypeError)."""
+    return dataclasses.replace(self, train=_replace(self.train, block, values))
+
+  def with_optim(self, block: Mapping | None = None, **values) -> "TrainSpec":
+    return dataclasses.replace(self, optim=_replace(self.optim, block, values))
+
+
+def _items(block: Mapping) -> dict:
+  return block.to_dict() if hasattr(block, "to_dict") else dict(block)
+
+
+def _replace(fields, block: Mapping | None, values: dict):
+  names = {f.name for f in dataclasses.fields(fields)}
+  return dataclasses.replace(fields, **{k: v for k, v in _items(block or {}).items() if k in names},
+                             **values)

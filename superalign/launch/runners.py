@@ -1,0 +1,75 @@
+"""Protocol runners by ``config.kind``, and the one launch sequence: validate, claim, run, write.
+
+A protocol plugs in with one line in ``RUNNERS``: its ``run.py`` has ``run(config, workdir) ->
+dict`` (the results) and may declare ``SPLITS`` (the data splits it reads), ``RULES`` (the
+choices and ranges of its keys, ``core.schema``), ``validate(config)`` (its rules across keys,
+raising ConfigError), ``plot(results, out_dir) -> paths`` and ``summary(results) -> str`` (the
+printed table). ``launch`` is what the launcher, notebooks and tests run with a parsed config.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import time
+from types import ModuleType
+
+import jax
+
+from superalign.launch import runtime, validation, workdir as workdir_lib
+
+RUNNERS = {
+    "supervised": "superalign.supervised.run",
+    "w2s": "superalign.w2s.run",
+    "w2s_misfit": "superalign.w2s.misfit.run",
+    "w2s_ccs": "superalign.w2s.ccs.run",
+    "debate": "superalign.oversight.run",
+    "amplification": "superalign.amplification.run",
+    "sandwich": "superalign.sandwich.run",
+    "interp": "superalign.interp.run",
+    "process": "superalign.process.run",
+    "verify": "superalign.verify.run",
+    "verify_oversight": "superalign.verify.oversight.run",
+    "control": "superalign.control.run",
+}
+
+
+def get(kind: str) -> ModuleType:
+  return importlib.import_module(RUNNERS[kind])
+
+
+def validate(config, num_devices: int | None = None) -> None:
+  """Raises ConfigError on the first problem, before any data is loaded or model built."""
+  validation.validate(config, RUNNERS, get, num_devices)
+
+
+def execute(config, workdir: str) -> dict:
+  """Runs ``config.kind``'s protocol in a prepared workdir and writes its results."""
+  runner, started = get(config.kind), time.time()
+  results = runner.run(config, workdir)
+  return workdir_lib.finish(workdir, results, started, getattr(runner, "plot", None),
+                            getattr(runner, "summary", None))
+
+
+def launch(config, workdir: str | None = None, *, dry_run: bool = False,
+           root: str = "runs") -> dict | None:
+  """The launch sequence: set up compilation, validate, then (unless ``dry_run``) claim
+  ``workdir`` (a fresh ``<root>/<kind>-<time>`` when None; a rerun there resumes), run, write
+  ``results.json`` and print the summary; returns the results. The launcher runs exactly this,
+  so a notebook or a script gets the launcher's numbers."""
+  runtime.setup_compilation()
+  validate(config)
+  if dry_run:
+    print(f"superalign: the {config.kind} config is valid on {jax.device_count()} "
+          f"{jax.default_backend()} device(s)")
+    return None
+  with workdir_lib.claim(config, workdir, root) as claimed:
+    print(f"superalign: {config.kind} run in {claimed}", flush=True)
+    results = execute(config, claimed)
+  if jax.process_index() == 0:
+    summary = results.get("summary") or {k: v for k, v in results.items()
+                                          if isinstance(v, (int, float, str))}
+    print(summary if isinstance(summary, str) else json.dumps(summary, indent=2))
+    print(f"superalign: results in {os.path.join(claimed, 'results.json')}")
+  return results

@@ -1,0 +1,110 @@
+"""The checks every config passes before any work: the base keys' declared ranges, every training
+and optimizer block, the data and model names, the mesh, then the kind's own declarations
+(``SPLITS``, ``RULES``) and its rules across keys (``validate``)."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Callable, Mapping
+
+import jax
+import ml_collections
+
+from superalign import data as data_lib
+from superalign import models
+from superalign.core import mesh as mesh_lib, schema
+from superalign.core.errors import ConfigError
+from superalign.core.spec import OPTIM_RULES, check_train
+
+MAX_SEED = 2**31 - 1
+BASE_RULES = {
+    "data.max_len": schema.COUNT,
+    "data.vocab_size": schema.COUNT,
+    "data.limit": schema.COUNT_OR_ZERO,
+    "data.tfds_limit": schema.COUNT_OR_ZERO,
+    "model.dtype": schema.one_of(*models.registry.DTYPES),
+}
+
+
+def validate(config, runners: Mapping[str, str], get: Callable, num_devices: int | None = None
+             ) -> None:
+  """Raises ConfigError on the first problem; each block is checked where the config has it."""
+  if config.kind not in runners:
+    raise ConfigError(f"kind={config.kind!r}: unknown; valid: {', '.join(sorted(runners))}")
+  _validate_leaves(config)
+  schema.check(config, BASE_RULES)
+  for prefix, block in _blocks(config, "train"):
+    check_train(block, prefix)
+  for prefix, block in _blocks(config, "optim"):
+    schema.check(block, OPTIM_RULES, f"{prefix}.")
+  if "model" in config:
+    models.validate_name(config.model.name)
+  if "data" in config:
+    _validate_data(config.data)
+  _validate_mesh(config, jax.device_count() if num_devices is None else num_devices)
+  runner = get(config.kind)
+  if "data" in config:
+    schema.require_splits(config.data.splits, getattr(runner, "SPLITS", ()))
+  schema.check(config, getattr(runner, "RULES", {}))
+  if hasattr(runner, "validate"):
+    runner.validate(config)
+
+
+def _validate_leaves(config, prefix: str = "") -> None:
+  """Every number finite (``inf`` is no learning rate); every seed (``seed``, ``*_seed``) an
+  integer in [0, 2**31 - 1], the range every random-number generator here accepts."""
+  for key, value in config.items():
+    name = prefix + key
+    if isinstance(value, ml_collections.ConfigDict):
+      _validate_leaves(value, name + ".")
+    elif isinstance(value, float) and not math.isfinite(value):
+      raise ConfigError(f"{name}={value}: must be a finite number")
+    elif key == "seed" or key.endswith("_seed"):
+      if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise ConfigError(f"{name}={value!r}: a seed is an integer in [0, {MAX_SEED}]")
+
+
+def _blocks(config, name: str, prefix: str = ""):
+  """(dotted prefix, block) for every block named ``name`` or ``*_<name>`` at any depth
+  (``train``, ``pretrain.train``, ``process.rm_train``; ``optim``, ``ccs.optim``)."""
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      if key == name or key.endswith(f"_{name}"):
+        yield f"{prefix}{key}", value
+      else:
+        yield from _blocks(value, name, f"{prefix}{key}.")
+
+
+def _validate_data(d) -> None:
+  data_lib.check_name(d.name)
+  if d.tfds_dir and not os.path.isdir(os.path.expanduser(d.tfds_dir)):
+    raise ConfigError(f"data.tfds_dir={d.tfds_dir!r}: no such directory")
+  for name, frac in d.splits.items():
+    if not 0 < frac <= 1:
+      raise ConfigError(f"data.splits.{name}={frac}: must be a fraction in (0, 1]")
+
+
+def _validate_mesh(config, num_devices: int) -> None:
+  axes = {k: v for k, v in config.mesh.items() if k not in mesh_lib.NOT_AXES}
+  wanted = int(config.mesh.get("num_devices", 0))
+  if wanted < 0 or wanted > num_devices:
+    raise ConfigError(f"mesh.num_devices={wanted}: must be between 0 (all) and the "
+                      f"{num_devices} available")
+  try:
+    sizes = mesh_lib.resolve_axis_sizes(axes, wanted or num_devices)
+    mesh_lib.rules_from_config(config.mesh)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  shards = sizes["data"] * sizes["fsdp"]
+  processes = jax.process_count()
+  if shards % processes:  # each process loads its own slice of every batch (core.batches)
+    raise ConfigError(f"mesh data x fsdp = {shards}: not divisible by the {processes} processes; "
+                      "the batch axes must span every host (e.g. --config.mesh.data=-1)")
+  if wanted and wanted != num_devices and processes > 1:
+    raise ConfigError(f"mesh.num_devices={wanted}: a multi-host run uses every device; set it to 0")
+  for prefix, block in _blocks(config, "train"):
+    for key in ("batch_size", "eval_batch_size"):
+      if key in block and block[key] % shards:
+        raise ConfigError(f"{prefix}.{key}={block[key]}: not divisible by the batch shards "
+                          f"(mesh data x fsdp = {shards})")
