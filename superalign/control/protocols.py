@@ -20,6 +20,10 @@ monitor or combination of them.
 * ``resampling``: U answers each task ``draws`` times (sampled at ``temperature``); the least
   suspicious draw is submitted, and the audit and deferral decisions read the ``max`` or ``min``
   suspicion over the draws. The pool holds ``sets`` independent draws per task.
+
+Each protocol is registered by name (``PROTOCOLS``): a function that turns the control knobs
+(``params.ControlSpec``) into its rows of the protocol table, so a new protocol is one definition
+and one registration.
 """
 
 from __future__ import annotations
@@ -29,12 +33,13 @@ from typing import Callable
 
 import numpy as np
 
+from superalign.control.params import ControlSpec
 from superalign.control.safety import Plan, threshold
 from superalign.control.setting import Tasks
 from superalign.core.errors import ConfigError
+from superalign.core.registry import Registry
+from superalign.core.rng import stream_seed
 
-PROTOCOLS = ("upfront_auditing", "trusted_monitoring", "defer_to_trusted", "trusted_editing",
-             "untrusted_monitoring", "resampling")
 COLLUSION = ("signal", "always")      # when U's monitor lies: on its trigger, or on everything
 AGGREGATES = ("max", "min")
 
@@ -141,3 +146,70 @@ def resampling(cal: Tasks, dep: Tasks, scorer: Scorer, budget: float, *, draws: 
   h_answer = np.where(honest >= t_defer, tiled.t_probs.argmax(-1), h_answer)
   return Plan(honest, attack, _harm(tiled, a_answer, attack >= t_defer), h_answer == tiled.y,
               t_audit, task=np.tile(np.arange(len(dep)), sets))
+
+
+# --- the rows of the protocol table, by name -----------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+  """One row of the protocol table: a plan per red-team choice (the untrusted monitor's
+  collusion; ``""`` where the red team has none) and the monitor its attack selection reads."""
+  plans: dict[str, Plan]
+  monitor: Scorer
+
+
+# ``PROTOCOLS[name](cal, dep, scorer, budget, spec) -> {row name: Row}``: the protocol's rows
+# (one per deferral or edit fraction, ...) with the table's monitor ``scorer`` at ``budget``.
+PROTOCOLS: Registry[Callable[..., dict[str, Row]]] = Registry("protocol")
+
+
+@PROTOCOLS.register("upfront_auditing")
+def upfront_auditing_rows(cal: Tasks, dep: Tasks, scorer: Scorer, budget: float,
+                          spec: ControlSpec) -> dict[str, Row]:
+  return {"upfront_auditing": Row({"": upfront_auditing(dep)}, scorer)}
+
+
+@PROTOCOLS.register("trusted_monitoring")
+def trusted_monitoring_rows(cal: Tasks, dep: Tasks, scorer: Scorer, budget: float,
+                            spec: ControlSpec) -> dict[str, Row]:
+  return {"trusted_monitoring": Row({"": monitored(cal, dep, scorer, budget)}, scorer)}
+
+
+@PROTOCOLS.register("defer_to_trusted")
+def defer_to_trusted_rows(cal: Tasks, dep: Tasks, scorer: Scorer, budget: float,
+                          spec: ControlSpec) -> dict[str, Row]:
+  return {f"defer_to_trusted {f:.0%}": Row({"": monitored(cal, dep, scorer, budget, defer=f)},
+                                            scorer)
+          for f in spec.defer_fractions}
+
+
+@PROTOCOLS.register("trusted_editing")
+def trusted_editing_rows(cal: Tasks, dep: Tasks, scorer: Scorer, budget: float,
+                         spec: ControlSpec) -> dict[str, Row]:
+  return {f"trusted_editing {f:.0%}": Row({"": monitored(
+      cal, dep, scorer, budget, edit=f, candidates=spec.edit_candidates)}, scorer)
+          for f in spec.edit_fractions}
+
+
+@PROTOCOLS.register("untrusted_monitoring")
+def untrusted_monitoring_rows(cal: Tasks, dep: Tasks, scorer: Scorer, budget: float,
+                              spec: ControlSpec) -> dict[str, Row]:
+  """Alone and with each deferral; the red team picks the collusion, and selects its attacks
+  against U's own monitor."""
+  return {"untrusted_monitoring" + (f" + defer {f:.0%}" if f else ""): Row(
+      {collusion: untrusted_monitoring(cal, dep, budget, defer=f, collusion=collusion,
+                                       synthetic=spec.synthetic_attacks,
+                                       min_flagged=spec.synthetic_min_flagged)
+       for collusion in COLLUSION}, single("untrusted"))
+          for f in (0.0, *spec.defer_fractions)}
+
+
+@PROTOCOLS.register("resampling")
+def resampling_rows(cal: Tasks, dep: Tasks, scorer: Scorer, budget: float,
+                    spec: ControlSpec) -> dict[str, Row]:
+  return {f"resampling {spec.resample_draws} ({agg})": Row({"": resampling(
+      cal, dep, scorer, budget, draws=spec.resample_draws, aggregate=agg,
+      temperature=spec.resample_temperature, sets=spec.resample_sets,
+      seed=stream_seed(spec.seed, "control/resample"))}, scorer)
+          for agg in AGGREGATES}

