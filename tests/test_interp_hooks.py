@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import _config
+from conftest import _config, spec_and_model
 
 from superalign import models
 from superalign.core import mesh as mesh_lib
@@ -48,6 +48,42 @@ def test_every_family_has_its_sites(name, expected):
     assert shapes["blocks.0.attn.pattern"].shape == (6, 2, 16, 16)
     assert shapes["blocks.1.attn.z"].shape == (6, 16, 2, 32)
     assert shapes["blocks.0.mlp.post"].shape == (6, 16, 256)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_every_site_names_its_axes(name):
+  """Each site declares one name per axis where the model defines it; the capture carries them."""
+  model, x = _model(name), _inputs(CASES[name])
+  axes, shapes = hooks.site_axes(model, x), hooks.site_shapes(model, x)
+  assert list(axes) == list(shapes)
+  for site, names in axes.items():
+    assert len(names) == len(shapes[site].shape) and len(set(names)) == len(names), site
+    assert names[0] == "batch" or site == "pos_embed", site
+  _, captured = jax.jit(lambda x: hooks.run(model, x, capture=True))(x)
+  assert captured.axes == axes
+  if name == "gpt_tiny":
+    assert axes["blocks.0.resid_pre"] == ("batch", "pos", "embed")
+    assert axes["blocks.1.attn.z"] == ("batch", "pos", "head", "head_dim")
+    assert axes["blocks.0.attn.pattern"] == ("batch", "head", "query_pos", "key_pos")
+  if name == "cnn_tiny":
+    assert axes["convs.0.post"] == ("batch", "height", "width", "channel")
+
+
+def test_a_mask_by_axis_name_is_the_mask_by_position():
+  model, x = _model("gpt_tiny"), _inputs(TOKENS)
+  z = "blocks.0.attn.z"
+  _, named = hooks.run(model, x, capture=z,
+                       interventions={z: hooks.zero(where=hooks.at(head=1, pos=[2, 5]))})
+  mask = np.zeros((1, 16, 2, 1), bool)
+  mask[:, [2, 5], 1] = True
+  _, by_position = hooks.run(model, x, capture=z,
+                             interventions={z: hooks.zero(where=jnp.asarray(mask))})
+  np.testing.assert_array_equal(np.asarray(named[z]), np.asarray(by_position[z]))
+  assert (np.asarray(named[z])[:, [2, 5], 1] == 0).all()
+  assert (np.asarray(named[z])[:, 3, 1] != 0).any()
+  with pytest.raises(hooks.HookError, match=r"'blocks.0.resid_pre' has no axis 'head'; its "
+                     r"axes: batch, pos, embed"):
+    hooks.run(model, x, interventions={"blocks.0.resid_pre": hooks.zero(where=hooks.at(head=0))})
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -148,9 +184,9 @@ def test_no_active_hook_traces_the_same_program(monkeypatch):
     return nnx.merge(graphdef, params)(x).sum()
 
   with_sites = str(jax.make_jaxpr(jax.grad(loss))(params, x))
-  monkeypatch.setattr(sites, "site", lambda name, x: x)
+  monkeypatch.setattr(sites, "site", lambda name, x, axes: x)
   for module in ("transformer", "mlp", "cnn"):
-    monkeypatch.setattr(f"superalign.models.{module}.site", lambda name, x: x)
+    monkeypatch.setattr(f"superalign.models.{module}.site", lambda name, x, axes: x)
   without = str(jax.make_jaxpr(jax.grad(loss))(params, x))
   assert with_sites == without
 
@@ -165,12 +201,12 @@ def test_capture_over_stacked_runs_on_an_8_device_mesh(tmp_path, name):
   site = "layers.0.post" if name == "mlp_small" else "blocks.1.resid_mid"
   fn = lambda state, batch: hooks.run(state.model(), batch["x"], capture=site)[1][site]
   x = np.asarray(_inputs(spec, n=24))
-  stacked = classifier.trainer(config, spec, str(tmp_path), tag="s", seeds=[0, 1, 2],
-                               mesh=mesh).init()
+  stacked = classifier.trainer(*spec_and_model(config), spec, str(tmp_path), tag="s",
+                               seeds=[0, 1, 2], mesh=mesh).init()
   got = stacked.apply(x, fn)
   assert got.shape[:2] == (3, 24)
   for run, seed in enumerate([0, 1, 2]):
-    single = classifier.trainer(config, spec, str(tmp_path), tag=f"r{seed}", seeds=seed,
-                                mesh=mesh).init()
+    single = classifier.trainer(*spec_and_model(config), spec, str(tmp_path), tag=f"r{seed}",
+                                seeds=seed, mesh=mesh).init()
     np.testing.assert_allclose(got[run], single.apply(x, fn), rtol=1e-5, atol=1e-5)
   assert not np.allclose(got[0], got[1])

@@ -10,7 +10,7 @@ from flax import nnx
 
 from superalign import models
 from superalign.core.specs import InputSpec
-from superalign.interp import patching
+from superalign.interp import hooks, patching
 from superalign.models.mlp import MLP
 
 TOKENS = InputSpec((12,), "tokens", 3, vocab_size=40)
@@ -63,7 +63,7 @@ def test_a_head_grid_is_layers_by_heads(gpt):
   graphdef, params, clean, corrupted = gpt
   sites = [f"blocks.{i}.attn.z" for i in range(2)]
   out = patching.patching_grid(_forward(graphdef), params, clean, corrupted, METRIC, sites,
-                               axes=2)
+                               axes="head")
   assert patching.stack({s: out[s] for s in sites}).shape == (2, 2)
 
 
@@ -96,9 +96,9 @@ def test_attribution_patching_is_activation_patching_to_first_order():
     clean = jnp.asarray(rng.normal(size=(16, 10)))
     sites = ["input", "layers.0.pre", "layers.0.post"]
 
-    def grids(corrupted):
-      exact = patching.patching_grid(forward, params, clean, corrupted, METRIC, sites)
-      approx = patching.patching_grid(forward, params, clean, corrupted, METRIC, sites,
+    def grids(corrupted):  # every unit: axis 1 (named "features" at the input, "mlp" after)
+      exact = patching.patching_grid(forward, params, clean, corrupted, METRIC, sites, axes=1)
+      approx = patching.patching_grid(forward, params, clean, corrupted, METRIC, sites, axes=1,
                                       attribution=True)
       return {s: (np.asarray(exact[s]) - float(exact["corrupted"]), np.asarray(approx[s]))
               for s in sites}
@@ -110,3 +110,23 @@ def test_attribution_patching_is_activation_patching_to_first_order():
     # Far from linear (corrupted inputs unrelated to the clean ones) the estimate is off.
     effect, estimate = grids(jnp.asarray(3 * rng.normal(size=(16, 10))))["layers.0.pre"]
     assert np.abs(estimate - effect).max() > 0.1 * np.abs(effect).max()
+
+
+def test_grids_are_indexed_by_axis_name(gpt):
+  """The same grid by name and by number; one call indexes each site by its own axes."""
+  graphdef, params, clean, corrupted = gpt
+  by_name = patching.patching_grid(_forward(graphdef), params, clean, corrupted, METRIC,
+                                   ["blocks.0.attn.z"], axes="head")
+  by_number = patching.patching_grid(_forward(graphdef), params, clean, corrupted, METRIC,
+                                     ["blocks.0.attn.z"], axes=2)
+  np.testing.assert_array_equal(np.asarray(by_name["blocks.0.attn.z"]),
+                                np.asarray(by_number["blocks.0.attn.z"]))
+  # The head is axis 2 of attn.z ([batch, pos, head, head_dim]) and axis 1 of attn.pattern.
+  both = patching.patching_grid(_forward(graphdef), params, clean, corrupted, METRIC,
+                                ["blocks.0.attn.z", "blocks.0.attn.pattern"], axes="head")
+  np.testing.assert_array_equal(np.asarray(both["blocks.0.attn.z"]),
+                                np.asarray(by_name["blocks.0.attn.z"]))
+  assert both["blocks.0.attn.pattern"].shape == by_name["blocks.0.attn.z"].shape
+  with pytest.raises(hooks.HookError, match="has no axis 'head'"):
+    patching.patching_grid(_forward(graphdef), params, clean, corrupted, METRIC,
+                           ["blocks.0.resid_pre"], axes="head")

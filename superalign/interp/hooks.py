@@ -6,7 +6,9 @@ hooks installed and returns ``(output, captured)``: the activations at the sites
 interventions at those sites. An intervention is a function of the activation: ``replace``
 (write a given activation, e.g. from another input: patching), ``add`` (a steering vector),
 ``zero``, ``mean_ablate`` and ``resample`` (ablations); each takes an optional ``where`` mask
-(say one position or one head) outside which the activation is kept.
+outside which the activation is kept, an array or, by axis name, ``at(pos=3)`` / ``at(head=2)``.
+Every site names its axes where the model defines it (``models.sites``): ``captured.axes[name]``
+says them (``("batch", "pos", "embed")``), and ``site_axes`` lists them without computing.
 
 The hooks are trace-time Python (``models.sites``), so ``run`` composes with the transforms:
 call it inside the function you ``jax.jit``, ``jax.vmap`` over stacked runs or shard, and the
@@ -34,6 +36,7 @@ from superalign.core.trainer import Trained
 from superalign.models import sites
 
 Intervention = Callable[[jax.Array], jax.Array]
+Axes = sites.Axes
 
 
 class HookError(ConfigError):
@@ -52,6 +55,35 @@ def _fit(name: str, what: str, value, x: jax.Array) -> jax.Array:
   return value
 
 
+def axis_index(name: str, axes: Axes, axis: str | int) -> int:
+  """The position of ``axis`` (a name, or a number: counted from the end if negative) among a
+  site's ``axes``; a name the site lacks is a HookError listing them."""
+  if isinstance(axis, int):
+    return axis % len(axes)
+  if axis not in axes:
+    raise HookError(f"site {name!r} has no axis {axis!r}; its axes: {', '.join(axes)}")
+  return axes.index(axis)
+
+
+class at:
+  """A mask by axis name, for an intervention's ``where``: ``at(pos=3)`` is true at position 3
+  (every other axis broadcast), ``at(head=[0, 2], pos=-1)`` at heads 0 and 2 of the last
+  position."""
+
+  def __init__(self, **index):
+    self.index = index
+
+  def mask(self, name: str, x: jax.Array, axes: Axes) -> jax.Array:
+    mask = jnp.ones((1,) * x.ndim, bool)
+    for axis, where in self.index.items():
+      i = axis_index(name, axes, axis)
+      shape = [1] * x.ndim
+      shape[i] = x.shape[i]
+      hit = jnp.zeros(x.shape[i], bool).at[jnp.asarray(where)].set(True)
+      mask = mask & hit.reshape(shape)
+    return mask
+
+
 class _Masked:
   """A built-in intervention: ``new(site_name, x)`` where ``where`` holds, ``x`` elsewhere (the
   site's name makes a shape error say where it happened)."""
@@ -59,11 +91,13 @@ class _Masked:
   def __init__(self, new: Callable[[str, jax.Array], jax.Array], where):
     self.new, self.where = new, where
 
-  def __call__(self, x: jax.Array, name: str = "") -> jax.Array:
+  def __call__(self, x: jax.Array, name: str = "", axes: Axes = ()) -> jax.Array:
     value = self.new(name, x)
     if self.where is None:
       return value.astype(x.dtype)
-    mask = _fit(name, "where", self.where, x).astype(bool)
+    where = (self.where.mask(name, x, axes or tuple(map(str, range(x.ndim))))
+             if isinstance(self.where, at) else self.where)
+    mask = _fit(name, "where", where, x).astype(bool)
     return jnp.where(mask, value, x).astype(x.dtype)
 
 
@@ -108,26 +142,47 @@ def _summary(names: Iterable[str]) -> str:
   return ", ".join(out)
 
 
+class Captured(dict):
+  """``{site: activation}``, with ``axes[site]``: the names of each activation's axes. A pytree
+  (the axes ride along as static data), so it can leave a jitted or vmapped function."""
+
+  def __init__(self, items=(), axes=None):
+    super().__init__(items)
+    self.axes: dict[str, Axes] = dict(axes or {})
+
+
+jax.tree_util.register_pytree_with_keys(
+    Captured,
+    lambda c: ([(jax.tree_util.DictKey(k), v) for k, v in c.items()],
+               (tuple(c), tuple(c.axes.items()))),
+    lambda aux, values: Captured(zip(aux[0], values), aux[1]))
+
+
 class _Hooks:
-  """The hook ``models.sites`` calls: intervenes, then captures, and records every site seen."""
+  """The hook ``models.sites`` calls: intervenes, then captures, and records every site seen
+  with its axis names."""
 
   def __init__(self, capture, interventions: Mapping[str, Intervention]):
     self.capture = (["*"] if capture is True else [] if capture in (None, False)
                     else [capture] if isinstance(capture, str) else list(capture))
     self.interventions = dict(interventions)
-    self.seen: list[str] = []
-    self.captured: dict[str, jax.Array] = {}
+    self.seen: dict[str, Axes] = {}
+    self.captured = Captured()
 
-  def __call__(self, name: str, x: jax.Array) -> jax.Array:
+  def __call__(self, name: str, x: jax.Array, axes: Axes) -> jax.Array:
     if name in self.seen:
       raise HookError(f"site {name!r} was reached twice in one hooks.run: run the model once "
                       "per call")
-    self.seen.append(name)
+    if len(axes) != x.ndim:
+      raise HookError(f"site {name!r}: axes {axes} name {len(axes)} axes of a {x.ndim}-d "
+                      "activation (the model's site declaration is wrong)")
+    self.seen[name] = axes
     if name in self.interventions:
       intervene = self.interventions[name]
-      x = intervene(x, name) if isinstance(intervene, _Masked) else intervene(x)
+      x = intervene(x, name, axes) if isinstance(intervene, _Masked) else intervene(x)
     if any(fnmatch.fnmatchcase(name, p) for p in self.capture):
       self.captured[name] = x
+      self.captured.axes[name] = axes
     return x
 
   def check(self) -> None:
@@ -154,7 +209,12 @@ def run(fn: Callable[..., Any], *args, capture: str | Iterable[str] | bool = (),
 
 def site_shapes(fn: Callable[..., Any], *args, **kwargs) -> dict[str, jax.ShapeDtypeStruct]:
   """Every site ``fn(*args)`` reaches, in order, with its activation's shape (no computation)."""
-  return jax.eval_shape(lambda *a: run(fn, *a, capture=True, **kwargs)[1], *args)
+  return dict(jax.eval_shape(lambda *a: run(fn, *a, capture=True, **kwargs)[1], *args))
+
+
+def site_axes(fn: Callable[..., Any], *args, **kwargs) -> dict[str, Axes]:
+  """Every site ``fn(*args)`` reaches, in order, with the names of its axes (no computation)."""
+  return jax.eval_shape(lambda *a: run(fn, *a, capture=True, **kwargs)[1], *args).axes
 
 
 def model_site_shapes(name: str, spec, dtype: str, x: np.ndarray) -> dict[str, Any]:
@@ -162,8 +222,8 @@ def model_site_shapes(name: str, spec, dtype: str, x: np.ndarray) -> dict[str, A
   parameter is computed), for validating site names before any training."""
   build = models.builder(name, spec, dtype)
   graphdef, abstract = nnx.split(nnx.eval_shape(lambda: build(nnx.Rngs(0))))
-  return jax.eval_shape(lambda params, x: run(nnx.merge(graphdef, params), x, capture=True)[1],
-                        abstract, jnp.asarray(x[:2]))
+  return dict(jax.eval_shape(lambda params, x: run(nnx.merge(graphdef, params), x, capture=True)[1],
+                             abstract, jnp.asarray(x[:2])))
 
 
 def check_sites(names: Iterable[str], shapes: Mapping[str, Any], key: str = "site") -> None:

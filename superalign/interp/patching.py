@@ -3,6 +3,8 @@
 ``activation_patching`` runs the model on the corrupted inputs once per cell of a grid, each time
 writing the clean run's activation into one site at one index (a position, a head, a pixel), and
 records a metric of the logits: how much of the clean behaviour that one activation restores.
+The grid's axes are named as the sites name them (``"pos"``, ``"head"``, ``("height",
+"width")``; ``models.sites``), so one call covers sites whose axes sit in different places.
 Cells along the indexed axes are ``jax.vmap``-ed and the sites unrolled, so a whole grid is one
 traced function: jit it (``patching_grid`` does) and it is one call.
 
@@ -38,9 +40,13 @@ def logit_diff(answer, wrong) -> Metric:
   return metric
 
 
-def _axes(axes, ndim: int) -> tuple[int, ...]:
-  axes = (axes,) if isinstance(axes, int) else tuple(axes)
-  return tuple(a % ndim for a in axes)
+Axes = str | int | Sequence[str | int]
+
+
+def _axes(axes: Axes, name: str, site_axes: hooks.Axes) -> tuple[int, ...]:
+  """The positions of the grid's ``axes`` (names, or numbers) in the site's activation."""
+  axes = (axes,) if isinstance(axes, (str, int)) else tuple(axes)
+  return tuple(hooks.axis_index(name, site_axes, a) for a in axes)
 
 
 def _one_hot(shape, axes: tuple[int, ...], flat_index) -> jax.Array:
@@ -55,11 +61,12 @@ def _one_hot(shape, axes: tuple[int, ...], flat_index) -> jax.Array:
 
 
 def activation_patching(model_fn: Callable[[jax.Array], jax.Array], clean, corrupted,
-                        metric: Metric, sites: Sequence[str], axes=1,
+                        metric: Metric, sites: Sequence[str], axes: Axes = "pos",
                         chunk: int | None = None) -> dict[str, jax.Array]:
   """``{site: grid}``: ``grid[index]`` is ``metric`` of the corrupted run with the clean
-  activation written at ``site``, at ``index`` of ``axes`` (1: positions of ``[batch, length,
-  ...]``; 2: heads of ``attn.z``; (1, 2): pixels of a feature map), every batch row at once.
+  activation written at ``site``, at ``index`` of ``axes`` (``"pos"``: positions; ``"head"``:
+  the heads of ``attn.z``; ``("height", "width")``: the cells of a feature map), every batch
+  row at once.
 
   The corrupted run up to the site does not depend on the cell, so it is computed once and each
   cell runs only the model downstream of the site; cells run ``chunk`` at a time
@@ -73,7 +80,7 @@ def activation_patching(model_fn: Callable[[jax.Array], jax.Array], clean, corru
   grids = {}
   for name in sites:
     act, base = clean_acts[name], corrupt_acts[name]
-    index_axes = _axes(axes, act.ndim)
+    index_axes = _axes(axes, name, clean_acts.axes[name])
     dims = [act.shape[a] for a in index_axes]
 
     def cell(flat_index, name=name, act=act, base=base, index_axes=index_axes):
@@ -91,7 +98,8 @@ def activation_patching(model_fn: Callable[[jax.Array], jax.Array], clean, corru
 
 
 def attribution_patching(model_fn: Callable[[jax.Array], jax.Array], clean, corrupted,
-                         metric: Metric, sites: Sequence[str], axes=1) -> dict[str, jax.Array]:
+                         metric: Metric, sites: Sequence[str], axes: Axes = "pos"
+                         ) -> dict[str, jax.Array]:
   """First-order estimate of ``activation_patching(...) - metric(model_fn(corrupted))``, one
   backward pass for every site and index."""
   _, clean_acts = hooks.run(model_fn, clean, capture=list(sites))
@@ -107,7 +115,7 @@ def attribution_patching(model_fn: Callable[[jax.Array], jax.Array], clean, corr
   out = {}
   for name in sites:
     effect = (grads[name] * (clean_acts[name] - corrupt_acts[name])).astype(jnp.float32)
-    index_axes = _axes(axes, effect.ndim)
+    index_axes = _axes(axes, name, clean_acts.axes[name])
     out[name] = effect.sum(axis=tuple(a for a in range(effect.ndim) if a not in index_axes))
   return out
 
@@ -129,7 +137,7 @@ def stack(grids: Mapping[str, jax.Array]) -> jax.Array:
 
 
 def patching_grid(model_fn: Callable[[object, jax.Array], jax.Array], params, clean, corrupted,
-                  metric: Metric, sites: Sequence[str], axes=1,
+                  metric: Metric, sites: Sequence[str], axes: Axes = "pos",
                   attribution: bool = False, chunk: int | None = None) -> dict[str, jax.Array]:
   """The whole grid (or its attribution estimate) as one jitted call of ``model_fn(params, x)``
   (parameters are arguments, not constants folded into the program), with the baselines under

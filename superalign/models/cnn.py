@@ -58,14 +58,15 @@ class CNN(nnx.Module):
     self.dtype = dtype
 
   def features(self, x: jax.Array) -> jax.Array:
-    h = site("input", x.astype(self.dtype))
+    h = site("input", x.astype(self.dtype), sites.IMAGE)
     for i, (conv, pool) in enumerate(zip(self.convs, self.pool)):
       with sites.scope(f"convs.{i}"):
-        h = site("post", jax.nn.relu(site("pre", conv(h))))
+        h = site("post", jax.nn.relu(site("pre", conv(h), sites.IMAGE)), sites.IMAGE)
       if pool:
         h = nnx.max_pool(h, window_shape=(2, 2), strides=(2, 2))
     with sites.scope("dense"):
-      return site("post", jax.nn.relu(site("pre", self.dense(h.reshape(h.shape[0], -1)))))
+      return site("post", jax.nn.relu(site("pre", self.dense(h.reshape(h.shape[0], -1)),
+                                            sites.HIDDEN)), sites.HIDDEN)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    return site("logits", self.head(self.features(x)))
+    return site("logits", self.head(self.features(x)), sites.LOGITS)

@@ -36,13 +36,13 @@ class MLP(nnx.Module):
     self.input_scale = float(input_scale)
 
   def features(self, x: jax.Array) -> jax.Array:
-    h = site("input", x.reshape(x.shape[0], -1).astype(self.dtype))
+    h = site("input", x.reshape(x.shape[0], -1).astype(self.dtype), sites.FEATURES)
     if self.input_scale != 1.0:
       h = h / self.input_scale
     for i, layer in enumerate(self.layers):
       with sites.scope(f"layers.{i}"):
-        h = site("post", jax.nn.relu(site("pre", layer(h))))
+        h = site("post", jax.nn.relu(site("pre", layer(h), sites.HIDDEN)), sites.HIDDEN)
     return h
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    return site("logits", self.head(self.features(x)))
+    return site("logits", self.head(self.features(x)), sites.LOGITS)

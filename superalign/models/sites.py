@@ -1,8 +1,11 @@
 """Named activation sites: the points of a forward pass that hooks read, write, add to or ablate.
 
-A model marks a site with ``x = sites.site("resid_pre", x)``, inside ``sites.scope("blocks.0")``
+A model marks a site with ``x = site("resid_pre", x, RESID)``, inside ``sites.scope("blocks.0")``
 for a block's sites, which gives the full name ``blocks.0.resid_pre`` (TransformerLens' names,
-without the ``hook_`` prefix). ``interp.hooks`` is the front door that sets the hooks.
+without the ``hook_`` prefix), and names each axis of the activation where it is defined
+(``RESID = ("batch", "pos", "embed")``, as TransformerLens states each hook point's shape): a
+patching grid, an intervention's mask or a captured activation then says ``"pos"`` or ``"head"``,
+not an axis number. ``interp.hooks`` is the front door that sets the hooks.
 
 Hooks live in trace-time Python, not in the model's state: ``active(hooks)`` installs them for
 the code traced inside it, and ``site`` calls them on the traced arrays. So a hook composes with
@@ -23,7 +26,20 @@ import jax
 _LOCAL = threading.local()
 
 
-def _hooks() -> Callable[[str, jax.Array], jax.Array] | None:
+Axes = tuple[str, ...]
+
+# The axis names the models use.
+RESID = ("batch", "pos", "embed")               # residual stream, attention and MLP outputs
+HEADS = ("batch", "pos", "head", "head_dim")    # each head's output (attn.z)
+PATTERN = ("batch", "head", "query_pos", "key_pos")
+NEURONS = ("batch", "pos", "mlp")               # a transformer MLP's hidden units
+HIDDEN = ("batch", "mlp")                       # a dense layer's units (MLP, CNN head)
+FEATURES = ("batch", "features")                # a flat input vector
+IMAGE = ("batch", "height", "width", "channel")  # an image or a feature map
+LOGITS = ("batch", "classes")
+
+
+def _hooks() -> Callable[[str, jax.Array, Axes], jax.Array] | None:
   return getattr(_LOCAL, "hooks", None)
 
 
@@ -31,10 +47,11 @@ def _prefix() -> str:
   return getattr(_LOCAL, "prefix", "")
 
 
-def site(name: str, x: jax.Array) -> jax.Array:
-  """``x`` as the active hooks leave it at the site ``name`` (within the current scope)."""
+def site(name: str, x: jax.Array, axes: Axes) -> jax.Array:
+  """``x`` as the active hooks leave it at the site ``name`` (within the current scope);
+  ``axes`` names each of ``x``'s axes."""
   hooks = _hooks()
-  return x if hooks is None else hooks(_prefix() + name, x)
+  return x if hooks is None else hooks(_prefix() + name, x, tuple(axes))
 
 
 @contextlib.contextmanager
@@ -49,8 +66,9 @@ def scope(prefix: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def active(hooks: Callable[[str, jax.Array], jax.Array]) -> Iterator[None]:
-  """Every site traced inside calls ``hooks(full_name, x)`` and carries on with its result."""
+def active(hooks: Callable[[str, jax.Array, Axes], jax.Array]) -> Iterator[None]:
+  """Every site traced inside calls ``hooks(full_name, x, axes)`` and carries on with its
+  result."""
   outer, outer_prefix = _hooks(), _prefix()
   if outer is not None:
     raise RuntimeError("hooks are already active: interp.hooks.run calls do not nest")

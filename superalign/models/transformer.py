@@ -70,7 +70,7 @@ def _attention(q: jax.Array, k: jax.Array, v: jax.Array,
   if allowed is None:
     allowed = jnp.tril(jnp.ones((length, length), dtype=bool))
   logits = jnp.where(allowed, logits, jnp.float32(-0.7 * float(jnp.finfo(jnp.float32).max)))
-  probs = site("pattern", jax.nn.softmax(logits, axis=-1)).astype(v.dtype)
+  probs = site("pattern", jax.nn.softmax(logits, axis=-1), sites.PATTERN).astype(v.dtype)
   return jnp.einsum("bhqk,bkhe->bqhe", probs, v)
 
 
@@ -145,7 +145,7 @@ class Attention(nnx.Module):
                     for c, new in zip(cache, (k, v)))
       k, v = cache
     with sites.scope("attn"):
-      h = site("z", _attention(q, k, v, allowed))                  # each head's output
+      h = site("z", _attention(q, k, v, allowed), sites.HEADS)     # each head's output
     out_kernel = self.out[...].astype(self.dtype)                  # [heads, head_dim, d]
     h = _matmul(h.reshape(*h.shape[:-2], -1), out_kernel.reshape(-1, out_kernel.shape[-1]))
     return h + self.out_bias[...].astype(self.dtype), cache
@@ -169,17 +169,18 @@ class Block(nnx.Module):
 
   def __call__(self, x: jax.Array, allowed: jax.Array | None = None, cache=None, start=0,
                positions: jax.Array | None = None):
-    x = site("resid_pre", x)
+    x = site("resid_pre", x, sites.RESID)
     a, cache = self.attn(self.ln1(x).astype(self.dtype), allowed, cache, start, positions)
-    a = site("attn_out", a)
+    a = site("attn_out", a, sites.RESID)
     # Parallel residual (GPT-NeoX): the MLP reads the block's input, not the attention's sum, so
     # there is no resid_mid.
-    mid = x if self.parallel_residual else site("resid_mid", x + a)
+    mid = x if self.parallel_residual else site("resid_mid", x + a, sites.RESID)
     with sites.scope("mlp"):
-      h = site("post", self.gelu(site("pre", _dense(self.fc, self.ln2(mid), self.dtype))))
-    m = site("mlp_out", _dense(self.proj, h, self.dtype))
+      h = site("post", self.gelu(site("pre", _dense(self.fc, self.ln2(mid), self.dtype),
+                                          sites.NEURONS)), sites.NEURONS)
+    m = site("mlp_out", _dense(self.proj, h, self.dtype), sites.RESID)
     x = m + a + x if self.parallel_residual else mid + m
-    return site("resid_post", x), cache
+    return site("resid_post", x, sites.RESID), cache
 
 
 class Transformer(nnx.Module):
@@ -246,13 +247,13 @@ class Transformer(nnx.Module):
     x = self.embed(tokens)
     if tokens.ndim == 3:
       x = x.sum(axis=2)
-    x = site("embed", x)
+    x = site("embed", x, sites.RESID)
     allowed = positions = None
     if attention_mask is None and cache is None:
       if self.rotary_dim:
         positions = jnp.arange(length)[None]
       else:
-        x = x + site("pos_embed", self.pos[:length].astype(self.dtype))
+        x = x + site("pos_embed", self.pos[:length].astype(self.dtype), ("pos", "embed"))
       if not self.causal:
         allowed = self._present(tokens)[:, None, None, :]
     else:
@@ -265,7 +266,8 @@ class Transformer(nnx.Module):
       before = jnp.cumsum(keys, axis=1) - 1
       positions = jnp.maximum(jax.lax.dynamic_slice_in_dim(before, start, length, axis=1), 0)
       if not self.rotary_dim:
-        x = x + site("pos_embed", jnp.take(self.pos[...], positions, axis=0).astype(self.dtype))
+        x = x + site("pos_embed", jnp.take(self.pos[...], positions, axis=0).astype(self.dtype),
+                     sites.RESID)
     outputs = [x] if all_layers else None
     new_cache = [] if cache is not None else None
     for i, block in enumerate(self.blocks):
@@ -275,7 +277,7 @@ class Transformer(nnx.Module):
         new_cache.append(c)
       if all_layers:
         outputs.append(x)
-    x = site("ln_final", self.ln_f(x))
+    x = site("ln_final", self.ln_f(x), sites.RESID)
     if all_layers:
       outputs[-1] = x
     return x, outputs, new_cache
@@ -288,8 +290,9 @@ class Transformer(nnx.Module):
     """Next-token logits ``[..., vocab]`` from final activations: the LM head, tied to the token
     embedding (GPT-2's) or its own (``unembed``)."""
     table = (self.embed.embedding if self.unembed is None else self.unembed)[...].astype(self.dtype)
-    return site("lm_logits", jnp.einsum("...d,vd->...v", hidden.astype(self.dtype), table,
-                                        preferred_element_type=jnp.float32))
+    logits = jnp.einsum("...d,vd->...v", hidden.astype(self.dtype), table,
+                        preferred_element_type=jnp.float32)
+    return site("lm_logits", logits, ("batch", "pos", "vocab")[-logits.ndim:])
 
   def features(self, tokens: jax.Array) -> jax.Array:
     """The activation at each sequence's last non-pad token ``[batch, width]``."""
@@ -298,4 +301,4 @@ class Transformer(nnx.Module):
     return jnp.take_along_axis(h, last[:, None, None], axis=1)[:, 0]
 
   def __call__(self, tokens: jax.Array) -> jax.Array:
-    return site("logits", self.head(self.features(tokens).astype(self.dtype)))
+    return site("logits", self.head(self.features(tokens).astype(self.dtype)), sites.LOGITS)
