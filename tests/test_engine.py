@@ -13,7 +13,7 @@ from superalign.core import loop
 from superalign.core import mesh as mesh_lib
 from superalign.parties import classifier as train_lib
 
-from conftest import _config, _params, _train
+from conftest import _config, _params, _train, spec_and_model
 
 
 @pytest.mark.e2e
@@ -104,8 +104,8 @@ def test_early_stopping_restores_best_parameters(tmp_path):
   val = splits["val"]
   noisy = data_lib.Split(val.x, rng.permutation(val.y), val.ids)
   mesh = mesh_lib.make_mesh({"data": 1}, devices=jax.devices()[:1])
-  trained = train_lib.train_classifier(config, splits["train"], source.spec, str(tmp_path),
-                                       tag="t", val=noisy, mesh=mesh)
+  trained = train_lib.train_classifier(*spec_and_model(config), splits["train"], source.spec,
+                                       str(tmp_path), tag="t", val=noisy, mesh=mesh)
   fit = trained.fit
   assert fit.stopped_early
   assert fit.history[-1]["step"] < 60
@@ -164,8 +164,8 @@ def test_per_run_targets_and_constants_reach_each_stacked_run(tmp_path):
     return (per_example * batch["scale"]).mean(), {}
 
   mesh = mesh_lib.make_mesh({"data": 1}, devices=jax.devices()[:1])
-  job = lambda tag, seeds: trainer(config, source.spec, str(tmp_path / tag), tag=tag,
-                                   seeds=seeds, loss_fn=loss, mesh=mesh)
+  job = lambda tag, seeds: trainer(*spec_and_model(config), source.spec, str(tmp_path / tag),
+                                   tag=tag, seeds=seeds, loss_fn=loss, mesh=mesh)
   stacked = job("stacked", [3, 4]).fit(examples(train), per_run={"weak": targets},
                                        run_consts={"scale": scales})
   probs = stacked.predict(test.x)

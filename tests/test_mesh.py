@@ -10,7 +10,9 @@ import pytest
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from conftest import spec_and_model
 from superalign.core import mesh as mesh_lib
+from superalign.core.spec import MeshSpec
 from superalign.core.specs import InputSpec
 from superalign.models import builder
 
@@ -268,7 +270,7 @@ def test_rules_come_from_the_config_and_shard_the_trainers_state(mesh222):
   specs = {}
   for rule in (("model",), ()):
     config.mesh.rules.mlp = rule
-    state = trainer(config, spec, "", tag="t", mesh=mesh222).init().state
+    state = trainer(*spec_and_model(config), spec, "", tag="t", mesh=mesh222).init().state
     specs[rule] = {k: s.sharding.spec for k, s in _flat(state.params).items()}
   fc = "['blocks'][0]['fc']['kernel'].value"
   assert specs[("model",)][fc] == P("fsdp", "model") and specs[()][fc] == P("fsdp", None)
@@ -289,7 +291,7 @@ def test_rules_name_a_bad_logical_or_mesh_axis(rules, message):
   config.mesh.rules = rules
   if message is None:
     runners.validate(config, num_devices=1)
-    assert dict(mesh_lib.rules_from_config(config.mesh)) == {"mlp": ("model",)}
+    assert dict(MeshSpec.from_config(config.mesh).rules) == {"mlp": ("model",)}
     return
   with pytest.raises(ConfigError, match=re.escape(message)):
     runners.validate(config, num_devices=1)

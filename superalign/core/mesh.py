@@ -21,29 +21,11 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from superalign.core.axes import BATCH_AXES, LOGICAL_AXES, LOGICAL_RULES, MESH_AXES  # noqa: F401
+from superalign.core.axes import BATCH_AXES, LOGICAL_RULES, MESH_AXES  # noqa: F401
 from superalign.core.spec import MeshSpec
 
 # Keys of config.mesh that are not axis sizes.
 NOT_AXES = ("num_devices", "rules")
-
-
-def rules_from_config(mesh_cfg: Mapping) -> tuple[tuple[str, tuple[str, ...]], ...]:
-  """``config.mesh.rules`` (logical axis -> a mesh axis or a tuple of them) as rules; raises
-  ValueError naming an unknown logical or mesh axis."""
-  given = mesh_cfg.get("rules") if hasattr(mesh_cfg, "get") else None
-  given = given.to_dict() if hasattr(given, "to_dict") else dict(given or LOGICAL_RULES)
-  rules = []
-  for name, axes in given.items():
-    if name not in LOGICAL_AXES:
-      raise ValueError(f"mesh.rules.{name}: unknown logical axis; valid: {', '.join(LOGICAL_AXES)}")
-    axes = (axes,) if isinstance(axes, str) else tuple(axes)
-    for axis in axes:
-      if axis not in MESH_AXES:
-        raise ValueError(f"mesh.rules.{name}={axes}: {axis!r} is not a mesh axis; valid: "
-                         f"{', '.join(MESH_AXES)}")
-    rules.append((name, axes))
-  return tuple(rules)
 
 
 def resolve_axis_sizes(axis_sizes: Mapping[str, int], num_devices: int) -> dict[str, int]:

@@ -91,9 +91,10 @@ def choices_of(*choices) -> Rule:
   return Rule(each(one_of(*choices)).ok, "valid: one or more of " + ", ".join(map(str, choices)))
 
 
-def lookup(config: Mapping, dotted: str, missing=None):
-  """The value at ``dotted``, or ``missing`` when a block on the way is absent."""
-  node = config
+def lookup(tree: Mapping, dotted: str, missing=None):
+  """The value at ``dotted`` of a config (or any block of one), or ``missing`` when a block on
+  the way is absent."""
+  node = tree
   for part in dotted.split("."):
     if not hasattr(node, "keys") or part not in node:
       return missing
@@ -104,10 +105,11 @@ def lookup(config: Mapping, dotted: str, missing=None):
 _ABSENT = object()
 
 
-def check(config: Mapping, rules: Mapping[str, Rule], prefix: str = "") -> None:
-  """Raises ConfigError on the first key of ``rules`` present in ``config`` that breaks its rule."""
+def check(tree: Mapping, rules: Mapping[str, Rule], prefix: str = "") -> None:
+  """Raises ConfigError on the first key of ``rules`` present in ``tree`` (a config, or a block of
+  one with its dotted ``prefix``) that breaks its rule."""
   for key, rule in rules.items():
-    value = lookup(config, key, _ABSENT)
+    value = lookup(tree, key, _ABSENT)
     if value is not _ABSENT:
       rule(prefix + key, value)
 

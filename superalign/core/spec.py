@@ -15,7 +15,8 @@ import dataclasses
 from typing import Any, Mapping
 
 from superalign.core import schema
-from superalign.core.axes import LOGICAL_RULES
+from superalign.core.axes import LOGICAL_AXES, LOGICAL_RULES, MESH_AXES
+from superalign.core.errors import ConfigError
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "linear")
@@ -79,7 +80,7 @@ def check_train(block: Mapping, name: str = "train") -> None:
   schema.check(block, TRAIN_RULES, f"{name}.")
   if "num_steps" in block and not (block.get("num_steps", 0) > 0 or
                                    block.get("num_epochs", 0) > 0):
-    raise schema.ConfigError(f"{name}.num_steps=0 and {name}.num_epochs=0: set one of them "
+    raise ConfigError(f"{name}.num_steps=0 and {name}.num_epochs=0: set one of them "
                              "above zero")
 
 
@@ -92,12 +93,22 @@ class MeshSpec:
 
   @classmethod
   def from_config(cls, mesh: Mapping) -> "MeshSpec":
-    rules = mesh.get("rules")
-    rules = dict(LOGICAL_RULES) if rules is None else (
-        rules.to_dict() if hasattr(rules, "to_dict") else dict(rules))
+    """From ``config.mesh``; a rule naming an unknown logical or mesh axis is a ConfigError."""
+    given = mesh.get("rules")
+    given = dict(LOGICAL_RULES) if given is None else _items(given)
+    rules = []
+    for name, axes in given.items():
+      if name not in LOGICAL_AXES:
+        raise ConfigError(f"mesh.rules.{name}: unknown logical axis; valid: "
+                          f"{', '.join(LOGICAL_AXES)}")
+      axes = (axes,) if isinstance(axes, str) else tuple(axes)
+      for axis in axes:
+        if axis not in MESH_AXES:
+          raise ConfigError(f"mesh.rules.{name}={axes}: {axis!r} is not a mesh axis; valid: "
+                            f"{', '.join(MESH_AXES)}")
+      rules.append((name, axes))
     return cls(axes=tuple((k, int(v)) for k, v in mesh.items() if k not in ("num_devices", "rules")),
-               num_devices=int(mesh.get("num_devices", 0)),
-               rules=tuple((k, (v,) if isinstance(v, str) else tuple(v)) for k, v in rules.items()))
+               num_devices=int(mesh.get("num_devices", 0)), rules=tuple(rules))
 
 
 def _fields(cls, block: Mapping, **values) -> Any:

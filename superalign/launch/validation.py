@@ -15,7 +15,7 @@ from superalign import data as data_lib
 from superalign import models
 from superalign.core import mesh as mesh_lib, schema
 from superalign.core.errors import ConfigError
-from superalign.core.spec import OPTIM_RULES, check_train
+from superalign.core.spec import OPTIM_RULES, MeshSpec, check_train
 
 MAX_SEED = 2**31 - 1
 BASE_RULES = {
@@ -93,9 +93,9 @@ def _validate_mesh(config, num_devices: int) -> None:
                       f"{num_devices} available")
   try:
     sizes = mesh_lib.resolve_axis_sizes(axes, wanted or num_devices)
-    mesh_lib.rules_from_config(config.mesh)
   except ValueError as e:
     raise ConfigError(str(e)) from None
+  MeshSpec.from_config(config.mesh)
   shards = sizes["data"] * sizes["fsdp"]
   processes = jax.process_count()
   if shards % processes:  # each process loads its own slice of every batch (core.batches)

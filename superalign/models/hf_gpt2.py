@@ -53,44 +53,44 @@ def read_json(path: str, key: str = "model.name") -> dict[str, Any]:
   file = os.path.join(path, CONFIG)
   try:
     with open(file) as f:
-      cfg = json.load(f)
+      hf = json.load(f)
   except FileNotFoundError:
     raise ConfigError(f"{where}: no {CONFIG} in the checkpoint directory") from None
   except (OSError, ValueError) as e:
     raise ConfigError(f"{where}: cannot read {file}: {e}") from None
-  if not isinstance(cfg, dict) or cfg.get("model_type") not in MODEL_TYPES:
-    got = cfg.get("model_type") if isinstance(cfg, dict) else None
+  if not isinstance(hf, dict) or hf.get("model_type") not in MODEL_TYPES:
+    got = hf.get("model_type") if isinstance(hf, dict) else None
     raise ConfigError(f"{where}: {CONFIG} has model_type {got!r}; superalign reads "
                       f"{' and '.join(map(repr, MODEL_TYPES))} checkpoints (GPT-2, GPT-NeoX)")
-  return cfg
+  return hf
 
 
 def read_config(path: str, key: str = "model.name") -> dict[str, Any]:
   """``config.json`` of a GPT-2 checkpoint; raises ConfigError (one line) naming what is wrong."""
   where = f"{key}=hf:{path}"
-  cfg = read_json(path, key)
-  if cfg["model_type"] != MODEL_TYPE:
-    raise ConfigError(f"{where}: {CONFIG} has model_type {cfg['model_type']!r}; this loader reads "
+  hf = read_json(path, key)
+  if hf["model_type"] != MODEL_TYPE:
+    raise ConfigError(f"{where}: {CONFIG} has model_type {hf['model_type']!r}; this loader reads "
                       "GPT-2 (model_type 'gpt2')")
   for name, valid in _REQUIRED.items():
-    if name in cfg and cfg[name] not in valid:
-      raise ConfigError(f"{where}: {CONFIG} sets {name}={cfg[name]!r}; supported: "
+    if name in hf and hf[name] not in valid:
+      raise ConfigError(f"{where}: {CONFIG} sets {name}={hf[name]!r}; supported: "
                         f"{', '.join(map(repr, valid))}")
-  return cfg
+  return hf
 
 
-def architecture(cfg: Mapping[str, Any]) -> dict[str, Any]:
+def architecture(hf: Mapping[str, Any]) -> dict[str, Any]:
   """``Transformer`` keyword arguments for a GPT-2 config."""
-  width = cfg["n_embd"]
-  return {"vocab_size": cfg["vocab_size"], "max_len": cfg["n_positions"],
-          "num_layers": cfg["n_layer"], "width": width, "num_heads": cfg["n_head"],
-          "mlp_width": cfg.get("n_inner") or 4 * width,
-          "epsilon": cfg.get("layer_norm_epsilon", 1e-5)}
+  width = hf["n_embd"]
+  return {"vocab_size": hf["vocab_size"], "max_len": hf["n_positions"],
+          "num_layers": hf["n_layer"], "width": width, "num_heads": hf["n_head"],
+          "mlp_width": hf.get("n_inner") or 4 * width,
+          "epsilon": hf.get("layer_norm_epsilon", 1e-5)}
 
 
-def _shapes(cfg: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+def _shapes(hf: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
   """Every GPT-2 tensor name (without the ``transformer.`` prefix) and its shape."""
-  a = architecture(cfg)
+  a = architecture(hf)
   d, m = a["width"], a["mlp_width"]
   shapes = {"wte.weight": (a["vocab_size"], d), "wpe.weight": (a["max_len"], d),
             "ln_f.weight": (d,), "ln_f.bias": (d,)}
@@ -146,23 +146,23 @@ def check_shapes(tensors: Mapping[str, np.ndarray], expected: Mapping[str, tuple
     raise ConfigError(f"{where}: unexpected tensor {extra[0]!r} for a {family} with {sizes}")
 
 
-def read_tensors(path: str, cfg: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+def read_tensors(path: str, hf: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
   """The checkpoint's parameters by GPT-2 name (no prefix), shape-checked against the config."""
-  cfg = read_config(path) if cfg is None else cfg
+  hf = read_config(path) if hf is None else hf
   tensors = read_safetensors(path, _PREFIX, _BUFFERS)
   head = tensors.pop("lm_head.weight", None)
   if head is not None and "wte.weight" in tensors and not np.array_equal(head, tensors["wte.weight"]):
     raise ConfigError(f"model.name=hf:{path}: lm_head.weight differs from wte.weight; superalign's "
                       "GPT-2 ties its LM head to the token embedding")
-  check_shapes(tensors, _shapes(cfg), f"model.name=hf:{path}", "GPT-2",
-               f"n_embd={cfg['n_embd']}, n_layer={cfg['n_layer']}, "
-               f"vocab_size={cfg['vocab_size']}")
+  check_shapes(tensors, _shapes(hf), f"model.name=hf:{path}", "GPT-2",
+               f"n_embd={hf['n_embd']}, n_layer={hf['n_layer']}, "
+               f"vocab_size={hf['vocab_size']}")
   return tensors
 
 
-def to_params(tensors: Mapping[str, np.ndarray], cfg: Mapping[str, Any]) -> dict:
+def to_params(tensors: Mapping[str, np.ndarray], hf: Mapping[str, Any]) -> dict:
   """GPT-2 tensors as the ``Transformer``'s nested parameter dict (without the class head)."""
-  a = architecture(cfg)
+  a = architecture(hf)
   d, heads = a["width"], a["num_heads"]
   hd = d // heads
   ln = lambda p: {"scale": tensors[f"{p}.weight"], "bias": tensors[f"{p}.bias"]}
@@ -215,12 +215,12 @@ def place(params: Mapping, shardings: Mapping) -> dict:
 def load(path: str, shardings: Mapping | None = None) -> dict:
   """The checkpoint as a nested parameter dict: host arrays, or placed per ``shardings`` (a
   nested dict of ``NamedSharding`` covering at least the checkpoint's parameters)."""
-  cfg = read_config(path)
-  params = to_params(read_tensors(path, cfg), cfg)
+  hf = read_config(path)
+  params = to_params(read_tensors(path, hf), hf)
   return params if shardings is None else place(params, shardings)
 
 
-def save(path: str, params: Mapping, cfg: Mapping[str, Any], *,
+def save(path: str, params: Mapping, hf: Mapping[str, Any], *,
          max_shard_bytes: int | None = None) -> None:
   """Writes ``config.json`` and the weights as ``save_pretrained`` does for ``GPT2LMHeadModel``:
   prefixed names, tied head omitted, one file or shards of at most ``max_shard_bytes`` with an
@@ -230,12 +230,12 @@ def save(path: str, params: Mapping, cfg: Mapping[str, Any], *,
   writes, and all return once the checkpoint is complete."""
   tensors = {_PREFIX + k: np.ascontiguousarray(v) for k, v in from_params(params).items()}
   mesh_lib.write_once(f"hf_gpt2.save {path}",
-                      lambda: write_checkpoint(path, tensors, cfg, max_shard_bytes))
+                      lambda: write_checkpoint(path, tensors, hf, max_shard_bytes))
 
 
-def write_checkpoint(path: str, tensors: Mapping[str, np.ndarray], cfg: Mapping[str, Any],
+def write_checkpoint(path: str, tensors: Mapping[str, np.ndarray], hf: Mapping[str, Any],
                      max_shard_bytes: int | None = None) -> None:
-  """``tensors`` (full names) and ``cfg`` as ``save_pretrained`` lays them out, each file
+  """``tensors`` (full names) and ``hf`` as ``save_pretrained`` lays them out, each file
   atomically."""
   from safetensors.numpy import save_file
   os.makedirs(path, exist_ok=True)
@@ -254,7 +254,7 @@ def write_checkpoint(path: str, tensors: Mapping[str, np.ndarray], cfg: Mapping[
     index = {"metadata": {"total_size": sum(t.nbytes for t in tensors.values())},
              "weight_map": {k: n for n, s in zip(names, shards) for k in s}}
     write_json(os.path.join(path, INDEX), index)
-  write_json(os.path.join(path, CONFIG), dict(cfg))
+  write_json(os.path.join(path, CONFIG), dict(hf))
 
 
 def write_json(path: str, obj) -> None:

@@ -38,56 +38,56 @@ def read_config(path: str, key: str = "model.name") -> dict[str, Any]:
   """``config.json`` of a GPT-NeoX checkpoint; raises ConfigError (one line) naming what is
   wrong."""
   where = f"{key}=hf:{path}"
-  cfg = hf_gpt2.read_json(path, key)
-  if cfg["model_type"] != MODEL_TYPE:
-    raise ConfigError(f"{where}: {CONFIG} has model_type {cfg['model_type']!r}; this loader reads "
+  hf = hf_gpt2.read_json(path, key)
+  if hf["model_type"] != MODEL_TYPE:
+    raise ConfigError(f"{where}: {CONFIG} has model_type {hf['model_type']!r}; this loader reads "
                       "GPT-NeoX (model_type 'gpt_neox')")
   for name, valid in _REQUIRED.items():
-    if name in cfg and cfg[name] not in valid:
-      raise ConfigError(f"{where}: {CONFIG} sets {name}={cfg[name]!r}; supported: "
+    if name in hf and hf[name] not in valid:
+      raise ConfigError(f"{where}: {CONFIG} sets {name}={hf[name]!r}; supported: "
                         f"{', '.join(map(repr, valid))}")
-  rope_type = (cfg.get("rope_parameters") or {}).get("rope_type", "default")
+  rope_type = (hf.get("rope_parameters") or {}).get("rope_type", "default")
   if rope_type != "default":
     raise ConfigError(f"{where}: {CONFIG} sets rope_parameters.rope_type={rope_type!r}; "
                       "supported: 'default'")
   try:
-    head_dim = cfg["hidden_size"] // cfg["num_attention_heads"]
+    head_dim = hf["hidden_size"] // hf["num_attention_heads"]
   except (KeyError, TypeError, ZeroDivisionError):
     raise ConfigError(f"{where}: {CONFIG} needs hidden_size and num_attention_heads") from None
-  share = _rotary(cfg)[0]
+  share = _rotary(hf)[0]
   rotary_dim = int(head_dim * share)
   if rotary_dim < 2 or rotary_dim % 2:
     raise ConfigError(f"{where}: {CONFIG}'s partial_rotary_factor={share} turns {rotary_dim} of "
                       f"{head_dim} head dimensions; superalign needs an even number, at least 2")
-  return cfg
+  return hf
 
 
-def _rotary(cfg: Mapping[str, Any]) -> tuple[float, float]:
+def _rotary(hf: Mapping[str, Any]) -> tuple[float, float]:
   """``(partial_rotary_factor, rope_theta)``: transformers 5 nests them in ``rope_parameters``;
   older configs (Pythia's on the Hub) name them ``rotary_pct`` and ``rotary_emb_base``."""
-  rope = cfg.get("rope_parameters") or {}
-  return (float(rope.get("partial_rotary_factor", cfg.get("rotary_pct", 0.25))),
-          float(rope.get("rope_theta", cfg.get("rotary_emb_base", 10000.0))))
+  rope = hf.get("rope_parameters") or {}
+  return (float(rope.get("partial_rotary_factor", hf.get("rotary_pct", 0.25))),
+          float(rope.get("rope_theta", hf.get("rotary_emb_base", 10000.0))))
 
 
-def architecture(cfg: Mapping[str, Any]) -> dict[str, Any]:
+def architecture(hf: Mapping[str, Any]) -> dict[str, Any]:
   """``Transformer`` keyword arguments for a GPT-NeoX config."""
-  width, heads = cfg["hidden_size"], cfg["num_attention_heads"]
-  share, theta = _rotary(cfg)
-  return {"vocab_size": cfg["vocab_size"], "max_len": cfg["max_position_embeddings"],
-          "num_layers": cfg["num_hidden_layers"], "width": width, "num_heads": heads,
-          "mlp_width": cfg.get("intermediate_size") or 4 * width,
-          "epsilon": cfg.get("layer_norm_eps", 1e-5),
+  width, heads = hf["hidden_size"], hf["num_attention_heads"]
+  share, theta = _rotary(hf)
+  return {"vocab_size": hf["vocab_size"], "max_len": hf["max_position_embeddings"],
+          "num_layers": hf["num_hidden_layers"], "width": width, "num_heads": heads,
+          "mlp_width": hf.get("intermediate_size") or 4 * width,
+          "epsilon": hf.get("layer_norm_eps", 1e-5),
           "rotary_dim": int(width // heads * share), "rotary_base": theta,
-          "parallel_residual": bool(cfg.get("use_parallel_residual", True)),
+          "parallel_residual": bool(hf.get("use_parallel_residual", True)),
           "gelu_approximate": False,
-          "tied_lm_head": bool(cfg.get("tie_word_embeddings", False))}
+          "tied_lm_head": bool(hf.get("tie_word_embeddings", False))}
 
 
-def _shapes(cfg: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+def _shapes(hf: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
   """Every GPT-NeoX tensor name (``embed_out.weight`` and names without ``gpt_neox.``) and its
   shape."""
-  a = architecture(cfg)
+  a = architecture(hf)
   d, m, v = a["width"], a["mlp_width"], a["vocab_size"]
   shapes = {"embed_in.weight": (v, d), "final_layer_norm.weight": (d,),
             "final_layer_norm.bias": (d,)}
@@ -104,13 +104,13 @@ def _shapes(cfg: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
   return shapes
 
 
-def read_tensors(path: str, cfg: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+def read_tensors(path: str, hf: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
   """The checkpoint's parameters by GPT-NeoX name (no prefix), shape-checked against the
   config."""
-  cfg = read_config(path) if cfg is None else cfg
+  hf = read_config(path) if hf is None else hf
   tensors = hf_gpt2.read_safetensors(path, _PREFIX, _BUFFERS)
   where = f"model.name=hf:{path}"
-  expected = _shapes(cfg)
+  expected = _shapes(hf)
   head = tensors.get("embed_out.weight")
   if "embed_out.weight" not in expected and head is not None:   # tied: a copy of embed_in
     if "embed_in.weight" in tensors and not np.array_equal(head, tensors["embed_in.weight"]):
@@ -118,15 +118,15 @@ def read_tensors(path: str, cfg: Mapping[str, Any] | None = None) -> dict[str, n
                         "from embed_in.weight")
     del tensors["embed_out.weight"]
   hf_gpt2.check_shapes(tensors, expected, where, "GPT-NeoX",
-                       f"hidden_size={cfg['hidden_size']}, "
-                       f"num_hidden_layers={cfg['num_hidden_layers']}, "
-                       f"vocab_size={cfg['vocab_size']}")
+                       f"hidden_size={hf['hidden_size']}, "
+                       f"num_hidden_layers={hf['num_hidden_layers']}, "
+                       f"vocab_size={hf['vocab_size']}")
   return tensors
 
 
-def to_params(tensors: Mapping[str, np.ndarray], cfg: Mapping[str, Any]) -> dict:
+def to_params(tensors: Mapping[str, np.ndarray], hf: Mapping[str, Any]) -> dict:
   """GPT-NeoX tensors as the ``Transformer``'s nested parameter dict (without the class head)."""
-  a = architecture(cfg)
+  a = architecture(hf)
   d, heads = a["width"], a["num_heads"]
   hd = d // heads
   ln = lambda p: {"scale": tensors[f"{p}.weight"], "bias": tensors[f"{p}.bias"]}
@@ -187,12 +187,12 @@ def from_params(params: Mapping) -> dict[str, np.ndarray]:
 def load(path: str, shardings: Mapping | None = None) -> dict:
   """The checkpoint as a nested parameter dict: host arrays, or placed per ``shardings`` (a
   nested dict of ``NamedSharding`` covering at least the checkpoint's parameters)."""
-  cfg = read_config(path)
-  params = to_params(read_tensors(path, cfg), cfg)
+  hf = read_config(path)
+  params = to_params(read_tensors(path, hf), hf)
   return params if shardings is None else place(params, shardings)
 
 
-def save(path: str, params: Mapping, cfg: Mapping[str, Any], *,
+def save(path: str, params: Mapping, hf: Mapping[str, Any], *,
          max_shard_bytes: int | None = None) -> None:
   """Writes ``config.json`` and the weights as ``save_pretrained`` does for
   ``GPTNeoXForCausalLM`` (``gpt_neox.`` names, ``embed_out.weight`` at the top). Across
@@ -200,4 +200,4 @@ def save(path: str, params: Mapping, cfg: Mapping[str, Any], *,
   tensors = {(k if k.startswith("embed_out.") else _PREFIX + k): np.ascontiguousarray(v)
              for k, v in from_params(params).items()}
   mesh_lib.write_once(f"hf_neox.save {path}",
-                      lambda: hf_gpt2.write_checkpoint(path, tensors, cfg, max_shard_bytes))
+                      lambda: hf_gpt2.write_checkpoint(path, tensors, hf, max_shard_bytes))
