@@ -2,17 +2,22 @@
 
 import json
 import math
+import re
 
 import jax
 import numpy as np
 import pytest
 
+import ml_collections
+
 from superalign.launch import runners
 from superalign import data as data_lib
 from superalign.core import mesh as mesh_lib
+from superalign.core.errors import ConfigError
+from superalign.core.spec import TrainSpec
 from superalign.parties import classifier as train_lib
 from superalign.core import metrics as core_metrics
-from superalign.w2s import cleaning, metrics
+from superalign.w2s import cleaning, metrics, report
 
 from experiments.w2s import digits as w2s_digits
 
@@ -72,14 +77,14 @@ def test_stacked_runs_equal_separate_runs(tmp_path):
   splits = data_lib.make_splits(source, {"train": 0.5, "test": 0.2}, 0, 400)
   mesh = mesh_lib.make_mesh({"data": 1}, devices=jax.devices()[:1])
   seeds = list(range(8))
-  stacked = train_lib.train_classifier(config, splits["train"], source.spec, str(tmp_path / "s"),
-                                       tag="s", model_name="mlp_small", seeds=seeds, mesh=mesh)
+  spec, model = TrainSpec.from_config(config), train_lib.Model.from_config(config, "mlp_small")
+  stacked = train_lib.train_classifier(spec, model, splits["train"], source.spec,
+                                       str(tmp_path / "s"), tag="s", seeds=seeds, mesh=mesh)
   probs = stacked.predict(splits["test"].x)
   assert probs.shape == (8, len(splits["test"]), 10)
   for seed in (0, 5):
-    one = train_lib.train_classifier(config, splits["train"], source.spec,
-                                     str(tmp_path / f"one{seed}"), tag="o",
-                                     model_name="mlp_small", seeds=seed, mesh=mesh)
+    one = train_lib.train_classifier(spec, model, splits["train"], source.spec,
+                                     str(tmp_path / f"one{seed}"), tag="o", seeds=seed, mesh=mesh)
     np.testing.assert_allclose(probs[seed], one.predict(splits["test"].x), rtol=1e-4, atol=1e-5)
   assert not np.allclose(probs[0], probs[5])  # the runs really are different seeds
 
@@ -93,13 +98,54 @@ def test_probe_mode_leaves_the_backbone_frozen(tmp_path):
   rng = np.random.default_rng(0)
   warm = {"layers": {0: {"kernel": rng.normal(size=(2, 64, 32)).astype(np.float32),
                          "bias": np.zeros((2, 32), np.float32)}}}
-  trained = train_lib.train_classifier(config, splits["train"], source.spec, str(tmp_path),
-                                       tag="p", model_name="mlp_small", seeds=[0, 1], warm=warm,
-                                       trainable="head", mesh=mesh)
+  trained = train_lib.train_classifier(
+      TrainSpec.from_config(config), train_lib.Model.from_config(config, "mlp_small"),
+      splits["train"], source.spec, str(tmp_path), tag="p", seeds=[0, 1], warm=warm,
+      trainable="head", mesh=mesh)
   params = trained.state.params.to_pure_dict()
   np.testing.assert_array_equal(np.asarray(params["layers"][0]["kernel"]),
                                 warm["layers"][0]["kernel"])
   assert np.abs(np.asarray(params["head"]["kernel"])).sum() > 0
+
+
+def test_the_pretrain_split_is_needed_only_with_pretraining():
+  config = w2s_digits.get_config("smoke")
+  config.data.splits = ml_collections.ConfigDict(
+      {k: v for k, v in config.data.splits.items() if k != "pretrain"})
+  with pytest.raises(ConfigError, match="data.splits: needs a 'pretrain' split"):
+    runners.validate(config)
+  config.pretrain.task = "none"
+  runners.validate(config)
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("w2s.ladder", ("mlp_tiny",), "w2s.ladder=('mlp_tiny',): needs at least two models"),
+    ("w2s.losses", ("xent", "nope"), "w2s.losses=('xent', 'nope'): valid: one or more of xent"),
+    ("w2s.mode", "sideways", "w2s.mode='sideways': valid: probe, finetune"),
+    ("w2s.cleaning", "scrub", "w2s.cleaning='scrub': valid: none, knn_relabel"),
+    ("w2s.drop_frac", 1.0, "w2s.drop_frac=1.0: must be in [0, 1)"),
+    ("w2s.knn_k", 0, "w2s.knn_k=0: must be positive"),
+    ("pretrain.task", "guess", "pretrain.task='guess': valid: coarse, labels, none"),
+    ("w2s.loss_hparams.logconf.aux_coef_typo", 1.0, "w2s.loss_hparams.logconf: unknown hyper"),
+])
+def test_bad_w2s_config_is_one_line(key, value, match):
+  config = w2s_digits.get_config("smoke")
+  block, name = config, key
+  while "." in name:
+    head, name = name.split(".", 1)
+    block = block[head]
+  with block.unlocked():
+    block[name] = value
+  with pytest.raises(ConfigError, match=re.escape(match)):
+    runners.validate(config)
+
+
+def test_the_table_prints_estimates_with_two_decimals_and_flags_no_gap():
+  one = {"mean": 0.5, "lo": math.nan, "hi": math.nan, "n": 1}
+  assert report.show({"mean": 0.61111, "lo": 0.30234, "hi": 0.91989, "n": 2},
+                     pct=True) == "61.11 [30.23, 91.99]"
+  assert report.show(one) == "0.50"
+  assert report.show({**one, "mean": math.nan}) == "flagged (no gap)"
 
 
 def test_knn_relabel_smooths_isolated_errors():

@@ -9,7 +9,7 @@ import pytest
 
 from superalign.launch import runners
 from superalign.core.errors import ConfigError
-from superalign.w2s.misfit import run as misfit_run, theory as misfit
+from superalign.w2s.misfit import representations, theory as misfit
 
 from experiments.w2s import misfit as misfit_config
 
@@ -103,7 +103,7 @@ def test_smoke_end_to_end(tmp_path):
   m = config.misfit
   assert results["claim"] == misfit.CLAIM and isinstance(results["summary"], str)
   assert os.path.isfile(tmp_path / "plots" / "misfit.png")
-  assert set(results["variants"]) == set(misfit_run.VARIANTS)
+  assert set(results["variants"]) == set(representations.VARIANTS)
   for name, v in results["variants"].items():
     for key in ("gain", "misfit", "err_weak", "err_w2s", "tolerance"):
       assert len(v[key]) == m.num_tasks and np.all(np.isfinite(v[key])), (name, key)

@@ -152,5 +152,5 @@ def _items(block: Mapping) -> dict:
 
 def _replace(fields, block: Mapping | None, values: dict):
   names = {f.name for f in dataclasses.fields(fields)}
-  return dataclasses.replace(fields, **{k: v for k, v in _items(block or {}).items() if k in names},
-                             **values)
+  return dataclasses.replace(fields, **{**{k: v for k, v in _items(block or {}).items()
+                                           if k in names}, **values})

@@ -22,23 +22,20 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from flax import nnx
 
 from superalign.core.errors import ConfigError
+from superalign.core.spec import TrainSpec
 from superalign.core.trainer import Trainer
 from superalign.interp import probes
 from superalign.models import layers
 
-
-def ccs_config() -> ml_collections.ConfigDict:
-  """``probes.probe_config()`` retuned for CCS: AdamW with the paper's weight decay (0.01),
-  constant learning rate, 500 steps."""
-  c = probes.probe_config()
-  c.optim.update(learning_rate=1e-2, weight_decay=1e-2, schedule="constant")
-  c.train.update(num_steps=500)
-  return c
+# The linear probe's recipe (``probes.PROBE_SPEC``: full-width AdamW steps, no evaluation during
+# training, no periodic checkpoints) retuned for CCS: the paper's weight decay (0.01) at a
+# constant learning rate, 500 steps.
+CCS_SPEC = probes.PROBE_SPEC.with_optim(learning_rate=1e-2, weight_decay=1e-2,
+                                        schedule="constant").with_train(num_steps=500)
 
 
 def _pair(x_pos, x_neg) -> tuple[np.ndarray, np.ndarray]:
@@ -148,20 +145,19 @@ class CCS:
                                bias=-self.bias if flip else self.bias, oriented=True)
 
 
-def fit_ccs(x_pos, x_neg, workdir: str, config: ml_collections.ConfigDict | None = None, *,
-            template_ids=None, restarts: int = 10, tag: str = "ccs", seed: int = 0) -> CCS:
+def fit_ccs(x_pos, x_neg, workdir: str, spec: TrainSpec = CCS_SPEC, *, template_ids=None,
+            restarts: int = 10, tag: str = "ccs", seed: int = 0) -> CCS:
   """CCS on unlabelled contrast pairs: ``restarts`` stacked runs of the core ``Trainer``
-  (config's optim/train/mesh; default ``ccs_config()``), keeping the lowest full-data loss.
-  A later fit with the same workdir and tag resumes the saved final state: one tag per fit."""
+  (trained as ``spec`` says; its seed is unused: restart ``k`` is seeded ``restarts * seed +
+  k``), keeping the lowest full-data loss. A later fit with the same workdir and tag resumes the
+  saved final state: one tag per fit."""
   if restarts < 1:
     raise ConfigError(f"ccs restarts={restarts}: must be >= 1")
-  config = config if config is not None else ccs_config()
   xp, xn = normalize(x_pos, x_neg, template_ids)
   d = xp.shape[1]
   seeds = [restarts * seed + k for k in range(restarts)]
-  job = Trainer.from_config(config, lambda rngs: CCSProbe(d, rngs), workdir, tag,
-                            seeds=seeds, loss_fn=ccs_loss, cache_key=("ccs_probe", d),
-                            name="CCS probe")
+  job = Trainer(lambda rngs: CCSProbe(d, rngs), spec, workdir, tag, seeds=seeds,
+                loss_fn=ccs_loss, cache_key=("ccs_probe", d), name="CCS probe")
   trained = job.fit({"x_pos": xp, "x_neg": xn})
   params = jax.device_get(trained.state.params.to_pure_dict())["linear"]
   w = np.asarray(params["kernel"], np.float64)[:, :, 0]     # [runs, d]

@@ -1,4 +1,4 @@
-"""Weak-label cleaning from EleutherAI's weak-to-strong follow-up, one config switch each.
+"""Weak-label cleaning from EleutherAI's weak-to-strong follow-up, one method name each.
 
 Probes read the strong model's pretrained activations (its backbone features) on ``train_b``:
 
@@ -6,7 +6,7 @@ Probes read the strong model's pretrained activations (its backbone features) on
   (cosine, itself excluded): errors that disagree with their neighbourhood are smoothed away;
 * ``logreg_relabel``: each weak label becomes the prediction of a logistic-regression probe
   fitted on the *other* half of ``train_b`` (2-fold cross-fitting, so no example labels itself);
-* ``knn_drop`` / ``logreg_drop``: keep the weak labels but drop the ``w2s.drop_frac`` of examples
+* ``knn_drop`` / ``logreg_drop``: keep the weak labels but drop the ``drop_frac`` of examples
   whose weak label the probe finds least plausible (lowest probe probability of the weak argmax).
 
 Nothing here looks at ground truth.
@@ -14,23 +14,35 @@ Nothing here looks at ground truth.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from superalign import models
 from superalign.core import steps
 from superalign.core.rng import numpy_rng
-from superalign.parties.classifier import trainer
+from superalign.core.spec import TrainSpec
+from superalign.core.specs import InputSpec
+from superalign.data.splits import Split
+from superalign.parties.classifier import Model, trainer
 
-METHODS = ("none", "knn_relabel", "logreg_relabel", "knn_drop", "logreg_drop")
+
+@dataclasses.dataclass(frozen=True)
+class Cleaning:
+  """A method (above; ``w2s.config.CLEANING`` lists them), the share of examples a ``*_drop``
+  method drops, and the neighbours of the ``knn_*`` probe."""
+  method: str = "none"
+  drop_frac: float = 0.1
+  knn_k: int = 10
 
 
-def backbone_features(config, model_name: str, spec, warm: dict | None, seeds,
+def backbone_features(spec: TrainSpec, model: Model, inputs: InputSpec, warm: dict | None, seeds,
                       x: np.ndarray) -> np.ndarray:
-  """``[seeds, N, features]``: the strong model's features on ``x`` with each seed's
-  pretrained backbone (stacked like ``warm``)."""
-  model = trainer(config, spec, "", tag=f"features/{models.label(model_name)}", model_name=model_name,
-                  seeds=[int(s) for s in seeds], warm=warm).init()
-  return model.apply(x, steps.features_fn)
+  """``[seeds, N, features]``: ``model``'s features on ``x`` with each seed's pretrained
+  backbone (stacked like ``warm``)."""
+  init = trainer(spec, model, inputs, "", tag=f"features/{models.label(model.name)}",
+                 seeds=[int(s) for s in seeds], warm=warm).init()
+  return init.apply(x, steps.features_fn)
 
 
 def knn_probe(features: np.ndarray, weak: np.ndarray, k: int) -> np.ndarray:
@@ -54,24 +66,26 @@ def logreg_probe(features: np.ndarray, weak: np.ndarray, seed: int) -> np.ndarra
   return out
 
 
-def clean(config, weak_b: np.ndarray, train_b, spec, warm, seeds, seed_idx, strong: str):
+def clean(cleaning: Cleaning, weak_b: np.ndarray, train_b: Split, spec: TrainSpec, strong: Model,
+          inputs: InputSpec, warm, seeds, seed_idx):
   """Cleaned weak labels ``[runs, N, C]`` and a keep mask ``[runs, N]`` (None: keep all); run
-  ``r`` uses seed ``seeds[seed_idx[r]]``'s backbone (``warm`` is stacked over ``seeds``)."""
-  method = config.w2s.cleaning
+  ``r`` uses seed ``seeds[seed_idx[r]]``'s backbone of the ``strong`` model (``warm`` is stacked
+  over ``seeds``)."""
+  method = cleaning.method
   if method == "none":
     return weak_b, None
-  features = backbone_features(config, strong, spec, warm, seeds, train_b.x)
+  features = backbone_features(spec, strong, inputs, warm, seeds, train_b.x)
   out = np.empty_like(weak_b)
   keep = np.ones(weak_b.shape[:2], np.float32)
   for r, s in enumerate(seed_idx):
     feats = features[s]
-    probe = (knn_probe(feats, weak_b[r], config.w2s.knn_k) if method.startswith("knn")
+    probe = (knn_probe(feats, weak_b[r], cleaning.knn_k) if method.startswith("knn")
              else logreg_probe(feats, weak_b[r], seeds[s]))
     if method.endswith("relabel"):
       out[r] = probe
     else:
       out[r] = weak_b[r]
       plausibility = probe[np.arange(len(probe)), weak_b[r].argmax(-1)]
-      drop = np.argsort(plausibility)[: int(config.w2s.drop_frac * len(plausibility))]
+      drop = np.argsort(plausibility)[: int(cleaning.drop_frac * len(plausibility))]
       keep[r, drop] = 0.0
   return out, (keep if method.endswith("drop") else None)

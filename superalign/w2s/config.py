@@ -1,4 +1,5 @@
-"""Weak-to-strong config defaults, on top of ``superalign.config.base()``."""
+"""Weak-to-strong config defaults, on top of ``superalign.config.base()``, and what the launcher
+checks them against (``SPLITS``, ``RULES``; the rules across keys are ``run.validate``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 import ml_collections
 
 from superalign import config as config_lib
+from superalign.core import schema
 
 # Every loss of superalign.w2s.losses with its default hyperparameters (kept here, with the other
 # defaults, so that reading a config imports no JAX; a test keeps the two lists equal).
@@ -22,6 +24,27 @@ LOSS_HPARAMS: dict[str, dict[str, Any]] = {
     "adaptconf": {"temperature": 1.0},
 }
 ALL_LOSSES = tuple(LOSS_HPARAMS)
+MODES = ("probe", "finetune")
+# Weak-label cleaning (superalign/w2s/cleaning.py): a probe on the strong model's features, then
+# relabel with it or drop the examples it finds least plausible.
+CLEANING = ("none", "knn_relabel", "logreg_relabel", "knn_drop", "logreg_drop")
+PRETRAIN_TASKS = ("coarse", "labels", "none")   # superalign/w2s/pretrain.py
+
+# The splits every run reads; ``pretrain`` too unless ``pretrain.task`` is "none" (run.validate).
+SPLITS = ("train_a", "train_b", "val", "test")
+RULES = {
+    "w2s.ladder": schema.Rule(lambda v: isinstance(v, (tuple, list)) and len(v) >= 2,
+                              "needs at least two models, weakest first"),
+    "w2s.losses": schema.choices_of(*ALL_LOSSES),
+    "w2s.mode": schema.one_of(*MODES),
+    "w2s.num_seeds": schema.COUNT,
+    "w2s.l2": schema.NON_NEGATIVE,
+    "w2s.cleaning": schema.one_of(*CLEANING),
+    "w2s.drop_frac": schema.PROBABILITY_BELOW_ONE,
+    "w2s.knn_k": schema.COUNT,             # the cleaning probe's neighbours
+    "w2s.s2s_rounds": schema.COUNT_OR_ZERO,
+    "pretrain.task": schema.one_of(*PRETRAIN_TASKS),
+}
 
 
 def base() -> ml_collections.ConfigDict:

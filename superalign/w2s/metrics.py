@@ -7,6 +7,8 @@ from typing import Sequence
 
 import numpy as np
 
+from superalign.core.metrics import mean_ci
+
 # A ceiling must beat its weak supervisor by this much for PGR to be defined.
 MIN_GAP = 1e-6
 
@@ -39,3 +41,10 @@ def misfit(student: np.ndarray, weak: np.ndarray) -> float:
 def median_ignoring_nan(values: Sequence[float]) -> float:
   v = [x for x in values if not math.isnan(x)]
   return float(np.median(v)) if v else math.nan
+
+
+def over_seeds(values: Sequence[float]) -> dict:
+  """An estimate over seeds (``core.metrics.mean_ci``: NaN entries flagged) that keeps each
+  seed's value under ``per_seed``."""
+  values = [float(v) for v in values]
+  return {"per_seed": values, **mean_ci(values)}

@@ -24,23 +24,33 @@ import numpy as np
 from superalign import models
 from superalign.core import mesh as mesh_lib
 from superalign.core.errors import ConfigError
+from superalign.core.spec import TrainSpec
 from superalign.core.specs import InputSpec
 from superalign.data.splits import Split
-from superalign.parties.classifier import train_classifier
-
-TASKS = ("coarse", "labels", "none")
+from superalign.parties.classifier import Model, train_classifier
 
 
-def proxy_labels(split: Split, spec: InputSpec, cfg) -> tuple[Split, InputSpec]:
-  if cfg.task == "labels":
-    return split, spec
-  mapping = np.asarray(cfg.coarse_map, np.int32)
-  if len(mapping) != spec.num_classes:
+@dataclasses.dataclass(frozen=True)
+class Pretraining:
+  """The proxy task (``coarse``, ``labels`` or ``none``, above), its class -> group map (task ``coarse``), and a workdir
+  whose ``checkpoints/pretrain/<model>`` to restore ("": this run's)."""
+  task: str = "coarse"
+  coarse_map: tuple[int, ...] = ()
+  load_from: str = ""
+
+
+def proxy_labels(split: Split, inputs: InputSpec, task: str,
+                 coarse_map: Sequence[int]) -> tuple[Split, InputSpec]:
+  """``split`` relabelled for the proxy ``task`` and the inputs' spec with its class count."""
+  if task == "labels":
+    return split, inputs
+  mapping = np.asarray(coarse_map, np.int32)
+  if len(mapping) != inputs.num_classes:
     raise ConfigError(f"pretrain.coarse_map has {len(mapping)} entries; the data set has "
-                      f"{spec.num_classes} classes")
+                      f"{inputs.num_classes} classes")
   groups = int(mapping.max()) + 1
   return (dataclasses.replace(split, y=mapping[split.y]),
-          dataclasses.replace(spec, num_classes=groups))
+          dataclasses.replace(inputs, num_classes=groups))
 
 
 def backbone(params) -> dict:
@@ -49,14 +59,13 @@ def backbone(params) -> dict:
   return {k: v for k, v in pure.items() if k != "head"}
 
 
-def pretrain(config, model_name: str, split: Split, spec: InputSpec, workdir: str,
-             seeds: Sequence[int], stage_train) -> dict | None:
-  """Stacked backbones ``{path: [runs, ...]}`` for ``model_name``, one per seed (or None)."""
-  cfg = config.pretrain
-  if cfg.task == "none":
+def pretrain(spec: TrainSpec, model: Model, pretraining: Pretraining, split: Split | None,
+             inputs: InputSpec, workdir: str, seeds: Sequence[int]) -> dict | None:
+  """Stacked backbones ``{path: [runs, ...]}`` of ``model``, one per seed, trained as ``spec``
+  says on the proxy task of ``split`` (None for task ``none``: random features)."""
+  if pretraining.task == "none":
     return None
-  split, proxy_spec = proxy_labels(split, spec, cfg)
-  trained = train_classifier(config, split, proxy_spec, cfg.load_from or workdir,
-                             tag=f"pretrain/{models.label(model_name)}", model_name=model_name,
-                             train_block=stage_train, seeds=seeds)
+  split, proxy = proxy_labels(split, inputs, pretraining.task, pretraining.coarse_map)
+  trained = train_classifier(spec, model, split, proxy, pretraining.load_from or workdir,
+                             tag=f"pretrain/{models.label(model.name)}", seeds=seeds)
   return mesh_lib.to_host(backbone(trained.state.params))

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import math
+from typing import Sequence
 
 import numpy as np
 
-from superalign.core.metrics import auroc, mean_ci
+from superalign.core.metrics import auroc, format_estimate
 from superalign.models.registry import label
 from superalign.w2s import metrics as m
+
+# An estimate as the tables print it: two decimals, a PGR without a gap flagged.
+show = functools.partial(format_estimate, digits=2, undefined="flagged (no gap)")
 
 # Burns et al. 2023, median PGR per loss over the GPT-2 to Qwen-14B ladder (logconf / xent).
 PUBLISHED = {
@@ -29,13 +34,18 @@ def _acc(probs, y):
   return float(np.mean(probs.argmax(-1) == y))
 
 
-def summarize(config, splits, weak, ceiling, students, seeds) -> dict:
+def summarize(splits, weak, ceiling, students, seeds, *, data: str, ladder: Sequence[str],
+              losses: Sequence[str], mode: str, pretrain_task: str, cleaning: str,
+              s2s_rounds: int) -> dict:
+  """The results dict from the test predictions: ``weak[name]`` (weak labels per split),
+  ``ceiling[name]`` and ``students[strong] = (runs, predictions)`` (``stages.Ladder``), each
+  ``[seeds or runs, N, classes]``; the keywords are what the run was (reported as they are)."""
   y = splits["test"].y
   binary = weak[next(iter(weak))]["test"].shape[-1] == 2
   score = {"accuracy": _acc}
   if binary:
     score["auroc"] = lambda p, y: auroc(p[:, 1], y)
-  ladder = list(config.w2s.ladder)
+  ladder, losses = list(ladder), list(losses)
   S = len(seeds)
 
   per_model = {}
@@ -44,15 +54,15 @@ def summarize(config, splits, weak, ceiling, students, seeds) -> dict:
     for metric, fn in score.items():
       w = [fn(weak[name]["test"][s], y) for s in range(S)]
       c = [fn(ceiling[name][s], y) for s in range(S)]
-      row[f"weak_{metric}"] = {"per_seed": w, **mean_ci(w)}
-      row[f"ceiling_{metric}"] = {"per_seed": c, **mean_ci(c)}
+      row[f"weak_{metric}"] = m.over_seeds(w)
+      row[f"ceiling_{metric}"] = m.over_seeds(c)
     per_model[name] = row
 
   pairs = []
   for strong, (runs, probs) in students.items():
     for wk in ladder[: ladder.index(strong)]:
       pair = {"weak": wk, "strong": strong, "losses": {}}
-      for loss in config.w2s.losses:
+      for loss in losses:
         rows = [i for i, (w_, l_, _) in enumerate(runs) if w_ == wk and l_ == loss]
         seed_of = [runs[i][2] for i in rows]
         entry = {}
@@ -61,35 +71,33 @@ def summarize(config, splits, weak, ceiling, students, seeds) -> dict:
           wk_s = [per_model[wk][f"weak_{metric}"]["per_seed"][s] for s in seed_of]
           ce_s = [per_model[strong][f"ceiling_{metric}"]["per_seed"][s] for s in seed_of]
           pgrs = [m.pgr(a, b, c) for a, b, c in zip(wk_s, w2s, ce_s)]
-          entry[f"w2s_{metric}"] = {"per_seed": w2s, **mean_ci(w2s)}
-          entry[f"pgr_{metric}"] = {"per_seed": pgrs, **mean_ci(pgrs)}
+          entry[f"w2s_{metric}"] = m.over_seeds(w2s)
+          entry[f"pgr_{metric}"] = m.over_seeds(pgrs)
           entry[f"pgr_{metric}_of_means"] = m.pgr(np.mean(wk_s), np.mean(w2s), np.mean(ce_s))
         weak_test = [weak[wk]["test"][s] for s in seed_of]
         agree = [m.agreement(probs[i], wt) for i, wt in zip(rows, weak_test)]
         misfit = [m.misfit(probs[i], wt) for i, wt in zip(rows, weak_test)]
         gain = [m.brier(wt, y) - m.brier(probs[i], y) for i, wt in zip(rows, weak_test)]
-        entry["agreement_with_weak"] = {"per_seed": agree, **mean_ci(agree)}
-        entry["misfit"] = {"per_seed": misfit, **mean_ci(misfit)}
-        entry["gain"] = {"per_seed": gain, **mean_ci(gain)}
+        entry["agreement_with_weak"] = m.over_seeds(agree)
+        entry["misfit"] = m.over_seeds(misfit)
+        entry["gain"] = m.over_seeds(gain)
         pair["losses"][loss] = entry
       pairs.append(pair)
 
   by_loss = {}
-  for loss in config.w2s.losses:
+  for loss in losses:
     per_pair = [p["losses"][loss]["pgr_accuracy_of_means"] for p in pairs]
     # One PGR per seed: the mean over pairs, so the interval is over seeds.
     per_seed = [np.nanmean([p["losses"][loss]["pgr_accuracy"]["per_seed"][s] for p in pairs])
                 if any(not math.isnan(p["losses"][loss]["pgr_accuracy"]["per_seed"][s])
                        for p in pairs) else math.nan for s in range(S)]
     by_loss[loss] = {"median_pgr": m.median_ignoring_nan(per_pair),
-                     "pgr_mean_over_pairs": {"per_seed": per_seed, **mean_ci(per_seed)}}
+                     "pgr_mean_over_pairs": m.over_seeds(per_seed)}
   main = pairs_by(pairs, ladder[0], ladder[-1])
-  best = max(config.w2s.losses,
-             key=lambda l: _nan_low(main["losses"][l]["pgr_accuracy"]["mean"]))
+  best = max(losses, key=lambda l: _nan_low(main["losses"][l]["pgr_accuracy"]["mean"]))
   return {
-      "data": config.data.name, "ladder": ladder, "losses": list(config.w2s.losses),
-      "seeds": seeds, "mode": config.w2s.mode, "pretrain_task": config.pretrain.task,
-      "cleaning": config.w2s.cleaning, "s2s_rounds": config.w2s.s2s_rounds,
+      "data": data, "ladder": ladder, "losses": losses, "seeds": seeds, "mode": mode,
+      "pretrain_task": pretrain_task, "cleaning": cleaning, "s2s_rounds": s2s_rounds,
       "split_sizes": {k: len(v) for k, v in splits.items()},
       "models": per_model, "pairs": pairs, "by_loss": by_loss,
       "main_pair": {"weak": ladder[0], "strong": ladder[-1]},
@@ -107,33 +115,25 @@ def pairs_by(pairs, weak: str, strong: str) -> dict:
   return next(p for p in pairs if p["weak"] == weak and p["strong"] == strong)
 
 
-def _fmt(ci: dict, pct: bool = False) -> str:
-  k = 100.0 if pct else 1.0
-  if math.isnan(ci["mean"]):
-    return "flagged (no gap)"
-  if math.isnan(ci["lo"]):
-    return f"{k * ci['mean']:.2f}"
-  return f"{k * ci['mean']:.2f} [{k * ci['lo']:.2f}, {k * ci['hi']:.2f}]"
-
-
 def table(results: dict) -> str:
   """The demo table: weak, ceiling, and each loss's student on the main pair, with PGR."""
   weak, strong = results["main_pair"]["weak"], results["main_pair"]["strong"]
   pair = pairs_by(results["pairs"], weak, strong)
   n = len(results["seeds"])
   show_weak, show_strong = label(weak), label(strong)
+  models = results["models"]
   lines = [
       f"weak-to-strong on {results['data']}: {show_weak} supervises {show_strong} "
       f"({results['mode']}, pretraining: {results['pretrain_task']}, {n} seeds, mean [95% CI])",
       f"{'':22s} {'test accuracy %':>24s} {'PGR':>24s} {'median PGR, all pairs':>22s}",
-      f"{'weak ' + show_weak:22s} {_fmt(results['models'][weak]['weak_accuracy'], True):>24s}",
-      f"{'ceiling ' + show_strong:22s} {_fmt(results['models'][strong]['ceiling_accuracy'], True):>24s}",
+      f"{'weak ' + show_weak:22s} {show(models[weak]['weak_accuracy'], pct=True):>24s}",
+      f"{'ceiling ' + show_strong:22s} {show(models[strong]['ceiling_accuracy'], pct=True):>24s}",
   ]
   for loss in results["losses"]:
     e = pair["losses"][loss]
-    lines.append(f"{'w2s ' + loss:22s} {_fmt(e['w2s_accuracy'], True):>24s} "
-                 f"{_fmt(e['pgr_accuracy']):>24s} {results['by_loss'][loss]['median_pgr']:>22.2f}")
-  lines.append(f"best loss: {results['best_loss']} (PGR {_fmt(results['best_loss_pgr'])}); "
+    lines.append(f"{'w2s ' + loss:22s} {show(e['w2s_accuracy'], pct=True):>24s} "
+                 f"{show(e['pgr_accuracy']):>24s} {results['by_loss'][loss]['median_pgr']:>22.2f}")
+  lines.append(f"best loss: {results['best_loss']} (PGR {show(results['best_loss_pgr'])}); "
                "published median PGR logconf / xent: sciq 0.31 / 0.33, amazon_polarity "
                "0.52 / 0.58, cosmos_qa 0.37 / 0.35, boolq -0.36 / 0.05; digits with a "
                "scikit-learn probe (REFERENCES.md): 0.43-0.46")

@@ -11,7 +11,8 @@ in squared error. (For least squares on a linear space the projection makes it a
 norm the student was fit in: Pythagoras.) Empirically, with a *learned* strong representation
 (not exactly realizable), they find gain ~= misfit.
 
-Protocol (``config.misfit`` holds every knob; ``run.py`` runs it):
+Protocol (``representations.Setting``, the config's ``misfit`` block, holds every knob; ``run.py``
+runs it):
 
 1. ``x ~ N(0, input_scale^2 I_input_dim)``. Target representation ``h*``: a random
    ``target_depth``-layer ReLU MLP of width ``rep_dim`` (He-normal kernels, biases

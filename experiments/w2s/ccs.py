@@ -3,12 +3,12 @@ Contrast-Consistent Search on the strong model's activations, without any label,
 weak supervisor's labels, scored by the PGR of a strong student trained on each.
 
 Every model first learns to verify claims "the digit is one of S" on the disjoint pretrain split
-from the coarse shape groups alone (``superalign/interp/ccs_w2s.py`` says why); the target task
+from the coarse shape groups alone (``superalign/w2s/ccs/run.py`` says why); the target task
 is binary (``target=ge5`` or ``target=parity``).
 
-  superalign --config=experiments/interp/ccs_w2s.py                  # this config (minutes)
-  superalign --config=experiments/interp/ccs_w2s.py:target=parity    # the other binary task
-  superalign --config=experiments/interp/ccs_w2s.py:smoke            # seconds
+  superalign --config=experiments/w2s/ccs.py                  # this config (minutes)
+  superalign --config=experiments/w2s/ccs.py:target=parity    # the other binary task
+  superalign --config=experiments/w2s/ccs.py:smoke            # seconds
 """
 
 import ml_collections
@@ -22,7 +22,7 @@ COARSE = (0, 1, 2, 2, 3, 4, 5, 1, 5, 3)
 def get_config(arg=None):
   args = config_lib.parse_arg(arg, smoke=False, target="ge5", seeds=5, orient="zero_shot")
   c = config_lib.base()
-  c.kind = "interp_ccs_w2s"
+  c.kind = "w2s_ccs"
   c.data.name = "digits"
   c.data.splits = ml_collections.ConfigDict(   # the weak-to-strong runner's splits
       {"pretrain": 0.33, "train_a": 0.17, "train_b": 0.28, "val": 0.06, "test": 0.16})
@@ -42,7 +42,7 @@ def get_config(arg=None):
   c.pretrain = ml_collections.ConfigDict({"coarse_map": COARSE})
   c.pretrain.train = config_lib.base().train
   # CCS's probe: AdamW with the paper's weight decay, constant rate, 500 full-batch-ish steps
-  # (superalign.interp.ccs.ccs_config, kept as data so reading a config imports no JAX).
+  # (superalign.interp.ccs.CCS_SPEC, kept as data so reading a config imports no JAX).
   c.ccs = ml_collections.ConfigDict({"optim": config_lib.base().optim,
                                      "train": config_lib.base().train})
   c.ccs.optim.update(learning_rate=1e-2, weight_decay=1e-2, schedule="constant", clip_norm=0.0)

@@ -1,0 +1,54 @@
+"""The gain-versus-misfit experiment's printed table and chart."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from superalign.core import plots as core_plots
+from superalign.w2s.misfit import theory
+from superalign.w2s.misfit.representations import VARIANTS
+
+
+def summary(results: dict) -> str:
+  reps = results["representations"]
+  lines = [f"w2s_misfit ({results['num_tasks']} tasks, {results['num_points']} fitting points, "
+           f"{results['num_test_points']} test points, ridge={results['ridge']:g}, "
+           f"{results['wall_time_s']:.0f}s)",
+           f"pretrained representations, validation relative MSE on the pretraining tasks: "
+           f"strong {reps['strong']['val_relative_mse']:.4f}, weak "
+           f"{reps['weak']['val_relative_mse']:.4f}"]
+  for name in VARIANTS:
+    v = results["variants"][name]
+    f = v["fit"]
+    lines.append(
+        f"{name:>10}: slope {f['slope_through_origin']:.3f} (origin), {f['slope']:.3f} + "
+        f"{f['intercept']:.2g} (R^2 {f['r2']:.3f}); R^2 of gain=misfit {f['r2_of_identity']:.3f}; "
+        f"gain >= misfit - tol on {100 * v['fraction_gain_ge_misfit_minus_tol']:.0f}% of tasks "
+        f"({100 * v['fraction_gain_ge_misfit']:.0f}% without tol); mean err weak "
+        f"{v['mean_err_weak']:.4g}, w2s {v['mean_err_w2s']:.4g}, strong ceiling "
+        f"{v['mean_err_strong_ceiling']:.3g}")
+  lines.append(f"claim: {theory.CLAIM}")
+  return "\n".join(lines)
+
+
+def plot(results: dict, out_dir: str) -> list[str]:
+  """``misfit.png``: gain against misfit per task, one panel per variant, with y = x."""
+  import matplotlib.pyplot as plt
+
+  variants = results["variants"]
+  fig, axes = plt.subplots(1, len(variants), figsize=(4.2 * len(variants), 4))
+  for ax, (name, v) in zip(np.atleast_1d(axes), variants.items()):
+    misfit, gain = np.asarray(v["misfit"]), np.asarray(v["gain"])
+    ax.scatter(misfit, gain, s=12, alpha=0.7, label="tasks")
+    hi = max(misfit.max(), gain.max()) * 1.05
+    lo = min(0.0, misfit.min(), gain.min())
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="gain = misfit")
+    f = v["fit"]
+    ax.plot([lo, hi], [f["slope"] * lo + f["intercept"], f["slope"] * hi + f["intercept"]],
+            "r-", lw=0.8, label=f"fit: slope {f['slope']:.2f}, R$^2$ {f['r2']:.2f}")
+    ax.set_xlabel("misfit  d(w2s, weak)")
+    ax.set_ylabel("gain  err(weak) - err(w2s)")
+    ax.set_title(f"{name} strong representation")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+  return [core_plots.save(fig, out_dir, "misfit.png", dpi=120)]
