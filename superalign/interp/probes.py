@@ -5,10 +5,11 @@ raw activation space, and a ``threshold`` on its scores for accuracy, with ``thr
 saying where it came from (0.5 on probabilities, or the midpoint fitted on the fit split).
 ``evaluate`` turns scores and labels into the metrics probing papers report (accuracy, AUROC,
 recall at a low false-positive rate) as estimates with 95% intervals; ``sweep`` runs one fit
-recipe over the layers of a model.
+recipe (``fitter``, by name) over the layers of a model.
 
-* ``fit_logistic``: logistic regression trained by the core ``Trainer`` (weight decay is
-  ``optim.weight_decay``) on inputs standardized with the fit split's mean and std.
+* ``fit_logistic``: logistic regression trained by the core ``Trainer`` as a ``TrainSpec`` says
+  (default ``PROBE_SPEC``; weight decay is its ``optim.weight_decay``) on inputs standardized
+  with the fit split's mean and std.
 * ``fit_mass_mean``: difference of means (Marks and Tegmark 2023), no training, raw or
   whitened by the within-class covariance (their IID-corrected variant, ``whiten``);
   ``from_contrast_pairs``: the mean of ``pos - neg`` over generic contrast pairs (the
@@ -25,14 +26,14 @@ from typing import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 from flax import nnx
 
-from superalign import config as config_lib
 from superalign.core import metrics, steps
 from superalign.core.errors import ConfigError
+from superalign.core.registry import Registry
+from superalign.core.spec import Optim, Train, TrainSpec
 from superalign.core.trainer import Trainer
 from superalign.models import layers
 
@@ -41,19 +42,15 @@ FIT_MIDPOINT = "midpoint of the class-mean scores on the fit split"
 PAIR_MIDPOINT = "midpoint of the contrast pairs' mean scores"
 
 
-def probe_config() -> ml_collections.ConfigDict:
-  """``seed``, ``optim``, ``train`` and ``mesh`` blocks for a linear probe (any config with
-  these blocks works in their place, an experiment's own included): a few hundred full-width
-  AdamW steps, no evaluation during training and no periodic checkpoints (``checkpoint_every``
-  0; the loop still saves the final state, see ``fit_logistic``)."""
-  base = config_lib.base()
-  c = ml_collections.ConfigDict({"seed": 0, "optim": base.optim, "train": base.train,
-                                 "mesh": base.mesh})
-  c.optim.update(name="adamw", learning_rate=3e-2, weight_decay=1e-3, schedule="cosine",
-                 warmup_steps=0, clip_norm=0.0)
-  c.train.update(batch_size=256, eval_batch_size=1024, num_steps=300, num_epochs=0,
-                 eval_every=0, log_every=100, checkpoint_every=0, early_stop_metric="")
-  return c
+# A linear probe's training: a few hundred full-width AdamW steps, no evaluation during training
+# and no periodic checkpoints (``checkpoint_every`` 0; the loop still saves the final state, see
+# ``fit_logistic``). A run's own recipe: ``dataclasses.replace(PROBE_SPEC, seed=...)``,
+# ``PROBE_SPEC.with_optim(weight_decay=...)``.
+PROBE_SPEC = TrainSpec(
+    optim=Optim(name="adamw", learning_rate=3e-2, weight_decay=1e-3, schedule="cosine",
+                warmup_steps=0, clip_norm=0.0),
+    train=Train(batch_size=256, eval_batch_size=1024, num_steps=300, num_epochs=0,
+                eval_every=0, log_every=100, checkpoint_every=0, early_stop_metric=""))
 
 
 # ------------------------------------------------------------------------------------ inputs
@@ -249,17 +246,16 @@ class LogisticProbe(Probe):
     return _sigmoid(self.logits(acts)[:, 0])
 
 
-def fit_logistic(acts, labels, workdir: str, config: ml_collections.ConfigDict | None = None,
-                 *, tag: str = "probe", seed: int | None = None) -> LogisticProbe:
-  """Logistic regression on ``acts`` through the core ``Trainer`` (``config``'s optim, train and
-  mesh blocks; default ``probe_config()``). Labels 0/1 train one logit with a sigmoid loss;
+def fit_logistic(acts, labels, workdir: str, spec: TrainSpec = PROBE_SPEC, *,
+                 tag: str = "probe", seed: int | None = None) -> LogisticProbe:
+  """Logistic regression on ``acts`` through the core ``Trainer``, trained as ``spec`` says
+  (seeded ``seed``, default ``spec.seed``). Labels 0/1 train one logit with a sigmoid loss;
   more classes, softmax cross-entropy.
 
   The loop saves the final state under ``workdir/checkpoints/<tag>`` and a later fit with the
   same workdir and tag resumes it (returns that probe whatever the data): give each probe its
   own tag (``sweep`` / ``fitter`` add the layer name).
   """
-  config = config if config is not None else probe_config()
   acts = _acts(acts)
   labels = _labels(labels, len(acts), binary=False)
   if labels.min() < 0:
@@ -269,11 +265,10 @@ def fit_logistic(acts, labels, workdir: str, config: ml_collections.ConfigDict |
   std = acts.std(0)
   std = np.where(std > 0, std, 1.0).astype(np.float32)
   d, outputs = acts.shape[1], 1 if classes == 2 else classes
-  job = Trainer.from_config(
-      config, lambda rngs: LinearProbe(d, outputs, rngs), workdir, tag,
-      seeds=int(config.get("seed", 0) if seed is None else seed),
-      loss_fn=binary_loss if outputs == 1 else steps.cross_entropy_loss,
-      cache_key=("linear_probe", d, outputs), name="linear probe")
+  job = Trainer(lambda rngs: LinearProbe(d, outputs, rngs), spec, workdir, tag,
+                seeds=int(spec.seed if seed is None else seed),
+                loss_fn=binary_loss if outputs == 1 else steps.cross_entropy_loss,
+                cache_key=("linear_probe", d, outputs), name="linear probe")
   trained = job.fit({"x": (acts - mean) / std, "y": labels})
   params = jax.device_get(trained.state.params.to_pure_dict())["linear"]
   kernel, bias = np.asarray(params["kernel"], np.float32), np.asarray(params["bias"], np.float32)
@@ -369,23 +364,30 @@ def random_floor(fit_acts, fit_labels, eval_acts, eval_labels, *, draws: int = 5
 # --------------------------------------------------------------------------------- sweeps
 
 FitFn = Callable[[np.ndarray, np.ndarray, str], Probe]   # (acts, labels, layer) -> probe
-FITTERS = ("logistic", "mass_mean", "mass_mean_iid")
+# name -> (workdir, spec, tag) -> FitFn
+FITTERS: Registry[Callable[..., FitFn]] = Registry("probe fitter")
 
 
-def fitter(kind: str, workdir: str | None = None,
-           config: ml_collections.ConfigDict | None = None, tag: str = "probe") -> FitFn:
-  """A ``sweep`` fit function by name: ``logistic`` (tag ``<tag>.<layer>`` under ``workdir``)
-  ``mass_mean`` or ``mass_mean_iid`` (whitened)."""
-  if kind == "logistic":
-    if workdir is None:
-      raise ConfigError("probe fitter 'logistic': needs a workdir (it trains through the core "
-                        "Trainer)")
-    return lambda acts, labels, layer: fit_logistic(acts, labels, workdir, config,
-                                                    tag=f"{tag}.{layer}")
-  if kind in ("mass_mean", "mass_mean_iid"):
-    whitened = kind == "mass_mean_iid"
-    return lambda acts, labels, layer: fit_mass_mean(acts, labels, whitened)
-  raise ConfigError(f"probe fitter {kind!r}: unknown; valid: {', '.join(FITTERS)}")
+@FITTERS.register("logistic")
+def _logistic(workdir: str | None, spec: TrainSpec, tag: str) -> FitFn:
+  if workdir is None:
+    raise ConfigError("probe fitter 'logistic': needs a workdir (it trains through the core "
+                      "Trainer)")
+  return lambda acts, labels, layer: fit_logistic(acts, labels, workdir, spec,
+                                                  tag=f"{tag}.{layer}")
+
+
+FITTERS.register("mass_mean", lambda workdir, spec, tag: (
+    lambda acts, labels, layer: fit_mass_mean(acts, labels)))
+FITTERS.register("mass_mean_iid", lambda workdir, spec, tag: (
+    lambda acts, labels, layer: fit_mass_mean(acts, labels, whitened=True)))
+
+
+def fitter(kind: str, workdir: str | None = None, spec: TrainSpec = PROBE_SPEC,
+           tag: str = "probe") -> FitFn:
+  """A ``sweep`` fit function by name (``FITTERS``): ``logistic`` (trained as ``spec`` says,
+  tag ``<tag>.<layer>`` under ``workdir``), ``mass_mean`` or ``mass_mean_iid`` (whitened)."""
+  return FITTERS[kind](workdir, spec, tag)
 
 
 def check_layers(available: Sequence[str], layers: Sequence[str], what: str = "activations"):

