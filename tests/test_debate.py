@@ -184,13 +184,16 @@ def test_judge_learns_from_sparse_pixels(tmp_path):
   from superalign import data as data_lib
   from superalign.parties import judge as judge_lib
 
+  from superalign.core.spec import TrainSpec
+  from superalign.parties.classifier import Model
+
   config = digits.get_config("smoke")
   config.mesh.num_devices = 1
-  config.train.num_steps = 300
+  spec = TrainSpec.from_config(config).with_train(num_steps=300)
   source = data_lib.load(config.data)
   splits = data_lib.make_splits(source, dict(config.data.splits))
-  judge = judge_lib.train_judge(config, EVIDENCE, splits["train"], splits["val"], source.spec, 6,
-                                str(tmp_path))
+  judge = judge_lib.train_judge(spec, Model.from_config(config), EVIDENCE, splits["train"],
+                                splits["val"], source.spec, 6, str(tmp_path))
   val = judge_lib.sparse_view(EVIDENCE, splits["val"], 6, seed=1)
   accuracy = float((judge.predict(val.x).argmax(-1) == val.y).mean())
   assert accuracy > 0.3                     # chance is 0.1
@@ -225,10 +228,15 @@ def test_smoke_end_to_end(tmp_path):
 
 @pytest.mark.parametrize("key, value, message", [
     ("debate.honest", "alphazero", "debate.honest='alphazero': valid: random, greedy, mcts"),
+    ("debate.matrix_players", ("greedy", "oracle"),
+     "debate.matrix_players=('greedy', 'oracle'): any values, each valid: random, greedy, mcts"),
     ("debate.first", "judge", "debate.first='judge': valid: honest, liar"),
-    ("debate.ks", (), "debate.ks=(): needs one or more"),
-    ("debate.variants", ("precommit", "open"), "debate.variants: 'open' is not a variant"),
+    ("debate.ks", (), "debate.ks=(): one or more values, each must be positive"),
+    ("debate.ks", (4, 0), "debate.ks=(4, 0): one or more values, each must be positive"),
+    ("debate.variants", ("precommit", "open"),
+     "debate.variants=('precommit', 'open'): valid: one or more of precommit, no_precommit"),
     ("debate.num_simulations", 0, "debate.num_simulations=0: must be positive"),
+    ("debate.num_images", -1, "debate.num_images=-1: must be zero or positive"),
 ])
 def test_bad_debate_config_is_one_clear_error(key, value, message):
   from experiments.debate import digits

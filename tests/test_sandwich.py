@@ -104,9 +104,12 @@ def test_smoke_end_to_end(tmp_path):
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("protocols", ("advice", "vote"), "sandwich.protocols=('advice', 'vote'): valid"),
+    ("protocols", ("advice", "vote"),
+     "sandwich.protocols=('advice', 'vote'): valid: one or more of advice, consultancy, debate"),
+    ("protocols", (), "sandwich.protocols=(): valid: one or more of"),
     ("player", "oracle", "sandwich.player='oracle': valid: random, greedy, mcts"),
-    ("sweep", (0.0, 1.5), "sandwich.sweep=(0.0, 1.5): needs probabilities in [0, 1]"),
+    ("sweep", (0.0, 1.5), "sandwich.sweep=(0.0, 1.5): one or more values, each must be in [0, 1]"),
+    ("persuasive_fraction", -0.5, "sandwich.persuasive_fraction=-0.5: must be in [0, 1]"),
     ("k", 0, "sandwich.k=0: must be positive"),
     ("assistant_model", "resnet", "sandwich.assistant_model='resnet': unknown model"),
 ])

@@ -12,7 +12,7 @@ from superalign.core import mesh as mesh_lib
 from superalign.core.errors import ConfigError
 from superalign.core.specs import InputSpec
 from superalign.verify import bounds as B
-from superalign.verify import network as N
+from superalign.verify import certify, network as N
 
 IMAGE = InputSpec((8, 8, 1), "image", 3)
 
@@ -269,8 +269,27 @@ def test_bad_boxes_and_radii_are_one_line():
   with pytest.raises(ConfigError, match=r"lower bound exceeds upper bound at 1 entries, first at "
                                         r"index \(0, 1\)"):
     B.check_box(np.zeros((1, 3)), np.array([[1.0, -1.0, 1.0]]))
-  with pytest.raises(ConfigError, match="method='lp': unknown; valid: ibp, crown_ibp"):
+
+
+def test_an_unknown_bound_method_is_one_line_listing_the_registered_ones():
+  assert set(B.METHODS.names) == {"ibp", "crown", "crown_ibp", "alpha_crown"}
+  with pytest.raises(ConfigError) as e:
     B.bounds("lp", NETS["mlp"](), jnp.zeros((1, 6)), jnp.zeros((1, 6)))
+  assert str(e.value) == f"'lp': unknown bound method; valid: {', '.join(B.METHODS.names)}"
+  with pytest.raises(ConfigError, match="'lp': unknown bound method; valid: ibp"):
+    certify.lower_bound_fn("lp", (6,))
+
+
+def test_methods_are_dispatched_by_name_with_the_options_they_take():
+  net, lo, hi = NETS["mlp"](), jnp.zeros((2, 6)), jnp.full((2, 6), 0.1)
+  for name in B.METHODS:
+    method = B.METHODS[name]
+    np.testing.assert_array_equal(B.bounds(name, net, lo, hi)[0], method.fn(net, lo, hi)[0])
+  options = dict(chunk=4, max_unstable=None, steps=3, lr=0.1)
+  assert B.METHODS["ibp"].options(**options) == {}
+  assert B.METHODS["crown"].options(**options) == {"chunk": 4, "max_unstable": None}
+  assert B.METHODS["alpha_crown"].options(**options) == options
+  assert [n for n in B.METHODS if B.METHODS[n].per_neuron] == ["crown", "alpha_crown"]
 
 
 def test_an_unsupported_model_is_named():

@@ -8,11 +8,15 @@ import numpy as np
 import pytest
 
 from conftest import _assert_one_line_error, launch
+from experiments.verify import oversight
 from superalign import config as config_lib
+from superalign.core.errors import ConfigError
+from superalign.launch import runners
 from superalign.core.metrics import schema_violations
 from superalign.core.specs import InputSpec
 from superalign.data.splits import Split
-from superalign.parties.classifier import train_classifier
+from superalign.core.spec import TrainSpec
+from superalign.parties.classifier import Model, train_classifier
 from superalign.verify import bounds as B
 from superalign.verify import certify, network as N, training as T
 
@@ -63,7 +67,8 @@ def test_ibp_training_certifies_what_natural_training_does_not(tmp_path):
   verified = {}
   for method in ("natural", "ibp"):
     loss = T.certified_loss(method, T.Schedule(eps=eps, warmup=50, ramp=200), (2,), 2)
-    trained = train_classifier(c, train, spec, str(tmp_path), tag=method, loss_fn=loss)
+    trained = train_classifier(TrainSpec.from_config(c), Model.from_config(c), train, spec,
+                               str(tmp_path), tag=method, loss_fn=loss)
     lo, hi = certify.ball(test.x, eps, None)
     verified[method] = certify.certified(trained, "ibp", lo, hi,
                                          certify.margin_spec(test.y, 2)).mean()
@@ -110,13 +115,44 @@ def test_oversight_certificates_smoke_run(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("override,message", [
-    ("--config.verify.eps=(-0.1,)", "verify.eps=(-0.1,): must be a non-empty list of radii >= 0"),
-    ("--config.verify.training=('natural','pgd')", "verify.training: 'pgd' unknown; valid: "
-                                                   "natural, ibp, crown_ibp"),
-    ("--config.verify.bound_methods=('lp',)", "verify.bound_methods: 'lp' unknown"),
-    ("--config.verify.kappa_end=1.5", "verify.kappa_end=1.5"),
+    ("--config.verify.eps=(-0.1,)",
+     "verify.eps=(-0.1,): one or more values, each must be zero or positive"),
+    ("--config.verify.training=('natural','pgd')", "verify.training=('natural', 'pgd'): valid: "
+                                                   "one or more of natural, ibp, crown_ibp"),
+    ("--config.verify.bound_methods=('lp',)", "verify.bound_methods=('lp',): valid: one or more "
+                                              "of ibp, crown, crown_ibp, alpha_crown"),
+    ("--config.verify.kappa_end=1.5", "verify.kappa_end=1.5: must be in [0, 1]"),
+    ("--config.verify.domain=(1.0,0.0)",
+     "verify.domain=(1.0, 0.0): must be an interval (lo, hi) with lo < hi"),
 ])
 def test_bad_verify_configs_are_one_line(tmp_path, monkeypatch, capsys, override, message):
   out = launch(monkeypatch, capsys, "--config=experiments/verify/digits.py:smoke",
                f"--workdir={tmp_path}", override)
   _assert_one_line_error(out, message)
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("certify.bound_methods", ("ibp", "lp"), "certify.bound_methods=('ibp', 'lp'): valid: one or "
+                                             "more of ibp, crown, crown_ibp, alpha_crown"),
+    ("certify.scan_methods", (), "certify.scan_methods=(): valid: one or more of ibp"),
+    ("certify.analyses", ("judge", "probe"),
+     "certify.analyses=('judge', 'probe'): valid: one or more of backdoor, judge"),
+    ("certify.judge_k", 0, "certify.judge_k=0: must be positive"),
+    ("certify.eps", (0.1, -0.1), "certify.eps=(0.1, -0.1): one or more values, each must be zero"),
+    ("organism.poison_fraction", 1.5, "organism.poison_fraction=1.5: must be in [0, 1]"),
+])
+def test_bad_oversight_certificate_configs_are_one_line(key, value, message):
+  config = oversight.get_config("smoke")
+  config.update_from_flattened_dict({key: value})
+  with pytest.raises(ConfigError) as e:
+    runners.validate(config, num_devices=1)
+  assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_backdoor_certificates_need_an_organism():
+  config = oversight.get_config("smoke")
+  del config["organism"]
+  with pytest.raises(ConfigError, match="certify.analyses: 'backdoor' needs an organism block"):
+    runners.validate(config, num_devices=1)
+  config.certify.analyses = ("judge",)
+  runners.validate(config, num_devices=1)

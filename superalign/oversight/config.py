@@ -1,10 +1,25 @@
-"""Debate config defaults, on top of ``superalign.config.base()``."""
+"""Debate config defaults, on top of ``superalign.config.base()``, and the choices and ranges of
+the ``debate`` block (the player names are the players' registry's: ``oversight.run``)."""
 
 from __future__ import annotations
 
 import ml_collections
 
 from superalign import config as config_lib
+from superalign.core import schema
+
+FIRST = ("honest", "liar")
+VARIANTS = ("precommit", "no_precommit")
+SPLITS = ("train", "val", "test")
+RULES = {
+    "debate.ks": schema.each(schema.COUNT),
+    "debate.first": schema.one_of(*FIRST),
+    "debate.variants": schema.choices_of(*VARIANTS),
+    "debate.num_images": schema.COUNT_OR_ZERO,      # 0: all
+    "debate.matrix_images": schema.COUNT_OR_ZERO,   # 0: no matrix
+    **{f"debate.{key}": schema.COUNT for key in (
+        "num_simulations", "max_considered", "judge_alone_draws", "chunk", "greedy_chunk")},
+}
 
 
 def base() -> ml_collections.ConfigDict:

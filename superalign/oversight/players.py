@@ -1,7 +1,8 @@
 """Debate players: uniform random, greedy (one-ply lookahead) and Monte Carlo tree search.
 
 A player is a frozen (hashable, so jit-static) dataclass called at a turn with the game, the state
-and a key; it returns one item to reveal per game. Every player is batched over games and pure,
+and a key; it returns one item to reveal per game. Players are registered in ``PLAYERS`` by the
+names configs use (``make(name, ...)`` builds one). Every player is batched over games and pure,
 so a whole game (``game.play``) is one jitted function with the judge evaluated in batches.
 
 Tree search is ``mctx``'s Gumbel MuZero policy over the exact game: the "model" is ``game.reveal``
@@ -18,10 +19,13 @@ import jax
 import jax.numpy as jnp
 import mctx
 
+from superalign.core.registry import Registry
 from superalign.oversight import game as game_lib, search
 from superalign.oversight.game import Evidence, Game, Judge, State
 
 _MASKED = -1e9  # prior logit of an illegal move (finite, so a game with none left stays finite)
+
+PLAYERS: Registry = Registry("debate player")   # configs name players: "random", "greedy", ...
 
 
 def _legal_now(game: Game, state: State) -> tuple[jax.Array, jax.Array]:
@@ -30,9 +34,14 @@ def _legal_now(game: Game, state: State) -> tuple[jax.Array, jax.Array]:
   return legal, legal.any(-1)
 
 
+@PLAYERS.register("random")
 @dataclasses.dataclass(frozen=True)
 class Random:
   """Reveals a uniformly random legal item."""
+
+  def judge_evaluations(self, num_items: int) -> int:
+    """Judge evaluations one move costs per game (for throughput figures)."""
+    return 0
 
   def __call__(self, evidence: Evidence, judge: Judge, game: Game, state: State, turn: int,
                rng: jax.Array) -> jax.Array:
@@ -55,10 +64,14 @@ def one_ply_values(evidence: Evidence, judge: Judge, game: Game, state: State, t
   return jax.lax.map(score, jnp.arange(num_items), batch_size=min(chunk, num_items)).T
 
 
+@PLAYERS.register("greedy")
 @dataclasses.dataclass(frozen=True)
 class Greedy:
   """Reveals the item that most raises its own payoff if the judge decided right after."""
   chunk: int = 64
+
+  def judge_evaluations(self, num_items: int) -> int:
+    return num_items
 
   def __call__(self, evidence: Evidence, judge: Judge, game: Game, state: State, turn: int,
                rng: jax.Array) -> jax.Array:
@@ -68,6 +81,7 @@ class Greedy:
     return jnp.argmax(jnp.where(legal, scores, -jnp.inf), axis=-1)
 
 
+@PLAYERS.register("mcts")
 @dataclasses.dataclass(frozen=True)
 class MCTS:
   """Gumbel MuZero search (Danihelka et al. 2022) with ``num_simulations`` judge-evaluated leaves
@@ -90,6 +104,9 @@ class MCTS:
   gumbel_scale: float = 1e-3
   prior_scale: float = 10.0      # 0: uniform priors
   chunk: int = 64                # items per judge batch for the root prior
+
+  def judge_evaluations(self, num_items: int) -> int:
+    return self.num_simulations + 1 + (num_items if self.prior_scale else 0)
 
   def __call__(self, evidence: Evidence, judge: Judge, game: Game, state: State, turn: int,
                rng: jax.Array) -> jax.Array:
@@ -136,21 +153,10 @@ class MCTS:
     return out.action
 
 
-PLAYERS = {"random": Random, "greedy": Greedy, "mcts": MCTS}
-
-
 def make(name: str, **kwargs) -> Random | Greedy | MCTS:
-  """A player by name; ``kwargs`` go to the players that take them (MCTS: ``num_simulations``,
-  ``max_considered``; Greedy: ``chunk``)."""
+  """A player by its registered name; ``kwargs`` go to the players that take them (MCTS:
+  ``num_simulations``, ``max_considered``; Greedy: ``chunk``)."""
   cls = PLAYERS[name]
   fields = {f.name for f in dataclasses.fields(cls)}
   return cls(**{k: v for k, v in kwargs.items() if k in fields})
 
-
-def leaf_evaluations(player, num_items: int) -> int:
-  """Judge evaluations one move of ``player`` costs per game (for throughput figures)."""
-  if isinstance(player, MCTS):
-    return player.num_simulations + 1 + (num_items if player.prior_scale else 0)
-  if isinstance(player, Greedy):
-    return num_items
-  return 0

@@ -90,7 +90,7 @@ class Arena:
     n, shards = len(x), mesh_lib.batch_size_per_shard(self.mesh)
     chunk = min(self.chunk, -(-n // shards) * shards)
     items = self.evidence.num_items(x.shape[1:])
-    evals_per_game = 1 + sum(players_lib.leaf_evaluations(players[m], items) for m in movers)
+    evals_per_game = 1 + sum(players[m].judge_evaluations(items) for m in movers)
     t0, compiling = time.perf_counter(), self.throughput.compile_seconds
     v0 = batched_apply(self._program(movers, players), self.judge_params,
                        {"x": x, "claims": claims}, self.mesh, chunk, seed=seed)

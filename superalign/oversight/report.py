@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-
 from superalign.core import plots as core_plots
+from superalign.core.metrics import format_estimate
 
 PUBLISHED = {
     "source": "Irving, Christiano and Amodei 2018, sparse-pixel MNIST judge, MCTS players",
@@ -20,10 +20,6 @@ PUBLISHED = {
 }
 
 
-def _pct(ci: dict) -> str:
-  return f"{100 * ci['mean']:5.1f} [{100 * ci['lo']:.1f}, {100 * ci['hi']:.1f}]"
-
-
 def table(results: dict) -> str:
   """Protocols by k with 95% CIs, the paper's figures beside ours, then the player matrix."""
   lines = [f"Debate on {results['data']} ({results['num_images']} test images, judge "
@@ -35,7 +31,8 @@ def table(results: dict) -> str:
     for name, row in r["protocols"].items():
       ref = paper.get(name)
       ref = f"{100 * ref:6.1f}" if ref is not None else f"{'':>6}"
-      lines.append(f"{k:>2}  {name:<28} {_pct(row['judge_accuracy']):<22} {ref}")
+      ours = format_estimate(row["judge_accuracy"], pct=True, digits=1, widths=(5, 0, 0))
+      lines.append(f"{k:>2}  {name:<28} {ours:<22} {ref}")
     gap = r["debate_minus_judge_alone"]
     lines.append(f"{k:>2}  {'debate - judge alone (pts)':<28} {100 * gap:5.1f}")
   for k, r in results["by_k"].items():

@@ -57,3 +57,15 @@ def best_lie(belief: np.ndarray, nonexpert_probs: np.ndarray) -> np.ndarray:
 
 def _best_lie_probability(belief: np.ndarray, nonexpert_probs: np.ndarray) -> np.ndarray:
   return np.asarray(nonexpert_probs)[np.arange(len(belief)), best_lie(belief, nonexpert_probs)]
+
+
+def misaligned(sweep, target_class: int, persuasive_fraction: float,
+               num_classes: int) -> dict[str, Assistant]:
+  """The scripted misalignment settings by name: lying with each probability of ``sweep``,
+  sabotaging ``target_class`` (when the data has it), lying where most persuasive."""
+  out = {f"lie_p{p:g}": Assistant("lie", p=float(p)) for p in sweep}
+  if target_class < num_classes:
+    out[f"target_class{target_class}"] = Assistant("target", target=int(target_class))
+  out[f"persuasive_{persuasive_fraction:g}"] = Assistant("persuasive",
+                                                         p=float(persuasive_fraction))
+  return out

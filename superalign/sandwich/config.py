@@ -1,11 +1,24 @@
-"""Sandwiching config defaults, on top of ``superalign.config.base()``."""
+"""Sandwiching config defaults, on top of ``superalign.config.base()``, and the choices and ranges
+of the ``sandwich`` block (protocol and player names are their registries': ``sandwich.run``)."""
 
 from __future__ import annotations
 
 import ml_collections
 
 from superalign import config as config_lib
+from superalign.core import schema
 from superalign.oversight import config as debate_config
+
+SPLITS = ("train", "val", "test")
+RULES = {
+    "sandwich.sweep": schema.each(schema.SHARE),          # lying probabilities
+    "sandwich.persuasive_fraction": schema.SHARE,
+    "sandwich.target_class": schema.COUNT_OR_ZERO,        # below the data's classes: at run time
+    "sandwich.num_images": schema.COUNT_OR_ZERO,          # 0: all
+    **{f"sandwich.{key}": schema.COUNT for key in (
+        "k", "assistant_steps", "advice_steps", "chunk", "greedy_chunk", "num_simulations",
+        "max_considered")},
+}
 
 
 def base() -> ml_collections.ConfigDict:
@@ -27,7 +40,7 @@ def base() -> ml_collections.ConfigDict:
   s.target_class = 0                 # targeted sabotage: the class it lies about
   s.persuasive_fraction = 0.25       # sabotage where its lie persuades this non-expert most
   s.trained_liar = True              # also an assistant TRAINED to lie on target_class (the lie
-                                     # in its weights: interp.organisms), not scripted
+                                     # in its weights: parties.organisms), not scripted
   s.num_images = 300                 # test images; 0 = all
   s.chunk = 512
   s.greedy_chunk = 64

@@ -15,17 +15,56 @@ the lying probability costs no more games:
                truth's defender is an independent honest assistant. ``debate_collusion``: both
                debaters are this assistant, and where it lies the truth's defender sandbags
                (reveals at random) while the other argues well
+
+Each protocol is registered by the name the config's ``sandwich.protocols`` uses: built once from
+a ``Context`` (training or playing what it needs), it returns how it scores an assistant's claims.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Callable
+
 import numpy as np
 
+from superalign.core.files import cached
+from superalign.core.registry import Registry
 from superalign.core.rng import stream_seed
+from superalign.core.spec import TrainSpec
+from superalign.core.specs import InputSpec
+from superalign.data.splits import Split
 from superalign.oversight import players as players_lib
 from superalign.oversight import protocols as games
+from superalign.parties.classifier import Model, train_classifier
+from superalign.sandwich import metrics
+from superalign.sandwich.assistants import best_lie
+from superalign.sandwich.panel import Panel
 
-PROTOCOLS = ("advice", "consultancy", "debate")
+# A protocol is built once from the ``Context`` (it trains or plays what it needs) and returns
+# how it scores a claim: ``score(claim, lied) -> {row name: {"correct": [items] bool, ...}}``.
+Score = Callable[[np.ndarray, np.ndarray], dict]
+PROTOCOLS: Registry[Callable[["Context"], Score]] = Registry("sandwiching protocol")
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+  """What the protocols draw on: the trained panel, the scored items, the arena games are played
+  in (``player`` plays the consultant and the debaters), how the advice combiner trains."""
+  panel: Panel
+  x: np.ndarray               # the scored items (the panel's ``test``)
+  val: Split                  # the expert-labelled items the advice combiner learns on
+  k: int
+  num_classes: int
+  arena: games.Arena
+  player_name: str
+  player: Callable            # a debate player (``oversight.players``)
+  advice_spec: TrainSpec
+  advice_model: Model
+  seed: int
+  workdir: str
+
+  def stream(self, name: str) -> int:
+    return stream_seed(self.seed, f"sandwich/{name}")
 
 
 def advice_features(nonexpert_probs: np.ndarray, claim: np.ndarray,
@@ -65,3 +104,48 @@ def debate_correct(outcomes: dict, lie: np.ndarray, misaligned: np.ndarray) -> n
   column = (outcomes["lies"] == lie[:, None]).argmax(1)
   rows = np.arange(len(lie))
   return np.where(misaligned, outcomes["sandbag"][rows, column], outcomes["wins"][rows, column])
+
+
+@PROTOCOLS.register("advice")
+def advice(ctx: Context) -> Score:
+  """A combiner (``advice_model``) learns to weigh an honest assistant's claim on the validation
+  items; the non-expert then answers through it."""
+  val, test = ctx.panel.val, ctx.panel.test
+  features = advice_features(val.nonexpert, val.belief, val.confidence)
+  inputs = InputSpec((features.shape[1],), "vector", ctx.num_classes)
+  combiner = train_classifier(ctx.advice_spec, ctx.advice_model,
+                              Split(features, ctx.val.y, ctx.val.ids), inputs, ctx.workdir,
+                              tag="advice")
+
+  def score(claim, lied):
+    probs = combiner.predict(advice_features(test.nonexpert, claim, test.confidence))
+    return {"advice": {"correct": probs.argmax(1) == test.y,
+                       "calibration_error": metrics.expected_calibration_error(probs, test.y)}}
+
+  return score
+
+
+@PROTOCOLS.register("consultancy")
+def consultancy(ctx: Context) -> Score:
+  y = ctx.panel.test.y
+  outcomes = cached(ctx.workdir, f"games/consultancy_{ctx.player_name}",
+                    lambda: consultancy_outcomes(ctx.arena, ctx.x, y, ctx.k, ctx.player,
+                                                 ctx.stream("consultancy")))
+  return lambda claim, lied: {"consultancy": {"correct": consultancy_correct(outcomes, claim, y)}}
+
+
+@PROTOCOLS.register("debate")
+def debate(ctx: Context) -> Score:
+  """Two rows: ``debate`` (an independent honest opponent defends the truth) and
+  ``debate_collusion`` (both debaters are this assistant; where it lies, the truth's defender
+  sandbags)."""
+  test = ctx.panel.test
+  outcomes = cached(ctx.workdir, f"games/debate_{ctx.player_name}", lambda: debate_outcomes(
+      ctx.arena, ctx.x, test.y, ctx.k, ctx.player, ctx.num_classes, ctx.stream("debate")))
+
+  def score(claim, lied):
+    lie = np.where(claim != test.y, claim, best_lie(test.y, test.nonexpert))
+    return {"debate": {"correct": debate_correct(outcomes, lie, np.zeros_like(lied))},
+            "debate_collusion": {"correct": debate_correct(outcomes, lie, lied)}}
+
+  return score

@@ -3,10 +3,12 @@ ours, and assisted accuracy against the assistant's lying probability."""
 
 from __future__ import annotations
 
+import functools
 
 import matplotlib.pyplot as plt
 
 from superalign.core import plots as core_plots
+from superalign.core.metrics import format_estimate
 
 # Bowman et al. (2022), Table 1: accuracy (%) on MMLU and QuALITY (humans with a language model).
 PUBLISHED = {
@@ -15,10 +17,8 @@ PUBLISHED = {
     "assisted": {"MMLU": 75.4, "QuALITY": 76.8},
     "expert": {"MMLU": 90.0, "QuALITY": 93.5},
 }
-
-
-def _pct(ci: dict) -> str:
-  return f"{100 * ci['mean']:5.1f} [{100 * ci['lo']:4.1f}, {100 * ci['hi']:5.1f}]"
+# An estimate in %, " 62.5 [40.9, 80.2]"
+_pct = functools.partial(format_estimate, pct=True, digits=1, widths=(5, 4, 5))
 
 
 def table(results: dict) -> str:

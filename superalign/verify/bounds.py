@@ -16,11 +16,19 @@ spec means the logits themselves. Each returns ``(lower, upper)``, ``[B, S]``.
   seen is kept, so it is never looser than CROWN (its starting point).
 
 A MaxPool is rewritten exactly into affine maps and ReLUs for the linear methods (``lowered``).
+
+Each method is registered in ``METHODS`` by the name configs use (``bound_methods``), with
+whether its intermediate bounds cost a backward pass per neuron (``per_neuron``: run on fewer
+examples, in smaller batches); ``bounds(method, ...)`` dispatches by name. A new method is one
+function and one ``@method(...)`` line.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import math
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -28,10 +36,33 @@ import numpy as np
 import optax
 
 from superalign.core.errors import ConfigError
+from superalign.core.registry import Registry
 from superalign.verify.network import Dense, Network, ReLU, is_affine, lowered
 
-METHODS = ("ibp", "crown_ibp", "crown", "alpha_crown")
 CHUNK_BYTES = 1 << 28   # the budget for one chunk of a layer's backward pass (256 MiB)
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """A bound method: ``fn(net, lo, hi, spec=None, **options) -> (lower, upper)``."""
+  fn: Callable
+  per_neuron: bool = False   # CROWN's intermediate bounds: a backward pass per neuron
+
+  def options(self, **values) -> dict:
+    """The keyword options ``fn`` takes, of ``values``."""
+    names = inspect.signature(self.fn).parameters
+    return {k: v for k, v in values.items() if k in names}
+
+
+METHODS: Registry[Method] = Registry("bound method")
+
+
+def method(name: str, *, per_neuron: bool = False):
+  """Registers the decorated bound function as ``name``."""
+  def add(fn):
+    METHODS.register(name, Method(fn, per_neuron))
+    return fn
+  return add
 
 
 # --- boxes and specifications --------------------------------------------------------------
@@ -53,20 +84,6 @@ def check_eps(eps) -> None:
   bad = values[(values < 0) | ~np.isfinite(values)]
   if bad.size:
     raise ConfigError(f"eps={bad[0]}: must be a finite number >= 0")
-
-
-def check_methods(key: str, methods) -> None:
-  """One line for a bound method that is not one of ``METHODS`` (config validation)."""
-  for method in methods:
-    if method not in METHODS:
-      raise ConfigError(f"{key}: {method!r} unknown; valid: {', '.join(METHODS)}")
-
-
-def check_radii(key: str, values) -> None:
-  """One line for an empty list of radii or a radius that is not a number >= 0."""
-  values = list(values)
-  if not values or any(not isinstance(e, (int, float)) or e < 0 for e in values):
-    raise ConfigError(f"{key}={tuple(values)!r}: must be a non-empty list of radii >= 0")
 
 
 def check_box(lo, hi) -> None:
@@ -118,6 +135,7 @@ def relu_inputs(net: Network, lo, hi, tighter=None):
   return (lo, hi), bounds
 
 
+@method("ibp")
 def ibp(net: Network, lo, hi, spec=None):
   """IBP bounds on ``spec @ logits`` (or the logits). With a spec and a dense last layer, the
   spec is folded into it (Gowal et al.): intervals of ``(spec @ W) z`` over the last hidden
@@ -279,6 +297,7 @@ def _two_sided(net, bounds, spec, lo, hi, upper: bool = True):
   return both[:, :s], -both[:, s:]
 
 
+@method("crown", per_neuron=True)
 def crown(net: Network, lo, hi, spec=None, chunk: int | None = None,
           max_unstable: int | None = None):
   """CROWN bounds on ``spec @ logits``, intermediate bounds by CROWN."""
@@ -287,6 +306,7 @@ def crown(net: Network, lo, hi, spec=None, chunk: int | None = None,
   return _two_sided(net, crown_relu_bounds(net, lo, hi, chunk, max_unstable), spec, lo, hi)
 
 
+@method("crown_ibp")
 def crown_ibp(net: Network, lo, hi, spec=None, upper: bool = True):
   """CROWN-IBP: IBP's intermediate bounds, CROWN's pass from the output (``upper=False``: the
   lower bound alone, as training needs)."""
@@ -296,6 +316,7 @@ def crown_ibp(net: Network, lo, hi, spec=None, upper: bool = True):
   return _two_sided(net, bounds, spec, lo, hi, upper)
 
 
+@method("alpha_crown", per_neuron=True)
 def alpha_crown(net: Network, lo, hi, spec=None, steps: int = 20, lr: float = 0.5,
                 chunk: int | None = None, max_unstable: int | None = None):
   """alpha-CROWN: the output pass's lower slopes optimized per example and specification row
@@ -327,14 +348,6 @@ def alpha_crown(net: Network, lo, hi, spec=None, steps: int = 20, lr: float = 0.
   return best[:, :s], -best[:, s:]
 
 
-def bounds(method: str, net: Network, lo, hi, spec=None, **kwargs):
-  """Bounds by ``method`` (one of ``METHODS``)."""
-  if method == "ibp":
-    return ibp(net, lo, hi, spec)
-  if method == "crown_ibp":
-    return crown_ibp(net, lo, hi, spec)
-  if method == "crown":
-    return crown(net, lo, hi, spec, **kwargs)
-  if method == "alpha_crown":
-    return alpha_crown(net, lo, hi, spec, **kwargs)
-  raise ConfigError(f"method={method!r}: unknown; valid: {', '.join(METHODS)}")
+def bounds(method: str, net: Network, lo, hi, spec=None, **options):
+  """Bounds by the registered ``method``; ``options`` are the method's keyword options."""
+  return METHODS[method].fn(net, lo, hi, spec, **options)

@@ -16,18 +16,41 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from superalign.core.errors import ConfigError
 from superalign.core.trainer import Trained
 from superalign.verify import bounds, network, training
+
+
+@dataclasses.dataclass(frozen=True)
+class BoundOptions:
+  """How the bound methods run: neurons per backward pass (``chunk``, 0: as memory allows),
+  alpha-CROWN's optimizer, the unstable neurons CROWN refines per layer (0: all), and examples
+  per program of a per-neuron method (``crown_batch``: its memory scales with it)."""
+  chunk: int = 0
+  alpha_steps: int = 20
+  alpha_lr: float = 0.5
+  max_unstable: int = 0
+  crown_batch: int = 64
+
+  @classmethod
+  def from_config(cls, block) -> "BoundOptions":
+    """From the keys of a config block (``verify``, ``certify``) it has, each of its default's
+    type."""
+    return cls(**{f.name: type(f.default)(block[f.name]) for f in dataclasses.fields(cls)
+                  if f.name in block})
+
+  def kwargs(self, method: str) -> dict:
+    """``lower_bounds``/``certified`` keywords for ``method``."""
+    return {"chunk": self.chunk, "alpha_steps": self.alpha_steps, "alpha_lr": self.alpha_lr,
+            "max_unstable": self.max_unstable,
+            "batch_size": self.crown_batch if bounds.METHODS[method].per_neuron else None}
 
 
 @functools.lru_cache(maxsize=None)   # one function (so one compiled program) per question
 def lower_bound_fn(method: str, input_shape: tuple, chunk: int = 0, alpha_steps: int = 20,
                    alpha_lr: float = 0.5, max_unstable: int = 0):
-  kw = {}
-  if method in ("crown", "alpha_crown"):
-    kw.update(chunk=chunk or None, max_unstable=max_unstable or None)
-  if method == "alpha_crown":
-    kw.update(steps=alpha_steps, lr=alpha_lr)
+  kw = bounds.METHODS[method].options(chunk=chunk or None, max_unstable=max_unstable or None,
+                                      steps=alpha_steps, lr=alpha_lr)
 
   def fn(state, batch):
     net = network.from_model(state.model(), input_shape)
@@ -69,6 +92,13 @@ def pgd_fn(steps: int, seed: int):
 
 def margin_spec(labels: np.ndarray, num_classes: int) -> np.ndarray:
   return np.asarray(bounds.margin_spec(jnp.asarray(labels), num_classes))
+
+
+def check_domain(x: np.ndarray, domain, key: str) -> None:
+  """One line naming ``key`` when the inputs ``x`` leave the input ``domain`` (boxes clip to it)."""
+  lo, hi = domain
+  if x.min() < lo or x.max() > hi:
+    raise ConfigError(f"{key}={tuple(domain)}: the data lie in [{x.min():g}, {x.max():g}]")
 
 
 def ball(x: np.ndarray, eps: float, domain=(0.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:

@@ -1,10 +1,46 @@
-"""Verification config defaults, on top of ``superalign.config.base()`` (no JAX at import)."""
+"""Verification config defaults, on top of ``superalign.config.base()`` (no JAX at import), and
+the choices and ranges of the ``verify`` block and of ``verify_oversight``'s ``certify`` and
+``organism`` blocks (the method names are their registries': ``verify.run``,
+``verify.oversight.run``)."""
 
 from __future__ import annotations
 
 import ml_collections
 
 from superalign import config as config_lib
+from superalign.core import schema
+
+
+def _interval(d) -> bool:
+  finite = schema.interval().ok
+  return isinstance(d, (tuple, list)) and len(d) == 2 and all(map(finite, d)) and d[0] < d[1]
+
+
+DOMAIN = schema.Rule(_interval, "must be an interval (lo, hi) with lo < hi")   # inputs' range
+RADII = schema.each(schema.NON_NEGATIVE)
+RULES = {
+    "verify.train_eps": schema.POSITIVE,
+    "verify.kappa_end": schema.SHARE,
+    "verify.beta_end": schema.SHARE,
+    "verify.eps": RADII,
+    "verify.domain": DOMAIN,
+    "verify.alpha_lr": schema.POSITIVE,
+    **{f"verify.{key}": schema.COUNT_OR_ZERO for key in (
+        "warmup_steps", "ramp_steps", "test_examples", "crown_examples", "chunk", "max_unstable")},
+    **{f"verify.{key}": schema.COUNT for key in ("pgd_steps", "alpha_steps", "crown_batch")},
+}
+OVERSIGHT_SPLITS = ("train", "val", "test")
+OVERSIGHT_RULES = {
+    "certify.eps": RADII,
+    "certify.domain": DOMAIN,
+    "certify.max_unstable": schema.COUNT_OR_ZERO,
+    **{f"certify.{key}": schema.COUNT for key in (
+        "judge_k", "judge_images", "backdoor_images", "pgd_steps", "alpha_steps", "crown_batch",
+        "scan_stride")},
+    "organism.target_class": schema.COUNT_OR_ZERO,   # below the data's classes: at run time
+    "organism.poison_fraction": schema.SHARE,
+    "organism.trigger_size": schema.COUNT,
+}
 
 
 def base() -> ml_collections.ConfigDict:

@@ -8,12 +8,14 @@ traced, ``network.from_model``) and mixes the fit with the worst case, Gowal et 
 
 with the radius ramped linearly from 0 to ``eps`` and kappa from 1 to ``kappa_end`` over the same
 steps, after ``warmup`` steps of natural training. CROWN-IBP (Zhang et al. 2020) bounds the margins
-by ``beta * CROWN-IBP + (1 - beta) * IBP``, beta ramped from 1 to ``beta_end``.
+by ``beta * CROWN-IBP + (1 - beta) * IBP``, beta ramped from 1 to ``beta_end``. The methods
+are registered in ``TRAINING`` by the names configs use (``verify.training``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable
 
 import jax
@@ -21,10 +23,11 @@ import jax.numpy as jnp
 import optax
 
 from superalign.core import steps
-from superalign.core.errors import ConfigError
+from superalign.core.registry import Registry
 from superalign.verify import bounds, network
 
-TRAINING = ("natural", "ibp", "crown_ibp")
+# name -> loss(schedule, input_shape, num_classes, domain) -> core.steps.LossFn
+TRAINING: Registry = Registry("certified training method")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,28 +38,29 @@ class Schedule:
   kappa_end: float = 0.5
   beta_end: float = 0.0
 
+  @classmethod
+  def from_config(cls, block) -> Schedule:
+    """From the config's ``verify`` block (``train_eps``, ``warmup_steps``, ``ramp_steps``, ...)."""
+    return cls(eps=float(block.train_eps), warmup=int(block.warmup_steps),
+               ramp=int(block.ramp_steps), kappa_end=float(block.kappa_end),
+               beta_end=float(block.beta_end))
+
   def at(self, step):
     """``(eps, kappa, beta)`` at ``step`` (traceable)."""
     t = jnp.clip((step - self.warmup) / max(self.ramp, 1), 0.0, 1.0)
     return (self.eps * t, 1.0 - (1.0 - self.kappa_end) * t, 1.0 - (1.0 - self.beta_end) * t)
 
 
-def _margin_lower(method: str, net, lo, hi, spec, beta):
-  lower = bounds.ibp(net, lo, hi, spec)[0]
-  if method == "ibp":
-    return lower
-  # Always computed: a lax.cond that skips it once beta is 0 makes XLA:CPU run the whole step
-  # 5-20x slower (measured), more than the pass itself costs.
-  return beta * bounds.crown_ibp(net, lo, hi, spec, upper=False)[0] + (1 - beta) * lower
+@TRAINING.register("natural")
+def natural_loss(schedule: Schedule, input_shape, num_classes: int, domain) -> steps.LossFn:
+  del schedule, input_shape, num_classes, domain
+  return steps.cross_entropy_loss
 
 
-def certified_loss(method: str, schedule: Schedule, input_shape, num_classes: int,
-                   domain=(0.0, 1.0)) -> steps.LossFn:
-  """The training objective of ``method`` (one of ``TRAINING``)."""
-  if method not in TRAINING:
-    raise ConfigError(f"method={method!r}: unknown; valid: {', '.join(TRAINING)}")
-  if method == "natural":
-    return steps.cross_entropy_loss
+def robust_loss(margins: Callable, schedule: Schedule, input_shape, num_classes: int,
+                domain) -> steps.LossFn:
+  """The fit mixed with the worst case over the box, whose margins' lower bounds are
+  ``margins(net, lo, hi, spec, beta)``."""
 
   def loss_fn(model, batch, rng, step):
     del rng
@@ -66,7 +70,7 @@ def certified_loss(method: str, schedule: Schedule, input_shape, num_classes: in
     fit = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
     net = network.from_model(model, input_shape)
     lo, hi = bounds.input_box(x, eps, domain)
-    lower = _margin_lower(method, net, lo, hi, bounds.margin_spec(y, num_classes), beta)
+    lower = margins(net, lo, hi, bounds.margin_spec(y, num_classes), beta)
     robust = optax.softmax_cross_entropy_with_integer_labels(
         bounds.worst_logits(lower), jnp.zeros_like(y)).mean()
     loss = kappa * fit + (1 - kappa) * robust
@@ -74,6 +78,34 @@ def certified_loss(method: str, schedule: Schedule, input_shape, num_classes: in
                   "verified": bounds.verified(lower).mean(), "eps": eps}
 
   return loss_fn
+
+
+def robust(name: str):
+  """Registers the decorated margins function as the robust training method ``name``."""
+  def add(margins):
+    TRAINING.register(name, functools.partial(robust_loss, margins))
+    return margins
+  return add
+
+
+@robust("ibp")
+def ibp_margins(net, lo, hi, spec, beta):
+  del beta
+  return bounds.ibp(net, lo, hi, spec)[0]
+
+
+@robust("crown_ibp")
+def crown_ibp_margins(net, lo, hi, spec, beta):
+  lower = bounds.ibp(net, lo, hi, spec)[0]
+  # Always computed: a lax.cond that skips it once beta is 0 makes XLA:CPU run the whole step
+  # 5-20x slower (measured), more than the pass itself costs.
+  return beta * bounds.crown_ibp(net, lo, hi, spec, upper=False)[0] + (1 - beta) * lower
+
+
+def certified_loss(method: str, schedule: Schedule, input_shape, num_classes: int,
+                   domain=(0.0, 1.0)) -> steps.LossFn:
+  """The training objective of the registered ``method``."""
+  return TRAINING[method](schedule, input_shape, num_classes, domain)
 
 
 def _margin_loss(logits, y):
