@@ -25,7 +25,9 @@ import numpy as np
 
 from experiments.debate import digits
 from superalign.core import mesh as mesh_lib
+from superalign.core.spec import TrainSpec
 from superalign.oversight import players, protocols, search
+from superalign.parties.classifier import Model
 from superalign.parties.judge import load_pixel_task, train_judge
 
 
@@ -62,11 +64,12 @@ def main():
   config.mesh.num_devices = 1
   config.train.num_steps = args.judge_steps
   config.train.checkpoint_every = 0
-  source, splits, evidence = load_pixel_task(config, "debate")
+  spec, model = TrainSpec.from_config(config), Model.from_config(config)
+  source, splits, evidence = load_pixel_task(config.data, model.name, "debate")
   with tempfile.TemporaryDirectory() as workdir:
-    judge = train_judge(config, evidence, splits["train"], splits["val"], source.spec, args.k,
-                        workdir)
-  mesh = mesh_lib.make_mesh(dict(config.mesh))
+    judge = train_judge(spec, model, evidence, splits["train"], splits["val"], source.spec,
+                        args.k, workdir)
+  mesh = mesh_lib.make_mesh(spec.mesh)
   x, y = splits["test"].x[:args.images], splits["test"].y[:args.images]
   classes = source.spec.num_classes
   mcts = players.MCTS(num_simulations=args.simulations)

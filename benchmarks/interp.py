@@ -58,15 +58,15 @@ def train_steps(args):
   compiled programs are equal."""
   import jax
   import numpy as np
-  from superalign import config as config_lib, models
+  from superalign import models
   from superalign.core import mesh as mesh_lib, optim, state as state_lib, steps
+  from superalign.core.spec import Optim
   from superalign.core.specs import InputSpec
   from superalign.models import cnn, mlp, sites, transformer
 
   spec = InputSpec((args.seq,), "tokens", 2, vocab_size=512)
   mesh = mesh_lib.make_mesh({"data": 1}, devices=jax.devices()[:1])
-  base = config_lib.base()
-  tx = optim.make(base.optim, 1000)
+  tx = optim.make(Optim(), 1000)
   state, shardings = state_lib.create(models.builder(args.model, spec), tx, 0, mesh)
   rng = np.random.default_rng(0)
   batch = mesh_lib.shard_batch({"x": rng.integers(1, 512, (args.batch, args.seq)).astype(np.int32),
@@ -80,7 +80,7 @@ def train_steps(args):
   originals = {m: m.site for m in (transformer, mlp, cnn)}
   try:
     for module in originals:
-      module.site = lambda name, x: x
+      module.site = lambda name, x, axes: x
     identity = compiled()
   finally:
     for module, fn in originals.items():

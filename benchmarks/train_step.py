@@ -226,10 +226,10 @@ class Superalign:
 
   def __init__(self, args, batches):
     import jax
-    import ml_collections
     from superalign import models
     from superalign.core import mesh as mesh_lib
     from superalign.core import optim, state as state_lib, steps
+    from superalign.core.spec import Optim
     from superalign.models import InputSpec
 
     self.jax = jax
@@ -238,9 +238,8 @@ class Superalign:
     name = f"hf:{os.path.abspath(args.checkpoint)}" if args.checkpoint else args.model
     spec = InputSpec((args.seq,), "tokens", num_classes=NUM_CLASSES, vocab_size=args.vocab)
     build = models.builder(name, spec, dtype=args.dtype)
-    tx = optim.make(ml_collections.ConfigDict({
-        "name": "adamw", "learning_rate": LR, "weight_decay": WEIGHT_DECAY,
-        "schedule": "constant", "clip_norm": 0.0}), args.warmup + args.steps)
+    tx = optim.make(Optim(name="adamw", learning_rate=LR, weight_decay=WEIGHT_DECAY,
+                          schedule="constant", clip_norm=0.0), args.warmup + args.steps)
     # A checkpoint is the warm start, read slice by slice onto the mesh (models.pretrained).
     self.state, shardings = state_lib.create(build, tx, 0, self.mesh,
                                              warm=models.pretrained(name))

@@ -24,6 +24,7 @@ from superalign import models
 from superalign.core import mesh as mesh_lib
 from superalign.core import optim, state as state_lib, steps
 from superalign.core import batches
+from superalign.core.spec import TrainSpec
 
 from experiments.w2s import digits as w2s_digits
 
@@ -37,7 +38,7 @@ def _batch(split, seeds, step, batch_size, mesh, stacked):
 
 def bench_model(name, config, split, spec, mesh, seeds, num_steps):
   build = models.builder(name, spec)
-  tx = optim.make(config.optim, num_steps)
+  tx = optim.make(TrainSpec.from_config(config).optim, num_steps)
   bs = config.train.batch_size
 
   # vmapped: all seeds in one step
