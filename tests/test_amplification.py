@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from superalign.launch import runners
 from superalign.amplification import amplify, run, tasks
+from superalign.core.spec import TrainSpec
+from superalign.launch import runners
 
 
 def _smoke(task_names=("permutation", "shortest_path")):
@@ -99,8 +100,8 @@ def test_records_are_read_bidirectionally_and_pad_keys_are_masked():
 def test_level_zero_targets_are_the_truth_without_the_model():
   """At difficulty 0 every question reduces to facts: H's targets equal the answers whatever
   the model says (so amplification starts from correct targets)."""
-  for name, cls in tasks.TASKS.items():
-    task = cls(size=16)
+  for name in tasks.TASKS:
+    task = tasks.TASKS.build(name, size=16)
     ep = task.generate(np.random.default_rng(0), 64, 0)
     wrong = lambda e, q: np.full(len(q), task.num_answers() - 1)
     np.testing.assert_array_equal(task.overseer(amplify.blind(ep), wrong), ep.answers, name)
@@ -141,14 +142,19 @@ def test_smoke_end_to_end_and_exact_resume(tmp_path):
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("tasks", ("permutation", "sorting"), "amplification.tasks: 'sorting' is not a task"),
-    ("modes", ("amplify", "debate"), "amplification.modes=('amplify', 'debate'): valid"),
+    ("tasks", ("permutation", "sorting"), "amplification.tasks=('permutation', 'sorting'): "
+                                          "valid: one or more of permutation, assignments, "),
+    ("tasks", (), "amplification.tasks=(): valid: one or more of"),
+    ("modes", ("amplify", "debate"), "amplification.modes=('amplify', 'debate'): valid: one or "
+                                     "more of amplify, supervised"),
     ("shortest_path.threshold", 1.5,
      "amplification.shortest_path.threshold=1.5: must be in (0, 1]"),
     ("permutation.start_difficulty", 3, "amplification.permutation.start_difficulty=3: must be"),
-    ("shortest_path.num_steps", -1, "amplification.shortest_path.num_steps=-1: must be >= 0"),
+    ("shortest_path.num_steps", -1,
+     "amplification.shortest_path.num_steps=-1: must be zero or positive"),
     ("shortest_path.batch_size", 48, "amplification.shortest_path.batch_size=48: must be 0"),
     ("window", 0, "amplification.window=0: must be positive"),
+    ("num_test", 0, "amplification.num_test=0: must be positive"),
 ])
 def test_bad_amplification_config_is_one_clear_error(key, value, message):
   from superalign.core.errors import ConfigError
@@ -172,6 +178,10 @@ def test_bad_task_option_and_checkpoint_cadence_are_one_line(tmp_path):
   config = _smoke()
   config.train.checkpoint_every = 7
   with pytest.raises(ConfigError, match="multiple of train.log_every"):
+    runners.validate(config, num_devices=1)
+  config = _smoke()
+  config.train.num_steps, config.train.num_epochs = 0, 1    # epochs mean nothing here
+  with pytest.raises(ConfigError, match="train.num_steps=0: amplification draws fresh episodes"):
     runners.validate(config, num_devices=1)
 
 
@@ -197,11 +207,13 @@ def test_task_block_sets_its_own_steps_and_batch():
   config = _smoke()
   block = config.amplification.shortest_path
   block.num_steps, block.batch_size = 90, 64
-  own = amplify.task_train(config, "shortest_path")
+  spec = TrainSpec.from_config(config)
+  own = amplify.task_spec(spec, block.num_steps, block.batch_size).train
   assert (own.num_steps, own.batch_size) == (90, 64)
-  assert (config.train.num_steps, config.train.batch_size) == (40, 32)   # the shared config
-  other = amplify.task_train(config, "permutation")
+  assert (spec.train.num_steps, spec.train.batch_size) == (40, 32)   # the run's spec
+  other = amplify.task_spec(spec, 0, 0).train                       # 0: the run's
   assert (other.num_steps, other.batch_size) == (40, 32)
+  assert other.eval_batch_size == own.eval_batch_size == 32
 
 
 def test_no_model_line_is_exact_where_facts_settle_and_the_majority_elsewhere():

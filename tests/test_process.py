@@ -11,7 +11,7 @@ import pytest
 
 from conftest import _assert_one_line_error, launch
 from superalign.core.metrics import schema_violations
-from superalign.process import chains, metrics, reward
+from superalign.process import chains, metrics, policy, reward
 
 CONFIG = "--config=experiments/process/chains.py:smoke"
 
@@ -102,11 +102,13 @@ def test_smoke_end_to_end(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("--config.process.task=sudoku", "process.task='sudoku': unknown task; valid: chains"),
+    ("--config.process.task=sudoku", "process.task='sudoku': valid: chains"),
     ("--config.process.trace_n=64", "process.trace_n=64: N above the sample budget "
                                     "(process.pool=16)"),
     ("--config.process.easy=3", "process.easy=3: outside the trained range"),
     ("--config.process.difficulties=(2,9)", "difficulty 9 needs 76 positions; data.max_len=32"),
+    ("--config.process.difficulties=(3,2)",
+     "process.difficulties=(3, 2): needs increasing positive integers"),
     ("--config.process.sabotage=lazy", "process.sabotage='lazy': valid: hidden, wrong_answer"),
     ("--config.process.rm_train.batch_size=0", "process.rm_train.batch_size=0: must be positive"),
 ])
@@ -148,3 +150,33 @@ def test_a_generative_prm_scores_what_each_step_wrote():
   loss, _ = reward.generative_prm_loss(Stand(), {"x": jnp.asarray(x),
                                                  "y": jnp.asarray([[1, 0, -1]])}, None, 0)
   assert float(loss) == pytest.approx(-np.log(want[0]) / size, rel=1e-5)   # step 0's tokens
+
+
+def test_sampling_runs_through_the_batched_apply(tmp_path):
+  """The policy samples in batches of its ``eval_batch_size``, sharded over the mesh and
+  gathered: eight devices draw what one draws, and batch ``i`` is the KV-cached generation of
+  its rows with the key ``fold_in(key(seed), i)`` (20 rows: batches of 8, 8 and 4 padded)."""
+  import jax
+  from superalign.core.spec import MeshSpec, Train, TrainSpec
+  from superalign.models.generate import Sampler, generate
+  from superalign.parties.classifier import Model, trainer
+
+  problems = chains.sample(5, 2, 10, seed=0)
+
+  def sample(devices):
+    spec = TrainSpec(train=Train(eval_batch_size=8), mesh=MeshSpec(num_devices=devices))
+    init = trainer(spec, Model("gpt_nano", max_len=24), policy.input_spec(24, 10),
+                   str(tmp_path), tag=f"policy_{devices}").init()
+    return init, policy.sample(init, problems, 4, seed=3)
+
+  one, tokens = sample(1)
+  eight, sharded = sample(8)
+  assert len(eight.mesh.devices.flat) == 8 and tokens.shape == (20, chains.solution_length(2))
+  np.testing.assert_array_equal(sharded, tokens)
+  prompt = np.repeat(chains.prompts(problems), 4, 0)
+  for i, rows in enumerate((slice(0, 8), slice(8, 16))):
+    want = generate(one.state.model(), prompt[rows], np.ones_like(prompt[rows]),
+                    max_new_tokens=tokens.shape[1], sampler=Sampler(temperature=1.0),
+                    eos_id=chains.EOS, pad_id=chains.PAD,
+                    rng=jax.random.fold_in(jax.random.key(3), i))
+    np.testing.assert_array_equal(tokens[rows], np.asarray(want))

@@ -42,7 +42,7 @@ def get_config(arg=None):
       "rollouts": 8,                     # Math-Shepherd completions per step
       "rollout_solutions": 120,
   })
-  c.process.policy_train = config_lib.base().train
+  c.process.policy_train = config_lib.base().train   # eval_batch_size: the batch it samples in
   c.process.policy_train.update(batch_size=128, eval_batch_size=256, num_steps=1500,
                                 num_epochs=0, eval_every=0, log_every=250, checkpoint_every=500)
   c.process.easy_policy_steps = 600    # the easy-only policy (shorter solutions learn sooner)

@@ -19,32 +19,36 @@ import jax.numpy as jnp
 import numpy as np
 
 from superalign.amplification import encoding
-from superalign.amplification.config import RUN_KEYS
-from superalign.amplification.tasks import TASKS, Episodes, ask_with_facts
+from superalign.amplification.tasks import Episodes, ask_with_facts
 from superalign.core import optim
 from superalign.core.rng import numpy_rng
-from superalign.core.trainer import Trained, override
-from superalign.parties.classifier import trainer
+from superalign.core.spec import TrainSpec
+from superalign.core.trainer import Trained
+from superalign.parties.classifier import Model, trainer
 
 
-def make_task(config, name: str):
-  """The task ``name`` built from its block ``config.amplification.<name>``."""
-  options = {k: v for k, v in config.amplification[name].items() if k not in RUN_KEYS}
-  return TASKS[name](**options)
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  """One task's curriculum and test set: from ``start_difficulty`` up to ``max_difficulty``,
+  raised when the agreement over the last ``window`` steps reaches ``threshold``; ``num_test``
+  held-out episodes at ``max_difficulty``."""
+  start_difficulty: int
+  max_difficulty: int
+  threshold: float
+  window: int
+  num_test: int
 
 
-def task_train(config, name: str):
-  """``config.train`` with the task block's step budget and batch size where they are nonzero."""
-  block = config.amplification[name]
-  return override(config.train, num_steps=int(block.num_steps) or config.train.num_steps,
-                  batch_size=int(block.batch_size) or config.train.batch_size)
+def task_spec(spec: TrainSpec, num_steps: int = 0, batch_size: int = 0) -> TrainSpec:
+  """``spec`` with a task's own step budget and batch where they are nonzero."""
+  return spec.with_train(num_steps=int(num_steps) or spec.train.num_steps,
+                         batch_size=int(batch_size) or spec.train.batch_size)
 
 
-def test_set(config, task) -> Episodes:
+def test_set(task, schedule: Schedule, seed: int) -> Episodes:
   """The held-out episodes at the task's top difficulty (the same for both modes)."""
-  block = config.amplification[task.name]
-  return task.generate(numpy_rng(config.seed, f"amplification/{task.name}/test"),
-                       int(config.amplification.num_test), int(block.max_difficulty))
+  return task.generate(numpy_rng(seed, f"amplification/{task.name}/test"),
+                       int(schedule.num_test), int(schedule.max_difficulty))
 
 
 def no_model_accuracy(task, test: Episodes) -> float:
@@ -120,21 +124,21 @@ class Result:
   history: list[dict]     # per evaluation: step, accuracy, level, labels, h_calls, subquestions
 
 
-def train(config, task, mode: str, workdir: str, *, tag: str) -> Result:
-  """Trains ``config.model`` on ``task`` by amplification or supervision (``mode``)."""
-  stage_train = task_train(config, task.name)
-  a, block = config.amplification, config.amplification[task.name]
-  top = int(block.max_difficulty)
+def train(spec: TrainSpec, model: Model, task, mode: str, schedule: Schedule, workdir: str,
+          *, tag: str) -> Result:
+  """Trains ``model`` on ``task`` by amplification or supervision (``mode``): ``spec.train``'s
+  steps and batch of episodes; H asks the moving-average teacher when ``spec.optim`` keeps one."""
+  top = int(schedule.max_difficulty)
   lay = encoding.layout(task, top)
-  curriculum = Curriculum(int(block.start_difficulty), top, float(block.threshold),
-                          int(a.window))
-  test = test_set(config, task)
+  curriculum = Curriculum(int(schedule.start_difficulty), top, float(schedule.threshold),
+                          int(schedule.window))
+  test = test_set(task, schedule, spec.seed)
   test_x = encoding.encode(test, lay)
-  batch_size = int(stage_train.batch_size)
-  teacher = float(config.optim.ema_decay) > 0
+  batch_size = int(spec.train.batch_size)
+  teacher = float(spec.optim.ema_decay) > 0
 
   def batch_fn(step: int, trained: Trained) -> dict:
-    ep = task.generate(numpy_rng(config.seed, f"amplification/{task.name}/episodes", step),
+    ep = task.generate(numpy_rng(spec.seed, f"amplification/{task.name}/episodes", step),
                        batch_size, curriculum.level)
     counts = curriculum.counts
     if mode == "supervised":
@@ -152,7 +156,7 @@ def train(config, task, mode: str, workdir: str, *, tag: str) -> Result:
     accuracy = float(np.mean(trained.apply(test_x, answer_fn) == test.answers))
     return {"accuracy": accuracy, "level": curriculum.level, **curriculum.counts}
 
-  trained = trainer(config, lay.spec, workdir, tag=tag, train=stage_train,
+  trained = trainer(spec, model, lay.spec, workdir, tag=tag,
                     host=curriculum).fit(batch_fn=batch_fn, evaluate=evaluate)
   history = trained.fit.history
   return Result(trained, curriculum, history[-1]["accuracy"] if history else float("nan"),

@@ -1,4 +1,4 @@
-"""Amplification config defaults, on top of ``superalign.config.base()``.
+"""Amplification config defaults, on top of ``superalign.config.base()``, and their rules.
 
 Every task has its own block (``c.amplification.<task>``: size, top difficulty, task options);
 ``c.amplification.tasks`` picks which run, so one file can run one task or all five.
@@ -9,10 +9,15 @@ from __future__ import annotations
 import ml_collections
 
 from superalign import config as config_lib
+from superalign.core import schema
 
 MODES = ("amplify", "supervised")
-# The keys of a task block (``config.amplification.<task>``) that are not the task's options.
-RUN_KEYS = ("start_difficulty", "max_difficulty", "threshold", "num_steps", "batch_size")
+# The keys of a task block (``config.amplification.<task>``) that are not the task's options,
+# and their ranges (``core.schema``).
+RUN_RULES = {"start_difficulty": schema.COUNT_OR_ZERO, "max_difficulty": schema.COUNT_OR_ZERO,
+             "threshold": schema.FRACTION, "num_steps": schema.COUNT_OR_ZERO,  # 0: train's
+             "batch_size": schema.COUNT_OR_ZERO}
+RUN_KEYS = tuple(RUN_RULES)
 
 # Per task: the size (8 variables / vertices / strings) and task options; the difficulty the
 # curriculum starts at, the top it climbs to (the held-out test set is drawn there) and the
@@ -35,6 +40,18 @@ TASK_DEFAULTS = {
     "shortest_path": {**_RUN, "start_difficulty": 1, "threshold": 0.75, "num_steps": 700,
                       "batch_size": 256, "size": 8, "degree": 2, "cap": 8},   # budget k <= 2
     "union_find": {**_RUN, "size": 8, "values": 8, "components": 2},
+}
+
+# The choices and ranges of the keys; the rules across keys are ``amplification.run.validate``.
+RULES = {
+    "amplification.tasks": schema.choices_of(*TASK_DEFAULTS),
+    "amplification.modes": schema.choices_of(*MODES),
+    "amplification.window": schema.COUNT,
+    "amplification.num_test": schema.COUNT,
+    **{f"amplification.{name}.{key}": rule for name in TASK_DEFAULTS
+       for key, rule in RUN_RULES.items()},
+    "train.num_steps": schema.Rule(schema.COUNT.ok, "amplification draws fresh episodes every "
+                                   "step; set the number of steps"),
 }
 
 

@@ -13,52 +13,46 @@ import math
 import time
 
 from superalign.amplification import amplify, report, tasks
-from superalign.amplification.config import MODES
+from superalign.amplification.config import MODES, RULES, RUN_KEYS  # noqa: F401  (RULES: launcher)
 from superalign.core.errors import ConfigError
+from superalign.core.spec import TrainSpec
+from superalign.parties.classifier import Model
 
 log = logging.getLogger("superalign")
 
 
+def _task(config, name: str):
+  """The task ``name`` built from its block's options (``amplification.<name>``)."""
+  block = config.amplification[name]
+  return tasks.TASKS.build(name, **{k: v for k, v in block.items() if k not in RUN_KEYS})
+
+
+def _schedule(config, name: str) -> amplify.Schedule:
+  a, block = config.amplification, config.amplification[name]
+  return amplify.Schedule(int(block.start_difficulty), int(block.max_difficulty),
+                       float(block.threshold), int(a.window), int(a.num_test))
+
+
 def validate(config) -> None:
-  a = config.amplification
-  if not a.tasks:
-    raise ConfigError(f"amplification.tasks=(): needs one or more of {', '.join(tasks.TASKS)}")
-  for name in a.tasks:
-    if name not in tasks.TASKS:
-      raise ConfigError(f"amplification.tasks: {name!r} is not a task; valid: "
-                        f"{', '.join(tasks.TASKS)}")
-  if not a.modes or any(m not in MODES for m in a.modes):
-    raise ConfigError(f"amplification.modes={tuple(a.modes)}: valid: one or more of "
-                      f"{', '.join(MODES)}")
-  for key in ("window", "num_test"):
-    if not a[key] > 0:
-      raise ConfigError(f"amplification.{key}={a[key]!r}: must be positive")
-  if config.train.num_steps <= 0:
-    raise ConfigError("train.num_steps=0: amplification draws fresh episodes every step; set "
-                      "the number of steps")
+  """The rules across keys (each key's range is ``RULES``'); warns of short curricula."""
+  a, train = config.amplification, config.train
   for name in a.tasks:
     block = a[name]
-    if not 0 < block.threshold <= 1:
-      raise ConfigError(f"amplification.{name}.threshold={block.threshold}: must be in (0, 1]")
-    if block.num_steps < 0:
-      raise ConfigError(f"amplification.{name}.num_steps={block.num_steps}: must be >= 0 "
-                        "(0: train.num_steps)")
-    if block.batch_size < 0 or block.batch_size % config.train.batch_size:
+    if block.batch_size % train.batch_size:
       raise ConfigError(f"amplification.{name}.batch_size={block.batch_size}: must be 0 "
                         f"(train.batch_size) or a multiple of train.batch_size="
-                        f"{config.train.batch_size}, which shards over the mesh")
-    if not 0 <= block.start_difficulty <= block.max_difficulty:
+                        f"{train.batch_size}, which shards over the mesh")
+    if block.start_difficulty > block.max_difficulty:
       raise ConfigError(f"amplification.{name}.start_difficulty={block.start_difficulty}: must "
                         f"be in [0, max_difficulty={block.max_difficulty}]")
-  if config.train.checkpoint_every % config.train.log_every:
-    raise ConfigError(f"train.checkpoint_every={config.train.checkpoint_every}: must be a "
-                      f"multiple of train.log_every={config.train.log_every} (the curriculum "
-                      "decides at log steps, and a resumed run must decide the same)")
-  for name in a.tasks:
     try:
-      amplify.make_task(config, name)
+      _task(config, name)
     except (TypeError, ValueError) as e:
       raise ConfigError(f"amplification.{name}: {e}") from None
+  if train.checkpoint_every % train.log_every:
+    raise ConfigError(f"train.checkpoint_every={train.checkpoint_every}: must be a "
+                      f"multiple of train.log_every={train.log_every} (the curriculum "
+                      "decides at log steps, and a resumed run must decide the same)")
   for name in a.tasks:
     if (warning := curriculum_warning(config, name)):
       log.warning("%s", warning)
@@ -86,13 +80,16 @@ def curriculum_warning(config, name: str) -> str | None:
 
 def run(config, workdir: str) -> dict:
   a = config.amplification
+  spec, model = TrainSpec.from_config(config), Model.from_config(config)
   by_task = {}
   for name in a.tasks:
-    task = amplify.make_task(config, name)
+    task, schedule = _task(config, name), _schedule(config, name)
+    task_spec = amplify.task_spec(spec, a[name].num_steps, a[name].batch_size)
     modes = {}
     for mode in a.modes:
       t = time.time()
-      result = amplify.train(config, task, mode, workdir, tag=f"{name}_{mode}")
+      result = amplify.train(task_spec, model, task, mode, schedule, workdir,
+                             tag=f"{name}_{mode}")
       modes[mode] = {
           "test_accuracy": result.test_accuracy,
           "final_level": result.curriculum.level,
@@ -102,9 +99,8 @@ def run(config, workdir: str) -> dict:
           "wall_time_s": round(time.time() - t, 1),
       }
     # Both modes share the test set, the step budget and the batch; read them off the last run.
-    entry = {"size": task.size, "start_difficulty": int(a[name].start_difficulty),
-             "max_difficulty": int(a[name].max_difficulty),
-             "threshold": float(a[name].threshold),
+    entry = {"size": task.size, "start_difficulty": schedule.start_difficulty,
+             "max_difficulty": schedule.max_difficulty, "threshold": schedule.threshold,
              "num_steps": result.trained.num_steps, "batch_size": result.batch_size,
              "no_model_accuracy": result.no_model_accuracy, **modes}
     if set(MODES) <= set(modes):

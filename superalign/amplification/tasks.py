@@ -19,6 +19,8 @@ from typing import Callable
 
 import numpy as np
 
+from superalign.core import registry
+
 
 @dataclasses.dataclass(frozen=True)
 class Episodes:
@@ -463,5 +465,7 @@ class UnionFind:
     return np.where(known, own, found)
 
 
-TASKS = {t.name: t for t in (PermutationPowering, SequentialAssignments, WildcardSearch,
-                             ShortestPath, UnionFind)}
+# The tasks by the name ``amplification.tasks`` and the task blocks use.
+TASKS = registry.table("amplification task", {
+    t.name: t for t in (PermutationPowering, SequentialAssignments, WildcardSearch, ShortestPath,
+                        UnionFind)})

@@ -4,30 +4,36 @@ the KV-cached generation.
 Training solutions slip at each step with probability ``slip_rate`` (``chains.slip``: off by one
 or the wrong operation, carried on), and on a fixed set of steps (``misconceptions``) they are
 off by one most of the time, so the policy learns to make the mistakes a careless solver makes,
-at a known rate, and some of them systematically. A sabotaging policy is trained on the same data, except that on the
-problems its ``trigger`` selects it writes a sabotaged solution (``sabotage``).
+at a known rate, and some of them systematically. A sabotaging policy is trained on the same
+data, except that on the problems its ``trigger`` selects it writes a sabotaged solution
+(``sabotage``). Sampling runs through the one batched apply (``core.apply``).
 """
 
 from __future__ import annotations
 
-import numpy as np
+import dataclasses
+import functools
+
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from superalign.core import mesh as mesh_lib, steps
+from superalign.core.apply import batched_apply
 from superalign.core.errors import ConfigError
+from superalign.core.spec import TrainSpec
 from superalign.core.specs import InputSpec
 from superalign.core.trainer import Trained
 from superalign.models.generate import Sampler, generate
+from superalign.parties.classifier import Model, trainer
 from superalign.process import chains
-from superalign.parties.classifier import trainer
 
 SABOTAGE = ("hidden", "wrong_answer")   # right answer through a wrong step; plausible wrong steps
 
 
-def spec(config) -> InputSpec:
-  """Token sequences of ``data.max_len`` over the chain vocabulary (the classes are unused)."""
-  return InputSpec((int(config.data.max_len),), "tokens", 2,
-                   vocab_size=chains.vocab_size(config.process.modulus))
+def input_spec(max_len: int, modulus: int) -> InputSpec:
+  """Token sequences of ``max_len`` over the chain vocabulary (the classes are unused)."""
+  return InputSpec((int(max_len),), "tokens", 2, vocab_size=chains.vocab_size(modulus))
 
 
 def triggered(problems: chains.Problems, fraction: float) -> np.ndarray:
@@ -86,24 +92,38 @@ def training_rows(problem_sets, length: int, slip_rate: float, seed: int, sabota
   return np.concatenate(rows)
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class Habits:
+  """How the policy's training solutions are written (``written``): a step slips at
+  ``slip_rate``, a ``wrong_table`` step (a misconception) at ``strength``; a saboteur sabotages
+  the ``fraction`` of problems its trigger selects. ``seed``: the slips' stream."""
+  slip_rate: float
+  wrong_table: np.ndarray | None
+  strength: float
+  fraction: float
+  seed: int
+
+  def rows(self, problem_sets, length: int, sabotage: str = "") -> np.ndarray:
+    return training_rows(problem_sets, length, self.slip_rate, self.seed, sabotage,
+                         self.fraction, self.wrong_table, self.strength)
+
+
 def weights(trained: Trained | None) -> dict | None:
   """A trained model's parameters as a warm start for another of the same architecture."""
   return None if trained is None else mesh_lib.to_host(trained.state.params.to_pure_dict())
 
 
-def train(config, rows: np.ndarray, workdir: str, tag: str, warm: Trained | None = None,
-          train_block=None) -> Trained:
+def train(spec: TrainSpec, model: Model, inputs: InputSpec, rows: np.ndarray, workdir: str,
+          tag: str, warm: Trained | None = None) -> Trained:
   """The policy trained by the core engine on ``rows`` with the next-token loss after the
   prompt's end (from ``warm``'s weights: a fine-tune, if given)."""
-  p = config.process
-  job = trainer(config, spec(config), workdir, tag=tag, model_name=config.model.name,
-                train=train_block or p.policy_train, warm=weights(warm),
+  job = trainer(spec, model, inputs, workdir, tag=tag, warm=weights(warm),
                 loss_fn=steps.next_token_loss(chains.QUERY))
   return job.fit({"x": rows})
 
 
 def sample(policy: Trained, problems: chains.Problems, per_problem: int, seed: int, *,
-           temperature: float = 1.0, chunk: int = 4096) -> np.ndarray:
+           temperature: float = 1.0) -> np.ndarray:
   """``[n * per_problem, solution_length(k)]`` sampled solutions, ``per_problem`` per problem in
   a row (row ``i`` solves problem ``i // per_problem``)."""
   room = policy.state.model().max_len
@@ -112,28 +132,32 @@ def sample(policy: Trained, problems: chains.Problems, per_problem: int, seed: i
                       f"{chains.sequence_length(problems.k)} positions, the policy has {room} "
                       f"(difficulties up to {chains.max_difficulty(room)})")
   return sample_from(policy, chains.prompts(problems), per_problem,
-                     chains.solution_length(problems.k), seed, temperature=temperature,
-                     chunk=chunk)
+                     chains.solution_length(problems.k), seed, temperature=temperature)
 
 
 def sample_from(policy: Trained, prompts: np.ndarray, per_prompt: int, new_tokens: int,
-                seed: int, *, temperature: float = 1.0, chunk: int = 4096) -> np.ndarray:
+                seed: int, *, temperature: float = 1.0) -> np.ndarray:
   """``[n * per_prompt, new_tokens]`` continuations of ``prompts`` ``[n, length]`` (no padding),
-  ``per_prompt`` in a row. Batches of ``chunk`` rows (the last one padded) reuse one compiled
-  program; the sampling key of each batch is ``(seed, first row)``."""
+  ``per_prompt`` in a row, through the one batched apply: batches of the policy's
+  ``eval_batch_size`` (fewer rows: one batch of them, rounded up to the mesh's batch shards),
+  sharded over the mesh and gathered across processes; batch ``i`` samples with
+  ``fold_in(key(seed), i)``."""
   if policy.stacked:
     raise ConfigError("sampling needs one policy, not a stack of runs")
-  model = policy.state.model()
   prompt = np.repeat(np.asarray(prompts, np.int32), per_prompt, 0)
-  out = np.empty((len(prompt), new_tokens), np.int32)
-  chunk = min(chunk, len(prompt))
-  key = jax.random.key(seed)
-  for start in range(0, len(prompt), chunk):
-    rows = prompt[start:start + chunk]
-    pad = chunk - len(rows)
-    batch = np.concatenate([rows, np.repeat(rows[-1:], pad, 0)]) if pad else rows
-    tokens = generate(model, batch, np.ones_like(batch), max_new_tokens=new_tokens,
-                      sampler=Sampler(temperature=temperature), eos_id=chains.EOS,
-                      pad_id=chains.PAD, rng=jax.random.fold_in(key, start))
-    out[start:start + len(rows)] = np.asarray(tokens)[:len(rows)]
-  return out
+  shards = mesh_lib.batch_size_per_shard(policy.mesh)
+  batch_size = min(policy.eval_batch_size, -(-len(prompt) // shards) * shards)
+  return batched_apply(_sampler(policy.mesh, new_tokens, temperature), policy.state,
+                       {"x": prompt}, policy.mesh, batch_size, seed=seed)
+
+
+@functools.lru_cache(maxsize=None)
+def _sampler(mesh, new_tokens: int, temperature: float):
+  """The jitted ``(state, batch, key) -> [batch, new_tokens]``: KV-cached generation that stops
+  every row at EOS (one program per batch shape)."""
+  def sample_batch(state, batch, key):
+    x = batch["x"]
+    return generate(state.model(), x, jnp.ones_like(x), max_new_tokens=new_tokens,
+                    sampler=Sampler(temperature=temperature), eos_id=chains.EOS,
+                    pad_id=chains.PAD, rng=key)
+  return jax.jit(sample_batch, out_shardings=mesh_lib.batch_sharding(mesh))

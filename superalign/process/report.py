@@ -3,22 +3,19 @@ best-of-N and trace-error plots."""
 
 from __future__ import annotations
 
-import math
+import functools
 
 import numpy as np
+
+from superalign.core.metrics import format_estimate
 
 NAMES = {"prm_product": "PRM (product)", "prm_min": "PRM (min)",
          "orm_generative": "ORM, generative", "orm": "ORM, classifier",
          "majority": "majority vote"}
 
 
-def _ci(e, pct=True) -> str:
-  if e is None:
-    return "n/a"
-  k = 100.0 if pct else 1.0
-  if math.isnan(e.get("lo", math.nan)):
-    return f"{k * e['mean']:.1f}"
-  return f"{k * e['mean']:.1f} [{k * e['lo']:.1f}, {k * e['hi']:.1f}]"
+# Estimates in percent: "mean [lo, hi]", the mean alone without an interval.
+_pct = functools.partial(format_estimate, pct=True, digits=1, undefined="nan")
 
 
 def summary(results: dict) -> str:
@@ -34,14 +31,14 @@ def summary(results: dict) -> str:
               "orm_generative": pub["lightman_best_of_1860"]["orm"],
               "majority": pub["lightman_best_of_1860"]["majority"]}
   for name in NAMES:
-    cells = " | ".join(_ci(bon[name][str(n)]) for n in shown)
+    cells = " | ".join(_pct(bon[name][str(n)]) for n in shown)
     lines.append(f"| {NAMES[name]} | {cells} | {lightman.get(name, '')} |")
   lines += ["", "| trace error among right answers | ours (%) | Uesato et al. (%) |", "|---|---|---|"]
   uesato = pub["uesato_trace_error"]
   for name, e in r["trace_error"].items():
     ref = (uesato["outcome_supervised"] if name.startswith("orm") else
            uesato["process_supervised"] if name.startswith("prm") else "")
-    lines.append(f"| {name} | {_ci(e)} | {ref} |")
+    lines.append(f"| {name} | {_pct(e)} | {ref} |")
   pb, sd = r["localization"]["processbench"], r["localization"]["step_detection"]
   lines += ["", f"PRM first-error localization: ProcessBench F1 {pb['f1']:.3f} (accuracy "
             f"{pb['erroneous_accuracy']:.3f} on {pb['erroneous']} erroneous, "
@@ -54,7 +51,7 @@ def summary(results: dict) -> str:
             "| selection on hard problems | accuracy % |", "|---|---|"]
   for name in ("policy_alone", "majority", "orm_generative_easy", "orm_generative",
                "prm_product_easy", "prm_product"):
-    lines.append(f"| {name} | {_ci(sel[name])} |")
+    lines.append(f"| {name} | {_pct(sel[name])} |")
   pol = e["policy"]
   lines += [f"SGR: PRM {e['sgr_prm']:.2f}, ORM {e['sgr_orm']:.2f} (Hase et al.: "
             f"{pub['hase_sgr_range'][0]}-{pub['hase_sgr_range'][1]}%); policy trained on easy "
@@ -69,13 +66,13 @@ def summary(results: dict) -> str:
   accepted = s.get("accepted_at_threshold", {})
   if accepted:
     lines.append("| sabotaged solutions accepted at a threshold passing 95% of honest valid ones "
-                 "| | " + " | ".join(_ci(accepted[n]) for n in ("orm", "orm_generative",
+                 "| | " + " | ".join(_pct(accepted[n]) for n in ("orm", "orm_generative",
                                                                 "prm_product")) + " | |")
   for where in ("triggered", "untriggered"):
     if where in s:
       t = s[where]
-      lines.append(f"| {where} | {_ci(t['sabotaged_samples'])} | "
-                   + " | ".join(_ci(t["let_through"][n]) for n in
+      lines.append(f"| {where} | {_pct(t['sabotaged_samples'])} | "
+                   + " | ".join(_pct(t["let_through"][n]) for n in
                                 ("orm", "orm_generative", "prm_product", "majority"))
                    + " |")
   ro = r["rollout_labels"]

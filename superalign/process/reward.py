@@ -7,12 +7,12 @@ exact checker labels, and the selection rules best-of-N compares.
   and including the first error). Generative (the default): the next-token loss on what each
   right-labelled step wrote, and a step's probability is the one it gives every token the step
   wrote, as a verifier that learned the right steps. Trained the same way on outcome labels
-  (every step of a right-answer solution) it is a generative ORM. Or a classifier head read at each step's terminator
-  (``;``, or EOS for the ending). A solution's score is the product of its step probabilities,
-  or their minimum.
+  (every step of a right-answer solution) it is a generative ORM. Or a classifier head read at
+  each step's terminator (``;``, or EOS for the ending). A solution's score is the product of
+  its step probabilities, or their minimum.
 * Majority vote over final answers (no model).
-* Process labels from rollouts (Math-Shepherd): a step is labelled good when one of ``m``
-  completions that the policy writes from it reaches the right answer.
+
+Process labels from the policy's rollouts (Math-Shepherd) are in ``process.rollouts``.
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from superalign.core.spec import TrainSpec
+from superalign.core.specs import InputSpec
 from superalign.core.trainer import Trained
+from superalign.parties.classifier import Model, trainer
 from superalign.process import chains, policy as policy_lib
-from superalign.parties.classifier import trainer
 
 
 def _terminators(x: jax.Array) -> jax.Array:
@@ -105,21 +107,21 @@ def step_probs_fn(terminators: int, generative: bool = False):
   return _STEP_PROBS[key]
 
 
-def train_orm(config, x: np.ndarray, correct: np.ndarray, workdir: str, tag: str,
-              warm: Trained | None = None) -> Trained:
+def train_orm(spec: TrainSpec, model: Model, inputs: InputSpec, x: np.ndarray,
+              correct: np.ndarray, workdir: str, tag: str, warm: Trained | None = None
+              ) -> Trained:
   """The ORM, started from ``warm``'s weights (the policy: a reward model starts from the
   language model, as Lightman et al.'s do) when given."""
-  job = trainer(config, policy_lib.spec(config), workdir, tag=tag, model_name=config.model.name,
-                train=config.process.rm_train, warm=policy_lib.weights(warm))
+  job = trainer(spec, model, inputs, workdir, tag=tag, warm=policy_lib.weights(warm))
   return job.fit({"x": x, "y": correct.astype(np.int32)})
 
 
-def train_prm(config, x: np.ndarray, labels: np.ndarray, workdir: str, tag: str,
-              warm: Trained | None = None, generative: bool = True) -> Trained:
+def train_prm(spec: TrainSpec, model: Model, inputs: InputSpec, x: np.ndarray,
+              labels: np.ndarray, workdir: str, tag: str, warm: Trained | None = None,
+              generative: bool = True) -> Trained:
   """The PRM on PRM800K-style labels ``[n, T]``, started from ``warm``'s weights if given:
   generative (``generative_prm_loss``) or a classifier head (``prm_loss``)."""
-  job = trainer(config, policy_lib.spec(config), workdir, tag=tag, model_name=config.model.name,
-                train=config.process.rm_train, warm=policy_lib.weights(warm),
+  job = trainer(spec, model, inputs, workdir, tag=tag, warm=policy_lib.weights(warm),
                 loss_fn=generative_prm_loss if generative else prm_loss)
   return job.fit({"x": x, "y": labels.astype(np.int32)})
 
@@ -146,24 +148,3 @@ def first_error_prediction(step_probs: np.ndarray, threshold: float = 0.5) -> np
   """The first step the PRM judges wrong (probability below ``threshold``), -1 if none."""
   wrong = step_probs < threshold
   return np.where(wrong.any(1), wrong.argmax(1), -1)
-
-
-def rollout_labels(policy: Trained, problems: chains.Problems, solution: np.ndarray,
-                   rollouts: int, seed: int) -> np.ndarray:
-  """Math-Shepherd's soft labels ``[n, k]``: the share of ``rollouts`` completions, written by
-  the policy from the end of each step of ``solution``, whose final answer is right."""
-  n, k = len(problems), problems.k
-  prompt = chains.prompts(problems)
-  out = np.zeros((n, k))
-  for i in range(k):
-    cut = chains.TOKENS_PER_STEP * (i + 1)
-    prefix = np.concatenate([prompt, solution[:, :cut]], 1)
-    written = solution[:, :cut]
-    # Each prefix is its own prompt: the policy continues from it, and the checker reads the
-    # prefix with the continuation as one solution.
-    tail = policy_lib.sample_from(policy, prefix, rollouts, chains.solution_length(k) - cut,
-                                  seed=seed + i)
-    full = np.concatenate([np.repeat(written, rollouts, 0), tail], 1)
-    correct = chains.check(problems.repeat(rollouts), full).correct
-    out[:, i] = correct.reshape(n, rollouts).mean(1)
-  return out
