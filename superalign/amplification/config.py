@@ -9,11 +9,11 @@ from __future__ import annotations
 import ml_collections
 
 from superalign import config as config_lib
-from superalign.core import schema
+from superalign.config import schema
 
 MODES = ("amplify", "supervised")
 # The keys of a task block (``config.amplification.<task>``) that are not the task's options,
-# and their ranges (``core.schema``).
+# and their ranges (``config.schema``).
 RUN_RULES = {"start_difficulty": schema.COUNT_OR_ZERO, "max_difficulty": schema.COUNT_OR_ZERO,
              "threshold": schema.FRACTION, "num_steps": schema.COUNT_OR_ZERO,  # 0: train's
              "batch_size": schema.COUNT_OR_ZERO}

@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from superalign.core import registry
+from superalign.config import registry
 
 
 @dataclasses.dataclass(frozen=True)

@@ -37,7 +37,7 @@ import numpy as np
 from superalign.control.params import MonitorSpec
 from superalign.core import steps
 from superalign.core.errors import ConfigError
-from superalign.core.registry import Registry
+from superalign.config.registry import Registry
 from superalign.core.rng import stream_seed
 from superalign.core.trainer import Trained
 from superalign.interp import hooks, probes

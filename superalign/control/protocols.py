@@ -37,7 +37,7 @@ from superalign.control.params import ControlSpec
 from superalign.control.safety import Plan, threshold
 from superalign.control.setting import Tasks
 from superalign.core.errors import ConfigError
-from superalign.core.registry import Registry
+from superalign.config.registry import Registry
 from superalign.core.rng import stream_seed
 
 COLLUSION = ("signal", "always")      # when U's monitor lies: on its trigger, or on everything

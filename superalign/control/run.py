@@ -33,7 +33,7 @@ from superalign.control import monitors as monitors_lib
 from superalign.control.params import ControlSpec, MonitorSpec
 from superalign.control.protocols import PROTOCOLS
 from superalign.control.stack import stack
-from superalign.core import schema
+from superalign.config import schema
 from superalign.core.errors import ConfigError
 from superalign.core.spec import TrainSpec
 from superalign.parties import organisms

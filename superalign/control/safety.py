@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from superalign.core import schema
+from superalign.config import schema
 from superalign.core.metrics import proportion_ci
 
 

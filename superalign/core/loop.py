@@ -53,11 +53,6 @@ class EarlyStop:
   patience: int = 5           # evaluations without improvement before stopping
   restore_best: bool = True   # end with the best evaluated parameters
 
-  def better(self, new: float, old: float | None) -> bool:
-    if old is None:
-      return True
-    return new > old if self.mode == "max" else new < old
-
 
 class HostState(Protocol):
   """Host-side state that batches depend on, saved with every checkpoint (e.g. a curriculum).

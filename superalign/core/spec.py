@@ -4,9 +4,8 @@
 logical axis rules (``MeshSpec``) and the seed, as frozen dataclasses. A runner builds it with
 ``TrainSpec.from_config(config)``; a stage with its own block or defaults derives its spec with
 ``spec.with_train(...)`` / ``spec.with_optim(...)`` (``dataclasses.replace`` underneath), and
-library code that trains (a probe, an SAE) takes a spec, never a config. The choices and ranges
-of every field are declared here (``OPTIM_RULES``, ``TRAIN_RULES``) and checked by the launcher
-on every block of those names. No JAX here: configs read these defaults.
+library code that trains (a probe, an SAE) takes a spec, never a config. No JAX here: the config
+defaults are these (``superalign.config.base``), with their ranges declared beside them.
 """
 
 from __future__ import annotations
@@ -14,13 +13,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from superalign.core import schema
 from superalign.core.axes import LOGICAL_AXES, LOGICAL_RULES, MESH_AXES
 from superalign.core.errors import ConfigError
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "linear")
 EARLY_STOP_METRICS = ("accuracy", "loss", "auroc")
+EARLY_STOP_MODES = ("max", "min")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,40 +47,6 @@ class Train:
   early_stop_metric: str = ""      # "" = off; else a validation metric
   early_stop_mode: str = "max"
   patience: int = 5
-
-
-OPTIM_RULES = {
-    "name": schema.one_of(*OPTIMIZERS),
-    "learning_rate": schema.POSITIVE,
-    "weight_decay": schema.NON_NEGATIVE,
-    "schedule": schema.one_of(*SCHEDULES),
-    "warmup_steps": schema.COUNT_OR_ZERO,
-    "clip_norm": schema.NON_NEGATIVE,
-    "momentum": schema.PROBABILITY_BELOW_ONE,   # 1 or more never forgets a step
-    "ema_decay": schema.PROBABILITY_BELOW_ONE,  # 0 = off
-}
-TRAIN_RULES = {
-    "batch_size": schema.COUNT,
-    "eval_batch_size": schema.COUNT,
-    "num_steps": schema.COUNT_OR_ZERO,
-    "num_epochs": schema.COUNT_OR_ZERO,
-    "eval_every": schema.COUNT_OR_ZERO,
-    "log_every": schema.COUNT,
-    "checkpoint_every": schema.COUNT_OR_ZERO,
-    "keep_checkpoints": schema.COUNT,
-    "early_stop_metric": schema.one_of("", *EARLY_STOP_METRICS),
-    "early_stop_mode": schema.one_of("max", "min"),
-    "patience": schema.COUNT,
-}
-
-
-def check_train(block: Mapping, name: str = "train") -> None:
-  """A training block's declared ranges, and that it trains at all."""
-  schema.check(block, TRAIN_RULES, f"{name}.")
-  if "num_steps" in block and not (block.get("num_steps", 0) > 0 or
-                                   block.get("num_epochs", 0) > 0):
-    raise ConfigError(f"{name}.num_steps=0 and {name}.num_epochs=0: set one of them "
-                             "above zero")
 
 
 @dataclasses.dataclass(frozen=True)

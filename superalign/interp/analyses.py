@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Mapping
 
-from superalign.core.registry import Registry
+from superalign.config.registry import Registry
 from superalign.core.rng import stream_seed
 from superalign.core.trainer import Trained
 from superalign.data.splits import Split

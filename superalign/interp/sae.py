@@ -53,10 +53,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from superalign.core import mesh as mesh_lib, schema
+from superalign.config import schema
+from superalign.core import mesh as mesh_lib
 from superalign.core.errors import ConfigError
 from superalign.core.files import atomic
-from superalign.core.registry import Registry
+from superalign.config.registry import Registry
 from superalign.core.spec import Optim, Train, TrainSpec
 from superalign.core.trainer import Trained, Trainer
 from superalign.interp.activations import ActivationStore

@@ -2,7 +2,7 @@
 
 A protocol plugs in with one line in ``RUNNERS``: its ``run.py`` has ``run(config, workdir) ->
 dict`` (the results) and may declare ``SPLITS`` (the data splits it reads), ``RULES`` (the
-choices and ranges of its keys, ``core.schema``), ``validate(config)`` (its rules across keys,
+choices and ranges of its keys, ``config.schema``), ``validate(config)`` (its rules across keys,
 raising ConfigError), ``plot(results, out_dir) -> paths`` and ``summary(results) -> str`` (the
 printed table). ``launch`` is what the launcher, notebooks and tests run with a parsed config.
 """

@@ -13,9 +13,11 @@ import ml_collections
 
 from superalign import data as data_lib
 from superalign import models
-from superalign.core import mesh as mesh_lib, schema
+from superalign.config import schema
+from superalign.core import mesh as mesh_lib
 from superalign.core.errors import ConfigError
-from superalign.core.spec import OPTIM_RULES, MeshSpec, check_train
+from superalign.config import OPTIM_RULES, check_train
+from superalign.core.spec import MeshSpec
 
 MAX_SEED = 2**31 - 1
 BASE_RULES = {

@@ -8,6 +8,7 @@ artefacts a protocol computes once per workdir are ``core.files.cached``'s.)
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime
 import errno
@@ -20,9 +21,11 @@ import time
 from typing import Callable
 
 import jax
+import matplotlib.pyplot as plt
 
 from superalign.core import files, plots
 from superalign.core.files import write_json
+from superalign.core.metrics import read_metrics
 from superalign.core.errors import ConfigError
 
 log = logging.getLogger("superalign")
@@ -176,6 +179,33 @@ def first_difference(a, b, prefix: str = "") -> str | None:
   return None if a == b else f"{prefix[:-1]}: {a!r} then, {b!r} now"
 
 
+def learning_curves(workdir: str) -> list[str]:
+  """PNG learning curves from ``metrics.jsonl``: one figure per metric name (train/loss,
+  val/accuracy, ...), a line per run tag."""
+  rows = read_metrics(workdir)
+  series = collections.defaultdict(lambda: collections.defaultdict(list))
+  for row in rows:
+    for key, value in row.items():
+      if key in ("run", "step"):
+        continue
+      series[key][row.get("run", "")].append((row["step"], value))
+  out_dir = os.path.join(workdir, "plots")
+  os.makedirs(out_dir, exist_ok=True)
+  paths = []
+  for key, runs in sorted(series.items()):
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for run, points in sorted(runs.items()):
+      steps, values = zip(*points)
+      ax.plot(steps, values, label=run or None, marker="." if len(points) < 30 else None)
+    ax.set_xlabel("step")
+    ax.set_ylabel(key)
+    ax.grid(alpha=0.3)
+    if any(runs):
+      ax.legend(fontsize=7)
+    paths.append(plots.save(fig, out_dir, key.replace("/", "_") + ".png"))
+  return paths
+
+
 def finish(workdir: str, results: dict, started: float,
            plot: Callable[[dict, str], list[str]] | None = None,
            summary: Callable[[dict], str] | None = None) -> dict:
@@ -188,7 +218,7 @@ def finish(workdir: str, results: dict, started: float,
     write_json(path, results)
     out_dir = os.path.join(workdir, "plots")
     paths = list(plot(results, out_dir)) if plot is not None else []
-    paths += plots.learning_curves(workdir)
+    paths += learning_curves(workdir)
     results["plots"] = sorted(os.path.relpath(p, workdir) for p in paths)
   if summary is not None:
     results["summary"] = summary(results)

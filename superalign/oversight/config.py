@@ -6,7 +6,7 @@ from __future__ import annotations
 import ml_collections
 
 from superalign import config as config_lib
-from superalign.core import schema
+from superalign.config import schema
 
 FIRST = ("honest", "liar")
 VARIANTS = ("precommit", "no_precommit")

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import mctx
 
-from superalign.core.registry import Registry
+from superalign.config.registry import Registry
 from superalign.oversight import game as game_lib, search
 from superalign.oversight.game import Evidence, Game, Judge, State
 

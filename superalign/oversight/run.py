@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 
-from superalign.core import mesh as mesh_lib, schema
+from superalign.config import schema
+from superalign.core import mesh as mesh_lib
 from superalign.core.spec import TrainSpec
 from superalign.oversight import config as debate_config, players, protocols, report
 from superalign.oversight.evaluation import Evaluation, evaluate_k

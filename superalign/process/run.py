@@ -21,7 +21,7 @@
 from __future__ import annotations
 
 from superalign import models
-from superalign.core import schema
+from superalign.config import schema
 from superalign.core.errors import ConfigError
 from superalign.core.metrics import proportion_ci
 from superalign.core.rng import stream_seed

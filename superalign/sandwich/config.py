@@ -6,7 +6,7 @@ from __future__ import annotations
 import ml_collections
 
 from superalign import config as config_lib
-from superalign.core import schema
+from superalign.config import schema
 from superalign.oversight import config as debate_config
 
 SPLITS = ("train", "val", "test")

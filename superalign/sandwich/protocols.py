@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 
 from superalign.core.files import cached
-from superalign.core.registry import Registry
+from superalign.config.registry import Registry
 from superalign.core.rng import stream_seed
 from superalign.core.spec import TrainSpec
 from superalign.core.specs import InputSpec

@@ -12,7 +12,8 @@ Games are cached under ``games/``; models resume from their checkpoints.
 from __future__ import annotations
 
 from superalign import models
-from superalign.core import mesh as mesh_lib, schema
+from superalign.config import schema
+from superalign.core import mesh as mesh_lib
 from superalign.core.metrics import classification_metrics
 from superalign.core.spec import TrainSpec
 from superalign.oversight import players

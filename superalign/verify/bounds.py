@@ -36,7 +36,7 @@ import numpy as np
 import optax
 
 from superalign.core.errors import ConfigError
-from superalign.core.registry import Registry
+from superalign.config.registry import Registry
 from superalign.verify.network import Dense, Network, ReLU, is_affine, lowered
 
 CHUNK_BYTES = 1 << 28   # the budget for one chunk of a layer's backward pass (256 MiB)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import ml_collections
 
 from superalign import config as config_lib
-from superalign.core import schema
+from superalign.config import schema
 
 
 def _interval(d) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from superalign import data as data_lib
 from superalign import models
-from superalign.core import schema
+from superalign.config import schema
 from superalign.core.errors import ConfigError
 from superalign.core.metrics import format_estimate
 from superalign.core.spec import TrainSpec

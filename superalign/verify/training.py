@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import optax
 
 from superalign.core import steps
-from superalign.core.registry import Registry
+from superalign.config.registry import Registry
 from superalign.verify import bounds, network
 
 # name -> loss(schedule, input_shape, num_classes, domain) -> core.steps.LossFn

@@ -8,7 +8,7 @@ from typing import Any
 import ml_collections
 
 from superalign import config as config_lib
-from superalign.core import schema
+from superalign.config import schema
 
 # Every loss of superalign.w2s.losses with its default hyperparameters (kept here, with the other
 # defaults, so that reading a config imports no JAX; a test keeps the two lists equal).

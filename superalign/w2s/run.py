@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from superalign import data as data_lib
 from superalign import models
-from superalign.core import schema
+from superalign.config import schema
 from superalign.core.errors import ConfigError
 from superalign.core.spec import TrainSpec
 from superalign.parties.classifier import Model

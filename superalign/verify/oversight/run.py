@@ -8,7 +8,7 @@ Trains what each analysis of ``certify.analyses`` certifies and returns its resu
 
 from __future__ import annotations
 
-from superalign.core import schema
+from superalign.config import schema
 from superalign.core.errors import ConfigError
 from superalign.core.spec import TrainSpec
 from superalign.parties.classifier import Model

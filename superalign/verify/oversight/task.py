@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Mapping
 
-from superalign.core.registry import Registry
+from superalign.config.registry import Registry
 from superalign.core.spec import TrainSpec
 from superalign.core.specs import InputSpec
 from superalign.data.splits import Split

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from superalign.core.registry import table
+from superalign.config.registry import table
 from superalign.core.specs import InputSpec
 from superalign.data.splits import Split
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from superalign import data as data_lib
 from superalign import models
-from superalign.core import schema
+from superalign.config import schema
 from superalign.core.spec import TrainSpec
 from superalign.interp import hooks
 from superalign.parties.classifier import Model

@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from superalign.core.registry import Registry
+from superalign.config.registry import Registry
 from superalign.core.spec import TrainSpec
 from superalign.core.trainer import Trained
 from superalign.data.splits import Split

@@ -13,7 +13,7 @@ import logging
 
 import numpy as np
 
-from superalign.core import schema
+from superalign.config import schema
 from superalign.core.errors import ConfigError
 from superalign.core.spec import TrainSpec
 from superalign.w2s.misfit import representations as reps_lib, theory

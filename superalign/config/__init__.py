@@ -1,21 +1,26 @@
 """Config defaults shared by every experiment, and named-argument parsing.
 
-An experiment file builds on ``base()``. This module is a leaf (ml_collections and the engine's
-JAX-free declarations): reading a config imports no JAX. The optimizer and training blocks are the
-defaults of ``core.spec``'s ``Optim`` and ``Train`` (one declaration, with their ranges there);
-validation runs in the launch room (``superalign.launch.validation``).
+An experiment file builds on ``base()``. This package is a leaf (ml_collections and the engine's
+JAX-free declarations): reading a config imports no JAX. Beside the defaults it holds what a config
+may say: the choices and ranges of keys (``schema``; the base blocks' rules are here, each room
+declares its own beside its defaults) and the names of components (``registry``). The optimizer and
+training blocks are the defaults of ``core.spec``'s ``Optim`` and ``Train``; the launch room
+(``superalign.launch.validation``) checks every block of those names against ``OPTIM_RULES`` and
+``TRAIN_RULES``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Mapping
 
 import ml_collections
 
+from superalign.config import schema
 from superalign.core.axes import LOGICAL_RULES
 from superalign.core.errors import ConfigError
-from superalign.core.spec import Optim, Train
+from superalign.core.spec import (EARLY_STOP_METRICS, EARLY_STOP_MODES, OPTIMIZERS, SCHEDULES,
+                                  Optim, Train)
 
 
 def base() -> ml_collections.ConfigDict:
@@ -48,6 +53,40 @@ def base() -> ml_collections.ConfigDict:
   c.optim = ml_collections.ConfigDict(dataclasses.asdict(Optim()))
   c.train = ml_collections.ConfigDict(dataclasses.asdict(Train()))
   return c
+
+
+# The base blocks' choices and ranges (the launcher checks every block of these names).
+OPTIM_RULES = {
+    "name": schema.one_of(*OPTIMIZERS),
+    "learning_rate": schema.POSITIVE,
+    "weight_decay": schema.NON_NEGATIVE,
+    "schedule": schema.one_of(*SCHEDULES),
+    "warmup_steps": schema.COUNT_OR_ZERO,
+    "clip_norm": schema.NON_NEGATIVE,
+    "momentum": schema.PROBABILITY_BELOW_ONE,   # 1 or more never forgets a step
+    "ema_decay": schema.PROBABILITY_BELOW_ONE,  # 0 = off
+}
+TRAIN_RULES = {
+    "batch_size": schema.COUNT,
+    "eval_batch_size": schema.COUNT,
+    "num_steps": schema.COUNT_OR_ZERO,
+    "num_epochs": schema.COUNT_OR_ZERO,
+    "eval_every": schema.COUNT_OR_ZERO,
+    "log_every": schema.COUNT,
+    "checkpoint_every": schema.COUNT_OR_ZERO,
+    "keep_checkpoints": schema.COUNT,
+    "early_stop_metric": schema.one_of("", *EARLY_STOP_METRICS),
+    "early_stop_mode": schema.one_of(*EARLY_STOP_MODES),
+    "patience": schema.COUNT,
+}
+
+
+def check_train(block: Mapping, name: str = "train") -> None:
+  """A training block's declared ranges, and that it trains at all."""
+  schema.check(block, TRAIN_RULES, f"{name}.")
+  if "num_steps" in block and not (block.get("num_steps", 0) > 0 or
+                                   block.get("num_epochs", 0) > 0):
+    raise ConfigError(f"{name}.num_steps=0 and {name}.num_epochs=0: set one of them above zero")
 
 
 _BOOLEANS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
