@@ -11,7 +11,7 @@ import pytest
 
 from superalign.launch import runners
 from superalign.core.errors import ConfigError
-from superalign.core.metrics import schema_violations
+from superalign.results.estimates import schema_violations
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

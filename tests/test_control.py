@@ -11,7 +11,7 @@ from superalign.control import analyses, monitors, protocols, safety
 from superalign.control.params import ControlSpec, MonitorSpec
 from superalign.control.setting import Tasks
 from superalign.core.errors import ConfigError
-from superalign.core.metrics import auroc, schema_violations
+from superalign.results.estimates import auroc, schema_violations
 
 
 def _plan(honest, attack, harm, threshold=0.5, **kw):

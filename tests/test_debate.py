@@ -11,7 +11,7 @@ import pytest
 
 from superalign.launch import runners
 from superalign.core import mesh as mesh_lib
-from superalign.core.metrics import proportion_ci, schema_violations
+from superalign.results.estimates import proportion_ci, schema_violations
 from superalign.oversight import game as game_lib
 from superalign.oversight import players as players_lib
 from superalign.oversight import protocols, search

@@ -112,7 +112,7 @@ def test_early_stopping_restores_best_parameters(tmp_path):
   best = max(fit.history, key=lambda r: r["accuracy"])
   assert fit.best["step"] == best["step"] and fit.best["value"] == best["accuracy"]
   # The returned parameters are the best evaluation's, not the last step's.
-  from superalign.core.metrics import accuracy
+  from superalign.results.estimates import accuracy
   assert accuracy(trained.predict(noisy.x), noisy.y) == pytest.approx(best["accuracy"])
 
 
@@ -127,12 +127,13 @@ def test_metrics_jsonl_and_tensorboard_written(tmp_path):
 
 
 def test_parameter_average_rides_in_the_optimizer_state():
-  import ml_collections
+  import dataclasses
   import optax
   from superalign.core import optim
+  from superalign.core.spec import Optim
 
-  cfg = ml_collections.ConfigDict({"name": "sgd", "learning_rate": 0.5, "momentum": 0.0,
-                                   "schedule": "constant", "clip_norm": 0.0, "ema_decay": 0.75})
+  cfg = Optim(name="sgd", learning_rate=0.5, momentum=0.0, schedule="constant", clip_norm=0.0,
+              ema_decay=0.75)
   tx = optim.make(cfg, num_steps=3)
   params = {"w": np.array([4.0, -2.0])}
   opt_state, ema = tx.init(params), params["w"].copy()
@@ -142,9 +143,8 @@ def test_parameter_average_rides_in_the_optimizer_state():
     ema = 0.75 * ema + 0.25 * params["w"]
     np.testing.assert_allclose(optim.ema_params(opt_state)["w"], ema, rtol=1e-6)
   np.testing.assert_allclose(params["w"], [2.5, -1.0])   # the updates themselves are untouched
-  cfg.ema_decay = 0.0
   with pytest.raises(ValueError, match="optim.ema_decay"):
-    optim.ema_params(optim.make(cfg, num_steps=3).init(params))
+    optim.ema_params(optim.make(dataclasses.replace(cfg, ema_decay=0.0), num_steps=3).init(params))
 
 
 @pytest.mark.e2e

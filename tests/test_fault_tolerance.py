@@ -127,7 +127,7 @@ def test_a_workdir_without_work_takes_a_new_config(tmp_path):
 
 @pytest.mark.parametrize("damage", ["truncate", "random"])
 def test_a_corrupt_cached_artefact_is_recomputed_and_kept(tmp_path, damage):
-  from superalign.core import files as workdir_lib
+  from superalign.results import artefacts as workdir_lib
   calls = []
   compute = lambda: calls.append(1) or {"labels": np.arange(1000)}
   workdir_lib.cached(str(tmp_path), "weak_labels/m", compute)
@@ -142,7 +142,7 @@ def test_a_corrupt_cached_artefact_is_recomputed_and_kept(tmp_path, damage):
 
 
 def test_results_json_is_strict_json(tmp_path):
-  from superalign.core import files as workdir_lib
+  from superalign.results import artefacts as workdir_lib
   path = str(tmp_path / "results.json")
   workdir_lib.write_json(path, {"auroc": float("nan"), "n": [1.0, float("inf")]})
   text = open(path).read()

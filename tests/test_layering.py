@@ -1,8 +1,9 @@
 """The arrows of the house plan (DESIGN.md in the project's shared folder), read from the imports
 of every module.
 
-core imports nothing first-party but core; models and data import core; the parties room
-(what several protocols train and share) imports core, models and data; the launch room imports
+core imports nothing first-party but core; models, data and results (what a run reports: the
+estimate schema, figures, artefacts) import core; the parties room (what several protocols train
+and share) imports core, models, data and results; the launch room imports
 core, models, data and the runners it names; a protocol room imports core, models, data, parties
 and the library modules of the rooms it builds on, never another room's runner nor the launch
 room; no framework module, config or benchmark imports the launcher (the tests drive it). The
@@ -22,8 +23,9 @@ import pathlib
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ENGINE = ("core", "models", "data")
 MAY_IMPORT = {"core": {"core"}, "models": {"core", "models"}, "data": {"core", "data"},
-              "parties": {"core", "models", "data", "parties"}}
-SHARED = ("parties",)                        # below every protocol
+              "results": {"core", "results"},
+              "parties": {"core", "models", "data", "results", "parties"}}
+SHARED = ("results", "parties")              # below every protocol
 # What a protocol truly builds on: sandwiching runs debates; control stacks interp's probes and
 # verify's certificates; w2s's CCS experiment fits interp's CCS probe.
 BUILDS_ON = {"sandwich": {"oversight"}, "control": {"interp", "verify"}, "w2s": {"interp"}}

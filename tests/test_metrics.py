@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from superalign.core import metrics
+from superalign.results import estimates
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 
@@ -19,7 +20,7 @@ def test_auroc_matches_sklearn_continuous(seed):
   rng = np.random.default_rng(seed)
   labels = rng.integers(0, 2, 200)
   scores = rng.normal(size=200) + 0.7 * labels
-  assert metrics.auroc(scores, labels) == pytest.approx(
+  assert estimates.auroc(scores, labels) == pytest.approx(
       sklearn_metrics.roc_auc_score(labels, scores), abs=1e-12)
 
 
@@ -30,45 +31,45 @@ def test_auroc_matches_sklearn_with_ties(seed):
   labels = rng.integers(0, 2, n)
   labels[:2] = [0, 1]  # both classes present
   scores = rng.integers(0, 4, n).astype(np.float32) / 3.0  # heavy ties
-  assert metrics.auroc(scores, labels) == pytest.approx(
+  assert estimates.auroc(scores, labels) == pytest.approx(
       sklearn_metrics.roc_auc_score(labels, scores), abs=1e-12)
 
 
 def test_auroc_known_values():
-  assert metrics.auroc([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1]) == 1.0
-  assert metrics.auroc([0.9, 0.8, 0.2, 0.1], [0, 0, 1, 1]) == 0.0
-  assert metrics.auroc([0.5, 0.5, 0.5, 0.5], [0, 1, 0, 1]) == 0.5
-  assert metrics.auroc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == 0.75
+  assert estimates.auroc([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1]) == 1.0
+  assert estimates.auroc([0.9, 0.8, 0.2, 0.1], [0, 0, 1, 1]) == 0.0
+  assert estimates.auroc([0.5, 0.5, 0.5, 0.5], [0, 1, 0, 1]) == 0.5
+  assert estimates.auroc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == 0.75
   # boolean labels and plain lists work too
-  assert metrics.auroc(np.array([0.2, 0.9]), np.array([False, True])) == 1.0
+  assert estimates.auroc(np.array([0.2, 0.9]), np.array([False, True])) == 1.0
 
 
 @pytest.mark.parametrize("labels", [[0, 0, 0], [1, 1, 1], [True]])
 def test_auroc_one_class_is_nan(labels):
-  assert math.isnan(metrics.auroc(np.linspace(0, 1, len(labels)), labels))
+  assert math.isnan(estimates.auroc(np.linspace(0, 1, len(labels)), labels))
 
 
 def test_accuracy():
   probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
-  assert metrics.accuracy(probs, np.array([0, 1, 1, 1])) == 0.75
-  assert metrics.accuracy(probs, np.array([1, 0, 1, 0])) == 0.0
+  assert estimates.accuracy(probs, np.array([0, 1, 1, 1])) == 0.75
+  assert estimates.accuracy(probs, np.array([1, 0, 1, 0])) == 0.0
   three = np.eye(3)[[2, 0, 1, 1]]
-  assert metrics.accuracy(three, np.array([2, 0, 1, 0])) == 0.75
+  assert estimates.accuracy(three, np.array([2, 0, 1, 0])) == 0.75
 
 
 def test_cross_entropy_and_classification_metrics():
   probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
   labels = np.array([0, 1, 1, 1])
-  out = metrics.classification_metrics(probs, labels)
+  out = estimates.classification_metrics(probs, labels)
   assert set(out) == {"accuracy", "loss", "auroc"}
   assert out["accuracy"] == 0.75
   assert out["loss"] == pytest.approx(-np.mean(np.log([0.9, 0.8, 0.4, 0.7])))
   assert out["auroc"] == pytest.approx(sklearn_metrics.roc_auc_score(labels, probs[:, 1]))
-  three = metrics.classification_metrics(np.full((2, 3), 1 / 3), np.array([0, 2]))
+  three = estimates.classification_metrics(np.full((2, 3), 1 / 3), np.array([0, 2]))
   assert "auroc" not in three
   assert three["loss"] == pytest.approx(math.log(3))
   # a zero probability on the label is clipped, not infinite
-  assert math.isfinite(metrics.cross_entropy(np.array([[1.0, 0.0]]), np.array([1])))
+  assert math.isfinite(estimates.cross_entropy(np.array([[1.0, 0.0]]), np.array([1])))
 
 
 def _rows(workdir):
@@ -81,7 +82,7 @@ def test_a_wilson_interval_always_holds_its_estimate(n):
   # At p = 0 the Wilson centre minus its half-width rounds to +2e-19 for some n (1000 among
   # them): an interval that missed its own estimate made an error bar negative.
   for outcomes in (np.zeros(n), np.ones(n), np.r_[np.ones(n - 1), 0.0]):
-    ci = metrics.proportion_ci(outcomes)
+    ci = estimates.proportion_ci(outcomes)
     assert 0.0 <= ci["lo"] <= ci["mean"] <= ci["hi"] <= 1.0, (n, ci)
 
 

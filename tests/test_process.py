@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import _assert_one_line_error, launch
-from superalign.core.metrics import schema_violations
+from superalign.results.estimates import schema_violations
 from superalign.process import chains, metrics, policy, reward
 
 CONFIG = "--config=experiments/process/chains.py:smoke"

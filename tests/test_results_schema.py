@@ -5,7 +5,7 @@ itself is shown to catch each departure."""
 import pytest
 
 from conftest import SMOKE
-from superalign.core.metrics import schema_violations
+from superalign.results.estimates import schema_violations
 from superalign.launch import runners
 
 

@@ -12,7 +12,7 @@ from experiments.verify import oversight
 from superalign import config as config_lib
 from superalign.core.errors import ConfigError
 from superalign.launch import runners
-from superalign.core.metrics import schema_violations
+from superalign.results.estimates import schema_violations
 from superalign.core.specs import InputSpec
 from superalign.data.splits import Split
 from superalign.core.spec import TrainSpec

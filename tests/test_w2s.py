@@ -16,7 +16,7 @@ from superalign.core import mesh as mesh_lib
 from superalign.core.errors import ConfigError
 from superalign.core.spec import TrainSpec
 from superalign.parties import classifier as train_lib
-from superalign.core import metrics as core_metrics
+from superalign.results import estimates as core_metrics
 from superalign.w2s import cleaning, metrics, report
 
 from experiments.w2s import digits as w2s_digits

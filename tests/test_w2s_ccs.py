@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from superalign.core.errors import ConfigError
-from superalign.core.metrics import schema_violations
+from superalign.results.estimates import schema_violations
 from superalign.data.splits import Split
 from superalign.launch import runners
 from superalign.w2s.ccs import claims, report, run as ccs_run

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 
-from superalign.core import plots as core_plots
+from superalign.results import figures
 
 PUBLISHED = ("Christiano, Shlegeris and Amodei (2018): amplification matches supervised learning "
              "on all five tasks with at most a modest slowdown, using tens of thousands of H calls "
@@ -60,5 +60,5 @@ def plot(results: dict, out_dir: str) -> list[str]:
       ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("test accuracy")
     axes[0][0].legend(fontsize=7)
-    paths.append(core_plots.save(fig, out_dir, name, dpi=110))
+    paths.append(figures.save(fig, out_dir, name, dpi=110))
   return paths

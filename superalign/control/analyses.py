@@ -16,7 +16,7 @@ from superalign.control import attacks, protocols, safety
 from superalign.control import monitors as monitors_lib
 from superalign.control.params import ControlSpec
 from superalign.control.setting import Tasks
-from superalign.core.metrics import auroc
+from superalign.results.estimates import auroc
 from superalign.core.rng import stream_seed
 
 

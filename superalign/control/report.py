@@ -9,8 +9,8 @@ import math
 import matplotlib.pyplot as plt
 
 from superalign.control.protocols import PROTOCOLS
-from superalign.core import plots as core_plots
-from superalign.core.metrics import format_estimate
+from superalign.results import figures
+from superalign.results.estimates import format_estimate
 
 # Greenblatt et al. (2023), Table 1 (APPS backdoors, GPT-4 untrusted, GPT-3.5 trusted, 2% audit
 # budget): usefulness and safety, %. Rows keyed by our row names.
@@ -124,7 +124,7 @@ def plot(results: dict, out_dir: str) -> list[str]:
   ax.set_ylabel("safety (worst attack policy)")
   ax.set_title("Protocols: ours (o, solid) and Greenblatt et al. 2023 (x, dashed)", fontsize=9)
   ax.legend(fontsize=7, loc="lower left")
-  paths.append(core_plots.save(fig, out_dir, "pareto.png"))
+  paths.append(figures.save(fig, out_dir, "pareto.png"))
 
   fig, ax = plt.subplots(figsize=(5.5, 4))
   for name, row in results["budgets"].items():
@@ -137,7 +137,7 @@ def plot(results: dict, out_dir: str) -> list[str]:
   ax.set_xlabel("audit budget (share of tasks)")
   ax.set_ylabel("safety (worst attacker)")
   ax.legend(fontsize=7)
-  paths.append(core_plots.save(fig, out_dir, "safety_vs_budget.png"))
+  paths.append(figures.save(fig, out_dir, "safety_vs_budget.png"))
 
   rows = {"": results["stack"]["by_defender"]}
   if "evasive" in results:
@@ -155,5 +155,5 @@ def plot(results: dict, out_dir: str) -> list[str]:
     ax.set_xlabel("false-positive rate on honest tasks")
     ax.set_ylabel("true-positive rate on successful attacks")
     ax.legend(fontsize=6)
-  paths.append(core_plots.save(fig, out_dir, "roc.png"))
+  paths.append(figures.save(fig, out_dir, "roc.png"))
   return paths

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from superalign.config import schema
-from superalign.core.metrics import proportion_ci
+from superalign.results.estimates import proportion_ci
 
 
 @dataclasses.dataclass(frozen=True)

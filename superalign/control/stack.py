@@ -13,7 +13,7 @@ from superalign.control import monitors as monitors_lib
 from superalign.control.analyses import Evaluator, defend
 from superalign.control.params import ControlSpec, MonitorSpec
 from superalign.control.setting import Tasks
-from superalign.core.metrics import proportion_ci
+from superalign.results.estimates import proportion_ci
 
 
 def stack(cal: Tasks, dep: Tasks, workdir: str, evaluate: Evaluator, monitors: MonitorSpec,

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from superalign.core.metrics import proportion_ci
+from superalign.results.estimates import proportion_ci
 from superalign.config.registry import Registry
 from superalign.core.rng import stream_seed
 from superalign.interp import hooks, probes

@@ -30,7 +30,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from superalign.core import metrics, steps
+from superalign.core import steps
+from superalign.results import estimates as metrics
 from superalign.core.errors import ConfigError
 from superalign.config.registry import Registry
 from superalign.core.spec import Optim, Train, TrainSpec

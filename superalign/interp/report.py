@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from superalign.core.metrics import format_estimate
+from superalign.results.estimates import format_estimate
 
 
 def summary(results: dict) -> str:
@@ -53,7 +53,7 @@ def summary(results: dict) -> str:
 def plot(results: dict, out_dir: str) -> list[str]:
   if "localize" not in results:
     return []
-  from superalign.core import plots
+  from superalign.results import figures as plots
   import matplotlib.pyplot as plt
   loc = results["localize"]["sites"]
   fig, axes = plt.subplots(2, len(loc), figsize=(3.2 * len(loc) + 1, 6), squeeze=False,

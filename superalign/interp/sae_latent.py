@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from superalign.core.metrics import proportion_ci
+from superalign.results.estimates import proportion_ci
 from superalign.core.rng import stream_seed
 from superalign.core.spec import TrainSpec
 from superalign.core.trainer import Trained

@@ -15,8 +15,8 @@ from typing import Mapping
 
 import numpy as np
 
-from superalign.core.files import cached
-from superalign.core.metrics import proportion_ci
+from superalign.results.artefacts import cached
+from superalign.results.estimates import proportion_ci
 from superalign.core.rng import stream_seed
 from superalign.oversight import players as players_lib
 from superalign.oversight import protocols

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from superalign.core import plots as core_plots
-from superalign.core.metrics import format_estimate
+from superalign.results import figures
+from superalign.results.estimates import format_estimate
 
 PUBLISHED = {
     "source": "Irving, Christiano and Amodei 2018, sparse-pixel MNIST judge, MCTS players",
@@ -81,4 +81,4 @@ def plot(results: dict, directory: str) -> list[str]:
   ax.set_ylabel("judge accuracy % (* = Irving et al.)")
   ax.set_ylim(0, 100)
   ax.legend(fontsize=8)
-  return [core_plots.save(fig, directory, "judge_accuracy_by_protocol.png", dpi=120)]
+  return [figures.save(fig, directory, "judge_accuracy_by_protocol.png", dpi=120)]

@@ -14,7 +14,7 @@ from typing import Mapping
 import numpy as np
 
 from superalign import models
-from superalign.core.metrics import classification_metrics
+from superalign.results.estimates import classification_metrics
 from superalign.core.spec import TrainSpec
 from superalign.core.specs import InputSpec
 from superalign.core.trainer import Trained, Trainer

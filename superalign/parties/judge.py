@@ -18,7 +18,7 @@ from superalign import data as data_lib
 from superalign import models
 from superalign.core import rng as rng_lib, steps
 from superalign.core.errors import ConfigError
-from superalign.core.metrics import classification_metrics
+from superalign.results.estimates import classification_metrics
 from superalign.core.spec import TrainSpec
 from superalign.core.specs import InputSpec
 from superalign.core.trainer import Trained

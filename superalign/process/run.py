@@ -23,7 +23,7 @@ from __future__ import annotations
 from superalign import models
 from superalign.config import schema
 from superalign.core.errors import ConfigError
-from superalign.core.metrics import proportion_ci
+from superalign.results.estimates import proportion_ci
 from superalign.core.rng import stream_seed
 from superalign.core.spec import TrainSpec
 from superalign.parties.classifier import Model

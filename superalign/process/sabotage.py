@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from superalign.core.metrics import proportion_ci
+from superalign.results.estimates import proportion_ci
 from superalign.core.rng import stream_seed
 from superalign.process import metrics, policy as policy_lib
 from superalign.process.pools import Pool

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from superalign.core.metrics import proportion_ci
+from superalign.results.estimates import proportion_ci
 
 
 def sandwich_score(assisted: np.ndarray, alone: np.ndarray, expert: np.ndarray) -> float:

@@ -7,8 +7,8 @@ import functools
 
 import matplotlib.pyplot as plt
 
-from superalign.core import plots as core_plots
-from superalign.core.metrics import format_estimate
+from superalign.results import figures
+from superalign.results.estimates import format_estimate
 
 # Bowman et al. (2022), Table 1: accuracy (%) on MMLU and QuALITY (humans with a language model).
 PUBLISHED = {
@@ -71,4 +71,4 @@ def plot(results: dict, out_dir: str) -> list[str]:
   ax.set_ylim(0, 100)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=7)
-  return [core_plots.save(fig, out_dir, "sandwich_accuracy_by_lying.png", dpi=110)]
+  return [figures.save(fig, out_dir, "sandwich_accuracy_by_lying.png", dpi=110)]

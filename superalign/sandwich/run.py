@@ -14,7 +14,7 @@ from __future__ import annotations
 from superalign import models
 from superalign.config import schema
 from superalign.core import mesh as mesh_lib
-from superalign.core.metrics import classification_metrics
+from superalign.results.estimates import classification_metrics
 from superalign.core.spec import TrainSpec
 from superalign.oversight import players
 from superalign.oversight import protocols as games

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from superalign import data as data_lib
 from superalign import models
-from superalign.core.metrics import classification_metrics
+from superalign.results.estimates import classification_metrics
 from superalign.core.spec import TrainSpec
 from superalign.parties.classifier import Model, train_classifier
 

@@ -13,7 +13,7 @@ from typing import Mapping
 
 import numpy as np
 
-from superalign.core.metrics import proportion_ci
+from superalign.results.estimates import proportion_ci
 from superalign.core.trainer import Trained
 from superalign.data.splits import Split
 from superalign.verify import bounds, certify

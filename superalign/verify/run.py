@@ -14,7 +14,7 @@ from superalign import data as data_lib
 from superalign import models
 from superalign.config import schema
 from superalign.core.errors import ConfigError
-from superalign.core.metrics import format_estimate
+from superalign.results.estimates import format_estimate
 from superalign.core.spec import TrainSpec
 from superalign.parties.classifier import Model, train_classifier
 from superalign.verify import bounds, certify, config as verify_config, training

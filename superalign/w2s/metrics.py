@@ -1,4 +1,4 @@
-"""PGR, agreement, misfit, and their summaries over pairs (estimates over seeds: core.metrics)."""
+"""PGR, agreement, misfit, and their summaries over pairs (estimates over seeds: results.estimates)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from superalign.core.metrics import mean_ci
+from superalign.results.estimates import mean_ci
 
 # A ceiling must beat its weak supervisor by this much for PGR to be defined.
 MIN_GAP = 1e-6
@@ -44,7 +44,7 @@ def median_ignoring_nan(values: Sequence[float]) -> float:
 
 
 def over_seeds(values: Sequence[float]) -> dict:
-  """An estimate over seeds (``core.metrics.mean_ci``: NaN entries flagged) that keeps each
+  """An estimate over seeds (``results.estimates.mean_ci``: NaN entries flagged) that keeps each
   seed's value under ``per_seed``."""
   values = [float(v) for v in values]
   return {"per_seed": values, **mean_ci(values)}

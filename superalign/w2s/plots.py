@@ -6,7 +6,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from superalign.core import plots as core_plots
+from superalign.results import figures
 
 
 def pgr_by_loss(results: dict, out_dir: str) -> str:
@@ -29,7 +29,7 @@ def pgr_by_loss(results: dict, out_dir: str) -> str:
   ax.set_ylabel("PGR (test accuracy)")
   ax.set_title(f"weak-to-strong on {results['data']}")
   ax.legend(fontsize=7)
-  return core_plots.save(fig, out_dir, "pgr_by_loss.png", dpi=120)
+  return figures.save(fig, out_dir, "pgr_by_loss.png", dpi=120)
 
 
 def accuracy_by_strong_model(results: dict, out_dir: str) -> str:
@@ -55,4 +55,4 @@ def accuracy_by_strong_model(results: dict, out_dir: str) -> str:
   ax.set_ylabel("test accuracy (%)")
   ax.legend(fontsize=6)
   ax.grid(alpha=0.3)
-  return core_plots.save(fig, out_dir, "accuracy_by_strong_model.png", dpi=120)
+  return figures.save(fig, out_dir, "accuracy_by_strong_model.png", dpi=120)

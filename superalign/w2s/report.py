@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from superalign.core.metrics import auroc, format_estimate
+from superalign.results.estimates import auroc, format_estimate
 from superalign.models.registry import label
 from superalign.w2s import metrics as m
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from superalign.core.errors import ConfigError
-from superalign.core.metrics import proportion_ci
+from superalign.results.estimates import proportion_ci
 from superalign.core.trainer import Trained
 from superalign.parties import organisms
 from superalign.parties.classifier import train_classifier

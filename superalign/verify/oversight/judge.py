@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from superalign.core.metrics import proportion_ci
+from superalign.results.estimates import proportion_ci
 from superalign.core.rng import stream_seed
 from superalign.parties import judge as judge_lib
 from superalign.parties.evidence import random_reveal

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from superalign.core.metrics import format_estimate
+from superalign.results.estimates import format_estimate
 
 
 def _cells(*estimates) -> str:
@@ -56,7 +56,7 @@ def plot(results: dict, out_dir: str) -> list[str]:
   clean twin, the trigger's place outlined."""
   if "backdoor" not in results:
     return []
-  from superalign.core import plots
+  from superalign.results import figures as plots
   import matplotlib.pyplot as plt
   from matplotlib.patches import Rectangle
   b = results["backdoor"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from superalign.core import plots as core_plots
+from superalign.results import figures
 from superalign.w2s.misfit import theory
 from superalign.w2s.misfit.representations import VARIANTS
 
@@ -51,4 +51,4 @@ def plot(results: dict, out_dir: str) -> list[str]:
     ax.set_title(f"{name} strong representation")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-  return [core_plots.save(fig, out_dir, "misfit.png", dpi=120)]
+  return [figures.save(fig, out_dir, "misfit.png", dpi=120)]
