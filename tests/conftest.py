@@ -187,7 +187,7 @@ def spec_and_model(config):
 def _train(config, workdir, axes, **kw):
   from superalign import data as data_lib
   from superalign.core import mesh as mesh_lib
-  from superalign.core.metrics import read_metrics
+  from superalign.results.metrics import read_metrics
   from superalign.parties import classifier as train_lib
   source = data_lib.load(config.data)
   splits = data_lib.make_splits(source, dict(config.data.splits), 0, 400)

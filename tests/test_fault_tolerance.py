@@ -127,7 +127,7 @@ def test_a_workdir_without_work_takes_a_new_config(tmp_path):
 
 @pytest.mark.parametrize("damage", ["truncate", "random"])
 def test_a_corrupt_cached_artefact_is_recomputed_and_kept(tmp_path, damage):
-  from superalign.results import artefacts as workdir_lib
+  from superalign.results import files as workdir_lib
   calls = []
   compute = lambda: calls.append(1) or {"labels": np.arange(1000)}
   workdir_lib.cached(str(tmp_path), "weak_labels/m", compute)
@@ -142,7 +142,7 @@ def test_a_corrupt_cached_artefact_is_recomputed_and_kept(tmp_path, damage):
 
 
 def test_results_json_is_strict_json(tmp_path):
-  from superalign.results import artefacts as workdir_lib
+  from superalign.results import files as workdir_lib
   path = str(tmp_path / "results.json")
   workdir_lib.write_json(path, {"auroc": float("nan"), "n": [1.0, float("inf")]})
   text = open(path).read()
@@ -152,7 +152,7 @@ def test_results_json_is_strict_json(tmp_path):
 
 def test_a_failed_rewrite_leaves_no_temporary(tmp_path, monkeypatch):
   """A full disk while metrics.jsonl is rewritten on resume: the old file stands, no .tmp."""
-  from superalign.core import metrics
+  from superalign.results import metrics
   (tmp_path / "metrics.jsonl").write_text('{"run": "a", "step": 1}\n')
   def full(*a):
     raise OSError(errno.ENOSPC, "No space left on device")
@@ -277,7 +277,7 @@ def test_a_signal_then_resume_writes_the_same_metrics_file(tmp_path, signum):
   resumed run's metrics.jsonl equals the uninterrupted run's, row for row."""
   import signal
   from superalign.core import loop
-  from superalign.core.metrics import read_metrics
+  from superalign.results.metrics import read_metrics
   config = _config(steps=24, log_every=5, checkpoint_every=8)
   full, _, _ = _train(config, tmp_path / "full", {"data": 1})
 

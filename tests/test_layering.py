@@ -1,9 +1,9 @@
 """The arrows of the house plan (DESIGN.md in the project's shared folder), read from the imports
 of every module.
 
-core imports nothing first-party but core; models, data and results (what a run reports: the
-estimate schema, figures, artefacts) import core; the parties room (what several protocols train
-and share) imports core, models, data and results; the launch room imports
+results (what a run writes and reports: files written safely, metric rows, estimates, figures)
+imports no other room; core imports results alone; models and data import core and results; the
+parties room (what several protocols train and share) imports core, models, data and results; the launch room imports
 core, models, data and the runners it names; a protocol room imports core, models, data, parties
 and the library modules of the rooms it builds on, never another room's runner nor the launch
 room; no framework module, config or benchmark imports the launcher (the tests drive it). The
@@ -21,11 +21,11 @@ import ast
 import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-ENGINE = ("core", "models", "data")
-MAY_IMPORT = {"core": {"core"}, "models": {"core", "models"}, "data": {"core", "data"},
-              "results": {"core", "results"},
+MAY_IMPORT = {"results": {"results"}, "core": {"core", "results"},
+              "models": {"core", "models", "results"}, "data": {"core", "data", "results"},
               "parties": {"core", "models", "data", "results", "parties"}}
-SHARED = ("results", "parties")              # below every protocol
+ENGINE = ("results", "core", "models", "data")
+SHARED = ("parties",)                        # below every protocol
 # What a protocol truly builds on: sandwiching runs debates; control stacks interp's probes and
 # verify's certificates; w2s's CCS experiment fits interp's CCS probe.
 BUILDS_ON = {"sandwich": {"oversight"}, "control": {"interp", "verify"}, "w2s": {"interp"}}

@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from superalign.core import metrics
+from superalign.results import metrics
 from superalign.results import estimates
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
@@ -150,7 +150,7 @@ def test_writer_untagged_keeps_tagged_rows(tmp_path):
 def test_a_torn_metrics_row_does_not_block_resume_and_is_kept_aside(tmp_path):
   """Issue 14.2: a crash in mid-append leaves a torn last line; resuming drops it from
   metrics.jsonl, keeps it in metrics.jsonl.torn, and readers skip it."""
-  from superalign.core.metrics import MetricWriter, read_metrics
+  from superalign.results.metrics import MetricWriter, read_metrics
   path = tmp_path / "metrics.jsonl"
   path.write_text('{"run": "supervised", "step": 1, "train/loss": 2.0}\n'
                   '{"run": "other", "step": 5, "train/loss": 1.0}\n'

@@ -7,8 +7,9 @@ protocols are not rooms: //superalign:protocols globs them all (see superalign/B
 load("@rules_python//python:defs.bzl", "py_library")
 load("@pypi//:requirements.bzl", "requirement")
 
-# The engine rooms, which every protocol builds on.
-ENGINE = ["//superalign/core", "//superalign/models", "//superalign/data"]
+# The engine rooms, which every protocol builds on (results, at the bottom, writes what a run
+# reports).
+ENGINE = ["//superalign/results", "//superalign/core", "//superalign/models", "//superalign/data"]
 
 def pypi(*names):
     """requirement() of each name: pypi("jax", "numpy")."""

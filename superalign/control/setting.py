@@ -21,7 +21,7 @@ import numpy as np
 
 from superalign.control import monitors
 from superalign.control.params import MonitorSpec
-from superalign.results import artefacts
+from superalign.results import files
 from superalign.results.estimates import proportion_ci
 from superalign.core.spec import TrainSpec
 from superalign.core.specs import InputSpec
@@ -72,7 +72,7 @@ class Tasks:
     return np.take_along_axis(table, answer[:, None], 1)[:, 0]
 
   def arrays(self) -> dict[str, np.ndarray]:
-    """The tasks as named arrays (for ``results.artefacts.cached``)."""
+    """The tasks as named arrays (for ``results.files.cached``)."""
     out = {"y": self.y, "u_probs": self.u_probs, "u_attack_probs": self.u_attack_probs,
            "t_probs": self.t_probs, "t_attack_probs": self.t_attack_probs}
     for name, (honest, attack) in self.suspicion.items():
@@ -167,7 +167,7 @@ def deploy(untrusted: Trained, trusted: Trained, spec: MonitorSpec,
   fitted = monitors.fit(spec, untrusted, trusted, splits["train"].x)
 
   def scored(split: str) -> Tasks:
-    arrays = artefacts.cached(workdir, f"control_tasks_{split}{suffix}", lambda: score_tasks(
+    arrays = files.cached(workdir, f"control_tasks_{split}{suffix}", lambda: score_tasks(
         splits[split], untrusted, trusted, fitted, backdoor).arrays())
     return Tasks.from_arrays(arrays, spec.names, backdoor.target_class)
 

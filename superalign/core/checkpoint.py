@@ -12,7 +12,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from superalign.core.errors import ConfigError, first_line
-from superalign.core.files import set_aside
+from superalign.results.files import set_aside
 
 log = logging.getLogger("superalign")
 

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from superalign.core.checkpoint import Checkpointer
-from superalign.core.metrics import MetricWriter
+from superalign.results.metrics import MetricWriter
 from superalign.core.state import TrainState
 
 log = logging.getLogger("superalign")

@@ -32,7 +32,7 @@ from superalign.core import batches, checkpoint, loop, optim, state as state_lib
 from superalign.core import mesh as mesh_lib
 from superalign.core.apply import batched_apply
 from superalign.core.errors import ConfigError
-from superalign.core.metrics import MetricWriter
+from superalign.results.metrics import MetricWriter
 from superalign.core.spec import Train, TrainSpec
 
 log = logging.getLogger("superalign")

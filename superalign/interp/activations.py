@@ -2,7 +2,7 @@
 
 ``ActivationWriter`` appends rows and writes a shard every ``shard_rows`` of them; ``close``
 writes ``index.json`` (site name, row shape, dtype, shard files and their row counts). Every
-file is written atomically (``core.files.atomic``) and the index last, so a store without an
+file is written atomically (``results.files.atomic``) and the index last, so a store without an
 index is an unfinished write, never a half-readable one.
 
 ``ActivationStore`` reads it back whole (``array``) or as shuffled batches: ``batch(step, ...)``
@@ -20,7 +20,7 @@ import numpy as np
 
 from superalign.core import batches, mesh as mesh_lib
 from superalign.core.errors import ConfigError
-from superalign.core.files import atomic
+from superalign.results.files import atomic
 
 INDEX = "index.json"
 FORMAT = 1

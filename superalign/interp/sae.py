@@ -56,7 +56,7 @@ from flax import nnx
 from superalign.config import schema
 from superalign.core import mesh as mesh_lib
 from superalign.core.errors import ConfigError
-from superalign.core.files import atomic
+from superalign.results.files import atomic
 from superalign.config.registry import Registry
 from superalign.core.spec import Optim, Train, TrainSpec
 from superalign.core.trainer import Trained, Trainer

@@ -3,7 +3,7 @@
 ``claim`` makes and locks the directory and saves ``config.json`` (a rerun with a different config
 is refused, naming the first difference); ``finish`` adds the wall time, draws the learning
 curves and the protocol's plots, and writes ``results.json``. Only process 0 writes files. (The
-artefacts a protocol computes once per workdir are ``results.artefacts.cached``'s.)
+artefacts a protocol computes once per workdir are ``results.files.cached``'s.)
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from typing import Callable
 import jax
 import matplotlib.pyplot as plt
 
-from superalign.core import files
+from superalign.results import files
 from superalign.results import figures as plots
-from superalign.results.artefacts import write_json
-from superalign.core.metrics import read_metrics
+from superalign.results.files import write_json
+from superalign.results.metrics import read_metrics
 from superalign.core.errors import ConfigError
 
 log = logging.getLogger("superalign")

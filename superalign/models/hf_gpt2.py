@@ -26,7 +26,7 @@ import numpy as np
 
 from superalign.core import mesh as mesh_lib
 from superalign.core.errors import ConfigError
-from superalign.core.files import atomic
+from superalign.results.files import atomic
 
 CONFIG, WEIGHTS, INDEX = "config.json", "model.safetensors", "model.safetensors.index.json"
 _PREFIX = "transformer."

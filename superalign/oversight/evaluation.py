@@ -15,7 +15,7 @@ from typing import Mapping
 
 import numpy as np
 
-from superalign.results.artefacts import cached
+from superalign.results.files import cached
 from superalign.results.estimates import proportion_ci
 from superalign.core.rng import stream_seed
 from superalign.oversight import players as players_lib

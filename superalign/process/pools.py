@@ -11,7 +11,7 @@ import dataclasses
 
 import numpy as np
 
-from superalign.results.artefacts import cached
+from superalign.results.files import cached
 from superalign.core.rng import stream_seed
 from superalign.core.trainer import Trained
 from superalign.process import chains, policy as policy_lib

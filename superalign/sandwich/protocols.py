@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 
-from superalign.results.artefacts import cached
+from superalign.results.files import cached
 from superalign.config.registry import Registry
 from superalign.core.rng import stream_seed
 from superalign.core.spec import TrainSpec

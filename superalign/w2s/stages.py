@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from superalign import models
-from superalign.results.artefacts import cached
+from superalign.results.files import cached
 from superalign.core.spec import TrainSpec
 from superalign.core.specs import InputSpec
 from superalign.core.trainer import Trained, num_train_steps

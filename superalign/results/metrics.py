@@ -1,5 +1,5 @@
 """The training metrics' writer: one JSON row per logged step in ``metrics.jsonl``, mirrored to
-TensorBoard. (The estimates a run reports are ``superalign.results``'.)"""
+TensorBoard, and the rows read back."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Mapping
 
 import jax
 
-from superalign.core import files
+from superalign.results import files
 
 log = logging.getLogger("superalign")
 

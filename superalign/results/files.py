@@ -1,8 +1,10 @@
-"""What a run keeps in its workdir besides checkpoints: results as strict JSON, and artefacts
-computed once per workdir (``cached``: an interrupted run picks up where it stopped)."""
+"""Files so that nothing a run writes is lost: temp-and-rename (``atomic``), bad files set aside
+(never deleted), strict JSON, and artefacts computed once per workdir (``cached``: an
+interrupted run picks up where it stopped)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -13,10 +15,31 @@ from typing import Callable
 import jax
 import numpy as np
 
-from superalign.core.errors import first_line
-from superalign.core.files import atomic, set_aside
-
 log = logging.getLogger("superalign")
+
+
+def atomic(path: str, write: Callable[[str], None], tmp_suffix: str = ".tmp") -> None:
+  """``write(tmp)`` then rename onto ``path``: a reader sees the old file or the new one, never
+  half of one, and a failed write (a full disk) leaves no temporary behind."""
+  tmp = path + tmp_suffix
+  try:
+    write(tmp)
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    raise
+
+
+def set_aside(path: str, suffix: str = "bad") -> str:
+  """Renames ``path`` to ``path.<suffix>`` (``path.<suffix>-2`` ... if taken) and returns the new
+  name: a file a run cannot use is kept, never deleted."""
+  for n in range(1, 1000):
+    target = f"{path}.{suffix}" + (f"-{n}" if n > 1 else "")
+    if not os.path.exists(target):
+      os.rename(path, target)
+      return target
+  raise FileExistsError(f"{path}: too many copies set aside already ({path}.{suffix}-*)")
 
 
 def write_json(path: str, value, **kw) -> None:
@@ -50,7 +73,7 @@ def cached(workdir: str, name: str, compute: Callable[[], dict]) -> dict[str, np
     except Exception as e:  # truncated or overwritten: zipfile, pickle and EOF errors alike
       kept = set_aside(path) if jax.process_index() == 0 else path
       log.warning("%s: unreadable (%s); recomputing it, the bad file is kept as %s", path,
-                  first_line(e), kept)
+                  _first_line(e), kept)
   t0 = time.time()
   out = {k: np.asarray(v) for k, v in compute().items()}
   log.info("%s: computed in %.1f s", name, time.time() - t0)
@@ -58,3 +81,8 @@ def cached(workdir: str, name: str, compute: Callable[[], dict]) -> dict[str, np
     os.makedirs(os.path.dirname(path), exist_ok=True)
     atomic(path, lambda tmp: np.savez(tmp, **out), ".tmp.npz")
   return out
+
+
+def _first_line(e: BaseException) -> str:
+  text = str(e).strip()
+  return text.splitlines()[0] if text else type(e).__name__
