@@ -56,16 +56,11 @@ class EarlyStop:
 
 class HostState(Protocol):
   """Host-side state that batches depend on, saved with every checkpoint (e.g. a curriculum).
-
   ``observe`` sees every step's training metrics, in step order, when the loop fetches them from
   the device (every ``log_every`` steps); decisions it takes there are exact under resume when
-  ``checkpoint_every`` is a multiple of ``log_every``.
-  """
-
+  ``checkpoint_every`` is a multiple of ``log_every``."""
   def observe(self, step: int, metrics: Mapping[str, float]) -> None: ...
-
   def state_dict(self) -> dict: ...
-
   def load_state_dict(self, saved: dict) -> None: ...
 
 
@@ -119,10 +114,6 @@ def _stop_agreed(flag: _StopFlag, step: int, every: int) -> bool:
   return flag.is_set()
 
 
-def _copy(tree):
-  return jax.tree.map(lambda x: x.copy(), tree)
-
-
 def _check_finite(rows: list[tuple[int, dict]], desc: str) -> None:
   for step, metrics in rows:
     for name, value in metrics.items():
@@ -162,7 +153,7 @@ class _BestTracker:
     self.bad = np.where(improved, 0, self.bad + 1)
     if self.rule.restore_best and improved.any():
       if self.params is None or improved.all():
-        self.params = _copy(params)
+        self.params = jax.tree.map(lambda x: x.copy(), params)
       else:  # stacked runs: keep each run's own best
         mask = jnp.asarray(improved)
         self.params = jax.tree.map(

@@ -11,10 +11,9 @@ defaults are these (``superalign.config.base``), with their ranges declared besi
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Mapping
 
-from superalign.core.axes import LOGICAL_AXES, LOGICAL_RULES, MESH_AXES
-from superalign.core.errors import ConfigError
+from superalign.core.axes import LOGICAL_RULES
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "linear")
@@ -58,28 +57,11 @@ class MeshSpec:
 
   @classmethod
   def from_config(cls, mesh: Mapping) -> "MeshSpec":
-    """From ``config.mesh``; a rule naming an unknown logical or mesh axis is a ConfigError."""
-    given = mesh.get("rules")
-    given = dict(LOGICAL_RULES) if given is None else _items(given)
-    rules = []
-    for name, axes in given.items():
-      if name not in LOGICAL_AXES:
-        raise ConfigError(f"mesh.rules.{name}: unknown logical axis; valid: "
-                          f"{', '.join(LOGICAL_AXES)}")
-      axes = (axes,) if isinstance(axes, str) else tuple(axes)
-      for axis in axes:
-        if axis not in MESH_AXES:
-          raise ConfigError(f"mesh.rules.{name}={axes}: {axis!r} is not a mesh axis; valid: "
-                            f"{', '.join(MESH_AXES)}")
-      rules.append((name, axes))
+    """From ``config.mesh`` (the launcher has checked its axis names)."""
+    rules = _items(mesh["rules"]) if mesh.get("rules") is not None else dict(LOGICAL_RULES)
     return cls(axes=tuple((k, int(v)) for k, v in mesh.items() if k not in ("num_devices", "rules")),
-               num_devices=int(mesh.get("num_devices", 0)), rules=tuple(rules))
-
-
-def _fields(cls, block: Mapping, **values) -> Any:
-  """``cls`` from the keys of ``block`` it has (a block may hold more, or fewer: defaults fill)."""
-  names = {f.name for f in dataclasses.fields(cls)}
-  return cls(**{**{k: block[k] for k in block.keys() if k in names}, **values})
+               num_devices=int(mesh.get("num_devices", 0)),
+               rules=tuple((k, (v,) if isinstance(v, str) else tuple(v)) for k, v in rules.items()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,14 +73,12 @@ class TrainSpec:
   seed: int = 0
 
   @classmethod
-  def from_config(cls, config: Mapping, *, train: Mapping | None = None,
-                  optim: Mapping | None = None) -> "TrainSpec":
-    """From the config's ``optim``, ``train``, ``mesh`` and ``seed``; ``train`` / ``optim``: a
-    stage's own block instead (its keys over the config's block of that name)."""
-    t = {**_items(config.get("train", {})), **_items(train or {})}
-    o = {**_items(config.get("optim", {})), **_items(optim or {})}
+  def from_config(cls, config: Mapping) -> "TrainSpec":
+    """From the config's ``optim``, ``train``, ``mesh`` and ``seed`` (what a block lacks keeps
+    its default)."""
     mesh = config.get("mesh")
-    return cls(optim=_fields(Optim, o), train=_fields(Train, t),
+    return cls(optim=_replace(Optim(), config.get("optim"), {}),
+               train=_replace(Train(), config.get("train"), {}),
                mesh=MeshSpec.from_config(mesh) if mesh is not None else MeshSpec(),
                seed=int(config.get("seed", 0)))
 

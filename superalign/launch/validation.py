@@ -17,7 +17,7 @@ from superalign.config import schema
 from superalign.core import mesh as mesh_lib
 from superalign.core.errors import ConfigError
 from superalign.config import OPTIM_RULES, check_train
-from superalign.core.spec import MeshSpec
+from superalign.core.axes import LOGICAL_AXES, MESH_AXES
 
 MAX_SEED = 2**31 - 1
 BASE_RULES = {
@@ -87,6 +87,18 @@ def _validate_data(d) -> None:
       raise ConfigError(f"data.splits.{name}={frac}: must be a fraction in (0, 1]")
 
 
+def _validate_rules(rules) -> None:
+  """Each rule names a logical axis the models use and mesh axes that exist."""
+  for name, axes in rules.items():
+    if name not in LOGICAL_AXES:
+      raise ConfigError(f"mesh.rules.{name}: unknown logical axis; valid: {', '.join(LOGICAL_AXES)}")
+    axes = (axes,) if isinstance(axes, str) else tuple(axes)
+    for axis in axes:
+      if axis not in MESH_AXES:
+        raise ConfigError(f"mesh.rules.{name}={axes}: {axis!r} is not a mesh axis; valid: "
+                          f"{', '.join(MESH_AXES)}")
+
+
 def _validate_mesh(config, num_devices: int) -> None:
   axes = {k: v for k, v in config.mesh.items() if k not in mesh_lib.NOT_AXES}
   wanted = int(config.mesh.get("num_devices", 0))
@@ -97,7 +109,7 @@ def _validate_mesh(config, num_devices: int) -> None:
     sizes = mesh_lib.resolve_axis_sizes(axes, wanted or num_devices)
   except ValueError as e:
     raise ConfigError(str(e)) from None
-  MeshSpec.from_config(config.mesh)
+  _validate_rules(config.mesh.get("rules") or {})
   shards = sizes["data"] * sizes["fsdp"]
   processes = jax.process_count()
   if shards % processes:  # each process loads its own slice of every batch (core.batches)
