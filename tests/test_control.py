@@ -1,7 +1,6 @@
 """AI control: the safety estimator against hand-computed cases, the protocols and monitor
 combinations on small hand-made task pools, and the smoke run through the launcher."""
 
-import json
 
 import numpy as np
 import pytest
@@ -285,11 +284,8 @@ def test_an_unknown_monitor_or_protocol_is_refused():
 
 
 @pytest.mark.e2e
-def test_control_smoke_run_end_to_end(tmp_path, monkeypatch, capsys):
-  run = launch(monkeypatch, capsys, "--config=experiments/control/digits.py:smoke",
-               f"--workdir={tmp_path}")
-  assert not run.returncode, run.stderr[-3000:]
-  results = json.loads((tmp_path / "results.json").read_text())
+def test_control_smoke_run_end_to_end(smoke):
+  results, _ = smoke("control")   # the session's shared smoke run (conftest)
   assert schema_violations(results) == [] and len(results["plots"]) >= 3
   rows = results["protocols"]
   for name in ("upfront_auditing", "trusted_monitoring", "defer_to_trusted 20%",
@@ -305,7 +301,8 @@ def test_control_smoke_run_end_to_end(tmp_path, monkeypatch, capsys):
   assert {"stack: likelihood_ratio", "stack: cascade"} <= set(s["by_defender"])
   assert s["by_defender"]["stack: cascade"]["cost"] < s["by_defender"]["stack: max"]["cost"]
   assert np.allclose(np.diag(s["correlation_honest"]), 1.0)
-  assert "paper U/S" in run.stdout and "safety against the audit budget" in run.stdout
+  assert "paper U/S" in results["summary"]
+  assert "safety against the audit budget" in results["summary"]
 
 
 @pytest.mark.parametrize("override,message", [

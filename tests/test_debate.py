@@ -201,15 +201,11 @@ def test_judge_learns_from_sparse_pixels(tmp_path):
 
 
 @pytest.mark.e2e
-def test_smoke_end_to_end(tmp_path):
-  from experiments.debate import digits
+def test_smoke_end_to_end(smoke, tmp_path):
+  import shutil
+  from conftest import smoke_config
   from superalign.launch import runners
-
-  config = digits.get_config("smoke")
-  config.mesh.num_devices = 1
-  runners.validate(config)
-  runners.execute(config, str(tmp_path))
-  results = json.loads((tmp_path / "results.json").read_text())
+  results, shared = smoke("debate")   # the session's shared smoke run (conftest)
   assert schema_violations(results) == []
   assert results["plots"] and all((tmp_path / p).is_file() for p in results["plots"])
   r = results["by_k"]["4"]
@@ -219,10 +215,11 @@ def test_smoke_end_to_end(tmp_path):
     ci = row["judge_accuracy"]
     assert 0 <= ci["lo"] <= ci["mean"] <= ci["hi"] <= 1 and ci["n"] == 16
   assert set(r["player_matrix"]) == {"greedy", "random"}
-  assert (tmp_path / "plots" / "judge_accuracy_by_protocol.png").exists()
+  assert (shared / "plots" / "judge_accuracy_by_protocol.png").exists()
   assert "paper" in results["summary"]
-  # A rerun in the same workdir reuses the judge checkpoint and the finished games.
-  again = runners.execute(config, str(tmp_path))
+  # A rerun in (a copy of) the workdir reuses the judge checkpoint and the finished games.
+  shutil.copytree(shared, tmp_path / "again")
+  again = runners.execute(smoke_config("debate"), str(tmp_path / "again"))
   assert again["by_k"]["4"]["protocols"] == json.loads(json.dumps(r["protocols"]))
 
 

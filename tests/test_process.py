@@ -3,7 +3,6 @@ step terminators, the smoke config end to end, and its one-line errors."""
 
 from __future__ import annotations
 
-import json
 
 import jax.numpy as jnp
 import numpy as np
@@ -80,10 +79,9 @@ def test_the_prm_reads_each_step_at_its_terminator():
 
 
 @pytest.mark.e2e
-def test_smoke_end_to_end(tmp_path, monkeypatch, capsys):
-  out = launch(monkeypatch, capsys, CONFIG, f"--workdir={tmp_path}")
-  assert not out.returncode, out.stderr[-3000:]
-  r = results = json.loads((tmp_path / "results.json").read_text())
+def test_smoke_end_to_end(smoke):
+  results, tmp_path = smoke("process")   # the session's shared smoke run (conftest)
+  r = results
   assert schema_violations(results) == []
   assert r["plots"] and all((tmp_path / p).is_file() for p in r["plots"])
   assert r["ns"] == [1, 2, 4, 8, 16]
@@ -98,7 +96,7 @@ def test_smoke_end_to_end(tmp_path, monkeypatch, capsys):
   assert r["rollout_labels"]["steps"] > 0
   assert "easy_to_hard" in r and r["easy_to_hard"]["hard"] == [3]
   assert (tmp_path / "plots" / "best_of_n.png").exists()
-  assert "Lightman" in out.stdout and "Uesato" in out.stdout
+  assert "Lightman" in r["summary"] and "Uesato" in r["summary"]
 
 
 @pytest.mark.parametrize("override, message", [

@@ -1,8 +1,11 @@
 """Sandwiching metrics and assistant policies."""
 
+import json
+
 import numpy as np
 import pytest
 
+from conftest import smoke_config
 from superalign.launch import runners
 from superalign.sandwich import assistants, metrics
 
@@ -69,14 +72,9 @@ def test_protocol_outcomes_follow_the_claims():
 
 
 @pytest.mark.e2e
-def test_smoke_end_to_end(tmp_path):
-  import json
-  from experiments.sandwich import digits
-
-  config = digits.get_config("smoke")
-  config.mesh.num_devices = 1
-  runners.validate(config)
-  results = json.loads(json.dumps(runners.execute(config, str(tmp_path))))
+def test_smoke_end_to_end(smoke, tmp_path):
+  import shutil
+  results, shared = smoke("sandwich")   # the session's shared smoke run (conftest)
   assert set(results["honest"]) == {"lie_rate", "advice", "consultancy", "debate",
                                     "debate_collusion"}
   assert results["honest"]["lie_rate"] == 0
@@ -94,9 +92,10 @@ def test_smoke_end_to_end(tmp_path):
   # A lying consultant never helps more than an honest one on the same images.
   assert (results["misaligned"]["lie_p1"]["consultancy"]["accuracy"]["mean"]
           <= results["honest"]["consultancy"]["accuracy"]["mean"])
-  assert (tmp_path / "plots" / "sandwich_accuracy_by_lying.png").exists()
+  assert (shared / "plots" / "sandwich_accuracy_by_lying.png").exists()
   assert "MMLU" in results["summary"]
-  again = json.loads(json.dumps(runners.execute(config, str(tmp_path))))
+  shutil.copytree(shared, tmp_path / "again")   # a rerun resumes every stage: same numbers
+  again = json.loads(json.dumps(runners.execute(smoke_config("sandwich"), str(tmp_path / "again"))))
   assert again["misaligned"] == results["misaligned"]
   # An honest opponent is never worse for the truth than a sandbagging copy.
   lying = results["misaligned"]["lie_p1"]

@@ -1,6 +1,5 @@
 """Certified training losses, the schedule, PGD, and the verify runners end to end."""
 
-import json
 
 import jax
 import jax.numpy as jnp
@@ -75,19 +74,17 @@ def test_ibp_training_certifies_what_natural_training_does_not(tmp_path):
   assert verified["ibp"] > verified["natural"] + 0.1, verified
 
 
-def _smoke(config, tmp_path, monkeypatch, capsys) -> tuple[dict, str]:
-  """A verify smoke run through the launcher: its results (checked against the one results
-  schema, with plots) and what it printed."""
-  run = launch(monkeypatch, capsys, f"--config={config}:smoke", f"--workdir={tmp_path}")
-  assert not run.returncode, run.stderr[-3000:]
-  results = json.loads((tmp_path / "results.json").read_text())
+def _smoke(kind, smoke) -> tuple[dict, str]:
+  """The session's shared smoke run of ``kind`` (conftest): its results (checked against the one
+  results schema, with plots) and its printed summary."""
+  results, _ = smoke(kind)
   assert schema_violations(results) == [] and results["plots"]
-  return results, run.stdout
+  return results, results["summary"]
 
 
 @pytest.mark.e2e
-def test_verify_smoke_run_end_to_end(tmp_path, monkeypatch, capsys):
-  results, out = _smoke("experiments/verify/digits.py", tmp_path, monkeypatch, capsys)
+def test_verify_smoke_run_end_to_end(smoke):
+  results, out = _smoke("verify", smoke)
   assert set(results["models"]) == {"natural", "ibp", "crown_ibp"}
   for r in results["models"].values():
     for row in r["eval"].values():
@@ -100,8 +97,8 @@ def test_verify_smoke_run_end_to_end(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.e2e
-def test_oversight_certificates_smoke_run(tmp_path, monkeypatch, capsys):
-  results, out = _smoke("experiments/verify/oversight.py", tmp_path, monkeypatch, capsys)
+def test_oversight_certificates_smoke_run(smoke):
+  results, out = _smoke("verify_oversight", smoke)
   for row in results["judge"]["by_eps"].values():
     for method in ("ibp", "crown", "alpha_crown"):
       assert row[method]["mean"] <= 1 - row["attacked"]["mean"] + 1e-9

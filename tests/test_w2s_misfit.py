@@ -1,7 +1,6 @@
 """Gain vs misfit (Charikar et al. 2024): least-squares arithmetic on hand-made cases, config
 validation, and the smoke run end to end."""
 
-import json
 import os
 
 import numpy as np
@@ -95,11 +94,9 @@ def test_misfit_config_has_no_unused_blocks_and_checks_its_batch():
 
 
 @pytest.mark.e2e
-def test_smoke_end_to_end(tmp_path):
+def test_smoke_end_to_end(smoke):
+  results, tmp_path = smoke("w2s_misfit")   # the session's shared smoke run (conftest)
   config = misfit_config.get_config("smoke")
-  runners.validate(config)
-  results = runners.execute(config, str(tmp_path))
-  json.dumps(results)  # results.json-ready
   m = config.misfit
   assert results["claim"] == misfit.CLAIM and isinstance(results["summary"], str)
   assert os.path.isfile(tmp_path / "plots" / "misfit.png")
