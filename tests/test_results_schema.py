@@ -27,7 +27,8 @@ def test_the_checker_catches_each_departure():
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("kind", sorted(SMOKE))
+@pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.xdist_group(f"smoke-{k}"))
+                                  for k in sorted(SMOKE)])   # each beside its kind's other readers
 def test_smoke_results_follow_the_schema(kind, smoke):
   results, workdir = smoke(kind)
   assert schema_violations(results) == []

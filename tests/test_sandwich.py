@@ -72,6 +72,7 @@ def test_protocol_outcomes_follow_the_claims():
 
 
 @pytest.mark.e2e
+@pytest.mark.xdist_group("smoke-sandwich")   # beside its shared smoke run
 def test_smoke_end_to_end(smoke, tmp_path):
   import shutil
   results, shared = smoke("sandwich")   # the session's shared smoke run (conftest)

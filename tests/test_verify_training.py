@@ -83,6 +83,7 @@ def _smoke(kind, smoke) -> tuple[dict, str]:
 
 
 @pytest.mark.e2e
+@pytest.mark.xdist_group("smoke-verify")   # beside its shared smoke run
 def test_verify_smoke_run_end_to_end(smoke):
   results, out = _smoke("verify", smoke)
   assert set(results["models"]) == {"natural", "ibp", "crown_ibp"}
@@ -97,6 +98,7 @@ def test_verify_smoke_run_end_to_end(smoke):
 
 
 @pytest.mark.e2e
+@pytest.mark.xdist_group("smoke-verify_oversight")   # beside its shared smoke run
 def test_oversight_certificates_smoke_run(smoke):
   results, out = _smoke("verify_oversight", smoke)
   for row in results["judge"]["by_eps"].values():

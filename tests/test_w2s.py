@@ -10,6 +10,7 @@ import pytest
 
 import ml_collections
 
+from conftest import smoke_config
 from superalign.launch import runners
 from superalign import data as data_lib
 from superalign.core import mesh as mesh_lib
@@ -171,12 +172,11 @@ def test_logreg_relabel_cross_fits():
 
 
 @pytest.mark.e2e
-def test_smoke_pipeline_end_to_end(tmp_path):
-  config = w2s_digits.get_config("smoke")
-  config.mesh.num_devices = 1  # sharding has its own tests; one device compiles fastest
-  runners.validate(config)
-  results = runners.execute(config, str(tmp_path))
-  json.dumps(results)  # results.json-ready
+@pytest.mark.xdist_group("smoke-w2s")   # beside its shared smoke run
+def test_smoke_pipeline_end_to_end(smoke, tmp_path):
+  import shutil
+  results, shared = smoke("w2s")   # the session's shared smoke run (conftest)
+  config = smoke_config("w2s")
   ladder, losses = results["ladder"], results["losses"]
   assert ladder == list(config.w2s.ladder) and losses == ["xent", "logconf"]
   assert len(results["pairs"]) == 3  # tiny<small, tiny<base, small<base
@@ -189,12 +189,14 @@ def test_smoke_pipeline_end_to_end(tmp_path):
     assert len(pair[key]["per_seed"]) == 2
   assert set(results["by_loss"]) == {"xent", "logconf"}
   for name in ladder:
-    assert (tmp_path / "weak_labels" / f"{name}.npz").exists()
-  assert (tmp_path / "plots" / "pgr_by_loss.png").stat().st_size > 0
-  assert (tmp_path / "plots" / "accuracy_by_strong_model.png").stat().st_size > 0
+    assert (shared / "weak_labels" / f"{name}.npz").exists()
+  assert (shared / "plots" / "pgr_by_loss.png").stat().st_size > 0
+  assert (shared / "plots" / "accuracy_by_strong_model.png").stat().st_size > 0
   assert "mlp_tiny supervises mlp_base" in results["summary"]
   # A rerun restores every stage from its checkpoint and the saved weak labels: same numbers.
-  again = runners.execute(config, str(tmp_path))
+  shutil.copytree(shared, tmp_path / "again")
+  runners.execute(config, str(tmp_path / "again"))
+  again = json.loads((tmp_path / "again" / "results.json").read_text())
   assert again["pairs"] == results["pairs"]
 
 

@@ -94,6 +94,7 @@ def test_misfit_config_has_no_unused_blocks_and_checks_its_batch():
 
 
 @pytest.mark.e2e
+@pytest.mark.xdist_group("smoke-w2s_misfit")   # beside its shared smoke run
 def test_smoke_end_to_end(smoke):
   results, tmp_path = smoke("w2s_misfit")   # the session's shared smoke run (conftest)
   config = misfit_config.get_config("smoke")

@@ -38,11 +38,10 @@ class Checkpointer:
     return self.every > 0 and step % self.every == 0
 
   def save(self, step: int, items: Any, meta: dict) -> None:
-    if step in self.manager.all_steps():
-      return
-    with _os_errors(self.directory):
-      self.manager.save(step, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(items), meta=ocp.args.JsonSave(meta)))
+    with _os_errors(self.directory):  # an earlier async save's failure may surface here too
+      if step not in self.manager.all_steps():
+        self.manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(items), meta=ocp.args.JsonSave(meta)))
 
   def restore(self, step: int, like: Any) -> tuple[Any, dict]:
     """Restores into the layout (shapes, dtypes, shardings) of the live pytree ``like``."""
@@ -92,7 +91,7 @@ class Checkpointer:
   def close(self) -> None:
     with _os_errors(self.directory):
       self.manager.wait_until_finished()
-    self.manager.close()
+      self.manager.close()
 
 
 @contextlib.contextmanager
