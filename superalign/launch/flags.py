@@ -93,7 +93,8 @@ def exit_line(e: BaseException, config, workdir: str | None) -> tuple[str, int] 
   """A run's exception as ``(one line, exit code)``, or None for a bug (its traceback shows)."""
   from superalign.core.loop import NonFiniteError, Preempted
   from superalign.launch import workdir as workdir_lib
-  if isinstance(e, ConfigError):
+  from superalign.results.files import DamagedFileError
+  if isinstance(e, (ConfigError, DamagedFileError)):
     return str(e), EXIT_USAGE
   if isinstance(e, NonFiniteError):
     advice = "lower optim.learning_rate"

@@ -1,6 +1,7 @@
 """Files so that nothing a run writes is lost: temp-and-rename (``atomic``), bad files set aside
-(never deleted), strict JSON, and artefacts computed once per workdir (``cached``: an
-interrupted run picks up where it stopped)."""
+(never deleted), strict JSON, artefacts computed once per workdir (``cached``: an interrupted
+run picks up where it stopped), and the one guarded path for reading a file a user or an earlier
+run made (``read_guarded``: a damaged file is one line naming it and what to do)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,40 @@ import logging
 import math
 import os
 import time
-from typing import Callable
+from typing import Callable, Iterable, TypeVar
 
 import jax
 import numpy as np
 
 log = logging.getLogger("superalign")
+T = TypeVar("T")
+
+
+class DamagedFileError(ValueError):
+  """A file cannot be used as it is (missing, truncated, garbage, or holding the wrong contents):
+  the message is one line naming the file, what is wrong, and what to do. The launcher prints it
+  without a traceback."""
+
+
+def read_guarded(path: str, read: Callable[[str], T], fix: str = "") -> T:
+  """``read(path)``, with every way a damaged file fails (an OS error, a truncated or garbled
+  archive, bad JSON or UTF-8, a missing key) as one DamagedFileError:
+  ``<path>: <what read raised>; <fix>``. ``read`` may raise DamagedFileError itself for contents
+  that parse but are wrong (a missing array, a short shard); it passes through unchanged."""
+  try:
+    return read(path)
+  except DamagedFileError:
+    raise
+  except Exception as e:  # OSError, zipfile/pickle/EOF, JSON, UnicodeDecode, safetensors, KeyError
+    raise DamagedFileError(f"{path}: {_reason(e)}" + (f"; {fix}" if fix else "")) from e
+
+
+def _reason(e: BaseException) -> str:
+  if isinstance(e, KeyError):
+    return f"has no entry {e.args[0]!r}" if e.args else "a missing entry"
+  if isinstance(e, OSError) and e.strerror:
+    return e.strerror.lower()
+  return f"unreadable ({type(e).__name__}: {_first_line(e)})"
 
 
 def atomic(path: str, write: Callable[[str], None], tmp_suffix: str = ".tmp") -> None:
@@ -63,23 +92,33 @@ def _finite(value):
   return value
 
 
-def cached(workdir: str, name: str, compute: Callable[[], dict]) -> dict[str, np.ndarray]:
-  """``compute()`` (a dict of arrays) once per workdir, saved as ``<workdir>/<name>.npz``."""
+def cached(workdir: str, name: str, compute: Callable[[], dict],
+           keys: Iterable[str] = ()) -> dict[str, np.ndarray]:
+  """``compute()`` (a dict of arrays) once per workdir, saved as ``<workdir>/<name>.npz``. A saved
+  file that is unreadable, or lacks one of ``keys`` (the arrays its readers index), is set aside
+  and computed again."""
   path = os.path.join(workdir, f"{name}.npz")
   if os.path.exists(path):
     try:
-      with np.load(path) as saved:
-        return dict(saved)
-    except Exception as e:  # truncated or overwritten: zipfile, pickle and EOF errors alike
+      return read_guarded(path, lambda p: _load_npz(p, keys))
+    except DamagedFileError as e:
       kept = set_aside(path) if jax.process_index() == 0 else path
-      log.warning("%s: unreadable (%s); recomputing it, the bad file is kept as %s", path,
-                  _first_line(e), kept)
+      log.warning("%s; recomputing it, the bad file is kept as %s", e, kept)
   t0 = time.time()
   out = {k: np.asarray(v) for k, v in compute().items()}
   log.info("%s: computed in %.1f s", name, time.time() - t0)
   if jax.process_index() == 0:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     atomic(path, lambda tmp: np.savez(tmp, **out), ".tmp.npz")
+  return out
+
+
+def _load_npz(path: str, keys: Iterable[str]) -> dict[str, np.ndarray]:
+  with np.load(path) as saved:
+    out = dict(saved)
+  missing = [k for k in keys if k not in out]
+  if missing:
+    raise DamagedFileError(f"{path}: has no array {missing[0]!r} (holds {', '.join(out) or 'none'})")
   return out
 
 
