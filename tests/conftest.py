@@ -88,7 +88,8 @@ def smoke(tmp_path_factory):
   """``smoke(kind) -> (results, workdir)``: the kind's smoke run, made once per session."""
   import fcntl
   import json
-  shared = tmp_path_factory.getbasetemp().parent / "smoke"
+  base = tmp_path_factory.getbasetemp()  # an xdist worker's is a folder of the session's
+  shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "smoke"
   shared.mkdir(exist_ok=True)
 
   def get(kind):
