@@ -79,6 +79,12 @@ class Tasks:
       out[f"honest/{name}"], out[f"attack/{name}"] = honest, attack
     return out
 
+  @staticmethod
+  def keys(names) -> tuple[str, ...]:
+    """The arrays ``from_arrays`` reads for monitors ``names``."""
+    return ("y", "u_probs", "u_attack_probs", "t_probs", "t_attack_probs",
+            *(f"{side}/{n}" for n in names for side in ("honest", "attack")))
+
   @classmethod
   def from_arrays(cls, a: dict, names, target: int) -> Tasks:
     return cls(y=a["y"], u_probs=a["u_probs"], u_attack_probs=a["u_attack_probs"],
@@ -166,9 +172,11 @@ def deploy(untrusted: Trained, trusted: Trained, spec: MonitorSpec,
   (``control_tasks_<split><suffix>.npz``)."""
   fitted = monitors.fit(spec, untrusted, trusted, splits["train"].x)
 
+  keys = Tasks.keys(spec.names)
+
   def scored(split: str) -> Tasks:
     arrays = files.cached(workdir, f"control_tasks_{split}{suffix}", lambda: score_tasks(
-        splits[split], untrusted, trusted, fitted, backdoor).arrays())
+        splits[split], untrusted, trusted, fitted, backdoor).arrays(), keys=keys)
     return Tasks.from_arrays(arrays, spec.names, backdoor.target_class)
 
   return scored("val"), scored("test")

@@ -60,11 +60,11 @@ def evaluate_k(setup: Evaluation, arena: protocols.Arena, x: np.ndarray, y: np.n
   stream = lambda name: stream_seed(seed, f"debate/{name}")
   rows = {}
   alone = cached(workdir, f"games/k{k}_judge_alone", lambda: {"accuracy": protocols.judge_alone(
-      arena, x, y, k, s.judge_alone_draws, stream("judge_alone"))})["accuracy"]
+      arena, x, y, k, s.judge_alone_draws, stream("judge_alone"))}, keys=("accuracy",))["accuracy"]
   rows["judge_alone"] = _row(alone, alone, draws=s.judge_alone_draws)
   consult = cached(workdir, f"games/k{k}_consultancy_{s.honest}",
                    lambda: protocols.consultancy(arena, x, y, k, s.player(s.honest),
-                                                 stream("consultancy")))
+                                                 stream("consultancy")), keys=("honest", "lying"))
   rows["consultancy"] = _row(
       0.5 * (consult["honest"] + consult["lying"]), consult["honest"],
       honest_advisor_accuracy=proportion_ci(consult["honest"]),
@@ -75,7 +75,8 @@ def evaluate_k(setup: Evaluation, arena: protocols.Arena, x: np.ndarray, y: np.n
     name = f"games/k{k}_debate_{variant}_{h}_vs_{lie}_{s.first}_{m}"
     return cached(workdir, name, lambda: protocols.debate(
         arena, x[:m], y[:m], k, s.player(h), s.player(lie), num_classes=num_classes,
-        precommit=variant == "precommit", first=s.first, seed=stream("games")))
+        precommit=variant == "precommit", first=s.first, seed=stream("games")),
+        keys=("wins", "v0"))
 
   for variant in s.variants:
     game = play_debate(s.honest, s.liar, variant, len(y))

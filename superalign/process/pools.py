@@ -64,7 +64,7 @@ class Draws:
     problems = self.problems(kind, k, n)
     stream = stream_seed(self.seed, f"process/sample/{tag}/{kind}/{k}")
     solution = cached(self.workdir, f"samples/{tag}_{kind}_{k}", lambda: {
-        "tokens": policy_lib.sample(policy, problems, per, stream)})["tokens"]
+        "tokens": policy_lib.sample(policy, problems, per, stream)}, keys=("tokens",))["tokens"]
     return Pool(problems, solution, self.length, per)
 
   def pools(self, policy: Trained, tag: str, kind: str, ks, n: int, per: int

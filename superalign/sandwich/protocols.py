@@ -130,7 +130,8 @@ def consultancy(ctx: Context) -> Score:
   y = ctx.panel.test.y
   outcomes = cached(ctx.workdir, f"games/consultancy_{ctx.player_name}",
                     lambda: consultancy_outcomes(ctx.arena, ctx.x, y, ctx.k, ctx.player,
-                                                 ctx.stream("consultancy")))
+                                                 ctx.stream("consultancy")),
+                    keys=("honest", "lying"))
   return lambda claim, lied: {"consultancy": {"correct": consultancy_correct(outcomes, claim, y)}}
 
 
@@ -141,7 +142,8 @@ def debate(ctx: Context) -> Score:
   sandbags)."""
   test = ctx.panel.test
   outcomes = cached(ctx.workdir, f"games/debate_{ctx.player_name}", lambda: debate_outcomes(
-      ctx.arena, ctx.x, test.y, ctx.k, ctx.player, ctx.num_classes, ctx.stream("debate")))
+      ctx.arena, ctx.x, test.y, ctx.k, ctx.player, ctx.num_classes, ctx.stream("debate")),
+      keys=("wins", "sandbag", "lies"))
 
   def score(claim, lied):
     lie = np.where(claim != test.y, claim, best_lie(test.y, test.nonexpert))

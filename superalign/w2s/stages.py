@@ -134,7 +134,8 @@ class Ladder:
       return {k: trained.predict(self.splits[k].x).astype(np.float32)
               for k in ("train_b", "val", "test")}
 
-    return cached(self.workdir, f"weak_labels/{models.label(name)}", compute)
+    return cached(self.workdir, f"weak_labels/{models.label(name)}", compute,
+                  keys=("train_b", "val", "test"))
 
   def ceiling(self, name: str, warm) -> np.ndarray:
     """Test predictions ``[seeds, N, classes]`` of ``name`` trained on ``train_b`` ground truth."""
