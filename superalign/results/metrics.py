@@ -39,23 +39,23 @@ class MetricWriter:
       self._tb = None
 
   def rewind(self, resume_step: int | None) -> None:
-    """Drops this run's rows past ``resume_step``; a torn row (a crash or a full disk in mid-append)
-    is moved aside to ``metrics.jsonl.torn``, never silently lost."""
+    """Drops this run's rows past ``resume_step``; a torn row (a crash or a full disk in mid-append,
+    or bytes that are not UTF-8) is moved aside to ``metrics.jsonl.torn``, never silently lost."""
     if not self.enabled or not os.path.exists(self.path):
       return
     keep, torn = [], []
     for line, row in _rows(self.path):
       if row is None:
-        torn.append(line if line.endswith("\n") else line + "\n")
+        torn.append(line if line.endswith(b"\n") else line + b"\n")
       elif row.get("run", "") != self.tag or (resume_step is not None and
                                               row.get("step", 0) <= resume_step):
         keep.append(line)
     if torn:
-      with open(self.path + ".torn", "a") as f:
+      with open(self.path + ".torn", "ab") as f:
         f.writelines(torn)
       log.warning("%s: %d torn row(s) moved to %s.torn", self.path, len(torn), self.path)
     def write(tmp):
-      with open(tmp, "w") as f:
+      with open(tmp, "wb") as f:
         f.writelines(keep)
     files.atomic(self.path, write)
 
@@ -75,19 +75,25 @@ class MetricWriter:
 
 
 def _rows(path: str):
-  """``(line, row)`` for every line of a JSONL file; ``row`` is None for a line that does not
-  parse as a JSON object."""
-  with open(path) as f:
-    for line in f:
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError:
-        row = None
-      yield line, row if isinstance(row, dict) else None
+  """``(line, row)`` for every line (bytes) of a JSONL file; ``row`` is None for a line that is
+  not UTF-8 or does not parse as a JSON object. A file that cannot be read at all is one
+  DamagedFileError line."""
+  lines = files.read_guarded(path, _lines, "move it aside or use a new workdir")
+  for line in lines:
+    try:
+      row = json.loads(line.decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+      row = None
+    yield line, row if isinstance(row, dict) else None
+
+
+def _lines(path: str) -> list[bytes]:
+  with open(path, "rb") as f:
+    return f.readlines()
 
 
 def read_metrics(workdir: str) -> list[dict]:
-  """The rows of ``metrics.jsonl`` (a torn row is skipped)."""
+  """The rows of ``metrics.jsonl`` (a torn or non-UTF-8 row is skipped)."""
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.exists(path):
     return []
