@@ -565,3 +565,27 @@ def test_tfds_unknown_text_layout_raises(monkeypatch):
 def test_tfds_missing_data_set_raises_data_error(tmp_path):
   with pytest.raises(DataError, match="tfds:no_such_dataset_xyz"):
     tfds_source.load("no_such_dataset_xyz", str(tmp_path))
+
+
+@pytest.mark.parametrize("damage", ["non_utf8", "truncated_gzip", "garbage_gzip"])
+def test_a_damaged_jsonl_split_is_one_line_naming_it(tmp_path, damage):
+  """Issue 32: a text task's jsonl with bytes that are not UTF-8, or a truncated or garbled
+  ``.jsonl.gz``, raised UnicodeDecodeError / EOFError / BadGzipFile with a traceback."""
+  from conftest import write_sciq_jsonl
+  from superalign.data import text_tasks
+  from superalign.results.files import DamagedFileError
+  path = write_sciq_jsonl(str(tmp_path / "sciq"), n_train=6, n_test=2)
+  good = (tmp_path / "sciq" / "train.jsonl").read_bytes()
+  os.remove(tmp_path / "sciq" / "train.jsonl")
+  if damage == "non_utf8":
+    lines = good.splitlines(keepends=True)
+    (tmp_path / "sciq" / "train.jsonl").write_bytes(b"".join(lines[:2]) + b'{"q": "\xff"}\n')
+    error, match = DataError, r"train\.jsonl line 3: not a UTF-8 JSON record"
+  else:
+    packed = gzip.compress(good)
+    bad = packed[:len(packed) // 2] if damage == "truncated_gzip" else b"\x1f\x8b" + b"\x00" * 40
+    (tmp_path / "sciq" / "train.jsonl.gz").write_bytes(bad)
+    error, match = DamagedFileError, r"train\.jsonl\.gz: .*; fetch or write the file again"
+  with pytest.raises(error, match=match) as e:
+    text_tasks.read_split("sciq", path, "train")
+  assert "\n" not in str(e.value)

@@ -26,6 +26,7 @@ import numpy as np
 
 from superalign.core.specs import InputSpec
 from superalign.data.source import DataError, Source
+from superalign.results.files import read_guarded
 
 
 def format_amazon_polarity(ex, rng):
@@ -111,13 +112,7 @@ def split_files(path: str, split: str) -> list[str]:
 def _rows(file: str):
   """(where, record) pairs of one file; where is 'FILE line N' or 'FILE row N'."""
   if file.endswith((".jsonl", ".jsonl.gz")):
-    with (gzip.open if file.endswith(".gz") else open)(file, "rt", encoding="utf-8") as f:
-      for n, line in enumerate(f, 1):
-        if line.strip():
-          try:
-            yield f"{file} line {n}", json.loads(line)
-          except ValueError as e:
-            raise DataError(f"{file} line {n}: not a JSON record ({e})") from None
+    yield from _jsonl(file)
     return
   import pyarrow as pa
   try:
@@ -133,6 +128,23 @@ def _rows(file: str):
         n += 1
   except (pa.ArrowException, OSError) as e:
     raise DataError(f"{file}: cannot read it with pyarrow ({str(e).strip()[:200]})") from None
+
+
+def _jsonl(file: str):
+  """(where, record) pairs of a jsonl file, read as bytes and decoded line by line, so a line that
+  is not UTF-8 or not JSON is named exactly; a truncated or corrupt gzip stream or an OS error is
+  one DamagedFileError line."""
+  fix = "fetch or write the file again"
+  opener = gzip.open if file.endswith(".gz") else open
+  with read_guarded(file, lambda p: opener(p, "rb"), fix) as f:
+    n = 0
+    while line := read_guarded(file, lambda _: f.readline(), fix):  # a bad gzip stream fails here
+      n += 1
+      if line.strip():
+        try:
+          yield f"{file} line {n}", json.loads(line.decode("utf-8"))
+        except ValueError as e:  # UnicodeDecodeError is a ValueError too
+          raise DataError(f"{file} line {n}: not a UTF-8 JSON record ({e})") from None
 
 
 def read_split(task: str, path: str, split: str, seed: int = 0,
