@@ -147,39 +147,30 @@ def test_writer_untagged_keeps_tagged_rows(tmp_path):
                             {"run": "", "step": 1, "y": 2.0}]
 
 
-def test_a_torn_metrics_row_does_not_block_resume_and_is_kept_aside(tmp_path):
-  """Issue 14.2: a crash in mid-append leaves a torn last line; resuming drops it from
-  metrics.jsonl, keeps it in metrics.jsonl.torn, and readers skip it."""
+GOOD = b'{"run": "supervised", "step": 1, "train/loss": 2.0}\n'
+OTHER = b'{"run": "other", "step": 5, "train/loss": 1.0}\n'
+
+
+@pytest.mark.parametrize("content,torn", [
+    # Issue 14.2: a crash in mid-append leaves a torn last line.
+    (GOOD + OTHER + b'{"run": "supervised", "step": 2', b'{"run": "supervised", "step": 2\n'),
+    # Issue 32: bytes that are not UTF-8 (a disk error, a binary write) raised UnicodeDecodeError
+    # on every rerun; such a row is a torn row too.
+    (GOOD + b'{"run": "supervised", "step": 2, "x": "\xff\xfe"}\n\x00\x9c\x80garbage\n' + OTHER,
+     b'{"run": "supervised", "step": 2, "x": "\xff\xfe"}\n\x00\x9c\x80garbage\n'),
+], ids=["torn_last_line", "non_utf8"])
+def test_a_torn_metrics_row_does_not_block_resume_and_is_kept_aside(tmp_path, content, torn):
+  """Resuming drops a torn row from metrics.jsonl, keeps it in metrics.jsonl.torn, and readers
+  skip it."""
   from superalign.results.metrics import MetricWriter, read_metrics
-  path = tmp_path / "metrics.jsonl"
-  path.write_text('{"run": "supervised", "step": 1, "train/loss": 2.0}\n'
-                  '{"run": "other", "step": 5, "train/loss": 1.0}\n'
-                  '{"run": "supervised", "step": 2')
+  (tmp_path / "metrics.jsonl").write_bytes(content)
   assert [r["step"] for r in read_metrics(str(tmp_path))] == [1, 5]
   writer = MetricWriter(str(tmp_path), tag="supervised", resume_step=1)
   writer.write(2, {"train/loss": 1.5})
   writer.close()
   assert [(r["run"], r["step"]) for r in read_metrics(str(tmp_path))] == [
       ("supervised", 1), ("other", 5), ("supervised", 2)]
-  assert (tmp_path / "metrics.jsonl.torn").read_text() == '{"run": "supervised", "step": 2\n'
-
-
-def test_a_non_utf8_metrics_row_is_torn_not_a_traceback(tmp_path):
-  """Issue 32: bytes that are not UTF-8 in metrics.jsonl (a disk error, a binary write) raised
-  UnicodeDecodeError on every rerun; the row is now a torn row: skipped by readers, kept aside
-  by the resuming writer."""
-  from superalign.results.metrics import MetricWriter, read_metrics
-  path = tmp_path / "metrics.jsonl"
-  bad = b'{"run": "supervised", "step": 2, "x": "\xff\xfe"}\n'
-  path.write_bytes(b'{"run": "supervised", "step": 1, "train/loss": 2.0}\n' + bad +
-                   b'\x00\x9c\x80garbage\n{"run": "other", "step": 5, "train/loss": 1.0}\n')
-  assert [r["step"] for r in read_metrics(str(tmp_path))] == [1, 5]
-  writer = MetricWriter(str(tmp_path), tag="supervised", resume_step=1)
-  writer.write(2, {"train/loss": 1.5})
-  writer.close()
-  assert [(r["run"], r["step"]) for r in read_metrics(str(tmp_path))] == [
-      ("supervised", 1), ("other", 5), ("supervised", 2)]
-  assert (tmp_path / "metrics.jsonl.torn").read_bytes() == bad + b'\x00\x9c\x80garbage\n'
+  assert (tmp_path / "metrics.jsonl.torn").read_bytes() == torn
 
 
 def test_an_unreadable_metrics_file_is_one_line_naming_it(tmp_path):
