@@ -589,3 +589,19 @@ def test_a_damaged_jsonl_split_is_one_line_naming_it(tmp_path, damage):
   with pytest.raises(error, match=match) as e:
     text_tasks.read_split("sciq", path, "train")
   assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("content", [b"{not json", b'{"pad_token": "\xff"}'])
+def test_a_damaged_tokenizer_config_is_one_line_not_a_silent_pad_id(tmp_path, content):
+  """Issue 32: a damaged ``tokenizer_config.json`` was skipped silently, so the pad id changed
+  without a word; an absent one is still fine."""
+  from conftest import train_tiny_bpe
+  from superalign.data.tokenizer import HFTokenizer
+  from superalign.results.files import DamagedFileError
+  path = train_tiny_bpe(str(tmp_path), ["a tiny corpus", "of two texts"], vocab_size=270)
+  assert HFTokenizer.from_dir(path).pad_id == 0
+  (tmp_path / "tokenizer_config.json").write_bytes(content)
+  with pytest.raises(DamagedFileError, match=r"tokenizer_config\.json: unreadable .*; save the "
+                                             r"tokenizer again") as e:
+    HFTokenizer.from_dir(path)
+  assert "\n" not in str(e.value)

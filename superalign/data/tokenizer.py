@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from superalign.data.source import DataError
+from superalign.results.files import read_guarded
 
 FILE = "tokenizer.json"
 EOS = "<|endoftext|>"
@@ -31,17 +32,25 @@ def bucket(length: int, buckets: Sequence[int] = BUCKETS) -> int:
 
 
 def _special(path: str, name: str) -> str | None:
-  """A special token (``pad_token``, ``eos_token``) from the files ``save_pretrained`` writes."""
+  """A special token (``pad_token``, ``eos_token``) from the files ``save_pretrained`` writes.
+  Either file may be absent; a damaged one is one DamagedFileError line, not a silently
+  different pad or EOS id."""
   for file in ("special_tokens_map.json", "tokenizer_config.json"):
-    try:
-      with open(os.path.join(path, file)) as f:
-        token = json.load(f).get(name)
-    except (OSError, ValueError, AttributeError):
+    file = os.path.join(path, file)
+    if not os.path.isfile(file):
       continue
+    saved = read_guarded(file, _read_json, "save the tokenizer again (save_pretrained) or delete "
+                                           "this file")
+    token = saved.get(name) if isinstance(saved, dict) else None
     token = token.get("content") if isinstance(token, dict) else token
     if isinstance(token, str):
       return token
   return None
+
+
+def _read_json(file: str):
+  with open(file, encoding="utf-8") as f:
+    return json.load(f)
 
 
 class HFTokenizer:
