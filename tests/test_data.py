@@ -605,3 +605,20 @@ def test_a_damaged_tokenizer_config_is_one_line_not_a_silent_pad_id(tmp_path, co
                                              r"tokenizer again") as e:
     HFTokenizer.from_dir(path)
   assert "\n" not in str(e.value)
+
+
+def test_an_unreadable_tfds_record_is_one_line_naming_the_split(monkeypatch):
+  """Issue 32: a record that cannot be read (a truncated array_record file) was a traceback."""
+  from superalign.results.files import DamagedFileError
+
+  class Truncated:
+    def __len__(self):
+      return 3
+
+    def __getitem__(self, i):
+      raise RuntimeError("DATA_LOSS: truncated record\nmore detail")
+
+  monkeypatch.setattr(tfds_source, "_open", lambda name, split, data_dir: Truncated())
+  with pytest.raises(DamagedFileError, match=r"^tfds:mnist train split: unreadable \(RuntimeError: "
+                                             r"DATA_LOSS: truncated record\); prepare it again"):
+    tfds_source.load("mnist")

@@ -12,6 +12,7 @@ import numpy as np
 from superalign.core.specs import InputSpec
 from superalign.data.source import DataError, Source
 from superalign.data.text import WordTokenizer
+from superalign.results.files import read_guarded
 
 TEXT_FIELDS = {
     "imdb_reviews": (("text",), "label"),
@@ -26,9 +27,12 @@ def _open(name: str, split: str, data_dir: str | None):
   return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
 
 
-def _records(source, limit: int | None) -> list[dict]:
+def _records(name: str, split: str, source, limit: int | None) -> list[dict]:
+  """The first ``limit`` records; a record that cannot be read (a truncated or corrupt
+  array_record file) is one DamagedFileError line naming the data set and split."""
   n = len(source) if limit is None else min(limit, len(source))
-  return [source[i] for i in range(n)]
+  return read_guarded(f"tfds:{name} {split} split", lambda _: [source[i] for i in range(n)],
+                      "prepare it again under data.tfds_dir")
 
 
 def load(name: str, data_dir: str | None = None, *, max_len: int = 128, vocab_size: int = 8192,
@@ -47,8 +51,8 @@ def load(name: str, data_dir: str | None = None, *, max_len: int = 128, vocab_si
       break
     except Exception:  # try the next split name
       continue
-  train_rec = _records(train, limit)
-  test_rec = _records(test, limit) if test is not None else None
+  train_rec = _records(name, "train", train, limit)
+  test_rec = _records(name, split, test, limit) if test is not None else None
   features = train.dataset_info.features
   if "image" in train_rec[0]:
     return _images(name, train_rec, test_rec, features)
