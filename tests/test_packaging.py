@@ -15,7 +15,7 @@ import pytest
 
 from conftest import ROOT
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("packaging")]  # one wheel build
 NOT_PACKAGED = ("BUILD", "*.bzl", "__pycache__", "*.pyc")  # Bazel's files and Python's caches
 
 
