@@ -55,17 +55,17 @@ def test_export_refuses_a_folder_holding_an_export_and_overwrite_replaces_it_who
   assert (folder / "notes.txt").read_text() == "mine"
 
 
-def test_a_failed_overwrite_leaves_the_old_export_and_no_temporary(tmp_path, monkeypatch):
-  import safetensors.numpy
+def test_a_failed_overwrite_leaves_the_old_export_whole_and_no_temporary(tmp_path, monkeypatch):
+  """The disk fills after the new weights are written, while writing cfg.json: the folder still
+  holds the old pair, not new weights beside an old config."""
   folder = tmp_path / "sae"
   sae.export_saelens(_model(width=6), str(folder))
   before = {n: (folder / n).read_bytes() for n in os.listdir(folder)}
 
-  def full_disk(tensors, path):
-    with open(path, "wb") as f:
-      f.write(b"half")
+  def full_disk(value, f, **kw):
+    f.write("{")
     raise OSError(28, "No space left on device")
-  monkeypatch.setattr(safetensors.numpy, "save_file", full_disk)
+  monkeypatch.setattr(json, "dump", full_disk)
   with pytest.raises(OSError, match="No space"):
     sae.export_saelens(_model(width=8, seed=1), str(folder), overwrite=True)
   assert {n: (folder / n).read_bytes() for n in os.listdir(folder)} == before
