@@ -613,9 +613,10 @@ def _write_folder(directory: str, write: Callable[[str], None]) -> None:
 FIX_SAE = "not a whole SAELens SAE folder: export it again (export_saelens) or fetch a fresh copy"
 
 
-def _topk_k(cfg: dict):
-  """A TopK SAE's ``k`` (v6 top level, or an older flat cfg's ``activation_fn_kwargs``)."""
-  return cfg.get("k", (cfg.get("activation_fn_kwargs") or {}).get("k"))
+def _topk_k(fields: dict):
+  """A TopK SAE's ``k`` from its ``cfg.json`` ``fields`` (v6 top level, or an older flat cfg's
+  ``activation_fn_kwargs``)."""
+  return fields.get("k", (fields.get("activation_fn_kwargs") or {}).get("k"))
 
 
 def _read_cfg(path: str) -> dict:
@@ -628,9 +629,10 @@ def _read_cfg(path: str) -> dict:
   if cfg.get("architecture") == "topk":
     sizes["k"] = _topk_k(cfg)
   for key, value in sizes.items():
-    if type(value) is not int or not 1 <= value <= (cfg["d_sae"] if key == "k" else value):
+    top = cfg["d_sae"] if key == "k" else None   # top-k picks at most every latent
+    if type(value) is not int or value < 1 or (top is not None and value > top):
       raise DamagedFileError(f"{path}: {key}={value!r} is not a size"
-                             + (" in [1, d_sae]" if key == "k" else "") + f"; {FIX_SAE}")
+                             + (" in [1, d_sae]" if top else "") + f"; {FIX_SAE}")
   return cfg
 
 
