@@ -8,7 +8,6 @@ import json
 import os
 
 import jax.numpy as jnp
-import ml_dtypes
 import numpy as np
 import pytest
 from flax import nnx
@@ -177,7 +176,7 @@ def test_an_all_zero_decoder_row_loads_as_a_latent_that_never_fires(kind, tmp_pa
 
 
 def _as_bfloat16(folder):
-  _edit_tensors(lambda t: t.update({k: v.astype(ml_dtypes.bfloat16) for k, v in t.items()}))(
+  _edit_tensors(lambda t: t.update({k: v.astype(jnp.bfloat16) for k, v in t.items()}))(
       folder)
 
 
@@ -266,7 +265,7 @@ def test_a_shard_damaged_after_opening_fails_on_read(tmp_path):
 
 
 def test_a_bfloat16_store_reads_back_and_other_dtypes_are_refused(tmp_path):
-  rows = ROWS.astype(ml_dtypes.bfloat16)
+  rows = ROWS.astype(jnp.bfloat16)
   store = activations.write_store(str(tmp_path / "bf16"), rows, "x", shard_rows=8)
   assert store.array().dtype == rows.dtype and store.array().tobytes() == rows.tobytes()
   assert store.rows(np.array([19, 0])).tobytes() == rows[[19, 0]].tobytes()

@@ -19,7 +19,7 @@ import json
 import os
 from typing import Iterable
 
-import ml_dtypes
+import jax.numpy as jnp
 import numpy as np
 
 from superalign.core import batches, mesh as mesh_lib
@@ -28,8 +28,8 @@ from superalign.results.files import DamagedFileError, atomic, read_guarded
 
 INDEX = "index.json"
 FORMAT = 1
-# The dtypes the writer stores (bfloat16 through ml_dtypes, which np.save writes as raw 2-byte
-# records: the reader views them back through the index's dtype).
+# The dtypes the writer stores (bfloat16 is JAX's, which np.save writes as raw 2-byte records:
+# the reader views them back through the index's dtype).
 DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
           "float16", "bfloat16", "float32", "float64")
 REWRITE = "the store is damaged: write it again"
@@ -139,7 +139,7 @@ class ActivationStore:
     self.directory = directory
     self.site: str = index["site"]
     self.row_shape = tuple(index["row_shape"])
-    self.dtype = np.dtype(ml_dtypes.bfloat16 if index["dtype"] == "bfloat16" else index["dtype"])
+    self.dtype = np.dtype(jnp.bfloat16 if index["dtype"] == "bfloat16" else index["dtype"])
     self.shards = index["shards"]
     self.num_rows = int(index["num_rows"])
     self._starts = np.cumsum([0] + [s["rows"] for s in self.shards])

@@ -53,7 +53,6 @@ from typing import Any, Callable, Iterable, Mapping
 
 import jax
 import jax.numpy as jnp
-import ml_dtypes
 import numpy as np
 from flax import nnx
 
@@ -657,13 +656,13 @@ def _read_weights(path: str, names: dict[str, tuple[int, ...]]) -> dict[str, np.
 
 
 def _floating(dtype) -> bool:
-  return dtype == ml_dtypes.bfloat16 or np.issubdtype(dtype, np.floating)
+  return dtype == jnp.bfloat16 or np.issubdtype(dtype, np.floating)
 
 
 def _unit_tolerance(dtype) -> float:
   """How far from 1 a unit row's norm may be once stored in ``dtype``: each entry rounds by at
   most half its spacing, so the norm by at most ``eps / 2``; float32 files get 1e-4."""
-  return max(1e-4, float(ml_dtypes.finfo(dtype).eps))
+  return max(1e-4, float(jnp.finfo(dtype).eps))
 
 
 def load_saelens(directory: str) -> tuple[SparseAutoencoder, dict]:
