@@ -18,6 +18,7 @@ from superalign.core.errors import ConfigError
 from superalign.core.spec import MeshSpec
 from superalign.core.trainer import Trainer
 from superalign.interp import activations, sae, superposition as sp
+from superalign.results.files import DamagedFileError
 
 N_FEATURES, D, P = 64, 32, 0.05
 # Per kind: its coefficients and steps (batch 256, Adam 3e-3). Measured mean max-cosine at seed 0:
@@ -302,8 +303,8 @@ def test_store_refuses_mixed_rows_and_unfinished_writes(tmp_path):
   w.add(np.zeros((25, 4), np.float32))
   with pytest.raises(ConfigError, match="rows of shape"):
     w.add(np.zeros((5, 3), np.float32))
-  with pytest.raises(ConfigError, match="no index.json"):  # shards written, no index yet
-    activations.ActivationStore(str(tmp_path / "s"))
+  with pytest.raises(DamagedFileError, match="index.json: no such file.*did not finish"):
+    activations.ActivationStore(str(tmp_path / "s"))   # shards written, no index yet
   w.close()
   with pytest.raises(ConfigError, match="already holds"):
     activations.ActivationWriter(str(tmp_path / "s"), "x")

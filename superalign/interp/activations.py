@@ -7,7 +7,10 @@ index is an unfinished write, never a half-readable one.
 
 ``ActivationStore`` reads it back whole (``array``) or as shuffled batches: ``batch(step, ...)``
 is a pure function of ``(seed, step)`` (``core.batches.train_indices``: a fresh permutation per
-epoch), so a resumed training run reads the very batches it would have read.
+epoch), so a resumed training run reads the very batches it would have read. Every file is read
+through ``results.files.read_guarded``, and every shard is checked against the index (its rows,
+row shape and dtype) when the store opens and when it is read: a damaged store is one
+DamagedFileError naming the file, never a short or recast read.
 """
 
 from __future__ import annotations
@@ -16,14 +19,20 @@ import json
 import os
 from typing import Iterable
 
+import jax.numpy as jnp
 import numpy as np
 
 from superalign.core import batches, mesh as mesh_lib
 from superalign.core.errors import ConfigError
-from superalign.results.files import atomic
+from superalign.results.files import DamagedFileError, atomic, read_guarded
 
 INDEX = "index.json"
 FORMAT = 1
+# The dtypes the writer stores (bfloat16 is JAX's, which np.save writes as raw 2-byte records:
+# the reader views them back through the index's dtype).
+DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+          "float16", "bfloat16", "float32", "float64")
+REWRITE = "the store is damaged: write it again"
 
 
 def _save_npy(path: str, array: np.ndarray) -> None:
@@ -64,6 +73,9 @@ class ActivationWriter:
     if rows.ndim < 1:
       raise ConfigError("activation store: add() takes an array of rows, got a scalar")
     if self.row_shape is None:
+      if rows.dtype.name not in DTYPES:
+        raise ConfigError(f"activation store {self.site!r}: rows of dtype {rows.dtype}; "
+                          f"storable: {', '.join(DTYPES)}")
       self.row_shape, self.dtype = rows.shape[1:], rows.dtype
     elif rows.shape[1:] != self.row_shape or rows.dtype != self.dtype:
       raise ConfigError(f"activation store {self.site!r}: rows of shape {rows.shape[1:]} "
@@ -122,27 +134,34 @@ class ActivationStore:
   """A finished store, read through memory maps (one shard in memory at a time, at most)."""
 
   def __init__(self, directory: str):
-    path = os.path.join(directory, INDEX)
-    if not os.path.exists(path):
-      raise ConfigError(f"{directory}: no {INDEX}; not an activation store, or its write did "
-                        "not finish")
-    with open(path) as f:
-      index = json.load(f)
-    if index.get("format") != FORMAT:
-      raise ConfigError(f"{path}: format {index.get('format')!r}; this reader knows {FORMAT}")
+    index = read_guarded(os.path.join(directory, INDEX), _read_index,
+                         "not an activation store, or its write did not finish: write it again")
     self.directory = directory
     self.site: str = index["site"]
     self.row_shape = tuple(index["row_shape"])
-    self.dtype = np.dtype(index["dtype"])
+    self.dtype = np.dtype(jnp.bfloat16 if index["dtype"] == "bfloat16" else index["dtype"])
     self.shards = index["shards"]
     self.num_rows = int(index["num_rows"])
     self._starts = np.cumsum([0] + [s["rows"] for s in self.shards])
+    for i in range(len(self.shards)):   # headers only (memory maps): a damaged shard fails here
+      self._shard(i)
 
   def __len__(self) -> int:
     return self.num_rows
 
   def _shard(self, i: int) -> np.ndarray:
-    return np.load(os.path.join(self.directory, self.shards[i]["file"]), mmap_mode="r")
+    """Shard ``i`` as a memory map, checked against the index."""
+    shape = (self.shards[i]["rows"], *self.row_shape)
+
+    def read(path):
+      rows = np.load(path, mmap_mode="r")
+      if self.dtype.name == "bfloat16" and rows.dtype == np.dtype("V2"):
+        rows = rows.view(self.dtype)
+      if rows.shape != shape or rows.dtype != self.dtype:
+        raise DamagedFileError(f"{path}: holds {rows.shape} {rows.dtype}, but {INDEX} says "
+                               f"{shape} {self.dtype}; {REWRITE}")
+      return rows
+    return read_guarded(os.path.join(self.directory, self.shards[i]["file"]), read, REWRITE)
 
   def array(self) -> np.ndarray:
     """Every row, in write order, as one in-memory array."""
@@ -165,3 +184,36 @@ class ActivationStore:
   def batch(self, step: int, batch_size: int, seed: int = 0) -> np.ndarray:
     """The shuffled batch of ``step``: a pure function of ``(seed, step)``."""
     return self.rows(batches.train_indices(seed, step, self.num_rows, batch_size))
+
+
+def _read_index(path: str) -> dict:
+  """``index.json``, its entries checked: a wrong one is a DamagedFileError naming it."""
+  with open(path) as f:
+    index = json.load(f)
+  wrong = _index_fault(index)
+  if wrong:
+    raise DamagedFileError(f"{path}: {wrong}; {REWRITE}")
+  return index
+
+
+def _index_fault(index) -> str:
+  """What is wrong with a parsed index, or ``""``."""
+  sizes = lambda v: isinstance(v, list) and all(type(n) is int and n >= 0 for n in v)
+  shard = lambda s: (isinstance(s, dict) and isinstance(s.get("file"), str) and bool(s["file"])
+                     and os.path.basename(s["file"]) == s["file"] and sizes([s.get("rows")]))
+  if not isinstance(index, dict):
+    return f"holds a {type(index).__name__}, not an index"
+  if index.get("format") != FORMAT:
+    return f"format {index.get('format')!r}; this reader knows {FORMAT}"
+  if not isinstance(index["site"], str):
+    return f"site {index['site']!r} is not a name"
+  if not sizes(index["row_shape"]):
+    return f"row_shape {index['row_shape']!r} is not a list of sizes"
+  if index["dtype"] not in DTYPES:
+    return f"dtype {index['dtype']!r} is none the writer writes ({', '.join(DTYPES)})"
+  if not (isinstance(index["shards"], list) and all(map(shard, index["shards"]))):
+    return "shards is not a list of {file, rows} entries (a file name in the store, a count)"
+  total = sum(s["rows"] for s in index["shards"])
+  if index["num_rows"] != total:
+    return f"num_rows {index['num_rows']!r} is not its shards' {total} rows"
+  return ""

