@@ -44,6 +44,8 @@ def _reason(e: BaseException) -> str:
     return f"has no entry {e.args[0]!r}" if e.args else "a missing entry"
   if isinstance(e, OSError) and e.strerror:
     return e.strerror.lower()
+  if isinstance(e, OSError):  # raised by a native reader (safetensors) with no errno or strerror
+    return _first_line(e)
   return f"unreadable ({type(e).__name__}: {_first_line(e)})"
 
 
