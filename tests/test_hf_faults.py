@@ -90,13 +90,17 @@ def test_a_save_over_a_sharded_checkpoint_replaces_it_whole(tmp_path, family, sa
     assert torch.equal(back(ids).logits, reference(ids).logits)
 
 
-def test_a_save_into_a_folder_of_other_files_is_refused(tmp_path, valid):
-  (tmp_path / "notes.txt").write_text("mine")
+@pytest.mark.parametrize("files", [["notes.txt"], ["config.json", "metrics.jsonl"]],
+                         ids=["other_files", "a_workdir"])
+def test_a_save_into_a_folder_without_a_checkpoint_is_refused(tmp_path, valid, files):
+  for name in files:
+    (tmp_path / name).write_text("{}")
   params = hf_gpt2.load(str(valid / "whole"))
   with pytest.raises(ConfigError) as e:
     hf_gpt2.save(str(tmp_path), params, hf_gpt2.read_config(str(valid / "whole")))
   one_line(e, str(tmp_path), "already holds", "choose another folder")
-  assert os.listdir(tmp_path) == ["notes.txt"]
+  assert sorted(os.listdir(tmp_path)) == files
+  assert all((tmp_path / name).read_text() == "{}" for name in files)
 
 
 # 3. Half-precision checkpoints: float32 parameters, compute as configured.

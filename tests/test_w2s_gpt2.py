@@ -66,4 +66,5 @@ def test_gpt2_smoke_from_the_command_line(ladder, tmp_path):
   out = superalign(f"--config=experiments/w2s/gpt2.py:smoke,dirs={dirs},data={data},seeds=1",
                    f"--workdir={tmp_path}")
   assert out.returncode == 0, out.stderr[-3000:]
-  assert "weak supervises strong" in out.stdout + out.stderr
+  weak, strong = (models.label(f"hf:{d}") for d in dirs.split(":"))
+  assert f"{weak} supervises {strong}" in out.stdout + out.stderr

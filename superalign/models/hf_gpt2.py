@@ -366,10 +366,11 @@ def write_checkpoint(path: str, tensors: Mapping[str, np.ndarray], hf: Mapping[s
   """``tensors`` (full names) and ``hf`` as ``save_pretrained`` lays them out, in a new
   directory that then takes ``path``'s place: a reader sees the old checkpoint or the new one,
   never a mix, and a failed save leaves the old one. A directory that holds files but no
-  checkpoint is refused (one line)."""
-  path = os.path.abspath(path)
+  checkpoint's weights (a run's workdir also holds a config.json) is refused (one line)."""
+  path = os.path.realpath(path)   # a link to a checkpoint: replace what it points to
   old = os.listdir(path) if os.path.isdir(path) else None
-  if os.path.exists(path) and (old is None or (old and CONFIG not in old)):
+  weights = [n for n in old or () if n != CONFIG and _CHECKPOINT_FILE.fullmatch(n)]
+  if os.path.exists(path) and (old is None or (old and not weights)):
     raise ConfigError(f"{path} already holds files that are not a Hugging Face checkpoint; "
                       "choose another folder or delete it")
   os.makedirs(os.path.dirname(path), exist_ok=True)
