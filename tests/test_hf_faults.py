@@ -67,11 +67,15 @@ def test_checkpoints_sharing_a_directory_name_never_share_a_stage(tmp_path, monk
 # 2. A save over an earlier checkpoint replaces it whole.
 
 
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two_renames"])
 @pytest.mark.parametrize("family,save_tiny,reader", [
     (hf_gpt2, save_tiny_gpt2, "GPT2LMHeadModel"), (hf_neox, save_tiny_neox, "GPTNeoXForCausalLM")])
-def test_a_save_over_a_sharded_checkpoint_replaces_it_whole(tmp_path, family, save_tiny, reader):
+def test_a_save_over_a_sharded_checkpoint_replaces_it_whole(tmp_path, monkeypatch, family,
+                                                            save_tiny, reader, exchange):
   import torch
   import transformers
+  if not exchange:   # a system without an atomic exchange of two names
+    monkeypatch.setattr(hf_gpt2, "_exchange", lambda a, b: False)
   save_tiny(tmp_path / "old", seed=0)
   reference = save_tiny(tmp_path / "new", seed=1)
   cfg = family.read_config(str(tmp_path / "new"))
@@ -88,6 +92,27 @@ def test_a_save_over_a_sharded_checkpoint_replaces_it_whole(tmp_path, family, sa
   with torch.no_grad():
     back = getattr(transformers, reader).from_pretrained(str(out)).eval()
     assert torch.equal(back(ids).logits, reference(ids).logits)
+
+
+def test_a_failed_save_leaves_the_earlier_checkpoint_whole(tmp_path, valid, monkeypatch):
+  out = tmp_path / "out"
+  shutil.copytree(valid / "sharded", out)
+  before = {p.name: p.read_bytes() for p in out.iterdir()}
+  import safetensors.numpy
+  write, calls = safetensors.numpy.save_file, []
+
+  def full_disk(tensors, file, **kw):   # the disk fills up after the first shard
+    calls.append(file)
+    if len(calls) > 1:
+      raise OSError(28, "No space left on device")
+    write(tensors, file, **kw)
+
+  monkeypatch.setattr(safetensors.numpy, "save_file", full_disk)
+  with pytest.raises(OSError):
+    hf_gpt2.save(str(out), hf_gpt2.load(str(valid / "whole")),
+                 hf_gpt2.read_config(str(valid / "whole")), max_shard_bytes=20_000)
+  assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+  assert os.listdir(tmp_path) == ["out"]
 
 
 @pytest.mark.parametrize("files", [["notes.txt"], ["config.json", "metrics.jsonl"]],

@@ -389,9 +389,14 @@ def write_checkpoint(path: str, tensors: Mapping[str, np.ndarray], hf: Mapping[s
 
 
 def _swap(new: str, path: str) -> None:
-  """``new`` takes ``path``'s place, an existing directory there removed after."""
+  """``new`` takes ``path``'s place, an existing directory there removed after: in one step
+  where the kernel and file system exchange two names (Linux ``renameat2``), else by two
+  renames (a crash between them leaves the old one as ``<path>.replaced-<pid>``)."""
   if not os.path.exists(path):
     os.rename(new, path)
+    return
+  if _exchange(new, path):
+    shutil.rmtree(new, ignore_errors=True)   # now the old checkpoint
     return
   retired = f"{path}.replaced-{os.getpid()}"
   shutil.rmtree(retired, ignore_errors=True)
@@ -402,6 +407,18 @@ def _swap(new: str, path: str) -> None:
     os.rename(retired, path)
     raise
   shutil.rmtree(retired, ignore_errors=True)
+
+
+def _exchange(a: str, b: str) -> bool:
+  """Swaps the names ``a`` and ``b`` atomically; False where the system cannot."""
+  import ctypes
+  try:
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = libc.renameat2
+  except (OSError, AttributeError):
+    return False
+  at_fdcwd, rename_exchange = -100, 2
+  return renameat2(at_fdcwd, a.encode(), at_fdcwd, b.encode(), rename_exchange) == 0
 
 
 def _write_files(path: str, tensors: Mapping[str, np.ndarray], hf: Mapping[str, Any],
