@@ -373,11 +373,10 @@ def write_checkpoint(path: str, tensors: Mapping[str, np.ndarray], hf: Mapping[s
   if os.path.exists(path) and (old is None or (old and not weights)):
     raise ConfigError(f"{path} already holds files that are not a Hugging Face checkpoint; "
                       "choose another folder or delete it")
-  os.makedirs(os.path.dirname(path), exist_ok=True)
   new = f"{path}.saving-{os.getpid()}"
   shutil.rmtree(new, ignore_errors=True)
   try:
-    os.makedirs(new)
+    os.makedirs(new)   # and the parents it needs
     _write_files(new, tensors, hf, max_shard_bytes)
     for name in old or ():
       if not _CHECKPOINT_FILE.fullmatch(name):
