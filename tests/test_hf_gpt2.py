@@ -225,4 +225,5 @@ def test_bad_checkpoints_areone_line(tmp_path, ckpt):
   with pytest.raises(ConfigError) as e:
     models.check(f"hf:{path}", InputSpec((8, 8, 1), "image", 10))
   one_line(e, "reads tokens")
-  assert os.path.basename(path) == models.label(f"hf:{path}/")
+  assert models.label(f"hf:{path}/") == models.label(f"hf:{path}")
+  assert models.label(f"hf:{path}").startswith(os.path.basename(path) + "-")

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from conftest import _assert_one_line_error, launch, superalign, write_gpt2_ladder
+from superalign import models
 from superalign.launch import runners
 
 
@@ -41,8 +42,8 @@ def test_gpt2_ladder_end_to_end(ladder, tmp_path, mode):
   # The generated task is learnable by fine-tuning (chance is 0.5); a probe on a random tiny
   # checkpoint's features is not expected to be.
   assert ceiling > (0.6 if mode == "finetune" else 0.3), ceiling
-  assert (tmp_path / "weak_labels" / "weak.npz").exists()
-  assert (tmp_path / "checkpoints" / "student" / "strong").is_dir()
+  assert (tmp_path / "weak_labels" / f"{models.label(weak)}.npz").exists()
+  assert (tmp_path / "checkpoints" / "student" / models.label(strong)).is_dir()
 
 
 def test_gpt2_config_errors_are_one_line(ladder, tmp_path, monkeypatch, capsys):
@@ -65,4 +66,5 @@ def test_gpt2_smoke_from_the_command_line(ladder, tmp_path):
   out = superalign(f"--config=experiments/w2s/gpt2.py:smoke,dirs={dirs},data={data},seeds=1",
                    f"--workdir={tmp_path}")
   assert out.returncode == 0, out.stderr[-3000:]
-  assert "weak supervises strong" in out.stdout + out.stderr
+  weak, strong = (models.label(f"hf:{d}") for d in dirs.split(":"))
+  assert f"{weak} supervises {strong}" in out.stdout + out.stderr

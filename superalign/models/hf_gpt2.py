@@ -17,16 +17,24 @@ classification head is not part of a GPT-2 checkpoint; it keeps its fresh initia
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
+import re
+import shutil
+import sys
 from typing import Any, Mapping
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from superalign.core import mesh as mesh_lib
 from superalign.core.errors import ConfigError
-from superalign.results.files import atomic
+from superalign.results.files import DamagedFileError, read_guarded
+
+log = logging.getLogger("superalign")
 
 CONFIG, WEIGHTS, INDEX = "config.json", "model.safetensors", "model.safetensors.index.json"
 _PREFIX = "transformer."
@@ -35,6 +43,14 @@ _BUFFERS = (".attn.bias", ".attn.masked_bias")
 _REQUIRED = {"activation_function": ("gelu_new", "gelu_pytorch_tanh"),
              "scale_attn_weights": (True,), "scale_attn_by_inverse_layer_idx": (False,),
              "add_cross_attention": (False,), "tie_word_embeddings": (True,)}
+# Sizes the architecture is built from: positive integers (the optional ones may be null, then
+# derived), the width a multiple of the heads.
+_SIZES = ("vocab_size", "n_positions", "n_embd", "n_head", "n_layer")
+_OPTIONAL_SIZES = ("n_inner",)
+_WIDTH_HEADS = ("n_embd", "n_head")
+_EPSILON = "layer_norm_epsilon"
+# What to do about a damaged file of a checkpoint.
+FIX = "save the checkpoint again (transformers' save_pretrained) or copy it again"
 
 
 MODEL_TYPE = "gpt2"
@@ -51,18 +67,19 @@ def read_json(path: str, key: str = "model.name") -> dict[str, Any]:
     raise ConfigError(f"{where}: no such checkpoint directory (a directory written by "
                       "transformers' save_pretrained, holding config.json and model.safetensors)")
   file = os.path.join(path, CONFIG)
-  try:
-    with open(file) as f:
-      hf = json.load(f)
-  except FileNotFoundError:
-    raise ConfigError(f"{where}: no {CONFIG} in the checkpoint directory") from None
-  except (OSError, ValueError) as e:
-    raise ConfigError(f"{where}: cannot read {file}: {e}") from None
+  if not os.path.exists(file):
+    raise ConfigError(f"{where}: no {CONFIG} in the checkpoint directory")
+  hf = read_guarded(file, _read_json, FIX)
   if not isinstance(hf, dict) or hf.get("model_type") not in MODEL_TYPES:
     got = hf.get("model_type") if isinstance(hf, dict) else None
     raise ConfigError(f"{where}: {CONFIG} has model_type {got!r}; superalign reads "
                       f"{' and '.join(map(repr, MODEL_TYPES))} checkpoints (GPT-2, GPT-NeoX)")
   return hf
+
+
+def _read_json(file: str):
+  with open(file) as f:
+    return json.load(f)
 
 
 def read_config(path: str, key: str = "model.name") -> dict[str, Any]:
@@ -72,11 +89,41 @@ def read_config(path: str, key: str = "model.name") -> dict[str, Any]:
   if hf["model_type"] != MODEL_TYPE:
     raise ConfigError(f"{where}: {CONFIG} has model_type {hf['model_type']!r}; this loader reads "
                       "GPT-2 (model_type 'gpt2')")
-  for name, valid in _REQUIRED.items():
-    if name in hf and hf[name] not in valid:
-      raise ConfigError(f"{where}: {CONFIG} sets {name}={hf[name]!r}; supported: "
-                        f"{', '.join(map(repr, valid))}")
+  check_options(hf, path, where, _REQUIRED)
+  check_sizes(hf, path, where, _SIZES, _OPTIONAL_SIZES, _WIDTH_HEADS, _EPSILON)
   return hf
+
+
+def check_options(hf: Mapping[str, Any], path: str, where: str,
+                  required: Mapping[str, tuple]) -> None:
+  """One line for an option set to a value the transformer does not compute."""
+  for name, valid in required.items():
+    if name in hf and hf[name] not in valid:
+      raise ConfigError(f"{where}: {os.path.join(path, CONFIG)} sets {name}={hf[name]!r}; "
+                        f"supported: {', '.join(map(repr, valid))}")
+
+
+def check_sizes(hf: Mapping[str, Any], path: str, where: str, sizes: tuple[str, ...],
+                optional: tuple[str, ...], width_heads: tuple[str, str], epsilon: str) -> None:
+  """One line naming the config file and key whose size cannot build a model: missing, not a
+  positive integer (``optional`` ones may be null), a width the heads do not divide, or a layer
+  norm epsilon that is not a positive number."""
+  file = os.path.join(path, CONFIG)
+  for key in sizes + optional:
+    value = hf.get(key)
+    if key in optional and value is None:
+      continue
+    if key not in hf:
+      raise ConfigError(f"{where}: {file} has no {key}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      raise ConfigError(f"{where}: {file} sets {key}={value!r}; needs a positive integer")
+  width, heads = width_heads
+  if hf[width] % hf[heads]:
+    raise ConfigError(f"{where}: {file} sets {width}={hf[width]} and {heads}={hf[heads]}; "
+                      f"{width} must be a multiple of {heads}")
+  value = hf.get(epsilon, 1e-5)
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+    raise ConfigError(f"{where}: {file} sets {epsilon}={value!r}; needs a positive number")
 
 
 def architecture(hf: Mapping[str, Any]) -> dict[str, Any]:
@@ -105,28 +152,43 @@ def _shapes(hf: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
 
 
 def weight_files(path: str) -> list[str]:
+  """The checkpoint's safetensors files: the shards its index names, else ``model.safetensors``."""
   index = os.path.join(path, INDEX)
   if os.path.exists(index):
-    with open(index) as f:
-      return sorted(set(json.load(f)["weight_map"].values()))
+    return read_guarded(index, _shard_names, FIX)
   if os.path.exists(os.path.join(path, WEIGHTS)):
     return [WEIGHTS]
   raise ConfigError(f"model.name=hf:{path}: no {WEIGHTS} or {INDEX} in the checkpoint directory "
                     "(save it with save_pretrained(..., safe_serialization=True))")
 
 
+def _shard_names(index: str) -> list[str]:
+  weight_map = _read_json(index)["weight_map"]
+  files = list(weight_map.values()) if isinstance(weight_map, dict) else []
+  if not files or not all(isinstance(f, str) and f and os.path.basename(f) == f for f in files):
+    raise DamagedFileError(f"{index}: its weight_map is not a map from tensor names to shard "
+                           f"files of the checkpoint directory; {FIX}")
+  return sorted(set(files))
+
+
 def read_safetensors(path: str, prefix: str = "", buffers: tuple[str, ...] = ()
                      ) -> dict[str, np.ndarray]:
   """Every tensor of the checkpoint directory's safetensors file(s), by name with ``prefix``
-  stripped, but for the non-parameter ``buffers`` (name endings such as ``.attn.bias``)."""
+  stripped, but for the non-parameter ``buffers`` (name endings such as ``.attn.bias``); a
+  damaged or missing file is one DamagedFileError line naming it."""
   from safetensors import safe_open
   tensors = {}
-  for file in weight_files(path):
-    with safe_open(os.path.join(path, file), framework="numpy") as f:
+
+  def read(file: str) -> None:
+    os.stat(file)   # a missing shard: "no such file or directory", not safetensors' own words
+    with safe_open(file, framework="numpy") as f:
       for name in f.keys():
         short = name[len(prefix):] if prefix and name.startswith(prefix) else name
         if not ("." + short).endswith(buffers):
           tensors[short] = f.get_tensor(name)
+
+  for file in weight_files(path):
+    read_guarded(os.path.join(path, file), read, FIX)
   return tensors
 
 
@@ -212,19 +274,77 @@ def place(params: Mapping, shardings: Mapping) -> dict:
   return jax.tree.map(one, dict(params), {k: shardings[k] for k in params})
 
 
-def load(path: str, shardings: Mapping | None = None) -> dict:
+def load(path: str, shardings: Mapping | None = None, dtype=np.float32) -> dict:
   """The checkpoint as a nested parameter dict: host arrays, or placed per ``shardings`` (a
   nested dict of ``NamedSharding`` covering at least the checkpoint's parameters)."""
-  hf = read_config(path)
-  params = to_params(read_tensors(path, hf), hf)
+  return load_family(sys.modules[__name__], path, shardings, dtype)
+
+
+def load_family(family, path: str, shardings: Mapping | None = None, dtype=np.float32) -> dict:
+  """``family``'s (``hf_gpt2``, ``hf_neox``) ``load``. Floating-point tensors become ``dtype``
+  parameters (None: as stored), with a warning naming what was converted: superalign's
+  parameters are float32 whatever the compute dtype, as mixed precision needs (Adam's update of
+  float16 parameters is NaN within steps, bfloat16 rounds small updates away)."""
+  hf = family.read_config(path)
+  params = family.to_params(family.read_tensors(path, hf), hf)
+  if dtype is not None:
+    params = as_dtype(params, np.dtype(dtype), f"hf:{path}")
   return params if shardings is None else place(params, shardings)
+
+
+def as_dtype(params: Mapping, dtype: np.dtype, where: str) -> dict:
+  """Every floating-point array of ``params`` as ``dtype``; logs how many of which dtype were
+  converted."""
+  converted: dict[str, int] = {}
+
+  def one(x):
+    if not jnp.issubdtype(x.dtype, jnp.floating) or x.dtype == dtype:
+      return x
+    converted[x.dtype.name] = converted.get(x.dtype.name, 0) + 1
+    return x.astype(dtype)
+
+  out = jax.tree.map(one, dict(params))
+  if converted:
+    log.warning("%s: %s tensors loaded as %s parameters", where,
+                " and ".join(f"{n} {name}" for name, n in sorted(converted.items())), dtype.name)
+  return out
+
+
+def fingerprint(path: str, sample_bytes: int = 1 << 20) -> str:
+  """A short hash of a checkpoint's identity, cheap on any size: its resolved path, its
+  ``config.json`` and index, and each weight file's size and first and last ``sample_bytes``
+  (the safetensors header, and values any fine-tuning changes). Two checkpoints that share a
+  directory name, or a checkpoint saved again over the same directory, get different ones. An
+  unreadable file counts as absent (its loader reports it)."""
+  digest = hashlib.sha256(os.path.realpath(path).encode())
+  names = [CONFIG, INDEX]
+  try:
+    names += weight_files(path)
+  except (ConfigError, DamagedFileError):
+    pass
+
+  def sample(file: str) -> bytes:
+    with open(file, "rb") as f:
+      size = f.seek(0, os.SEEK_END)
+      f.seek(0)
+      head = f.read(sample_bytes)
+      f.seek(max(size - sample_bytes, 0))
+      return str(size).encode() + head + f.read(sample_bytes)
+
+  for name in names:
+    digest.update(b"\0" + name.encode())
+    try:
+      digest.update(read_guarded(os.path.join(path, name), sample))
+    except DamagedFileError:
+      digest.update(b"absent")
+  return digest.hexdigest()[:8]
 
 
 def save(path: str, params: Mapping, hf: Mapping[str, Any], *,
          max_shard_bytes: int | None = None) -> None:
   """Writes ``config.json`` and the weights as ``save_pretrained`` does for ``GPT2LMHeadModel``:
   prefixed names, tied head omitted, one file or shards of at most ``max_shard_bytes`` with an
-  index. Files go to a temporary name first, so a failed save leaves no partial checkpoint.
+  index. A checkpoint already in ``path`` is replaced whole (``write_checkpoint``).
 
   Across processes every process calls it (the parameters are gathered collectively), process 0
   writes, and all return once the checkpoint is complete."""
@@ -233,12 +353,76 @@ def save(path: str, params: Mapping, hf: Mapping[str, Any], *,
                       lambda: write_checkpoint(path, tensors, hf, max_shard_bytes))
 
 
+# The files of a checkpoint's weights and config in any format transformers reads: a save
+# replaces all of them, since transformers or our loader would read a stale shard, index or
+# other-format weights left beside the new ones. Other files (a tokenizer) are kept.
+_CHECKPOINT_FILE = re.compile(r"config\.json|.*\.safetensors(\.index\.json)?|"
+                              r"pytorch_model.*\.bin(\.index\.json)?|tf_model.*\.h5|"
+                              r"flax_model.*\.msgpack(\.index\.json)?")
+
+
 def write_checkpoint(path: str, tensors: Mapping[str, np.ndarray], hf: Mapping[str, Any],
                      max_shard_bytes: int | None = None) -> None:
-  """``tensors`` (full names) and ``hf`` as ``save_pretrained`` lays them out, each file
-  atomically."""
+  """``tensors`` (full names) and ``hf`` as ``save_pretrained`` lays them out, in a new
+  directory that then takes ``path``'s place: a reader sees the old checkpoint or the new one,
+  never a mix, and a failed save leaves the old one. A directory that holds files but no
+  checkpoint's weights (a run's workdir also holds a config.json) is refused (one line)."""
+  path = os.path.realpath(path)   # a link to a checkpoint: replace what it points to
+  old = os.listdir(path) if os.path.isdir(path) else None
+  weights = [n for n in old or () if n != CONFIG and _CHECKPOINT_FILE.fullmatch(n)]
+  if os.path.exists(path) and (old is None or (old and not weights)):
+    raise ConfigError(f"{path} already holds files that are not a Hugging Face checkpoint; "
+                      "choose another folder or delete it")
+  new = f"{path}.saving-{os.getpid()}"
+  shutil.rmtree(new, ignore_errors=True)
+  try:
+    os.makedirs(new)   # and the parents it needs
+    _write_files(new, tensors, hf, max_shard_bytes)
+    for name in old or ():
+      if not _CHECKPOINT_FILE.fullmatch(name):
+        (shutil.copytree if os.path.isdir(os.path.join(path, name)) else shutil.copy2)(
+            os.path.join(path, name), os.path.join(new, name))
+    _swap(new, path)
+  finally:
+    shutil.rmtree(new, ignore_errors=True)
+
+
+def _swap(new: str, path: str) -> None:
+  """``new`` takes ``path``'s place, an existing directory there removed after: in one step
+  where the kernel and file system exchange two names (Linux ``renameat2``), else by two
+  renames (a crash between them leaves the old one as ``<path>.replaced-<pid>``)."""
+  if not os.path.exists(path):
+    os.rename(new, path)
+    return
+  if _exchange(new, path):
+    shutil.rmtree(new, ignore_errors=True)   # now the old checkpoint
+    return
+  retired = f"{path}.replaced-{os.getpid()}"
+  shutil.rmtree(retired, ignore_errors=True)
+  os.rename(path, retired)
+  try:
+    os.rename(new, path)
+  except BaseException:
+    os.rename(retired, path)
+    raise
+  shutil.rmtree(retired, ignore_errors=True)
+
+
+def _exchange(a: str, b: str) -> bool:
+  """Swaps the names ``a`` and ``b`` atomically; False where the system cannot."""
+  import ctypes
+  try:
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = libc.renameat2
+  except (OSError, AttributeError):
+    return False
+  at_fdcwd, rename_exchange = -100, 2
+  return renameat2(at_fdcwd, a.encode(), at_fdcwd, b.encode(), rename_exchange) == 0
+
+
+def _write_files(path: str, tensors: Mapping[str, np.ndarray], hf: Mapping[str, Any],
+                 max_shard_bytes: int | None) -> None:
   from safetensors.numpy import save_file
-  os.makedirs(path, exist_ok=True)
   shards = [dict(tensors)]
   if max_shard_bytes:
     shards, size = [{}], 0
@@ -249,16 +433,14 @@ def write_checkpoint(path: str, tensors: Mapping[str, np.ndarray], hf: Mapping[s
   names = ([WEIGHTS] if len(shards) == 1 else
            [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))])
   for name, shard in zip(names, shards):
-    atomic(os.path.join(path, name), lambda tmp: save_file(shard, tmp, metadata={"format": "pt"}))
+    save_file(shard, os.path.join(path, name), metadata={"format": "pt"})
   if len(shards) > 1:
     index = {"metadata": {"total_size": sum(t.nbytes for t in tensors.values())},
              "weight_map": {k: n for n, s in zip(names, shards) for k in s}}
-    write_json(os.path.join(path, INDEX), index)
-  write_json(os.path.join(path, CONFIG), dict(hf))
+    _write_json(os.path.join(path, INDEX), index)
+  _write_json(os.path.join(path, CONFIG), dict(hf))
 
 
-def write_json(path: str, obj) -> None:
-  def write(tmp):
-    with open(tmp, "w") as f:
-      json.dump(obj, f, indent=2)
-  atomic(path, write)
+def _write_json(path: str, obj) -> None:
+  with open(path, "w") as f:
+    json.dump(obj, f, indent=2)

@@ -17,6 +17,8 @@ The classification head is not in the checkpoint; it keeps its fresh initializat
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any, Mapping
 
 import numpy as np
@@ -24,7 +26,7 @@ import numpy as np
 from superalign.core import mesh as mesh_lib
 from superalign.core.errors import ConfigError
 from superalign.models import hf_gpt2
-from superalign.models.hf_gpt2 import CONFIG, place
+from superalign.models.hf_gpt2 import CONFIG
 
 MODEL_TYPE = "gpt_neox"
 _PREFIX = "gpt_neox."
@@ -32,6 +34,12 @@ _BUFFERS = (".attention.bias", ".attention.masked_bias", ".rotary_emb.inv_freq")
 # GPT-NeoX options this transformer computes exactly; any other value is refused by name.
 _REQUIRED = {"hidden_act": ("gelu",), "attention_bias": (True,), "rope_scaling": (None,),
              "add_cross_attention": (False,)}
+# As hf_gpt2's: the sizes the architecture is built from.
+_SIZES = ("vocab_size", "max_position_embeddings", "hidden_size", "num_attention_heads",
+          "num_hidden_layers")
+_OPTIONAL_SIZES = ("intermediate_size",)
+_WIDTH_HEADS = ("hidden_size", "num_attention_heads")
+_EPSILON = "layer_norm_eps"
 
 
 def read_config(path: str, key: str = "model.name") -> dict[str, Any]:
@@ -42,22 +50,25 @@ def read_config(path: str, key: str = "model.name") -> dict[str, Any]:
   if hf["model_type"] != MODEL_TYPE:
     raise ConfigError(f"{where}: {CONFIG} has model_type {hf['model_type']!r}; this loader reads "
                       "GPT-NeoX (model_type 'gpt_neox')")
-  for name, valid in _REQUIRED.items():
-    if name in hf and hf[name] not in valid:
-      raise ConfigError(f"{where}: {CONFIG} sets {name}={hf[name]!r}; supported: "
-                        f"{', '.join(map(repr, valid))}")
+  hf_gpt2.check_options(hf, path, where, _REQUIRED)
+  file = os.path.join(path, CONFIG)
+  if not isinstance(hf.get("rope_parameters") or {}, dict):
+    raise ConfigError(f"{where}: {file} sets rope_parameters={hf['rope_parameters']!r}; "
+                      "needs a mapping")
   rope_type = (hf.get("rope_parameters") or {}).get("rope_type", "default")
   if rope_type != "default":
-    raise ConfigError(f"{where}: {CONFIG} sets rope_parameters.rope_type={rope_type!r}; "
+    raise ConfigError(f"{where}: {file} sets rope_parameters.rope_type={rope_type!r}; "
                       "supported: 'default'")
+  hf_gpt2.check_sizes(hf, path, where, _SIZES, _OPTIONAL_SIZES, _WIDTH_HEADS, _EPSILON)
+  head_dim = hf["hidden_size"] // hf["num_attention_heads"]
   try:
-    head_dim = hf["hidden_size"] // hf["num_attention_heads"]
-  except (KeyError, TypeError, ZeroDivisionError):
-    raise ConfigError(f"{where}: {CONFIG} needs hidden_size and num_attention_heads") from None
-  share = _rotary(hf)[0]
+    share = _rotary(hf)[0]
+  except (TypeError, ValueError):
+    raise ConfigError(f"{where}: {file}'s partial_rotary_factor or rope_theta is not a "
+                      "number") from None
   rotary_dim = int(head_dim * share)
   if rotary_dim < 2 or rotary_dim % 2:
-    raise ConfigError(f"{where}: {CONFIG}'s partial_rotary_factor={share} turns {rotary_dim} of "
+    raise ConfigError(f"{where}: {file}'s partial_rotary_factor={share} turns {rotary_dim} of "
                       f"{head_dim} head dimensions; superalign needs an even number, at least 2")
   return hf
 
@@ -184,18 +195,18 @@ def from_params(params: Mapping) -> dict[str, np.ndarray]:
   return out
 
 
-def load(path: str, shardings: Mapping | None = None) -> dict:
+def load(path: str, shardings: Mapping | None = None, dtype=np.float32) -> dict:
   """The checkpoint as a nested parameter dict: host arrays, or placed per ``shardings`` (a
-  nested dict of ``NamedSharding`` covering at least the checkpoint's parameters)."""
-  hf = read_config(path)
-  params = to_params(read_tensors(path, hf), hf)
-  return params if shardings is None else place(params, shardings)
+  nested dict of ``NamedSharding`` covering at least the checkpoint's parameters); floating-point
+  tensors as ``dtype`` (``hf_gpt2.load_family``)."""
+  return hf_gpt2.load_family(sys.modules[__name__], path, shardings, dtype)
 
 
 def save(path: str, params: Mapping, hf: Mapping[str, Any], *,
          max_shard_bytes: int | None = None) -> None:
   """Writes ``config.json`` and the weights as ``save_pretrained`` does for
-  ``GPTNeoXForCausalLM`` (``gpt_neox.`` names, ``embed_out.weight`` at the top). Across
+  ``GPTNeoXForCausalLM`` (``gpt_neox.`` names, ``embed_out.weight`` at the top), replacing a
+  checkpoint already in ``path`` whole (``hf_gpt2.write_checkpoint``). Across
   processes every process calls it, process 0 writes, and all return once it is complete."""
   tensors = {(k if k.startswith("embed_out.") else _PREFIX + k): np.ascontiguousarray(v)
              for k, v in from_params(params).items()}

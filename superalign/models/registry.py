@@ -89,9 +89,13 @@ def _architecture(path: str, key: str = "model.name") -> dict[str, Any]:
 
 
 def label(name: str) -> str:
-  """A name fit for a path or a table: a checkpoint's directory name, else ``name`` itself."""
+  """A name fit for a path or a table, naming every stage and cache of a model: a checkpoint's
+  directory name and its identity's short hash (``hf_gpt2.fingerprint``: ``.../a/final`` and
+  ``.../b/final`` never share a stage), else ``name`` itself."""
   path = checkpoint_dir(name)
-  return os.path.basename(os.path.normpath(path)) if path is not None else name
+  if path is None:
+    return name
+  return f"{os.path.basename(os.path.normpath(path))}-{hf_gpt2.fingerprint(path)}"
 
 
 def validate_name(name: str, key: str = "model.name") -> None:

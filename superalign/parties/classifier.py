@@ -46,7 +46,7 @@ def trainer(spec: TrainSpec, model: Model, inputs: InputSpec, workdir: str, *, t
     fields["warm"] = models.pretrained(model.name)
   return Trainer(models.builder(model.name, inputs, model.dtype, max_len=model.max_len), spec,
                  workdir, tag, name=model.name,
-                 cache_key=(model.name, inputs, model.dtype, model.max_len), **fields)
+                 cache_key=(models.label(model.name), inputs, model.dtype, model.max_len), **fields)
 
 
 def examples(split: Split) -> dict[str, np.ndarray]:
