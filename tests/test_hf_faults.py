@@ -22,6 +22,7 @@ from superalign.core.errors import ConfigError
 from superalign.core.specs import InputSpec
 from superalign.models import hf_gpt2, hf_neox
 from superalign.parties.classifier import Model
+from superalign.results import files
 from superalign.results.files import DamagedFileError
 from superalign.w2s import stages
 
@@ -75,7 +76,7 @@ def test_a_save_over_a_sharded_checkpoint_replaces_it_whole(tmp_path, monkeypatc
   import torch
   import transformers
   if not exchange:   # a system without an atomic exchange of two names
-    monkeypatch.setattr(hf_gpt2, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(files, "_exchange", lambda a, b: False)
   save_tiny(tmp_path / "old", seed=0)
   reference = save_tiny(tmp_path / "new", seed=1)
   cfg = family.read_config(str(tmp_path / "new"))

@@ -47,8 +47,6 @@ import functools
 import json
 import logging
 import os
-import shutil
-import uuid
 from typing import Any, Callable, Iterable, Mapping
 
 import jax
@@ -59,7 +57,7 @@ from flax import nnx
 from superalign.config import schema
 from superalign.core import mesh as mesh_lib
 from superalign.core.errors import ConfigError
-from superalign.results.files import DamagedFileError, read_guarded
+from superalign.results.files import DamagedFileError, atomic_folder, read_guarded
 from superalign.config.registry import Registry
 from superalign.core.spec import Optim, Train, TrainSpec
 from superalign.core.trainer import Trained, Trainer
@@ -563,7 +561,7 @@ def export_saelens(model: SparseAutoencoder | Trained, directory: str, *, hook_n
     save_file(tensors, os.path.join(folder, WEIGHTS))
     with open(os.path.join(folder, CFG), "w") as f:
       json.dump(cfg, f, indent=1)
-  mesh_lib.write_once(f"export_saelens {directory}", lambda: _write_folder(directory, write))
+  mesh_lib.write_once(f"export_saelens {directory}", lambda: atomic_folder(directory, write))
   return directory
 
 
@@ -581,32 +579,6 @@ def _check_export_folder(directory: str, overwrite: bool) -> None:
   if mesh_lib.from_writer(bool(held)) and not overwrite:
     raise ConfigError(f"{directory}: already holds an SAE export ({CFG}); choose another folder, "
                       "delete it, or pass overwrite=True to replace it")
-
-
-def _write_folder(directory: str, write: Callable[[str], None]) -> None:
-  """``write(folder)`` into a fresh folder beside ``directory``, which then takes its place whole
-  (an old one is moved aside first and removed once the new one is in; a failed write leaves the
-  old one as it was and no temporary)."""
-  parent, name = os.path.split(os.path.abspath(directory))
-  os.makedirs(parent, exist_ok=True)
-  tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-  tmp, old = os.path.join(parent, f".{name}.tmp-{tag}"), os.path.join(parent, f".{name}.old-{tag}")
-  os.mkdir(tmp)
-  try:
-    write(tmp)
-    replacing = os.path.isdir(directory) and bool(os.listdir(directory))
-    if replacing:
-      os.rename(directory, old)
-    try:
-      os.rename(tmp, directory)   # onto an absent or empty folder
-    except BaseException:
-      if replacing:
-        os.rename(old, directory)
-      raise
-    if replacing:
-      shutil.rmtree(old)
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 FIX_SAE = "not a whole SAELens SAE folder: export it again (export_saelens) or fetch a fresh copy"

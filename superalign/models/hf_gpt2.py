@@ -32,7 +32,7 @@ import numpy as np
 
 from superalign.core import mesh as mesh_lib
 from superalign.core.errors import ConfigError
-from superalign.results.files import DamagedFileError, read_guarded
+from superalign.results.files import DamagedFileError, atomic_folder, read_guarded
 
 log = logging.getLogger("superalign")
 
@@ -373,51 +373,13 @@ def write_checkpoint(path: str, tensors: Mapping[str, np.ndarray], hf: Mapping[s
   if os.path.exists(path) and (old is None or (old and not weights)):
     raise ConfigError(f"{path} already holds files that are not a Hugging Face checkpoint; "
                       "choose another folder or delete it")
-  new = f"{path}.saving-{os.getpid()}"
-  shutil.rmtree(new, ignore_errors=True)
-  try:
-    os.makedirs(new)   # and the parents it needs
+  def write(new):
     _write_files(new, tensors, hf, max_shard_bytes)
     for name in old or ():
       if not _CHECKPOINT_FILE.fullmatch(name):
         (shutil.copytree if os.path.isdir(os.path.join(path, name)) else shutil.copy2)(
             os.path.join(path, name), os.path.join(new, name))
-    _swap(new, path)
-  finally:
-    shutil.rmtree(new, ignore_errors=True)
-
-
-def _swap(new: str, path: str) -> None:
-  """``new`` takes ``path``'s place, an existing directory there removed after: in one step
-  where the kernel and file system exchange two names (Linux ``renameat2``), else by two
-  renames (a crash between them leaves the old one as ``<path>.replaced-<pid>``)."""
-  if not os.path.exists(path):
-    os.rename(new, path)
-    return
-  if _exchange(new, path):
-    shutil.rmtree(new, ignore_errors=True)   # now the old checkpoint
-    return
-  retired = f"{path}.replaced-{os.getpid()}"
-  shutil.rmtree(retired, ignore_errors=True)
-  os.rename(path, retired)
-  try:
-    os.rename(new, path)
-  except BaseException:
-    os.rename(retired, path)
-    raise
-  shutil.rmtree(retired, ignore_errors=True)
-
-
-def _exchange(a: str, b: str) -> bool:
-  """Swaps the names ``a`` and ``b`` atomically; False where the system cannot."""
-  import ctypes
-  try:
-    libc = ctypes.CDLL(None, use_errno=True)
-    renameat2 = libc.renameat2
-  except (OSError, AttributeError):
-    return False
-  at_fdcwd, rename_exchange = -100, 2
-  return renameat2(at_fdcwd, a.encode(), at_fdcwd, b.encode(), rename_exchange) == 0
+  atomic_folder(path, write)
 
 
 def _write_files(path: str, tensors: Mapping[str, np.ndarray], hf: Mapping[str, Any],

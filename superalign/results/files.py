@@ -10,7 +10,9 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
+import uuid
 from typing import Callable, Iterable, TypeVar
 
 import jax
@@ -60,6 +62,51 @@ def atomic(path: str, write: Callable[[str], None], tmp_suffix: str = ".tmp") ->
     with contextlib.suppress(OSError):
       os.remove(tmp)
     raise
+
+
+def atomic_folder(path: str, write: Callable[[str], None]) -> None:
+  """``write(tmp)`` into a fresh folder beside ``path``, which then takes ``path``'s place whole:
+  a reader sees the old folder or the new one, never a mix, and a failed write leaves the old one
+  as it was and no temporary."""
+  parent, name = os.path.split(os.path.abspath(path))
+  os.makedirs(parent, exist_ok=True)
+  tmp = os.path.join(parent, f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+  os.mkdir(tmp)
+  try:
+    write(tmp)
+    _swap(tmp, os.path.join(parent, name))
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)   # the new folder after a failure, the old after a swap
+
+
+def _swap(new: str, path: str) -> None:
+  """``new`` takes ``path``'s place and ``path``'s old folder ends under the name ``new``: in one
+  step where the kernel and file system exchange two names (Linux ``renameat2``), else by two
+  renames (a crash between them leaves the old folder as ``.<name>.old-*``)."""
+  if not os.path.exists(path) or (os.path.isdir(path) and not os.listdir(path)):
+    os.replace(new, path)    # onto nothing or an empty folder
+    return
+  if _exchange(new, path):
+    return
+  retired = new.replace(".tmp-", ".old-", 1)
+  os.rename(path, retired)
+  try:
+    os.rename(new, path)
+  except BaseException:
+    os.rename(retired, path)
+    raise
+  os.rename(retired, new)
+
+
+def _exchange(a: str, b: str) -> bool:
+  """Swaps the names ``a`` and ``b`` atomically; False where the system cannot."""
+  import ctypes
+  try:
+    renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+  except (OSError, AttributeError):
+    return False
+  at_fdcwd, rename_exchange = -100, 2
+  return renameat2(at_fdcwd, a.encode(), at_fdcwd, b.encode(), rename_exchange) == 0
 
 
 def set_aside(path: str, suffix: str = "bad") -> str:
