@@ -47,10 +47,11 @@ def main(argv):
   elif any(flags.FLAGS[f].present for f in launch_flags.CLUSTER_FLAGS):
     fail("--coordinator_address, --num_processes and --process_id take effect only with "
          "--distributed (or config.distributed=True)")
+  from superalign.core.loop import Preempted
   try:
     runners.launch(config, workdir, dry_run=launch_flags.DRY_RUN.value,
                    root=os.environ.get("SUPERALIGN_RUNS", "runs"))
-  except (Exception, KeyboardInterrupt) as e:
+  except (Exception, KeyboardInterrupt, Preempted) as e:
     line = launch_flags.exit_line(e, config, workdir)
     if line is None:
       raise

@@ -293,6 +293,82 @@ def test_a_signal_then_resume_writes_the_same_metrics_file(tmp_path, signum):
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
+def test_a_signal_during_the_last_step_stops_after_the_final_save(tmp_path, signum):
+  """Issue 32: the last step never read the stop flag, so a stop there was swallowed (and the
+  next stage trained). Now the loop stops after the stage's final save, and a rerun has nothing
+  left to train."""
+  import signal
+  from superalign.core import loop
+  config = _config(steps=4)
+
+  def hook(step):
+    if step == 3:  # the batch of the last step
+      os.kill(os.getpid(), getattr(signal, signum))
+  with pytest.raises(loop.Preempted) as stopped:
+    _train(config, tmp_path, {"data": 1}, on_batch=hook)
+  saved = tmp_path / "checkpoints" / "t" / "4"
+  assert str(stopped.value) == f"stopped by {signum} at step 4; checkpoint saved in {saved}"
+  again, _, _ = _train(config, tmp_path, {"data": 1})
+  assert again.fit.resumed_from == 4
+
+
+def test_a_signal_between_stages_stops_the_run_at_once(tmp_path):
+  """Issue 32: the handler was removed after each fit, so a stop between two stages was lost.
+  Within one ``stop_signals`` block (the launcher holds one for the whole run) a stop outside
+  training raises at once, naming the last checkpoint saved."""
+  import signal
+  from superalign.core import loop
+  config = _config(steps=2, checkpoint_every=0)
+  with pytest.raises(loop.Preempted) as stopped:
+    with loop.stop_signals():
+      handler = signal.getsignal(signal.SIGTERM)
+      _train(config, tmp_path / "a", {"data": 1})
+      assert signal.getsignal(signal.SIGTERM) is handler   # still the run's after the fit
+      os.kill(os.getpid(), signal.SIGTERM)
+      pytest.fail("the stop between stages was not raised")
+  assert str(stopped.value) == ("stopped by SIGTERM; nothing saved since "
+                                f"{tmp_path / 'a' / 'checkpoints' / 't' / '2'}")
+  assert signal.getsignal(signal.SIGTERM) is not handler   # the block restores the old one
+
+
+@pytest.mark.parametrize("signum,where", [("SIGTERM", "loading data"), ("SIGINT", "final save")])
+def test_a_stop_anywhere_in_a_launch_is_its_exit_code_and_one_line(tmp_path, monkeypatch, capsys,
+                                                                    signum, where):
+  """Issue 32: SIGTERM outside training killed the launcher without a line (exit 143 from the
+  shell only); a stop during a stage's final save was swallowed and the run went on (exit 0).
+  Now either ends the run with the signal's exit code and one line saying where it resumes; the
+  same command then finishes the run."""
+  import signal
+  from superalign import data as data_lib
+  from superalign.core import checkpoint
+  args = [S, "--config.train.num_steps=4", "--config.train.eval_every=0",
+          f"--workdir={tmp_path / 'w'}"]
+  code = 128 + getattr(signal, signum)
+  kill = lambda: os.kill(os.getpid(), getattr(signal, signum))
+  if where == "loading data":
+    load = data_lib.load_splits
+    monkeypatch.setattr(data_lib, "load_splits", lambda *a: (kill(), load(*a))[1])
+    message = f"stopped by {signum}; nothing saved since this command started"
+  else:
+    save = checkpoint.Checkpointer.save
+    def final_save(self, step, items, meta):
+      save(self, step, items, meta)
+      if meta["finished"]:
+        kill()
+    monkeypatch.setattr(checkpoint.Checkpointer, "save", final_save)
+    message = (f"stopped by {signum} at step 4; checkpoint saved in "
+               f"{tmp_path / 'w' / 'checkpoints' / 'supervised' / '4'}")
+  out = launch(monkeypatch, capsys, *args)
+  assert out.returncode == code and "Traceback" not in out.stderr, out.stderr[-2000:]
+  line, = [l for l in out.stderr.splitlines() if l.startswith("superalign: error:")]
+  assert line == f"superalign: error: {message}; run the same command again to resume", line
+  assert not (tmp_path / "w" / "results.json").exists()
+  monkeypatch.undo()
+  out = launch(monkeypatch, capsys, *args)
+  assert not out.returncode and (tmp_path / "w" / "results.json").exists(), out.stderr[-2000:]
+
+
 def test_a_batch_larger_than_its_split_warns_and_far_larger_is_refused(tmp_path, monkeypatch,
                                                                         capsys, caplog):
   """Issue 14.22: 20 examples give a 14-example training split."""

@@ -37,13 +37,22 @@ class NonFiniteError(RuntimeError):
   """A training metric became NaN or infinite."""
 
 
-class Preempted(Exception):
-  """SIGTERM or SIGINT (Ctrl-C) arrived; a checkpoint was saved at ``step``."""
+class Preempted(BaseException):
+  """SIGTERM or SIGINT (Ctrl-C) stopped the run. ``saved``: the checkpoint written at the stop
+  (step ``step``), or None where the stop came outside a training loop, or inside one without
+  checkpoints, and saved nothing; ``last`` then names the last checkpoint this process saved or
+  restored. A BaseException, as KeyboardInterrupt: no ``except Exception`` swallows a stop."""
 
-  def __init__(self, step: int, signum: int = signal.SIGTERM):
-    super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}; checkpoint saved")
-    self.step = step
-    self.signum = signum
+  def __init__(self, signum: int = signal.SIGTERM, step: int | None = None,
+               saved: str | None = None, last: str | None = None):
+    name = signal.Signals(signum).name
+    if saved is not None:
+      text = f"stopped by {name} at step {step}; checkpoint saved in {saved}"
+    else:
+      at = f" at step {step}" if step is not None else ""
+      text = f"stopped by {name}{at}; nothing saved since {last or 'this command started'}"
+    super().__init__(text)
+    self.step, self.signum, self.saved, self.last = step, signum, saved, last
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,37 +85,63 @@ class FitResult:
 
 class _StopFlag:
   """The first of SIGTERM (preemptible TPU VMs) or SIGINT (Ctrl-C) that arrived, if any."""
-  signum: int | None = None
+
+  def __init__(self):
+    self.signum: int | None = None
+    self.deferred = 0             # > 0 inside a training loop, which checks the flag every step
+    self.last: str | None = None  # the last checkpoint saved or restored, for the stop's line
 
   def is_set(self) -> bool:
     return self.signum is not None
 
+  def check(self) -> None:
+    """Raises Preempted if a stop was asked for (and not yet raised)."""
+    if self.is_set():
+      raise Preempted(self.signum, last=self.last)
+
+
+_ACTIVE: _StopFlag | None = None   # the flag of the outermost stop_signals() block
+
 
 @contextlib.contextmanager
-def _stop_signals():
-  """Turns SIGTERM and SIGINT into a flag the loop checks between steps, so both save a
-  checkpoint and stop cleanly."""
+def stop_signals():
+  """SIGTERM and SIGINT for the whole block (the launcher holds one for the whole run): inside a
+  training loop (``fit``) they set a flag the loop checks after every step, so it saves a
+  checkpoint and raises Preempted; anywhere else (loading data, evaluating, between stages) they
+  raise Preempted at once, as Ctrl-C raises KeyboardInterrupt: nothing there is worth saving.
+  A nested block shares the outer block's flag, so no fit removes the launch's handler."""
+  global _ACTIVE
+  if _ACTIVE is not None:
+    yield _ACTIVE
+    return
   flag = _StopFlag()
-  if threading.current_thread() is not threading.main_thread():
+  if threading.current_thread() is not threading.main_thread():  # signals reach the main thread
     yield flag
     return
+
   def handler(signum, _):
+    first = not flag.is_set()
     flag.signum = flag.signum or signum
+    if first and not flag.deferred:
+      flag.check()
   previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+  _ACTIVE = flag
   try:
     yield flag
   finally:
+    _ACTIVE = None
     for s, h in previous.items():
       signal.signal(s, h)
 
 
-def _stop_agreed(flag: _StopFlag, step: int, every: int) -> bool:
+def _stop_agreed(flag: _StopFlag, step: int, every: int, final: bool = False) -> bool:
   """Whether to stop after ``step``. One process: as soon as its signal arrived. Several: every
   process must stop at the same step (a checkpoint save is collective), so they agree every
-  ``every`` steps, where the loop syncs with the device anyway; any process's signal stops all."""
+  ``every`` steps, where the loop syncs with the device anyway, and after the ``final`` save;
+  any process's signal stops all."""
   if jax.process_count() == 1:
     return flag.is_set()
-  if step % every:
+  if step % every and not final:
     return False
   from jax.experimental import multihost_utils
   signums = multihost_utils.process_allgather(np.int32(flag.signum or 0))
@@ -223,6 +258,15 @@ def fit(
   run's best separately and stops when every run has run out of patience. Logged training
   metrics are means over the window and over runs.
   """
+  with stop_signals() as stop:
+    stop.check()  # a stop that arrived since the last check (a caller swallowed Preempted)
+    return _fit(state, train_step, batch_at, num_steps, stop, evaluate=evaluate,
+                eval_every=eval_every, early_stop=early_stop, checkpointer=checkpointer,
+                writer=writer, log_every=log_every, host=host, desc=desc)
+
+
+def _fit(state, train_step, batch_at, num_steps, stop, *, evaluate, eval_every, early_stop,
+         checkpointer, writer, log_every, host, desc) -> FitResult:
   history: list[dict] = []
   best = _BestTracker(early_stop) if early_stop is not None else None
   stopped_early, train_metrics, resumed_from = False, {}, None
@@ -247,6 +291,7 @@ def fit(
     writer.rewind(restored[0] if restored else None)
   if restored is not None:
     resumed_from, restored, m = restored
+    stop.last = checkpointer.path(resumed_from)
     state = state.replace_items(restored["state"])
     if best is not None:
       best.load(m["best"])
@@ -261,56 +306,68 @@ def fit(
     if m["finished"]:
       return _finish(state, best, history, train_metrics, stopped_early, resumed_from)
 
+  def save(step, finished, rows=()):
+    checkpointer.save(step, items(), meta(finished=finished, pending=rows))
+    stop.last = checkpointer.path(step)
+
+  def preempted(step):
+    if checkpointer is None:
+      return Preempted(stop.signum, step, last=stop.last)
+    checkpointer.wait()
+    return Preempted(stop.signum, step, saved=checkpointer.path(step))
+
   start = int(jax.device_get(state.step).max())
   progress = _Progress(num_steps, start, desc)
   step = start
-  with _stop_signals() as sigterm:
-    try:
-      while step < num_steps and not stopped_early:
-        state, metrics = train_step(state, batch_at(step, state))
-        step += 1
-        pending.append((step, metrics))
-        if len(pending) % MAX_IN_FLIGHT == 0:
-          jax.block_until_ready(metrics)
-        last = step == num_steps
-        do_eval = evaluate is not None and ((eval_every and step % eval_every == 0) or last)
-        if step % log_every == 0 or last or do_eval:
-          rows = jax.device_get(pending)
-          _check_finite(rows, desc)
-          if host is not None:
-            for row_step, row in rows:
-              host.observe(row_step, {k: float(np.mean(v)) for k, v in row.items()})
-          train_metrics = {k: float(np.mean([m[k] for _, m in rows])) for k in rows[-1][1]}
-          if writer is not None:
-            writer.write(step, {f"train/{k}": v for k, v in train_metrics.items()})
-          progress.update(step, train_metrics, len(rows))
-          pending = []
-        if do_eval:
-          scores = {k: _jsonable(v) for k, v in evaluate(state).items()}
-          history.append({"step": step, **scores})
-          means = {k: float(np.mean(v)) for k, v in scores.items()}
-          if writer is not None:
-            writer.write(step, {f"val/{k}": v for k, v in means.items()})
-          log.info("%s step %d: validation %s", desc, step,
-                   " ".join(f"{k}={v:.4g}" for k, v in means.items()))
-          if best is not None:
-            best.update(step, scores[early_stop.metric], state.params)
-            stopped_early = best.exhausted
-        final = last or stopped_early  # the final save below covers these
-        stop = not final and _stop_agreed(sigterm, step, log_every)
-        if checkpointer is not None and not final and (checkpointer.due(step) or stop):
-          rows = jax.device_get(pending)
-          _check_finite(rows, desc)
-          checkpointer.save(step, items(), meta(finished=False, pending=rows))
-        if stop:
-          if checkpointer is not None:
-            checkpointer.wait()
-          raise Preempted(step, sigterm.signum)
-    finally:
-      progress.close()
-  if checkpointer is not None:
-    checkpointer.save(step, items(), meta(finished=True))
-    checkpointer.wait()
+  stop.deferred += 1   # from here a signal sets the flag; the loop checks it after every step
+  try:
+    while step < num_steps and not stopped_early:
+      state, metrics = train_step(state, batch_at(step, state))
+      step += 1
+      pending.append((step, metrics))
+      if len(pending) % MAX_IN_FLIGHT == 0:
+        jax.block_until_ready(metrics)
+      last = step == num_steps
+      do_eval = evaluate is not None and ((eval_every and step % eval_every == 0) or last)
+      if step % log_every == 0 or last or do_eval:
+        rows = jax.device_get(pending)
+        _check_finite(rows, desc)
+        if host is not None:
+          for row_step, row in rows:
+            host.observe(row_step, {k: float(np.mean(v)) for k, v in row.items()})
+        train_metrics = {k: float(np.mean([m[k] for _, m in rows])) for k in rows[-1][1]}
+        if writer is not None:
+          writer.write(step, {f"train/{k}": v for k, v in train_metrics.items()})
+        progress.update(step, train_metrics, len(rows))
+        pending = []
+      if do_eval:
+        scores = {k: _jsonable(v) for k, v in evaluate(state).items()}
+        history.append({"step": step, **scores})
+        means = {k: float(np.mean(v)) for k, v in scores.items()}
+        if writer is not None:
+          writer.write(step, {f"val/{k}": v for k, v in means.items()})
+        log.info("%s step %d: validation %s", desc, step,
+                 " ".join(f"{k}={v:.4g}" for k, v in means.items()))
+        if best is not None:
+          best.update(step, scores[early_stop.metric], state.params)
+          stopped_early = best.exhausted
+      if last or stopped_early:  # the final save below covers these, and checks the flag after
+        break
+      halt = _stop_agreed(stop, step, log_every)
+      if checkpointer is not None and (checkpointer.due(step) or halt):
+        rows = jax.device_get(pending)
+        _check_finite(rows, desc)
+        save(step, False, rows)
+      if halt:
+        raise preempted(step)
+    if checkpointer is not None:
+      save(step, True)
+      checkpointer.wait()
+    if _stop_agreed(stop, step, log_every, final=True):  # a stop during the last step or save
+      raise preempted(step)
+  finally:
+    stop.deferred -= 1
+    progress.close()
   return _finish(state, best, history, train_metrics, stopped_early, resumed_from)
 
 

@@ -108,8 +108,8 @@ def exit_line(e: BaseException, config, workdir: str | None) -> tuple[str, int] 
     return f"{e}; {advice} and run again {where}", EXIT_FAILED
   if isinstance(e, Preempted):
     return f"{e}; run the same command again to resume", 128 + int(e.signum)
-  if isinstance(e, KeyboardInterrupt):  # outside training (loading data, compiling): nothing saved
-    return "interrupted; run the same command again to resume", 130
+  if isinstance(e, KeyboardInterrupt):  # Ctrl-C before the launch's handler: nothing saved
+    return "interrupted; nothing saved; run the same command again to resume", 130
   if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
     return workdir_lib.os_error_line(workdir or ".", e), EXIT_FAILED
   return None
