@@ -198,7 +198,47 @@ def test_default_workdirs_started_in_the_same_second_differ(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--process_id=1"], "take effect only with --distributed"),
     (["--distributed", "--num_processes=2", "--process_id=0"], "--distributed: give --workdir"),
+    # Issue 32: an IndexError from inside jax.distributed.initialize
+    (["--distributed", "--coordinator_address=localhost", "--num_processes=2", "--process_id=0",
+      "--workdir=/tmp/unused"], "--coordinator_address=localhost: expected HOST:PORT"),
+    (["--distributed", "--coordinator_address=localhost:http", "--num_processes=2",
+      "--process_id=0", "--workdir=/tmp/unused"], "port 'http' is not a number"),
+    (["--distributed", "--coordinator_address=localhost:1234", "--num_processes=2",
+      "--process_id=2", "--workdir=/tmp/unused"], "--process_id=2: the processes are numbered 0 "
+                                                   "to 1"),
 ])
 def test_distributed_flags_are_checked_before_jax_starts(monkeypatch, capsys, args, message):
   out = launch(monkeypatch, capsys, "--config=experiments/supervised/digits.py:smoke", *args)
   _assert_one_line_error(out, message)
+
+
+@pytest.mark.parametrize("process_id,expected", [
+    (0, "process 0 of 2: waited N s for the other 1 process(es) to join at localhost:1234; start "
+        "process(es) 1 with the same command"),
+    (1, "process 1 of 2: waited N s to reach process 0 at localhost:1234; is it running"),
+])
+def test_a_process_waiting_for_its_peers_says_so_every_interval(process_id, expected):
+  """Issue 32: process 0 of 2 printed nothing for minutes while its peer never joined. The join
+  (here a fake that blocks until three lines came) is reported every interval, then no more."""
+  import logging
+  import re
+  import threading
+  from superalign.launch import runtime
+  lines, three = [], threading.Event()
+
+  class Lines(logging.Handler):
+    def emit(self, record):
+      lines.append(record.getMessage())
+      if len(lines) >= 3:
+        three.set()
+  logger, handler = logging.getLogger("superalign"), Lines()
+  logger.addHandler(handler)
+  try:
+    with runtime.waiting_lines("localhost:1234", 2, process_id, every=0.01):
+      assert three.wait(600), "no waiting line"   # a safety limit, never the expected path
+    count = len(lines)
+  finally:
+    logger.removeHandler(handler)
+  assert count >= 3
+  assert all(expected in re.sub(r"waited \d+ s", "waited N s", line) for line in lines), lines
+  assert len(lines) == count   # the reporter ended with the join
