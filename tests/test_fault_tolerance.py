@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import write_idx
-from conftest import ROOT, _assert_one_line_error, _config, _params, _train, launch, superalign
+from conftest import ROOT, _assert_one_line_error, _config, _env, _params, _train, launch, superalign
 
 S = "--config=experiments/supervised/digits.py:smoke"
 
@@ -160,6 +160,35 @@ def test_a_failed_rewrite_leaves_no_temporary(tmp_path, monkeypatch):
   with pytest.raises(OSError):
     metrics.MetricWriter(str(tmp_path), tag="a", resume_step=0)
   assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]
+
+
+FULL_DISK = """
+import errno, sys
+from tensorboardX import record_writer
+from superalign.core import checkpoint
+from superalign import main
+
+def full(*args):
+  raise OSError(errno.ENOSPC, "No space left on device")
+record_writer.RecordWriter.flush = full   # the TensorBoard thread's flushes, and at exit
+checkpoint.Checkpointer.save = full       # the run's own failure: its one line
+sys.argv = ["superalign", *sys.argv[1:]]
+main.run()
+"""
+
+
+@pytest.mark.e2e
+def test_a_full_disk_under_tensorboard_prints_one_line_and_no_traceback(tmp_path):
+  """Issue 32: after the one-line error, tensorboardX's writer thread and its exit hook printed
+  their tracebacks of the same full disk. A subprocess: the exit hooks run at its end."""
+  out = subprocess.run([sys.executable, "-c", FULL_DISK, S, "--config.train.num_steps=2",
+                        "--config.train.eval_every=0", f"--workdir={tmp_path / 'w'}"],
+                       cwd=ROOT, capture_output=True, text=True, env=_env())
+  assert out.returncode == 1, out.stderr[-3000:]
+  assert "Traceback" not in out.stderr and "Exception ignored" not in out.stderr, out.stderr
+  lines = [l for l in out.stderr.splitlines() if l.startswith("superalign: error:")]
+  assert len(lines) == 1 and "No space left on device" in lines[0], out.stderr[-3000:]
+  assert out.stderr.rstrip().endswith(lines[0])   # nothing after the line
 
 
 @pytest.fixture
