@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -421,6 +422,42 @@ def test_divergence_in_a_later_stage_names_the_stage(tmp_path, monkeypatch, caps
   line, = [l for l in out.stderr.splitlines() if l.startswith("superalign: error:")]
   assert "pretrain" in line and "lower optim.learning_rate" in line, line
   assert "clip_norm" not in line, line
+
+
+def test_a_non_finite_checkpoint_is_named_not_blamed_on_the_learning_rate(tmp_path,
+                                                                          monkeypatch):
+  """Issue 32: resuming from a checkpoint holding NaN parameters said "lower
+  optim.learning_rate" (the first step's loss was NaN). Now the line names the checkpoint."""
+  import signal
+  import jax.numpy as jnp
+  from superalign.core import checkpoint, loop
+  from superalign.launch.flags import exit_line
+  config = _config(steps=4, checkpoint_every=2)
+  stop = lambda step: step == 1 and os.kill(os.getpid(), signal.SIGTERM)
+  with pytest.raises(loop.Preempted):
+    _train(config, tmp_path, {"data": 1}, on_batch=stop)
+  restore = checkpoint.Checkpointer.restore
+  def damaged(self, step, like):  # the checkpoint as a bad disk or a bad run may have left it
+    state, meta = restore(self, step, like)
+    nan = lambda x: x * jnp.nan if jnp.issubdtype(x.dtype, jnp.floating) else x
+    return jax.tree.map(nan, state), meta
+  monkeypatch.setattr(checkpoint.Checkpointer, "restore", damaged)
+  with pytest.raises(loop.NonFiniteError) as failed:
+    _train(config, tmp_path, {"data": 1})
+  saved = tmp_path / "checkpoints" / "t" / "2"
+  assert str(failed.value).startswith(f"t: the checkpoint {saved} holds non-finite parameters")
+  line, code = exit_line(failed.value, config, str(tmp_path))
+  assert f"move {saved} aside" in line and "learning_rate" not in line and code == 1, line
+
+
+def test_a_non_finite_warm_start_is_named(tmp_path):
+  from superalign.core import loop
+  config = _config(steps=1, checkpoint_every=0)
+  first, _, _ = _train(config, tmp_path / "a", {"data": 1})
+  warm = jax.tree.map(lambda x: np.full(x.shape, np.nan, x.dtype),
+                      jax.device_get(first.state.params.to_pure_dict()))
+  with pytest.raises(loop.NonFiniteError, match="t: the warm start holds non-finite parameters"):
+    _train(config, tmp_path / "b", {"data": 1}, warm=warm)
 
 
 def test_a_failing_plot_costs_the_figures_not_the_results(tmp_path):

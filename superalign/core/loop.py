@@ -34,7 +34,31 @@ MAX_IN_FLIGHT = 32
 
 
 class NonFiniteError(RuntimeError):
-  """A training metric became NaN or infinite."""
+  """A training metric became NaN or infinite, or (``loaded`` set: "checkpoint <path>" or "warm
+  start") the parameters a stage starts from were already: then training is not to blame."""
+
+  def __init__(self, message: str, loaded: str | None = None):
+    super().__init__(message)
+    self.loaded = loaded
+
+
+@jax.jit
+def _finite_leaves(params):
+  return jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)])
+
+
+def _check_loaded(params, loaded: str, desc: str) -> None:
+  """Raises NonFiniteError naming the first parameter that is not finite in the ``loaded``
+  parameters (a restored checkpoint, a warm start) before they train."""
+  leaves = jax.tree_util.tree_leaves_with_path(params)
+  if not leaves:
+    return
+  finite = np.asarray(jax.device_get(_finite_leaves(params)))
+  if finite.all():
+    return
+  name = jax.tree_util.keystr(leaves[int(np.argmin(finite))][0], simple=True, separator="/")
+  raise NonFiniteError(f"{desc}: the {loaded} holds non-finite parameters (NaN or infinite, "
+                       f"first {name})", loaded=loaded)
 
 
 class Preempted(BaseException):
@@ -251,22 +275,24 @@ def fit(
     log_every: int = 50,
     host: HostState | None = None,
     desc: str = "train",
+    warm: bool = False,
 ) -> FitResult:
   """Trains ``state`` for ``num_steps`` steps (resuming from ``checkpointer`` if it has one).
 
   For stacked runs, ``evaluate`` may return one value per run; early stopping then tracks each
   run's best separately and stops when every run has run out of patience. Logged training
-  metrics are means over the window and over runs.
+  metrics are means over the window and over runs. Parameters that are not finite before the
+  first step (a restored checkpoint; ``warm``: a warm start) raise NonFiniteError naming them.
   """
   with stop_signals() as stop:
     stop.check()  # a stop that arrived since the last check (a caller swallowed Preempted)
     return _fit(state, train_step, batch_at, num_steps, stop, evaluate=evaluate,
                 eval_every=eval_every, early_stop=early_stop, checkpointer=checkpointer,
-                writer=writer, log_every=log_every, host=host, desc=desc)
+                writer=writer, log_every=log_every, host=host, desc=desc, warm=warm)
 
 
 def _fit(state, train_step, batch_at, num_steps, stop, *, evaluate, eval_every, early_stop,
-         checkpointer, writer, log_every, host, desc) -> FitResult:
+         checkpointer, writer, log_every, host, desc, warm) -> FitResult:
   history: list[dict] = []
   best = _BestTracker(early_stop) if early_stop is not None else None
   stopped_early, train_metrics, resumed_from = False, {}, None
@@ -305,6 +331,8 @@ def _fit(state, train_step, batch_at, num_steps, stop, *, evaluate, eval_every, 
     log.info("%s: resumed from checkpoint at step %d", desc, resumed_from)
     if m["finished"]:
       return _finish(state, best, history, train_metrics, stopped_early, resumed_from)
+  _check_loaded(state.params, f"checkpoint {stop.last}" if restored is not None else
+                "warm start" if warm else "initial parameters", desc)
 
   def save(step, finished, rows=()):
     checkpointer.save(step, items(), meta(finished=finished, pending=rows))

@@ -96,6 +96,11 @@ def exit_line(e: BaseException, config, workdir: str | None) -> tuple[str, int] 
   from superalign.results.files import DamagedFileError
   if isinstance(e, (ConfigError, DamagedFileError)):
     return str(e), EXIT_USAGE
+  if isinstance(e, NonFiniteError) and e.loaded:  # loaded so, not diverged: no training advice
+    if e.loaded.startswith("checkpoint "):
+      return (f"{e}; move {e.loaded[len('checkpoint '):]} aside to resume from the checkpoint "
+              "before it, or run again in a new workdir"), EXIT_FAILED
+    return f"{e}; check the model files or the stage it starts from", EXIT_FAILED
   if isinstance(e, NonFiniteError):
     advice = "lower optim.learning_rate"
     if "optim" in config and not config.optim.get("clip_norm", 1.0):
