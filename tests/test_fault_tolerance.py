@@ -74,7 +74,7 @@ def test_unwritable_workdirs_are_one_line(tmp_path, monkeypatch, capsys, workdir
   (tmp_path / "FILE").write_text("precious")
   workdir = workdir.replace("FILE", str(tmp_path / "FILE"))
   out = launch(monkeypatch, capsys, S, f"--workdir={workdir}")
-  _assert_one_line_error(out, f"--workdir={workdir}: {reason}")
+  _assert_one_line_error(out, f"workdir {workdir}: {reason}")
   assert (tmp_path / "FILE").read_text() == "precious"
 
 
@@ -214,7 +214,7 @@ def test_a_real_full_disk_is_one_line_and_resumes_once_space_is_back(tmp_path, s
   out = superalign(*args, f"--workdir={small_disk / 'w'}")
   assert out.returncode == 1, out.stderr[-3000:]
   last = out.stderr.strip().splitlines()[-1]
-  assert last.startswith(f"superalign: error: --workdir={small_disk / 'w'}: cannot write there: "
+  assert last.startswith(f"superalign: error: workdir {small_disk / 'w'}: cannot write there: "
                          "No space left on device"), last
   subprocess.run(["mount", "-o", "remount,size=64M", str(small_disk)], check=True)
   out = superalign(*args, f"--workdir={small_disk / 'w'}")

@@ -175,7 +175,7 @@ def test_an_empty_workdir_flag_is_an_error(tmp_path, monkeypatch, capsys):
   monkeypatch.chdir(tmp_path)
   out = launch(monkeypatch, capsys, f"--config={ROOT}/experiments/supervised/digits.py:smoke",
                "--workdir=")
-  _assert_one_line_error(out, "--workdir='': empty; give a directory")
+  _assert_one_line_error(out, "workdir '': empty; give a directory")
   assert list(tmp_path.iterdir()) == []
 
 
@@ -242,3 +242,23 @@ def test_a_process_waiting_for_its_peers_says_so_every_interval(process_id, expe
   assert count >= 3
   assert all(expected in re.sub(r"waited \d+ s", "waited N s", line) for line in lines), lines
   assert len(lines) == count   # the reporter ended with the join
+
+
+@pytest.mark.parametrize("workdir", ["FILE", "", "LOCKED"])
+def test_a_notebooks_workdir_mistake_names_no_launcher_flag(tmp_path, monkeypatch, workdir):
+  """Issue 32: ``runners.launch(config, workdir)`` from a notebook answered "--workdir=...", a
+  flag its caller never used."""
+  from experiments.supervised import digits
+  from superalign.core.errors import ConfigError
+  from superalign.launch import runners, workdir as workdir_lib
+  monkeypatch.setenv("SUPERALIGN_XLA_CACHE", "")
+  (tmp_path / "FILE").write_text("precious")
+  path = str(tmp_path / workdir) if workdir else ""
+  with pytest.raises(ConfigError) as e:
+    if workdir == "LOCKED":
+      with workdir_lib.claim(digits.get_config("smoke"), path):
+        runners.launch(digits.get_config("smoke"), path)   # a second run on the same workdir
+    else:
+      runners.launch(digits.get_config("smoke"), path)
+  assert str(e.value).startswith(f"workdir {path if workdir else repr('')}: ")
+  assert "--" not in str(e.value), str(e.value)

@@ -108,7 +108,7 @@ def exit_line(e: BaseException, config, workdir: str | None) -> tuple[str, int] 
     if workdir is None:
       where = "(a new run directory is made)"
     else:
-      where = ("in a new --workdir (this one holds checkpoints of the diverged run)"
+      where = ("in a new workdir (this one holds checkpoints of the diverged run)"
                if workdir_lib.holds_work(workdir) else "(this workdir takes the new config)")
     return f"{e}; {advice} and run again {where}", EXIT_FAILED
   if isinstance(e, Preempted):
