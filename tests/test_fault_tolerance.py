@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from conftest import write_idx
-from conftest import ROOT, _assert_one_line_error, _config, _env, _params, _train, launch, superalign
+from conftest import ROOT, _assert_one_line_error, _config, _env, _params, _train, launch
+from conftest import superalign
 
 S = "--config=experiments/supervised/digits.py:smoke"
 
@@ -90,9 +91,9 @@ def test_a_read_only_workdir_is_one_line(tmp_path, monkeypatch, capsys):
 def test_a_locked_workdir_refuses_a_second_run(tmp_path, monkeypatch, capsys):
   """A second run on a workdir in use gets one line; the lock dies with its holder (kill -9)."""
   holder = subprocess.Popen(
-      [sys.executable, "-c", "import sys, time\nfrom superalign.launch import workdir\n"
-       f"with workdir.lock({str(tmp_path)!r}):\n  print('locked', flush=True)\n  time.sleep(600)"],
-      cwd=ROOT, stdout=subprocess.PIPE, text=True)
+      [sys.executable, "-c", "import sys\nfrom superalign.launch import workdir\n"
+       f"with workdir.lock({str(tmp_path)!r}):\n  print('locked', flush=True)\n  sys.stdin.read()"],
+      cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # holds it until killed
   try:
     assert holder.stdout.readline().strip() == "locked"
     out = launch(monkeypatch, capsys, S, f"--workdir={tmp_path}")

@@ -34,8 +34,8 @@ MAX_IN_FLIGHT = 32
 
 
 class NonFiniteError(RuntimeError):
-  """A training metric became NaN or infinite, or (``loaded`` set: "checkpoint <path>" or "warm
-  start") the parameters a stage starts from were already: then training is not to blame."""
+  """A training metric became NaN or infinite, or the parameters a stage starts from already were
+  (``loaded``: "checkpoint <path>", "warm start"): then training is not to blame."""
 
   def __init__(self, message: str, loaded: str | None = None):
     super().__init__(message)
@@ -44,38 +44,27 @@ class NonFiniteError(RuntimeError):
 
 @jax.jit
 def _finite_leaves(params):
-  return jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)])
+  return jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)] or [True])
 
 
 def _check_loaded(params, loaded: str, desc: str) -> None:
-  """Raises NonFiniteError naming the first parameter that is not finite in the ``loaded``
-  parameters (a restored checkpoint, a warm start) before they train."""
-  leaves = jax.tree_util.tree_leaves_with_path(params)
-  if not leaves:
-    return
   finite = np.asarray(jax.device_get(_finite_leaves(params)))
-  if finite.all():
-    return
-  name = jax.tree_util.keystr(leaves[int(np.argmin(finite))][0], simple=True, separator="/")
-  raise NonFiniteError(f"{desc}: the {loaded} holds non-finite parameters (NaN or infinite, "
-                       f"first {name})", loaded=loaded)
+  if not finite.all():
+    path = jax.tree_util.tree_leaves_with_path(params)[int(np.argmin(finite))][0]
+    raise NonFiniteError(f"{desc}: the {loaded} holds non-finite parameters (NaN or infinite, first"
+                         f" {jax.tree_util.keystr(path, simple=True, separator='/')})", loaded)
 
 
 class Preempted(BaseException):
-  """SIGTERM or SIGINT (Ctrl-C) stopped the run. ``saved``: the checkpoint written at the stop
-  (step ``step``), or None where the stop came outside a training loop, or inside one without
-  checkpoints, and saved nothing; ``last`` then names the last checkpoint this process saved or
-  restored. A BaseException, as KeyboardInterrupt: no ``except Exception`` swallows a stop."""
+  """SIGTERM or SIGINT (Ctrl-C) stopped the run, after saving checkpoint ``saved`` (step ``step``)
+  or, outside a training loop, saving nothing since ``last``. A BaseException, as
+  KeyboardInterrupt: no ``except Exception`` (a guarded read, a checkpoint restore) swallows it."""
 
   def __init__(self, signum: int = signal.SIGTERM, step: int | None = None,
                saved: str | None = None, last: str | None = None):
-    name = signal.Signals(signum).name
-    if saved is not None:
-      text = f"stopped by {name} at step {step}; checkpoint saved in {saved}"
-    else:
-      at = f" at step {step}" if step is not None else ""
-      text = f"stopped by {name}{at}; nothing saved since {last or 'this command started'}"
-    super().__init__(text)
+    at = f"stopped by {signal.Signals(signum).name}" + (f" at step {step}" if step else "")
+    super().__init__(f"{at}; checkpoint saved in {saved}" if saved else
+                     f"{at}; nothing saved since {last or 'this command started'}")
     self.step, self.signum, self.saved, self.last = step, signum, saved, last
 
 
@@ -109,51 +98,42 @@ class FitResult:
 
 class _StopFlag:
   """The first of SIGTERM (preemptible TPU VMs) or SIGINT (Ctrl-C) that arrived, if any."""
-
-  def __init__(self):
-    self.signum: int | None = None
-    self.deferred = 0             # > 0 inside a training loop, which checks the flag every step
-    self.last: str | None = None  # the last checkpoint saved or restored, for the stop's line
+  signum: int | None = None
+  deferred = 0             # > 0 inside a training loop, which checks the flag after every step
+  last: str | None = None  # the last checkpoint saved or restored, for the stop's line
 
   def is_set(self) -> bool:
     return self.signum is not None
 
   def check(self) -> None:
-    """Raises Preempted if a stop was asked for (and not yet raised)."""
     if self.is_set():
       raise Preempted(self.signum, last=self.last)
 
 
-_ACTIVE: _StopFlag | None = None   # the flag of the outermost stop_signals() block
+_ACTIVE: list[_StopFlag] = []   # the flag of the outermost stop_signals() block
 
 
 @contextlib.contextmanager
 def stop_signals():
   """SIGTERM and SIGINT for the whole block (the launcher holds one for the whole run): inside a
-  training loop (``fit``) they set a flag the loop checks after every step, so it saves a
-  checkpoint and raises Preempted; anywhere else (loading data, evaluating, between stages) they
-  raise Preempted at once, as Ctrl-C raises KeyboardInterrupt: nothing there is worth saving.
-  A nested block shares the outer block's flag, so no fit removes the launch's handler."""
-  global _ACTIVE
-  if _ACTIVE is not None:
-    yield _ACTIVE
+  training loop they set a flag it checks after every step, so it saves and raises Preempted;
+  anywhere else (loading data, between stages) they raise Preempted at once, as Ctrl-C raises
+  KeyboardInterrupt. A nested block shares the outer flag: no fit removes the launch's handler."""
+  if _ACTIVE or threading.current_thread() is not threading.main_thread():
+    yield _ACTIVE[0] if _ACTIVE else _StopFlag()   # signals reach the main thread only
     return
   flag = _StopFlag()
-  if threading.current_thread() is not threading.main_thread():  # signals reach the main thread
-    yield flag
-    return
 
   def handler(signum, _):
-    first = not flag.is_set()
-    flag.signum = flag.signum or signum
+    first, flag.signum = not flag.is_set(), flag.signum or signum
     if first and not flag.deferred:
       flag.check()
   previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-  _ACTIVE = flag
+  _ACTIVE.append(flag)
   try:
     yield flag
   finally:
-    _ACTIVE = None
+    _ACTIVE.clear()
     for s, h in previous.items():
       signal.signal(s, h)
 
@@ -284,15 +264,6 @@ def fit(
   metrics are means over the window and over runs. Parameters that are not finite before the
   first step (a restored checkpoint; ``warm``: a warm start) raise NonFiniteError naming them.
   """
-  with stop_signals() as stop:
-    stop.check()  # a stop that arrived since the last check (a caller swallowed Preempted)
-    return _fit(state, train_step, batch_at, num_steps, stop, evaluate=evaluate,
-                eval_every=eval_every, early_stop=early_stop, checkpointer=checkpointer,
-                writer=writer, log_every=log_every, host=host, desc=desc, warm=warm)
-
-
-def _fit(state, train_step, batch_at, num_steps, stop, *, evaluate, eval_every, early_stop,
-         checkpointer, writer, log_every, host, desc, warm) -> FitResult:
   history: list[dict] = []
   best = _BestTracker(early_stop) if early_stop is not None else None
   stopped_early, train_metrics, resumed_from = False, {}, None
@@ -311,92 +282,94 @@ def _fit(state, train_step, batch_at, num_steps, stop, *, evaluate, eval_every, 
             "host": host.state_dict() if host is not None else {},
             "pending": [[s, {k: _jsonable(v) for k, v in m.items()}] for s, m in pending]}
 
-  pending: list[tuple[int, dict]] = []
-  restored = checkpointer.restore_latest(items()) if checkpointer is not None else None
-  if writer is not None:
-    writer.rewind(restored[0] if restored else None)
-  if restored is not None:
-    resumed_from, restored, m = restored
-    stop.last = checkpointer.path(resumed_from)
-    state = state.replace_items(restored["state"])
-    if best is not None:
-      best.load(m["best"])
-      if keep_best and m["best"]:
-        best.params = restored["best_params"]
-    history, stopped_early, train_metrics = m["history"], m["stopped_early"], m["train_metrics"]
-    if host is not None:
-      host.load_state_dict(m.get("host", {}))
-    pending = [(s, {k: np.asarray(v, np.float32) for k, v in row.items()})
-               for s, row in m.get("pending", [])]
-    log.info("%s: resumed from checkpoint at step %d", desc, resumed_from)
-    if m["finished"]:
-      return _finish(state, best, history, train_metrics, stopped_early, resumed_from)
-  _check_loaded(state.params, f"checkpoint {stop.last}" if restored is not None else
-                "warm start" if warm else "initial parameters", desc)
+  with stop_signals() as stop:
+    stop.check()  # a stop that arrived since the last check (a caller swallowed Preempted)
+    pending: list[tuple[int, dict]] = []
+    restored = checkpointer.restore_latest(items()) if checkpointer is not None else None
+    if writer is not None:
+      writer.rewind(restored[0] if restored else None)
+    if restored is not None:
+      resumed_from, restored, m = restored
+      stop.last = checkpointer.path(resumed_from)
+      state = state.replace_items(restored["state"])
+      if best is not None:
+        best.load(m["best"])
+        if keep_best and m["best"]:
+          best.params = restored["best_params"]
+      history, stopped_early, train_metrics = m["history"], m["stopped_early"], m["train_metrics"]
+      if host is not None:
+        host.load_state_dict(m.get("host", {}))
+      pending = [(s, {k: np.asarray(v, np.float32) for k, v in row.items()})
+                 for s, row in m.get("pending", [])]
+      log.info("%s: resumed from checkpoint at step %d", desc, resumed_from)
+      if m["finished"]:
+        return _finish(state, best, history, train_metrics, stopped_early, resumed_from)
+    _check_loaded(state.params, f"checkpoint {stop.last}" if restored is not None else
+                  "warm start" if warm else "initial parameters", desc)
 
-  def save(step, finished, rows=()):
-    checkpointer.save(step, items(), meta(finished=finished, pending=rows))
-    stop.last = checkpointer.path(step)
+    def save(step, finished, rows=()):
+      checkpointer.save(step, items(), meta(finished=finished, pending=rows))
+      stop.last = checkpointer.path(step)
 
-  def preempted(step):
-    if checkpointer is None:
-      return Preempted(stop.signum, step, last=stop.last)
-    checkpointer.wait()
-    return Preempted(stop.signum, step, saved=checkpointer.path(step))
-
-  start = int(jax.device_get(state.step).max())
-  progress = _Progress(num_steps, start, desc)
-  step = start
-  stop.deferred += 1   # from here a signal sets the flag; the loop checks it after every step
-  try:
-    while step < num_steps and not stopped_early:
-      state, metrics = train_step(state, batch_at(step, state))
-      step += 1
-      pending.append((step, metrics))
-      if len(pending) % MAX_IN_FLIGHT == 0:
-        jax.block_until_ready(metrics)
-      last = step == num_steps
-      do_eval = evaluate is not None and ((eval_every and step % eval_every == 0) or last)
-      if step % log_every == 0 or last or do_eval:
-        rows = jax.device_get(pending)
-        _check_finite(rows, desc)
-        if host is not None:
-          for row_step, row in rows:
-            host.observe(row_step, {k: float(np.mean(v)) for k, v in row.items()})
-        train_metrics = {k: float(np.mean([m[k] for _, m in rows])) for k in rows[-1][1]}
-        if writer is not None:
-          writer.write(step, {f"train/{k}": v for k, v in train_metrics.items()})
-        progress.update(step, train_metrics, len(rows))
-        pending = []
-      if do_eval:
-        scores = {k: _jsonable(v) for k, v in evaluate(state).items()}
-        history.append({"step": step, **scores})
-        means = {k: float(np.mean(v)) for k, v in scores.items()}
-        if writer is not None:
-          writer.write(step, {f"val/{k}": v for k, v in means.items()})
-        log.info("%s step %d: validation %s", desc, step,
-                 " ".join(f"{k}={v:.4g}" for k, v in means.items()))
-        if best is not None:
-          best.update(step, scores[early_stop.metric], state.params)
-          stopped_early = best.exhausted
-      if last or stopped_early:  # the final save below covers these, and checks the flag after
-        break
-      halt = _stop_agreed(stop, step, log_every)
-      if checkpointer is not None and (checkpointer.due(step) or halt):
-        rows = jax.device_get(pending)
-        _check_finite(rows, desc)
-        save(step, False, rows)
-      if halt:
-        raise preempted(step)
-    if checkpointer is not None:
-      save(step, True)
+    def preempted(step):
+      if checkpointer is None:
+        return Preempted(stop.signum, step, last=stop.last)
       checkpointer.wait()
-    if _stop_agreed(stop, step, log_every, final=True):  # a stop during the last step or save
-      raise preempted(step)
-  finally:
-    stop.deferred -= 1
-    progress.close()
-  return _finish(state, best, history, train_metrics, stopped_early, resumed_from)
+      return Preempted(stop.signum, step, saved=checkpointer.path(step))
+
+    start = int(jax.device_get(state.step).max())
+    progress = _Progress(num_steps, start, desc)
+    step = start
+    stop.deferred += 1   # from here a signal sets the flag, checked after every step
+    try:
+      while step < num_steps and not stopped_early:
+        state, metrics = train_step(state, batch_at(step, state))
+        step += 1
+        pending.append((step, metrics))
+        if len(pending) % MAX_IN_FLIGHT == 0:
+          jax.block_until_ready(metrics)
+        last = step == num_steps
+        do_eval = evaluate is not None and ((eval_every and step % eval_every == 0) or last)
+        if step % log_every == 0 or last or do_eval:
+          rows = jax.device_get(pending)
+          _check_finite(rows, desc)
+          if host is not None:
+            for row_step, row in rows:
+              host.observe(row_step, {k: float(np.mean(v)) for k, v in row.items()})
+          train_metrics = {k: float(np.mean([m[k] for _, m in rows])) for k in rows[-1][1]}
+          if writer is not None:
+            writer.write(step, {f"train/{k}": v for k, v in train_metrics.items()})
+          progress.update(step, train_metrics, len(rows))
+          pending = []
+        if do_eval:
+          scores = {k: _jsonable(v) for k, v in evaluate(state).items()}
+          history.append({"step": step, **scores})
+          means = {k: float(np.mean(v)) for k, v in scores.items()}
+          if writer is not None:
+            writer.write(step, {f"val/{k}": v for k, v in means.items()})
+          log.info("%s step %d: validation %s", desc, step,
+                   " ".join(f"{k}={v:.4g}" for k, v in means.items()))
+          if best is not None:
+            best.update(step, scores[early_stop.metric], state.params)
+            stopped_early = best.exhausted
+        if last or stopped_early:  # the final save below covers these, and checks the flag after
+          break
+        halt = _stop_agreed(stop, step, log_every)
+        if checkpointer is not None and (checkpointer.due(step) or halt):
+          rows = jax.device_get(pending)
+          _check_finite(rows, desc)
+          save(step, False, rows)
+        if halt:
+          raise preempted(step)
+      if checkpointer is not None:
+        save(step, True)
+        checkpointer.wait()
+      if _stop_agreed(stop, step, log_every, final=True):  # a stop during the last step or save
+        raise preempted(step)
+    finally:
+      stop.deferred -= 1
+      progress.close()
+    return _finish(state, best, history, train_metrics, stopped_early, resumed_from)
 
 
 def _finish(state, best, history, train_metrics, stopped_early, resumed_from) -> FitResult:
