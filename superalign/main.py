@@ -36,21 +36,30 @@ def main(argv):
     if not workdir and not launch_flags.DRY_RUN.value:
       fail("--distributed: give --workdir, the one directory (on a file system every host "
            "sees) that all processes of the run share")
+    address = launch_flags.COORDINATOR.value
+    problem = address is not None and runtime.address_problem(address)
+    if problem:
+      fail(f"--coordinator_address={address}: {problem}")
+    count, index = launch_flags.NUM_PROCESSES.value, launch_flags.PROCESS_ID.value
+    if count is not None and index is not None and index >= count:
+      fail(f"--process_id={index}: the processes are numbered 0 to {count - 1} "
+           f"(--num_processes={count})")
     try:
-      runtime.initialize_distributed(launch_flags.COORDINATOR.value,
-                                     launch_flags.NUM_PROCESSES.value,
-                                     launch_flags.PROCESS_ID.value)
+      runtime.initialize_distributed(address, count, index)
     except (RuntimeError, ValueError, TypeError) as e:  # no cluster found, or JAX already started
       fail(f"--distributed: jax.distributed.initialize() failed: {first_line(e).rstrip('.')}; "
            "pass --coordinator_address, --num_processes and --process_id, or on one host run "
            "without --distributed (and config.distributed=False)")
+    except KeyboardInterrupt as e:  # Ctrl-C while waiting for the other processes
+      fail(*launch_flags.exit_line(e, config, workdir))
   elif any(flags.FLAGS[f].present for f in launch_flags.CLUSTER_FLAGS):
     fail("--coordinator_address, --num_processes and --process_id take effect only with "
          "--distributed (or config.distributed=True)")
+  from superalign.core.loop import Preempted
   try:
     runners.launch(config, workdir, dry_run=launch_flags.DRY_RUN.value,
                    root=os.environ.get("SUPERALIGN_RUNS", "runs"))
-  except (Exception, KeyboardInterrupt) as e:
+  except (Exception, KeyboardInterrupt, Preempted) as e:
     line = launch_flags.exit_line(e, config, workdir)
     if line is None:
       raise

@@ -8,11 +8,13 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
 from conftest import write_idx
-from conftest import ROOT, _assert_one_line_error, _config, _params, _train, launch, superalign
+from conftest import ROOT, _assert_one_line_error, _config, _env, _params, _train, launch
+from conftest import superalign
 
 S = "--config=experiments/supervised/digits.py:smoke"
 
@@ -73,7 +75,7 @@ def test_unwritable_workdirs_are_one_line(tmp_path, monkeypatch, capsys, workdir
   (tmp_path / "FILE").write_text("precious")
   workdir = workdir.replace("FILE", str(tmp_path / "FILE"))
   out = launch(monkeypatch, capsys, S, f"--workdir={workdir}")
-  _assert_one_line_error(out, f"--workdir={workdir}: {reason}")
+  _assert_one_line_error(out, f"workdir {workdir}: {reason}")
   assert (tmp_path / "FILE").read_text() == "precious"
 
 
@@ -89,9 +91,9 @@ def test_a_read_only_workdir_is_one_line(tmp_path, monkeypatch, capsys):
 def test_a_locked_workdir_refuses_a_second_run(tmp_path, monkeypatch, capsys):
   """A second run on a workdir in use gets one line; the lock dies with its holder (kill -9)."""
   holder = subprocess.Popen(
-      [sys.executable, "-c", "import sys, time\nfrom superalign.launch import workdir\n"
-       f"with workdir.lock({str(tmp_path)!r}):\n  print('locked', flush=True)\n  time.sleep(600)"],
-      cwd=ROOT, stdout=subprocess.PIPE, text=True)
+      [sys.executable, "-c", "import sys\nfrom superalign.launch import workdir\n"
+       f"with workdir.lock({str(tmp_path)!r}):\n  print('locked', flush=True)\n  sys.stdin.read()"],
+      cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # holds it until killed
   try:
     assert holder.stdout.readline().strip() == "locked"
     out = launch(monkeypatch, capsys, S, f"--workdir={tmp_path}")
@@ -162,6 +164,35 @@ def test_a_failed_rewrite_leaves_no_temporary(tmp_path, monkeypatch):
   assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]
 
 
+FULL_DISK = """
+import errno, sys
+from tensorboardX import record_writer
+from superalign.core import checkpoint
+from superalign import main
+
+def full(*args):
+  raise OSError(errno.ENOSPC, "No space left on device")
+record_writer.RecordWriter.flush = full   # the TensorBoard thread's flushes, and at exit
+checkpoint.Checkpointer.save = full       # the run's own failure: its one line
+sys.argv = ["superalign", *sys.argv[1:]]
+main.run()
+"""
+
+
+@pytest.mark.e2e
+def test_a_full_disk_under_tensorboard_prints_one_line_and_no_traceback(tmp_path):
+  """Issue 32: after the one-line error, tensorboardX's writer thread and its exit hook printed
+  their tracebacks of the same full disk. A subprocess: the exit hooks run at its end."""
+  out = subprocess.run([sys.executable, "-c", FULL_DISK, S, "--config.train.num_steps=2",
+                        "--config.train.eval_every=0", f"--workdir={tmp_path / 'w'}"],
+                       cwd=ROOT, capture_output=True, text=True, env=_env())
+  assert out.returncode == 1, out.stderr[-3000:]
+  assert "Traceback" not in out.stderr and "Exception ignored" not in out.stderr, out.stderr
+  lines = [l for l in out.stderr.splitlines() if l.startswith("superalign: error:")]
+  assert len(lines) == 1 and "No space left on device" in lines[0], out.stderr[-3000:]
+  assert out.stderr.rstrip().endswith(lines[0])   # nothing after the line
+
+
 @pytest.fixture
 def small_disk(tmp_path):
   """A real 3 MB file system (tmpfs), for a real full disk; needs root, else the test skips."""
@@ -184,7 +215,7 @@ def test_a_real_full_disk_is_one_line_and_resumes_once_space_is_back(tmp_path, s
   out = superalign(*args, f"--workdir={small_disk / 'w'}")
   assert out.returncode == 1, out.stderr[-3000:]
   last = out.stderr.strip().splitlines()[-1]
-  assert last.startswith(f"superalign: error: --workdir={small_disk / 'w'}: cannot write there: "
+  assert last.startswith(f"superalign: error: workdir {small_disk / 'w'}: cannot write there: "
                          "No space left on device"), last
   subprocess.run(["mount", "-o", "remount,size=64M", str(small_disk)], check=True)
   out = superalign(*args, f"--workdir={small_disk / 'w'}")
@@ -293,6 +324,82 @@ def test_a_signal_then_resume_writes_the_same_metrics_file(tmp_path, signum):
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
+def test_a_signal_during_the_last_step_stops_after_the_final_save(tmp_path, signum):
+  """Issue 32: the last step never read the stop flag, so a stop there was swallowed (and the
+  next stage trained). Now the loop stops after the stage's final save, and a rerun has nothing
+  left to train."""
+  import signal
+  from superalign.core import loop
+  config = _config(steps=4)
+
+  def hook(step):
+    if step == 3:  # the batch of the last step
+      os.kill(os.getpid(), getattr(signal, signum))
+  with pytest.raises(loop.Preempted) as stopped:
+    _train(config, tmp_path, {"data": 1}, on_batch=hook)
+  saved = tmp_path / "checkpoints" / "t" / "4"
+  assert str(stopped.value) == f"stopped by {signum} at step 4; checkpoint saved in {saved}"
+  again, _, _ = _train(config, tmp_path, {"data": 1})
+  assert again.fit.resumed_from == 4
+
+
+def test_a_signal_between_stages_stops_the_run_at_once(tmp_path):
+  """Issue 32: the handler was removed after each fit, so a stop between two stages was lost.
+  Within one ``stop_signals`` block (the launcher holds one for the whole run) a stop outside
+  training raises at once, naming the last checkpoint saved."""
+  import signal
+  from superalign.core import loop
+  config = _config(steps=2, checkpoint_every=0)
+  with pytest.raises(loop.Preempted) as stopped:
+    with loop.stop_signals():
+      handler = signal.getsignal(signal.SIGTERM)
+      _train(config, tmp_path / "a", {"data": 1})
+      assert signal.getsignal(signal.SIGTERM) is handler   # still the run's after the fit
+      os.kill(os.getpid(), signal.SIGTERM)
+      pytest.fail("the stop between stages was not raised")
+  assert str(stopped.value) == ("stopped by SIGTERM; nothing saved since "
+                                f"{tmp_path / 'a' / 'checkpoints' / 't' / '2'}")
+  assert signal.getsignal(signal.SIGTERM) is not handler   # the block restores the old one
+
+
+@pytest.mark.parametrize("signum,where", [("SIGTERM", "loading data"), ("SIGINT", "final save")])
+def test_a_stop_anywhere_in_a_launch_is_its_exit_code_and_one_line(tmp_path, monkeypatch, capsys,
+                                                                    signum, where):
+  """Issue 32: SIGTERM outside training killed the launcher without a line (exit 143 from the
+  shell only); a stop during a stage's final save was swallowed and the run went on (exit 0).
+  Now either ends the run with the signal's exit code and one line saying where it resumes; the
+  same command then finishes the run."""
+  import signal
+  from superalign import data as data_lib
+  from superalign.core import checkpoint
+  args = [S, "--config.train.num_steps=4", "--config.train.eval_every=0",
+          f"--workdir={tmp_path / 'w'}"]
+  code = 128 + getattr(signal, signum)
+  kill = lambda: os.kill(os.getpid(), getattr(signal, signum))
+  if where == "loading data":
+    load = data_lib.load_splits
+    monkeypatch.setattr(data_lib, "load_splits", lambda *a: (kill(), load(*a))[1])
+    message = f"stopped by {signum}; nothing saved since this command started"
+  else:
+    save = checkpoint.Checkpointer.save
+    def final_save(self, step, items, meta):
+      save(self, step, items, meta)
+      if meta["finished"]:
+        kill()
+    monkeypatch.setattr(checkpoint.Checkpointer, "save", final_save)
+    message = (f"stopped by {signum} at step 4; checkpoint saved in "
+               f"{tmp_path / 'w' / 'checkpoints' / 'supervised' / '4'}")
+  out = launch(monkeypatch, capsys, *args)
+  assert out.returncode == code and "Traceback" not in out.stderr, out.stderr[-2000:]
+  line, = [l for l in out.stderr.splitlines() if l.startswith("superalign: error:")]
+  assert line == f"superalign: error: {message}; run the same command again to resume", line
+  assert not (tmp_path / "w" / "results.json").exists()
+  monkeypatch.undo()
+  out = launch(monkeypatch, capsys, *args)
+  assert not out.returncode and (tmp_path / "w" / "results.json").exists(), out.stderr[-2000:]
+
+
 def test_a_batch_larger_than_its_split_warns_and_far_larger_is_refused(tmp_path, monkeypatch,
                                                                         capsys, caplog):
   """Issue 14.22: 20 examples give a 14-example training split."""
@@ -316,6 +423,42 @@ def test_divergence_in_a_later_stage_names_the_stage(tmp_path, monkeypatch, caps
   line, = [l for l in out.stderr.splitlines() if l.startswith("superalign: error:")]
   assert "pretrain" in line and "lower optim.learning_rate" in line, line
   assert "clip_norm" not in line, line
+
+
+def test_a_non_finite_checkpoint_is_named_not_blamed_on_the_learning_rate(tmp_path,
+                                                                          monkeypatch):
+  """Issue 32: resuming from a checkpoint holding NaN parameters said "lower
+  optim.learning_rate" (the first step's loss was NaN). Now the line names the checkpoint."""
+  import signal
+  import jax.numpy as jnp
+  from superalign.core import checkpoint, loop
+  from superalign.launch.flags import exit_line
+  config = _config(steps=4, checkpoint_every=2)
+  stop = lambda step: step == 1 and os.kill(os.getpid(), signal.SIGTERM)
+  with pytest.raises(loop.Preempted):
+    _train(config, tmp_path, {"data": 1}, on_batch=stop)
+  restore = checkpoint.Checkpointer.restore
+  def damaged(self, step, like):  # the checkpoint as a bad disk or a bad run may have left it
+    state, meta = restore(self, step, like)
+    nan = lambda x: x * jnp.nan if jnp.issubdtype(x.dtype, jnp.floating) else x
+    return jax.tree.map(nan, state), meta
+  monkeypatch.setattr(checkpoint.Checkpointer, "restore", damaged)
+  with pytest.raises(loop.NonFiniteError) as failed:
+    _train(config, tmp_path, {"data": 1})
+  saved = tmp_path / "checkpoints" / "t" / "2"
+  assert str(failed.value).startswith(f"t: the checkpoint {saved} holds non-finite parameters")
+  line, code = exit_line(failed.value, config, str(tmp_path))
+  assert f"move {saved} aside" in line and "learning_rate" not in line and code == 1, line
+
+
+def test_a_non_finite_warm_start_is_named(tmp_path):
+  from superalign.core import loop
+  config = _config(steps=1, checkpoint_every=0)
+  first, _, _ = _train(config, tmp_path / "a", {"data": 1})
+  warm = jax.tree.map(lambda x: np.full(x.shape, np.nan, x.dtype),
+                      jax.device_get(first.state.params.to_pure_dict()))
+  with pytest.raises(loop.NonFiniteError, match="t: the warm start holds non-finite parameters"):
+    _train(config, tmp_path / "b", {"data": 1}, warm=warm)
 
 
 def test_a_failing_plot_costs_the_figures_not_the_results(tmp_path):

@@ -2,15 +2,17 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
 from conftest import ROOT, _assert_one_line_error, _env, launch, superalign, write_idx
+
+SAFETY_S = 1800   # only to fail a hung subprocess, never a slow one
 
 
 def _results(workdir):
@@ -133,12 +135,17 @@ def test_sigterm_then_rerun_matches_uninterrupted(tmp_path):
   proc = subprocess.Popen([sys.executable, "-m", "superalign.main", *args, f"--workdir={workdir}"],
                           cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True)
-  ckpts = workdir / "checkpoints" / "supervised"
-  deadline = time.time() + 120
-  while time.time() < deadline and not (ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir())):
-    time.sleep(0.05)
+  # Past the step-50 checkpoint, as the run's own progress lines say: no deadline that a slow
+  # machine would miss (the loop also ends if the run fails first).
+  seen = ""
+  for line in proc.stderr:
+    seen += line
+    step = re.search(r"supervised step (\d+):", line)
+    if step and int(step.group(1)) > 50:
+      break
   proc.send_signal(signal.SIGTERM)
-  _, stderr = proc.communicate(timeout=120)
+  _, stderr = proc.communicate(timeout=SAFETY_S)
+  stderr = seen + stderr
   assert proc.returncode == 143, stderr[-2000:]
   assert "Traceback" not in stderr
   assert "stopped by SIGTERM at step" in stderr
@@ -162,7 +169,7 @@ def test_results_do_not_depend_on_the_compilation_cache(tmp_path):
     out = subprocess.run([sys.executable, "-m", "superalign.main",
                           "--config=experiments/supervised/digits.py:smoke,model=cnn",
                           f"--workdir={tmp_path / name}"], cwd=ROOT, capture_output=True,
-                         text=True, env=env, timeout=300)
+                         text=True, env=env, timeout=SAFETY_S)
     assert out.returncode == 0, out.stderr[-2000:]
     results = _results(tmp_path / name)
     runs[name] = {k: results[k] for k in ("final_train_loss", "test_accuracy", "test_loss", "val")}
@@ -175,7 +182,7 @@ def test_an_empty_workdir_flag_is_an_error(tmp_path, monkeypatch, capsys):
   monkeypatch.chdir(tmp_path)
   out = launch(monkeypatch, capsys, f"--config={ROOT}/experiments/supervised/digits.py:smoke",
                "--workdir=")
-  _assert_one_line_error(out, "--workdir='': empty; give a directory")
+  _assert_one_line_error(out, "workdir '': empty; give a directory")
   assert list(tmp_path.iterdir()) == []
 
 
@@ -198,7 +205,67 @@ def test_default_workdirs_started_in_the_same_second_differ(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--process_id=1"], "take effect only with --distributed"),
     (["--distributed", "--num_processes=2", "--process_id=0"], "--distributed: give --workdir"),
+    # Issue 32: an IndexError from inside jax.distributed.initialize
+    (["--distributed", "--coordinator_address=localhost", "--num_processes=2", "--process_id=0",
+      "--workdir=/tmp/unused"], "--coordinator_address=localhost: expected HOST:PORT"),
+    (["--distributed", "--coordinator_address=localhost:http", "--num_processes=2",
+      "--process_id=0", "--workdir=/tmp/unused"], "port 'http' is not a number"),
+    (["--distributed", "--coordinator_address=localhost:1234", "--num_processes=2",
+      "--process_id=2", "--workdir=/tmp/unused"], "--process_id=2: the processes are numbered 0 "
+                                                   "to 1"),
 ])
 def test_distributed_flags_are_checked_before_jax_starts(monkeypatch, capsys, args, message):
   out = launch(monkeypatch, capsys, "--config=experiments/supervised/digits.py:smoke", *args)
   _assert_one_line_error(out, message)
+
+
+@pytest.mark.parametrize("process_id,expected", [
+    (0, "process 0 of 2: waited N s for the other 1 process(es) to join at localhost:1234; start "
+        "process(es) 1 with the same command"),
+    (1, "process 1 of 2: waited N s to reach process 0 at localhost:1234; is it running"),
+])
+def test_a_process_waiting_for_its_peers_says_so_every_interval(process_id, expected):
+  """Issue 32: process 0 of 2 printed nothing for minutes while its peer never joined. The join
+  (here a fake that blocks until three lines came) is reported every interval, then no more."""
+  import logging
+  import re
+  import threading
+  from superalign.launch import runtime
+  lines, three = [], threading.Event()
+
+  class Lines(logging.Handler):
+    def emit(self, record):
+      lines.append(record.getMessage())
+      if len(lines) >= 3:
+        three.set()
+  logger, handler = logging.getLogger("superalign"), Lines()
+  logger.addHandler(handler)
+  try:
+    with runtime.waiting_lines("localhost:1234", 2, process_id, every=0.01):
+      assert three.wait(600), "no waiting line"   # a safety limit, never the expected path
+    count = len(lines)
+  finally:
+    logger.removeHandler(handler)
+  assert count >= 3
+  assert all(expected in re.sub(r"waited \d+ s", "waited N s", line) for line in lines), lines
+  assert len(lines) == count   # the reporter ended with the join
+
+
+@pytest.mark.parametrize("workdir", ["FILE", "", "LOCKED"])
+def test_a_notebooks_workdir_mistake_names_no_launcher_flag(tmp_path, monkeypatch, workdir):
+  """Issue 32: ``runners.launch(config, workdir)`` from a notebook answered "--workdir=...", a
+  flag its caller never used."""
+  from experiments.supervised import digits
+  from superalign.core.errors import ConfigError
+  from superalign.launch import runners, workdir as workdir_lib
+  monkeypatch.setenv("SUPERALIGN_XLA_CACHE", "")
+  (tmp_path / "FILE").write_text("precious")
+  path = str(tmp_path / workdir) if workdir else ""
+  with pytest.raises(ConfigError) as e:
+    if workdir == "LOCKED":
+      with workdir_lib.claim(digits.get_config("smoke"), path):
+        runners.launch(digits.get_config("smoke"), path)   # a second run on the same workdir
+    else:
+      runners.launch(digits.get_config("smoke"), path)
+  assert str(e.value).startswith(f"workdir {path if workdir else repr('')}: ")
+  assert "--" not in str(e.value), str(e.value)

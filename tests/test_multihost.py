@@ -30,6 +30,9 @@ W2S = ["--config=experiments/w2s/digits.py:smoke,pretrain=none",
        "--config.w2s.ladder=('mlp_tiny','mlp_small')", "--config.train.num_epochs=1",
        "--config.mesh.data=1", "--config.mesh.fsdp=2"]   # parameters sharded across the hosts
 SUPERVISED_KEYS = ("final_train_loss", "test_accuracy", "test_loss", "val")
+# Only to fail a hung run, never a slow one: the tests wait for their processes to finish, and
+# for files they write, not for a time.
+SAFETY_S = 1800
 
 
 def _free_port() -> int:
@@ -52,16 +55,29 @@ def _start(args, workdir, audit_dir, mode="--distributed"):
   return procs
 
 
-def _wait(procs, timeout=240):
+def _wait(procs):
   outs = []
   for p in procs:
     try:
-      outs.append(p.communicate(timeout=timeout))
+      outs.append(p.communicate(timeout=SAFETY_S))
     except subprocess.TimeoutExpired:
       for q in procs:
         q.kill()
       raise
   return [(p.returncode, out, err) for p, (out, err) in zip(procs, outs)]
+
+
+def _await_checkpoint(procs, directory):
+  """Returns once ``directory`` holds a finished checkpoint step, however long the processes
+  take to write it; fails if one of them ends first (or at the safety limit)."""
+  start = time.monotonic()
+  while not (directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())):
+    ended = [p.returncode for p in procs if p.poll() is not None]
+    if ended or time.monotonic() - start > SAFETY_S:
+      for p in procs:
+        p.kill()
+      pytest.fail(f"no checkpoint in {directory} (processes ended: {ended})")
+    time.sleep(0.05)   # polling the file system, not a deadline
 
 
 def _run_pair(args, workdir, audit_dir, mode="--distributed"):
@@ -79,7 +95,7 @@ def _results(workdir):
 def _single(args, workdir):
   """The same run in one process on two CPU devices: the same mesh, one host."""
   out = subprocess.run([sys.executable, "-m", "superalign.main", *args, f"--workdir={workdir}"],
-                       cwd=ROOT, env=_env(2), capture_output=True, text=True, timeout=240)
+                       cwd=ROOT, env=_env(2), capture_output=True, text=True, timeout=SAFETY_S)
   assert out.returncode == 0, out.stderr[-3000:]
   return _results(workdir)
 
@@ -110,11 +126,7 @@ def test_two_processes_train_as_one_and_resume_together(tmp_path):
   workdir, audit = tmp_path / "stopped", tmp_path / "audit"
   audit.mkdir()
   procs = _start(SUPERVISED, workdir, audit)
-  ckpts = workdir / "checkpoints" / "supervised"
-  deadline = time.time() + 180
-  while time.time() < deadline and not (ckpts.is_dir() and any(p.name.isdigit()
-                                                               for p in ckpts.iterdir())):
-    time.sleep(0.05)
+  _await_checkpoint(procs, workdir / "checkpoints" / "supervised")
   for p in procs:
     p.send_signal(signal.SIGTERM)
   stopped = _wait(procs)
@@ -153,7 +165,7 @@ def test_exports_from_two_processes_are_written_once(tmp_path):
     procs.append(subprocess.Popen(
         cmd + [script, f"localhost:{port}", str(i), str(tmp_path / "ckpt"), str(out)], cwd=ROOT,
         env=_env(1), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
-  for i, (code, stdout, err) in enumerate(_wait(procs, timeout=120)):
+  for i, (code, stdout, err) in enumerate(_wait(procs)):
     assert code == 0, err[-3000:]
     assert f"exports OK in process {i}" in stdout
   assert (tmp_path / "done-1").exists()     # process 1's audit log has this write ...

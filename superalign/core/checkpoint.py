@@ -34,6 +34,9 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
+  def path(self, step: int) -> str:
+    return os.path.join(self.directory, str(step))
+
   def due(self, step: int) -> bool:
     return self.every > 0 and step % self.every == 0
 

@@ -34,16 +34,38 @@ MAX_IN_FLIGHT = 32
 
 
 class NonFiniteError(RuntimeError):
-  """A training metric became NaN or infinite."""
+  """A training metric became NaN or infinite, or the parameters a stage starts from already were
+  (``loaded``: "checkpoint <path>", "warm start"): then training is not to blame."""
+
+  def __init__(self, message: str, loaded: str | None = None):
+    super().__init__(message)
+    self.loaded = loaded
 
 
-class Preempted(Exception):
-  """SIGTERM or SIGINT (Ctrl-C) arrived; a checkpoint was saved at ``step``."""
+@jax.jit
+def _finite_leaves(params):
+  return jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)] or [True])
 
-  def __init__(self, step: int, signum: int = signal.SIGTERM):
-    super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}; checkpoint saved")
-    self.step = step
-    self.signum = signum
+
+def _check_loaded(params, loaded: str, desc: str) -> None:
+  finite = np.asarray(jax.device_get(_finite_leaves(params)))
+  if not finite.all():
+    path = jax.tree_util.tree_leaves_with_path(params)[int(np.argmin(finite))][0]
+    raise NonFiniteError(f"{desc}: the {loaded} holds non-finite parameters (NaN or infinite, first"
+                         f" {jax.tree_util.keystr(path, simple=True, separator='/')})", loaded)
+
+
+class Preempted(BaseException):
+  """SIGTERM or SIGINT (Ctrl-C) stopped the run, after saving checkpoint ``saved`` (step ``step``)
+  or, outside a training loop, saving nothing since ``last``. A BaseException, as
+  KeyboardInterrupt: no ``except Exception`` (a guarded read, a checkpoint restore) swallows it."""
+
+  def __init__(self, signum: int = signal.SIGTERM, step: int | None = None,
+               saved: str | None = None, last: str | None = None):
+    at = f"stopped by {signal.Signals(signum).name}" + (f" at step {step}" if step else "")
+    super().__init__(f"{at}; checkpoint saved in {saved}" if saved else
+                     f"{at}; nothing saved since {last or 'this command started'}")
+    self.step, self.signum, self.saved, self.last = step, signum, saved, last
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,36 +99,53 @@ class FitResult:
 class _StopFlag:
   """The first of SIGTERM (preemptible TPU VMs) or SIGINT (Ctrl-C) that arrived, if any."""
   signum: int | None = None
+  deferred = 0             # > 0 inside a training loop, which checks the flag after every step
+  last: str | None = None  # the last checkpoint saved or restored, for the stop's line
 
   def is_set(self) -> bool:
     return self.signum is not None
 
+  def check(self) -> None:
+    if self.is_set():
+      raise Preempted(self.signum, last=self.last)
+
+
+_ACTIVE: list[_StopFlag] = []   # the flag of the outermost stop_signals() block
+
 
 @contextlib.contextmanager
-def _stop_signals():
-  """Turns SIGTERM and SIGINT into a flag the loop checks between steps, so both save a
-  checkpoint and stop cleanly."""
-  flag = _StopFlag()
-  if threading.current_thread() is not threading.main_thread():
-    yield flag
+def stop_signals():
+  """SIGTERM and SIGINT for the whole block (the launcher holds one for the whole run): inside a
+  training loop they set a flag it checks after every step, so it saves and raises Preempted;
+  anywhere else (loading data, between stages) they raise Preempted at once, as Ctrl-C raises
+  KeyboardInterrupt. A nested block shares the outer flag: no fit removes the launch's handler."""
+  if _ACTIVE or threading.current_thread() is not threading.main_thread():
+    yield _ACTIVE[0] if _ACTIVE else _StopFlag()   # signals reach the main thread only
     return
+  flag = _StopFlag()
+
   def handler(signum, _):
-    flag.signum = flag.signum or signum
+    first, flag.signum = not flag.is_set(), flag.signum or signum
+    if first and not flag.deferred:
+      flag.check()
   previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+  _ACTIVE.append(flag)
   try:
     yield flag
   finally:
+    _ACTIVE.clear()
     for s, h in previous.items():
       signal.signal(s, h)
 
 
-def _stop_agreed(flag: _StopFlag, step: int, every: int) -> bool:
+def _stop_agreed(flag: _StopFlag, step: int, every: int, final: bool = False) -> bool:
   """Whether to stop after ``step``. One process: as soon as its signal arrived. Several: every
   process must stop at the same step (a checkpoint save is collective), so they agree every
-  ``every`` steps, where the loop syncs with the device anyway; any process's signal stops all."""
+  ``every`` steps, where the loop syncs with the device anyway, and after the ``final`` save;
+  any process's signal stops all."""
   if jax.process_count() == 1:
     return flag.is_set()
-  if step % every:
+  if step % every and not final:
     return False
   from jax.experimental import multihost_utils
   signums = multihost_utils.process_allgather(np.int32(flag.signum or 0))
@@ -216,12 +255,14 @@ def fit(
     log_every: int = 50,
     host: HostState | None = None,
     desc: str = "train",
+    warm: bool = False,
 ) -> FitResult:
   """Trains ``state`` for ``num_steps`` steps (resuming from ``checkpointer`` if it has one).
 
   For stacked runs, ``evaluate`` may return one value per run; early stopping then tracks each
   run's best separately and stops when every run has run out of patience. Logged training
-  metrics are means over the window and over runs.
+  metrics are means over the window and over runs. Parameters that are not finite before the
+  first step (a restored checkpoint; ``warm``: a warm start) raise NonFiniteError naming them.
   """
   history: list[dict] = []
   best = _BestTracker(early_stop) if early_stop is not None else None
@@ -241,30 +282,45 @@ def fit(
             "host": host.state_dict() if host is not None else {},
             "pending": [[s, {k: _jsonable(v) for k, v in m.items()}] for s, m in pending]}
 
-  pending: list[tuple[int, dict]] = []
-  restored = checkpointer.restore_latest(items()) if checkpointer is not None else None
-  if writer is not None:
-    writer.rewind(restored[0] if restored else None)
-  if restored is not None:
-    resumed_from, restored, m = restored
-    state = state.replace_items(restored["state"])
-    if best is not None:
-      best.load(m["best"])
-      if keep_best and m["best"]:
-        best.params = restored["best_params"]
-    history, stopped_early, train_metrics = m["history"], m["stopped_early"], m["train_metrics"]
-    if host is not None:
-      host.load_state_dict(m.get("host", {}))
-    pending = [(s, {k: np.asarray(v, np.float32) for k, v in row.items()})
-               for s, row in m.get("pending", [])]
-    log.info("%s: resumed from checkpoint at step %d", desc, resumed_from)
-    if m["finished"]:
-      return _finish(state, best, history, train_metrics, stopped_early, resumed_from)
+  with stop_signals() as stop:
+    stop.check()  # a stop that arrived since the last check (a caller swallowed Preempted)
+    pending: list[tuple[int, dict]] = []
+    restored = checkpointer.restore_latest(items()) if checkpointer is not None else None
+    if writer is not None:
+      writer.rewind(restored[0] if restored else None)
+    if restored is not None:
+      resumed_from, restored, m = restored
+      stop.last = checkpointer.path(resumed_from)
+      state = state.replace_items(restored["state"])
+      if best is not None:
+        best.load(m["best"])
+        if keep_best and m["best"]:
+          best.params = restored["best_params"]
+      history, stopped_early, train_metrics = m["history"], m["stopped_early"], m["train_metrics"]
+      if host is not None:
+        host.load_state_dict(m.get("host", {}))
+      pending = [(s, {k: np.asarray(v, np.float32) for k, v in row.items()})
+                 for s, row in m.get("pending", [])]
+      log.info("%s: resumed from checkpoint at step %d", desc, resumed_from)
+      if m["finished"]:
+        return _finish(state, best, history, train_metrics, stopped_early, resumed_from)
+    _check_loaded(state.params, f"checkpoint {stop.last}" if restored is not None else
+                  "warm start" if warm else "initial parameters", desc)
 
-  start = int(jax.device_get(state.step).max())
-  progress = _Progress(num_steps, start, desc)
-  step = start
-  with _stop_signals() as sigterm:
+    def save(step, finished, rows=()):
+      checkpointer.save(step, items(), meta(finished=finished, pending=rows))
+      stop.last = checkpointer.path(step)
+
+    def preempted(step):
+      if checkpointer is None:
+        return Preempted(stop.signum, step, last=stop.last)
+      checkpointer.wait()
+      return Preempted(stop.signum, step, saved=checkpointer.path(step))
+
+    start = int(jax.device_get(state.step).max())
+    progress = _Progress(num_steps, start, desc)
+    step = start
+    stop.deferred += 1   # from here a signal sets the flag, checked after every step
     try:
       while step < num_steps and not stopped_early:
         state, metrics = train_step(state, batch_at(step, state))
@@ -296,22 +352,24 @@ def fit(
           if best is not None:
             best.update(step, scores[early_stop.metric], state.params)
             stopped_early = best.exhausted
-        final = last or stopped_early  # the final save below covers these
-        stop = not final and _stop_agreed(sigterm, step, log_every)
-        if checkpointer is not None and not final and (checkpointer.due(step) or stop):
+        if last or stopped_early:  # the final save below covers these, and checks the flag after
+          break
+        halt = _stop_agreed(stop, step, log_every)
+        if checkpointer is not None and (checkpointer.due(step) or halt):
           rows = jax.device_get(pending)
           _check_finite(rows, desc)
-          checkpointer.save(step, items(), meta(finished=False, pending=rows))
-        if stop:
-          if checkpointer is not None:
-            checkpointer.wait()
-          raise Preempted(step, sigterm.signum)
+          save(step, False, rows)
+        if halt:
+          raise preempted(step)
+      if checkpointer is not None:
+        save(step, True)
+        checkpointer.wait()
+      if _stop_agreed(stop, step, log_every, final=True):  # a stop during the last step or save
+        raise preempted(step)
     finally:
+      stop.deferred -= 1
       progress.close()
-  if checkpointer is not None:
-    checkpointer.save(step, items(), meta(finished=True))
-    checkpointer.wait()
-  return _finish(state, best, history, train_metrics, stopped_early, resumed_from)
+    return _finish(state, best, history, train_metrics, stopped_early, resumed_from)
 
 
 def _finish(state, best, history, train_metrics, stopped_early, resumed_from) -> FitResult:

@@ -174,7 +174,8 @@ class Trainer:
       result = loop.fit(state, train_step, batch_at, num_steps,
                         evaluate=(lambda s: evaluate(wrap(s))) if evaluate else None,
                         eval_every=tc.eval_every, early_stop=early_stop, checkpointer=ckpt,
-                        writer=writer, log_every=tc.log_every, host=self.host, desc=self.tag)
+                        writer=writer, log_every=tc.log_every, host=self.host, desc=self.tag,
+                        warm=self.warm is not None)
     finally:
       writer.close()
       ckpt.close()

@@ -96,6 +96,11 @@ def exit_line(e: BaseException, config, workdir: str | None) -> tuple[str, int] 
   from superalign.results.files import DamagedFileError
   if isinstance(e, (ConfigError, DamagedFileError)):
     return str(e), EXIT_USAGE
+  if isinstance(e, NonFiniteError) and e.loaded:  # loaded so, not diverged: no training advice
+    if e.loaded.startswith("checkpoint "):
+      return (f"{e}; move {e.loaded[len('checkpoint '):]} aside to resume from the checkpoint "
+              "before it, or run again in a new workdir"), EXIT_FAILED
+    return f"{e}; check the model files or the stage it starts from", EXIT_FAILED
   if isinstance(e, NonFiniteError):
     advice = "lower optim.learning_rate"
     if "optim" in config and not config.optim.get("clip_norm", 1.0):
@@ -103,13 +108,13 @@ def exit_line(e: BaseException, config, workdir: str | None) -> tuple[str, int] 
     if workdir is None:
       where = "(a new run directory is made)"
     else:
-      where = ("in a new --workdir (this one holds checkpoints of the diverged run)"
+      where = ("in a new workdir (this one holds checkpoints of the diverged run)"
                if workdir_lib.holds_work(workdir) else "(this workdir takes the new config)")
     return f"{e}; {advice} and run again {where}", EXIT_FAILED
   if isinstance(e, Preempted):
     return f"{e}; run the same command again to resume", 128 + int(e.signum)
-  if isinstance(e, KeyboardInterrupt):  # outside training (loading data, compiling): nothing saved
-    return "interrupted; run the same command again to resume", 130
+  if isinstance(e, KeyboardInterrupt):  # Ctrl-C before the launch's handler: nothing saved
+    return "interrupted; nothing saved; run the same command again to resume", 130
   if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
     return workdir_lib.os_error_line(workdir or ".", e), EXIT_FAILED
   return None

@@ -17,6 +17,7 @@ from types import ModuleType
 
 import jax
 
+from superalign.core import loop
 from superalign.launch import runtime, validation, workdir as workdir_lib
 
 RUNNERS = {
@@ -56,17 +57,20 @@ def launch(config, workdir: str | None = None, *, dry_run: bool = False,
            root: str = "runs") -> dict | None:
   """The launch sequence: set up compilation, validate, then (unless ``dry_run``) claim
   ``workdir`` (a fresh ``<root>/<kind>-<time>`` when None; a rerun there resumes), run, write
-  ``results.json`` and print the summary; returns the results. The launcher runs exactly this,
-  so a notebook or a script gets the launcher's numbers."""
-  runtime.setup_compilation()
-  validate(config)
-  if dry_run:
-    print(f"superalign: the {config.kind} config is valid on {jax.device_count()} "
-          f"{jax.default_backend()} device(s)")
-    return None
-  with workdir_lib.claim(config, workdir, root) as claimed:
-    print(f"superalign: {config.kind} run in {claimed}", flush=True)
-    results = execute(config, claimed)
+  ``results.json`` and print the summary; returns the results. SIGTERM and Ctrl-C anywhere in it
+  raise ``core.loop.Preempted`` (inside training, after saving a checkpoint). The launcher runs
+  exactly this, so a notebook or a script gets the launcher's numbers."""
+  with loop.stop_signals() as stop:  # for the whole run: no stop is lost between stages
+    runtime.setup_compilation()
+    validate(config)
+    if dry_run:
+      print(f"superalign: the {config.kind} config is valid on {jax.device_count()} "
+            f"{jax.default_backend()} device(s)")
+      return None
+    with workdir_lib.claim(config, workdir, root) as claimed:
+      print(f"superalign: {config.kind} run in {claimed}", flush=True)
+      results = execute(config, claimed)
+    stop.check()  # a stop after the last stage's last check: the run ends as stopped all the same
   if jax.process_index() == 0:
     summary = results.get("summary") or {k: v for k, v in results.items()
                                           if isinstance(v, (int, float, str))}

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging as std_logging
 import os
 import sys
+import threading
+import time
 
 import jax
 from absl import logging
@@ -35,12 +38,57 @@ def setup_compilation() -> None:
 
 
 def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
-                           process_id: int | None = None) -> None:
+                           process_id: int | None = None, *, report_every: float = 30.0) -> None:
   """Joins this process to a multi-host run (``jax.distributed.initialize``), before JAX touches a
   device. Arguments left ``None`` are detected on a TPU pod, SLURM or Open MPI. CPU processes
-  exchange collectives over gloo (the default CPU client has none across processes)."""
+  exchange collectives over gloo (the default CPU client has none across processes). While the
+  others have not joined, a line every ``report_every`` seconds says who is awaited."""
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.distributed.initialize(coordinator_address, num_processes, process_id)
+  with waiting_lines(coordinator_address, num_processes, process_id, report_every):
+    jax.distributed.initialize(coordinator_address, num_processes, process_id)
   log = std_logging.getLogger("superalign")
   log.info("process %d of %d: %d local device(s) of %d", jax.process_index(), jax.process_count(),
            jax.local_device_count(), jax.device_count())
+
+
+def address_problem(address: str) -> str | None:
+  """What is wrong with a coordinator address (``HOST:PORT``), or None."""
+  host, sep, port = address.rpartition(":")
+  if not sep or not host.strip("[]"):
+    return "expected HOST:PORT of process 0, e.g. 10.0.0.2:8476"
+  if not port.isdigit() or not 0 < int(port) < 65536:
+    return f"port {port!r} is not a number in 1-65535; expected HOST:PORT, e.g. 10.0.0.2:8476"
+  return None
+
+
+@contextlib.contextmanager
+def waiting_lines(address: str | None, num_processes: int | None, process_id: int | None,
+                  every: float):
+  """While the block runs (a blocking join), a line every ``every`` seconds from a background
+  thread: a process that waits on peers that never start would otherwise say nothing."""
+  done, started = threading.Event(), time.monotonic()
+  where = f" at {address}" if address else ""
+
+  def line(waited: float) -> str:
+    if num_processes is None or process_id is None:
+      return f"waited {waited:.0f} s for the other processes of the run to join{where}"
+    if process_id == 0:
+      others = "1" if num_processes == 2 else f"1 to {num_processes - 1}"
+      return (f"process 0 of {num_processes}: waited {waited:.0f} s for the other "
+              f"{num_processes - 1} process(es) to join{where}; start process(es) {others} "
+              "with the same command and their own process id (--process_id)")
+    return (f"process {process_id} of {num_processes}: waited {waited:.0f} s to reach process 0"
+            f"{where}; is it running, and is the address right and reachable from here?")
+
+  def report():
+    log = std_logging.getLogger("superalign")
+    while not done.wait(every):
+      log.warning("%s", line(time.monotonic() - started))
+
+  reporter = threading.Thread(target=report, name="superalign-waiting", daemon=True)
+  reporter.start()
+  try:
+    yield
+  finally:
+    done.set()
+    reporter.join()

@@ -39,16 +39,17 @@ def claim(config, workdir: str | None, root: str = "runs"):
 
   A workdir holding a run of another config is refused, unless it holds no work yet (no
   checkpoint, no cached artefact, no results: a run that failed before training), which then
-  takes the new config and keeps the old one aside. Bad paths raise ConfigError.
+  takes the new config and keeps the old one aside. Bad paths raise ConfigError. The messages
+  say "workdir", never the launcher's ``--workdir``: notebooks and scripts claim one too.
   """
   if workdir is None:
     workdir = fresh(root, config.kind)
   elif not workdir.strip():
-    raise ConfigError("--workdir='': empty; give a directory, or leave --workdir out for a "
-                      f"fresh {root}/<kind>-<timestamp>")
+    raise ConfigError("workdir '': empty; give a directory, or none at all for a fresh "
+                      f"{root}/<kind>-<timestamp>")
   workdir = os.path.abspath(os.path.expanduser(workdir))
   if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise ConfigError(f"--workdir={workdir}: exists and is not a directory")
+    raise ConfigError(f"workdir {workdir}: exists and is not a directory")
   if jax.process_index() == 0:
     with _os_errors(workdir):
       os.makedirs(workdir, exist_ok=True)
@@ -69,13 +70,13 @@ def _check_same_config(workdir: str, path: str, resolved: dict) -> None:
       saved = json.load(f)
   except (json.JSONDecodeError, UnicodeDecodeError):
     raise ConfigError(f"{path}: not valid JSON (an interrupted write?); move it aside to resume "
-                      "this workdir with the current config, or choose a new --workdir") from None
+                      "this workdir with the current config, or choose another workdir") from None
   diff = first_difference(saved, resolved)
   if not diff:
     return
   if holds_work(workdir):
-    raise ConfigError(f"--workdir={workdir}: holds a run with a different config ({diff}); "
-                      "resume with the same config or choose a new --workdir")
+    raise ConfigError(f"workdir {workdir}: holds a run with a different config ({diff}); "
+                      "resume with the same config or choose another workdir")
   kept = [files.set_aside(p, "old") for p in (path, os.path.join(workdir, "metrics.jsonl"))
           if os.path.exists(p)]
   log.warning("%s: held no checkpoint or finished stage, so it takes the new config (%s); "
@@ -112,8 +113,8 @@ def lock(workdir: str):
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
       holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-      raise ConfigError(f"--workdir={workdir}: in use by another superalign run (pid {holder}); "
-                        "wait for it to finish, or choose another --workdir") from None
+      raise ConfigError(f"workdir {workdir}: in use by another superalign run (pid {holder}); "
+                        "wait for it to finish, or choose another workdir") from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     yield
@@ -136,7 +137,7 @@ def os_error_line(workdir: str, e: OSError) -> str:
   if e.errno == errno.ENOSPC:
     reason += f", {free_space(workdir)} free; free some space and run the same command to resume"
   where = f" ({e.filename})" if e.filename and os.fspath(e.filename) != workdir else ""
-  return f"--workdir={workdir}: cannot write there: {reason}{where}"
+  return f"workdir {workdir}: cannot write there: {reason}{where}"
 
 
 def free_space(path: str) -> str:
@@ -166,7 +167,7 @@ def fresh(root: str, kind: str) -> str:
       return path
     except FileExistsError:
       continue
-  raise ConfigError(f"{root}: no free name for a new {kind} run this second; pass --workdir")
+  raise ConfigError(f"{root}: no free name for a new {kind} run this second; give a workdir")
 
 
 def first_difference(a, b, prefix: str = "") -> str | None:

@@ -37,6 +37,7 @@ class MetricWriter:
                                else os.path.join(workdir, "tensorboard"))
     except ImportError:  # tensorboardX is a dependency; tolerate its absence in minimal installs.
       self._tb = None
+    self._events = _held_errors(self._tb)
 
   def rewind(self, resume_step: int | None) -> None:
     """Drops this run's rows past ``resume_step``; a torn row (a crash or a full disk in mid-append,
@@ -68,10 +69,53 @@ class MetricWriter:
     if self._tb is not None:
       for k, v in scalars.items():
         self._tb.add_scalar(k, float(v), int(step))
+      if self._events is not None and self._events.error is not None:
+        raise self._events.error   # here, in the main thread: the launcher's one line
 
   def close(self) -> None:
+    """Never raises for the TensorBoard mirror (a failure there is raised by ``write``): it runs
+    in ``finally`` blocks, where it would replace the run's own exception."""
     if self._tb is not None:
       self._tb.close()
+
+
+class _HeldErrors:
+  """The TensorBoard event file's record writer, keeping its first OSError instead of raising it.
+  tensorboardX writes from a background thread and again at exit (atexit), so a full disk
+  printed its tracebacks after the run's one-line error; ``MetricWriter.write`` raises the kept
+  error in the main thread instead, and later writes are dropped."""
+
+  def __init__(self, inner):
+    self.inner, self.error = inner, None
+
+  def _call(self, name: str, *args) -> None:
+    if self.error is None:
+      try:
+        getattr(self.inner, name)(*args)
+      except OSError as e:
+        self.error = e
+
+  def write(self, data) -> None:
+    self._call("write", data)
+
+  def flush(self) -> None:
+    self._call("flush")
+
+  def close(self) -> None:
+    try:
+      self.inner.close()
+    except OSError:  # closing flushes the buffer to the full disk once more
+      pass
+
+
+def _held_errors(tb) -> _HeldErrors | None:
+  """Wraps ``tb``'s record writer (tensorboardX internals: None where they differ)."""
+  events = getattr(getattr(getattr(tb, "file_writer", None), "event_writer", None),
+                   "_ev_writer", None)
+  if events is None or not hasattr(events, "_py_recordio_writer"):
+    return None
+  events._py_recordio_writer = _HeldErrors(events._py_recordio_writer)
+  return events._py_recordio_writer
 
 
 def _rows(path: str):
