@@ -123,7 +123,9 @@ def test_each_arrow_fails_on_a_planted_import(tmp_path):
 # ---- The config stops at the runner ----------------------------------------------------------
 
 MAY_READ_CONFIG = ("run.py", "config.py")   # a kind's runner; defaults and their declared rules
-MAX_RUNNER_LINES, MAX_RUN_LINES, MAX_CORE_LINES, MAX_MAIN_LINES = 200, 50, 1500, 99
+# The engine grew by the stop-anywhere guarantee (issue 32: signals at every step, the last
+# included, and between stages): 1,500 -> 1,550.
+MAX_RUNNER_LINES, MAX_RUN_LINES, MAX_CORE_LINES, MAX_MAIN_LINES = 200, 50, 1550, 99
 
 
 def _library_modules(root: pathlib.Path):

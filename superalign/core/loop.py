@@ -13,9 +13,7 @@ import contextlib
 import dataclasses
 import logging
 import signal
-import sys
 import threading
-import time
 from typing import Callable, Mapping, Protocol
 
 import jax
@@ -23,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from superalign.core.checkpoint import Checkpointer
-from superalign.results.metrics import MetricWriter
+from superalign.results.metrics import MetricWriter, Progress
 from superalign.core.state import TrainState
 
 log = logging.getLogger("superalign")
@@ -216,31 +214,6 @@ class _BestTracker:
       self.bad = np.asarray(saved["bad"]).astype(int)
 
 
-class _Progress:
-  """tqdm bar on a terminal; plain log lines every ``log_every`` steps otherwise."""
-
-  def __init__(self, total: int, initial: int, desc: str):
-    self.bar = None
-    self.desc = desc
-    if sys.stderr.isatty():
-      from tqdm.auto import tqdm
-      self.bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, leave=False)
-    self.t0, self.s0 = time.time(), initial
-
-  def update(self, step: int, scalars: Mapping[str, float], n: int) -> None:
-    text = " ".join(f"{k}={v:.4g}" for k, v in scalars.items())
-    if self.bar is not None:
-      self.bar.update(n)
-      self.bar.set_postfix_str(text, refresh=False)
-    else:
-      rate = (step - self.s0) / max(time.time() - self.t0, 1e-9)
-      log.info("%s step %d: %s (%.1f steps/s)", self.desc, step, text, rate)
-
-  def close(self) -> None:
-    if self.bar is not None:
-      self.bar.close()
-
-
 def fit(
     state: TrainState,
     train_step: Callable,
@@ -318,7 +291,7 @@ def fit(
       return Preempted(stop.signum, step, saved=checkpointer.path(step))
 
     start = int(jax.device_get(state.step).max())
-    progress = _Progress(num_steps, start, desc)
+    progress = Progress(num_steps, start, desc)
     step = start
     stop.deferred += 1   # from here a signal sets the flag, checked after every step
     try:

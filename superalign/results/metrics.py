@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
+import time
 from typing import Mapping
 
 import jax
@@ -142,3 +144,29 @@ def read_metrics(workdir: str) -> list[dict]:
   if not os.path.exists(path):
     return []
   return [row for _, row in _rows(path) if row is not None]
+
+
+class Progress:
+  """A training loop's progress: a tqdm bar on a terminal, else a log line at each ``update``
+  (the loop calls it every ``log_every`` steps)."""
+
+  def __init__(self, total: int, initial: int, desc: str):
+    self.bar = None
+    self.desc = desc
+    if sys.stderr.isatty():
+      from tqdm.auto import tqdm
+      self.bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, leave=False)
+    self.t0, self.s0 = time.time(), initial
+
+  def update(self, step: int, scalars: Mapping[str, float], n: int) -> None:
+    text = " ".join(f"{k}={v:.4g}" for k, v in scalars.items())
+    if self.bar is not None:
+      self.bar.update(n)
+      self.bar.set_postfix_str(text, refresh=False)
+    else:
+      rate = (step - self.s0) / max(time.time() - self.t0, 1e-9)
+      log.info("%s step %d: %s (%.1f steps/s)", self.desc, step, text, rate)
+
+  def close(self) -> None:
+    if self.bar is not None:
+      self.bar.close()
