@@ -17,6 +17,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+SAFETY_S = 1800   # a subprocess's limit: only to fail a hung one, never a slow machine's
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -135,7 +136,7 @@ def _env(devices=1):
 
 def superalign(*args, devices=1, **kw):
   return subprocess.run([sys.executable, "-m", "superalign.main", *args], cwd=ROOT,
-                        capture_output=True, text=True, env=_env(devices), timeout=300, **kw)
+                        capture_output=True, text=True, env=_env(devices), timeout=SAFETY_S, **kw)
 
 
 def launch(monkeypatch, capsys, *args) -> subprocess.CompletedProcess:

@@ -10,9 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, _assert_one_line_error, _env, launch, superalign, write_idx
+from conftest import ROOT, SAFETY_S, _assert_one_line_error, _env, launch, superalign, write_idx
 
-SAFETY_S = 1800   # only to fail a hung subprocess, never a slow one
 
 
 def _results(workdir):
@@ -193,6 +192,14 @@ def test_an_invalid_config_json_is_named_and_kept(tmp_path, monkeypatch, capsys)
                f"--workdir={tmp_path}")
   _assert_one_line_error(out, f"{tmp_path / 'config.json'}: not valid JSON")
   assert (tmp_path / "config.json").read_text() == '{"kind": "superv'
+
+
+def test_a_config_json_that_cannot_be_read_is_named(tmp_path, monkeypatch, capsys):
+  """Issue 32: a directory in config.json's place was an IsADirectoryError traceback."""
+  (tmp_path / "config.json").mkdir()
+  out = launch(monkeypatch, capsys, "--config=experiments/supervised/digits.py:smoke",
+               f"--workdir={tmp_path}")
+  _assert_one_line_error(out, f"{tmp_path / 'config.json'}: is a directory; move it aside")
 
 
 def test_default_workdirs_started_in_the_same_second_differ(tmp_path):

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, _env
+from conftest import ROOT, SAFETY_S, _env
 
 pytestmark = pytest.mark.e2e
 
@@ -32,7 +32,6 @@ W2S = ["--config=experiments/w2s/digits.py:smoke,pretrain=none",
 SUPERVISED_KEYS = ("final_train_loss", "test_accuracy", "test_loss", "val")
 # Only to fail a hung run, never a slow one: the tests wait for their processes to finish, and
 # for files they write, not for a time.
-SAFETY_S = 1800
 
 
 def _free_port() -> int:

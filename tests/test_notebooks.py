@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, SAFETY_S
 
 NOTEBOOKS = ROOT / "notebooks"
 # One tutorial per room (DESIGN.md): a later room adds its notebook here with itself.
@@ -57,7 +57,7 @@ def test_notebook_runs_top_to_bottom(name, tmp_path, monkeypatch, record_propert
   monkeypatch.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
   nb = _read(name)
   t0 = time.time()
-  NotebookClient(nb, timeout=900, kernel_name="python3",
+  NotebookClient(nb, timeout=SAFETY_S, kernel_name="python3",
                  resources={"metadata": {"path": str(tmp_path)}}).execute()
   record_property("notebook_seconds", round(time.time() - t0, 1))
   images = sum(1 for c in nb.cells if c.cell_type == "code" for o in c.outputs

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, SAFETY_S
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("packaging")]  # one wheel build
 NOT_PACKAGED = ("BUILD", "*.bzl", "__pycache__", "*.pyc")  # Bazel's files and Python's caches
@@ -54,10 +54,10 @@ def installed(tmp_path_factory):
   pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
   # No build isolation and no dependencies: nothing is downloaded.
   subprocess.run([*pip[:3], "wheel", *pip[3:], "--no-deps", "--no-build-isolation", "-w",
-                  str(tmp / "dist"), str(src)], check=True, timeout=300)
+                  str(tmp / "dist"), str(src)], check=True, timeout=SAFETY_S)
   wheel, = (tmp / "dist").glob("superalign-*.whl")
   subprocess.run([*pip[:3], "install", *pip[3:], "--no-deps", "--target", str(site), str(wheel)],
-                 check=True, timeout=300)
+                 check=True, timeout=SAFETY_S)
   return site, packages
 
 
@@ -99,6 +99,6 @@ def test_notebook_08_runs_from_a_non_editable_install(installed, tmp_path):
   env = {**os.environ, "PYTHONPATH": str(site), "JAX_PLATFORMS": "cpu", "MPLBACKEND": "Agg",
          "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
   out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True,
-                       text=True, timeout=600)
+                       text=True, timeout=SAFETY_S)
   assert out.returncode == 0, out.stderr[-3000:]
   assert (tmp_path / "runs" / "control" / "plots" / "safety_vs_budget.png").exists()

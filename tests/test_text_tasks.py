@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ROOT, sciq_records, train_tiny_bpe, write_sciq_jsonl
+from conftest import ROOT, SAFETY_S, sciq_records, train_tiny_bpe, write_sciq_jsonl
 from superalign import data as data_lib
 from superalign.core.specs import InputSpec
 from superalign.data import text_tasks
@@ -315,6 +315,6 @@ def test_registry_names_are_checked_without_heavy_imports():
   code = ("import sys; from superalign import data; data.check_name('text:sciq'); "
           "print(sorted(m for m in ('tokenizers', 'pyarrow', 'datasets') if m in sys.modules))")
   out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                       env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=120)
+                       env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=SAFETY_S)
   assert out.returncode == 0, out.stderr[-2000:]
   assert out.stdout.strip() == "[]"

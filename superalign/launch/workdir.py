@@ -65,12 +65,8 @@ def claim(config, workdir: str | None, root: str = "runs"):
 
 
 def _check_same_config(workdir: str, path: str, resolved: dict) -> None:
-  try:
-    with open(path) as f:
-      saved = json.load(f)
-  except (json.JSONDecodeError, UnicodeDecodeError):
-    raise ConfigError(f"{path}: not valid JSON (an interrupted write?); move it aside to resume "
-                      "this workdir with the current config, or choose another workdir") from None
+  saved = files.read_guarded(path, _read_json, "move it aside to resume this workdir with the "
+                             "current config, or choose another workdir")
   diff = first_difference(saved, resolved)
   if not diff:
     return
@@ -82,6 +78,14 @@ def _check_same_config(workdir: str, path: str, resolved: dict) -> None:
   log.warning("%s: held no checkpoint or finished stage, so it takes the new config (%s); "
               "the old files are kept as %s", workdir, diff,
               ", ".join(os.path.basename(p) for p in kept))
+
+
+def _read_json(path: str):
+  with open(path) as f:
+    try:
+      return json.load(f)
+    except ValueError:   # JSON or UTF-8
+      raise files.DamagedFileError(f"{path}: not valid JSON (an interrupted write?)") from None
 
 
 def holds_work(workdir: str) -> bool:
