@@ -159,3 +159,64 @@ def test_random_overrides_validate_or_fail_in_one_line(monkeypatch, capsys, conf
 def test_random_overrides_many_seeds(monkeypatch, capsys, configs, seed):
   refused = _refused(monkeypatch, capsys, configs, seed=seed, n=1000)
   assert 0 < refused < 1000, refused
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation from the declared ranges: every number of every config has a rule, each rule's
+# inside validates and its outside is refused in one line naming the key.
+
+import copy
+import dataclasses
+import pathlib
+import re
+
+from conftest import SMOKE, smoke_config
+from superalign import config as config_lib
+from superalign.config import schema
+from superalign.core.errors import ConfigError
+from superalign.launch import runners, validation
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+EXPERIMENTS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "experiments").rglob("*.py")
+                     if p.name != "__init__.py")
+# Numbers no declared rule covers, each with the reason it needs none.
+UNCONSTRAINED = {
+    "data.splits.": "validation._validate_data: each split a fraction in (0, 1]",
+}
+
+
+def _experiment(rel, variant):
+  spec = importlib.util.spec_from_file_location(rel.replace("/", ".")[:-3], ROOT / rel)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(variant or None)
+
+
+def _is_number(value):
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _covered(kind, key):
+  """Whether a declared rule checks ``key``: the base's, a training or optimizer block's, or the
+  kind's."""
+  if key in validation.BASE_RULES or key in getattr(runners.get(kind), "RULES", {}):
+    return True
+  *blocks, leaf = key.split(".")
+  for block, rules in (("train", config_lib.TRAIN_RULES), ("optim", config_lib.OPTIM_RULES)):
+    if blocks and (blocks[-1] == block or blocks[-1].endswith(f"_{block}")) and leaf in rules:
+      return True
+  return any(key.startswith(prefix) for prefix in UNCONSTRAINED)
+
+
+@pytest.mark.parametrize("variant", ["", "smoke"])
+@pytest.mark.parametrize("rel", EXPERIMENTS)
+def test_every_number_of_every_config_has_a_declared_rule(rel, variant):
+  """A number, or a tuple of numbers, with no rule is a value validation cannot refuse (seeds
+  and the mesh have their own checks)."""
+  config = _experiment(rel, variant)
+  uncovered = [key for key, value in _leaves(config)
+               if (_is_number(value) or isinstance(value, tuple) and value
+                   and all(map(_is_number, value)))
+               and not key.startswith("mesh.") and key.rsplit(".", 1)[-1] != "seed"
+               and not key.endswith("_seed") and not _covered(config.kind, key)]
+  assert not uncovered, (rel, variant, uncovered)

