@@ -351,6 +351,15 @@ REFUSED = [
     ("experiments/verify/digits.py", "verify.training", "()"),       # a string, not a tuple
     ("experiments/verify/digits.py", "verify.training", ()),
     ("experiments/verify/oversight.py", "certify.domain", (1.0, 0.0)),
+    # a wrong type set in Python (a notebook) was an AttributeError or TypeError
+    ("experiments/supervised/digits.py", "model.name", 5),
+    ("experiments/sandwich/digits.py", "sandwich.assistant_model", ()),
+    ("experiments/w2s/ccs.py", "ccs_w2s.strong", 5),
+    ("experiments/control/digits.py", "trusted.model", 5),
+    ("experiments/control/digits.py", "control.protocols", 5),
+    ("experiments/control/digits.py", "monitors.orient", 5),
+    ("experiments/control/digits.py", "monitors.probe_site", ""),
+    *[(rel, "organism.trigger_at", at) for rel in _ORGANISMS for at in ("middle", (1,), 5)],
 ]
 
 
@@ -363,3 +372,25 @@ def test_invalid_values_are_refused_at_validation_naming_the_key(rel, key, value
   block, option = key.rsplit(".", 1)   # a task's own check: "amplification.<task>: ... option="
   assert line is not None and (key in line or f"{block}:" in line and f"{option}=" in line), (
       key, value, line)
+
+
+def test_what_only_the_data_refutes_is_refused_before_training():
+  """control.edit_candidates above the data's classes (1000 on digits) passed validation: T then
+  chose among all classes, a deferral under another name. The loaded data refuses it, before any
+  training; verify's domain names the data's range it must contain."""
+  import numpy as np
+  from superalign import data as data_lib
+  from superalign.control import params, run as control_run, setting
+  from superalign.parties.classifier import Model
+  from superalign.verify import certify
+  config = _experiment("experiments/control/digits.py", "smoke")
+  config.control.edit_candidates = 1000
+  source = data_lib.load(config.data)
+  with pytest.raises(ConfigError, match=r"^control.edit_candidates=1000: must be in \[1, 10\]"):
+    control_run.check_inputs(config, source.spec, source.x[:4], Model.from_config(config),
+                             setting.Backdoor.from_block(config.organism),
+                             params.MonitorSpec.from_config(config),
+                             params.ControlSpec.from_config(config))
+  with pytest.raises(ConfigError, match=r"^certify.domain=\(0.2, 0.8\): must contain the data's "
+                                        r"range \[0, 1\]"):
+    certify.check_domain(np.array([0.0, 0.5, 1.0]), (0.2, 0.8), "certify.domain")

@@ -89,6 +89,9 @@ SHARE = interval(0, 1)                            # a share that may be none or 
 PROBABILITY_BELOW_ONE = interval(0, 1, hi_open=True)
 
 
+NAME = Rule(lambda v: isinstance(v, str) and bool(v), "must be a name (a non-empty string)")
+
+
 def one_of(*choices) -> Rule:
   return Rule(lambda v: v in choices, "valid: " + ", ".join(map(str, choices)),
               choices=tuple(choices))

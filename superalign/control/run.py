@@ -45,6 +45,9 @@ SPLITS = ("train", "val", "test")
 RULES = {
     **config_lib.ORGANISM_RULES,
     "trusted.examples": schema.COUNT,
+    "trusted.model": schema.NAME,                        # the registry's: validate
+    "monitors.probe_site": schema.NAME,                  # a site of U: check_inputs
+    "monitors.orient": schema.each(schema.NAME, non_empty=False),   # among names: validate
     "monitors.redaction_level": schema.NON_NEGATIVE,     # 0: no redaction
     # what a monitor's call costs (the stack's budget); validate: only monitors have costs
     **{f"monitors.costs.{name}": schema.NON_NEGATIVE for name in monitors_lib.MONITORS},

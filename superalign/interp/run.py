@@ -46,6 +46,8 @@ RULES = {
     "interp.sae_triggered_share": schema.FRACTION,
     **config_lib.ORGANISM_RULES,
     **{f"sae.{key}": rule for key, rule in sae.RULES.items()},
+    "sae.hook_name": schema.Rule(lambda v: isinstance(v, str), "must be a string (the site's "
+                                 "name in the exported SAELens metadata; '' for none)"),
 }
 
 
