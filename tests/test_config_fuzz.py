@@ -330,6 +330,9 @@ REFUSED = [
     (_AMPLIFICATION, "amplification.union_find.components", 9),    # more roots than variables
     (_AMPLIFICATION, "amplification.wildcard.length", 10**9),      # hung numbering the strings
     (_AMPLIFICATION, "amplification.shortest_path.cap", 1),
+    (_AMPLIFICATION, "amplification.permutation.max_difficulty", 10**9),   # 2^d token ids
+    (_AMPLIFICATION, "amplification.permutation.size", 10**10),   # ids past int32 records
+    (_AMPLIFICATION, "amplification.shortest_path.size", 50_000),  # size^2 edge ids
     *[(rel, "organism.trigger_size", -5) for rel in _ORGANISMS],
     *[(rel, "organism.trigger_value", -5.0) for rel in _ORGANISMS],
     *[(rel, "organism.trigger_value", 2.0) for rel in _ORGANISMS],

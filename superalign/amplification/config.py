@@ -14,7 +14,9 @@ from superalign.config import schema
 MODES = ("amplify", "supervised")
 # The keys of a task block (``config.amplification.<task>``) that are not the task's options,
 # and their ranges (``config.schema``).
-RUN_RULES = {"start_difficulty": schema.COUNT_OR_ZERO, "max_difficulty": schema.COUNT_OR_ZERO,
+# (permutation asks up to 2^difficulty steps, a token id: int32)
+RUN_RULES = {"start_difficulty": schema.COUNT_OR_ZERO,
+             "max_difficulty": schema.interval(0, 30, integer=True),
              "threshold": schema.FRACTION, "num_steps": schema.COUNT_OR_ZERO,  # 0: train's
              "batch_size": schema.COUNT_OR_ZERO}
 RUN_KEYS = tuple(RUN_RULES)
