@@ -5,15 +5,27 @@ key, a size that does not divide, an empty string. ``--dry_run`` stops after val
 draw costs milliseconds: it must either validate (exit 0) or fail with one line and exit 2,
 without a traceback. Anything else (an exception escaping the launcher) fails the test with the
 draw that caused it.
+
+Below, validation from the declared ranges, in process (``runners.validate``): every number of
+every config has a rule, and values drawn from each rule's declaration (``schema.Rule``'s bounds,
+choices and element rule) validate inside it and are refused just outside it.
 """
 
+import copy
 import importlib
+import importlib.util
+import math
+import pathlib
 import random
 
 import ml_collections
 import pytest
 
-from conftest import launch, write_gpt2_ladder, write_idx
+from conftest import SMOKE, launch, smoke_config, write_gpt2_ladder, write_idx
+from superalign import config as config_lib
+from superalign.config import schema
+from superalign.core.errors import ConfigError
+from superalign.launch import runners, validation
 
 
 @pytest.fixture(scope="module")
@@ -165,17 +177,6 @@ def test_random_overrides_many_seeds(monkeypatch, capsys, configs, seed):
 # Validation from the declared ranges: every number of every config has a rule, each rule's
 # inside validates and its outside is refused in one line naming the key.
 
-import copy
-import math
-import dataclasses
-import pathlib
-import re
-
-from conftest import SMOKE, smoke_config
-from superalign import config as config_lib
-from superalign.config import schema
-from superalign.core.errors import ConfigError
-from superalign.launch import runners, validation
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "experiments").rglob("*.py")
@@ -229,6 +230,8 @@ def _inside(rule, default):
     return list(rule.choices)
   if rule.element is not None:
     elements = _inside(rule.element, None)
+    if not elements:
+      return []
     return [tuple(elements[:1]), tuple(elements)] + ([()] if not rule.non_empty else [])
   if rule.lo is None and rule.hi is None and not rule.integer:
     return []   # a bare predicate: nothing declared to draw from
@@ -250,7 +253,7 @@ def _outside(rule):
     return ["no_such_choice", 3.5]
   if rule.element is not None:
     bad = _outside(rule.element)
-    return ["x", *((bad[0],),)] + ([()] if rule.non_empty else []) if bad else []
+    return ["x", (bad[0],)] + ([()] if rule.non_empty else []) if bad else []
   if rule.lo is None and rule.hi is None and not rule.integer:
     return []
   step = 1 if rule.integer else 1e-3
@@ -286,14 +289,18 @@ def _refusal(config):
 
 @pytest.mark.parametrize("kind", sorted(SMOKE))
 def test_every_declared_range_validates_inside_and_refuses_outside(kind):
-  """Per rule of the kind, values drawn from its declaration: inside, the config validates, or a
-  rule across keys refuses it in one line naming a key; outside, one line naming the key."""
+  """Per rule of the kind (and of the base keys and blocks), values drawn from its declaration:
+  inside, the config validates, or a rule across keys refuses it in one line naming a key;
+  outside, one line naming the key."""
   base = smoke_config(kind)
   # a key, or its block for a rule across the block's keys ("amplification.wildcard: size=...")
   keys = {key for key, _ in _leaves(base)}
   keys |= {key.rsplit(".", 1)[0] for key in keys if key.count(".") > 1}
+  rules = {**validation.BASE_RULES, **{f"train.{k}": r for k, r in config_lib.TRAIN_RULES.items()},
+           **{f"optim.{k}": r for k, r in config_lib.OPTIM_RULES.items()},
+           **getattr(runners.get(kind), "RULES", {})}
   drawn = 0
-  for key, rule in runners.get(kind).RULES.items() if hasattr(runners.get(kind), "RULES") else ():
+  for key, rule in rules.items():
     default = schema.lookup(base, key, missing=KeyError)
     if default is KeyError:
       continue
@@ -309,7 +316,7 @@ def test_every_declared_range_validates_inside_and_refuses_outside(kind):
       line = _refusal(config)
       assert line is not None and key in line, (key, value, line)
       drawn += 1
-  assert drawn or not getattr(runners.get(kind), "RULES", None), kind
+  assert drawn or not rules, kind
 
 
 _AMPLIFICATION = "experiments/amplification/tasks.py"
