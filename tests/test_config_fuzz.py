@@ -404,3 +404,17 @@ def test_what_only_the_data_refutes_is_refused_before_training():
   with pytest.raises(ConfigError, match=r"^certify.domain=\(0.2, 0.8\): must contain the data's "
                                         r"range \[0, 1\]"):
     certify.check_domain(np.array([0.0, 0.5, 1.0]), (0.2, 0.8), "certify.domain")
+
+
+@pytest.mark.parametrize("rel, override, message", [
+    ("experiments/debate/digits.py", "--config.debate.ks=(4,100)",
+     "debate.ks=(4, 100): k=100 reveals more than the 64 items"),
+    ("experiments/sandwich/digits.py", "--config.sandwich.k=65",
+     "sandwich.k=(65,): k=65 reveals more than the 64 items"),
+])
+def test_more_reveals_than_pixels_is_one_line_before_training(tmp_path, monkeypatch, capsys, rel,
+                                                              override, message):
+  """A k above an image's pixels passed validation and failed in the judge's first step."""
+  out = launch(monkeypatch, capsys, f"--config={rel}:smoke", f"--workdir={tmp_path}", override)
+  assert out.returncode == 2 and message in out.stderr, out.stderr[-2000:]
+  assert "Traceback" not in out.stderr and not (tmp_path / "checkpoints").exists()
