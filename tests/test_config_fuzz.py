@@ -418,3 +418,14 @@ def test_more_reveals_than_pixels_is_one_line_before_training(tmp_path, monkeypa
   out = launch(monkeypatch, capsys, f"--config={rel}:smoke", f"--workdir={tmp_path}", override)
   assert out.returncode == 2 and message in out.stderr, out.stderr[-2000:]
   assert "Traceback" not in out.stderr and not (tmp_path / "checkpoints").exists()
+
+
+def test_more_neighbours_than_examples_is_one_line_before_training(tmp_path, monkeypatch, capsys):
+  """w2s.knn_k at or above train_b's size passed validation and failed after the weak models
+  trained (numpy's argpartition)."""
+  out = launch(monkeypatch, capsys, "--config=experiments/w2s/digits.py:smoke",
+               f"--workdir={tmp_path}", "--config.w2s.cleaning=knn_relabel",
+               "--config.w2s.knn_k=100000")
+  assert out.returncode == 2 and "w2s.knn_k=100000: must be below the" in out.stderr, (
+      out.stderr[-2000:])
+  assert "Traceback" not in out.stderr and not (tmp_path / "checkpoints").exists()
