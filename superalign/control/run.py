@@ -76,9 +76,8 @@ RULES = {
     "control.roc_fprs": schema.each(schema.FRACTION),
     # (row, col) of the evasive U's trigger; the patch's fit on the images: check_inputs
     "control.evasive_trigger_at": schema.Rule(
-        lambda v: isinstance(v, (tuple, list)) and len(v) in (0, 2)
-        and all(map(schema.COUNT_OR_ZERO.ok, v)),
-        "needs (row, col), two integers >= 0, or () to skip the evasive U"),
+        lambda v: v == () or config_lib.ROW_COL.ok(v),
+        f"needs {config_lib.ROW_COL.expect}, or () to skip the evasive U"),
 }
 
 
