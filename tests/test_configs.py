@@ -80,6 +80,8 @@ def test_defaults_kept_as_data_agree_with_the_code():
   assert dict(MeshSpec.from_config(config_lib.base().mesh).rules) == dict(mesh.LOGICAL_RULES)
   assert tuple(w2s_config.ALL_LOSSES) == tuple(losses.LOSSES)
   assert tuple(amplification_config.TASK_DEFAULTS) == tuple(tasks.TASKS)
+  from superalign.parties import organisms
+  assert config_lib.TRIGGER_CORNERS == organisms.CORNERS
 
 
 @pytest.mark.parametrize("value, expected", [("true", True), ("1", True), ("yes", True),

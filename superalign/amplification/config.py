@@ -14,10 +14,17 @@ from superalign.config import schema
 MODES = ("amplify", "supervised")
 # The keys of a task block (``config.amplification.<task>``) that are not the task's options,
 # and their ranges (``config.schema``).
-RUN_RULES = {"start_difficulty": schema.COUNT_OR_ZERO, "max_difficulty": schema.COUNT_OR_ZERO,
+# (permutation asks up to 2^difficulty steps, a token id: int32)
+RUN_RULES = {"start_difficulty": schema.COUNT_OR_ZERO,
+             "max_difficulty": schema.interval(0, 30, integer=True),
              "threshold": schema.FRACTION, "num_steps": schema.COUNT_OR_ZERO,  # 0: train's
              "batch_size": schema.COUNT_OR_ZERO}
 RUN_KEYS = tuple(RUN_RULES)
+# The ranges of the task options (``tasks.TASKS``' arguments); the tasks refuse what crosses keys
+# (union_find's components <= size, wildcard's size <= alphabet^length, shortest_path's degree).
+OPTION_RULES = {"size": schema.COUNT, "values": schema.COUNT, "components": schema.COUNT,
+                "alphabet": schema.COUNT, "length": schema.COUNT, "degree": schema.COUNT,
+                "cap": schema.at_least(2)}   # budgets 1 .. cap - 1
 
 # Per task: the size (8 variables / vertices / strings) and task options; the difficulty the
 # curriculum starts at, the top it climbs to (the held-out test set is drawn there) and the
@@ -50,8 +57,10 @@ RULES = {
     "amplification.num_test": schema.COUNT,
     **{f"amplification.{name}.{key}": rule for name in TASK_DEFAULTS
        for key, rule in RUN_RULES.items()},
-    "train.num_steps": schema.Rule(schema.COUNT.ok, "amplification draws fresh episodes every "
-                                   "step; set the number of steps"),
+    **{f"amplification.{name}.{key}": OPTION_RULES[key] for name, options in TASK_DEFAULTS.items()
+       for key in options if key not in RUN_RULES},
+    "train.num_steps": schema.COUNT.because("amplification draws fresh episodes every step; set "
+                                            "the number of steps"),
 }
 
 

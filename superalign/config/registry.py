@@ -52,6 +52,9 @@ class Registry(Generic[T]):
   def check(self, key: str, names: Iterable[str], allow_empty: bool = False) -> None:
     """One line for a name in ``names`` that is not registered (or for none, unless
     ``allow_empty``), naming the config ``key`` and the valid names."""
+    if not isinstance(names, (str, tuple, list)):
+      raise ConfigError(f"{key}={names!r}: must be a name or a tuple of names; valid: "
+                        f"{', '.join(self._items)}")
     names = tuple(names) if not isinstance(names, str) else (names,)
     bad = [n for n in names if n not in self._items]
     if bad:

@@ -19,9 +19,25 @@ from superalign.core.errors import ConfigError
 
 @dataclasses.dataclass(frozen=True)
 class Rule:
-  """``ok(value)`` decides; ``expect`` ends the error line ``key=value: <expect>``."""
+  """``ok(value)`` decides; ``expect`` ends the error line ``key=value: <expect>``.
+
+  The other fields describe what ``ok`` accepts, for whoever draws values from a rule (the fuzz
+  tests): an interval's bounds, whether it takes integers only, the choices of ``one_of``, the
+  element rule of ``each``. A rule built from a bare predicate leaves them empty."""
   ok: Callable[[Any], bool]
   expect: str
+  lo: float | None = None
+  hi: float | None = None
+  lo_open: bool = False
+  hi_open: bool = False
+  integer: bool = False
+  choices: tuple | None = None
+  element: Rule | None = None      # ``each``: every element's rule
+  non_empty: bool = False          # ``each``: at least one element
+
+  def because(self, expect: str) -> Rule:
+    """The same rule, its error line ending in ``expect``."""
+    return dataclasses.replace(self, expect=expect)
 
   def __call__(self, key: str, value) -> None:
     if not self.ok(value):
@@ -55,7 +71,8 @@ def interval(lo: float | None = None, hi: float | None = None, *, lo_open: bool 
     where = f"{'<' if hi_open else '<='} {hi:g}"
   else:
     where = "a finite number"
-  return Rule(ok, "must be " + where + (" (an integer)" if integer else ""))
+  return Rule(ok, "must be " + where + (" (an integer)" if integer else ""), lo=lo, hi=hi,
+              lo_open=lo_open, hi_open=hi_open, integer=integer)
 
 
 def at_least(n: int) -> Rule:
@@ -72,8 +89,12 @@ SHARE = interval(0, 1)                            # a share that may be none or 
 PROBABILITY_BELOW_ONE = interval(0, 1, hi_open=True)
 
 
+NAME = Rule(lambda v: isinstance(v, str) and bool(v), "must be a name (a non-empty string)")
+
+
 def one_of(*choices) -> Rule:
-  return Rule(lambda v: v in choices, "valid: " + ", ".join(map(str, choices)))
+  return Rule(lambda v: v in choices, "valid: " + ", ".join(map(str, choices)),
+              choices=tuple(choices))
 
 
 def each(rule: Rule, *, non_empty: bool = True) -> Rule:
@@ -83,12 +104,13 @@ def each(rule: Rule, *, non_empty: bool = True) -> Rule:
       return False
     values = list(values)
     return (bool(values) or not non_empty) and all(rule.ok(v) for v in values)
-  return Rule(ok, f"{'one or more' if non_empty else 'any'} values, each {rule.expect}")
+  return Rule(ok, f"{'one or more' if non_empty else 'any'} values, each {rule.expect}",
+              element=rule, non_empty=non_empty)
 
 
 def choices_of(*choices) -> Rule:
   """A non-empty sequence of names, each one of ``choices``."""
-  return Rule(each(one_of(*choices)).ok, "valid: one or more of " + ", ".join(map(str, choices)))
+  return each(one_of(*choices)).because("valid: one or more of " + ", ".join(map(str, choices)))
 
 
 def lookup(tree: Mapping, dotted: str, missing=None):

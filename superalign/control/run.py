@@ -33,6 +33,7 @@ from superalign.control import monitors as monitors_lib
 from superalign.control.params import ControlSpec, MonitorSpec
 from superalign.control.protocols import PROTOCOLS
 from superalign.control.stack import stack
+from superalign import config as config_lib
 from superalign.config import schema
 from superalign.core.errors import ConfigError
 from superalign.core.spec import TrainSpec
@@ -42,10 +43,14 @@ from superalign.verify.bounds import METHODS as BOUND_METHODS
 
 SPLITS = ("train", "val", "test")
 RULES = {
-    "organism.target_class": schema.COUNT_OR_ZERO,
-    "organism.poison_fraction": schema.SHARE,
+    **config_lib.ORGANISM_RULES,
     "trusted.examples": schema.COUNT,
+    "trusted.model": schema.NAME,                        # the registry's: validate
+    "monitors.probe_site": schema.NAME,                  # a site of U: check_inputs
+    "monitors.orient": schema.each(schema.NAME, non_empty=False),   # among names: validate
     "monitors.redaction_level": schema.NON_NEGATIVE,     # 0: no redaction
+    # what a monitor's call costs (the stack's budget); validate: only monitors have costs
+    **{f"monitors.costs.{name}": schema.NON_NEGATIVE for name in monitors_lib.MONITORS},
     "monitors.contrast_pairs": schema.COUNT,
     "monitors.certificate_method": schema.one_of(*BOUND_METHODS),
     "monitors.certificate_eps": schema.NON_NEGATIVE,
@@ -69,6 +74,10 @@ RULES = {
     "control.resample_sets": schema.COUNT,
     "control.cascade_call_fraction": schema.FRACTION,
     "control.roc_fprs": schema.each(schema.FRACTION),
+    # (row, col) of the evasive U's trigger; the patch's fit on the images: check_inputs
+    "control.evasive_trigger_at": schema.Rule(
+        lambda v: v == () or config_lib.ROW_COL.ok(v),
+        f"needs {config_lib.ROW_COL.expect}, or () to skip the evasive U"),
 }
 
 
@@ -104,7 +113,8 @@ def validate(config) -> None:
 def check_inputs(config, inputs, x, model: Model, backdoor: setting.Backdoor,
                  monitors: MonitorSpec, spec: ControlSpec) -> None:
   """What only the data can refute, before any training: both models read its inputs, both
-  triggers fit its images, the target is one of its classes, the probe's site exists on U."""
+  triggers fit its images, the target is one of its classes, T's edit candidates are some of
+  them, the probe's site exists on U."""
   models.check(model.name, inputs)
   models.check(config.trusted.model, inputs)
   organisms.check_trigger(backdoor.trigger, inputs, "organism.trigger")
@@ -112,6 +122,9 @@ def check_inputs(config, inputs, x, model: Model, backdoor: setting.Backdoor,
     organisms.check_trigger(backdoor.moved(spec.evasive_trigger_at).trigger, inputs,
                             "control.evasive_trigger")
   organisms.check_target(backdoor.target_class, inputs.num_classes, "organism.target_class")
+  if spec.edit_candidates > inputs.num_classes:
+    raise ConfigError(f"control.edit_candidates={spec.edit_candidates}: must be in [1, "
+                      f"{inputs.num_classes}], the data's classes")
   monitors_lib.check_probe_site(monitors, model, inputs, x)
 
 

@@ -60,7 +60,7 @@ class Plan:
     return per_task if self.task is None else per_task[self.task]
 
 
-BUDGET = schema.Rule(schema.SHARE.ok, "an audit budget is a fraction of the tasks in [0, 1]")
+BUDGET = schema.SHARE.because("an audit budget is a fraction of the tasks in [0, 1]")
 
 
 def check_budget(budget, key: str = "control.audit_budget") -> None:

@@ -24,6 +24,7 @@ import numpy as np
 
 from superalign import data as data_lib
 from superalign import models
+from superalign import config as config_lib
 from superalign.config import schema
 from superalign.core.spec import TrainSpec
 from superalign.interp import defection, hooks, localize, sae, sae_latent  # noqa: F401 (register)
@@ -43,10 +44,10 @@ RULES = {
     "interp.contrast_pairs": schema.COUNT,
     "interp.patch_rows": schema.COUNT,
     "interp.sae_triggered_share": schema.FRACTION,
-    "organism.target_class": schema.COUNT_OR_ZERO,
-    "organism.poison_fraction": schema.SHARE,
-    "organism.trigger_size": schema.COUNT,
+    **config_lib.ORGANISM_RULES,
     **{f"sae.{key}": rule for key, rule in sae.RULES.items()},
+    "sae.hook_name": schema.Rule(lambda v: isinstance(v, str), "must be a string (the site's "
+                                 "name in the exported SAELens metadata; '' for none)"),
 }
 
 

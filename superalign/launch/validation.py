@@ -25,6 +25,7 @@ BASE_RULES = {
     "data.vocab_size": schema.COUNT,
     "data.limit": schema.COUNT_OR_ZERO,
     "data.tfds_limit": schema.COUNT_OR_ZERO,
+    "model.name": schema.NAME,   # the registry's or a checkpoint's: models.validate_name
     "model.dtype": schema.one_of(*models.registry.DTYPES),
 }
 

@@ -17,7 +17,7 @@ from superalign.core.spec import TrainSpec
 from superalign.oversight import config as debate_config, players, protocols, report
 from superalign.oversight.evaluation import Evaluation, evaluate_k
 from superalign.parties.classifier import Model
-from superalign.parties.judge import load_pixel_task, train_judge
+from superalign.parties.judge import check_reveals, load_pixel_task, train_judge
 
 SPLITS = debate_config.SPLITS
 _PLAYER = schema.one_of(*players.PLAYERS.names)
@@ -29,6 +29,7 @@ def run(config, workdir: str) -> dict:
   d = config.debate
   spec, model = TrainSpec.from_config(config), Model.from_config(config)
   source, splits, evidence = load_pixel_task(config.data, model.name, "debate")
+  check_reveals(evidence, source.spec, tuple(d.ks), "debate.ks")
   test = splits["test"]
   n = min(d.num_images, len(test)) if d.num_images else len(test)
   x, y = test.x[:n], test.y[:n]

@@ -79,6 +79,15 @@ def load_pixel_task(data, model_name: str, protocol: str
   return source, splits, evidence
 
 
+def check_reveals(evidence, spec: InputSpec, ks, key: str) -> None:
+  """One line naming ``key`` when a game would reveal more items than an instance has (the judge's
+  draw of ``k`` distinct items fails at the first training step)."""
+  items = evidence.num_items(spec.shape)
+  if max(ks) > items:
+    raise ConfigError(f"{key}={ks!r}: k={max(ks)} reveals more than the {items} items (pixels) "
+                      "of an image")
+
+
 def predict(judge_state, observations: jax.Array) -> jax.Array:
   """The trained judge's answer probabilities for ``observations`` (traceable)."""
   return steps.predict_fn(judge_state, {"x": observations})

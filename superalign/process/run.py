@@ -49,6 +49,7 @@ RULES = {
     "process.task": schema.one_of(*TASKS),
     "process.modulus": schema.interval(2, 100, integer=True),
     "process.difficulties": INCREASING,
+    "process.easy": schema.COUNT,    # the top easy difficulty, inside them: validate
     **{f"process.{key}": schema.COUNT for key in COUNTS},
     **{f"process.{key}": schema.PROBABILITY_BELOW_ONE
        for key in ("slip_rate", "misconception_rate", "misconception_strength")},

@@ -15,6 +15,8 @@ RULES = {
     "sandwich.persuasive_fraction": schema.SHARE,
     "sandwich.target_class": schema.COUNT_OR_ZERO,        # below the data's classes: at run time
     "sandwich.num_images": schema.COUNT_OR_ZERO,          # 0: all
+    "sandwich.assistant_model": schema.NAME,              # the registry's: sandwich.run.validate
+    "sandwich.advice_model": schema.NAME,
     **{f"sandwich.{key}": schema.COUNT for key in (
         "k", "assistant_steps", "advice_steps", "chunk", "greedy_chunk", "num_simulations",
         "max_considered")},

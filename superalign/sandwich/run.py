@@ -20,7 +20,7 @@ from superalign.oversight import players
 from superalign.oversight import protocols as games
 from superalign.parties import organisms
 from superalign.parties.classifier import Model
-from superalign.parties.judge import load_pixel_task
+from superalign.parties.judge import check_reveals, load_pixel_task
 from superalign.sandwich import assistants, config as sandwich_config, outcomes, panel, report
 from superalign.sandwich.protocols import PROTOCOLS, Context
 
@@ -40,6 +40,7 @@ def run(config, workdir: str) -> dict:
   source, splits, evidence = load_pixel_task(config.data, model.name,
                                              "sandwiching (the non-expert sees pixels)")
   inputs, classes = source.spec, source.spec.num_classes
+  check_reveals(evidence, inputs, (int(s.k),), "sandwich.k")
   models.check(s.assistant_model, inputs)
   if s.trained_liar:   # before any training: the class the liar is taught to lie about
     organisms.check_target(s.target_class, classes, "sandwich.target_class")

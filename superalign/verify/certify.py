@@ -98,7 +98,8 @@ def check_domain(x: np.ndarray, domain, key: str) -> None:
   """One line naming ``key`` when the inputs ``x`` leave the input ``domain`` (boxes clip to it)."""
   lo, hi = domain
   if x.min() < lo or x.max() > hi:
-    raise ConfigError(f"{key}={tuple(domain)}: the data lie in [{x.min():g}, {x.max():g}]")
+    raise ConfigError(f"{key}={tuple(domain)}: must contain the data's range [{x.min():g}, "
+                      f"{x.max():g}] (boxes are clipped to it)")
 
 
 def ball(x: np.ndarray, eps: float, domain=(0.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:

@@ -37,9 +37,7 @@ OVERSIGHT_RULES = {
     **{f"certify.{key}": schema.COUNT for key in (
         "judge_k", "judge_images", "backdoor_images", "pgd_steps", "alpha_steps", "crown_batch",
         "scan_stride")},
-    "organism.target_class": schema.COUNT_OR_ZERO,   # below the data's classes: at run time
-    "organism.poison_fraction": schema.SHARE,
-    "organism.trigger_size": schema.COUNT,
+    **config_lib.ORGANISM_RULES,
 }
 
 

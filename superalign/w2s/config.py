@@ -24,6 +24,17 @@ LOSS_HPARAMS: dict[str, dict[str, Any]] = {
     "adaptconf": {"temperature": 1.0},
 }
 ALL_LOSSES = tuple(LOSS_HPARAMS)
+# Their ranges (``w2s.loss_hparams.<loss>.<name>``; superalign/w2s/losses.py says what each does).
+LOSS_HPARAM_RULES: dict[str, dict[str, schema.Rule]] = {
+    "logconf": {"aux_coef": schema.NON_NEGATIVE, "warmup_frac": schema.SHARE},
+    "entropy": {"aux_coef": schema.NON_NEGATIVE, "warmup_frac": schema.SHARE},
+    "product": {"alpha": schema.NON_NEGATIVE, "beta": schema.NON_NEGATIVE},   # exponents
+    # in units of half the top probability's range: 0.5 keeps every example, 0 none
+    "window": {"radius": schema.interval(0, 0.5, lo_open=True)},
+    "bootstrap_soft": {"beta": schema.SHARE},   # the weak labels' weight
+    "bootstrap_hard": {"beta": schema.SHARE},
+    "adaptconf": {"temperature": schema.POSITIVE},
+}
 MODES = ("probe", "finetune")
 # Weak-label cleaning (superalign/w2s/cleaning.py): a probe on the strong model's features, then
 # relabel with it or drop the examples it finds least plausible.
@@ -44,6 +55,10 @@ RULES = {
     "w2s.knn_k": schema.COUNT,             # the cleaning probe's neighbours
     "w2s.s2s_rounds": schema.COUNT_OR_ZERO,
     "pretrain.task": schema.one_of(*PRETRAIN_TASKS),
+    # class -> proxy group; its length against the data's classes: at run time
+    "pretrain.coarse_map": schema.each(schema.COUNT_OR_ZERO, non_empty=False),
+    **{f"w2s.loss_hparams.{loss}.{name}": rule for loss, rules in LOSS_HPARAM_RULES.items()
+       for name, rule in rules.items()},
 }
 
 

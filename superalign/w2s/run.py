@@ -49,6 +49,9 @@ def run(config, workdir: str) -> dict:
   source, splits = data_lib.load_splits(config.data)
   for name in w.ladder:
     models.check(name, source.spec)
+  n = len(splits["train_b"].y)   # the kNN cleaning probe's neighbours: other train_b examples
+  if w.cleaning.startswith("knn") and w.knn_k >= n:
+    raise ConfigError(f"w2s.knn_k={w.knn_k}: must be below the {n} train_b examples")
   spec = TrainSpec.from_config(config)
   seeds = [spec.seed + i for i in range(w.num_seeds)]
   stage_spec = spec.with_train(early_stop_metric="target_agreement" if w.early_stop else "")

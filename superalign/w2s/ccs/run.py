@@ -60,6 +60,8 @@ RULES = {
     **{f"ccs_w2s.{key}": schema.COUNT
        for key in ("num_seeds", "claims_per_image", "restarts", "orient_labels")},
     "ccs_w2s.l2": schema.NON_NEGATIVE,
+    "ccs_w2s.weak": schema.NAME,     # the registry's: validate
+    "ccs_w2s.strong": schema.NAME,
     "pretrain.coarse_map": schema.Rule(
         _coarse_map, f"needs {DIGITS} non-negative group ids, one per digit, in at least two "
         "groups (else no claim is false)"),
