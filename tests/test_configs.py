@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import write_gpt2_ladder, write_idx
+from conftest import SAFETY_S, write_gpt2_ladder, write_idx
 from superalign import config as config_lib
 from superalign.core.spec import MeshSpec
 from superalign.launch import runners
@@ -69,7 +69,7 @@ def test_reading_every_config_imports_no_jax():
           "  assert not heavy, (rel, heavy[:3])\n"
           "print('ok')\n")
   out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                       timeout=120)
+                       timeout=SAFETY_S)
   assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
 
 
