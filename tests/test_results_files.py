@@ -2,6 +2,8 @@
 holding the wrong arrays is recomputed (not a ``KeyError`` on every rerun); a damaged file a user
 or an earlier run made is one line naming it and what to do."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -64,3 +66,14 @@ def test_read_guarded_is_one_line_naming_the_file_and_the_fix(tmp_path, content,
   line = str(e.value)
   assert "\n" not in line and line.startswith(f"{path}: ") and reason in line
   assert line.endswith("; delete it to recompute")
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_atomic_folder_under_a_file_is_not_a_directory(tmp_path, depth):
+  # A folder whose parent is a file (an export path under an index.json) is NotADirectoryError,
+  # as for any write under a file, never "file exists" about the parent.
+  (tmp_path / "index.json").write_text("{}")
+  target = os.path.join(tmp_path, "index.json", *["sub"] * depth)
+  with pytest.raises(NotADirectoryError):
+    files.atomic_folder(target, lambda new: None)
+  assert sorted(os.listdir(tmp_path)) == ["index.json"]

@@ -6,6 +6,7 @@ run made (``read_guarded``: a damaged file is one line naming it and what to do)
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import math
@@ -69,6 +70,8 @@ def atomic_folder(path: str, write: Callable[[str], None]) -> None:
   a reader sees the old folder or the new one, never a mix, and a failed write leaves the old one
   as it was and no temporary."""
   parent, name = os.path.split(os.path.abspath(path))
+  if os.path.exists(parent) and not os.path.isdir(parent):  # makedirs would say "file exists"
+    raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), parent)
   os.makedirs(parent, exist_ok=True)
   tmp = os.path.join(parent, f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
   os.mkdir(tmp)
