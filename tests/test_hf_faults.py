@@ -129,6 +129,19 @@ def test_a_save_into_a_folder_without_a_checkpoint_is_refused(tmp_path, valid, f
   assert all((tmp_path / name).read_text() == "{}" for name in files)
 
 
+@pytest.mark.parametrize("family, name, key, size",
+                         [(hf_gpt2, "whole", "n_layer", 3), (hf_neox, "neox", "hidden_size", 64)])
+def test_a_save_whose_config_does_not_fit_the_parameters_is_refused(tmp_path, valid, family,
+                                                                   name, key, size):
+  # A config.json of another size beside these weights would be a checkpoint no loader reads.
+  params = family.load(str(valid / name))
+  hf = {**family.read_config(str(valid / name)), key: size}
+  with pytest.raises(ConfigError) as e:
+    family.save(str(tmp_path / "out"), params, hf)
+  one_line(e, str(tmp_path / "out"), f"{key}={size}")
+  assert not os.path.exists(tmp_path / "out")
+
+
 # 3. Half-precision checkpoints: float32 parameters, compute as configured.
 
 
