@@ -194,6 +194,17 @@ def test_an_invalid_config_json_is_named_and_kept(tmp_path, monkeypatch, capsys)
   assert (tmp_path / "config.json").read_text() == '{"kind": "superv'
 
 
+def test_a_workdir_of_another_kind_of_run_is_named_by_its_kind(tmp_path, monkeypatch, capsys):
+  """A w2s run's workdir given to a supervised config was refused over data.splits.pretrain."""
+  (tmp_path / "config.json").write_text(json.dumps({"kind": "w2s", "data": {"splits": {}}}))
+  (tmp_path / "results.json").write_text("{}")
+  out = launch(monkeypatch, capsys, "--config=experiments/supervised/digits.py:smoke",
+               f"--workdir={tmp_path}")
+  _assert_one_line_error(out, "holds a run with a different config (kind: 'w2s' then, "
+                         "'supervised' now); resume with the same config or choose another")
+  assert (tmp_path / "results.json").read_text() == "{}"
+
+
 def test_a_config_json_that_cannot_be_read_is_named(tmp_path, monkeypatch, capsys):
   """Issue 32: a directory in config.json's place was an IsADirectoryError traceback."""
   (tmp_path / "config.json").mkdir()

@@ -67,7 +67,10 @@ def claim(config, workdir: str | None, root: str = "runs"):
 def _check_same_config(workdir: str, path: str, resolved: dict) -> None:
   saved = files.read_guarded(path, _read_json, "move it aside to resume this workdir with the "
                              "current config, or choose another workdir")
-  diff = first_difference(saved, resolved)
+  kinds = (saved.get("kind"), resolved.get("kind")) if isinstance(saved, dict) else (0, 0)
+  # Another protocol's run differs everywhere: its kind says so, not its first differing key.
+  diff = (f"kind: {kinds[0]!r} then, {kinds[1]!r} now" if kinds[0] != kinds[1] else
+          first_difference(saved, resolved))
   if not diff:
     return
   if holds_work(workdir):
