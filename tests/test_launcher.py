@@ -190,7 +190,8 @@ def test_an_invalid_config_json_is_named_and_kept(tmp_path, monkeypatch, capsys)
   (tmp_path / "config.json").write_text('{"kind": "superv')
   out = launch(monkeypatch, capsys, "--config=experiments/supervised/digits.py:smoke",
                f"--workdir={tmp_path}")
-  _assert_one_line_error(out, f"{tmp_path / 'config.json'}: not valid JSON")
+  _assert_one_line_error(out, f"{tmp_path / 'config.json'}: not valid JSON (an interrupted "
+                         "write?); move it aside")   # what to do, as for an unreadable one
   assert (tmp_path / "config.json").read_text() == '{"kind": "superv'
 
 

@@ -65,8 +65,7 @@ def claim(config, workdir: str | None, root: str = "runs"):
 
 
 def _check_same_config(workdir: str, path: str, resolved: dict) -> None:
-  saved = files.read_guarded(path, _read_json, "move it aside to resume this workdir with the "
-                             "current config, or choose another workdir")
+  saved = files.read_guarded(path, _read_json, _FIX_CONFIG)
   kinds = (saved.get("kind"), resolved.get("kind")) if isinstance(saved, dict) else (0, 0)
   # Another protocol's run differs everywhere: its kind says so, not its first differing key.
   diff = (f"kind: {kinds[0]!r} then, {kinds[1]!r} now" if kinds[0] != kinds[1] else
@@ -83,12 +82,17 @@ def _check_same_config(workdir: str, path: str, resolved: dict) -> None:
               ", ".join(os.path.basename(p) for p in kept))
 
 
+_FIX_CONFIG = ("move it aside to resume this workdir with the current config, or choose another "
+               "workdir")
+
+
 def _read_json(path: str):
   with open(path) as f:
     try:
       return json.load(f)
     except ValueError:   # JSON or UTF-8
-      raise files.DamagedFileError(f"{path}: not valid JSON (an interrupted write?)") from None
+      raise files.DamagedFileError(f"{path}: not valid JSON (an interrupted write?); "
+                                   f"{_FIX_CONFIG}") from None
 
 
 def holds_work(workdir: str) -> bool:
