@@ -103,6 +103,21 @@ def test_bad_config_file_or_argument(tmp_path, monkeypatch, capsys, args, messag
   _assert_one_line_error(out, message)
 
 
+@pytest.mark.parametrize("text, message", [
+    ("def get_config(:\n", "SyntaxError: invalid syntax"),
+    ("def get_config(arg=None):\n  return 1 / 0\n", "ZeroDivisionError: division by zero"),
+    (None, "--config: [Errno 21] Is a directory"),
+], ids=["syntax_error", "raises", "a_directory"])
+def test_a_broken_config_file_is_named(tmp_path, monkeypatch, capsys, text, message):
+  """A config file with a syntax error said only "invalid syntax (x.py, line 1)", one that raised
+  only "division by zero"; a directory added ml_collections' "Configuration is not available"."""
+  path = tmp_path / "exp.py"
+  path.write_text(text) if text else path.mkdir()
+  out = launch(monkeypatch, capsys, f"--config={path}", f"--workdir={tmp_path / 'w'}")
+  _assert_one_line_error(out, (f"--config={path}: " if text else "") + message)
+  assert "not available" not in out.stderr and not (tmp_path / "w").exists()
+
+
 def test_workdir_that_is_a_file(tmp_path, monkeypatch, capsys):
   path = tmp_path / "file"
   path.write_text("precious")
