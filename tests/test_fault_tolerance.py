@@ -301,6 +301,24 @@ def test_no_intact_checkpoint_is_one_line_and_moves_nothing(tmp_path):
   assert sorted(p.name for p in (tmp_path / "checkpoints" / "t").iterdir()) == ["16", "8"]
 
 
+def test_a_truncated_checkpoint_array_is_named_by_what_is_wrong(tmp_path):
+  """TensorStore's error printed an array index and a bound method's repr cut at 200 characters;
+  the line now says which file holds too few bytes."""
+  import jax.numpy as jnp
+  from superalign.core.checkpoint import Checkpointer
+  from superalign.core.errors import ConfigError
+  tree = {"w": jnp.arange(20000.0)}
+  saver = Checkpointer(str(tmp_path), every=1, keep=1)
+  saver.save(1, tree, {"step": 1})
+  saver.close()
+  os.truncate(_largest_file(tmp_path / "1" / "state"), 100)
+  with pytest.raises(ConfigError) as e:
+    Checkpointer(str(tmp_path), every=1, keep=1).restore_latest(tree)
+  message = str(e.value)
+  assert "\n" not in message and "bound method" not in message, message
+  assert "step 1: OUT_OF_RANGE" in message and "is not valid for value of size 100" in message
+
+
 @pytest.mark.e2e
 @pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
 def test_a_signal_then_resume_writes_the_same_metrics_file(tmp_path, signum):
