@@ -29,6 +29,16 @@ def test_a_cached_file_lacking_a_read_array_is_set_aside_and_recomputed(tmp_path
   assert calls == [1]
 
 
+def test_a_cached_file_of_other_sizes_is_set_aside_and_recomputed(tmp_path):
+  """Weak labels of 5 rows where the split has 7 were a ValueError traceback from np.stack."""
+  _plant(tmp_path / "w.npz", test=np.zeros((2, 5, 10)))
+  out = files.cached(str(tmp_path), "w", lambda: {"test": np.ones((2, 7, 10))},
+                     keys={"test": (2, 7)})
+  assert out["test"].shape == (2, 7, 10)
+  assert np.load(tmp_path / "w.npz.bad")["test"].shape == (2, 5, 10)   # kept, not deleted
+  assert files.cached(str(tmp_path), "w", lambda: 1 / 0, keys={"test": (2, 7)})["test"].all()
+
+
 def test_a_pool_reads_a_cached_sample_file_with_the_wrong_arrays_as_a_recompute(tmp_path,
                                                                                   monkeypatch):
   """A real reader: the process room's pools index ``["tokens"]`` of their cached samples."""

@@ -24,6 +24,8 @@ from superalign.data.splits import Split
 from superalign.parties.classifier import Model, train_classifier
 from superalign.w2s import cleaning as cleaning_lib, losses
 
+WEAK_LABEL_SPLITS = ("train_b", "val", "test")   # the splits a weak model labels
+
 
 def _logits(model, x, probe: bool):
   if probe:  # a linear probe: no gradient reaches the (frozen) backbone
@@ -131,11 +133,10 @@ class Ladder:
 
     def compute():
       trained = self._truth_stack(name, "train_a", "supervisor", warm)
-      return {k: trained.predict(self.splits[k].x).astype(np.float32)
-              for k in ("train_b", "val", "test")}
+      return {k: trained.predict(self.splits[k].x).astype(np.float32) for k in WEAK_LABEL_SPLITS}
 
     return cached(self.workdir, f"weak_labels/{models.label(name)}", compute,
-                  keys=("train_b", "val", "test"))
+                  keys={k: (len(self.seeds), len(self.splits[k])) for k in WEAK_LABEL_SPLITS})
 
   def ceiling(self, name: str, warm) -> np.ndarray:
     """Test predictions ``[seeds, N, classes]`` of ``name`` trained on ``train_b`` ground truth."""
