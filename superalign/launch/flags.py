@@ -117,7 +117,8 @@ def exit_line(e: BaseException, config, workdir: str | None) -> tuple[str, int] 
     return "interrupted; nothing saved; run the same command again to resume", 130
   if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
     return workdir_lib.os_error_line(workdir or ".", e), EXIT_FAILED
-  return None
+  line = isinstance(e, OSError) and workdir and workdir_lib.blocked_line(workdir, e)
+  return (line, EXIT_USAGE) if line else None
 
 
 def flag_error_line(e: flags.Error) -> str:

@@ -151,6 +151,24 @@ def os_error_line(workdir: str, e: OSError) -> str:
   return f"workdir {workdir}: cannot write there: {reason}{where}"
 
 
+def blocked_line(workdir: str, e: OSError) -> str | None:
+  """One line for a path inside ``workdir`` that is in the way of what the run writes there (a
+  file where the run makes a folder, a folder where it writes a file), or None for an error
+  elsewhere."""
+  if e.errno not in (errno.EEXIST, errno.EISDIR, errno.ENOTDIR) or not e.filename:
+    return None
+  path = os.path.abspath(os.fspath(e.filename2 if e.errno == errno.EISDIR and e.filename2
+                                   else e.filename))
+  while e.errno == errno.ENOTDIR and not os.path.lexists(path) and path != os.path.dirname(path):
+    path = os.path.dirname(path)   # the file below which a folder could not be made
+  workdir = os.path.abspath(workdir)
+  if not path.startswith(workdir + os.sep):
+    return None
+  what = "a folder" if os.path.isdir(path) else "a file"
+  return (f"{path}: {what} in the way of what this run writes there; move it aside to resume "
+          f"workdir {workdir}, or choose another workdir")
+
+
 def free_space(path: str) -> str:
   """Free space on the file system holding ``path`` (its nearest existing parent), e.g. "12 MB"."""
   path = os.path.abspath(path)
