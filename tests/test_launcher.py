@@ -221,6 +221,17 @@ def test_a_workdir_of_another_kind_of_run_is_named_by_its_kind(tmp_path, monkeyp
   assert (tmp_path / "results.json").read_text() == "{}"
 
 
+@pytest.mark.parametrize("text", ["[]", "null", '"w2s"'])
+def test_a_config_json_that_is_not_a_config_is_named(tmp_path, monkeypatch, capsys, text):
+  """Valid JSON but no dict was compared key by key: ": [] then, {...the whole config} now"."""
+  (tmp_path / "config.json").write_text(text)
+  (tmp_path / "results.json").write_text("{}")
+  out = launch(monkeypatch, capsys, "--config=experiments/supervised/digits.py:smoke",
+               f"--workdir={tmp_path}")
+  _assert_one_line_error(out, f"{tmp_path / 'config.json'}: holds a JSON ")
+  assert "not a run's config; move it aside" in out.stderr
+
+
 def test_a_config_json_that_cannot_be_read_is_named(tmp_path, monkeypatch, capsys):
   """Issue 32: a directory in config.json's place was an IsADirectoryError traceback."""
   (tmp_path / "config.json").mkdir()

@@ -66,7 +66,7 @@ def claim(config, workdir: str | None, root: str = "runs"):
 
 def _check_same_config(workdir: str, path: str, resolved: dict) -> None:
   saved = files.read_guarded(path, _read_json, _FIX_CONFIG)
-  kinds = (saved.get("kind"), resolved.get("kind")) if isinstance(saved, dict) else (0, 0)
+  kinds = saved.get("kind"), resolved.get("kind")
   # Another protocol's run differs everywhere: its kind says so, not its first differing key.
   diff = (f"kind: {kinds[0]!r} then, {kinds[1]!r} now" if kinds[0] != kinds[1] else
           first_difference(saved, resolved))
@@ -89,10 +89,14 @@ _FIX_CONFIG = ("move it aside to resume this workdir with the current config, or
 def _read_json(path: str):
   with open(path) as f:
     try:
-      return json.load(f)
+      saved = json.load(f)
     except ValueError:   # JSON or UTF-8
       raise files.DamagedFileError(f"{path}: not valid JSON (an interrupted write?); "
                                    f"{_FIX_CONFIG}") from None
+  if not isinstance(saved, dict):
+    raise files.DamagedFileError(f"{path}: holds a JSON {type(saved).__name__}, not a run's "
+                                 f"config; {_FIX_CONFIG}")
+  return saved
 
 
 def holds_work(workdir: str) -> bool:
