@@ -232,6 +232,19 @@ def test_a_config_json_that_is_not_a_config_is_named(tmp_path, monkeypatch, caps
   assert "not a run's config; move it aside" in out.stderr
 
 
+def test_a_hugging_face_checkpoint_is_not_taken_as_a_workdir(tmp_path, monkeypatch, capsys):
+  """Its config.json (no work beside it) was set aside as config.json.old and replaced by the
+  run's, leaving a checkpoint transformers cannot load."""
+  hf = '{"model_type": "gpt2", "n_layer": 2}'
+  (tmp_path / "config.json").write_text(hf)
+  out = launch(monkeypatch, capsys, "--config=experiments/supervised/digits.py:smoke",
+               f"--workdir={tmp_path}")
+  _assert_one_line_error(out, f"{tmp_path / 'config.json'}: not a superalign run's config (no "
+                         "'kind'; model_type 'gpt2': a Hugging Face checkpoint's)")
+  assert sorted(os.listdir(tmp_path)) == [".lock", "config.json"]
+  assert (tmp_path / "config.json").read_text() == hf
+
+
 def test_a_config_json_that_cannot_be_read_is_named(tmp_path, monkeypatch, capsys):
   """Issue 32: a directory in config.json's place was an IsADirectoryError traceback."""
   (tmp_path / "config.json").mkdir()

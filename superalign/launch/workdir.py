@@ -96,6 +96,11 @@ def _read_json(path: str):
   if not isinstance(saved, dict):
     raise files.DamagedFileError(f"{path}: holds a JSON {type(saved).__name__}, not a run's "
                                  f"config; {_FIX_CONFIG}")
+  if "kind" not in saved:   # another program's (a Hugging Face checkpoint's): never set aside
+    what = (f"model_type {saved['model_type']!r}: a Hugging Face checkpoint's"
+            if "model_type" in saved else "another program's?")
+    raise files.DamagedFileError(f"{path}: not a superalign run's config (no 'kind'; {what}); "
+                                 f"{_FIX_CONFIG}")
   return saved
 
 
