@@ -55,9 +55,10 @@ def test_checkpoints_sharing_a_directory_name_never_share_a_stage(tmp_path, monk
   assert models.label(f"{name_a}/") == models.label(name_a)  # however the path is written
   # The w2s stages (weak labels cached per model) take their names from it.
   cached = {}
-  monkeypatch.setattr(stages, "cached", lambda workdir, name, compute: cached.setdefault(
+  monkeypatch.setattr(stages, "cached", lambda workdir, name, compute, keys=(): cached.setdefault(
       name, len(cached)))
-  ladder = stages.Ladder(None, Model("mlp_tiny"), None, None, {}, str(tmp_path), [0])
+  splits = {k: () for k in stages.WEAK_LABEL_SPLITS}   # sizes only: nothing is computed
+  ladder = stages.Ladder(None, Model("mlp_tiny"), None, None, splits, str(tmp_path), [0])
   assert ladder.supervise(name_a, None) != ladder.supervise(name_b, None)
   # A checkpoint saved again over the same directory is another model: its stages are new.
   before = models.label(name_a)
