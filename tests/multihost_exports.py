@@ -61,7 +61,8 @@ def main() -> None:
   assert store.array().tobytes() == rows.tobytes() and len(store.shards) == 4
   # A write that fails on process 0 (a directory under a file) raises on both, hangs neither.
   try:
-    hf_gpt2.save(os.path.join(out, "acts", "index.json", "gpt2"), placed, {})
+    hf_gpt2.save(os.path.join(out, "acts", "index.json", "gpt2"), placed,
+                 hf_gpt2.read_config(checkpoint))
   except Exception as e:
     raised = type(e).__name__
   else:

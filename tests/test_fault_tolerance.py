@@ -301,6 +301,52 @@ def test_no_intact_checkpoint_is_one_line_and_moves_nothing(tmp_path):
   assert sorted(p.name for p in (tmp_path / "checkpoints" / "t").iterdir()) == ["16", "8"]
 
 
+def test_a_file_in_place_of_a_workdir_folder_is_one_line(tmp_path, monkeypatch, capsys):
+  """A file named ``checkpoints`` in the workdir was a NotADirectoryError traceback."""
+  (tmp_path / "checkpoints").write_text("notes")
+  out = launch(monkeypatch, capsys, "--config=experiments/supervised/digits.py:smoke",
+               f"--workdir={tmp_path}")
+  _assert_one_line_error(out, f"{tmp_path / 'checkpoints'}: a file in the way of what this run "
+                         f"writes there; move it aside to resume workdir {tmp_path}")
+  assert (tmp_path / "checkpoints").read_text() == "notes"
+
+
+@pytest.mark.parametrize("make, error, blocked", [
+    ("results.json/", IsADirectoryError(21, "Is a directory", "W/results.json.tmp", None,
+                                        "W/results.json"), "results.json: a folder"),
+    ("plots", FileExistsError(17, "File exists", "W/plots"), "plots: a file"),
+    ("tb", NotADirectoryError(20, "Not a directory", "W/tb/stage/run"), "tb: a file"),
+])
+def test_a_path_in_the_way_inside_the_workdir_is_named(tmp_path, make, error, blocked):
+  from superalign.launch import flags as launch_flags
+  (tmp_path / make).mkdir() if make.endswith("/") else (tmp_path / make).write_text("x")
+  error.filename = error.filename.replace("W", str(tmp_path), 1)
+  if error.filename2:
+    error.filename2 = error.filename2.replace("W", str(tmp_path), 1)
+  line, code = launch_flags.exit_line(error, None, str(tmp_path))
+  assert line.startswith(f"{tmp_path}/{blocked} in the way") and code == 2, line
+  elsewhere = FileExistsError(17, "File exists", str(tmp_path.parent / "x"))
+  assert launch_flags.exit_line(elsewhere, None, str(tmp_path)) is None   # a bug elsewhere
+
+
+def test_a_truncated_checkpoint_array_is_named_by_what_is_wrong(tmp_path):
+  """TensorStore's error printed an array index and a bound method's repr cut at 200 characters;
+  the line now says which file holds too few bytes."""
+  import jax.numpy as jnp
+  from superalign.core.checkpoint import Checkpointer
+  from superalign.core.errors import ConfigError
+  tree = {"w": jnp.arange(20000.0)}
+  saver = Checkpointer(str(tmp_path), every=1, keep=1)
+  saver.save(1, tree, {"step": 1})
+  saver.close()
+  os.truncate(_largest_file(tmp_path / "1" / "state"), 100)
+  with pytest.raises(ConfigError) as e:
+    Checkpointer(str(tmp_path), every=1, keep=1).restore_latest(tree)
+  message = str(e.value)
+  assert "\n" not in message and "bound method" not in message, message
+  assert "step 1: OUT_OF_RANGE" in message and "is not valid for value of size 100" in message
+
+
 @pytest.mark.e2e
 @pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
 def test_a_signal_then_resume_writes_the_same_metrics_file(tmp_path, signum):

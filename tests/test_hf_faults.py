@@ -55,9 +55,10 @@ def test_checkpoints_sharing_a_directory_name_never_share_a_stage(tmp_path, monk
   assert models.label(f"{name_a}/") == models.label(name_a)  # however the path is written
   # The w2s stages (weak labels cached per model) take their names from it.
   cached = {}
-  monkeypatch.setattr(stages, "cached", lambda workdir, name, compute: cached.setdefault(
+  monkeypatch.setattr(stages, "cached", lambda workdir, name, compute, keys=(): cached.setdefault(
       name, len(cached)))
-  ladder = stages.Ladder(None, Model("mlp_tiny"), None, None, {}, str(tmp_path), [0])
+  splits = {k: () for k in stages.WEAK_LABEL_SPLITS}   # sizes only: nothing is computed
+  ladder = stages.Ladder(None, Model("mlp_tiny"), None, None, splits, str(tmp_path), [0])
   assert ladder.supervise(name_a, None) != ladder.supervise(name_b, None)
   # A checkpoint saved again over the same directory is another model: its stages are new.
   before = models.label(name_a)
@@ -127,6 +128,19 @@ def test_a_save_into_a_folder_without_a_checkpoint_is_refused(tmp_path, valid, f
   one_line(e, str(tmp_path), "already holds", "choose another folder")
   assert sorted(os.listdir(tmp_path)) == files
   assert all((tmp_path / name).read_text() == "{}" for name in files)
+
+
+@pytest.mark.parametrize("family, name, key, size",
+                         [(hf_gpt2, "whole", "n_layer", 3), (hf_neox, "neox", "hidden_size", 64)])
+def test_a_save_whose_config_does_not_fit_the_parameters_is_refused(tmp_path, valid, family,
+                                                                   name, key, size):
+  # A config.json of another size beside these weights would be a checkpoint no loader reads.
+  params = family.load(str(valid / name))
+  hf = {**family.read_config(str(valid / name)), key: size}
+  with pytest.raises(ConfigError) as e:
+    family.save(str(tmp_path / "out"), params, hf)
+  one_line(e, str(tmp_path / "out"), f"{key}={size}")
+  assert not os.path.exists(tmp_path / "out")
 
 
 # 3. Half-precision checkpoints: float32 parameters, compute as configured.

@@ -103,6 +103,21 @@ def test_bad_config_file_or_argument(tmp_path, monkeypatch, capsys, args, messag
   _assert_one_line_error(out, message)
 
 
+@pytest.mark.parametrize("text, message", [
+    ("def get_config(:\n", "SyntaxError: invalid syntax"),
+    ("def get_config(arg=None):\n  return 1 / 0\n", "ZeroDivisionError: division by zero"),
+    (None, "--config: [Errno 21] Is a directory"),
+], ids=["syntax_error", "raises", "a_directory"])
+def test_a_broken_config_file_is_named(tmp_path, monkeypatch, capsys, text, message):
+  """A config file with a syntax error said only "invalid syntax (x.py, line 1)", one that raised
+  only "division by zero"; a directory added ml_collections' "Configuration is not available"."""
+  path = tmp_path / "exp.py"
+  path.write_text(text) if text else path.mkdir()
+  out = launch(monkeypatch, capsys, f"--config={path}", f"--workdir={tmp_path / 'w'}")
+  _assert_one_line_error(out, (f"--config={path}: " if text else "") + message)
+  assert "not available" not in out.stderr and not (tmp_path / "w").exists()
+
+
 def test_workdir_that_is_a_file(tmp_path, monkeypatch, capsys):
   path = tmp_path / "file"
   path.write_text("precious")
@@ -190,8 +205,44 @@ def test_an_invalid_config_json_is_named_and_kept(tmp_path, monkeypatch, capsys)
   (tmp_path / "config.json").write_text('{"kind": "superv')
   out = launch(monkeypatch, capsys, "--config=experiments/supervised/digits.py:smoke",
                f"--workdir={tmp_path}")
-  _assert_one_line_error(out, f"{tmp_path / 'config.json'}: not valid JSON")
+  _assert_one_line_error(out, f"{tmp_path / 'config.json'}: not valid JSON (an interrupted "
+                         "write?); move it aside")   # what to do, as for an unreadable one
   assert (tmp_path / "config.json").read_text() == '{"kind": "superv'
+
+
+def test_a_workdir_of_another_kind_of_run_is_named_by_its_kind(tmp_path, monkeypatch, capsys):
+  """A w2s run's workdir given to a supervised config was refused over data.splits.pretrain."""
+  (tmp_path / "config.json").write_text(json.dumps({"kind": "w2s", "data": {"splits": {}}}))
+  (tmp_path / "results.json").write_text("{}")
+  out = launch(monkeypatch, capsys, "--config=experiments/supervised/digits.py:smoke",
+               f"--workdir={tmp_path}")
+  _assert_one_line_error(out, "holds a run with a different config (kind: 'w2s' then, "
+                         "'supervised' now); resume with the same config or choose another")
+  assert (tmp_path / "results.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize("text", ["[]", "null", '"w2s"'])
+def test_a_config_json_that_is_not_a_config_is_named(tmp_path, monkeypatch, capsys, text):
+  """Valid JSON but no dict was compared key by key: ": [] then, {...the whole config} now"."""
+  (tmp_path / "config.json").write_text(text)
+  (tmp_path / "results.json").write_text("{}")
+  out = launch(monkeypatch, capsys, "--config=experiments/supervised/digits.py:smoke",
+               f"--workdir={tmp_path}")
+  _assert_one_line_error(out, f"{tmp_path / 'config.json'}: holds a JSON ")
+  assert "not a run's config; move it aside" in out.stderr
+
+
+def test_a_hugging_face_checkpoint_is_not_taken_as_a_workdir(tmp_path, monkeypatch, capsys):
+  """Its config.json (no work beside it) was set aside as config.json.old and replaced by the
+  run's, leaving a checkpoint transformers cannot load."""
+  hf = '{"model_type": "gpt2", "n_layer": 2}'
+  (tmp_path / "config.json").write_text(hf)
+  out = launch(monkeypatch, capsys, "--config=experiments/supervised/digits.py:smoke",
+               f"--workdir={tmp_path}")
+  _assert_one_line_error(out, f"{tmp_path / 'config.json'}: not a superalign run's config (no "
+                         "'kind'; model_type 'gpt2': a Hugging Face checkpoint's)")
+  assert sorted(os.listdir(tmp_path)) == [".lock", "config.json"]
+  assert (tmp_path / "config.json").read_text() == hf
 
 
 def test_a_config_json_that_cannot_be_read_is_named(tmp_path, monkeypatch, capsys):

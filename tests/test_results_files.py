@@ -2,6 +2,8 @@
 holding the wrong arrays is recomputed (not a ``KeyError`` on every rerun); a damaged file a user
 or an earlier run made is one line naming it and what to do."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -25,6 +27,16 @@ def test_a_cached_file_lacking_a_read_array_is_set_aside_and_recomputed(tmp_path
   again = files.cached(str(tmp_path), "games/g", compute, keys=("y",))  # now it is reused
   np.testing.assert_array_equal(again["y"], np.arange(4))
   assert calls == [1]
+
+
+def test_a_cached_file_of_other_sizes_is_set_aside_and_recomputed(tmp_path):
+  """Weak labels of 5 rows where the split has 7 were a ValueError traceback from np.stack."""
+  _plant(tmp_path / "w.npz", test=np.zeros((2, 5, 10)))
+  out = files.cached(str(tmp_path), "w", lambda: {"test": np.ones((2, 7, 10))},
+                     keys={"test": (2, 7)})
+  assert out["test"].shape == (2, 7, 10)
+  assert np.load(tmp_path / "w.npz.bad")["test"].shape == (2, 5, 10)   # kept, not deleted
+  assert files.cached(str(tmp_path), "w", lambda: 1 / 0, keys={"test": (2, 7)})["test"].all()
 
 
 def test_a_pool_reads_a_cached_sample_file_with_the_wrong_arrays_as_a_recompute(tmp_path,
@@ -64,3 +76,14 @@ def test_read_guarded_is_one_line_naming_the_file_and_the_fix(tmp_path, content,
   line = str(e.value)
   assert "\n" not in line and line.startswith(f"{path}: ") and reason in line
   assert line.endswith("; delete it to recompute")
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_atomic_folder_under_a_file_is_not_a_directory(tmp_path, depth):
+  # A folder whose parent is a file (an export path under an index.json) is NotADirectoryError,
+  # as for any write under a file, never "file exists" about the parent.
+  (tmp_path / "index.json").write_text("{}")
+  target = os.path.join(tmp_path, "index.json", *["sub"] * depth)
+  with pytest.raises(NotADirectoryError):
+    files.atomic_folder(target, lambda new: None)
+  assert sorted(os.listdir(tmp_path)) == ["index.json"]

@@ -68,3 +68,21 @@ def test_gpt2_smoke_from_the_command_line(ladder, tmp_path):
   assert out.returncode == 0, out.stderr[-3000:]
   weak, strong = (models.label(f"hf:{d}") for d in dirs.split(":"))
   assert f"{weak} supervises {strong}" in out.stdout + out.stderr
+
+
+@pytest.mark.e2e
+def test_a_weak_checkpoint_saved_again_retrains_the_students(tmp_path):
+  """A rerun after the weak checkpoint was saved again (same path, same config) resumed the
+  students taught by the old weak model and reported them beside the new weak model's numbers."""
+  from conftest import save_tiny_gpt2
+  ladder = write_gpt2_ladder(tmp_path / "ladder")
+  runners.execute(_config(ladder), str(tmp_path / "run"))
+  weak = ladder[0].split(":")[0]
+  save_tiny_gpt2(weak, seed=7, tokenizer_from=tmp_path / "ladder" / "tok", n_layer=1, n_embd=16,
+                 n_head=2)   # as write_gpt2_ladder's weak model, other weights
+  again = runners.execute(_config(ladder), str(tmp_path / "run"))
+  fresh = runners.execute(_config(ladder), str(tmp_path / "fresh"))
+  strong = _config(ladder).w2s.ladder[1]
+  assert json.dumps(again["pairs"]) == json.dumps(fresh["pairs"])   # the new weak's students
+  students = tmp_path / "run" / "checkpoints" / "student" / models.label(strong)
+  assert len(list(students.iterdir())) == 2      # the old weak model's students are kept

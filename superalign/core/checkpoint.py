@@ -67,7 +67,7 @@ class Checkpointer:
       try:
         state, meta = self.restore(step, like)
       except Exception as e:  # Orbax, TensorStore and JSON errors alike: the step is unreadable
-        failed.append((step, first_line(e)[:200]))
+        failed.append((step, _unreadable(e)))
         continue
       if failed:
         self._set_aside([s for s, _ in failed])
@@ -95,6 +95,16 @@ class Checkpointer:
     with _os_errors(self.directory):
       self.manager.wait_until_finished()
       self.manager.close()
+
+
+def _unreadable(e: BaseException) -> str:
+  """Why a step does not restore, in one short line: TensorStore's message names an array index
+  and then prints a whole spec object; the error it was raised from says what is wrong."""
+  text = first_line(e)
+  if "See full TensorStore details" in text:
+    text = (first_line(e.__cause__) if e.__cause__ else
+            text.split(" See full TensorStore details")[0])
+  return re.sub(r' in OCDBT database at local file "[^"]*"', "", text)[:200]  # the folder is named
 
 
 @contextlib.contextmanager

@@ -117,7 +117,8 @@ def exit_line(e: BaseException, config, workdir: str | None) -> tuple[str, int] 
     return "interrupted; nothing saved; run the same command again to resume", 130
   if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
     return workdir_lib.os_error_line(workdir or ".", e), EXIT_FAILED
-  return None
+  line = isinstance(e, OSError) and workdir and workdir_lib.blocked_line(workdir, e)
+  return (line, EXIT_USAGE) if line else None
 
 
 def flag_error_line(e: flags.Error) -> str:
@@ -195,8 +196,8 @@ def config_load_line(e: BaseException, argv: list[str] = ()) -> str:
   text = str(e)
   if isinstance(e, AttributeError) and "get_config" in text:
     return unknown_override(e, list(argv))
-  if "Failed loading config file" not in text:
-    return f"--config: {first_line(e)}"
+  if "Failed loading config file" not in text:   # ml_collections' wording adds nothing
+    return f"--config: {first_line(e).split('earlier failure to load: ', 1)[-1]}"
   for line in text.splitlines():
     if "No such file" in line or "Errno" in line:
       return f"--config: {line.strip()}"
@@ -212,4 +213,11 @@ def parse_flags(argv: list[str]) -> list[str]:
   except (AttributeError, KeyError) as e:  # an override of a key that does not exist
     fail(unknown_override(e, argv))
   except Exception as e:  # the config file itself failed to load or to run get_config
-    fail(first_line(e))
+    fail(config_file_line(e, argv))
+
+
+def config_file_line(e: BaseException, argv: list[str]) -> str:
+  """An error raised while the ``--config`` file is run, naming that file and the error's type
+  (``invalid syntax (x.py, line 3)`` or ``division by zero`` alone does not say where)."""
+  kind = "" if isinstance(e, ConfigError) else f"{type(e).__name__}: "
+  return f"{_config_arg(argv)}: {kind}{first_line(e)}"

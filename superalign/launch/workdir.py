@@ -65,9 +65,11 @@ def claim(config, workdir: str | None, root: str = "runs"):
 
 
 def _check_same_config(workdir: str, path: str, resolved: dict) -> None:
-  saved = files.read_guarded(path, _read_json, "move it aside to resume this workdir with the "
-                             "current config, or choose another workdir")
-  diff = first_difference(saved, resolved)
+  saved = files.read_guarded(path, _read_json, _FIX_CONFIG)
+  kinds = saved.get("kind"), resolved.get("kind")
+  # Another protocol's run differs everywhere: its kind says so, not its first differing key.
+  diff = (f"kind: {kinds[0]!r} then, {kinds[1]!r} now" if kinds[0] != kinds[1] else
+          first_difference(saved, resolved))
   if not diff:
     return
   if holds_work(workdir):
@@ -80,12 +82,26 @@ def _check_same_config(workdir: str, path: str, resolved: dict) -> None:
               ", ".join(os.path.basename(p) for p in kept))
 
 
+_FIX_CONFIG = ("move it aside to resume this workdir with the current config, or choose another "
+               "workdir")
+
+
 def _read_json(path: str):
   with open(path) as f:
     try:
-      return json.load(f)
+      saved = json.load(f)
     except ValueError:   # JSON or UTF-8
-      raise files.DamagedFileError(f"{path}: not valid JSON (an interrupted write?)") from None
+      raise files.DamagedFileError(f"{path}: not valid JSON (an interrupted write?); "
+                                   f"{_FIX_CONFIG}") from None
+  if not isinstance(saved, dict):
+    raise files.DamagedFileError(f"{path}: holds a JSON {type(saved).__name__}, not a run's "
+                                 f"config; {_FIX_CONFIG}")
+  if "kind" not in saved:   # another program's (a Hugging Face checkpoint's): never set aside
+    what = (f"model_type {saved['model_type']!r}: a Hugging Face checkpoint's"
+            if "model_type" in saved else "another program's?")
+    raise files.DamagedFileError(f"{path}: not a superalign run's config (no 'kind'; {what}); "
+                                 f"{_FIX_CONFIG}")
+  return saved
 
 
 def holds_work(workdir: str) -> bool:
@@ -142,6 +158,24 @@ def os_error_line(workdir: str, e: OSError) -> str:
     reason += f", {free_space(workdir)} free; free some space and run the same command to resume"
   where = f" ({e.filename})" if e.filename and os.fspath(e.filename) != workdir else ""
   return f"workdir {workdir}: cannot write there: {reason}{where}"
+
+
+def blocked_line(workdir: str, e: OSError) -> str | None:
+  """One line for a path inside ``workdir`` that is in the way of what the run writes there (a
+  file where the run makes a folder, a folder where it writes a file), or None for an error
+  elsewhere."""
+  if e.errno not in (errno.EEXIST, errno.EISDIR, errno.ENOTDIR) or not e.filename:
+    return None
+  path = os.path.abspath(os.fspath(e.filename2 if e.errno == errno.EISDIR and e.filename2
+                                   else e.filename))
+  while e.errno == errno.ENOTDIR and not os.path.lexists(path) and path != os.path.dirname(path):
+    path = os.path.dirname(path)   # the file below which a folder could not be made
+  workdir = os.path.abspath(workdir)
+  if not path.startswith(workdir + os.sep):
+    return None
+  what = "a folder" if os.path.isdir(path) else "a file"
+  return (f"{path}: {what} in the way of what this run writes there; move it aside to resume "
+          f"workdir {workdir}, or choose another workdir")
 
 
 def free_space(path: str) -> str:

@@ -216,10 +216,14 @@ def read_tensors(path: str, hf: Mapping[str, Any] | None = None) -> dict[str, np
   if head is not None and "wte.weight" in tensors and not np.array_equal(head, tensors["wte.weight"]):
     raise ConfigError(f"model.name=hf:{path}: lm_head.weight differs from wte.weight; superalign's "
                       "GPT-2 ties its LM head to the token embedding")
-  check_shapes(tensors, _shapes(hf), f"model.name=hf:{path}", "GPT-2",
-               f"n_embd={hf['n_embd']}, n_layer={hf['n_layer']}, "
-               f"vocab_size={hf['vocab_size']}")
+  check(tensors, hf, f"model.name=hf:{path}")
   return tensors
+
+
+def check(tensors: Mapping[str, np.ndarray], hf: Mapping[str, Any], where: str) -> None:
+  """``tensors`` (GPT-2 names, no prefix) are those ``hf`` describes: one line if not."""
+  check_shapes(tensors, _shapes(hf), where, "GPT-2",
+               f"n_embd={hf['n_embd']}, n_layer={hf['n_layer']}, vocab_size={hf['vocab_size']}")
 
 
 def to_params(tensors: Mapping[str, np.ndarray], hf: Mapping[str, Any]) -> dict:
@@ -348,7 +352,9 @@ def save(path: str, params: Mapping, hf: Mapping[str, Any], *,
 
   Across processes every process calls it (the parameters are gathered collectively), process 0
   writes, and all return once the checkpoint is complete."""
-  tensors = {_PREFIX + k: np.ascontiguousarray(v) for k, v in from_params(params).items()}
+  tensors = from_params(params)
+  check(tensors, hf, f"hf_gpt2.save({path})")   # never a checkpoint no loader reads back
+  tensors = {_PREFIX + k: np.ascontiguousarray(v) for k, v in tensors.items()}
   mesh_lib.write_once(f"hf_gpt2.save {path}",
                       lambda: write_checkpoint(path, tensors, hf, max_shard_bytes))
 

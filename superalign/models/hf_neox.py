@@ -128,11 +128,17 @@ def read_tensors(path: str, hf: Mapping[str, Any] | None = None) -> dict[str, np
       raise ConfigError(f"{where}: tie_word_embeddings is true but embed_out.weight differs "
                         "from embed_in.weight")
     del tensors["embed_out.weight"]
-  hf_gpt2.check_shapes(tensors, expected, where, "GPT-NeoX",
+  check(tensors, hf, where)
+  return tensors
+
+
+def check(tensors: Mapping[str, np.ndarray], hf: Mapping[str, Any], where: str) -> None:
+  """``tensors`` (GPT-NeoX names, ``embed_out.weight`` only if untied) are those ``hf``
+  describes: one line if not."""
+  hf_gpt2.check_shapes(tensors, _shapes(hf), where, "GPT-NeoX",
                        f"hidden_size={hf['hidden_size']}, "
                        f"num_hidden_layers={hf['num_hidden_layers']}, "
                        f"vocab_size={hf['vocab_size']}")
-  return tensors
 
 
 def to_params(tensors: Mapping[str, np.ndarray], hf: Mapping[str, Any]) -> dict:
@@ -208,7 +214,9 @@ def save(path: str, params: Mapping, hf: Mapping[str, Any], *,
   ``GPTNeoXForCausalLM`` (``gpt_neox.`` names, ``embed_out.weight`` at the top), replacing a
   checkpoint already in ``path`` whole (``hf_gpt2.write_checkpoint``). Across
   processes every process calls it, process 0 writes, and all return once it is complete."""
+  tensors = from_params(params)
+  check(tensors, hf, f"hf_neox.save({path})")   # never a checkpoint no loader reads back
   tensors = {(k if k.startswith("embed_out.") else _PREFIX + k): np.ascontiguousarray(v)
-             for k, v in from_params(params).items()}
+             for k, v in tensors.items()}
   mesh_lib.write_once(f"hf_neox.save {path}",
                       lambda: hf_gpt2.write_checkpoint(path, tensors, hf, max_shard_bytes))

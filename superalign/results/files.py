@@ -6,6 +6,7 @@ run made (``read_guarded``: a damaged file is one line naming it and what to do)
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import math
@@ -13,7 +14,7 @@ import os
 import shutil
 import time
 import uuid
-from typing import Callable, Iterable, TypeVar
+from typing import Callable, Iterable, Mapping, TypeVar
 
 import jax
 import numpy as np
@@ -69,6 +70,8 @@ def atomic_folder(path: str, write: Callable[[str], None]) -> None:
   a reader sees the old folder or the new one, never a mix, and a failed write leaves the old one
   as it was and no temporary."""
   parent, name = os.path.split(os.path.abspath(path))
+  if os.path.exists(parent) and not os.path.isdir(parent):  # makedirs would say "file exists"
+    raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), parent)
   os.makedirs(parent, exist_ok=True)
   tmp = os.path.join(parent, f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
   os.mkdir(tmp)
@@ -142,10 +145,11 @@ def _finite(value):
 
 
 def cached(workdir: str, name: str, compute: Callable[[], dict],
-           keys: Iterable[str] = ()) -> dict[str, np.ndarray]:
+           keys: Iterable[str] | Mapping[str, tuple[int, ...]] = ()) -> dict[str, np.ndarray]:
   """``compute()`` (a dict of arrays) once per workdir, saved as ``<workdir>/<name>.npz``. A saved
   file that is unreadable, or lacks one of ``keys`` (the arrays its readers index), is set aside
-  and computed again."""
+  and computed again; so is one whose arrays do not begin with the shapes ``keys`` maps them to,
+  where it is a mapping (``{"test": (seeds, rows)}``: a file of another run's sizes)."""
   path = os.path.join(workdir, f"{name}.npz")
   if os.path.exists(path):
     try:
@@ -168,6 +172,10 @@ def _load_npz(path: str, keys: Iterable[str]) -> dict[str, np.ndarray]:
   missing = [k for k in keys if k not in out]
   if missing:
     raise DamagedFileError(f"{path}: has no array {missing[0]!r} (holds {', '.join(out) or 'none'})")
+  for k, lead in (keys.items() if isinstance(keys, Mapping) else ()):
+    if out[k].shape[:len(lead)] != tuple(lead):
+      raise DamagedFileError(f"{path}: array {k!r} has shape {out[k].shape}, not {tuple(lead)} "
+                             "first")
   return out
 
 

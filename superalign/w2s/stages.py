@@ -24,6 +24,16 @@ from superalign.data.splits import Split
 from superalign.parties.classifier import Model, train_classifier
 from superalign.w2s import cleaning as cleaning_lib, losses
 
+WEAK_LABEL_SPLITS = ("train_b", "val", "test")   # the splits a weak model labels
+
+
+def student_tag(strong: str, weak: Sequence[str]) -> str:
+  """The stage of ``strong``'s students of ``weak``. Students learn from the weak models'
+  labels, so weak checkpoints saved again (new identities, same config) name a new stage: a rerun
+  never resumes students taught by the old ones."""
+  taught_by = [models.label(name) for name in weak if models.checkpoint_dir(name)]
+  return f"student/{models.label(strong)}" + (f"/from-{'+'.join(taught_by)}" if taught_by else "")
+
 
 def _logits(model, x, probe: bool):
   if probe:  # a linear probe: no gradient reaches the (frozen) backbone
@@ -131,11 +141,10 @@ class Ladder:
 
     def compute():
       trained = self._truth_stack(name, "train_a", "supervisor", warm)
-      return {k: trained.predict(self.splits[k].x).astype(np.float32)
-              for k in ("train_b", "val", "test")}
+      return {k: trained.predict(self.splits[k].x).astype(np.float32) for k in WEAK_LABEL_SPLITS}
 
     return cached(self.workdir, f"weak_labels/{models.label(name)}", compute,
-                  keys=("train_b", "val", "test"))
+                  keys={k: (len(self.seeds), len(self.splits[k])) for k in WEAK_LABEL_SPLITS})
 
   def ceiling(self, name: str, warm) -> np.ndarray:
     """Test predictions ``[seeds, N, classes]`` of ``name`` trained on ``train_b`` ground truth."""
@@ -159,7 +168,7 @@ class Ladder:
       weak_b = weak_b * keep[..., None]
     loss_ids = np.array([list(loss_names).index(loss) for _, loss, _ in runs], np.int32)
     for round_ in range(s2s_rounds + 1):
-      tag = f"student/{models.label(strong)}" + (f"/round{round_}" if round_ else "")
+      tag = student_tag(strong, list(weak)) + (f"/round{round_}" if round_ else "")
       trained = train_stack(
           self.spec, model, self.objective, train_b, self.inputs, self.workdir, tag=tag,
           seeds=[self.seeds[s] for s in seed_idx], loss_names=list(loss_names),
