@@ -257,3 +257,15 @@ def test_a_damaged_checkpoint_stops_the_launcher_with_one_line(tmp_path, monkeyp
   out = launch(monkeypatch, capsys, f"--config=experiments/w2s/gpt2.py:smoke,dirs={dirs},"
                f"data={data},seeds=1", f"--workdir={tmp_path}/run")
   _assert_one_line_error(out, f"{weak}/model.safetensors")
+
+
+def test_a_checkpoint_without_safetensors_weights_is_refused_at_validation(tmp_path, valid):
+  """A torch-only folder (pytorch_model.bin) passed validation and failed mid-run, after the
+  earlier stages had trained, naming model.name instead of the key that gave it."""
+  folder = tmp_path / "torch_only"
+  folder.mkdir()
+  shutil.copy(valid / "whole" / "config.json", folder / "config.json")
+  (folder / "pytorch_model.bin").write_bytes(b"\0" * 16)
+  with pytest.raises(ConfigError, match=r"^w2s\.ladder=hf:.*no model\.safetensors") as e:
+    models.validate_name(f"hf:{folder}", "w2s.ladder")
+  assert "\n" not in str(e.value)

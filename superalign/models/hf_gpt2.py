@@ -151,14 +151,15 @@ def _shapes(hf: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
   return shapes
 
 
-def weight_files(path: str) -> list[str]:
-  """The checkpoint's safetensors files: the shards its index names, else ``model.safetensors``."""
+def weight_files(path: str, key: str = "model.name") -> list[str]:
+  """The checkpoint's safetensors files: the shards its index names, else ``model.safetensors``
+  (none: one line naming the config ``key`` that gave the checkpoint)."""
   index = os.path.join(path, INDEX)
   if os.path.exists(index):
     return read_guarded(index, _shard_names, FIX)
   if os.path.exists(os.path.join(path, WEIGHTS)):
     return [WEIGHTS]
-  raise ConfigError(f"model.name=hf:{path}: no {WEIGHTS} or {INDEX} in the checkpoint directory "
+  raise ConfigError(f"{key}=hf:{path}: no {WEIGHTS} or {INDEX} in the checkpoint directory "
                     "(save it with save_pretrained(..., safe_serialization=True))")
 
 

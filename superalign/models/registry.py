@@ -100,10 +100,11 @@ def label(name: str) -> str:
 
 def validate_name(name: str, key: str = "model.name") -> None:
   """Raises ConfigError (one line naming ``key``) for an unknown name or an unreadable
-  checkpoint; cheap (reads only a checkpoint's config.json)."""
+  checkpoint; cheap (reads a checkpoint's config.json and index, and looks for its weights)."""
   path = checkpoint_dir(name)
   if path is not None:
     _architecture(path, key)
+    hf_gpt2.weight_files(path, key)   # a torch-only (.bin) folder fails here, not mid-run
   elif name not in MODELS:
     raise ConfigError(f"{key}={name!r}: unknown model; valid: {valid_names()}")
 
