@@ -125,7 +125,7 @@ def test_bad_neox_checkpoints_areone_line(tmp_path):
   one_line(e, "w2s.ladder=hf:", "rope_type='linear'")
 
 
-@pytest.mark.e2e
+@pytest.mark.slow   # 37 s; the GPT-2 ladder e2e tests run the same pipeline by default
 def test_weak_gpt2_supervises_a_strong_pythia_end_to_end(tmp_path):
   """``experiments/w2s/gpt2.py`` with a mixed ladder: a GPT-2 weak model, a GPT-NeoX strong one
   (the same tokenizer), fine-tuned on a small generated sciq set."""

@@ -173,7 +173,7 @@ def test_sigterm_then_rerun_matches_uninterrupted(tmp_path):
     assert a[key] == b[key], key
 
 
-@pytest.mark.e2e
+@pytest.mark.slow   # 42 s: three whole runs
 def test_results_do_not_depend_on_the_compilation_cache(tmp_path):
   """A cold persistent compilation cache, the same cache warm, and none: the same results to the
   last bit (README, Reproducibility)."""

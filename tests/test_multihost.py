@@ -143,6 +143,7 @@ def test_two_processes_train_as_one_and_resume_together(tmp_path):
   assert _workdir_writes(audit, workdir) == []
 
 
+@pytest.mark.slow   # 55 s; two-process training and resume stay in the default run
 def test_a_stacked_w2s_run_in_two_processes(tmp_path):
   one = _single(W2S, tmp_path / "one")
   _run_pair(W2S, tmp_path / "two", tmp_path, mode="--config.distributed=True")

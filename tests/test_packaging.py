@@ -15,7 +15,8 @@ import pytest
 
 from conftest import ROOT, SAFETY_S
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("packaging")]  # one wheel build
+# In the notebook run (`pytest -m notebook`, as .ci/run does): it builds a wheel and runs notebook 08.
+pytestmark = [pytest.mark.notebook, pytest.mark.xdist_group("packaging")]  # one wheel build
 NOT_PACKAGED = ("BUILD", "*.bzl", "__pycache__", "*.pyc")  # Bazel's files and Python's caches
 
 

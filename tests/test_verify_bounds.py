@@ -71,8 +71,13 @@ def test_network_from_a_registry_model_is_its_forward_pass(name):
   np.testing.assert_allclose(N.lowered(net)(x), model(x), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("method", B.METHODS)
-@pytest.mark.parametrize("name", sorted(NETS))
+# The CNNs' optimised bounds take 12-35 s each: by default one CNN per method, the rest under -m slow.
+SLOW_BOUNDS = {("cnn_small", "alpha_crown"), ("cnn_ibp_small", "alpha_crown"), ("cnn_small", "crown")}
+
+
+@pytest.mark.parametrize("name,method", [
+    pytest.param(n, m, marks=[pytest.mark.slow] if (n, m) in SLOW_BOUNDS else [])
+    for n in sorted(NETS) for m in B.METHODS])
 def test_sampled_points_never_leave_the_bounds(name, method):
   net = NETS[name]()
   x = _inputs(net)
