@@ -25,7 +25,8 @@ def _config(ladder, extra=""):
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("mode", ["finetune", "probe"])
+@pytest.mark.parametrize("mode", [  # finetune, the default mode, also runs from the command line
+    pytest.param("finetune", marks=pytest.mark.slow), "probe"])
 def test_gpt2_ladder_end_to_end(ladder, tmp_path, mode):
   config = _config(ladder, f",mode={mode}")
   results = runners.execute(config, str(tmp_path))
