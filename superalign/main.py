@@ -50,8 +50,11 @@ def main(argv):
       fail(f"--distributed: jax.distributed.initialize() failed: {first_line(e).rstrip('.')}; "
            "pass --coordinator_address, --num_processes and --process_id, or on one host run "
            "without --distributed (and config.distributed=False)")
-    except KeyboardInterrupt as e:  # Ctrl-C while waiting for the other processes
-      fail(*launch_flags.exit_line(e, config, workdir))
+    except BaseException as e:  # SIGTERM or Ctrl-C while waiting for the other processes
+      line = launch_flags.exit_line(e, config, workdir)
+      if line is None:
+        raise
+      fail(*line, hard=True)   # the join's thread is still blocked in JAX
   elif any(flags.FLAGS[f].present for f in launch_flags.CLUSTER_FLAGS):
     fail("--coordinator_address, --num_processes and --process_id take effect only with "
          "--distributed (or config.distributed=True)")

@@ -4,8 +4,10 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -171,6 +173,32 @@ def test_sigterm_then_rerun_matches_uninterrupted(tmp_path):
   assert b["resumed_from_step"] is not None and 0 < b["resumed_from_step"] < 3000
   for key in ("final_train_loss", "test_accuracy", "test_loss", "val"):
     assert a[key] == b[key], key
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_while_waiting_for_the_other_processes_is_one_line(tmp_path, signum):
+  """Process 0 of 2 blocks in jax.distributed.initialize's C++ join while its peer never starts:
+  SIGTERM there killed it without a line (Python runs handlers only between bytecodes)."""
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "superalign.main", "--config=experiments/supervised/digits.py:smoke",
+       f"--workdir={tmp_path}", "--distributed", f"--coordinator_address=127.0.0.1:{port}",
+       "--num_processes=2", "--process_id=0"],
+      cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  while proc.poll() is None:   # inside the join once its coordinator service listens
+    with socket.socket() as s:
+      if s.connect_ex(("127.0.0.1", port)) == 0:
+        break
+    time.sleep(0.05)
+  proc.send_signal(signum)
+  _, stderr = proc.communicate(timeout=SAFETY_S)
+  assert proc.returncode == 128 + signum, stderr[-2000:]
+  assert "Traceback" not in stderr
+  errors = [l for l in stderr.splitlines() if l.startswith("superalign: error:")]
+  assert len(errors) == 1 and f"stopped by {signal.Signals(signum).name}" in errors[0], stderr
 
 
 @pytest.mark.slow   # 42 s: three whole runs

@@ -48,8 +48,12 @@ flags:
 """
 
 
-def fail(message: str, code: int = EXIT_USAGE):
-  print(f"superalign: error: {message}", file=sys.stderr)
+def fail(message: str, code: int = EXIT_USAGE, hard: bool = False):
+  """Prints the one line and exits; ``hard``: at once (``os._exit``), when a thread is blocked in
+  a call that a normal exit would wait for."""
+  print(f"superalign: error: {message}", file=sys.stderr, flush=True)
+  if hard:
+    os._exit(code)
   sys.exit(code)
 
 

@@ -43,12 +43,35 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
   device. Arguments left ``None`` are detected on a TPU pod, SLURM or Open MPI. CPU processes
   exchange collectives over gloo (the default CPU client has none across processes). While the
   others have not joined, a line every ``report_every`` seconds says who is awaited."""
+  from superalign.core.loop import stop_signals
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  with waiting_lines(coordinator_address, num_processes, process_id, report_every):
-    jax.distributed.initialize(coordinator_address, num_processes, process_id)
+  with stop_signals(), waiting_lines(coordinator_address, num_processes, process_id, report_every):
+    in_thread(lambda: jax.distributed.initialize(coordinator_address, num_processes, process_id))
   log = std_logging.getLogger("superalign")
   log.info("process %d of %d: %d local device(s) of %d", jax.process_index(), jax.process_count(),
            jax.local_device_count(), jax.device_count())
+
+
+def in_thread(fn) -> None:
+  """``fn()`` in a daemon thread while the main thread waits in short joins: Python runs a signal's
+  handler in the main thread between bytecodes, never while it is blocked in a C++ call (a join
+  waiting for peers), so SIGTERM or Ctrl-C there would otherwise kill the process without a line
+  or wait for JAX's timeout. A stop leaves the thread blocked: exit with ``os._exit``."""
+  if threading.current_thread() is not threading.main_thread():
+    return fn()
+  raised: list[BaseException] = []
+
+  def target():
+    try:
+      fn()
+    except BaseException as e:  # handed to the main thread
+      raised.append(e)
+  thread = threading.Thread(target=target, name="superalign-join", daemon=True)
+  thread.start()
+  while thread.is_alive():
+    thread.join(0.1)
+  if raised:
+    raise raised[0]
 
 
 def address_problem(address: str) -> str | None:
