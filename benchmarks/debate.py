@@ -64,7 +64,7 @@ def main():
   config.mesh.num_devices = 1
   config.train.num_steps = args.judge_steps
   config.train.checkpoint_every = 0
-  spec, model = TrainSpec.from_config(config), Model.from_config(config)
+  spec, model = TrainSpec.from_config(config), Model.from_blocks(config.model, config.data)
   source, splits, evidence = load_pixel_task(config.data, model.name, "debate")
   with tempfile.TemporaryDirectory() as workdir:
     judge = train_judge(spec, model, evidence, splits["train"], splits["val"], source.spec,

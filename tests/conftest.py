@@ -187,7 +187,7 @@ def spec_and_model(config):
   """What a runner builds once from a config: its TrainSpec and its registry Model."""
   from superalign.core.spec import TrainSpec
   from superalign.parties.classifier import Model
-  return TrainSpec.from_config(config), Model.from_config(config)
+  return TrainSpec.from_config(config), Model.from_blocks(config.model, config.data)
 
 
 def _train(config, workdir, axes, **kw):

@@ -397,10 +397,11 @@ def test_what_only_the_data_refutes_is_refused_before_training():
   config.control.edit_candidates = 1000
   source = data_lib.load(config.data)
   with pytest.raises(ConfigError, match=r"^control.edit_candidates=1000: must be in \[1, 10\]"):
-    control_run.check_inputs(config, source.spec, source.x[:4], Model.from_config(config),
+    control_run.check_inputs(config, source.spec, source.x[:4],
+                             Model.from_blocks(config.model, config.data),
                              setting.Backdoor.from_block(config.organism),
-                             params.MonitorSpec.from_config(config),
-                             params.ControlSpec.from_config(config))
+                             params.MonitorSpec.from_config(config.monitors, config.seed),
+                             params.ControlSpec.from_config(config.control, config.seed))
   with pytest.raises(ConfigError, match=r"^certify.domain=\(0.2, 0.8\): must contain the data's "
                                         r"range \[0, 1\]"):
     certify.check_domain(np.array([0.0, 0.5, 1.0]), (0.2, 0.8), "certify.domain")

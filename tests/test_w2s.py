@@ -78,7 +78,8 @@ def test_stacked_runs_equal_separate_runs(tmp_path):
   splits = data_lib.make_splits(source, {"train": 0.5, "test": 0.2}, 0, 400)
   mesh = mesh_lib.make_mesh({"data": 1}, devices=jax.devices()[:1])
   seeds = list(range(8))
-  spec, model = TrainSpec.from_config(config), train_lib.Model.from_config(config, "mlp_small")
+  spec = TrainSpec.from_config(config)
+  model = train_lib.Model.from_blocks(config.model, config.data, "mlp_small")
   stacked = train_lib.train_classifier(spec, model, splits["train"], source.spec,
                                        str(tmp_path / "s"), tag="s", seeds=seeds, mesh=mesh)
   probs = stacked.predict(splits["test"].x)
@@ -100,7 +101,8 @@ def test_probe_mode_leaves_the_backbone_frozen(tmp_path):
   warm = {"layers": {0: {"kernel": rng.normal(size=(2, 64, 32)).astype(np.float32),
                          "bias": np.zeros((2, 32), np.float32)}}}
   trained = train_lib.train_classifier(
-      TrainSpec.from_config(config), train_lib.Model.from_config(config, "mlp_small"),
+      TrainSpec.from_config(config),
+      train_lib.Model.from_blocks(config.model, config.data, "mlp_small"),
       splits["train"], source.spec, str(tmp_path), tag="p", seeds=[0, 1], warm=warm,
       trainable="head", mesh=mesh)
   params = trained.state.params.to_pure_dict()

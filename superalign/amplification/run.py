@@ -88,7 +88,7 @@ def curriculum_warning(config, name: str) -> str | None:
 
 def run(config, workdir: str) -> dict:
   a = config.amplification
-  spec, model = TrainSpec.from_config(config), Model.from_config(config)
+  spec, model = TrainSpec.from_config(config), Model.from_blocks(config.model, config.data)
   by_task = {}
   for name in a.tasks:
     task, schedule = _task(config, name), _schedule(config, name)

@@ -33,15 +33,14 @@ class MonitorSpec:
   seed: int = 0
 
   @classmethod
-  def from_config(cls, config) -> MonitorSpec:
-    m = config.monitors
+  def from_config(cls, m, seed: int) -> MonitorSpec:
+    """From a config's ``monitors`` block."""
     return cls(names=tuple(m.names), costs={n: float(v) for n, v in m.costs.items()},
                redaction_level=float(m.redaction_level), probe_site=str(m.probe_site),
                contrast_pairs=int(m.contrast_pairs), certificate_method=str(m.certificate_method),
                certificate_eps=float(m.certificate_eps), certificate_batch=int(m.certificate_batch),
                certificate_max_unstable=int(m.certificate_max_unstable),
-               rule_quantile=float(m.rule_quantile), orient=tuple(m.orient),
-               seed=int(config.seed))
+               rule_quantile=float(m.rule_quantile), orient=tuple(m.orient), seed=int(seed))
 
   def cost(self, name: str) -> float:
     return float(self.costs.get(name, 1.0))
@@ -72,8 +71,8 @@ class ControlSpec:
   seed: int = 0
 
   @classmethod
-  def from_config(cls, config) -> ControlSpec:
-    c = config.control
+  def from_config(cls, c, seed: int) -> ControlSpec:
+    """From a config's ``control`` block."""
     return cls(
         protocols=tuple(c.protocols), monitor=str(c.monitor),
         audit_budget=float(c.audit_budget), defer_fractions=_floats(c.defer_fractions),
@@ -86,4 +85,4 @@ class ControlSpec:
         resample_sets=int(c.resample_sets), combinations=tuple(c.combinations),
         cascade_call_fraction=float(c.cascade_call_fraction), budgets=_floats(c.budgets),
         roc_fprs=_floats(c.roc_fprs), evasive_trigger_at=tuple(c.evasive_trigger_at),
-        seed=int(config.seed))
+        seed=int(seed))

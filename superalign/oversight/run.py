@@ -27,7 +27,7 @@ RULES = {**debate_config.RULES, "debate.honest": _PLAYER, "debate.liar": _PLAYER
 
 def run(config, workdir: str) -> dict:
   d = config.debate
-  spec, model = TrainSpec.from_config(config), Model.from_config(config)
+  spec, model = TrainSpec.from_config(config), Model.from_blocks(config.model, config.data)
   source, splits, evidence = load_pixel_task(config.data, model.name, "debate")
   check_reveals(evidence, source.spec, tuple(d.ks), "debate.ks")
   test = splits["test"]

@@ -30,9 +30,9 @@ class Model:
   max_len: int = 128
 
   @classmethod
-  def from_config(cls, config, name: str | None = None) -> "Model":
-    """``config.model`` (or another registry ``name``) with ``config.data.max_len``."""
-    return cls(name or config.model.name, config.model.dtype, int(config.data.max_len))
+  def from_blocks(cls, model, data, name: str | None = None) -> "Model":
+    """A config's ``model`` block (or another registry ``name``) with its ``data.max_len``."""
+    return cls(name or model.name, model.dtype, int(data.max_len))
 
   def named(self, name: str) -> "Model":
     return dataclasses.replace(self, name=name)

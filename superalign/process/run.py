@@ -83,7 +83,7 @@ def validate(config) -> None:
 
 def run(config, workdir: str) -> dict:
   p, seed = config.process, config.seed
-  spec, model = TrainSpec.from_config(config), Model.from_config(config)
+  spec, model = TrainSpec.from_config(config), Model.from_blocks(config.model, config.data)
   inputs = policy_lib.input_spec(model.max_len, p.modulus)
   ks = list(p.difficulties)
   easy, hard = [k for k in ks if k <= p.easy], [k for k in ks if k > p.easy]

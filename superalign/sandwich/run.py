@@ -36,7 +36,7 @@ def validate(config) -> None:
 
 def run(config, workdir: str) -> dict:
   s = config.sandwich
-  spec, model = TrainSpec.from_config(config), Model.from_config(config)
+  spec, model = TrainSpec.from_config(config), Model.from_blocks(config.model, config.data)
   source, splits, evidence = load_pixel_task(config.data, model.name,
                                              "sandwiching (the non-expert sees pixels)")
   inputs, classes = source.spec, source.spec.num_classes

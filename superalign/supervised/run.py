@@ -14,7 +14,8 @@ SPLITS = ("train", "test")
 def run(config, workdir: str) -> dict:
   source, splits = data_lib.load_splits(config.data)
   models.check(config.model.name, source.spec)
-  trained = train_classifier(TrainSpec.from_config(config), Model.from_config(config),
+  model = Model.from_blocks(config.model, config.data)
+  trained = train_classifier(TrainSpec.from_config(config), model,
                              splits["train"], source.spec, workdir, tag="supervised",
                              val=splits.get("val"))
   test = classification_metrics(trained.predict(splits["test"].x), splits["test"].y)

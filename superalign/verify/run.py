@@ -35,7 +35,7 @@ RULES = {**verify_config.RULES, "verify.training": schema.choices_of(*training.T
 
 def run(config, workdir: str) -> dict:
   v = config.verify
-  spec, model = TrainSpec.from_config(config), Model.from_config(config)
+  spec, model = TrainSpec.from_config(config), Model.from_blocks(config.model, config.data)
   source, splits = data_lib.load_splits(config.data)
   if source.spec.kind not in ("image", "vector"):
     raise ConfigError(f"data.name={config.data.name!r}: verification needs image or vector "

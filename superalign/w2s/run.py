@@ -56,8 +56,8 @@ def run(config, workdir: str) -> dict:
   seeds = [spec.seed + i for i in range(w.num_seeds)]
   stage_spec = spec.with_train(early_stop_metric="target_agreement" if w.early_stop else "")
   objective = Objective(w.mode == "probe", w.l2, w.loss_hparams.to_dict())
-  ladder = Ladder(stage_spec, Model.from_config(config), objective, source.spec, splits, workdir,
-                  seeds)
+  model = Model.from_blocks(config.model, config.data)
+  ladder = Ladder(stage_spec, model, objective, source.spec, splits, workdir, seeds)
   pretraining = Pretraining(p.task, tuple(p.coarse_map), p.load_from)
   pretrain_spec = spec.with_train(p.train, early_stop_metric="")
 

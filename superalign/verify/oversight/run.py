@@ -32,7 +32,7 @@ def validate(config) -> None:
 
 def run(config, workdir: str) -> dict:
   c = config.certify
-  spec, model = TrainSpec.from_config(config), Model.from_config(config)
+  spec, model = TrainSpec.from_config(config), Model.from_blocks(config.model, config.data)
   source, splits, evidence = load_pixel_task(config.data, model.name, "verify_oversight")
   certify.check_domain(splits["train"].x, tuple(c.domain), "certify.domain")
   task = Task(spec, model, source.spec, splits, evidence,

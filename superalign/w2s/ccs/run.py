@@ -81,7 +81,7 @@ def validate(config) -> None:
 
 def run(config, workdir: str) -> dict:
   w = config.ccs_w2s
-  spec, model = TrainSpec.from_config(config), Model.from_config(config)
+  spec, model = TrainSpec.from_config(config), Model.from_blocks(config.model, config.data)
   _, splits = data_lib.load_splits(config.data)
   seeds = [spec.seed + i for i in range(w.num_seeds)]
   S = len(seeds)
