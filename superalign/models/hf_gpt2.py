@@ -17,6 +17,7 @@ classification head is not part of a GPT-2 checkpoint; it keeps its fresh initia
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -320,8 +321,21 @@ def fingerprint(path: str, sample_bytes: int = 1 << 20) -> str:
   ``config.json`` and index, and each weight file's size and first and last ``sample_bytes``
   (the safetensors header, and values any fine-tuning changes). Two checkpoints that share a
   directory name, or a checkpoint saved again over the same directory, get different ones. An
-  unreadable file counts as absent (its loader reports it)."""
-  digest = hashlib.sha256(os.path.realpath(path).encode())
+  unreadable file counts as absent (its loader reports it). Every stage and cache name asks for
+  it: the hash is computed once per state of the directory (its entries' sizes and times)."""
+  real = os.path.realpath(path)
+  try:
+    state = tuple((e.name, e.stat().st_size, e.stat().st_mtime_ns)
+                  for e in sorted(os.scandir(real), key=lambda e: e.name))
+  except OSError:
+    state = ()
+  return _fingerprint(real, state, sample_bytes)
+
+
+@functools.lru_cache(maxsize=64)
+def _fingerprint(path: str, state: tuple, sample_bytes: int) -> str:
+  del state   # the cache key: a save in place changes it
+  digest = hashlib.sha256(path.encode())
   names = [CONFIG, INDEX]
   try:
     names += weight_files(path)
