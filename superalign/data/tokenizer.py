@@ -8,14 +8,13 @@ across batches instead of recompiled for every new prompt length.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Sequence
 
 import numpy as np
 
 from superalign.data.source import DataError
-from superalign.results.files import read_guarded
+from superalign.results.files import load_json, read_guarded
 
 FILE = "tokenizer.json"
 EOS = "<|endoftext|>"
@@ -39,18 +38,13 @@ def _special(path: str, name: str) -> str | None:
     file = os.path.join(path, file)
     if not os.path.isfile(file):
       continue
-    saved = read_guarded(file, _read_json, "save the tokenizer again (save_pretrained) or delete "
+    saved = read_guarded(file, load_json, "save the tokenizer again (save_pretrained) or delete "
                                            "this file")
     token = saved.get(name) if isinstance(saved, dict) else None
     token = token.get("content") if isinstance(token, dict) else token
     if isinstance(token, str):
       return token
   return None
-
-
-def _read_json(file: str):
-  with open(file, encoding="utf-8") as f:
-    return json.load(f)
 
 
 class HFTokenizer:

@@ -33,7 +33,7 @@ import numpy as np
 
 from superalign.core import mesh as mesh_lib
 from superalign.core.errors import ConfigError
-from superalign.results.files import DamagedFileError, atomic_folder, read_guarded
+from superalign.results.files import DamagedFileError, atomic_folder, load_json, read_guarded
 
 log = logging.getLogger("superalign")
 
@@ -70,17 +70,12 @@ def read_json(path: str, key: str = "model.name") -> dict[str, Any]:
   file = os.path.join(path, CONFIG)
   if not os.path.exists(file):
     raise ConfigError(f"{where}: no {CONFIG} in the checkpoint directory")
-  hf = read_guarded(file, _read_json, FIX)
+  hf = read_guarded(file, load_json, FIX)
   if not isinstance(hf, dict) or hf.get("model_type") not in MODEL_TYPES:
     got = hf.get("model_type") if isinstance(hf, dict) else None
     raise ConfigError(f"{where}: {CONFIG} has model_type {got!r}; superalign reads "
                       f"{' and '.join(map(repr, MODEL_TYPES))} checkpoints (GPT-2, GPT-NeoX)")
   return hf
-
-
-def _read_json(file: str):
-  with open(file) as f:
-    return json.load(f)
 
 
 def read_config(path: str, key: str = "model.name") -> dict[str, Any]:
@@ -165,7 +160,7 @@ def weight_files(path: str, key: str = "model.name") -> list[str]:
 
 
 def _shard_names(index: str) -> list[str]:
-  weight_map = _read_json(index)["weight_map"]
+  weight_map = load_json(index)["weight_map"]
   files = list(weight_map.values()) if isinstance(weight_map, dict) else []
   if not files or not all(isinstance(f, str) and f and os.path.basename(f) == f for f in files):
     raise DamagedFileError(f"{index}: its weight_map is not a map from tensor names to shard "

@@ -42,6 +42,12 @@ def read_guarded(path: str, read: Callable[[str], T], fix: str = "") -> T:
     raise DamagedFileError(f"{path}: {_reason(e)}" + (f"; {fix}" if fix else "")) from e
 
 
+def load_json(path: str):
+  """A UTF-8 JSON file, unguarded: for the ``read`` of ``read_guarded``."""
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
 def _reason(e: BaseException) -> str:
   if isinstance(e, KeyError):
     return f"has no entry {e.args[0]!r}" if e.args else "a missing entry"
