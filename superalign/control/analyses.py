@@ -28,6 +28,9 @@ def orientation(cal: Tasks, names) -> dict[str, float]:
 
 
 def oriented(tasks: Tasks, signs: dict) -> Tasks:
+  """The tasks with every monitor's suspicion tables (honest and attack) multiplied by its sign
+  in ``signs`` (``orientation``; 1 for a monitor it does not name), so that higher is more
+  suspicious."""
   return dataclasses.replace(tasks, suspicion={
       n: (signs.get(n, 1.0) * h, signs.get(n, 1.0) * a) for n, (h, a) in tasks.suspicion.items()})
 

@@ -70,14 +70,20 @@ def quiet_pixels(x: np.ndarray, level: float) -> np.ndarray:
 
 
 def redact(x: np.ndarray, hidden: np.ndarray) -> np.ndarray:
+  """``x`` ``[n, H, W, C]`` with the ``hidden`` pixels (``[H, W, C]`` bool, ``quiet_pixels``)
+  set to 0, in ``x``'s dtype."""
   return np.where(hidden, 0.0, x).astype(x.dtype)
 
 
 def fit_rule(x: np.ndarray, quantile: float) -> tuple[np.ndarray, np.ndarray]:
+  """``(lo, hi)``, each ``[H, W, C]``: the per-pixel ``quantile`` and ``1 - quantile`` of the
+  trusted images ``x`` ``[n, H, W, C]``, the range input validation accepts."""
   return np.quantile(x, quantile, axis=0), np.quantile(x, 1.0 - quantile, axis=0)
 
 
 def rule_scores(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+  """``[n]``: how far each input of ``x`` ``[n, H, W, C]`` lies outside the per-pixel range
+  ``[lo, hi]`` (``fit_rule``), summed over its pixels."""
   excess = np.maximum(x - hi, 0.0) + np.maximum(lo - x, 0.0)
   return excess.reshape(len(x), -1).sum(-1)
 
@@ -180,6 +186,8 @@ def percentile(scores: np.ndarray, honest: np.ndarray) -> np.ndarray:
 
 
 def standardized(scores: np.ndarray, honest: np.ndarray) -> np.ndarray:
+  """``scores`` as z-scores against the honest calibration scores ``honest`` (their mean and
+  standard deviation, the latter at least 1e-6)."""
   return (scores - honest.mean()) / max(float(honest.std()), 1e-6)
 
 

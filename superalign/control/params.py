@@ -19,6 +19,8 @@ def _floats(values) -> tuple[float, ...]:
 
 @dataclasses.dataclass(frozen=True)
 class MonitorSpec:
+  """The ``monitors`` block: which monitors score every task, what each call costs, and how each
+  monitor is fitted (the fields' comments say which monitor reads them)."""
   names: tuple[str, ...]             # the monitors that score every task, in table order
   costs: Mapping[str, float]         # per monitor (1.0 where not given)
   redaction_level: float             # untrusted: pixels this quiet on trusted images are hidden
@@ -43,11 +45,16 @@ class MonitorSpec:
                rule_quantile=float(m.rule_quantile), orient=tuple(m.orient), seed=int(seed))
 
   def cost(self, name: str) -> float:
+    """The cost of one call of monitor ``name`` (1.0 where ``costs`` does not give it)."""
     return float(self.costs.get(name, 1.0))
 
 
 @dataclasses.dataclass(frozen=True)
 class ControlSpec:
+  """The ``control`` block: the protocols and their knobs (deferral and edit fractions,
+  untrusted monitoring's synthetic attacks, resampling), the audit budget, the simulated
+  deployments and attack rates, the red team's attack selection, the monitor stack's combinations
+  and the budget sweep."""
   protocols: tuple[str, ...]         # rows of the protocol table, by registry name
   monitor: str                       # the protocols' monitor
   audit_budget: float                # H audits this share of a deployment's tasks

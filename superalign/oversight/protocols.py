@@ -2,12 +2,12 @@
 
 Player 0 always argues for the true answer, so ``v0 > 0`` means the judge got it right:
 
-  judge alone   k random reveals; the judge's top answer must be the truth
-  consultancy   one advisor makes all k reveals: honest (player 0, arguing for the truth) or lying
-                (player 1, arguing against it); each image is scored under both, weighted 50/50
-  debate        players alternate; with precommit the liar commits to one wrong answer per game,
-                every wrong answer is tried, and the honest player wins the image only if it beats
-                every lie; without precommit the liar argues for whatever beats the truth
+* judge alone: k random reveals; the judge's top answer must be the truth.
+* consultancy: one advisor makes all k reveals: honest (player 0, arguing for the truth) or
+  lying (player 1, arguing against it); each image is scored under both, weighted 50/50.
+* debate: players alternate; with precommit the liar commits to one wrong answer per game,
+  every wrong answer is tried, and the honest player wins the image only if it beats every lie;
+  without precommit the liar argues for whatever beats the truth.
 """
 
 from __future__ import annotations
