@@ -100,6 +100,8 @@ class ActivationWriter:
     self._buffered = len(rows) - count
 
   def close(self) -> "ActivationStore":
+    """Writes the last partial shard and the index (process 0), and returns the finished
+    ``ActivationStore`` on every process; a writer that was given no rows is a ``ConfigError``."""
     if not (self._buffered or self.shards or self._rows):
       raise ConfigError(f"activation store {self.site!r}: no rows were added")
 

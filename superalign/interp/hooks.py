@@ -74,6 +74,8 @@ class at:
     self.index = index
 
   def mask(self, name: str, x: jax.Array, axes: Axes) -> jax.Array:
+    """``x.ndim``-d bool, broadcastable to ``x``: true where every named axis of site ``name``
+    (its axis names ``axes``) is at one of the given indices."""
     mask = jnp.ones((1,) * x.ndim, bool)
     for axis, where in self.index.items():
       i = axis_index(name, axes, axis)
@@ -186,6 +188,8 @@ class _Hooks:
     return x
 
   def check(self) -> None:
+    """Raises ``HookError`` listing the model's sites if an intervention or a capture pattern
+    named no site that the pass reached."""
     unknown = [n for n in self.interventions if n not in self.seen]
     unknown += [p for p in self.capture if not fnmatch.filter(self.seen, p)]
     if unknown:
@@ -240,6 +244,9 @@ _CAPTURE: dict[str, callable] = {}
 
 
 def capture_fn(site: str):
+  """The engine's apply function for ``site`` (one per site, cached, so it is jitted once):
+  ``fn(state, batch)`` is the model's activation at ``site`` on ``batch["x"]``, flattened to
+  ``[batch, features]`` float32."""
   if site not in _CAPTURE:
     def fn(state, batch):
       act = run(state.model(), batch["x"], capture=site)[1][site]

@@ -122,6 +122,8 @@ class ProjectionProbe(Probe):
     return _acts(acts) @ self.direction
 
   def probs(self, acts) -> np.ndarray:
+    """``[n]`` the probability of the positive class for activations ``acts`` ``[n, d]``: the
+    score through the fitted log-odds, ``sigmoid(slope * (score - threshold))``."""
     return _sigmoid(self.slope * (self.scores(acts) - self.threshold))
 
   def calibrated(self, acts, labels) -> "ProjectionProbe":
@@ -225,9 +227,12 @@ class LogisticProbe(Probe):
 
   @property
   def num_classes(self) -> int:
+    """The classes the probe tells apart (2 for a binary probe's one logit)."""
     return max(2, self.kernel.shape[1])
 
   def logits(self, acts) -> np.ndarray:
+    """``[n, 1]`` (binary) or ``[n, classes]`` logits of activations ``acts`` ``[n, d]``,
+    standardized with the fit split's ``mean`` and ``std``."""
     return ((_acts(acts) - self.mean) / self.std) @ self.kernel + self.bias
 
   def probs(self, acts) -> np.ndarray:

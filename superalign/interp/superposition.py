@@ -19,6 +19,9 @@ from superalign.core.errors import ConfigError
 
 @dataclasses.dataclass(frozen=True)
 class ToySuperposition:
+  """Rows of the toy model of superposition: ``x`` ``[rows, d]`` activations, ``features``
+  ``[rows, n_features]`` the planted feature values, ``directions`` ``[n_features, d]`` their unit
+  directions, with ``x = features @ directions``."""
   x: np.ndarray            # [rows, d] float32 activations
   features: np.ndarray     # [rows, n_features] the planted feature values
   directions: np.ndarray   # [n_features, d] unit-norm feature directions
