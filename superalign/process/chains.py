@@ -33,14 +33,18 @@ ERRORS = ("off_by_one", "wrong_op")          # the error model of a slip
 
 
 def vocab_size(modulus: int) -> int:
+  """The token vocabulary for chains mod ``modulus``: the special tokens, the operations and
+  one digit token per residue."""
   return DIGIT0 + modulus
 
 
 def prompt_length(k: int) -> int:
+  """The tokens of a ``k``-step prompt: ``BOS a0 (op x)*k ?``."""
   return 3 + 2 * k
 
 
 def solution_length(k: int) -> int:
+  """The tokens of a ``k``-step solution: ``TOKENS_PER_STEP`` per step, then EOS."""
   return TOKENS_PER_STEP * k + 1
 
 
@@ -68,9 +72,11 @@ class Problems:
 
   @property
   def k(self) -> int:
+    """The problems' difficulty: their number of steps."""
     return self.ops.shape[1]
 
   def take(self, rows) -> "Problems":
+    """The problems at ``rows`` (indices or a bool mask over the ``n`` problems)."""
     return Problems(self.start[rows], self.ops[rows], self.operands[rows], self.modulus)
 
   def repeat(self, n: int) -> "Problems":
@@ -79,6 +85,8 @@ class Problems:
 
 
 def sample(n: int, k: int, modulus: int, seed) -> Problems:
+  """``n`` random ``k``-step problems mod ``modulus``, drawn by ``seed``: uniform start values,
+  operations and operands."""
   if k < 1:
     raise ConfigError(f"difficulty {k}: a chain has at least one step")
   rng = np.random.default_rng(seed)
@@ -172,9 +180,11 @@ class Checked:
 
   @property
   def terminators(self) -> int:
+    """The entries of ``step_valid`` per solution: ``k`` steps and the ending, ``k + 1``."""
     return self.step_valid.shape[1]
 
   def take(self, rows) -> "Checked":
+    """The checked solutions at ``rows`` (indices or a bool mask over the ``n`` solutions)."""
     return Checked(self.step_valid[rows], self.first_error[rows], self.answer[rows],
                    self.correct[rows])
 

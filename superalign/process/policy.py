@@ -104,6 +104,8 @@ class Habits:
   seed: int
 
   def rows(self, problem_sets, length: int, sabotage: str = "") -> np.ndarray:
+    """``[rows, length]`` training sequences over every difficulty in ``problem_sets``, written
+    with these habits (``training_rows``); ``sabotage`` (``""``: none) names the saboteur's kind."""
     return training_rows(problem_sets, length, self.slip_rate, self.seed, sabotage,
                          self.fraction, self.wrong_table, self.strength)
 

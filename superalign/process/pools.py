@@ -57,6 +57,8 @@ class Draws:
   workdir: str
 
   def problems(self, kind: str, k: int, n: int) -> chains.Problems:
+    """``n`` problems of difficulty ``k`` from the set ``kind`` (its own stream
+    ``process/<kind>/<k>``: the same problems on every call)."""
     return chains.sample(n, k, self.modulus, stream_seed(self.seed, f"process/{kind}/{k}"))
 
   def pool(self, policy: Trained, tag: str, kind: str, k: int, n: int, per: int) -> Pool:
@@ -69,4 +71,5 @@ class Draws:
 
   def pools(self, policy: Trained, tag: str, kind: str, ks, n: int, per: int
             ) -> dict[int, Pool]:
+    """``{k: Pool}``: ``pool`` for each difficulty in ``ks``."""
     return {k: self.pool(policy, tag, kind, k, n, per) for k in ks}

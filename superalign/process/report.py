@@ -19,6 +19,10 @@ _pct = functools.partial(format_estimate, pct=True, digits=1, undefined="nan")
 
 
 def summary(results: dict) -> str:
+  """The process-supervision run's printed tables: best-of-N per selection rule beside Lightman
+  et al.'s best-of-1860, trace errors among right answers beside Uesato et al.'s, the PRM's
+  first-error localization, easy-to-hard generalization, sabotage and the rollout labels'
+  agreement."""
   r, pub = results, results["published"]
   bon, ns = r["best_of_n"], r["ns"]
   shown = [n for n in ns if n in (1, 4, 16, 64, 256, 1024) or n == ns[-1]]
@@ -85,6 +89,9 @@ def summary(results: dict) -> str:
 
 
 def plot(results: dict, out_dir: str) -> list[str]:
+  """Writes ``best_of_n.png`` (accuracy against N per selection rule, 95% bands) and
+  ``trace_error.png`` (the share of right answers with a wrong step, per rule) under
+  ``out_dir``; returns their paths."""
   from superalign.results import figures as plots
   import matplotlib.pyplot as plt
   ns = results["ns"]

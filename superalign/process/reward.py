@@ -127,6 +127,8 @@ def train_prm(spec: TrainSpec, model: Model, inputs: InputSpec, x: np.ndarray,
 
 
 def orm_scores(orm: Trained, x: np.ndarray) -> np.ndarray:
+  """``[rows]`` the ORM's probability that each solution in ``x`` ``[rows, length]`` reaches
+  the right answer."""
   return orm.predict(x)[:, 1]
 
 

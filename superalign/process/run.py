@@ -82,6 +82,10 @@ def validate(config) -> None:
 
 
 def run(config, workdir: str) -> dict:
+  """Trains the policy (on every difficulty, and on the easy ones alone), the reward models on
+  its samples and the saboteur, and returns the results: best-of-N and trace errors per
+  selection rule, the PRM's error localization, easy-to-hard generalization, sabotage and the
+  rollout labels' agreement."""
   p, seed = config.process, config.seed
   spec, model = TrainSpec.from_config(config), Model.from_blocks(config.model, config.data)
   inputs = policy_lib.input_spec(model.max_len, p.modulus)

@@ -25,6 +25,8 @@ PRODUCT = {"orm_generative": "orm_generative", "prm_product": "prm",
 
 @dataclasses.dataclass(frozen=True)
 class Verifiers:
+  """The run's trained reward models: the ORM classifier, the generative ORM and the PRM, the
+  easy-only generative ORM and PRM, and the ``terminators`` their step probabilities span."""
   orm: Trained                   # a classifier on the final answer
   orm_generative: Trained        # generative, every step labelled by the answer
   prm: Trained                   # generative, on PRM800K's step labels
