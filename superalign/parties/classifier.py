@@ -35,6 +35,7 @@ class Model:
     return cls(name or model.name, model.dtype, int(data.max_len))
 
   def named(self, name: str) -> "Model":
+    """The same model settings (dtype, token budget) for another registry model ``name``."""
     return dataclasses.replace(self, name=name)
 
 

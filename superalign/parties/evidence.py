@@ -20,15 +20,24 @@ class PixelEvidence:
   where revealed (zeros elsewhere)."""
 
   def num_items(self, instance_shape: Sequence[int]) -> int:
+    """The items of one instance of ``instance_shape`` ``[H, W, C]``: its pixel positions,
+    ``H * W``."""
     return math.prod(instance_shape[:-1])
 
   def observed_shape(self, instance_shape: Sequence[int]) -> tuple[int, ...]:
+    """The shape the judge reads for an instance of ``instance_shape`` ``[H, W, C]``:
+    ``[H, W, C + 1]``, the mask plane first."""
     return (*instance_shape[:-1], instance_shape[-1] + 1)
 
   def legal(self, x: jax.Array) -> jax.Array:
+    """``[games, H * W]`` bool: the pixels of images ``x`` ``[games, H, W, C]`` that may be
+    revealed, those nonzero in some channel."""
     return (jnp.abs(x) > 0).any(-1).reshape(x.shape[0], -1)
 
   def observe(self, x: jax.Array, revealed: jax.Array) -> jax.Array:
+    """``[games, H, W, C + 1]``: images ``x`` ``[games, H, W, C]`` as the judge sees them with
+    the pixels ``revealed`` (``[games, H * W]`` bool): the mask, then the pixel values where
+    revealed and zeros elsewhere."""
     mask = revealed.reshape(x.shape[:-1])[..., None].astype(x.dtype)
     return jnp.concatenate([mask, x * mask], axis=-1)
 

@@ -50,6 +50,8 @@ def sparse_view(evidence, split: Split, k: int, seed: int) -> Split:
 
 
 def judge_spec(evidence, spec: InputSpec) -> InputSpec:
+  """The input spec the judge reads: ``spec`` with its shape the evidence's observed shape
+  (for pixels, one channel more: the mask)."""
   return dataclasses.replace(spec, shape=evidence.observed_shape(spec.shape))
 
 

@@ -105,11 +105,15 @@ def check_trigger(trigger: Trigger, spec: InputSpec, key: str = "trigger") -> No
 
 
 def check_target(target_class: int, num_classes: int, key: str = "target_class") -> None:
+  """Raises a one-line ``ConfigError`` naming ``key`` unless ``target_class`` is an integer
+  class in ``[0, num_classes)``."""
   if not (isinstance(target_class, (int, np.integer)) and 0 <= target_class < num_classes):
     raise ConfigError(f"{key}={target_class!r}: out of range; valid: 0..{num_classes - 1}")
 
 
 def check_fraction(fraction: float, key: str = "poison_fraction") -> None:
+  """Raises a one-line ``ConfigError`` naming ``key`` unless ``fraction`` is a number in
+  ``[0, 1]``."""
   if not (isinstance(fraction, (int, float)) and 0.0 <= fraction <= 1.0):
     raise ConfigError(f"{key}={fraction!r}: must be in [0, 1]")
 
@@ -383,10 +387,14 @@ class TrainedAssistant:
     return cls(_labels(trained, x)[1])
 
   def lies(self, belief: np.ndarray, nonexpert_probs: np.ndarray, rng) -> np.ndarray:
+    """``[items]`` bool: where its claim differs from ``belief`` ``[items]`` (the other arguments
+    are the interface's, unused)."""
     return self.claim != belief
 
   def claims(self, belief: np.ndarray, nonexpert_probs: np.ndarray,
              rng) -> tuple[np.ndarray, np.ndarray]:
+    """``(claimed answer, lied)``, each ``[items]``: its answers and where they differ from
+    ``belief``; claims for another number of items than ``belief`` are a ``ValueError``."""
     if len(self.claim) != len(belief):
       raise ValueError(f"TrainedAssistant: {len(self.claim)} claims for {len(belief)} items")
     return self.claim, self.lies(belief, nonexpert_probs, rng)
