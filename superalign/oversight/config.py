@@ -23,6 +23,9 @@ RULES = {
 
 
 def base() -> ml_collections.ConfigDict:
+  """The debate experiment's defaults: ``config_lib.base()`` with a small CNN judge, the
+  ``debate`` block (reveals per game, players, search budget, the player matrix) and the judge's
+  training (``judge_training``)."""
   c = config_lib.base()
   c.kind = "debate"
   c.model.name = "cnn_small"      # the judge, reading (mask, revealed values) planes

@@ -43,6 +43,8 @@ class Evaluation:
     return cls(**{k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in values.items()})
 
   def player(self, name: str):
+    """The registered player ``name`` (``players.PLAYERS``), built with this evaluation's search
+    and batching settings."""
     return players_lib.make(name, num_simulations=self.num_simulations,
                             max_considered=self.max_considered, chunk=self.greedy_chunk)
 

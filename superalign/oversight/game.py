@@ -57,11 +57,14 @@ class Game:
 
   @property
   def num_moves(self) -> int:
+    """The moves of a game: one per entry of ``movers``."""
     return len(self.movers)
 
 
 @struct.dataclass
 class State:
+  """Where a batch of games stands: ``revealed`` ``[games, items]`` bool, the items shown so
+  far, and ``turn`` ``[games]`` int32, the moves made."""
   revealed: jax.Array      # [games, items] bool
   turn: jax.Array          # [games] int32, moves made so far
 

@@ -71,6 +71,8 @@ class Greedy:
   chunk: int = 64
 
   def judge_evaluations(self, num_items: int) -> int:
+    """Judge evaluations one move costs per game: one per item (``num_items``), each candidate
+    reveal scored."""
     return num_items
 
   def __call__(self, evidence: Evidence, judge: Judge, game: Game, state: State, turn: int,
@@ -106,6 +108,8 @@ class MCTS:
   chunk: int = 64                # items per judge batch for the root prior
 
   def judge_evaluations(self, num_items: int) -> int:
+    """Judge evaluations one move costs per game: ``num_simulations`` leaves and the root, plus
+    one per item (``num_items``) for the root prior unless ``prior_scale`` is 0."""
     return self.num_simulations + 1 + (num_items if self.prior_scale else 0)
 
   def __call__(self, evidence: Evidence, judge: Judge, game: Game, state: State, turn: int,

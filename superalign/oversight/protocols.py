@@ -38,6 +38,8 @@ class Throughput:
   compile_seconds: float = 0.0
 
   def as_dict(self) -> dict:
+    """The counts and seconds as JSON, with ``games_per_s`` and ``judge_evaluations_per_s``
+    beside them."""
     s = max(self.seconds, 1e-9)
     return {**dataclasses.asdict(self), "games_per_s": self.games / s,
             "judge_evaluations_per_s": self.judge_evaluations / s}

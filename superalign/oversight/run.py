@@ -26,6 +26,9 @@ RULES = {**debate_config.RULES, "debate.honest": _PLAYER, "debate.liar": _PLAYER
 
 
 def run(config, workdir: str) -> dict:
+  """For each ``debate.ks``: trains the sparse-pixel judge, then plays every protocol and the
+  player matrix on the first ``debate.num_images`` test images; returns the results per k
+  (``by_k``) with the arena's throughput."""
   d = config.debate
   spec, model = TrainSpec.from_config(config), Model.from_blocks(config.model, config.data)
   source, splits, evidence = load_pixel_task(config.data, model.name, "debate")
@@ -58,6 +61,8 @@ plot = report.plot
 
 
 def summary(results: dict) -> str:
+  """The debate table (``report.table``) and, per k, the arena's games and judge evaluations
+  per second."""
   return report.table(results) + "\n" + json.dumps(
       {k: {"games_per_s": round(t["games_per_s"], 1),
            "judge_evaluations_per_s": round(t["judge_evaluations_per_s"])}
