@@ -19,6 +19,9 @@ POLICIES = ("honest", "lie", "target", "persuasive")
 
 @dataclasses.dataclass(frozen=True)
 class Assistant:
+  """A scripted strong assistant: it claims its belief, and lies as its ``policy`` says
+  (``honest``, ``lie`` with probability ``p`` per item, on the ``target`` class, or
+  ``persuasive`` on the fraction ``p`` of items where a lie persuades the non-expert most)."""
   policy: str = "honest"
   p: float = 0.0            # lie: probability per item; persuasive: fraction of items
   target: int = 0           # target: the class it sabotages

@@ -24,6 +24,9 @@ RULES = {
 
 
 def base() -> ml_collections.ConfigDict:
+  """The sandwiching experiment's defaults: ``config_lib.base()`` with a small CNN non-expert
+  (debate's judge, trained as ``oversight.config.judge_training`` says) and the ``sandwich`` block
+  (pixels seen, the assistant and advice models, protocols, player, the misalignment sweep)."""
   c = config_lib.base()
   c.kind = "sandwich"
   c.model.name = "cnn_small"         # the non-expert: a sparse-pixel judge (k revealed pixels)
@@ -53,6 +56,8 @@ def base() -> ml_collections.ConfigDict:
 
 
 def smoke(c: ml_collections.ConfigDict, num_images: int) -> ml_collections.ConfigDict:
+  """``c`` cut down for a smoke test: ``num_images`` test images, a two-point sweep and 40
+  training steps for every model."""
   s = c.sandwich
   s.num_images = num_images
   s.sweep = (0.0, 1.0)

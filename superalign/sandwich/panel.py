@@ -49,6 +49,7 @@ class Answers:
 
   @property
   def confidence(self) -> np.ndarray:
+    """``[items]`` the assistant's probability of its belief (its stated confidence)."""
     return self.assistant.max(1)
 
   @property
@@ -59,6 +60,9 @@ class Answers:
 
 @dataclasses.dataclass(frozen=True)
 class Panel:
+  """The trained parties of sandwiching and their answers: the non-expert (``judge``), the
+  ``assistant``, and both parties' ``Answers`` on the scored test items and on the
+  expert-labelled validation items."""
   judge: Trained           # the non-expert
   assistant: Trained
   test: Answers            # the scored items

@@ -64,6 +64,7 @@ class Context:
   workdir: str
 
   def stream(self, name: str) -> int:
+    """The seed of the stream ``sandwich/<name>`` of the run's seed."""
     return stream_seed(self.seed, f"sandwich/{name}")
 
 
@@ -96,6 +97,9 @@ def debate_outcomes(arena, x, y, k: int, player, num_classes: int,
 
 
 def consultancy_correct(outcomes: dict, claim: np.ndarray, y: np.ndarray) -> np.ndarray:
+  """``[items]`` bool: the non-expert is right after consultancy for the claims ``claim``
+  ``[items]``: the honest game's outcome where the claim is the truth ``y``, the lying game's
+  elsewhere (``outcomes`` from ``consultancy_outcomes``)."""
   return np.where(claim == y, outcomes["honest"], outcomes["lying"])
 
 
@@ -127,6 +131,8 @@ def advice(ctx: Context) -> Score:
 
 @PROTOCOLS.register("consultancy")
 def consultancy(ctx: Context) -> Score:
+  """One row, ``consultancy``: the assistant as the consultant, making all k reveals for its
+  claim; each item's honest and lying games are played once (cached) and picked by the claim."""
   y = ctx.panel.test.y
   outcomes = cached(ctx.workdir, f"games/consultancy_{ctx.player_name}",
                     lambda: consultancy_outcomes(ctx.arena, ctx.x, y, ctx.k, ctx.player,

@@ -22,6 +22,9 @@ _pct = functools.partial(format_estimate, pct=True, digits=1, widths=(5, 4, 5))
 
 
 def table(results: dict) -> str:
+  """The sandwiching table: the non-expert alone, the assistant alone, the non-expert assisted
+  through each protocol (with its sandwich score) and the expert, beside Bowman et al.'s Table 1;
+  then accuracy and harm per protocol for each misaligned assistant, and the trained liar."""
   cond, honest = results["conditions"], results["honest"]
   lines = [f"Sandwiching on {results['data']}: non-expert = judge on k={results['k']} pixels, "
            f"{results['num_images']} test images, players {results['player']} (accuracy %, 95% CI)",
@@ -57,6 +60,9 @@ def table(results: dict) -> str:
 
 
 def plot(results: dict, out_dir: str) -> list[str]:
+  """Writes ``sandwich_accuracy_by_lying.png`` under ``out_dir`` (assisted accuracy per
+  protocol against the assistant's lying rate, the non-expert alone as a line); returns its
+  path."""
   sweep = {name: row for name, row in results["misaligned"].items() if name.startswith("lie_p")}
   ps = [row["lie_rate"] for row in sweep.values()]
   fig, ax = plt.subplots(figsize=(5, 3.4))

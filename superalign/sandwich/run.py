@@ -30,11 +30,16 @@ RULES = {**sandwich_config.RULES, "sandwich.protocols": schema.choices_of(*PROTO
 
 
 def validate(config) -> None:
+  """The assistant and advice models are names of the model registry (or checkpoints)."""
   for key in ("assistant_model", "advice_model"):   # the model registry's names and checkpoints
     models.validate_name(config.sandwich[key], f"sandwich.{key}")
 
 
 def run(config, workdir: str) -> dict:
+  """Trains the non-expert and the assistant, builds every protocol of
+  ``sandwich.protocols``, and scores them with the honest assistant and each misaligned one
+  (the lying sweep, the targeted and persuasive liars, the trained liar); returns the conditions,
+  the honest and misaligned rows and the trained liar's lie rates."""
   s = config.sandwich
   spec, model = TrainSpec.from_config(config), Model.from_blocks(config.model, config.data)
   source, splits, evidence = load_pixel_task(config.data, model.name,
