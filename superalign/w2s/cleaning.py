@@ -46,6 +46,8 @@ def backbone_features(spec: TrainSpec, model: Model, inputs: InputSpec, warm: di
 
 
 def knn_probe(features: np.ndarray, weak: np.ndarray, k: int) -> np.ndarray:
+  """``[N, C]``: each row's mean weak label ``weak`` ``[N, C]`` over its ``k`` nearest
+  neighbours by cosine similarity of ``features`` ``[N, features]``, itself excluded."""
   f = features / (np.linalg.norm(features, axis=1, keepdims=True) + 1e-8)
   sim = f @ f.T
   np.fill_diagonal(sim, -np.inf)
@@ -54,6 +56,9 @@ def knn_probe(features: np.ndarray, weak: np.ndarray, k: int) -> np.ndarray:
 
 
 def logreg_probe(features: np.ndarray, weak: np.ndarray, seed: int) -> np.ndarray:
+  """``[N, C]``: each row's class probabilities from a logistic regression on ``features``
+  ``[N, features]`` fitted to the weak argmax of ``weak`` ``[N, C]`` on the other half of the rows
+  (2-fold cross-fitting, halves drawn by ``seed``); classes absent from a half's fit get 0."""
   from sklearn.linear_model import LogisticRegression
   labels = weak.argmax(-1)
   order = numpy_rng(seed, "w2s/cleaning/folds").permutation(len(labels))

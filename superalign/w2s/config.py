@@ -63,6 +63,9 @@ RULES = {
 
 
 def base() -> ml_collections.ConfigDict:
+  """The weak-to-strong defaults: ``config_lib.base()`` with the five disjoint splits, the ``w2s``
+  block (a ladder of MLPs weakest first, every loss, seeds, probe mode, cleaning) and the
+  ``pretrain`` block (coarse proxy labels)."""
   c = config_lib.base()
   c.kind = "w2s"
   c.data.splits = ml_collections.ConfigDict(

@@ -39,6 +39,7 @@ def misfit(student: np.ndarray, weak: np.ndarray) -> float:
 
 
 def median_ignoring_nan(values: Sequence[float]) -> float:
+  """The median of the non-NaN ``values`` (NaN when every value is NaN)."""
   v = [x for x in values if not math.isnan(x)]
   return float(np.median(v)) if v else math.nan
 

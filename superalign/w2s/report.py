@@ -112,6 +112,8 @@ def _nan_low(x: float) -> float:
 
 
 def pairs_by(pairs, weak: str, strong: str) -> dict:
+  """The entry of ``pairs`` (``summarize``'s per-pair results) for weak model ``weak`` and
+  strong model ``strong``."""
   return next(p for p in pairs if p["weak"] == weak and p["strong"] == strong)
 
 

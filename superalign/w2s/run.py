@@ -45,6 +45,9 @@ def validate(config) -> None:
 
 
 def run(config, workdir: str) -> dict:
+  """Pretrains every ladder model, trains each as the weak supervisor and as the ceiling, then
+  the students of every weak-strong pair with every loss (cleaning the weak labels as
+  ``w2s.cleaning`` says); returns ``report.summarize``'s results, PGR per pair and loss."""
   w, p = config.w2s, config.pretrain
   source, splits = data_lib.load_splits(config.data)
   for name in w.ladder:
@@ -78,6 +81,9 @@ def run(config, workdir: str) -> dict:
 
 
 def plot(results: dict, out_dir: str) -> list[str]:
+  """Writes ``pgr_by_loss.png`` (PGR per loss on the main pair) and
+  ``accuracy_by_strong_model.png`` (test accuracy against the strong model) under ``out_dir``;
+  returns their paths."""
   return [plots.pgr_by_loss(results, out_dir), plots.accuracy_by_strong_model(results, out_dir)]
 
 

@@ -74,6 +74,8 @@ class Objective:
   loss_hparams: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
 
   def loss_fn(self, loss_names: Sequence[str]):
+    """The stacked runs' loss function (``make_loss``) over the losses ``loss_names``, each run
+    picking its loss by ``loss_id``, with this objective's hyperparameters, probe mode and L2."""
     fns = [losses.get(n, **dict(self.loss_hparams.get(n, {}))) for n in loss_names]
     return make_loss(fns, self.probe, self.l2)
 

@@ -80,6 +80,10 @@ def validate(config) -> None:
 
 
 def run(config, workdir: str) -> dict:
+  """Pretrains the weak and strong models to verify claims, trains the weak supervisor on
+  ``train_a``, fits CCS on the strong model's contrast pairs of ``train_b``, then trains the
+  ceiling and the students on the weak model's and on CCS's labels (one stack of runs per seed
+  each); returns ``report.summarize``'s results."""
   w = config.ccs_w2s
   spec, model = TrainSpec.from_config(config), Model.from_blocks(config.model, config.data)
   _, splits = data_lib.load_splits(config.data)

@@ -10,6 +10,9 @@ from superalign.w2s.misfit.representations import VARIANTS
 
 
 def summary(results: dict) -> str:
+  """The gain-versus-misfit run's printed summary: the pretrained representations' validation
+  error, then per variant the line fits of gain on misfit, the share of tasks where gain reaches
+  misfit (with and without the sampling tolerance) and the mean errors; and the claim."""
   reps = results["representations"]
   lines = [f"w2s_misfit ({results['num_tasks']} tasks, {results['num_points']} fitting points, "
            f"{results['num_test_points']} test points, ridge={results['ridge']:g}, "

@@ -51,6 +51,10 @@ def validate(config) -> None:
 
 
 def run(config, workdir: str) -> dict:
+  """Builds the target representation and the tasks, pretrains the strong and weak
+  representations through the true heads, and scores weak-to-strong on every new task in both
+  variants (``realizable`` and ``pretrained``); returns the results per variant with the
+  representations' and the target's figures."""
   m, spec = reps_lib.Setting.from_config(config.misfit), TrainSpec.from_config(config)
   pretrain_heads, task_heads = reps_lib.true_heads(m, spec.seed)
   h_star = reps_lib.target_features(m, spec, workdir)

@@ -76,6 +76,9 @@ def fit_linear(features: np.ndarray, targets: np.ndarray, ridge: float = 0.0) ->
 
 
 def predict_linear(features: np.ndarray, coef: np.ndarray) -> np.ndarray:
+  """``[points, tasks]`` (or ``[points]``): ``[features, 1] @ coef`` for ``features``
+  ``[points, d]`` and ``coef`` ``[d + 1, tasks]`` (or ``[d + 1]``) from ``fit_linear``, in
+  float64."""
   phi = np.asarray(features, np.float64)
   return phi @ coef[:-1] + coef[-1]
 
@@ -132,6 +135,10 @@ def weak_to_strong(weak_train: np.ndarray, strong_train: np.ndarray, y_train: np
 
 
 def summarize_variant(scores: dict, tol_sigmas: float) -> dict:
+  """One variant's results as JSON from ``weak_to_strong``'s ``scores``: per task (lists over
+  tasks) gain, misfit, errors and tolerance; the line fits of gain on misfit; the share of tasks
+  with ``gain >= misfit - tol`` and ``gain >= misfit``; means; and the in-sample check's largest
+  gap. ``tol_sigmas`` is written into the tolerance rule it states."""
   test, tol = scores["test"], scores["tol"]
   gain, misfit = test["gain"], test["misfit"]
   gap_in = scores["in_sample"]["gain"] - scores["in_sample"]["misfit"]
