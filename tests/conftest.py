@@ -19,6 +19,10 @@ import pytest  # noqa: E402
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SAFETY_S = 1800   # a subprocess's limit: only to fail a hung one, never a slow machine's
 
+# The docs' generator and checks (docs/_ext/docsite.py: no Sphinx) and docs/gather_results.py,
+# for the notebook and docs tests.
+sys.path[:0] = [str(ROOT / "docs" / "_ext"), str(ROOT / "docs")]
+
 
 def pytest_terminal_summary(terminalreporter):
   """Each executed notebook's run time (``tests/test_notebooks.py``), slowest first."""

@@ -1,5 +1,5 @@
-"""The README's "Add a protocol" example, run as written: a folder with a run.py, a config, and
-one registry line make a protocol that validates, trains through the core and writes results."""
+"""The "Add a protocol" guide's example (docs/contributing/add_a_protocol.md), run as written: a
+folder with a run.py, a config, and one registry line make a protocol that validates, trains through the core and writes results."""
 
 import importlib
 import json
@@ -17,10 +17,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def readme_block(name: str) -> str:
-  text = (ROOT / "README.md").read_text()
+  text = (ROOT / "docs" / "contributing" / "add_a_protocol.md").read_text()
   match = re.search(rf"<!-- add-a-protocol: {re.escape(name)} -->\n```python\n(.*?)```", text,
                     re.S)
-  assert match, f"README.md has no add-a-protocol block {name!r}"
+  assert match, f"docs/contributing/add_a_protocol.md has no add-a-protocol block {name!r}"
   return match.group(1)
 
 

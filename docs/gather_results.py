@@ -1,0 +1,59 @@
+"""Gathers the results of documented commands for the published-figures page.
+
+    python docs/gather_results.py experiments/w2s/digits.py=runs/w2s-digits [CONFIG=WORKDIR ...]
+
+For each pair, checks that the workdir's ``config.json`` is the config file's default (so the
+page's command, ``superalign --config=CONFIG``, is what made the results), then writes
+``docs/results/<kind folder>-<config name>.json``: ``{"command", "kind", "results"}``. The docs
+build turns these into the published-figures page; nothing there is typed by hand.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import pathlib
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+OUT = ROOT / "docs" / "results"
+
+
+def default_config(config_path: pathlib.Path) -> dict:
+  """The config file's ``get_config()`` as plain JSON values."""
+  spec = importlib.util.spec_from_file_location("gathered_config", config_path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return json.loads(json.dumps(module.get_config().to_dict(), default=str))
+
+
+def gather(config: str, workdir: str) -> pathlib.Path:
+  """Writes one gathered run; raises SystemExit with one line for a mismatch or missing file."""
+  config_path, work = ROOT / config, pathlib.Path(workdir)
+  for path in (config_path, work / "config.json", work / "results.json"):
+    if not path.is_file():
+      raise SystemExit(f"gather_results: {path} does not exist")
+  written = json.loads((work / "config.json").read_text())
+  expected = default_config(config_path)
+  differ = sorted(k for k in set(written) | set(expected) if written.get(k) != expected.get(k))
+  if differ:
+    raise SystemExit(f"gather_results: {work} was not run with {config}'s defaults "
+                     f"(keys {', '.join(differ)} differ); rerun it without overrides")
+  rel = pathlib.Path(config).relative_to("experiments").with_suffix("")
+  out = OUT / f"{'-'.join(rel.parts)}.json"
+  OUT.mkdir(exist_ok=True)
+  out.write_text(json.dumps({"command": f"superalign --config={config}", "kind": written["kind"],
+                             "results": json.loads((work / "results.json").read_text())},
+                            indent=1) + "\n")
+  return out
+
+
+def main(argv: list[str]) -> None:
+  if not argv or any("=" not in a for a in argv):
+    raise SystemExit("usage: python docs/gather_results.py CONFIG=WORKDIR [CONFIG=WORKDIR ...]")
+  for pair in argv:
+    print(gather(*pair.split("=", 1)))
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])
