@@ -22,6 +22,10 @@ _CONFIG = None  # defined in run(): ml_collections reads --config.KEY overrides 
 
 
 def main(argv):
+  """Runs the experiment the parsed flags name (``app.run``'s main; ``argv``, what the flags
+  left, must be the program name alone): prints the config with ``--print_config``, joins a
+  multi-host run with ``--distributed``, then launches; a user mistake or a stop exits with its
+  one line."""
   if len(argv) > 1:
     fail(f"unexpected argument {argv[1]!r}; use --config=FILE[:ARGS] --workdir=DIR "
          "[--config.KEY=VALUE ...]")

@@ -85,6 +85,8 @@ class Curriculum:
     self.counts = {"examples": 0, "labels": 0, "h_calls": 0, "subquestions": 0}
 
   def observe(self, step: int, metrics: Mapping[str, float]) -> None:
+    """Records one step's ``accuracy`` (the model's agreement with its targets) and raises the
+    level, up to ``top``, when the mean over the last ``window`` steps reaches ``threshold``."""
     self.recent = (self.recent + [metrics["accuracy"]])[-self.window:]
     if (self.level < self.top and len(self.recent) == self.window
         and np.mean(self.recent) >= self.threshold):
@@ -93,10 +95,13 @@ class Curriculum:
       self.recent = []
 
   def state_dict(self) -> dict:
+    """The level, the recent agreements, the steps each level began at and the counts, as JSON for
+    the checkpoint."""
     return {"level": self.level, "recent": self.recent, "raised_at": self.raised_at,
             "counts": dict(self.counts)}
 
   def load_state_dict(self, saved: dict) -> None:
+    """Restores what ``state_dict`` saved (nothing when ``saved`` is empty)."""
     if saved:
       self.level, self.recent = saved["level"], list(saved["recent"])
       self.raised_at, self.counts = list(saved["raised_at"]), dict(saved["counts"])
@@ -116,6 +121,10 @@ def model_ask(trained: Trained, lay: encoding.Layout, teacher: bool = False):
 
 @dataclasses.dataclass
 class Result:
+  """What ``train`` returns: the ``trained`` model, its ``curriculum`` (final level, label and
+  H-call counts), the last evaluation's ``test_accuracy`` on the held-out episodes (NaN if none
+  ran), the ``no_model_accuracy`` baseline on the same set, the episodes per step and the evaluation
+  ``history``."""
   trained: Trained
   curriculum: Curriculum
   test_accuracy: float

@@ -65,6 +65,9 @@ RULES = {
 
 
 def base() -> ml_collections.ConfigDict:
+  """The amplification defaults: ``gpt_small`` on the five tasks (``TASK_DEFAULTS``) in both modes,
+  800 steps of 128 episodes (shortest path: 700 of 256), H asking the model's moving average
+  (``optim.ema_decay = 0.99``)."""
   c = config_lib.base()
   c.kind = "amplification"
   c.model.name = "gpt_small"

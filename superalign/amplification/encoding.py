@@ -31,11 +31,15 @@ class Layout:
 
   @property
   def spec(self) -> InputSpec:
+    """The classifier's ``InputSpec``: records ``[num_facts + 1, width]``, ``num_answers`` classes,
+    and a vocabulary of ``OFFSET + (width - 1) * values`` ids (each value field its own)."""
     return InputSpec((self.num_facts + 1, self.width), "records", self.num_answers,
                      vocab_size=OFFSET + (self.width - 1) * self.values)
 
 
 def layout(task, max_difficulty: int) -> Layout:
+  """The ``Layout`` of ``task`` up to ``max_difficulty``: its fact count and record width read off
+  one sample episode, and ids per field enough for its largest token there."""
   sample = task.generate(np.random.default_rng(0), 1, 0)
   _, num_facts, fact_len = sample.facts.shape
   width = 1 + max(fact_len, sample.questions.shape[1])

@@ -13,6 +13,9 @@ PUBLISHED = ("Christiano, Shlegeris and Amodei (2018): amplification matches sup
 
 
 def table(results: dict) -> str:
+  """The printed table of ``run``'s results: per task, the test accuracy of each mode at the top
+  difficulty, amplification's ratio to supervision, the no-model line, and the supervision consumed
+  (labels, H calls, subquestions); the paper's claim below."""
   lines = [f"Iterated amplification, {results['model']} (test accuracy at the top difficulty)",
            f"{'task':<14} {'size':>4} {'levels':>6} {'steps':>5} {'batch':>5} {'no model':>8} "
            f"{'supervised':>10} {'amplify':>8} {'ratio':>6} {'labels':>9} {'H calls':>9} "

@@ -87,6 +87,10 @@ def curriculum_warning(config, name: str) -> str | None:
 
 
 def run(config, workdir: str) -> dict:
+  """Trains each task of ``amplification.tasks`` in each mode of ``amplification.modes`` and returns
+  the results keyed by task: per mode, the test accuracy, the final level and the steps it was
+  raised at, the counts and the curve, and the task's size, schedule, no-model accuracy and
+  ``amplify_over_supervised``."""
   a = config.amplification
   spec, model = TrainSpec.from_config(config), Model.from_blocks(config.model, config.data)
   by_task = {}

@@ -25,6 +25,10 @@ from superalign.config import registry
 
 @dataclasses.dataclass(frozen=True)
 class Episodes:
+  """A batch of task instances, int arrays: ``facts`` ``[batch, num_facts, fact_len]``,
+  ``questions`` ``[batch, question_len]``, ``answers`` ``[batch]`` (the generator's ground truth; -1
+  where unknown) and ``state``, the instances in structured form for ``solve`` (arrays or lists
+  indexed by instance)."""
   facts: np.ndarray       # [batch, num_facts, fact_len]
   questions: np.ndarray   # [batch, question_len]
   answers: np.ndarray     # [batch] ground truth (the generator's)
@@ -34,6 +38,7 @@ class Episodes:
     return len(self.answers)
 
   def take(self, idx: np.ndarray) -> "Episodes":
+    """The instances at indices ``idx`` (``[k]`` ints), their ``state`` included."""
     state = {k: [v[i] for i in idx] if isinstance(v, list) else v[idx]
              for k, v in self.state.items()}
     return Episodes(self.facts[idx], self.questions[idx], self.answers[idx], state)
@@ -83,12 +88,18 @@ class PermutationPowering:
     self.size = size
 
   def max_token(self, difficulty: int) -> int:
+    """The largest token up to ``difficulty``: an element (``size - 1``) or a power
+    ``n <= 2^difficulty``."""
     return max(self.size - 1, 2 ** difficulty)
 
   def num_answers(self) -> int:
+    """The answer classes: the ``size`` elements."""
     return self.size
 
   def generate(self, rng: np.random.Generator, batch: int, difficulty: int) -> Episodes:
+    """``batch`` episodes at ``difficulty``: facts ``[batch, size, 2]`` (each ``(x, sigma(x))``),
+    questions ``[batch, 2]`` (``(x, n)``, ``1 <= n <= 2^difficulty``), answers ``sigma^n(x)``
+    ``[batch]``; ``state["sigma"]`` is ``[batch, size]``."""
     sigma = np.stack([rng.permutation(self.size) for _ in range(batch)])
     x = rng.integers(0, self.size, batch)
     n = rng.integers(1, 2 ** difficulty + 1, batch)
@@ -100,6 +111,8 @@ class PermutationPowering:
     return Episodes(facts, np.stack([x, n], -1), y, {"sigma": sigma})
 
   def solve(self, ep: Episodes) -> np.ndarray:
+    """Ground truth ``[batch]`` by brute force: ``x``'s cycle under ``sigma`` (from ``ep.state``),
+    indexed at ``n`` modulo its length."""
     out = []
     for sigma, (x, n) in zip(ep.state["sigma"], ep.questions):
       cycle = [x]                     # x's cycle, then index n modulo its length
@@ -109,10 +122,14 @@ class PermutationPowering:
     return np.array(out)
 
   def from_facts(self, ep: Episodes) -> tuple[np.ndarray, np.ndarray]:
+    """``(known, answers)``, each ``[batch]``: the questions that are a fact (``n == 1``) and the
+    fact ``sigma(x)`` (the answer only where ``known``)."""
     x, n = ep.questions[:, 0], ep.questions[:, 1]
     return n == 1, ep.facts[np.arange(len(ep)), x, 1]
 
   def overseer(self, ep: Episodes, ask: Ask) -> np.ndarray:
+    """H's answers ``[batch]``: ``sigma^m(sigma^m(x))`` with ``m = n // 2``, asked in two rounds of
+    ``ask``, then one fact lookup when ``n`` is odd; the fact itself when ``n == 1``."""
     x, n = ep.questions[:, 0], ep.questions[:, 1]
     rows = np.arange(len(ep))
     lookup = lambda v: ep.facts[rows, v, 1]
@@ -136,12 +153,18 @@ class SequentialAssignments:
     self.size, self.values = size, values
 
   def max_token(self, difficulty: int) -> int:
+    """The largest token at any difficulty: a variable, a value or a fact kind (``TABLE``)."""
     return max(self.size - 1, self.values - 1, self.TABLE)
 
   def num_answers(self) -> int:
+    """The answer classes: the ``values`` values."""
     return self.values
 
   def generate(self, rng: np.random.Generator, batch: int, difficulty: int) -> Episodes:
+    """``batch`` episodes asking the value of a variable at depth <= ``difficulty``: facts
+    ``[batch, size + values^2, 4]`` (``(kind, a, b, c)``: the given values, the assignments and the
+    table of ``f``, shuffled), questions ``[batch, 1]``, answers ``[batch]``; ``state["inst"]``
+    holds each instance's table, assignments and given values."""
     n, v = self.size, self.values
     base = max(2, n // 4)
     facts, questions, answers, states = [], [], [], []
@@ -168,6 +191,8 @@ class SequentialAssignments:
     return Episodes(np.stack(facts), np.array(questions), np.array(answers), {"inst": states})
 
   def solve(self, ep: Episodes) -> np.ndarray:
+    """Ground truth ``[batch]``: the asked variable's value, evaluated recursively from
+    ``ep.state``."""
     out = []
     for (table, inputs, given), (q,) in zip(ep.state["inst"], ep.questions):
       memo = dict(given)
@@ -187,11 +212,15 @@ class SequentialAssignments:
     return facts[np.arange(len(facts)), hit.argmax(1)] * hit.any(1)[:, None]
 
   def from_facts(self, ep: Episodes) -> tuple[np.ndarray, np.ndarray]:
+    """``(known, answers)``, each ``[batch]``: whether the asked variable's value is given as a
+    fact, and that value (the answer only where ``known``)."""
     f, q = ep.facts, ep.questions[:, 0]
     given = (f[..., 0] == self.VALUE) & (f[..., 1] == q[:, None])
     return given.any(1), f[np.arange(len(ep)), given.argmax(1), 2]
 
   def overseer(self, ep: Episodes, ask: Ask) -> np.ndarray:
+    """H's answers ``[batch]``: a given value from the facts; otherwise H finds ``x := f(y, z)``,
+    asks the values of ``y`` and ``z`` (a round each) and looks ``f`` up in the table's facts."""
     q = ep.questions[:, 0]
     known, own = self.from_facts(ep)
     assign = self._find(ep.facts, self.ASSIGN, q)
@@ -220,12 +249,18 @@ class WildcardSearch:
     self.wildcard = alphabet  # token
 
   def max_token(self, difficulty: int) -> int:
+    """The largest token at any difficulty: the wildcard (``alphabet``) or a value."""
     return max(self.wildcard, self.values - 1)
 
   def num_answers(self) -> int:
+    """The answer classes: sums modulo ``values``."""
     return self.values
 
   def generate(self, rng: np.random.Generator, batch: int, difficulty: int) -> Episodes:
+    """``batch`` episodes with up to ``min(difficulty, length)`` wildcards per pattern: facts
+    ``[batch, size, length + 1]`` (a string's letters, then its value), questions
+    ``[batch, length]`` (the pattern; half of them need not match a stored string), answers
+    ``[batch]``: the matching strings' values summed modulo ``values``."""
     L, A = self.length, self.alphabet
     w = rng.integers(0, min(difficulty, L) + 1, batch)   # wildcards per pattern
     codes = np.stack([rng.choice(A ** L, self.size, replace=False) for _ in range(batch)])
@@ -244,6 +279,8 @@ class WildcardSearch:
     return Episodes(np.concatenate([strings, values[..., None]], -1), pattern, answers)
 
   def solve(self, ep: Episodes) -> np.ndarray:
+    """Ground truth ``[batch]``: the values of the strings the pattern matches, summed by brute
+    force modulo ``values``."""
     out = []
     for facts, pattern in zip(ep.facts, ep.questions):
       total = sum(int(row[-1]) for row in facts
@@ -252,11 +289,15 @@ class WildcardSearch:
     return np.array(out)
 
   def from_facts(self, ep: Episodes) -> tuple[np.ndarray, np.ndarray]:
+    """``(known, answers)``, each ``[batch]``: a pattern without wildcards is a fact, answered by
+    its string's value (0 if no stored string is that one)."""
     exact = (ep.facts[..., :-1] == ep.questions[:, None]).all(-1)
     own = (ep.facts[..., -1] * exact).sum(-1) % self.values   # 0 if no such string
     return ~(ep.questions == self.wildcard).any(-1), own
 
   def overseer(self, ep: Episodes, ask: Ask) -> np.ndarray:
+    """H's answers ``[batch]``: the first wildcard filled with each letter (``alphabet`` rounds of
+    ``ask``), the answers summed modulo ``values``; a pattern without wildcards from the facts."""
     pattern = ep.questions
     wild = pattern == self.wildcard
     first = wild.argmax(-1)
@@ -296,9 +337,12 @@ class ShortestPath:
     self.far = cap              # the answer "more than k steps"; budgets stop at cap - 1
 
   def max_token(self, difficulty: int) -> int:
+    """The largest token up to ``difficulty``: an edge ``u * size + v`` or a budget
+    ``k <= cap - 1``."""
     return max(self.size * self.size - 1, min(difficulty, self.cap - 1))
 
   def num_answers(self) -> int:
+    """The answer classes: distances ``0 .. cap - 1`` and ``far`` (``cap``)."""
     return self.cap + 1
 
   def edge(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -310,6 +354,10 @@ class ShortestPath:
     return np.stack([a, b, self.edge(a, b), k], -1)
 
   def generate(self, rng: np.random.Generator, batch: int, difficulty: int) -> Episodes:
+    """``batch`` episodes with budgets ``k <= min(difficulty, cap - 1)``: facts
+    ``[batch, size * degree, 3]`` (``(u, v, edge(u, v))``, by ``u``), questions ``[batch, 4]``
+    (``(a, b, edge(a, b), k)``), answers ``[batch]``: the distance from ``a`` to ``b`` within ``k``
+    steps, else ``far``, the targets balanced over ``1 .. k`` and ``far``."""
     n, r, rows = self.size, self.degree, np.arange(batch)
     top = min(difficulty, self.cap - 1)
     # ``degree`` distinct out-neighbours per vertex, never itself: the smallest random keys.
@@ -341,6 +389,7 @@ class ShortestPath:
     return Episodes(facts, self.question(a, b, k), answers)
 
   def solve(self, ep: Episodes) -> np.ndarray:
+    """Ground truth ``[batch]`` by breadth-first search from ``a``, at most ``k`` steps."""
     out = []
     for facts, (a, b, _, k) in zip(ep.facts, ep.questions):
       adjacency = facts[:, 1].reshape(self.size, self.degree)
@@ -353,10 +402,15 @@ class ShortestPath:
     return np.array(out)
 
   def from_facts(self, ep: Episodes) -> tuple[np.ndarray, np.ndarray]:
+    """``(known, answers)``, each ``[batch]``: the questions answered without a subquestion,
+    ``a == b`` (0) and ``k == 0`` (``far``)."""
     a, b, _, k = ep.questions.T
     return (a == b) | (k == 0), np.where(a == b, 0, self.far)
 
   def overseer(self, ep: Episodes, ask: Ask) -> np.ndarray:
+    """H's answers ``[batch]``: ``1 + min`` over ``a``'s ``degree`` out-neighbours ``v`` of the
+    answer to ``(v, b, k - 1)`` (a round of ``ask`` per neighbour), at most ``far``; 0 when
+    ``a == b`` and ``far`` when ``k == 0``."""
     a, b, _, k = ep.questions.T
     neighbours = ep.facts[:, :, 1].reshape(len(ep), self.size, self.degree)[np.arange(len(ep)), a]
     best = np.full(len(ep), self.far)
@@ -385,12 +439,19 @@ class UnionFind:
     self.none = size            # variable token "none" (also answer "none" = values)
 
   def max_token(self, difficulty: int) -> int:
+    """The largest token at any difficulty: the variable ``none`` (``size``) or a value."""
     return max(self.none, self.values - 1)
 
   def num_answers(self) -> int:
+    """The answer classes: the ``values`` values, then ``none`` (class ``values``)."""
     return self.values + 1      # the last is "none"
 
   def generate(self, rng: np.random.Generator, batch: int, difficulty: int) -> Episodes:
+    """``batch`` episodes asking a variable at tree distance <= ``difficulty`` from its value: facts
+    ``[batch, size, 3]`` (``size - components`` equalities ``(EQUAL, x, y)`` and ``components``
+    values ``(VALUE, root, value)``, shuffled), questions ``[batch, 2]`` (``(x, from)``), answers
+    ``[batch]`` (a value, or ``values`` for none); ``state["edges"]`` holds each instance's
+    equalities."""
     n = self.size
     facts, questions, answers, states = [], [], [], []
     for _ in range(batch):
@@ -425,6 +486,8 @@ class UnionFind:
     return Episodes(np.stack(facts), np.array(questions), np.array(answers), {"edges": states})
 
   def solve(self, ep: Episodes) -> np.ndarray:
+    """Ground truth ``[batch]`` by depth-first search from ``x`` away from ``from``: the first value
+    found, else ``values`` (none)."""
     out = []
     for facts, (x, came_from) in zip(ep.facts, ep.questions):
       values = {int(r[1]): int(r[2]) for r in facts if r[0] == self.VALUE}
@@ -447,11 +510,16 @@ class UnionFind:
     return np.array(out)
 
   def from_facts(self, ep: Episodes) -> tuple[np.ndarray, np.ndarray]:
+    """``(known, answers)``, each ``[batch]``: whether ``x`` holds a value itself, and that value
+    (the answer only where ``known``)."""
     f, x = ep.facts, ep.questions[:, 0]
     own = (f[..., 0] == self.VALUE) & (f[..., 1] == x[:, None])
     return own.any(1), f[np.arange(len(ep)), own.argmax(1), 2]
 
   def overseer(self, ep: Episodes, ask: Ask) -> np.ndarray:
+    """H's answers ``[batch]``: ``x``'s own value, else it asks ``(y, x)`` of each neighbour ``y``
+    other than ``from`` (up to ``MAX_DEGREE`` rounds, only where nothing is found yet) and keeps the
+    first answer that is not ``none``."""
     x, came_from = ep.questions[:, 0], ep.questions[:, 1]
     f = ep.facts
     known, own = self.from_facts(ep)

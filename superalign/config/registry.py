@@ -47,6 +47,7 @@ class Registry(Generic[T]):
 
   @property
   def names(self) -> tuple[str, ...]:
+    """The registered names, in registration order."""
     return tuple(self._items)
 
   def check(self, key: str, names: Iterable[str], allow_empty: bool = False) -> None:

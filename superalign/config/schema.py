@@ -93,6 +93,7 @@ NAME = Rule(lambda v: isinstance(v, str) and bool(v), "must be a name (a non-emp
 
 
 def one_of(*choices) -> Rule:
+  """A value equal to one of ``choices`` (the error line lists them)."""
   return Rule(lambda v: v in choices, "valid: " + ", ".join(map(str, choices)),
               choices=tuple(choices))
 

@@ -18,6 +18,7 @@ def _permutation(seed: int, epoch: int, n: int) -> np.ndarray:
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
+  """Full batches of ``batch_size`` in ``n`` examples (the ragged tail dropped), at least 1."""
   return max(n // batch_size, 1)
 
 

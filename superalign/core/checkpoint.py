@@ -32,15 +32,21 @@ class Checkpointer:
         max_to_keep=self.keep, create=True, cleanup_tmp_directories=True))
 
   def latest_step(self) -> int | None:
+    """The newest saved step, or None when there is none."""
     return self.manager.latest_step()
 
   def path(self, step: int) -> str:
+    """The folder of step ``step``'s checkpoint."""
     return os.path.join(self.directory, str(step))
 
   def due(self, step: int) -> bool:
+    """Whether ``step`` is a periodic save (a multiple of ``every``; never when ``every`` is 0)."""
     return self.every > 0 and step % self.every == 0
 
   def save(self, step: int, items: Any, meta: dict) -> None:
+    """Starts an asynchronous save of ``items`` (a pytree of arrays, e.g.
+    ``TrainState.checkpoint_items()``) and the JSON dict ``meta`` as step ``step``; a step
+    already saved is left as it is. A failed write (a full disk) is raised as OSError."""
     with _os_errors(self.directory):  # an earlier async save's failure may surface here too
       if step not in self.manager.all_steps():
         self.manager.save(step, args=ocp.args.Composite(
@@ -88,10 +94,12 @@ class Checkpointer:
     self.manager = self._manager()
 
   def wait(self) -> None:
+    """Blocks until the pending asynchronous saves are written."""
     with _os_errors(self.directory):
       self.manager.wait_until_finished()
 
   def close(self) -> None:
+    """Waits for the pending saves, then closes the manager."""
     with _os_errors(self.directory):
       self.manager.wait_until_finished()
       self.manager.close()

@@ -68,6 +68,9 @@ class Preempted(BaseException):
 
 @dataclasses.dataclass(frozen=True)
 class EarlyStop:
+  """When ``fit`` stops before ``num_steps``: ``metric`` (a key of ``evaluate``'s dict) has not
+  improved, in the direction ``mode``, for ``patience`` evaluations (of every stacked run);
+  ``restore_best`` ends on the best evaluated parameters."""
   metric: str                 # a key of evaluate()'s dict, e.g. "accuracy" or "loss"
   mode: str = "max"           # "max" or "min"
   patience: int = 5           # evaluations without improvement before stopping
@@ -79,13 +82,24 @@ class HostState(Protocol):
   ``observe`` sees every step's training metrics, in step order, when the loop fetches them from
   the device (every ``log_every`` steps); decisions it takes there are exact under resume when
   ``checkpoint_every`` is a multiple of ``log_every``."""
-  def observe(self, step: int, metrics: Mapping[str, float]) -> None: ...
-  def state_dict(self) -> dict: ...
-  def load_state_dict(self, saved: dict) -> None: ...
+
+  def observe(self, step: int, metrics: Mapping[str, float]) -> None:
+    """Sees step ``step``'s training metrics (scalars, averaged over stacked runs)."""
+
+  def state_dict(self) -> dict:
+    """The state to save with a checkpoint, as JSON."""
+
+  def load_state_dict(self, saved: dict) -> None:
+    """Restores what ``state_dict`` saved (an empty dict when the checkpoint holds none)."""
 
 
 @dataclasses.dataclass
 class FitResult:
+  """What ``fit`` returns: the final ``state`` (the best evaluated parameters with
+  ``EarlyStop.restore_best``), the evaluation ``history`` (one row per evaluation), the last
+  logged window's mean ``train_metrics`` (over stacked runs too), the ``best`` evaluation
+  (``{"step", "value"}``, per run if stacked; None without early stopping), whether it
+  ``stopped_early``, and the step it ``resumed_from`` (None for a fresh start)."""
   state: TrainState
   history: list[dict]            # one row per evaluation
   train_metrics: dict[str, float]  # last logged window of training metrics
@@ -101,9 +115,11 @@ class _StopFlag:
   last: str | None = None  # the last checkpoint saved or restored, for the stop's line
 
   def is_set(self) -> bool:
+    """Whether a stop signal arrived."""
     return self.signum is not None
 
   def check(self) -> None:
+    """Raises Preempted if a stop signal arrived."""
     if self.is_set():
       raise Preempted(self.signum, last=self.last)
 
@@ -179,6 +195,9 @@ class _BestTracker:
     self.params = None     # best parameters (only with restore_best)
 
   def update(self, step: int, value, params) -> None:
+    """Takes the evaluation at ``step``: ``value`` (a scalar, or ``[runs]`` if stacked) is
+    compared with each run's best so far; an improved run's ``params`` are kept (with
+    ``restore_best``) and its patience count restarts."""
     value = np.asarray(value, np.float64)
     if self.value is None:
       improved = np.ones(value.shape, bool)
@@ -199,15 +218,19 @@ class _BestTracker:
 
   @property
   def exhausted(self) -> bool:
+    """Whether every run has gone ``patience`` evaluations without improving."""
     return self.bad is not None and bool(np.all(self.bad >= self.rule.patience))
 
   def state(self) -> dict:
+    """The best values, their steps and the evaluations since, as JSON for the checkpoint (empty
+    before the first evaluation)."""
     if self.value is None:
       return {}
     return {"value": _jsonable(self.value), "step": _jsonable(self.step),
             "bad": _jsonable(self.bad)}
 
   def load(self, saved: dict) -> None:
+    """Restores what ``state`` saved (nothing when ``saved`` is empty)."""
     if saved:
       self.value = np.asarray(saved["value"], np.float64)
       self.step = np.asarray(saved["step"]).astype(int)

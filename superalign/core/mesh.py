@@ -76,6 +76,8 @@ def make_mesh(axis_sizes: Mapping[str, int] | MeshSpec,
 
 
 def batch_size_per_shard(mesh: Mesh) -> int:
+  """The number of shards a batch splits into over the mesh's batch axes (``data`` times
+  ``fsdp``): a global batch must be a multiple of it."""
   return math.prod(mesh.shape[a] for a in BATCH_AXES)
 
 
@@ -86,6 +88,7 @@ def batch_sharding(mesh: Mesh, stacked: bool = False) -> NamedSharding:
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
+  """A sharding that keeps a whole copy on every device of ``mesh``."""
   return NamedSharding(mesh, P())
 
 

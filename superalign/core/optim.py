@@ -11,6 +11,9 @@ from superalign.core.spec import OPTIMIZERS, SCHEDULES, Optim
 
 
 def schedule(o: Optim, num_steps: int) -> optax.Schedule:
+  """The learning-rate schedule ``o.schedule`` over ``num_steps``: ``constant``, ``cosine`` decay
+  to 0, ``warmup_cosine`` (linear warmup from 0 over ``o.warmup_steps``, then cosine decay) or
+  ``linear`` decay to 0, from ``o.learning_rate``."""
   lr, warmup, name = float(o.learning_rate), int(o.warmup_steps), o.schedule
   if name == "constant":
     return optax.constant_schedule(lr)
@@ -24,6 +27,8 @@ def schedule(o: Optim, num_steps: int) -> optax.Schedule:
 
 
 class EmaState(NamedTuple):
+  """``params_ema``'s optimizer state: ``ema``, the moving average of the parameters (a pytree
+  like them)."""
   ema: optax.Params           # the moving average of the parameters (a teacher)
 
 

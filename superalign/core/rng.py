@@ -12,6 +12,7 @@ import numpy as np
 
 
 def stream_id(name: str) -> int:
+  """The stream number of ``name``: its CRC-32."""
   return zlib.crc32(name.encode())
 
 

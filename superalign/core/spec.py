@@ -23,6 +23,9 @@ EARLY_STOP_MODES = ("max", "min")
 
 @dataclasses.dataclass(frozen=True)
 class Optim:
+  """The optimizer block: ``name`` (one of ``OPTIMIZERS``), the peak ``learning_rate``,
+  ``weight_decay`` (``adamw``), the learning-rate ``schedule`` (one of ``SCHEDULES``) and its
+  ``warmup_steps``, the global-norm ``clip_norm``, ``momentum`` (``sgd``) and ``ema_decay``."""
   name: str = "adamw"
   learning_rate: float = 1e-3
   weight_decay: float = 1e-4
@@ -35,6 +38,10 @@ class Optim:
 
 @dataclasses.dataclass(frozen=True)
 class Train:
+  """The training block: the train and eval batch sizes, the step budget (``num_steps``, or
+  ``num_epochs`` of the training split), how often to evaluate, log and save (in steps), the
+  checkpoints kept, and early stopping (``early_stop_metric``, ``early_stop_mode``,
+  ``patience``)."""
   batch_size: int = 64
   eval_batch_size: int = 256
   num_steps: int = 0               # total steps; 0 = use num_epochs
@@ -88,6 +95,8 @@ class TrainSpec:
     return dataclasses.replace(self, train=_replace(self.train, block, values))
 
   def with_optim(self, block: Mapping | None = None, **values) -> "TrainSpec":
+    """This spec with optimizer fields replaced: those a block has, then ``values`` (a name that
+    is not a field is a TypeError)."""
     return dataclasses.replace(self, optim=_replace(self.optim, block, values))
 
 

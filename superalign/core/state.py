@@ -25,6 +25,11 @@ STATS = nnx.BatchStat   # the non-trainable collection
 
 @struct.dataclass
 class TrainState:
+  """Everything a training step reads and writes: the ``step`` (an int32 scalar, ``[runs]`` if
+  stacked), the ``params`` (``nnx.Param`` leaves, with a leading ``[runs]`` axis if stacked), the
+  optimizer state, the base key ``rng`` (step keys are ``fold_in(rng, step)``), the non-trainable
+  ``stats`` (``STATS`` leaves), and the static ``graphdef`` and ``tx`` that rebuild the module
+  and the optimizer."""
   step: jax.Array                  # int32 scalar
   params: nnx.State                # nnx.Param leaves
   opt_state: optax.OptState
@@ -49,10 +54,13 @@ class TrainState:
     return items
 
   def replace_items(self, items: dict[str, Any]) -> "TrainState":
+    """This state with the arrays of ``items`` (as ``checkpoint_items`` names them, e.g. a
+    restored checkpoint) in place."""
     return self.replace(**items)
 
 
 def param_count(params: nnx.State) -> int:
+  """The number of scalars in ``params`` (all stacked runs together)."""
   return sum(int(x.size) for x in jax.tree.leaves(params))
 
 

@@ -72,6 +72,8 @@ class Trained:
 
 
 def num_train_steps(train: Train, num_examples: int) -> int:
+  """The step budget: ``train.num_steps`` when positive, else ``train.num_epochs`` epochs of
+  ``num_examples`` in full batches."""
   if train.num_steps > 0:
     return int(train.num_steps)
   return int(train.num_epochs) * batches.steps_per_epoch(num_examples, train.batch_size)
@@ -113,14 +115,18 @@ class Trainer:
 
   @property
   def train(self) -> Train:
+    """The spec's training block."""
     return self.spec.train
 
   @property
   def stacked(self) -> bool:
+    """Whether ``seeds`` is a sequence: independent runs trained side by side, stacked on a
+    leading ``[runs]`` axis."""
     return not isinstance(self.seeds, numbers.Integral)
 
   @property
   def run_seeds(self) -> list[int]:
+    """The seed of every run, one for an unstacked job."""
     return [int(s) for s in self.seeds] if self.stacked else [int(self.seeds)]
 
   def _trained(self, state, shardings, fit, num_steps: int, compiled: dict) -> Trained:

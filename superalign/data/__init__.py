@@ -19,6 +19,7 @@ PREFIXES = ("idx:", "tfds:", "text:", "synthetic:")
 
 
 def valid_names() -> str:
+  """The data set names ``data.name`` accepts, comma-separated (for error lines)."""
   return ", ".join([*BUNDLED, "idx:<dir>", "tfds:<name>", *(f"text:{t}" for t in text_tasks.TASKS),
                     *(f"synthetic:{g}" for g in synthetic.GENERATORS)])
 

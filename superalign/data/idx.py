@@ -48,6 +48,7 @@ def read_idx(path: str) -> np.ndarray:
 
 
 def find(directory: str, stem: str) -> str | None:
+  """The path of file ``stem`` in ``directory``, plain or ``.gz``, or None when neither exists."""
   for suffix in ("", ".gz"):
     path = os.path.join(directory, stem + suffix)
     if os.path.exists(path):
@@ -56,6 +57,8 @@ def find(directory: str, stem: str) -> str | None:
 
 
 def check_directory(directory: str) -> None:
+  """Raises DataError, one line, unless ``directory`` exists and holds the four MNIST-format
+  files (each plain or gzipped)."""
   if not os.path.isdir(directory):
     raise DataError(
         f"data.name='idx:{directory}': no such directory; give a directory holding "
@@ -67,6 +70,9 @@ def check_directory(directory: str) -> None:
 
 
 def load(directory: str) -> Source:
+  """The MNIST-format data set in ``directory``: float32 images in [0, 1]
+  ``[N, height, width, 1]`` and int32 labels ``[N]``, with its test set; a file that is
+  unreadable or inconsistent raises DataError."""
   check_directory(directory)
   paths = {key: find(directory, stem) for key, stem in _FILES.items()}
   arrays = {key: read_idx(path) for key, path in paths.items()}

@@ -18,6 +18,9 @@ from superalign.data.source import DataError, Source
 
 @dataclasses.dataclass(frozen=True)
 class Split:
+  """One split: inputs ``x`` (images ``[rows, height, width, channels]``, vectors
+  ``[rows, features]`` or token ids ``[rows, length]``, as the source's), labels ``y`` ``[rows]``
+  and ``ids`` ``[rows]``, the examples' global indices (pool index, or pool size + test index)."""
   x: np.ndarray
   y: np.ndarray
   ids: np.ndarray

@@ -13,6 +13,7 @@ _WORD = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
 
 
 def words(text: str) -> list[str]:
+  """The lower-cased words (letters and digits) and punctuation marks of ``text``, in order."""
   return _WORD.findall(text.lower())
 
 
@@ -34,6 +35,7 @@ class WordTokenizer:
 
   @property
   def vocab_size(self) -> int:
+    """Token ids in all: the vocabulary, PAD and UNK."""
     return len(self.vocab) + 2
 
   def encode(self, texts: Sequence[str], max_len: int) -> np.ndarray:

@@ -30,10 +30,13 @@ from superalign.results.files import read_guarded
 
 
 def format_amazon_polarity(ex, rng):
+  """An Amazon review's title and text, labelled by its polarity (1: positive)."""
   return f"{ex['title']} {ex['content']}", int(ex["label"])
 
 
 def format_sciq(ex, rng):
+  """A science question with its correct answer (label 1) or, half of the time by ``rng``, one of
+  its three distractors (label 0)."""
   hard_label = int(rng.random() < 0.5)
   if hard_label:
     answer = ex["correct_answer"]
@@ -43,11 +46,16 @@ def format_sciq(ex, rng):
 
 
 def format_anthropic_hh(ex, rng):
+  """A dialogue of Anthropic's HH-RLHF: the chosen response (label 1) or, half of the time by
+  ``rng``, the rejected one (label 0)."""
   hard_label = int(rng.random() < 0.5)
   return (ex["chosen"] if hard_label else ex["rejected"]), hard_label
 
 
 def format_cosmos_qa(ex, rng):
+  """A context, question and answer of Cosmos QA: the true answer (label 1) or, half of the time
+  by ``rng``, a wrong one (label 0); a true "None of the above choices ." is always shown as a
+  wrong answer."""
   true_answer = ex["answer" + str(ex["label"])]
   # As the reference: a true "None of the above" is always shown with a wrong answer (label 0),
   # without drawing the label from rng.
@@ -66,11 +74,14 @@ def format_cosmos_qa(ex, rng):
 
 
 def format_boolq(ex, rng):
+  """A passage and a yes/no question, labelled by the answer (1: yes)."""
   return f"Passage: {ex['passage']}\nQuestion: {ex['question']}", int(ex["answer"])
 
 
 @dataclasses.dataclass(frozen=True)
 class Task:
+  """One text task: its formatter ``(example, rng) -> (text, label)``, its Hugging Face name (for
+  the missing-data message) and the split used as the test set."""
   format: Callable[[dict, random.Random], tuple[str, int]]
   hf_name: str              # for load_dataset(...), in the missing-data message
   test_split: str = "test"  # the reference's test split
@@ -88,6 +99,7 @@ PATTERNS = ("{s}.jsonl", "{s}.jsonl.gz", "{s}.parquet", "{s}-*.parquet", "data/{
 
 
 def check_task(task: str) -> None:
+  """Raises DataError, one line naming the valid ones, unless ``task`` is a known text task."""
   if task not in TASKS:
     raise DataError(f"data.name='text:{task}': unknown text task; valid: "
                     f"{', '.join('text:' + t for t in TASKS)}")
@@ -177,6 +189,8 @@ def _test_splits(task: str) -> tuple[str, str]:
 
 
 def check_path(task: str, path: str) -> None:
+  """Raises DataError, one line saying how to get the data, unless ``path`` is a directory
+  holding the train split of ``task``."""
   if not path or not os.path.isdir(os.path.expanduser(path)):
     raise DataError(
         f"data.path={path!r}: no such directory for text:{task}; get the data on a machine with "

@@ -37,6 +37,10 @@ def _records(name: str, split: str, source, limit: int | None) -> list[dict]:
 
 def load(name: str, data_dir: str | None = None, *, max_len: int = 128, vocab_size: int = 8192,
          limit: int | None = None) -> Source:
+  """The prepared data set ``name`` under ``data_dir``, train split and ``test`` (or
+  ``validation``), each capped at ``limit`` records: images as float32 in [0, 1]
+  ``[N, height, width, channels]``, or text (a layout of ``TEXT_FIELDS``) as int32 word ids
+  ``[N, max_len]`` from a ``WordTokenizer`` of ``vocab_size`` fitted on the training split."""
   try:
     train = _open(name, "train", data_dir)
   except Exception as e:  # tfds raises many types for "not prepared"; report one line.

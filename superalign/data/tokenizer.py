@@ -77,6 +77,7 @@ class HFTokenizer:
 
   @property
   def vocab_size(self) -> int:
+    """Token ids in all, the added tokens included."""
     return self.tokenizer.get_vocab_size()
 
   def _ids(self, texts: Sequence[str]) -> list[list[int]]:

@@ -58,6 +58,7 @@ def fail(message: str, code: int = EXIT_USAGE, hard: bool = False):
 
 
 def print_help() -> None:
+  """Prints the usage and the launcher's own flags with their defaults (``--help``)."""
   print(USAGE, end="")
   for flag in ("config", "workdir", "print_config", "dry_run", "distributed", *CLUSTER_FLAGS):
     f = flags.FLAGS[flag]

@@ -37,6 +37,7 @@ RUNNERS = {
 
 
 def get(kind: str) -> ModuleType:
+  """The runner module of protocol ``kind`` (a key of ``RUNNERS``), imported."""
   return importlib.import_module(RUNNERS[kind])
 
 

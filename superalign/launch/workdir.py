@@ -153,6 +153,8 @@ def _os_errors(workdir: str):
 
 
 def os_error_line(workdir: str, e: OSError) -> str:
+  """The one line for an OSError writing ``workdir``: the reason, the free space when the disk is
+  full, and the file when it is not the workdir itself."""
   reason = e.strerror or str(e) or type(e).__name__
   if e.errno == errno.ENOSPC:
     reason += f", {free_space(workdir)} free; free some space and run the same command to resume"

@@ -58,6 +58,8 @@ class CNN(nnx.Module):
     self.dtype = dtype
 
   def features(self, x: jax.Array) -> jax.Array:
+    """The last hidden activations ``[batch, hidden]`` (after the dense layer's ReLU) of images
+    ``[batch, height, width, channels]``: what ``head`` reads and probes read."""
     h = site("input", x.astype(self.dtype), sites.IMAGE)
     for i, (conv, pool) in enumerate(zip(self.convs, self.pool)):
       with sites.scope(f"convs.{i}"):

@@ -36,6 +36,8 @@ class MLP(nnx.Module):
     self.input_scale = float(input_scale)
 
   def features(self, x: jax.Array) -> jax.Array:
+    """The last hidden activations ``[batch, hidden[-1]]`` of inputs ``[batch, ...]`` (flattened;
+    the flattened input itself when ``hidden`` is empty): what ``head`` reads and probes read."""
     h = site("input", x.reshape(x.shape[0], -1).astype(self.dtype), sites.FEATURES)
     if self.input_scale != 1.0:
       h = h / self.input_scale

@@ -25,6 +25,9 @@ from superalign.models.transformer import Transformer
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
+  """A named model: its ``family`` (``mlp``, ``cnn`` or ``gpt``), the constructor ``kwargs`` that
+  size it, the input kinds it accepts, and whether it is a rung of its family's weak-to-strong
+  ladder."""
   family: str
   kwargs: dict[str, Any]
   inputs: tuple[str, ...]    # input kinds this model accepts
@@ -61,10 +64,12 @@ HF = "hf:"
 
 
 def names() -> list[str]:
+  """The registered model names, sorted."""
   return sorted(MODELS)
 
 
 def valid_names() -> str:
+  """The names ``model.name`` accepts, comma-separated (for error lines)."""
   return ", ".join([*names(), f"{HF}<checkpoint dir>"])
 
 

@@ -14,6 +14,8 @@ ESTIMATE_KEYS = ("mean", "lo", "hi", "n")
 
 
 def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+  """The share of rows whose argmax of ``probs`` ``[rows, classes]`` is the label ``labels``
+  ``[rows]``."""
   return float(np.mean(np.argmax(probs, -1) == labels))
 
 
@@ -38,11 +40,16 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def cross_entropy(probs: np.ndarray, labels: np.ndarray) -> float:
+  """The mean negative log-probability of the label: ``probs`` ``[rows, classes]``, ``labels``
+  ``[rows]`` (probabilities clipped at 1e-12)."""
   p = np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)
   return float(-np.mean(np.log(p)))
 
 
 def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+  """``accuracy`` and ``loss`` (cross-entropy) of class probabilities ``probs``
+  ``[rows, classes]`` against ``labels`` ``[rows]``, and ``auroc`` of class 1's probability when
+  there are two classes."""
   out = {"accuracy": accuracy(probs, labels), "loss": cross_entropy(probs, labels)}
   if probs.shape[-1] == 2:
     out["auroc"] = auroc(probs[:, 1], labels)

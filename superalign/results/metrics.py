@@ -63,6 +63,9 @@ class MetricWriter:
     files.atomic(self.path, write)
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
+    """Appends the row ``{"run", "step", **scalars}`` to ``metrics.jsonl`` and mirrors the
+    scalars to TensorBoard (process 0 only); raises here the first error the TensorBoard writer
+    kept."""
     if not self.enabled:
       return
     row = {"run": self.tag, "step": int(step), **{k: float(v) for k, v in scalars.items()}}
@@ -98,12 +101,15 @@ class _HeldErrors:
         self.error = e
 
   def write(self, data) -> None:
+    """Writes one record; an OSError is kept, not raised, and drops every later call."""
     self._call("write", data)
 
   def flush(self) -> None:
+    """Flushes; an OSError is kept, not raised, and drops every later call."""
     self._call("flush")
 
   def close(self) -> None:
+    """Closes the writer, ignoring an OSError."""
     try:
       self.inner.close()
     except OSError:  # closing flushes the buffer to the full disk once more
@@ -159,6 +165,8 @@ class Progress:
     self.t0, self.s0 = time.time(), initial
 
   def update(self, step: int, scalars: Mapping[str, float], n: int) -> None:
+    """Reports step ``step`` with its ``scalars``: the bar advances ``n`` steps, or a log line
+    gives them with the steps per second since the start."""
     text = " ".join(f"{k}={v:.4g}" for k, v in scalars.items())
     if self.bar is not None:
       self.bar.update(n)
@@ -168,5 +176,6 @@ class Progress:
       log.info("%s step %d: %s (%.1f steps/s)", self.desc, step, text, rate)
 
   def close(self) -> None:
+    """Closes the bar, if there is one."""
     if self.bar is not None:
       self.bar.close()

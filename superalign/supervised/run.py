@@ -12,6 +12,9 @@ SPLITS = ("train", "test")
 
 
 def run(config, workdir: str) -> dict:
+  """Trains ``config.model`` on the ``train`` split (evaluated on ``val`` when there is one) and
+  returns its test accuracy and loss (and AUROC for two classes), the final training metrics, the
+  validation history's last and best rows, and the run's size (parameters, steps, splits)."""
   source, splits = data_lib.load_splits(config.data)
   models.check(config.model.name, source.spec)
   model = Model.from_blocks(config.model, config.data)
@@ -39,5 +42,6 @@ def run(config, workdir: str) -> dict:
 
 
 def summary(results: dict) -> str:
+  """One line: the test accuracy and the final training loss."""
   return (f"{results['model']} on {results['data']}: test accuracy {results['test_accuracy']:.4f}, "
           f"final training loss {results['final_train_loss']:.6g} ({results['num_steps']} steps)")

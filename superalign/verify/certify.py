@@ -91,6 +91,9 @@ def pgd_fn(steps: int, seed: int):
 
 
 def margin_spec(labels: np.ndarray, num_classes: int) -> np.ndarray:
+  """The margin specification ``[N, K - 1, K]`` of labels ``labels`` ``[N]``, as a NumPy array
+  (``bounds.margin_spec``): rows ``e_y - e_j`` for every class ``j != y``; all their lower bounds
+  positive over a box certify the label."""
   return np.asarray(bounds.margin_spec(jnp.asarray(labels), num_classes))
 
 
@@ -103,6 +106,9 @@ def check_domain(x: np.ndarray, domain, key: str) -> None:
 
 
 def ball(x: np.ndarray, eps: float, domain=(0.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
+  """The L-infinity ball of radius ``eps`` around each input of ``x`` ``[N, ...]``, as a box
+  ``(lo, hi)`` shaped like ``x``, clipped to ``domain`` unless it is None; a negative radius is a
+  ConfigError."""
   bounds.check_eps(eps)
   lo, hi = x - eps, x + eps
   return (np.clip(lo, *domain), np.clip(hi, *domain)) if domain is not None else (lo, hi)
@@ -135,6 +141,9 @@ def pgd_fooled(trained: Trained, x: np.ndarray, y: np.ndarray, lo: np.ndarray, h
 
 
 def patch_boxes(x: np.ndarray, size: int, row: int, col: int, domain) -> tuple:
+  """Boxes ``(lo, hi)`` shaped like the images ``x`` ``[N, height, width, channels]``: the
+  ``size`` x ``size`` patch at ``(row, col)`` free over the whole ``domain`` ``(lo, hi)``, every
+  other pixel fixed."""
   lo, hi = x.copy(), x.copy()
   lo[:, row:row + size, col:col + size, :] = domain[0]
   hi[:, row:row + size, col:col + size, :] = domain[1]

@@ -60,23 +60,31 @@ class _Affine:
     return y if self.bias is None else y + self.bias
 
   def ibp(self, lo, hi):
+    """Interval bounds ``(lo, hi)`` on the output over the input box ``[lo, hi]`` (each
+    ``[N, ...]``): the image of the box's centre, minus and plus ``abs_linear`` of its radius."""
     return _ibp_affine(self, lo, hi)
 
 
 @struct.dataclass
 class Dense(_Affine):
+  """A dense layer ``x @ kernel + bias`` on inputs ``[N, in]``: ``kernel`` ``[in, out]``,
+  ``bias`` ``[out]``."""
   kernel: jax.Array          # [in, out]
   bias: jax.Array            # [out]
 
   def linear(self, x):
+    """``x @ kernel``: ``[N, in]`` to ``[N, out]``."""
     return x @ self.kernel
 
   def abs_linear(self, x):
+    """``x @ |kernel|``, for interval radii."""
     return x @ jnp.abs(self.kernel)
 
 
 @struct.dataclass
 class Conv(_Affine):
+  """A 2-D convolution of NHWC images: ``kernel`` ``[kh, kw, in, out]``, ``bias`` ``[out]``, and
+  ``strides`` and ``padding`` as ``jax.lax.conv_general_dilated`` takes them."""
   kernel: jax.Array          # [kh, kw, in, out]
   bias: jax.Array            # [out]
   strides: tuple = struct.field(pytree_node=False, default=(1, 1))
@@ -87,17 +95,22 @@ class Conv(_Affine):
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
   def linear(self, x):
+    """The convolution without its bias: ``[N, H, W, in]`` to ``[N, H', W', out]``."""
     return self._conv(x, self.kernel)
 
   def abs_linear(self, x):
+    """The convolution by ``|kernel|``, for interval radii."""
     return self._conv(x, jnp.abs(self.kernel))
 
 
 @struct.dataclass
 class Flatten(_Affine):
+  """Each example flattened to ``[N, features]``: row-major over ``H, W, C``, or over PyTorch's
+  ``C, H, W`` with ``channels_first``."""
   channels_first: bool = struct.field(pytree_node=False, default=False)  # PyTorch's C, H, W
 
   def linear(self, x):
+    """``[N, ...]`` to ``[N, features]`` (also its ``abs_linear``: it only moves values)."""
     if self.channels_first and x.ndim == 4:
       x = x.transpose(0, 3, 1, 2)
     return x.reshape(x.shape[0], -1)
@@ -107,10 +120,13 @@ class Flatten(_Affine):
 
 @struct.dataclass
 class AvgPool(_Affine):
+  """Average pooling of NHWC images over ``window`` with ``strides``, no padding."""
   window: tuple = struct.field(pytree_node=False, default=(2, 2))
   strides: tuple = struct.field(pytree_node=False, default=(2, 2))
 
   def linear(self, x):
+    """The window means: ``[N, H, W, C]`` to ``[N, H', W', C]`` (also its ``abs_linear``: the
+    weights are positive)."""
     total = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, *self.window, 1),
                                   (1, *self.strides, 1), "VALID")
     return total / math.prod(self.window)
@@ -120,10 +136,12 @@ class AvgPool(_Affine):
 
 @struct.dataclass
 class ReLU:
+  """The elementwise ReLU, the nonlinearity that bounds relax."""
   def __call__(self, x):
     return jax.nn.relu(x)
 
   def ibp(self, lo, hi):
+    """Interval bounds through the ReLU: ``(relu(lo), relu(hi))`` (it is monotone)."""
     return jax.nn.relu(lo), jax.nn.relu(hi)
 
 
@@ -137,6 +155,7 @@ class MaxPool:
     return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
 
   def ibp(self, lo, hi):
+    """Interval bounds through the pooling: ``(pool(lo), pool(hi))`` (max is monotone)."""
     return self(lo), self(hi)
 
 
@@ -154,31 +173,42 @@ class PairLift(_Affine):
   axis: int = struct.field(pytree_node=False, default=2)
 
   def linear(self, x):
+    """Channels ``[a, -a, b - a]`` of each neighbour pair ``(a, b)`` along ``axis``: ``[..., C]``
+    to ``[..., 3 * C]``, with ``axis`` halved (an odd last one dropped)."""
     a, b = _pairs(x, self.axis)
     return jnp.concatenate([a, -a, b - a], axis=-1)
 
   def abs_linear(self, x):
+    """The same map with absolute weights: ``[a, a, a + b]``."""
     a, b = _pairs(x, self.axis)
     return jnp.concatenate([a, a, a + b], axis=-1)
 
 
 @struct.dataclass
 class PairSum(_Affine):
+  """Channel thirds ``[r0, r1, r2]`` summed as ``r0 - r1 + r2``: after ``PairLift`` and a
+  ``ReLU``, each pair's max."""
   def linear(self, x):
+    """``r0 - r1 + r2`` of the channel thirds: ``[..., 3 * C]`` to ``[..., C]``."""
     r0, r1, r2 = jnp.split(x, 3, axis=-1)
     return r0 - r1 + r2
 
   def abs_linear(self, x):
+    """The same map with absolute weights: ``r0 + r1 + r2``."""
     r0, r1, r2 = jnp.split(x, 3, axis=-1)
     return r0 + r1 + r2
 
 
 def is_affine(op) -> bool:
+  """Whether ``op`` is affine (``linear`` plus ``bias``): every operation but ``ReLU`` and
+  ``MaxPool``."""
   return isinstance(op, _Affine)
 
 
 @struct.dataclass
 class Network:
+  """A network as its operations ``ops``, applied in turn to a batch ``[N, *input_shape]``;
+  ``input_shape`` is one example's shape."""
   ops: tuple
   input_shape: tuple = struct.field(pytree_node=False)   # one example's shape
 
@@ -189,6 +219,7 @@ class Network:
 
   @property
   def num_outputs(self) -> int:
+    """The number of outputs (logits) per example."""
     return self.shapes()[-1][0]
 
   def shapes(self) -> list[tuple[int, ...]]:

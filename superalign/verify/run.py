@@ -34,6 +34,10 @@ RULES = {**verify_config.RULES, "verify.training": schema.choices_of(*training.T
 
 
 def run(config, workdir: str) -> dict:
+  """Trains ``config.model`` once per method of ``verify.training``, each with its certified
+  loss, and measures each on the test split at every radius of ``verify.eps``; returns per method
+  its size, final training metrics and errors (clean, PGD, verified per bound method), beside the
+  schedule and the published MNIST errors."""
   v = config.verify
   spec, model = TrainSpec.from_config(config), Model.from_blocks(config.model, config.data)
   source, splits = data_lib.load_splits(config.data)
@@ -70,6 +74,8 @@ def _pct(p) -> str:
 
 
 def summary(results: dict) -> str:
+  """The printed table: per trained model and radius, the clean, PGD and verified errors in %,
+  and the published MNIST errors below."""
   some = next(iter(results["models"].values()))
   methods = list(next(iter(some["eval"].values()))["verified_error"])
   lines = [f"certified training of {results['model']} on {results['data']} (train eps "

@@ -32,6 +32,9 @@ TRAINING: Registry = Registry("certified training method")
 
 @dataclasses.dataclass(frozen=True)
 class Schedule:
+  """Certified training's schedule: the radius reaches ``eps`` after ``warmup`` natural steps and
+  a linear ``ramp`` (steps), over which kappa goes from 1 to ``kappa_end`` and CROWN-IBP's beta
+  from 1 to ``beta_end``."""
   eps: float              # the training radius once ramped
   warmup: int = 0         # steps of natural training first
   ramp: int = 1           # steps of the linear ramp
@@ -53,6 +56,8 @@ class Schedule:
 
 @TRAINING.register("natural")
 def natural_loss(schedule: Schedule, input_shape, num_classes: int, domain) -> steps.LossFn:
+  """Natural training: the plain cross-entropy (``core.steps.cross_entropy_loss``); the schedule
+  and the box are ignored."""
   del schedule, input_shape, num_classes, domain
   return steps.cross_entropy_loss
 
@@ -90,12 +95,16 @@ def robust(name: str):
 
 @robust("ibp")
 def ibp_margins(net, lo, hi, spec, beta):
+  """IBP's lower bounds ``[N, K - 1]`` on the margins ``spec @ logits`` (``spec``
+  ``[N, K - 1, K]``) over the box ``[lo, hi]``; ``beta`` is unused."""
   del beta
   return bounds.ibp(net, lo, hi, spec)[0]
 
 
 @robust("crown_ibp")
 def crown_ibp_margins(net, lo, hi, spec, beta):
+  """Lower bounds ``[N, K - 1]`` on the margins ``spec @ logits`` (``spec`` ``[N, K - 1, K]``)
+  over the box ``[lo, hi]``: ``beta * CROWN-IBP + (1 - beta) * IBP``."""
   lower = bounds.ibp(net, lo, hi, spec)[0]
   # Always computed: a lax.cond that skips it once beta is 0 makes XLA:CPU run the whole step
   # 5-20x slower (measured), more than the pass itself costs.

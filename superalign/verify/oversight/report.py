@@ -12,6 +12,9 @@ def _cells(*estimates) -> str:
 
 
 def summary(results: dict) -> str:
+  """The printed tables: the judge's certified shares beside PGD's flips per radius, and the
+  backdoored organism beside its clean twin (accuracy, attack success, certified balls, and the
+  patch scan at the trigger and elsewhere)."""
   lines = []
   if "judge" in results:
     j = results["judge"]

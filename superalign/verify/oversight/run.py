@@ -25,12 +25,17 @@ RULES = {**verify_config.OVERSIGHT_RULES, "certify.bound_methods": _METHODS,
 
 
 def validate(config) -> None:
+  """The rule across blocks: the ``backdoor`` analysis needs an ``organism`` block (else
+  ConfigError)."""
   if "backdoor" in config.certify.analyses and "organism" not in config:
     raise ConfigError("certify.analyses: 'backdoor' needs an organism block (target_class, "
                       "poison_fraction, trigger_size, trigger_at, trigger_value)")
 
 
 def run(config, workdir: str) -> dict:
+  """Loads the pixel task of ``config.data``, checks ``certify.domain`` against the training
+  inputs and runs each analysis of ``certify.analyses``; returns their results by name, beside
+  the model, the data and the radii."""
   c = config.certify
   spec, model = TrainSpec.from_config(config), Model.from_blocks(config.model, config.data)
   source, splits, evidence = load_pixel_task(config.data, model.name, "verify_oversight")

@@ -34,6 +34,9 @@ class Backdoor:
 
 @dataclasses.dataclass(frozen=True)
 class Task:
+  """What an analysis trains on: the training ``spec``, the ``model`` (the judge, the organism
+  and its clean twin alike), the ``inputs`` spec, the named ``splits``, the judge's ``evidence``,
+  and the ``backdoor`` to plant (None without an ``organism`` block)."""
   spec: TrainSpec
   model: Model                      # the judge, the organism and its clean twin
   inputs: InputSpec
