@@ -6,10 +6,15 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 
 from superalign.results import figures
+from superalign.results.published import Comparison
 
 PUBLISHED = ("Christiano, Shlegeris and Amodei (2018): amplification matches supervised learning "
              "on all five tasks with at most a modest slowdown, using tens of thousands of H calls "
              "instead of tens of millions of ground-truth labels.")
+# The same claim as figures per task, for the comparison rows.
+PUBLISHED_FIGURES = {"source": "Christiano, Shlegeris and Amodei 2018",
+                     "amplify_over_supervised": "about 1 (matches supervised learning)",
+                     "h_calls": "tens of thousands (against tens of millions of labels)"}
 
 
 def table(results: dict) -> str:
@@ -38,6 +43,25 @@ def table(results: dict) -> str:
                "at this line learned nothing).")
   lines.append("published: " + PUBLISHED)
   return "\n".join(lines)
+
+
+def published_comparisons(results: dict) -> list[Comparison]:
+  """Christiano et al.'s claim beside an amplification run's (its ``results.json``), per task
+  that ran both modes: test accuracy of amplification over supervised learning (the table's two
+  decimals) against "matches", and the H calls amplification spent against "tens of thousands"
+  (``PUBLISHED_FIGURES``: the run stores no published figures)."""
+  source, rows = PUBLISHED_FIGURES["source"], []
+  for name, t in results["tasks"].items():
+    ratio, amp = t.get("amplify_over_supervised"), t.get("amplify")
+    if ratio is None or amp is None:
+      continue
+    where = f"{name}, size {t['size']}, top difficulty {t['max_difficulty']}"
+    rows += [Comparison(f"amplification / supervised test accuracy ({where})", f"{ratio:.2f}",
+                        PUBLISHED_FIGURES["amplify_over_supervised"], source),
+             Comparison(f"H calls, amplification ({where})",
+                        f"{amp.get('counts', {}).get('h_calls', 0):,}",
+                        PUBLISHED_FIGURES["h_calls"], source)]
+  return rows
 
 
 def plot(results: dict, out_dir: str) -> list[str]:

@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 from superalign.control.protocols import PROTOCOLS
 from superalign.results import figures
 from superalign.results.estimates import format_estimate
+from superalign.results.published import Comparison
 
 # Greenblatt et al. (2023), Table 1 (APPS backdoors, GPT-4 untrusted, GPT-3.5 trusted, 2% audit
 # budget): usefulness and safety, %. Rows keyed by our row names.
@@ -105,6 +106,27 @@ def summary(results: dict) -> str:
               f"range; attack success {_pct(e['parties']['attack_success'], 0).strip()}%), "
               "fusions fitted on the first U's attacks:", *_stack_lines(e["stack"])]
   return "\n".join(lines)
+
+
+def published_comparisons(results: dict) -> list[Comparison]:
+  """Greenblatt et al.'s Table 1 beside a control run's (its ``results.json``): for each protocol
+  row they have, usefulness % (T alone 0, U alone 100) and safety % against the red team's best
+  response in the simulated game (one decimal and the 95% interval, as printed). ``theirs`` comes
+  from ``results["published"]`` (``PUBLISHED`` for rows it lacks)."""
+  pub = {**PUBLISHED, **results.get("published", {})}
+  on = (f"ours: {results['data']}, U {results['model']}, T {results['trusted_model']}; theirs: "
+        f"APPS, U GPT-4, T GPT-3.5; audit budget {100 * results['audit_budget']:g}%")
+  pct = lambda e: format_estimate(e, pct=True, digits=1, missing="-")
+  rows = []
+  for name, row in results["protocols"].items():
+    if name in pub:
+      usefulness, safety = pub[name]
+      shown = name.replace("_", " ")
+      rows += [Comparison(f"{shown}: usefulness % ({on})", pct(row["rescaled"]),
+                          f"{usefulness:g}", "Greenblatt et al. 2023"),
+               Comparison(f"{shown}: safety %, red team's best response ({on})",
+                          pct(row["safety"]), f"{safety:g}", "Greenblatt et al. 2023")]
+  return rows
 
 
 FAMILIES = PROTOCOLS.names   # a row's family: the protocol its name starts with

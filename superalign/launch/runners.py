@@ -5,6 +5,8 @@ dict`` (the results) and may declare ``SPLITS`` (the data splits it reads), ``RU
 choices and ranges of its keys, ``config.schema``), ``validate(config)`` (its rules across keys,
 raising ConfigError), ``plot(results, out_dir) -> paths`` and ``summary(results) -> str`` (the
 printed table). ``launch`` is what the launcher, notebooks and tests run with a parsed config.
+``COMPARISONS`` names the module whose ``published_comparisons(results)`` sets a kind's results
+beside the published figures it reproduces (``results.published.Comparison`` rows, for the docs).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import jax
 
 from superalign.core import loop
 from superalign.launch import runtime, validation, workdir as workdir_lib
+from superalign.results.published import Comparison
 
 RUNNERS = {
     "supervised": "superalign.supervised.run",
@@ -36,9 +39,46 @@ RUNNERS = {
 }
 
 
+# kind -> the module with its ``published_comparisons(results) -> list[Comparison]``; a kind not
+# here reproduces no published figure.
+COMPARISONS = {
+    "w2s": "superalign.w2s.report",
+    "w2s_misfit": "superalign.w2s.misfit.report",
+    "w2s_ccs": "superalign.w2s.ccs.report",
+    "debate": "superalign.oversight.report",
+    "amplification": "superalign.amplification.report",
+    "sandwich": "superalign.sandwich.report",
+    "interp": "superalign.interp.report",
+    "process": "superalign.process.report",
+    "verify": "superalign.verify.run",
+    "verify_oversight": "superalign.verify.oversight.report",
+    "control": "superalign.control.report",
+}
+
+
 def get(kind: str) -> ModuleType:
   """The runner module of protocol ``kind`` (a key of ``RUNNERS``), imported."""
   return importlib.import_module(RUNNERS[kind])
+
+
+def published_comparisons(kind: str, results: dict) -> list[Comparison]:
+  """The published figures that a ``kind`` run reproduces, each beside the run's own, from its
+  results dict (``results.json``); ``[]`` for a kind with none. An unknown kind raises
+  ValueError naming the known ones."""
+  if kind not in RUNNERS:
+    raise ValueError(f"kind {kind!r}: unknown; valid: {', '.join(sorted(RUNNERS))}")
+  if kind not in COMPARISONS:
+    return []
+  return importlib.import_module(COMPARISONS[kind]).published_comparisons(results)
+
+
+def workdir_comparisons(workdir: str) -> tuple[str, list[Comparison]]:
+  """``(kind, rows)`` for a finished run's workdir: the kind from its ``config.json``, the rows
+  (``published_comparisons``) from its ``results.json``."""
+  with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
+    kind = json.load(f)["kind"]
+  with open(os.path.join(workdir, "results.json"), encoding="utf-8") as f:
+    return kind, published_comparisons(kind, json.load(f))
 
 
 def validate(config, num_devices: int | None = None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from superalign.results import figures
 from superalign.results.estimates import format_estimate
+from superalign.results.published import Comparison
 
 PUBLISHED = {
     "source": "Irving, Christiano and Amodei 2018, sparse-pixel MNIST judge, MCTS players",
@@ -55,6 +56,31 @@ def table(results: dict) -> str:
           f"as liar {100 * cmp['as_liar']['difference']:+.1f} pts "
           f"(p={cmp['as_liar']['p_value']:.2g}; positive = {a} is stronger)")
   return "\n".join(lines)
+
+
+def published_comparisons(results: dict) -> list[Comparison]:
+  """Irving et al.'s MNIST figures beside a debate run's (its ``results.json``), for each k the
+  paper measured: judge accuracy % alone and with precommit debate (one decimal and the 95%
+  interval, as printed), and debate's gain over the judge alone in points. ``theirs`` comes from
+  ``results["published"]`` (``PUBLISHED`` for keys it lacks)."""
+  pub = {**PUBLISHED, **results.get("published", {})}
+  alone, debate = pub["judge_alone"], pub["debate_precommit_honest_win_rate"]
+  source, rows = "Irving, Christiano and Amodei 2018", []
+  for k, r in results["by_k"].items():
+    protocols = r["protocols"]
+    on = f"k = {k}, {results['data']}; theirs: MNIST"
+    for name, shown, paper in (("judge_alone", "judge alone", alone),
+                               ("debate_precommit", "debate, precommit", debate)):
+      if k in paper and name in protocols:
+        rows.append(Comparison(
+            f"{shown}: judge accuracy % ({on})",
+            format_estimate(protocols[name]["judge_accuracy"], pct=True, digits=1),
+            f"{100 * paper[k]:.1f}", source))
+    if k in alone and k in debate and "debate_minus_judge_alone" in r:
+      rows.append(Comparison(f"debate (precommit) - judge alone, points ({on})",
+                             f"{100 * r['debate_minus_judge_alone']:.1f}",
+                             f"{100 * (debate[k] - alone[k]):.1f}", source))
+  return rows
 
 
 def plot(results: dict, directory: str) -> list[str]:

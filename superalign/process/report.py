@@ -8,6 +8,7 @@ import functools
 import numpy as np
 
 from superalign.results.estimates import format_estimate
+from superalign.results.published import Comparison
 
 NAMES = {"prm_product": "PRM (product)", "prm_min": "PRM (min)",
          "orm_generative": "ORM, generative", "orm": "ORM, classifier",
@@ -86,6 +87,48 @@ def summary(results: dict) -> str:
             f"{100 * ro['wrong_steps_labelled_good']:.1f}% of {ro['wrong_steps']}; good steps "
             f"labelled wrong {100 * ro['good_steps_labelled_wrong']:.1f}% of {ro['good_steps']}"]
   return "\n".join(lines)
+
+
+def published_comparisons(results: dict) -> list[Comparison]:
+  """The published figures beside a process run's (its ``results.json``), from
+  ``results["published"]`` (``run.PUBLISHED``, which every run stores): best-of-N accuracy % at
+  the run's largest N against Lightman et al.'s best-of-1860 (PRM, ORM, majority vote); trace
+  error % of ORM and PRM picks against Uesato et al.'s outcome- and process-supervised figures;
+  the easy-to-hard Supervision Gap Recovered against Hase et al.'s range, and the easy-trained
+  PRM's accuracy on the hard problems against Sun et al.'s. Percentages have the tables' one
+  decimal and 95% interval, SGR two decimals."""
+  r, pub = results, results["published"]
+  on = f"chains mod {r['modulus']}"
+  rows = []
+  lightman, n = pub["lightman_best_of_1860"], r["ns"][-1]
+  for name, key in (("prm_product", "prm"), ("orm_generative", "orm"), ("majority", "majority")):
+    rows.append(Comparison(f"best-of-N accuracy %, {NAMES[name]} (ours: {on}, N = {n}; theirs: "
+                           "MATH500, N = 1860)", _pct(r["best_of_n"][name][str(n)]),
+                           f"{lightman[key]:.1f}", "Lightman et al. 2023"))
+  uesato = pub["uesato_trace_error"]
+  for label, e in r["trace_error"].items():
+    name = label.split(" (")[0]
+    if e is None or not name.startswith(("orm", "prm")):
+      continue
+    supervised = "outcome_supervised" if name.startswith("orm") else "process_supervised"
+    rows.append(Comparison(
+        f"trace error % among right answers, {NAMES.get(name, name)} picks at "
+        f"{label.split(' (')[1].rstrip(')')} (ours: {on}; theirs: GSM8K, "
+        f"{supervised.replace('_', '-')})", _pct(e), f"{uesato[supervised]:.1f}",
+        "Uesato et al. 2022"))
+  e = r["easy_to_hard"]
+  lo, hi = pub["hase_sgr_range"]
+  where = f"trained on difficulties <= {r['easy']}, best-of-{e['n']} on {e['hard']}"
+  rows += [Comparison(f"Supervision Gap Recovered, {name} ({where})", f"{e[key]:.2f}",
+                      f"{lo / 100:.2f}-{hi / 100:.2f}", "Hase et al. 2024")
+           for name, key in (("PRM", "sgr_prm"), ("ORM, generative", "sgr_orm"))]
+  sun = pub["sun_easy_to_hard_prm_math500"]
+  rows.append(Comparison(f"accuracy % of selection by a PRM trained on easy problems only "
+                         f"(ours: {on}, {where}; theirs: MATH levels 1-3, on MATH500)",
+                         _pct(e["selection"]["prm_product_easy"]),
+                         f"{sun['7b_rl']:.1f} (7B, RL) / {sun['34b_rerank_1024']:.1f} "
+                         "(34B, rerank@1024)", "Sun et al. 2024"))
+  return rows
 
 
 def plot(results: dict, out_dir: str) -> list[str]:

@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt
 
 from superalign.results import figures
 from superalign.results.estimates import format_estimate
+from superalign.results.published import Comparison
 
 # Bowman et al. (2022), Table 1: accuracy (%) on MMLU and QuALITY (humans with a language model).
 PUBLISHED = {
@@ -57,6 +58,27 @@ def table(results: dict) -> str:
                  f"lies on {_pct(liar['lie_rate'])}% of its class, honest accuracy elsewhere "
                  f"{_pct(liar['honest_accuracy'])}%, stray lies {_pct(liar['stray_lie_rate'])}%")
   return "\n".join(lines)
+
+
+def published_comparisons(results: dict) -> list[Comparison]:
+  """Bowman et al.'s Table 1 beside a sandwiching run's (its ``results.json``): accuracy % of
+  the non-expert alone, the assistant alone, the non-expert with the honest assistant under each
+  protocol, and the expert (one decimal and the 95% interval, as printed). ``theirs`` is their
+  MMLU / QuALITY pair, from ``results["published"]`` (``PUBLISHED`` for keys it lacks)."""
+  pub = {**PUBLISHED, **results.get("published", {})}
+  cond = results["conditions"]
+  theirs = lambda key: f"{pub[key]['MMLU']:.1f} / {pub[key]['QuALITY']:.1f}"
+  on = (f"ours: {results['data']}, the non-expert sees k = {results['k']} pixels; theirs: humans "
+        "with a language model, MMLU / QuALITY")
+  row = lambda name, estimate, key: Comparison(
+      f"{name} accuracy % ({on})", format_estimate(estimate, pct=True, digits=1), theirs(key),
+      "Bowman et al. 2022")
+  rows = [row("non-expert alone", cond["nonexpert_alone"]["accuracy"], "nonexpert_alone"),
+          row("assistant alone", cond["assistant_alone"]["accuracy"], "assistant_alone")]
+  rows += [row(f"non-expert + assistant, {name.replace('_', ' ')}", r["accuracy"], "assisted")
+           for name, r in results["honest"].items() if name != "lie_rate"]
+  rows.append(row("expert", cond["expert"]["accuracy"], "expert"))
+  return rows
 
 
 def plot(results: dict, out_dir: str) -> list[str]:

@@ -15,6 +15,7 @@ from superalign import models
 from superalign.config import schema
 from superalign.core.errors import ConfigError
 from superalign.results.estimates import format_estimate
+from superalign.results.published import Comparison
 from superalign.core.spec import TrainSpec
 from superalign.parties.classifier import Model, train_classifier
 from superalign.verify import bounds, certify, config as verify_config, training
@@ -92,3 +93,29 @@ def summary(results: dict) -> str:
                         f"{'/'.join(map(str, p['crown_ibp']))}"
                         for e, p in results["published_mnist"].items())]
   return "\n".join(lines)
+
+
+def published_comparisons(results: dict) -> list[Comparison]:
+  """Gowal et al.'s (IBP) and Zhang et al.'s (CROWN-IBP) MNIST errors beside a verify run's (its
+  ``results.json``), at each radius both have: clean, PGD and verified error % of the model our
+  run trained the same way (two decimals, as printed; verified by the tightest of our bound
+  methods, named). ``theirs`` comes from ``results["published_mnist"]``, else
+  ``PUBLISHED_MNIST``."""
+  pub = results.get("published_mnist") or {f"{e:g}": p for e, p in PUBLISHED_MNIST.items()}
+  source = {"ibp": "Gowal et al. 2018", "crown_ibp": "Zhang et al. 2020"}
+  trained = {"ibp": "IBP", "crown_ibp": "CROWN-IBP"}
+  rows = []
+  for method in ("ibp", "crown_ibp"):
+    for eps, row in results["models"].get(method, {}).get("eval", {}).items():
+      paper = next((p[method] for e, p in pub.items() if float(e) == float(eps)), None)
+      if paper is None:
+        continue
+      bound = min(row["verified_error"], key=lambda m: row["verified_error"][m]["mean"])
+      on = (f"{trained[method]}-trained {results['model']} on {results['data']}, eps {eps}; "
+            "theirs: MNIST")
+      rows += [Comparison(f"{what} % ({on})", _pct(e), f"{p:.2f}", source[method])
+               for what, e, p in (("clean error", row["clean_error"], paper[0]),
+                                  ("PGD error", row["pgd_error"], paper[1]),
+                                  (f"verified error ({bound} bound)", row["verified_error"][bound],
+                                   paper[2]))]
+  return rows

@@ -9,6 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from superalign.results.estimates import auroc, format_estimate
+from superalign.results.published import Comparison
 from superalign.models.registry import label
 from superalign.w2s import metrics as m
 
@@ -27,7 +28,13 @@ PUBLISHED = {
                 "L2 probe on a pretrained 256-unit layer",
         "pgr_labels_pretrained": 0.46, "pgr_proxy_pretrained": 0.43,
         "pgr_autoencoder": 0.19, "pgr_raw_pixels": 0.21},
+    # Burns et al. 2023: for the largest students the confidence loss raises median PGR from
+    # about 25% to about 80%.
+    "largest_students": {"xent": 0.25, "logconf": 0.80},
 }
+BURNS_TASKS = ("sciq", "amazon_polarity", "cosmos_qa", "boolq")
+# The scikit-learn probe's figure for each of our pretraining tasks that it measured.
+_SKLEARN_BY_PRETRAIN = {"coarse": "pgr_proxy_pretrained", "labels": "pgr_labels_pretrained"}
 
 
 def _acc(probs, y):
@@ -140,3 +147,48 @@ def table(results: dict) -> str:
                "0.52 / 0.58, cosmos_qa 0.37 / 0.35, boolq -0.36 / 0.05; digits with a "
                "scikit-learn probe (REFERENCES.md): 0.43-0.46")
   return "\n".join(lines)
+
+
+def _published_task(data: str) -> str | None:
+  """The Burns et al. task that ``data`` (``text:sciq``, ``tfds:bool_q``, ...) is, if any."""
+  name = data.split(":")[-1].replace("_", "").lower()
+  return next((t for t in BURNS_TASKS if t.replace("_", "") == name), None)
+
+
+def published_comparisons(results: dict) -> list[Comparison]:
+  """The published figures a w2s run reproduces, beside ours, from its results dict
+  (``results.json`` of ``kind = "w2s"``): per loss of ``logconf`` and ``xent`` that it ran, the
+  median PGR over the ladder's pairs against Burns et al.'s median PGR (the run's own text task,
+  or all four where it ran none of them) and the main pair's PGR (its student is the largest)
+  against their largest students'; on digits with a probe, the main pair's ``xent`` PGR against
+  the scikit-learn probe of the same pretraining. ``theirs`` comes from ``results["published"]``
+  (``PUBLISHED`` for keys it lacks); ``ours`` has the table's two decimals."""
+  pub = {**PUBLISHED, **results.get("published", {})}
+  weak, strong = results["main_pair"]["weak"], results["main_pair"]["strong"]
+  main = pairs_by(results["pairs"], weak, strong)["losses"]
+  task = _published_task(results["data"])
+  pair = f"{label(weak)} -> {label(strong)}"
+  losses = [loss for loss in ("logconf", "xent") if loss in results["losses"]]
+  rows = []
+  for loss in losses:
+    median = results["by_loss"][loss]["median_pgr"]
+    theirs = (f"{pub[task][loss]:.2f}" if task else
+              ", ".join(f"{t} {pub[t][loss]:.2f}" for t in BURNS_TASKS))
+    theirs_on = task or f"{len(BURNS_TASKS)} NLP tasks"
+    rows.append(Comparison(
+        f"median PGR over the ladder's pairs, {loss} (ours: {results['data']}; theirs: "
+        f"{theirs_on}, GPT-2 to Qwen-14B ladder)", f"{median:.2f}", theirs, "Burns et al. 2023"))
+  rows += [Comparison(f"PGR of the largest student ({pair}), {loss}",
+                      show(main[loss]["pgr_accuracy"]),
+                      f"about {pub['largest_students'][loss]:.2f}", "Burns et al. 2023")
+           for loss in reversed(losses)]   # xent, then logconf: "from about 25% to about 80%"
+  sklearn = pub.get("digits_sklearn_probe", {}).get(
+      _SKLEARN_BY_PRETRAIN.get(results["pretrain_task"], ""))
+  if (results["data"] == "digits" and results["mode"] == "probe" and sklearn is not None
+      and "xent" in results["losses"]):
+    rows.append(Comparison(
+        f"PGR, {pair}, xent, probe on a backbone pretrained on "
+        f"{'coarse groups' if results['pretrain_task'] == 'coarse' else 'the labels'}",
+        show(main["xent"]["pgr_accuracy"]), f"{sklearn:.2f}",
+        "scikit-learn probe on digits (REFERENCES.md, measured here; not a paper)"))
+  return rows

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from superalign.results.estimates import format_estimate
+from superalign.results.published import Comparison
 
 
 def _cells(*estimates) -> str:
@@ -52,6 +53,14 @@ def summary(results: dict) -> str:
                    f"{tuple(g['largest_gap_at'])}: {g['largest_gap']:.3f} | "
                    f"{g['finds_trigger']} |")
   return "\n".join(line for line in lines if line is not None)
+
+
+def published_comparisons(results: dict) -> list[Comparison]:
+  """No rows: the certificates for the judge and the backdoored organism (a ``verify_oversight``
+  run's ``results.json``) have no published counterpart, so this returns ``[]`` for any
+  results."""
+  del results
+  return []
 
 
 def plot(results: dict, out_dir: str) -> list[str]:

@@ -7,6 +7,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from superalign.results.published import Comparison
 from superalign.w2s.ccs.supervisor import Supervision
 from superalign.w2s.metrics import over_seeds as estimate, pgr
 from superalign.w2s.report import show
@@ -75,3 +76,19 @@ def table(results: dict) -> str:
     lines.append(f"{name:26s} {show(acc, pct=True):>22s} "
                  f"{show(pgr_) if pgr_ else '':>22s} {pub:>20s}")
   return "\n".join(lines)
+
+
+def published_comparisons(results: dict) -> list[Comparison]:
+  """Burns et al. 2022's mean accuracies beside a ``w2s_ccs`` run's (its ``results.json``): the
+  strong model's zero-shot verdict, CCS (oriented as the run chose) and the LR ceiling, test
+  accuracy % with the table's two decimals and interval. ``theirs`` comes from
+  ``results["published"]`` (``PUBLISHED`` for keys it lacks)."""
+  pub = {**PUBLISHED, **results.get("published", {})}
+  r = results
+  on = f"{r['data']}, {r['target']}; theirs: mean over 10 data sets, excluding T0"
+  return [Comparison(f"{name} test accuracy % ({on})", show(r[key], pct=True),
+                     f"{pub[theirs]:.1f}", "Burns et al. 2022")
+          for name, key, theirs in (
+              (f"zero-shot {r['strong']}", "zero_shot_accuracy", "zero_shot"),
+              (f"CCS ({r['orient']} sign)", "ccs_accuracy", "ccs"),
+              (f"LR ceiling {r['strong']}", "ceiling_accuracy", "lr_ceiling"))]

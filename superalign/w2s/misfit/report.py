@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from superalign.results import figures
+from superalign.results.published import Comparison
 from superalign.w2s.misfit import theory
 from superalign.w2s.misfit.representations import VARIANTS
+
+# Charikar, Pabbaraju and Shiragur 2024: Theorem 1 (realizable: gain >= misfit on every task) and
+# their synthetic experiments (gain ~= misfit: slope 1 of gain on misfit).
+PUBLISHED = {"source": "Charikar, Pabbaraju and Shiragur 2024",
+             "realizable_tasks_gain_ge_misfit": 1.0, "slope_of_gain_on_misfit": 1.0}
 
 
 def summary(results: dict) -> str:
@@ -32,6 +38,25 @@ def summary(results: dict) -> str:
         f"{v['mean_err_strong_ceiling']:.3g}")
   lines.append(f"claim: {theory.CLAIM}")
   return "\n".join(lines)
+
+
+def published_comparisons(results: dict) -> list[Comparison]:
+  """Charikar et al.'s claims beside a ``w2s_misfit`` run's (its ``results.json``): the share of
+  realizable tasks with gain >= misfit (within the sampling tolerance) against Theorem 1's 100%,
+  and each variant's slope of gain on misfit through the origin (three decimals, as printed)
+  against their gain ~= misfit (``PUBLISHED``: the run stores no published figures)."""
+  variants, source = results["variants"], PUBLISHED["source"]
+  rows = []
+  if "realizable" in variants:
+    rows.append(Comparison(
+        "realizable: tasks with gain >= misfit - tol",
+        f"{100 * variants['realizable']['fraction_gain_ge_misfit_minus_tol']:.0f}%",
+        f"{100 * PUBLISHED['realizable_tasks_gain_ge_misfit']:.0f}% (Theorem 1)", source))
+  rows += [Comparison(f"{name}: slope of gain on misfit (through 0)",
+                      f"{variants[name]['fit']['slope_through_origin']:.3f}",
+                      f"about {PUBLISHED['slope_of_gain_on_misfit']:g} (gain ~= misfit)", source)
+           for name in VARIANTS if name in variants]
+  return rows
 
 
 def plot(results: dict, out_dir: str) -> list[str]:
