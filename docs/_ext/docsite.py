@@ -146,6 +146,7 @@ def defined_as(name: str, what: str, obj) -> bool:
 def where(obj) -> str:
   """``path:line`` of an object's source, relative to the repository ("" if unknown)."""
   target = obj.fget if isinstance(obj, property) else obj
+  target = inspect.unwrap(target) if callable(target) else target   # an lru_cache'd function
   try:
     path = inspect.getsourcefile(target)
     line = 1 if inspect.ismodule(target) else inspect.getsourcelines(target)[1]
@@ -165,9 +166,10 @@ def undocumented(module_names: list[str]) -> list[str]:
   shows without a docstring: the build's check, without Sphinx."""
   found = []
 
-  def check(name, what, obj):
+  def check(name, what, obj, doc=None):
+    doc = inspect.getdoc(obj) if doc is None else doc
     if not name.split(".")[-1].startswith("_") and defined_as(name, what, obj) and \
-        is_undocumented(obj, inspect.getdoc(obj) or ""):
+        is_undocumented(obj, doc or ""):
       found.append(f"{where(obj)}: {message(name, what)}")
 
   for module_name in module_names:
@@ -175,12 +177,13 @@ def undocumented(module_names: list[str]) -> list[str]:
     check(module_name, "module", module)
     for key, obj in vars(module).items():
       if inspect.isclass(obj):
-        check(f"{module_name}.{key}", "class", obj)
+        # A class shows its own docstring, not its base's (methods do inherit theirs).
+        check(f"{module_name}.{key}", "class", obj, vars(obj).get("__doc__") or "")
         for attr, member in vars(obj).items():
           if isinstance(member, property):
             check(f"{module_name}.{key}.{attr}", "property", member)
-          elif inspect.isfunction(member):
+          elif inspect.isfunction(inspect.unwrap(getattr(member, "__func__", member))):
             check(f"{module_name}.{key}.{attr}", "method", getattr(obj, attr))
-      elif inspect.isfunction(obj):
+      elif callable(obj) and inspect.isfunction(inspect.unwrap(obj)):   # lru_cache'd too
         check(f"{module_name}.{key}", "function", obj)
   return found

@@ -89,6 +89,8 @@ class Tasks:
 
   @classmethod
   def from_arrays(cls, a: dict, names, target: int) -> Tasks:
+    """The tasks from named arrays (those ``keys(names)`` lists, as ``arrays`` wrote them), with
+    monitors ``names``' suspicion tables and the attack's ``target`` class."""
     return cls(y=a["y"], u_probs=a["u_probs"], u_attack_probs=a["u_attack_probs"],
                t_probs=a["t_probs"], t_attack_probs=a["t_attack_probs"], target=target,
                suspicion={n: (a[f"honest/{n}"], a[f"attack/{n}"]) for n in names})

@@ -26,6 +26,8 @@ class WordTokenizer:
 
   @classmethod
   def fit(cls, texts: Iterable[str], vocab_size: int) -> "WordTokenizer":
+    """The tokenizer of the ``vocab_size - 2`` most frequent words of ``texts`` (ties
+    alphabetical, so the vocabulary is a function of the data alone)."""
     counts = collections.Counter()
     for text in texts:
       counts.update(words(text))

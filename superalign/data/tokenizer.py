@@ -55,6 +55,8 @@ class HFTokenizer:
 
   @classmethod
   def from_dir(cls, path: str, key: str = "data.tokenizer") -> "HFTokenizer":
+    """The ``tokenizer.json`` of a Hugging Face checkpoint directory ``path``, with its pad and EOS
+    ids; a missing directory or file is a ``DataError`` naming ``key``."""
     path = os.path.expanduser(path or "")
     file = os.path.join(path, FILE)
     if not os.path.isfile(file):

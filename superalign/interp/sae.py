@@ -247,6 +247,7 @@ class SparseAutoencoder(nnx.Module):
 
 @MODULES.register("relu")
 class ReluSAE(SparseAutoencoder):
+  """The standard SAE (Bricken et al. 2023): ``relu`` latents and an L1 sparsity penalty."""
   kind, architecture = "relu", "standard"
 
   def __init__(self, d_in: int, width: int, *, l1_coefficient: float, rngs: nnx.Rngs,
@@ -268,6 +269,8 @@ class ReluSAE(SparseAutoencoder):
 
 @MODULES.register("topk")
 class TopKSAE(SparseAutoencoder):
+  """The TopK SAE (Gao et al. 2024): the ``k`` largest pre-activations of each row stay, the rest
+  are zero; an auxiliary loss of the ``k_aux`` dead latents on the residual error revives them."""
   kind, architecture = "topk", "topk"
 
   def __init__(self, d_in: int, width: int, *, k: int, k_aux: int = 256,
@@ -347,6 +350,9 @@ heaviside.defvjp(_heaviside_fwd, _heaviside_bwd)
 
 @MODULES.register("jumprelu")
 class JumpReluSAE(SparseAutoencoder):
+  """The JumpReLU SAE (Rajamanoharan et al. 2024): a latent passes where its pre-activation
+  exceeds its learned threshold; an L0 penalty trained through straight-through estimators with
+  kernel ``bandwidth``."""
   kind, architecture = "jumprelu", "jumprelu"
 
   def __init__(self, d_in: int, width: int, *, l0_coefficient: float, bandwidth: float = 1e-3,

@@ -152,6 +152,10 @@ class Attention(nnx.Module):
 
 
 class Block(nnx.Module):
+  """One transformer block: attention then MLP, each after a layer norm, added to the residual
+  stream ``[batch, pos, embed]`` (or both read the same normed input with
+  ``parallel_residual``, as GPT-NeoX); its sites are ``resid_pre``, ``attn_out``, ``resid_mid``,
+  ``mlp_out``, ``resid_post`` and those of its attention and MLP."""
 
   def __init__(self, width: int, num_heads: int, num_layers: int, mlp_width: int,
                epsilon: float, dtype, rngs: nnx.Rngs, rotary_dim: int = 0,

@@ -39,6 +39,7 @@ class Evaluation:
 
   @classmethod
   def from_config(cls, block: Mapping) -> Evaluation:
+    """From the config's ``debate`` block (lists become tuples)."""
     values = {f.name: block[f.name] for f in dataclasses.fields(cls)}
     return cls(**{k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in values.items()})
 

@@ -70,6 +70,7 @@ class State:
 
   @classmethod
   def initial(cls, game: Game) -> "State":
+    """The start of every game of ``game``: nothing revealed, no move made."""
     return cls(jnp.zeros_like(game.legal), jnp.zeros(game.legal.shape[0], jnp.int32))
 
 

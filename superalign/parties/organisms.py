@@ -61,11 +61,14 @@ class Trigger:
   @classmethod
   def patch(cls, size: int = 2, at: str | tuple[int, int] = "bottom_right",
             value: float = 1.0) -> Trigger:
+    """A bright square of side ``size`` at corner ``at`` (or at ``(row, col)``) set to ``value``."""
     return cls("patch", size=size, at=at, value=value)
 
   @classmethod
   def tokens(cls, token: int, position: str | int = "append", *, field: int = 0,
              pad_id: int = 0) -> Trigger:
+    """Token ``token`` at ``position`` (``"append"`` after the last real token, or an index),
+    in ``field`` of a record input; ``pad_id`` marks padding."""
     return cls("token", token=token, position=position, field=field, pad_id=pad_id)
 
 
@@ -384,6 +387,7 @@ class TrainedAssistant:
 
   @classmethod
   def from_model(cls, trained: Trained, x: np.ndarray) -> TrainedAssistant:
+    """The assistant that claims ``trained``'s predicted class for each item of ``x``."""
     return cls(_labels(trained, x)[1])
 
   def lies(self, belief: np.ndarray, nonexpert_probs: np.ndarray, rng) -> np.ndarray:

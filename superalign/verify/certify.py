@@ -49,6 +49,9 @@ class BoundOptions:
 @functools.lru_cache(maxsize=None)   # one function (so one compiled program) per question
 def lower_bound_fn(method: str, input_shape: tuple, chunk: int = 0, alpha_steps: int = 20,
                    alpha_lr: float = 0.5, max_unstable: int = 0):
+  """``fn(state, batch) -> [rows, specs]``: the lower bounds of ``batch["spec"]`` over the box
+  ``[batch["x"], batch["hi"]]`` by bound ``method`` (a name of ``bounds.METHODS``), for
+  ``Trained.apply``; one function per question, so one compiled program."""
   kw = bounds.METHODS[method].options(chunk=chunk or None, max_unstable=max_unstable or None,
                                       steps=alpha_steps, lr=alpha_lr)
 
@@ -81,6 +84,8 @@ def unstable_counts(trained: Trained, lo: np.ndarray, hi: np.ndarray) -> np.ndar
 
 @functools.lru_cache(maxsize=None)
 def pgd_fn(steps: int, seed: int):
+  """``fn(state, batch) -> [rows]`` bool: whether ``steps`` of PGD from seed ``seed`` find an
+  input in ``[batch["lo"], batch["hi"]]`` that the model misclassifies (``batch["y"]``)."""
 
   def fn(state, batch):
     fooled, _ = training.pgd(state.model(), batch["x"], batch["y"], batch["lo"], batch["hi"],

@@ -37,6 +37,7 @@ class Evaluation:
 
   @classmethod
   def from_config(cls, block: Mapping) -> Evaluation:
+    """From the config's ``verify`` block."""
     return cls(eps=tuple(block["eps"]), bound_methods=tuple(block["bound_methods"]),
                domain=tuple(block["domain"]), test_examples=int(block["test_examples"]),
                crown_examples=int(block["crown_examples"]), pgd_steps=block["pgd_steps"],

@@ -28,6 +28,7 @@ class Backdoor:
 
   @classmethod
   def from_config(cls, block: Mapping) -> Backdoor:
+    """From the config's ``organism`` block."""
     return cls(organisms.patch_trigger(block), int(block["target_class"]),
                float(block["poison_fraction"]))
 
@@ -61,6 +62,7 @@ class Settings:
 
   @classmethod
   def from_config(cls, block: Mapping) -> Settings:
+    """From the config's ``certify`` block."""
     return cls(eps=tuple(block["eps"]), domain=tuple(block["domain"]),
                bound_methods=tuple(block["bound_methods"]),
                scan_methods=tuple(block["scan_methods"]), scan_stride=int(block["scan_stride"]),
