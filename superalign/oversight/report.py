@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from superalign.results import figures
 from superalign.results.estimates import format_estimate
-from superalign.results.published import Comparison
+from superalign.results.published import Comparison, number
 
 PUBLISHED = {
     "source": "Irving, Christiano and Amodei 2018, sparse-pixel MNIST judge, MCTS players",
@@ -78,7 +78,7 @@ def published_comparisons(results: dict) -> list[Comparison]:
             f"{100 * paper[k]:.1f}", source))
     if k in alone and k in debate and "debate_minus_judge_alone" in r:
       rows.append(Comparison(f"debate (precommit) - judge alone, points ({on})",
-                             f"{100 * r['debate_minus_judge_alone']:.1f}",
+                             number(r["debate_minus_judge_alone"], 1, scale=100),
                              f"{100 * (debate[k] - alone[k]):.1f}", source))
   return rows
 

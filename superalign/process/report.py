@@ -8,7 +8,7 @@ import functools
 import numpy as np
 
 from superalign.results.estimates import format_estimate
-from superalign.results.published import Comparison
+from superalign.results.published import Comparison, number
 
 NAMES = {"prm_product": "PRM (product)", "prm_min": "PRM (min)",
          "orm_generative": "ORM, generative", "orm": "ORM, classifier",
@@ -108,7 +108,7 @@ def published_comparisons(results: dict) -> list[Comparison]:
   uesato = pub["uesato_trace_error"]
   for label, e in r["trace_error"].items():
     name = label.split(" (")[0]
-    if e is None or not name.startswith(("orm", "prm")):
+    if not name.startswith(("orm", "prm")):
       continue
     supervised = "outcome_supervised" if name.startswith("orm") else "process_supervised"
     rows.append(Comparison(
@@ -118,8 +118,9 @@ def published_comparisons(results: dict) -> list[Comparison]:
         "Uesato et al. 2022"))
   e = r["easy_to_hard"]
   lo, hi = pub["hase_sgr_range"]
-  where = f"trained on difficulties <= {r['easy']}, best-of-{e['n']} on {e['hard']}"
-  rows += [Comparison(f"Supervision Gap Recovered, {name} ({where})", f"{e[key]:.2f}",
+  where = (f"trained on difficulties <= {r['easy']}, best-of-{e['n']} on difficulties "
+           f"{', '.join(map(str, e['hard']))}")
+  rows += [Comparison(f"Supervision Gap Recovered, {name} ({where})", number(e[key], 2),
                       f"{lo / 100:.2f}-{hi / 100:.2f}", "Hase et al. 2024")
            for name, key in (("PRM", "sgr_prm"), ("ORM, generative", "sgr_orm"))]
   sun = pub["sun_easy_to_hard_prm_math500"]

@@ -8,6 +8,7 @@ by the run's kind, and the docs render the rows with ``markdown_table``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Iterable
 
 
@@ -24,6 +25,14 @@ class Comparison:
   ours: str
   theirs: str
   source: str
+
+
+def number(value: float | None, digits: int, *, scale: float = 1.0, missing: str = "n/a") -> str:
+  """``value * scale`` with ``digits`` decimals; ``missing`` for None or NaN (a NaN is ``null``
+  in ``results.json``)."""
+  if value is None or not math.isfinite(value):
+    return missing
+  return f"{scale * value:.{digits}f}"
 
 
 def _cell(text: str) -> str:

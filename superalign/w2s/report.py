@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from superalign.results.estimates import auroc, format_estimate
-from superalign.results.published import Comparison
+from superalign.results.published import Comparison, number
 from superalign.models.registry import label
 from superalign.w2s import metrics as m
 
@@ -177,7 +177,8 @@ def published_comparisons(results: dict) -> list[Comparison]:
     theirs_on = task or f"{len(BURNS_TASKS)} NLP tasks"
     rows.append(Comparison(
         f"median PGR over the ladder's pairs, {loss} (ours: {results['data']}; theirs: "
-        f"{theirs_on}, GPT-2 to Qwen-14B ladder)", f"{median:.2f}", theirs, "Burns et al. 2023"))
+        f"{theirs_on}, GPT-2 to Qwen-14B ladder)", number(median, 2), theirs,
+        "Burns et al. 2023"))
   rows += [Comparison(f"PGR of the largest student ({pair}), {loss}",
                       show(main[loss]["pgr_accuracy"]),
                       f"about {pub['largest_students'][loss]:.2f}", "Burns et al. 2023")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from superalign.results import figures
-from superalign.results.published import Comparison
+from superalign.results.published import Comparison, number
 from superalign.w2s.misfit import theory
 from superalign.w2s.misfit.representations import VARIANTS
 
@@ -50,10 +50,10 @@ def published_comparisons(results: dict) -> list[Comparison]:
   if "realizable" in variants:
     rows.append(Comparison(
         "realizable: tasks with gain >= misfit - tol",
-        f"{100 * variants['realizable']['fraction_gain_ge_misfit_minus_tol']:.0f}%",
+        number(variants["realizable"]["fraction_gain_ge_misfit_minus_tol"], 0, scale=100) + "%",
         f"{100 * PUBLISHED['realizable_tasks_gain_ge_misfit']:.0f}% (Theorem 1)", source))
   rows += [Comparison(f"{name}: slope of gain on misfit (through 0)",
-                      f"{variants[name]['fit']['slope_through_origin']:.3f}",
+                      number(variants[name]["fit"]["slope_through_origin"], 3),
                       f"about {PUBLISHED['slope_of_gain_on_misfit']:g} (gain ~= misfit)", source)
            for name in VARIANTS if name in variants]
   return rows
