@@ -22,7 +22,7 @@ release = version = "0.1.0"
 extensions = [
     "myst_nb",
     "sphinx.ext.autodoc",
-    "sphinx.ext.viewcode",
+    "sphinx.ext.linkcode",
     "superalign_docs",
 ]
 
@@ -47,15 +47,38 @@ autodoc_class_signature = "separated"
 autodoc_preserve_defaults = True
 add_module_names = False
 
+REPOSITORY = "https://github.com/superalign/superalign"
+
+
+def linkcode_resolve(domain, info):
+  """Each API entry's "[source]" link: its lines in the repository on GitHub."""
+  import importlib
+  import inspect
+  if domain != "py" or not info.get("module"):
+    return None
+  try:
+    obj = importlib.import_module(info["module"])
+    for part in info["fullname"].split("."):
+      obj = getattr(obj, part)
+    obj = inspect.unwrap(obj.fget if isinstance(obj, property) else obj)
+    path = pathlib.Path(inspect.getsourcefile(obj)).resolve().relative_to(DOCS.parent)
+    lines, start = inspect.getsourcelines(obj)
+  except (AttributeError, TypeError, OSError, ValueError, ImportError):
+    return None
+  return f"{REPOSITORY}/blob/main/{path}#L{start}-L{start + len(lines) - 1}"
+
+
 html_theme = "sphinx_book_theme"
 html_title = "superalign"
 html_static_path = ["_static"]
+html_favicon = "_static/favicon.svg"
 html_theme_options = {
-    "repository_url": "https://github.com/superalign/superalign",
+    "repository_url": REPOSITORY,
     "path_to_docs": "docs",
     "use_repository_button": True,
     "use_source_button": True,
     "show_toc_level": 2,
     "home_page_in_toc": True,
 }
-html_last_updated_fmt = None
+# The theme's script reads the page's colour mode from here; left unset it logs a console error.
+html_context = {"default_mode": "light"}
