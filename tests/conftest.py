@@ -19,9 +19,20 @@ import pytest  # noqa: E402
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SAFETY_S = 1800   # a subprocess's limit: only to fail a hung one, never a slow machine's
 
-# The docs' generator and checks (docs/_ext/docsite.py: no Sphinx) and docs/gather_results.py,
-# for the notebook and docs tests.
-sys.path[:0] = [str(ROOT / "docs" / "_ext"), str(ROOT / "docs")]
+
+
+def docs_module(path: str):
+  """A module of ``docs/`` loaded from its file (``_ext/docsite.py``, the site's generator and
+  checks, which need no Sphinx; ``gather_results.py``): docs/ is the site's sources, not a
+  package."""
+  import importlib.util
+  name = pathlib.Path(path).stem
+  if name not in sys.modules:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "docs" / path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+  return sys.modules[name]
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-import docsite   # docs/_ext, on the path from conftest
-from conftest import ROOT, SAFETY_S
+from conftest import ROOT, SAFETY_S, docs_module
+
+docsite = docs_module("_ext/docsite.py")
 
 NOTEBOOKS = ROOT / "notebooks"
 EXECUTED = docsite.EXECUTED
