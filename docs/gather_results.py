@@ -5,7 +5,9 @@
 For each pair, checks that the workdir's ``config.json`` is the config file's default (so the
 page's command, ``superalign --config=CONFIG``, is what made the results), then writes
 ``docs/results/<kind folder>-<config name>.json``: ``{"command", "kind", "results"}``. The docs
-build turns these into the published-figures page; nothing there is typed by hand.
+build turns these into the published-figures page; nothing there is typed by hand. What the
+page does not read is left out (long lists such as curves, then each top-level key whose removal
+leaves the published comparisons unchanged), so the gathered files stay small.
 """
 
 from __future__ import annotations
@@ -27,6 +29,40 @@ def default_config(config_path: pathlib.Path) -> dict:
   return json.loads(json.dumps(module.get_config().to_dict(), default=str))
 
 
+LONG = 32   # a list with more items is a curve or a per-example array, not a reported figure
+
+
+def pruned(value):
+  """``value`` without its long lists, at any depth."""
+  if isinstance(value, dict):
+    return {k: pruned(v) for k, v in value.items()
+            if not (isinstance(v, list) and len(v) > LONG)}
+  if isinstance(value, list):
+    return [pruned(v) for v in value]
+  return value
+
+
+def smallest(kind: str, results: dict) -> dict:
+  """The results with what the published comparisons do not read left out: long lists, then
+  each top-level key in turn, each kept out only if the comparisons stay the same."""
+  from superalign.launch.runners import published_comparisons
+
+  def same(candidate):
+    try:
+      return published_comparisons(kind, candidate) == rows
+    except (KeyError, IndexError, TypeError, ValueError):
+      return False
+
+  rows = published_comparisons(kind, results)
+  small = pruned(results)
+  small = small if same(small) else dict(results)
+  for key in list(small):
+    candidate = {k: v for k, v in small.items() if k != key}
+    if same(candidate):
+      small = candidate
+  return small
+
+
 def gather(config: str, workdir: str) -> pathlib.Path:
   """Writes one gathered run; raises SystemExit with one line for a mismatch or missing file."""
   config_path, work = ROOT / config, pathlib.Path(workdir)
@@ -42,9 +78,9 @@ def gather(config: str, workdir: str) -> pathlib.Path:
   rel = pathlib.Path(config).relative_to("experiments").with_suffix("")
   out = OUT / f"{'-'.join(rel.parts)}.json"
   OUT.mkdir(exist_ok=True)
+  results = smallest(written["kind"], json.loads((work / "results.json").read_text()))
   out.write_text(json.dumps({"command": f"superalign --config={config}", "kind": written["kind"],
-                             "results": json.loads((work / "results.json").read_text())},
-                            indent=1) + "\n")
+                             "results": results}, separators=(",", ":")) + "\n")
   return out
 
 

@@ -109,10 +109,12 @@ def figures_page(runs: list[pathlib.Path]) -> str:
   file ``{"command", "kind", "results"}`` that ``docs/gather_results.py`` wrote)."""
   lines = ["# Published figures, ours beside theirs", "",
            "Generated when the site is built, from the `results.json` that each command below "
-           "wrote (gathered into `docs/results/` by `python docs/gather_results.py WORKDIR...`); "
-           "the published figure comes from the same file, which stores it beside the run's "
-           "own. Nothing on this page is typed by hand: rerun a command and gather its workdir "
-           "to refresh it. The room guides discuss each comparison.", ""]
+           "wrote (gathered into `docs/results/` by `python docs/gather_results.py "
+           "CONFIG=WORKDIR...`, which keeps what this page reads), through each room's "
+           "`published_comparisons`; the published figures are the rooms' constants, which each "
+           "run also stores in its `results.json`. Nothing on this page is typed by hand: rerun "
+           "a command and gather its workdir to refresh it. The room guides discuss each "
+           "comparison, and where the setting differs from the paper's.", ""]
   if runs:
     from superalign.launch.runners import published_comparisons
     from superalign.results.published import markdown_table
