@@ -42,8 +42,8 @@ def get_config(arg=None):
   c.train.num_steps = 2000
   if args.smoke:
     c.data.limit = 300
-    c.certify.update(judge_images=16, backdoor_images=16, pgd_steps=3, alpha_steps=3,
-                     crown_batch=16, scan_methods=("ibp",))
+    c.certify.update(eps=(0.01, 0.1), judge_images=16, backdoor_images=16, pgd_steps=3,
+                     alpha_steps=3, crown_batch=16, scan_methods=("ibp",))
     config_lib.smoke_train(c, num_steps=20, every=10)
     c.train.eval_batch_size = 64
   return c
