@@ -37,6 +37,7 @@ myst_heading_anchors = 3
 nb_execution_mode = "force"
 nb_execution_raise_on_error = True
 nb_execution_timeout = 1800
+nb_execution_in_temp = True   # runs and checkpoints a notebook writes stay out of docs/
 nb_execution_show_tb = True
 nb_merge_streams = True
 
