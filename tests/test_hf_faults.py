@@ -150,7 +150,8 @@ def test_a_save_whose_config_does_not_fit_the_parameters_is_refused(tmp_path, va
 def test_a_half_precision_checkpoint_trains_with_float32_parameters(tmp_path, dtype, caplog):
   import torch
   reference = save_tiny_gpt2(tmp_path / "full", seed=0, n_layer=1, n_embd=16, n_head=2)
-  reference.to(getattr(torch, dtype)).save_pretrained(str(tmp_path / "half"))  # the README's recipe
+  # The recipe of the models guide:
+  reference.to(getattr(torch, dtype)).save_pretrained(str(tmp_path / "half"))
   name = f"hf:{tmp_path / 'half'}"
   spec = InputSpec((8,), "tokens", 2, 300)
   mesh = mesh_lib.make_mesh({"data": 1}, devices=jax.devices()[:1])

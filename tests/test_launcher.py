@@ -204,7 +204,7 @@ def test_a_stop_while_waiting_for_the_other_processes_is_one_line(tmp_path, sign
 @pytest.mark.slow   # 42 s: three whole runs
 def test_results_do_not_depend_on_the_compilation_cache(tmp_path):
   """A cold persistent compilation cache, the same cache warm, and none: the same results to the
-  last bit (README, Reproducibility)."""
+  last bit (docs/concepts/reproducibility.md)."""
   runs = {}
   for name, cache in (("cold", tmp_path / "xla"), ("warm", tmp_path / "xla"), ("none", "")):
     env = {**_env(), "SUPERALIGN_XLA_CACHE": str(cache)}

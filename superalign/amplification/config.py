@@ -37,7 +37,7 @@ OPTION_RULES = {"size": schema.COUNT, "values": schema.COUNT, "components": sche
 # edge leaves chance after 400-600 steps, if at all (the default seed: not in 1,200 steps of batch
 # 128, at step 400 with batch 256), so shortest path starts at level 1 with batch 256 and moves on
 # at 0.75: at 0.6 H began asking the teacher while its edges were still poor (amplification 0.88
-# of supervised). README: what was measured.
+# of supervised). docs/rooms/amplification.md: what was measured.
 _RUN = {"start_difficulty": 0, "max_difficulty": 2, "threshold": 0.9, "num_steps": 0,
         "batch_size": 0}
 TASK_DEFAULTS = {
@@ -84,7 +84,7 @@ def base() -> ml_collections.ConfigDict:
   c.optim.learning_rate = 1e-3
   c.optim.warmup_steps = 100
   c.optim.weight_decay = 0.0
-  c.optim.ema_decay = 0.99         # H asks this moving average of the model (README: measured)
+  c.optim.ema_decay = 0.99         # H asks this moving average of the model (measured: the guide)
   c.train.update(batch_size=128, eval_batch_size=128, num_epochs=0, num_steps=800,
                  eval_every=100, log_every=50, checkpoint_every=200)
   return c
