@@ -12,7 +12,6 @@ leaves the published comparisons unchanged), so the gathered files stay small.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import pathlib
 import sys
@@ -23,10 +22,8 @@ OUT = ROOT / "docs" / "results"
 
 def default_config(config_path: pathlib.Path) -> dict:
   """The config file's ``get_config()`` as plain JSON values."""
-  spec = importlib.util.spec_from_file_location("gathered_config", config_path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return json.loads(json.dumps(module.get_config().to_dict(), default=str))
+  from superalign.launch.flags import config_from_file
+  return json.loads(json.dumps(config_from_file(config_path).to_dict(), default=str))
 
 
 LONG = 32   # a list with more items is a curve or a per-example array, not a reported figure
@@ -69,7 +66,8 @@ def gather(config: str, workdir: str) -> pathlib.Path:
   for path in (config_path, work / "config.json", work / "results.json"):
     if not path.is_file():
       raise SystemExit(f"gather_results: {path} does not exist")
-  written = json.loads((work / "config.json").read_text())
+  from superalign.results.files import load_json
+  written = load_json(work / "config.json")
   expected = default_config(config_path)
   differ = sorted(k for k in set(written) | set(expected) if written.get(k) != expected.get(k))
   if differ:
@@ -78,7 +76,7 @@ def gather(config: str, workdir: str) -> pathlib.Path:
   rel = pathlib.Path(config).relative_to("experiments").with_suffix("")
   out = OUT / f"{'-'.join(rel.parts)}.json"
   OUT.mkdir(exist_ok=True)
-  results = smallest(written["kind"], json.loads((work / "results.json").read_text()))
+  results = smallest(written["kind"], load_json(work / "results.json"))
   out.write_text(json.dumps({"command": f"superalign --config={config}", "kind": written["kind"],
                              "results": results}, separators=(",", ":")) + "\n")
   return out

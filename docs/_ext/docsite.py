@@ -156,6 +156,13 @@ def defined_as(name: str, what: str, obj) -> bool:
   return bool(module and qualname) and name == f"{module}.{qualname}"
 
 
+def flagged(name: str, what: str, obj, doc: str) -> bool:
+  """Whether the check flags ``obj`` shown as ``name`` with docstring ``doc``: public, shown where
+  it is defined, and saying nothing."""
+  return (what in CHECKED and not name.split(".")[-1].startswith("_")
+          and defined_as(name, what, obj) and is_undocumented(obj, doc))
+
+
 def where(obj) -> str:
   """``path:line`` of an object's source, relative to the repository ("" if unknown)."""
   target = obj.fget if isinstance(obj, property) else obj
@@ -181,8 +188,7 @@ def undocumented(module_names: list[str]) -> list[str]:
 
   def check(name, what, obj, doc=None):
     doc = inspect.getdoc(obj) if doc is None else doc
-    if not name.split(".")[-1].startswith("_") and defined_as(name, what, obj) and \
-        is_undocumented(obj, doc or ""):
+    if flagged(name, what, obj, doc or ""):
       found.append(f"{where(obj)}: {message(name, what)}")
 
   for module_name in module_names:

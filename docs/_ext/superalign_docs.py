@@ -49,8 +49,7 @@ def generate(app) -> None:
 
 def check_docstring(app, what, name, obj, options, lines) -> None:
   """``autodoc-process-docstring``: a public object without a docstring is a warning."""
-  if what in docsite.CHECKED and not name.split(".")[-1].startswith("_") and \
-      docsite.defined_as(name, what, obj) and docsite.is_undocumented(obj, "\n".join(lines)):
+  if docsite.flagged(name, what, obj, "\n".join(lines)):
     log.warning(docsite.message(name, what), location=docsite.where(obj) or None,
                 type="superalign", subtype="docstring")
 

@@ -85,13 +85,18 @@ def load_config(holder) -> ml_collections.ConfigDict:
   return config
 
 
-def _default_config() -> ml_collections.ConfigDict:
-  """The config file's own config, without overrides (the file is run again: it is cheap)."""
-  path, _, arg = flags.FLAGS["config"].config_filename.partition(":")
+def config_from_file(path, arg: str | None = None) -> ml_collections.ConfigDict:
+  """``get_config(arg)`` of the config file at ``path``, without overrides."""
   spec = importlib.util.spec_from_file_location("superalign_default_config", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config(arg or None)
+  return module.get_config(arg)
+
+
+def _default_config() -> ml_collections.ConfigDict:
+  """The config file's own config, without overrides (the file is run again: it is cheap)."""
+  path, _, arg = flags.FLAGS["config"].config_filename.partition(":")
+  return config_from_file(path, arg or None)
 
 
 def exit_line(e: BaseException, config, workdir: str | None) -> tuple[str, int] | None:

@@ -21,6 +21,7 @@ import jax
 
 from superalign.core import loop
 from superalign.launch import runtime, validation, workdir as workdir_lib
+from superalign.results import files
 from superalign.results.published import Comparison
 
 RUNNERS = {
@@ -75,10 +76,8 @@ def published_comparisons(kind: str, results: dict) -> list[Comparison]:
 def workdir_comparisons(workdir: str) -> tuple[str, list[Comparison]]:
   """``(kind, rows)`` for a finished run's workdir: the kind from its ``config.json``, the rows
   (``published_comparisons``) from its ``results.json``."""
-  with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
-    kind = json.load(f)["kind"]
-  with open(os.path.join(workdir, "results.json"), encoding="utf-8") as f:
-    return kind, published_comparisons(kind, json.load(f))
+  kind = files.load_json(os.path.join(workdir, "config.json"))["kind"]
+  return kind, published_comparisons(kind, files.load_json(os.path.join(workdir, "results.json")))
 
 
 def validate(config, num_devices: int | None = None) -> None:
