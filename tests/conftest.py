@@ -258,6 +258,52 @@ def save_tiny_neox(directory, seed=0, max_shard_size=None, **config):
   return model
 
 
+# A tiny config per family of hf_llama.MODEL_TYPES: grouped-query attention (4 query heads on 2
+# key/value heads), sliding windows of 5 (shorter than the tests' prompts and generations), and
+# each family's own options switched on, so that every one is compared with transformers.
+TINY_FAMILIES = {
+    "llama": dict(rope_parameters={"rope_type": "llama3", "rope_theta": 500.0, "factor": 4.0,
+                                   "low_freq_factor": 1.0, "high_freq_factor": 2.0,
+                                   "original_max_position_embeddings": 16}),
+    "mistral": dict(sliding_window=5, tie_word_embeddings=True),
+    "qwen2": dict(use_sliding_window=True, sliding_window=5, max_window_layers=1,
+                  rope_parameters={"rope_type": "linear", "rope_theta": 1000.0, "factor": 2.0}),
+    "qwen3": dict(head_dim=24),
+    "gemma2": dict(sliding_window=5, head_dim=16, query_pre_attn_scalar=20,
+                   attn_logit_softcapping=3.0, final_logit_softcapping=5.0),
+    "gemma3_text": dict(sliding_window=5, head_dim=16, query_pre_attn_scalar=20,
+                        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                        rope_parameters={
+                            "sliding_attention": {"rope_type": "default", "rope_theta": 100.0},
+                            "full_attention": {"rope_type": "linear", "rope_theta": 5000.0,
+                                               "factor": 4.0}}),
+}
+
+
+def save_tiny_decoder(family, directory, seed=0, max_shard_size=None, dtype=None, **config):
+  """A random tiny model of ``family`` (a key of ``TINY_FAMILIES``) saved by ``transformers``
+  itself, with every weight, bias and norm scale drawn at random (transformers initializes
+  biases to zero and norms to one, which would hide a misplaced one); eager attention."""
+  import torch
+  import transformers
+  defaults = dict(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                  bos_token_id=1, eos_token_id=2, pad_token_id=0)
+  cls = transformers.AutoConfig.for_model(family).__class__
+  cfg = cls(**{**defaults, **TINY_FAMILIES[family], **config})
+  torch.manual_seed(seed)
+  model = transformers.AutoModelForCausalLM.from_config(cfg, attn_implementation="eager").eval()
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      p.copy_(torch.randn_like(p) * (0.3 if p.ndim == 1 else 0.15)
+              + (1.0 if p.ndim == 1 and "norm" in name and "gemma" not in family else 0.0))
+  if dtype is not None:
+    model = model.to(getattr(torch, dtype))
+  kw = {"max_shard_size": max_shard_size} if max_shard_size else {}
+  model.save_pretrained(str(directory), **kw)
+  return model
+
+
 # Parity with transformers, shared by the checkpoint families' tests (test_hf_gpt2, test_hf_neox).
 
 

@@ -57,7 +57,8 @@ FIX = "save the checkpoint again (transformers' save_pretrained) or copy it agai
 MODEL_TYPE = "gpt2"
 # The checkpoint families superalign reads, by config.json's model_type (models.registry.LOADERS
 # maps each to its loader).
-MODEL_TYPES = (MODEL_TYPE, "gpt_neox")
+MODEL_TYPES = (MODEL_TYPE, "gpt_neox", "llama", "mistral", "qwen2", "qwen3", "gemma2",
+               "gemma3_text")
 
 
 def read_json(path: str, key: str = "model.name") -> dict[str, Any]:
@@ -74,7 +75,7 @@ def read_json(path: str, key: str = "model.name") -> dict[str, Any]:
   if not isinstance(hf, dict) or hf.get("model_type") not in MODEL_TYPES:
     got = hf.get("model_type") if isinstance(hf, dict) else None
     raise ConfigError(f"{where}: {CONFIG} has model_type {got!r}; superalign reads "
-                      f"{' and '.join(map(repr, MODEL_TYPES))} checkpoints (GPT-2, GPT-NeoX)")
+                      f"{', '.join(map(repr, MODEL_TYPES))} checkpoints")
   return hf
 
 

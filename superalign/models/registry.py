@@ -1,7 +1,8 @@
 """Models by name, and a size ladder per family (weakest first) for weak/strong pairs.
 
-``hf:<dir>`` names a Hugging Face checkpoint directory, GPT-2 (``hf_gpt2.py``) or GPT-NeoX /
-Pythia (``hf_neox.py``) by its ``config.json``: its config fixes the architecture, and its weights
+``hf:<dir>`` names a Hugging Face checkpoint directory, GPT-2 (``hf_gpt2.py``), GPT-NeoX /
+Pythia (``hf_neox.py``), or Llama, Mistral, Qwen2, Qwen3, Gemma 2 or Gemma 3 (``hf_llama.py``) by
+its ``config.json``: its config fixes the architecture, and its weights
 are the start of every run that trains it (the classification head is fresh). A weak-to-strong
 ladder can thus be a list of checkpoint directories.
 """
@@ -17,7 +18,7 @@ from flax import nnx
 
 from superalign.core.errors import ConfigError
 from superalign.core.specs import InputSpec
-from superalign.models import hf_gpt2, hf_neox
+from superalign.models import hf_gpt2, hf_llama, hf_neox
 from superalign.models.cnn import CNN
 from superalign.models.mlp import MLP
 from superalign.models.transformer import Transformer
@@ -78,12 +79,13 @@ def checkpoint_dir(name: str) -> str | None:
   return os.path.expanduser(name[len(HF):]) if name.startswith(HF) else None
 
 
-LOADERS = {family.MODEL_TYPE: family for family in (hf_gpt2, hf_neox)}   # by model_type
+LOADERS = {hf_gpt2.MODEL_TYPE: hf_gpt2, hf_neox.MODEL_TYPE: hf_neox,
+           **{t: hf_llama for t in hf_llama.MODEL_TYPES}}   # by model_type
 assert tuple(LOADERS) == hf_gpt2.MODEL_TYPES, "a loader for every model_type read_json accepts"
 
 
 def loader(path: str, key: str = "model.name"):
-  """The loader module (``hf_gpt2`` or ``hf_neox``) of the checkpoint at ``path``; raises
+  """The loader module (``hf_gpt2``, ``hf_neox`` or ``hf_llama``) of the checkpoint at ``path``; raises
   ConfigError (one line naming ``key``) when it cannot be read."""
   return LOADERS[hf_gpt2.read_json(path, key)["model_type"]]
 

@@ -11,6 +11,13 @@ place of learned positions), ``parallel_residual`` (``x + attn(ln1(x)) + mlp(ln2
 ``tied_lm_head=False`` (an LM head of its own, ``unembed``), and ``gelu_approximate=False`` (the
 exact GELU).
 
+The ``Options`` of Llama, Mistral, Qwen and Gemma (``hf_llama.py``) add RMSNorm (Gemma's ``1 + w``
+scale), gated MLPs (SwiGLU, GeGLU), grouped-query attention with separate q/k/v weights and an
+explicit head dimension, rotary scaling (``Rope``), QK-norm, sliding-window layers, Gemma's
+soft-capping, query scale, embedding scale and extra norms. With the default ``Options`` every
+GPT-2 and GPT-NeoX computation is the one it was. ``lora`` (``models.lora``) adds adapters to the
+weights it names.
+
 ``forward`` is the general pass: an optional attention mask (left padding: position ids come from
 the mask) and an optional KV cache written at ``start`` (``generate.py`` decodes with it).
 
@@ -18,32 +25,36 @@ Sites (``models.sites``, TransformerLens' names without ``hook_``): ``embed``, `
 block ``blocks.<i>.`` + ``resid_pre``, ``attn.pattern`` ``[batch, heads, queries, keys]``,
 ``attn.z`` (each head's output before the output projection, ``[batch, length, heads,
 head_dim]``), ``attn_out``, ``resid_mid``, ``mlp.pre`` and ``mlp.post`` (the hidden layer before
-and after the GELU), ``mlp_out``, ``resid_post``; then ``ln_final``, and ``logits`` (the
+and after the GELU; with a gated MLP, the gate before its activation and the gated product, and
+``mlp.pre_linear`` the up projection), ``mlp_out``, ``resid_post``; then ``ln_final``, and ``logits`` (the
 classifier head) or ``lm_logits``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from superalign.models import layers, sites
+from superalign.core.errors import ConfigError
+from superalign.models import layers, lora as lora_lib, sites
 from superalign.models.sites import site
 
 _STD = 0.02
 
 
-def _param(rngs: nnx.Rngs, shape, axes, stddev=_STD):
+def _param(rngs: nnx.Rngs, shape, axes, stddev=_STD, dtype=jnp.float32):
   init = nnx.with_partitioning(nnx.initializers.normal(stddev), axes)
-  return nnx.Param(init(rngs.params(), shape, jnp.float32))
+  return nnx.Param(init(rngs.params(), shape, dtype))
 
 
-def _layer_norm(width: int, epsilon: float, rngs: nnx.Rngs) -> nnx.LayerNorm:
+def _layer_norm(width: int, epsilon: float, rngs: nnx.Rngs,
+                param_dtype=jnp.float32) -> nnx.LayerNorm:
   return nnx.LayerNorm(
-      width, epsilon=epsilon, dtype=jnp.float32,
+      width, epsilon=epsilon, dtype=jnp.float32, param_dtype=param_dtype,
       scale_init=nnx.with_partitioning(nnx.initializers.ones_init(), ("embed",)),
       bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), ("embed",)),
       rngs=rngs)
@@ -96,11 +107,39 @@ _gelu = jax.checkpoint(lambda x: jax.nn.gelu(x, approximate=True))
 _gelu_exact = jax.checkpoint(lambda x: jax.nn.gelu(x, approximate=False))   # GPT-NeoX's
 
 
-def _rotate(x: jax.Array, positions: jax.Array, rotary_dim: int, base: float) -> jax.Array:
+@dataclasses.dataclass(frozen=True)
+class Rope:
+  """Rotary frequencies: base ``theta`` and transformers' ``rope_type`` scaling: ``default``,
+  ``linear`` (frequencies / ``factor``) or ``llama3`` (long wavelengths / ``factor``, short ones
+  kept, a smooth blend between; ``low_freq_factor``, ``high_freq_factor`` and the
+  ``original_max`` context it was trained at)."""
+  theta: float = 10000.0
+  kind: str = "default"
+  factor: float = 1.0
+  low_freq_factor: float = 1.0
+  high_freq_factor: float = 4.0
+  original_max: int = 8192
+
+  def inv_freq(self, rotary_dim: int) -> jax.Array:
+    """The ``rotary_dim / 2`` inverse frequencies (float32)."""
+    inv = 1.0 / (self.theta ** (jnp.arange(0, rotary_dim, 2, dtype=jnp.float32) / rotary_dim))
+    if self.kind == "linear":
+      return inv / self.factor
+    if self.kind == "llama3":
+      wavelen = 2 * math.pi / inv
+      low, high = self.original_max / self.low_freq_factor, self.original_max / self.high_freq_factor
+      scaled = jnp.where(wavelen > low, inv / self.factor, inv)
+      smooth = ((self.original_max / wavelen - self.low_freq_factor)
+                / (self.high_freq_factor - self.low_freq_factor))
+      blend = (1 - smooth) * scaled / self.factor + smooth * scaled
+      return jnp.where((wavelen >= high) & (wavelen <= low), blend, scaled)
+    return inv
+
+
+def _rotate(x: jax.Array, positions: jax.Array, rotary_dim: int, inv_freq: jax.Array) -> jax.Array:
   """Rotary positions on ``x`` ``[batch, length, heads, head_dim]`` at ``positions`` ``[batch or
   1, length]``: the first ``rotary_dim`` dimensions turn in pairs ``(i, i + rotary_dim / 2)``
-  (GPT-NeoX's rotate-half layout), the rest pass through."""
-  inv_freq = 1.0 / (base ** (jnp.arange(0, rotary_dim, 2, dtype=jnp.float32) / rotary_dim))
+  (GPT-NeoX's rotate-half layout, which every transformers family uses), the rest pass through."""
   angles = positions.astype(jnp.float32)[..., None] * inv_freq           # [b, t, rotary_dim / 2]
   angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]     # [b, t, 1, rotary_dim]
   cos, sin = jnp.cos(angles).astype(x.dtype), jnp.sin(angles).astype(x.dtype)
@@ -110,79 +149,298 @@ def _rotate(x: jax.Array, positions: jax.Array, rotary_dim: int, base: float) ->
   return jnp.concatenate([turn * cos + rotated * sin, rest], axis=-1)
 
 
+FULL, SLIDING = "full_attention", "sliding_attention"   # layer types, as transformers names them
+ACTIVATIONS = {"gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+               "gelu": lambda x: jax.nn.gelu(x, approximate=False), "silu": jax.nn.silu}
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """What a Llama, Mistral, Qwen or Gemma block computes beyond GPT-2's (the defaults are
+  GPT-2's, so ``Options()`` changes nothing)."""
+  norm: str = "layer"              # "layer": LayerNorm with a bias; "rms": RMSNorm
+  norm_offset: float = 0.0         # RMSNorm scales by (offset + w): Gemma's 1 + w
+  activation: str = "gelu_tanh"    # a key of ACTIVATIONS
+  gated_mlp: bool = False          # act(x W_gate) * (x W_up), then W_down (SwiGLU, GeGLU)
+  mlp_bias: bool = True
+  fused_qkv: bool = True           # GPT-2/NeoX's one qkv weight; else q, k and v of their own
+  num_kv_heads: int | None = None  # grouped-query attention (separate q/k/v only)
+  head_dim: int | None = None      # None: width / heads
+  qkv_bias: bool = True
+  out_bias: bool = True
+  qk_norm: bool = False            # RMSNorm of each head's queries and keys (Qwen3, Gemma 3)
+  rope: Rope | None = None         # rotary frequencies (None: Rope(rotary_base))
+  local_rope: Rope | None = None   # on sliding-window layers, if their own (Gemma 3)
+  sliding_window: int | None = None   # a query sees the keys at most this many positions back
+  layer_types: tuple[str, ...] | None = None   # FULL or SLIDING per layer; None: all SLIDING
+  #                                             if sliding_window, else all FULL
+  query_scale: float | None = None    # None: 1 / sqrt(head_dim)
+  attn_softcap: float | None = None   # cap * tanh(logits / cap) on attention logits (Gemma 2)
+  final_softcap: float | None = None  # the same on the LM head's logits
+  embed_scale: bool = False        # token embeddings times sqrt(width) (Gemma)
+  sandwich_norms: bool = False     # norms after attention and after the MLP too (Gemma 2/3)
+
+  def sliding(self, layer: int) -> bool:
+    """Whether ``layer`` attends within the sliding window."""
+    if self.layer_types is not None:
+      return self.layer_types[layer] == SLIDING
+    return self.sliding_window is not None
+
+
+def weight_names(options: Options) -> list[str]:
+  """The block-relative names of a block's weight matrices (what ``lora.targets`` match)."""
+  attn = ["attn.qkv"] if options.fused_qkv else ["attn.q", "attn.k", "attn.v"]
+  mlp = ["mlp.gate", "mlp.up", "mlp.down"] if options.gated_mlp else ["mlp.fc", "mlp.proj"]
+  return attn + ["attn.out"] + mlp
+
+
+class RMSNorm(nnx.Module):
+  """``x / rms(x) * (offset + w)`` over the last axis, in float32 (returns float32)."""
+
+  def __init__(self, width: int, epsilon: float, offset: float, param_dtype, axes=("embed",)):
+    init = nnx.with_partitioning(nnx.initializers.constant(1.0 - offset), axes)
+    self.scale = nnx.Param(init(None, (width,), param_dtype))
+    self.epsilon, self.offset = epsilon, offset
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    h = x.astype(jnp.float32)
+    h = h * jax.lax.rsqrt(jnp.mean(h * h, axis=-1, keepdims=True) + self.epsilon)
+    return h * (self.offset + self.scale[...].astype(jnp.float32))
+
+
+def _norm(width: int, epsilon: float, options: Options, param_dtype, rngs: nnx.Rngs):
+  if options.norm == "rms":
+    return RMSNorm(width, epsilon, options.norm_offset, param_dtype)
+  return _layer_norm(width, epsilon, rngs, param_dtype)
+
+
+def _project(x: jax.Array, kernel: jax.Array, adapter, dtype) -> jax.Array:
+  """``x @ kernel`` (both flattened to 2-D by ``_matmul``), plus ``adapter``'s term if any."""
+  y = _matmul(x, kernel.astype(dtype))
+  return y if adapter is None else y + adapter(x, dtype)
+
+
+def _grouped_attention(q: jax.Array, k: jax.Array, v: jax.Array, allowed: jax.Array | None,
+                       scale: float, softcap: float | None) -> jax.Array:
+  """``_attention`` with ``k`` and ``v`` on fewer heads than ``q`` (grouped-query attention:
+  query head ``h`` reads key/value head ``h // (heads / kv_heads)``, as transformers' repeat_kv),
+  a query scale and optional logit soft-capping. The pattern site is per query head."""
+  b, t, heads, e = q.shape
+  kv = k.shape[2]
+  q = q.reshape(b, t, kv, heads // kv, e)
+  logits = jnp.einsum("bqkge,bske->bkgqs", q, k, preferred_element_type=jnp.float32)
+  logits = logits * jnp.float32(scale)
+  if softcap:
+    logits = jnp.tanh(logits / softcap) * softcap
+  if allowed is None:
+    allowed = jnp.tril(jnp.ones((t, k.shape[1]), dtype=bool))
+  else:
+    allowed = allowed[:, :, None]                       # [b, 1, 1, q, s]
+  logits = jnp.where(allowed, logits, jnp.float32(-0.7 * float(jnp.finfo(jnp.float32).max)))
+  probs = jax.nn.softmax(logits, axis=-1)
+  shape = probs.shape
+  probs = site("pattern", probs.reshape(b, heads, t, -1), sites.PATTERN).reshape(shape)
+  out = jnp.einsum("bkgqs,bske->bqkge", probs.astype(v.dtype), v)
+  return out.reshape(b, t, heads, e)
+
+
 class Attention(nnx.Module):
-  """Causal self-attention with fused QKV; heads are the tensor-parallel axis."""
+  """Causal self-attention; heads are the tensor-parallel axis. GPT-2 and GPT-NeoX fuse the
+  query, key and value weights in one ``qkv``; the other families (``Options.fused_qkv=False``)
+  keep ``q``, ``k`` and ``v``, with ``num_kv_heads`` key/value heads of ``head_dim``."""
 
   def __init__(self, width: int, num_heads: int, out_std: float, dtype, rngs: nnx.Rngs,
-               rotary_dim: int = 0, rotary_base: float = 10000.0):
-    head_dim = width // num_heads
-    self.rotary_dim, self.rotary_base = rotary_dim, rotary_base
-    self.qkv = _param(rngs, (width, 3, num_heads, head_dim), ("embed", None, "heads", None))
-    self.qkv_bias = nnx.Param(jnp.zeros((3, num_heads, head_dim), jnp.float32))
-    self.out = _param(rngs, (num_heads, head_dim, width), ("heads", None, "embed"), out_std)
-    self.out_bias = nnx.Param(jnp.zeros((width,), jnp.float32))
+               rotary_dim: int = 0, rotary_base: float = 10000.0, *,
+               options: Options = Options(), sliding: bool = False,
+               lora: lora_lib.LoRA | None = None, param_dtype=jnp.float32, epsilon: float = 1e-6):
+    head_dim = options.head_dim or width // num_heads
+    kv_heads = options.num_kv_heads or num_heads
+    self.num_heads, self.num_kv_heads, self.head_dim = num_heads, kv_heads, head_dim
+    self.rotary_dim = rotary_dim
+    rope = options.rope or Rope(rotary_base)
+    self.rope = (options.local_rope or rope) if sliding else rope
+    self.fused = options.fused_qkv
+    self.scale = options.query_scale or 1.0 / math.sqrt(head_dim)
+    self.softcap = options.attn_softcap
+    adapter = lambda name, in_shape, out_shape, in_axes, out_axes: lora_lib.adapter(
+        lora, name, in_shape, out_shape, in_axes, out_axes, param_dtype, rngs)
+    proj = lambda heads: _param(rngs, (width, heads, head_dim), ("embed", "heads", None),
+                                dtype=param_dtype)
+    if self.fused:
+      self.qkv = _param(rngs, (width, 3, num_heads, head_dim), ("embed", None, "heads", None),
+                        dtype=param_dtype)
+      self.qkv_bias = nnx.Param(jnp.zeros((3, num_heads, head_dim), param_dtype))
+      self.qkv_lora = adapter("attn.qkv", (width,), (3, num_heads, head_dim), ("embed",),
+                              (None, "heads", None))
+    else:
+      self.q, self.k, self.v = proj(num_heads), proj(kv_heads), proj(kv_heads)
+      bias = lambda heads: (nnx.Param(jnp.zeros((heads, head_dim), param_dtype))
+                            if options.qkv_bias else None)
+      self.q_bias, self.k_bias, self.v_bias = bias(num_heads), bias(kv_heads), bias(kv_heads)
+      self.q_lora, self.k_lora, self.v_lora = (
+          adapter(f"attn.{n}", (width,), (h, head_dim), ("embed",), ("heads", None))
+          for n, h in (("q", num_heads), ("k", kv_heads), ("v", kv_heads)))
+      qk_norm = lambda: (RMSNorm(head_dim, epsilon, options.norm_offset, param_dtype, (None,))
+                         if options.qk_norm else None)
+      self.q_norm, self.k_norm = qk_norm(), qk_norm()
+    self.out = _param(rngs, (num_heads, head_dim, width), ("heads", None, "embed"), out_std,
+                      dtype=param_dtype)
+    self.out_bias = (nnx.Param(jnp.zeros((width,), param_dtype))
+                     if self.fused or options.out_bias else None)
+    self.out_lora = adapter("attn.out", (num_heads, head_dim), (width,), ("heads", None),
+                            ("embed",))
     self.dtype = dtype
+
+  def _qkv(self, x: jax.Array):
+    """Queries ``[..., heads, head_dim]``, keys and values ``[..., kv_heads, head_dim]``."""
+    if self.fused:
+      # One [tokens, d] x [d, heads * 3 * head_dim] matmul. Columns go heads-major so that a
+      # tensor-parallel split of the heads axis stays a split of the matmul's columns.
+      w = self.qkv[...].astype(self.dtype)                         # [d, 3, heads, head_dim]
+      d, _, heads, head_dim = w.shape
+      w = w.transpose(0, 2, 1, 3).reshape(d, -1)
+      qkv = _matmul(x, w).reshape(*x.shape[:-1], heads, 3, head_dim)
+      if self.qkv_lora is not None:
+        extra = self.qkv_lora(x, self.dtype).reshape(*x.shape[:-1], 3, heads, head_dim)
+        qkv = qkv + jnp.swapaxes(extra, -3, -2)
+      qkv = qkv + self.qkv_bias[...].astype(self.dtype).transpose(1, 0, 2)
+      return qkv[..., 0, :], qkv[..., 1, :], qkv[..., 2, :]
+    out = []
+    for w, bias, adapter in ((self.q, self.q_bias, self.q_lora), (self.k, self.k_bias, self.k_lora),
+                             (self.v, self.v_bias, self.v_lora)):
+      _, heads, head_dim = w.shape
+      y = _project(x, w[...].reshape(w.shape[0], -1), adapter, self.dtype)
+      y = y.reshape(*x.shape[:-1], heads, head_dim)
+      out.append(y if bias is None else y + bias[...].astype(self.dtype))
+    q, k, v = out
+    if self.q_norm is not None:
+      q, k = self.q_norm(q).astype(self.dtype), self.k_norm(k).astype(self.dtype)
+    return q, k, v
 
   def __call__(self, x: jax.Array, allowed: jax.Array | None = None, cache=None, start=0,
                positions: jax.Array | None = None):
-    """``(output, cache)``; given ``cache`` (keys and values ``[batch, cache_len, heads,
+    """``(output, cache)``; given ``cache`` (keys and values ``[batch, cache_len, kv_heads,
     head_dim]``), this call's keys and values are written at ``start`` and attended with it.
     With rotary positions, ``positions`` ``[batch or 1, length]`` are the tokens' positions; keys
     are cached turned."""
-    # One [tokens, d] x [d, heads * 3 * head_dim] matmul. Columns go heads-major so that a
-    # tensor-parallel split of the heads axis stays a split of the matmul's columns.
-    w = self.qkv[...].astype(self.dtype)                           # [d, 3, heads, head_dim]
-    d, _, heads, head_dim = w.shape
-    w = w.transpose(0, 2, 1, 3).reshape(d, -1)
-    qkv = _matmul(x, w).reshape(*x.shape[:-1], heads, 3, head_dim)
-    qkv = qkv + self.qkv_bias[...].astype(self.dtype).transpose(1, 0, 2)
-    q, k, v = qkv[..., 0, :], qkv[..., 1, :], qkv[..., 2, :]
+    q, k, v = self._qkv(x)
     if self.rotary_dim:
-      q, k = (_rotate(t, positions, self.rotary_dim, self.rotary_base) for t in (q, k))
+      inv_freq = self.rope.inv_freq(self.rotary_dim)
+      q, k = (_rotate(t, positions, self.rotary_dim, inv_freq) for t in (q, k))
     if cache is not None:
       at = (0, start, 0, 0)
       cache = tuple(jax.lax.dynamic_update_slice(c, new.astype(c.dtype), at)
                     for c, new in zip(cache, (k, v)))
       k, v = cache
     with sites.scope("attn"):
-      h = site("z", _attention(q, k, v, allowed), sites.HEADS)     # each head's output
+      if self.fused:
+        h = _attention(q, k, v, allowed)
+      else:
+        h = _grouped_attention(q, k, v, allowed, self.scale, self.softcap)
+      h = site("z", h, sites.HEADS)                                # each head's output
     out_kernel = self.out[...].astype(self.dtype)                  # [heads, head_dim, d]
-    h = _matmul(h.reshape(*h.shape[:-2], -1), out_kernel.reshape(-1, out_kernel.shape[-1]))
-    return h + self.out_bias[...].astype(self.dtype), cache
+    h = h.reshape(*h.shape[:-2], -1)
+    out = _project(h, out_kernel.reshape(-1, out_kernel.shape[-1]), self.out_lora, self.dtype)
+    return out if self.out_bias is None else out + self.out_bias[...].astype(self.dtype), cache
+
+
+class GatedMLP(nnx.Module):
+  """``act(x W_gate) * (x W_up)``, then ``W_down``: SwiGLU (``silu``) or GeGLU (``gelu_tanh``).
+  Sites: ``pre`` (the gate before its activation), ``pre_linear`` (the up projection) and
+  ``post`` (their product)."""
+
+  def __init__(self, width: int, mlp_width: int, out_std: float, options: Options, dtype,
+               rngs: nnx.Rngs, lora: lora_lib.LoRA | None, param_dtype):
+    param = lambda shape, axes, std=_STD: _param(rngs, shape, axes, std, dtype=param_dtype)
+    bias = lambda n, axis: (nnx.Param(jnp.zeros((n,), param_dtype)) if options.mlp_bias
+                            else None)
+    adapter = lambda name, shape, axes: lora_lib.adapter(
+        lora, name, shape[:1], shape[1:], axes[:1], axes[1:], param_dtype, rngs)
+    up, down = ((width, mlp_width), ("embed", "mlp")), ((mlp_width, width), ("mlp", "embed"))
+    self.gate, self.up, self.down = param(*up), param(*up), param(*down, out_std)
+    self.gate_bias, self.up_bias = bias(mlp_width, "mlp"), bias(mlp_width, "mlp")
+    self.down_bias = bias(width, "embed")
+    self.gate_lora, self.up_lora = adapter("mlp.gate", *up), adapter("mlp.up", *up)
+    self.down_lora = adapter("mlp.down", *down)
+    self.activation = options.activation
+    self.dtype = dtype
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    def dense(w, bias, adapter, x):
+      y = _project(x, w[...], adapter, self.dtype)
+      return y if bias is None else y + bias[...].astype(self.dtype)
+
+    x = x.astype(self.dtype)
+    gate = site("pre", dense(self.gate, self.gate_bias, self.gate_lora, x), sites.NEURONS)
+    up = site("pre_linear", dense(self.up, self.up_bias, self.up_lora, x), sites.NEURONS)
+    h = site("post", ACTIVATIONS[self.activation](gate) * up, sites.NEURONS)
+    return dense(self.down, self.down_bias, self.down_lora, h)
 
 
 class Block(nnx.Module):
-  """One transformer block: attention then MLP, each after a layer norm, added to the residual
-  stream ``[batch, pos, embed]`` (or both read the same normed input with
-  ``parallel_residual``, as GPT-NeoX); its sites are ``resid_pre``, ``attn_out``, ``resid_mid``,
-  ``mlp_out``, ``resid_post`` and those of its attention and MLP."""
+  """One transformer block: attention then MLP, each after a norm, added to the residual stream
+  ``[batch, pos, embed]`` (or both read the same normed input with ``parallel_residual``, as
+  GPT-NeoX; with ``sandwich_norms`` each output is normed again before it is added, as Gemma 2/3);
+  its sites are ``resid_pre``, ``attn_out``, ``resid_mid``, ``mlp_out``, ``resid_post`` and those
+  of its attention and MLP."""
 
   def __init__(self, width: int, num_heads: int, num_layers: int, mlp_width: int,
                epsilon: float, dtype, rngs: nnx.Rngs, rotary_dim: int = 0,
                rotary_base: float = 10000.0, parallel_residual: bool = False,
-               gelu_approximate: bool = True):
+               gelu_approximate: bool = True, *, options: Options = Options(),
+               sliding: bool = False, lora: lora_lib.LoRA | None = None,
+               param_dtype=jnp.float32):
     out_std = _STD / math.sqrt(2 * num_layers)
-    self.ln1 = _layer_norm(width, epsilon, rngs)
-    self.attn = Attention(width, num_heads, out_std, dtype, rngs, rotary_dim, rotary_base)
+    norm = lambda: _norm(width, epsilon, options, param_dtype, rngs)
+    self.ln1 = norm()
+    self.attn = Attention(width, num_heads, out_std, dtype, rngs, rotary_dim, rotary_base,
+                          options=options, sliding=sliding, lora=lora, param_dtype=param_dtype,
+                          epsilon=epsilon)
+    self.sliding = sliding
     self.parallel_residual = parallel_residual
     self.gelu = _gelu if gelu_approximate else _gelu_exact
-    self.ln2 = _layer_norm(width, epsilon, rngs)
-    self.fc = layers.dense(width, mlp_width, ("embed", "mlp"), dtype, rngs, stddev=_STD)
-    self.proj = layers.dense(mlp_width, width, ("mlp", "embed"), dtype, rngs, stddev=out_std)
+    self.ln2 = norm()
+    self.post_attn_norm = norm() if options.sandwich_norms else None
+    self.post_mlp_norm = norm() if options.sandwich_norms else None
+    if options.gated_mlp:
+      self.mlp = GatedMLP(width, mlp_width, out_std, options, dtype, rngs, lora, param_dtype)
+    else:
+      self.fc = layers.dense(width, mlp_width, ("embed", "mlp"), dtype, rngs, stddev=_STD,
+                             param_dtype=param_dtype)
+      self.proj = layers.dense(mlp_width, width, ("mlp", "embed"), dtype, rngs, stddev=out_std,
+                               param_dtype=param_dtype)
+      self.fc_lora = lora_lib.adapter(lora, "mlp.fc", (width,), (mlp_width,), ("embed",),
+                                      ("mlp",), param_dtype, rngs)
+      self.proj_lora = lora_lib.adapter(lora, "mlp.proj", (mlp_width,), (width,), ("mlp",),
+                                        ("embed",), param_dtype, rngs)
+    self.gated = options.gated_mlp
     self.dtype = dtype
+
+  def _mlp(self, x: jax.Array) -> jax.Array:
+    if self.gated:
+      return self.mlp(x)
+    pre = _dense(self.fc, x, self.dtype)
+    if self.fc_lora is not None:
+      pre = pre + self.fc_lora(x.astype(self.dtype), self.dtype)
+    h = site("post", self.gelu(site("pre", pre, sites.NEURONS)), sites.NEURONS)
+    out = _dense(self.proj, h, self.dtype)
+    return out if self.proj_lora is None else out + self.proj_lora(h, self.dtype)
 
   def __call__(self, x: jax.Array, allowed: jax.Array | None = None, cache=None, start=0,
                positions: jax.Array | None = None):
     x = site("resid_pre", x, sites.RESID)
     a, cache = self.attn(self.ln1(x).astype(self.dtype), allowed, cache, start, positions)
+    if self.post_attn_norm is not None:
+      a = self.post_attn_norm(a).astype(self.dtype)
     a = site("attn_out", a, sites.RESID)
     # Parallel residual (GPT-NeoX): the MLP reads the block's input, not the attention's sum, so
     # there is no resid_mid.
     mid = x if self.parallel_residual else site("resid_mid", x + a, sites.RESID)
     with sites.scope("mlp"):
-      h = site("post", self.gelu(site("pre", _dense(self.fc, self.ln2(mid), self.dtype),
-                                          sites.NEURONS)), sites.NEURONS)
-    m = site("mlp_out", _dense(self.proj, h, self.dtype), sites.RESID)
+      m = self._mlp(self.ln2(mid))
+    if self.post_mlp_norm is not None:
+      m = self.post_mlp_norm(m).astype(self.dtype)
+    m = site("mlp_out", m, sites.RESID)
     x = m + a + x if self.parallel_residual else mid + m
     return site("resid_post", x, sites.RESID), cache
 
@@ -202,24 +460,41 @@ class Transformer(nnx.Module):
                mlp_width: int | None = None, epsilon: float = 1e-5,
                rotary_dim: int = 0, rotary_base: float = 10000.0,
                parallel_residual: bool = False, gelu_approximate: bool = True,
-               tied_lm_head: bool = True, dtype=jnp.float32, rngs: nnx.Rngs):
-    if width % num_heads:
+               tied_lm_head: bool = True, options: Options = Options(),
+               lora: lora_lib.LoRA | None = None, dtype=jnp.float32, param_dtype=jnp.float32,
+               rngs: nnx.Rngs):
+    head_dim = options.head_dim or width // num_heads
+    if options.head_dim is None and width % num_heads:
       raise ValueError(f"width {width} is not divisible by num_heads {num_heads}")
-    if rotary_dim % 2 or not 0 <= rotary_dim <= width // num_heads:
+    if (options.num_kv_heads or num_heads) < 1 or num_heads % (options.num_kv_heads or num_heads):
+      raise ValueError(f"num_heads {num_heads} is not a multiple of num_kv_heads "
+                       f"{options.num_kv_heads}")
+    if rotary_dim % 2 or not 0 <= rotary_dim <= head_dim:
       raise ValueError(f"rotary_dim {rotary_dim}: must be even and at most the head dimension "
-                       f"{width // num_heads}")
+                       f"{head_dim}")
+    if lora is not None and lora_lib.unmatched(lora, weight_names(options)):
+      raise ConfigError(
+          f"model.lora.targets: {lora_lib.unmatched(lora, weight_names(options))[0]!r} matches no "
+          f"weight of this model; its weights: {', '.join(weight_names(options))}")
     self.embed = nnx.Embed(
-        vocab_size, width, dtype=dtype,
+        vocab_size, width, dtype=dtype, param_dtype=param_dtype,
         embedding_init=nnx.with_partitioning(nnx.initializers.normal(_STD), ("vocab", "embed")),
         rngs=rngs)
     self.rotary_dim, self.max_len = rotary_dim, max_len   # max_len: positions it may read
-    self.pos = None if rotary_dim else _param(rngs, (max_len, width), (None, "embed"), 0.01)
+    self.pos = (None if rotary_dim else
+                _param(rngs, (max_len, width), (None, "embed"), 0.01, dtype=param_dtype))
     self.blocks = nnx.List([Block(width, num_heads, num_layers, mlp_width or 4 * width, epsilon,
                                   dtype, rngs, rotary_dim, rotary_base, parallel_residual,
-                                  gelu_approximate) for _ in range(num_layers)])
+                                  gelu_approximate, options=options, sliding=options.sliding(i),
+                                  lora=lora, param_dtype=param_dtype)
+                            for i in range(num_layers)])
     # An untied LM head is stored as the embedding is, [vocab, width] (GPT-NeoX's embed_out).
-    self.unembed = None if tied_lm_head else _param(rngs, (vocab_size, width), ("vocab", "embed"))
-    self.ln_f = _layer_norm(width, epsilon, rngs)
+    self.unembed = (None if tied_lm_head else
+                    _param(rngs, (vocab_size, width), ("vocab", "embed"), dtype=param_dtype))
+    self.ln_f = _norm(width, epsilon, options, param_dtype, rngs)
+    self.window = options.sliding_window
+    self.embed_scale = math.sqrt(width) if options.embed_scale else None
+    self.final_softcap = options.final_softcap
     self.head = layers.dense(width, num_classes, ("embed", None), dtype, rngs, stddev=_STD)
     self.pad_id = pad_id
     self.causal = causal
@@ -231,8 +506,7 @@ class Transformer(nnx.Module):
   def init_cache(self, batch: int, length: int) -> list[tuple[jax.Array, jax.Array]]:
     """Zero keys and values for ``length`` positions, one pair per block."""
     attn = self.blocks[0].attn
-    _, _, heads, head_dim = attn.qkv.shape
-    shape = (batch, length, heads, head_dim)
+    shape = (batch, length, attn.num_kv_heads, attn.head_dim)
     return [(jnp.zeros(shape, self.dtype), jnp.zeros(shape, self.dtype)) for _ in self.blocks]
 
   def forward(self, tokens: jax.Array, *, attention_mask: jax.Array | None = None,
@@ -251,8 +525,11 @@ class Transformer(nnx.Module):
     x = self.embed(tokens)
     if tokens.ndim == 3:
       x = x.sum(axis=2)
+    if self.embed_scale is not None:   # in the activations' dtype, as Gemma rounds it
+      x = x * jnp.asarray(self.embed_scale, x.dtype)
     x = site("embed", x, sites.RESID)
     allowed = positions = None
+    query = keys_at = jnp.arange(length)
     if attention_mask is None and cache is None:
       if self.rotary_dim:
         positions = jnp.arange(length)[None]
@@ -260,23 +537,27 @@ class Transformer(nnx.Module):
         x = x + site("pos_embed", self.pos[:length].astype(self.dtype), ("pos", "embed"))
       if not self.causal:
         allowed = self._present(tokens)[:, None, None, :]
+      local = None if self.window is None else jnp.tril(jnp.ones((length, length), bool))[None, None]
     else:
       keys = (jnp.ones((tokens.shape[0], cache[0][0].shape[1] if cache else length), bool)
               if attention_mask is None else attention_mask.astype(bool))
-      query = start + jnp.arange(length)
-      allowed = (jnp.arange(keys.shape[1])[None, :] <= query[:, None])[None, None]
-      allowed = allowed & keys[:, None, None, :]
+      query, keys_at = start + jnp.arange(length), jnp.arange(keys.shape[1])
+      allowed = (keys_at[None, :] <= query[:, None])[None, None]
+      allowed = local = allowed & keys[:, None, None, :]
       # A token's position is the number of real tokens before it.
       before = jnp.cumsum(keys, axis=1) - 1
       positions = jnp.maximum(jax.lax.dynamic_slice_in_dim(before, start, length, axis=1), 0)
       if not self.rotary_dim:
         x = x + site("pos_embed", jnp.take(self.pos[...], positions, axis=0).astype(self.dtype),
                      sites.RESID)
+    if self.window is not None:   # a sliding layer's query sees the last `window` keys (itself too)
+      local = local & (query[:, None] - keys_at[None, :] < self.window)[None, None]
     outputs = [x] if all_layers else None
     new_cache = [] if cache is not None else None
     for i, block in enumerate(self.blocks):
       with sites.scope(f"blocks.{i}"):
-        x, c = block(x, allowed, None if cache is None else cache[i], start, positions)
+        x, c = block(x, local if block.sliding else allowed, None if cache is None else cache[i],
+                     start, positions)
       if cache is not None:
         new_cache.append(c)
       if all_layers:
@@ -296,6 +577,8 @@ class Transformer(nnx.Module):
     table = (self.embed.embedding if self.unembed is None else self.unembed)[...].astype(self.dtype)
     logits = jnp.einsum("...d,vd->...v", hidden.astype(self.dtype), table,
                         preferred_element_type=jnp.float32)
+    if self.final_softcap:
+      logits = jnp.tanh(logits / self.final_softcap) * self.final_softcap
     return site("lm_logits", logits, ("batch", "pos", "vocab")[-logits.ndim:])
 
   def features(self, tokens: jax.Array) -> jax.Array:
