@@ -3,16 +3,19 @@
 Read with Hugging Face ``tokenizers`` alone (no ``transformers``). Classification inputs are
 right-padded and keep their last tokens when too long, since a last-token probe reads the answer
 there; generation prompts are left-padded to a few fixed lengths, so a compiled program is reused
-across batches instead of recompiled for every new prompt length.
+across batches instead of recompiled for every new prompt length. An instruction-tuned checkpoint's
+chat template (``chat.py``) turns a conversation into the prompt it was trained on.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from superalign.data.chat import SPECIAL_TOKENS, ChatTemplate
 from superalign.data.source import DataError
 from superalign.results.files import load_json, read_guarded
 
@@ -48,10 +51,13 @@ def _special(path: str, name: str) -> str | None:
 
 
 class HFTokenizer:
-  """A ``tokenizers.Tokenizer`` with the pad and EOS ids this framework needs."""
+  """A ``tokenizers.Tokenizer`` with the pad and EOS ids this framework needs; ``path``, the
+  checkpoint directory it came from, holds its chat template."""
 
-  def __init__(self, tokenizer, pad_id: int, eos_id: int | None):
+  def __init__(self, tokenizer, pad_id: int, eos_id: int | None, path: str | None = None,
+               key: str = "data.tokenizer"):
     self.tokenizer, self.pad_id, self.eos_id = tokenizer, pad_id, eos_id
+    self.path, self.key = path, key
 
   @classmethod
   def from_dir(cls, path: str, key: str = "data.tokenizer") -> "HFTokenizer":
@@ -75,7 +81,33 @@ class HFTokenizer:
     # GPT-2 has no pad token: pad with EOS, as its users do (masked out either way).
     pad_id = first((tok.padding or {}).get("pad_id"), token_id(_special(path, "pad_token")),
                    eos_id, 0)
-    return cls(tok, int(pad_id), eos_id)
+    return cls(tok, int(pad_id), eos_id, path, key)
+
+  @functools.cached_property
+  def chat_template(self) -> ChatTemplate:
+    """The checkpoint's chat template, read on first use (a base model has none: that is a
+    ``DataError`` only for a caller that asks). Assign a ``ChatTemplate`` to use another."""
+    if self.path is None:
+      raise DataError(f"{self.key}: a tokenizer built without its checkpoint directory has no "
+                      f"chat template; load it with HFTokenizer.from_dir")
+    tokens = {name: t for name in SPECIAL_TOKENS if (t := _special(self.path, name)) is not None}
+    return ChatTemplate.from_dir(self.path, tokens, self.key)
+
+  def apply_chat_template(self, messages: Sequence[Mapping[str, Any]],
+                          add_generation_prompt: bool = True, **extra) -> str:
+    """``messages`` (``[{"role": "user", "content": ...}, ...]``) as the prompt text the
+    checkpoint was trained on, equal to transformers' ``apply_chat_template(messages,
+    tokenize=False, ...)``. ``add_generation_prompt`` ends it with the assistant's header (on by
+    default, unlike transformers: a prompt here is for generating the reply); ``extra`` are
+    template variables (``tools``, ``enable_thinking``, ...)."""
+    return self.chat_template.render(messages, add_generation_prompt, **extra)
+
+  def encode_chat(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True,
+                  **extra) -> list[int]:
+    """The token ids of ``apply_chat_template``'s text, as transformers' ``tokenize=True`` gives
+    them: the template writes BOS itself, so no special tokens are added. For a batch of
+    generation prompts, pass the texts to ``encode_prompts``."""
+    return self._ids([self.apply_chat_template(messages, add_generation_prompt, **extra)])[0]
 
   @property
   def vocab_size(self) -> int:
