@@ -125,8 +125,9 @@ def test_each_arrow_fails_on_a_planted_import(tmp_path):
 MAY_READ_CONFIG = ("run.py", "config.py")   # a kind's runner; defaults and their declared rules
 # The engine grew by the stop-anywhere guarantee (issue 32: signals at every step, the last
 # included, and between stages): 1,500 -> 1,550; and by the API reference's docstrings on every
-# public object (64 lines): 1,550 -> 1,615.
-MAX_RUNNER_LINES, MAX_RUN_LINES, MAX_CORE_LINES, MAX_MAIN_LINES = 200, 50, 1615, 99
+# public object (64 lines): 1,550 -> 1,615; and by LoRA in the core (issue 34: a frozen base
+# beside the trained adapters, in the state, the warm start and the step): 1,615 -> 1,640.
+MAX_RUNNER_LINES, MAX_RUN_LINES, MAX_CORE_LINES, MAX_MAIN_LINES = 200, 50, 1640, 99
 
 
 def _library_modules(root: pathlib.Path):

@@ -300,7 +300,7 @@ def fit(
       log.info("%s: resumed from checkpoint at step %d", desc, resumed_from)
       if m["finished"]:
         return _finish(state, best, history, train_metrics, stopped_early, resumed_from)
-    _check_loaded(state.params, f"checkpoint {stop.last}" if restored is not None else
+    _check_loaded(state.all_params(), f"checkpoint {stop.last}" if restored is not None else
                   "warm start" if warm else "initial parameters", desc)
 
     def save(step, finished, rows=()):

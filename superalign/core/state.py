@@ -3,6 +3,11 @@
 A model's variables split in two collections: ``nnx.Param`` (trained by the optimizer) and
 ``nnx.BatchStat`` (``STATS``: non-trainable state the step carries and checkpoints, such as an
 SAE's steps-since-fired counters or running statistics, updated by the loss as it runs).
+
+A model with low-rank adapters (``nnx.LoRAParam``, ``models.lora``) trains only them and its task
+head (``UNDER_LORA``); its other parameters are ``frozen``: carried by the state (a warm start
+writes them, a step reads them) but in neither the gradient, the optimizer state nor the
+checkpoint, which a resume restores over a state re-created from the same warm start.
 """
 
 from __future__ import annotations
@@ -21,6 +26,21 @@ from superalign.core import mesh as mesh_lib
 
 
 STATS = nnx.BatchStat   # the non-trainable collection
+# What trains beside low-rank adapters: the classifier head, fresh in every run (no warm start
+# covers it). Every other parameter of such a model is frozen.
+UNDER_LORA = nnx.All(nnx.Param, nnx.Any(nnx.LoRAParam, nnx.PathContains("head")))
+
+
+def trainable_filter(model: nnx.Module):
+  """The filter of ``model``'s trained parameters: ``UNDER_LORA`` when it holds low-rank
+  adapters, else every ``nnx.Param``."""
+  return UNDER_LORA if jax.tree.leaves(nnx.state(model, nnx.LoRAParam)) else nnx.Param
+
+
+def split(model: nnx.Module):
+  """``(graphdef, params, frozen, stats)``: the trained parameters (``trainable_filter``), the
+  other parameters (none without adapters) and the ``STATS``."""
+  return nnx.split(model, trainable_filter(model), nnx.Param, STATS)
 
 
 @struct.dataclass
@@ -28,8 +48,9 @@ class TrainState:
   """Everything a training step reads and writes: the ``step`` (an int32 scalar, ``[runs]`` if
   stacked), the ``params`` (``nnx.Param`` leaves, with a leading ``[runs]`` axis if stacked), the
   optimizer state, the base key ``rng`` (step keys are ``fold_in(rng, step)``), the non-trainable
-  ``stats`` (``STATS`` leaves), and the static ``graphdef`` and ``tx`` that rebuild the module
-  and the optimizer."""
+  ``stats`` (``STATS`` leaves), the ``frozen`` parameters (a LoRA model's base weights, stacked
+  like ``params``; not checkpointed), and the static ``graphdef``, ``tx`` and ``trainable``
+  filter that rebuild the module, the optimizer and the split."""
   step: jax.Array                  # int32 scalar
   params: nnx.State                # nnx.Param leaves
   opt_state: optax.OptState
@@ -37,13 +58,19 @@ class TrainState:
   graphdef: nnx.GraphDef = struct.field(pytree_node=False)
   tx: optax.GradientTransformation = struct.field(pytree_node=False)
   stats: nnx.State = dataclasses.field(default_factory=nnx.State)  # STATS leaves (often none)
+  frozen: nnx.State = dataclasses.field(default_factory=nnx.State)  # untrained nnx.Param leaves
+  trainable: Any = struct.field(pytree_node=False, default=nnx.Param)  # the filter of params
 
   def model(self, params: nnx.State | None = None, stats: nnx.State | None = None
             ) -> nnx.Module:
     """The module; its variables are fresh copies, so the caller may mutate them in a trace."""
     stats = self.stats if stats is None else stats
     return nnx.merge(self.graphdef, self.params if params is None else params,
-                     jax.tree.map(lambda v: v, stats))
+                     *jax.tree.map(lambda v: v, (self.frozen, stats)))
+
+  def all_params(self) -> nnx.State:
+    """Every parameter, trained and frozen: a warm start for another stage, or an export."""
+    return nnx.merge_state(self.params, self.frozen)
 
   def checkpoint_items(self) -> dict[str, Any]:
     """The arrays that define the run; graphdef and tx are rebuilt from the config."""
@@ -64,25 +91,28 @@ def param_count(params: nnx.State) -> int:
   return sum(int(x.size) for x in jax.tree.leaves(params))
 
 
-def overlay(params: nnx.State, warm: dict) -> nnx.State:
+def overlay(params: nnx.State, warm: dict, *more: nnx.State):
   """``params`` with the leaves present in the nested dict ``warm`` replaced (warm starts). A
-  leaf with one axis fewer than its parameter is the same start for every stacked run."""
-  pure = params.to_pure_dict()
+  leaf with one axis fewer than its parameter is the same start for every stacked run. Given
+  ``more`` states (the frozen parameters), ``warm`` spans them all and every one is returned."""
+  pures = [state.to_pure_dict() for state in (params, *more)]
 
-  def put(into, source, path):
+  def put(intos, source, path):
     for key, value in source.items():
-      if key not in into:
+      holders = [into for into in intos if key in into]
+      if not holders:
         raise KeyError(f"warm-start parameter {'/'.join(map(str, path + (key,)))} not in model")
       if isinstance(value, dict):
-        put(into[key], value, path + (key,))
-      elif value.ndim == into[key].ndim - 1:
-        into[key] = jnp.broadcast_to(value, into[key].shape)
+        put([into[key] for into in holders], value, path + (key,))
+      elif value.ndim == holders[0][key].ndim - 1:
+        holders[0][key] = jnp.broadcast_to(value, holders[0][key].shape)
       else:
-        into[key] = value
+        holders[0][key] = value
 
-  put(pure, warm, ())
-  nnx.replace_by_pure_dict(params, pure)
-  return params
+  put(pures, warm, ())
+  for state, pure in zip((params, *more), pures):
+    nnx.replace_by_pure_dict(state, pure)
+  return (params, *more) if more else params
 
 
 # Jitted parameter initializers by (model key, runs, mesh): random initialization compiles slowly
@@ -99,10 +129,11 @@ def create(model_fn: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientTransfo
   ``seed`` may be a sequence: then the state holds one independent run per seed, stacked on a
   leading axis (replicated over the mesh), for a vmapped step. ``warm`` (a nested dict of arrays,
   stacked likewise) overwrites the freshly initialized parameters it names, e.g. a pretrained
-  backbone under a new head; it may also be a function of the (unstacked) parameter shardings, a
-  nested dict, that returns such arrays already placed (a checkpoint read slice by slice onto
-  the mesh, ``models.hf_gpt2``). ``cache_key`` names the model (e.g. its registry name and input
-  spec) so its compiled initializer is reused by later calls. ``rules`` map logical parameter
+  backbone under a new head, or a LoRA model's base weights); it may also be a function of the
+  (unstacked) shardings of the parameters but adapters, a nested dict, that returns such arrays
+  already placed (a checkpoint read slice by slice onto the mesh, ``models.hf_gpt2``).
+  ``cache_key`` names the model (e.g. its registry name and input spec) so its compiled
+  initializer is reused by later calls. ``rules`` map logical parameter
   axes to mesh axes (``config.mesh.rules``).
 
   Returns ``(state, shardings)`` where ``shardings`` mirrors the state with NamedShardings, for
@@ -115,18 +146,19 @@ def create(model_fn: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientTransfo
 
   def build(init_key):
     with nnx.use_eager_sharding(False):
-      model = model_fn(nnx.Rngs(params=init_key))
-    return nnx.split(model, nnx.Param, STATS)
+      return model_fn(nnx.Rngs(params=init_key))
 
-  graphdef, abstract_params, abstract_stats = nnx.eval_shape(lambda: build(init_keys[0]))
+  abstract_model = nnx.eval_shape(lambda: build(init_keys[0]))
+  train_filter = trainable_filter(abstract_model)
+  graphdef, *abstract = split(abstract_model)
   rules = tuple((k, tuple(v)) for k, v in rules)
-  p_shard = mesh_lib.param_shardings(abstract_params, mesh, rules)
-  s_shard = mesh_lib.param_shardings(abstract_stats, mesh, rules)
-  if callable(warm):
-    warm = warm(p_shard.to_pure_dict())
+  p_shard, f_shard, s_shard = (mesh_lib.param_shardings(a, mesh, rules) for a in abstract)
+  if callable(warm):   # a checkpoint's loader: every parameter's sharding but the adapters'
+    base = nnx.state(abstract_model, nnx.All(nnx.Param, nnx.Not(nnx.LoRAParam)))
+    warm = warm(mesh_lib.param_shardings(base, mesh, rules).to_pure_dict())
   if stacked:
     runs_axis = lambda sh: NamedSharding(mesh, P(None, *sh.spec))
-    p_shard, s_shard = jax.tree.map(runs_axis, p_shard), jax.tree.map(runs_axis, s_shard)
+    p_shard, f_shard, s_shard = (jax.tree.map(runs_axis, x) for x in (p_shard, f_shard, s_shard))
   else:
     init_keys, run_keys = init_keys[0], run_keys[0]
 
@@ -134,29 +166,33 @@ def create(model_fn: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientTransfo
            else None)
   init_variables = _PARAM_INIT.get(cache) if cache is not None else None
   if init_variables is None:
-    one = lambda key: build(key)[1:]
-    init_variables = jax.jit(jax.vmap(one) if stacked else one, out_shardings=(p_shard, s_shard))
+    one = lambda key: tuple(split(build(key))[1:])
+    init_variables = jax.jit(jax.vmap(one) if stacked else one,
+                             out_shardings=(p_shard, f_shard, s_shard))
     if cache is not None:
       _PARAM_INIT[cache] = init_variables
-  params, stats = init_variables(mesh_lib.put(init_keys, mesh_lib.replicated(mesh)))
+  params, frozen, stats = init_variables(mesh_lib.put(init_keys, mesh_lib.replicated(mesh)))
   if warm is not None:
-    params = jax.jit(overlay, out_shardings=p_shard, donate_argnums=0)(params, warm)
+    put_warm = lambda params, frozen, warm: overlay(params, warm, frozen)
+    params, frozen = jax.jit(put_warm, out_shardings=(p_shard, f_shard),
+                             donate_argnums=(0, 1))(params, frozen, warm)
 
   abstract = {"step": jax.ShapeDtypeStruct((len(seeds),) if stacked else (), jnp.int32),
               "params": params, "rng": run_keys,
               "opt_state": jax.eval_shape(jax.vmap(tx.init) if stacked else tx.init, params)}
   shardings = _shardings_like(tx, abstract, p_shard, mesh, stacked)
-  shardings["stats"] = s_shard
+  shardings["stats"], shardings["frozen"] = s_shard, f_shard
   items = {
       "stats": stats,
+      "frozen": frozen,
       "step": mesh_lib.put(jnp.zeros(abstract["step"].shape, jnp.int32), shardings["step"]),
       "params": params,
       "opt_state": jax.jit(jax.vmap(tx.init) if stacked else tx.init,
                            out_shardings=shardings["opt_state"])(params),
       "rng": mesh_lib.put(run_keys, shardings["rng"]),
   }
-  state = TrainState(graphdef=graphdef, tx=tx, **items)
-  sharding_state = TrainState(graphdef=graphdef, tx=tx, **shardings)
+  state = TrainState(graphdef=graphdef, tx=tx, trainable=train_filter, **items)
+  sharding_state = TrainState(graphdef=graphdef, tx=tx, trainable=train_filter, **shardings)
   return state, sharding_state
 
 

@@ -60,7 +60,7 @@ def train_step_fn(loss_fn: LossFn, post_update: Sequence[PostUpdate] = ()
                   ) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
   """The pure update ``(state, batch) -> (state, metrics)``; the step key is fold_in(rng, step).
   The loss's updates of the non-trainable variables are kept; then each ``post_update`` hook
-  sees the updated model."""
+  sees the updated model (what it does to frozen parameters is not kept)."""
 
   def step(state: TrainState, batch: Batch):
     rng = jax.random.fold_in(state.rng, state.step)
@@ -77,7 +77,7 @@ def train_step_fn(loss_fn: LossFn, post_update: Sequence[PostUpdate] = ()
       model = state.model(jax.tree.map(lambda v: v, params), stats)
       for hook in post_update:
         hook(model)
-      params, stats = nnx.state(model, nnx.Param), nnx.state(model, STATS)
+      params, stats = nnx.state(model, state.trainable), nnx.state(model, STATS)
     metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                          stats=stats), metrics

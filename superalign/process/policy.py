@@ -112,7 +112,7 @@ class Habits:
 
 def weights(trained: Trained | None) -> dict | None:
   """A trained model's parameters as a warm start for another of the same architecture."""
-  return None if trained is None else mesh_lib.to_host(trained.state.params.to_pure_dict())
+  return None if trained is None else mesh_lib.to_host(trained.state.all_params().to_pure_dict())
 
 
 def train(spec: TrainSpec, model: Model, inputs: InputSpec, rows: np.ndarray, workdir: str,

@@ -68,4 +68,4 @@ def pretrain(spec: TrainSpec, model: Model, pretraining: Pretraining, split: Spl
   split, proxy = proxy_labels(split, inputs, pretraining.task, pretraining.coarse_map)
   trained = train_classifier(spec, model, split, proxy, pretraining.load_from or workdir,
                              tag=f"pretrain/{models.label(model.name)}", seeds=seeds)
-  return mesh_lib.to_host(backbone(trained.state.params))
+  return mesh_lib.to_host(backbone(trained.state.all_params()))

@@ -31,7 +31,7 @@ def verifiers(spec: TrainSpec, model: Model, claims: Split, names: Sequence[str]
 
 def backbone_runs(trained: Trained, copies: int = 1) -> dict:
   """The stacked runs' backbones on the host, the stack repeated ``copies`` times."""
-  runs = mesh_lib.to_host(backbone(trained.state.params))
+  runs = mesh_lib.to_host(backbone(trained.state.all_params()))
   return runs if copies == 1 else jax.tree.map(lambda a: np.concatenate([a] * copies), runs)
 
 
