@@ -3,4 +3,5 @@ GPT-2 and GPT-NeoX checkpoints (``hf_gpt2``, ``hf_neox``) and KV-cached generati
 
 from superalign.core.specs import InputSpec  # noqa: F401
 from superalign.models.registry import (  # noqa: F401
-    MODELS, builder, check, checkpoint_dir, label, ladder, names, pretrained, valid_names, validate_name)
+    MODELS, builder, check, check_lora, checkpoint_dir, label, ladder, names, pretrained,
+    save_merged, valid_names, validate_name)

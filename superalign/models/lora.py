@@ -10,6 +10,9 @@ tensor-parallel split of the base splits its adapter the same way.
 
 Names are block-relative (``attn.q``, ``attn.qkv``, ``attn.out``, ``mlp.gate``, ``mlp.up``,
 ``mlp.down``, ``mlp.fc``, ``mlp.proj``) and patterns are shell globs (``attn.*``, ``mlp.*``).
+A config's ``model.lora`` block (``rank``, 0 = none; ``alpha``; ``targets``, globs separated by
+commas) is read by ``from_block``. ``merged`` folds every adapter into its weight: the plain
+parameters a checkpoint family's ``save`` writes (``models.save_merged``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import math
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -45,6 +48,21 @@ class LoRA:
   def wants(self, name: str) -> bool:
     """Whether the weight ``name`` (block-relative) gets an adapter."""
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.targets)
+
+
+def targets_of(value: str | Sequence[str]) -> tuple[str, ...]:
+  """``model.lora.targets`` as patterns: a tuple of globs, or one string of them separated by
+  commas (``"attn.*,mlp.*"``)."""
+  parts = value.split(",") if isinstance(value, str) else value
+  return tuple(p.strip() for p in parts if p.strip())
+
+
+def from_block(block: Mapping[str, Any] | None) -> LoRA | None:
+  """The spec of a config's ``model.lora`` block; None without one or with ``rank`` 0."""
+  if block is None or not block.get("rank"):
+    return None
+  return LoRA(int(block["rank"]), float(block.get("alpha", LoRA.alpha)),
+              targets_of(block.get("targets", LoRA.targets)))
 
 
 def unmatched(spec: LoRA, names: Iterable[str]) -> list[str]:
@@ -89,3 +107,27 @@ def adapter(spec: LoRA | None, name: str, in_shape, out_shape, in_axes, out_axes
   if spec is None or not spec.wants(name):
     return None
   return Adapter(in_shape, out_shape, in_axes, out_axes, spec, param_dtype, rngs)
+
+
+def merged(model: nnx.Module) -> dict:
+  """``model``'s parameters as a nested dict, each ``Adapter``'s ``delta()`` added to the weight
+  it adapts (its sibling without ``_lora``, or that layer's ``kernel``; summed in float32, then
+  cast to the weight's dtype) and the adapters dropped: the same function with no adapters. One
+  run's model (a stacked state's adapters do not fold)."""
+  params = nnx.state(model, nnx.Param).to_pure_dict()
+  for path, node in nnx.iter_graph(model):
+    if not isinstance(node, Adapter):
+      continue
+    parent = params
+    for key in path[:-1]:
+      parent = parent[key]
+    base = parent[path[-1][:-len("_lora")]]
+    holder, key = ((base, "kernel") if isinstance(base, dict) else
+                   (parent, path[-1][:-len("_lora")]))
+    weight, delta = holder[key], node.delta()
+    if delta.shape != weight.shape:
+      raise ValueError(f"lora.merged: the adapter {'/'.join(map(str, path))} folds to "
+                       f"{delta.shape}, its weight is {weight.shape} (take one run of a stack)")
+    holder[key] = (weight.astype(jnp.float32) + delta).astype(weight.dtype)
+    del parent[path[-1]]
+  return params

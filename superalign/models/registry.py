@@ -5,6 +5,10 @@ Pythia (``hf_neox.py``), or Llama, Mistral, Qwen2, Qwen3, Gemma 2 or Gemma 3 (``
 its ``config.json``: its config fixes the architecture, and its weights
 are the start of every run that trains it (the classification head is fresh). A weak-to-strong
 ladder can thus be a list of checkpoint directories.
+
+A transformer may carry low-rank adapters (``lora``, a ``models.lora.LoRA``): the core then trains
+only them and the head, and ``save_merged`` writes the adapted model as a plain checkpoint of its
+family that transformers reads.
 """
 
 from __future__ import annotations
@@ -18,10 +22,10 @@ from flax import nnx
 
 from superalign.core.errors import ConfigError
 from superalign.core.specs import InputSpec
-from superalign.models import hf_gpt2, hf_llama, hf_neox
+from superalign.models import hf_gpt2, hf_llama, hf_neox, lora as lora_lib
 from superalign.models.cnn import CNN
 from superalign.models.mlp import MLP
-from superalign.models.transformer import Transformer
+from superalign.models.transformer import Options, Transformer, weight_names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,17 +148,37 @@ def check(name: str, inputs: InputSpec) -> None:
                      f"models for {inputs.kind} data: {', '.join(valid)}")
 
 
+def check_lora(name: str, lora: lora_lib.LoRA | None, key: str = "model.name") -> None:
+  """Raises ConfigError (one line) when ``lora`` cannot adapt the model ``name``: not a
+  transformer, or a target pattern that matches none of its weights; cheap (no model built)."""
+  if lora is None:
+    return
+  path = checkpoint_dir(name)
+  if path is None and MODELS[name].family != "gpt":
+    raise ConfigError(f"model.lora.rank={lora.rank}: LoRA adapts transformer weights; {key}="
+                      f"{name!r} is a {MODELS[name].family} model (set model.lora.rank=0)")
+  kwargs = _architecture(path, key) if path is not None else MODELS[name].kwargs
+  names = weight_names(kwargs.get("options", Options()))
+  missing = lora_lib.unmatched(lora, names)
+  if missing:
+    raise ConfigError(f"model.lora.targets: {missing[0]!r} matches no weight of {key}={name!r}; "
+                      f"its weights: {', '.join(names)}")
+
+
 def builder(name: str, inputs: InputSpec, dtype: str = "float32",
-            max_len: int | None = None) -> Callable[[nnx.Rngs], nnx.Module]:
-  """A function ``rngs -> module`` (so the core can build it abstractly, then sharded)."""
+            max_len: int | None = None, lora: lora_lib.LoRA | None = None
+            ) -> Callable[[nnx.Rngs], nnx.Module]:
+  """A function ``rngs -> module`` (so the core can build it abstractly, then sharded); a
+  transformer with ``lora``'s adapters, if given (``check_lora``)."""
   check(name, inputs)
+  check_lora(name, lora)
   compute = DTYPES[dtype]
   path = checkpoint_dir(name)
   spec = MODELS.get(name)
   if path is not None:
     arch = _architecture(path)
     make = lambda rngs: Transformer(num_classes=inputs.num_classes, pad_id=inputs.pad_id,
-                                    dtype=compute, rngs=rngs, **arch)
+                                    dtype=compute, lora=lora, rngs=rngs, **arch)
   elif spec.family == "mlp":
     make = lambda rngs: MLP(inputs.shape, inputs.num_classes, dtype=compute, rngs=rngs,
                             **spec.kwargs)
@@ -165,7 +189,8 @@ def builder(name: str, inputs: InputSpec, dtype: str = "float32",
     length = max_len or inputs.shape[0]
     causal = inputs.kind == "tokens"   # records are a set: bidirectional attention
     make = lambda rngs: Transformer(inputs.vocab_size, length, inputs.num_classes, causal=causal,
-                                    pad_id=inputs.pad_id, dtype=compute, rngs=rngs, **spec.kwargs)
+                                    pad_id=inputs.pad_id, dtype=compute, lora=lora, rngs=rngs,
+                                    **spec.kwargs)
 
   def build(rngs: nnx.Rngs) -> nnx.Module:
     # Parameters carry logical axis names; the core places them on a mesh (core/state.py), so
@@ -181,3 +206,18 @@ def pretrained(name: str) -> Callable[[dict], dict] | None:
   ``core.state.create``); None for a registry model, which starts from its initialization."""
   path = checkpoint_dir(name)
   return None if path is None else (lambda shardings: loader(path).load(path, shardings))
+
+
+def save_merged(name: str, model: nnx.Module, path: str, *,
+                max_shard_bytes: int | None = None) -> None:
+  """Writes ``model`` (one run of the checkpoint ``name``'s architecture, e.g. a LoRA-trained
+  ``Trained.state.model()``) to ``path`` as a plain checkpoint of ``name``'s family and config,
+  each adapter folded into its weight (``lora.merged``) and the classifier head left out:
+  transformers' ``from_pretrained`` reads it and computes what ``model``'s LM head computes."""
+  source = checkpoint_dir(name)
+  if source is None:
+    raise ConfigError(f"save_merged: {name!r} is no checkpoint; a merged save writes the family "
+                      f"and config of an {HF}<dir> model")
+  family = loader(source)
+  family.save(path, lora_lib.merged(model), family.read_config(source),
+              max_shard_bytes=max_shard_bytes)
