@@ -31,6 +31,10 @@ def base() -> ml_collections.ConfigDict:
   c.distributed = False            # call jax.distributed.initialize() (multi-host)
 
   c.model = ml_collections.ConfigDict()
+  # Low-rank adapters (models.lora) on the transformer weights ``targets`` names (globs separated
+  # by commas: attn.q, attn.qkv, attn.out, mlp.gate, mlp.up, mlp.down, mlp.fc, mlp.proj), scaled
+  # by alpha / rank; the base weights stay frozen. rank 0: no adapters, every weight trains.
+  c.model.lora = ml_collections.ConfigDict({"rank": 0, "alpha": 16.0, "targets": "attn.*,mlp.*"})
   c.model.name = "mlp_base"
   c.model.dtype = "float32"        # compute dtype; parameters stay float32
 
@@ -53,6 +57,17 @@ def base() -> ml_collections.ConfigDict:
   c.optim = ml_collections.ConfigDict(dataclasses.asdict(Optim()))
   c.train = ml_collections.ConfigDict(dataclasses.asdict(Train()))
   return c
+
+
+LORA_TARGETS = schema.Rule(
+    lambda v: (isinstance(v, str) and all(p.strip() for p in v.split(",")) or
+               isinstance(v, (tuple, list)) and bool(v) and
+               all(isinstance(p, str) and p.strip() for p in v)),
+    "one or more weight-name globs separated by commas (e.g. 'attn.*,mlp.*')")
+# model.lora's ranges (the launcher's base rules); its targets against the architecture:
+# models.check_lora
+LORA_RULES = {"model.lora.rank": schema.COUNT_OR_ZERO, "model.lora.alpha": schema.POSITIVE,
+              "model.lora.targets": LORA_TARGETS}
 
 
 # The base blocks' choices and ranges (the launcher checks every block of these names).

@@ -3,7 +3,8 @@
 A protocol plugs in with one line in ``RUNNERS``: its ``run.py`` has ``run(config, workdir) ->
 dict`` (the results) and may declare ``SPLITS`` (the data splits it reads), ``RULES`` (the
 choices and ranges of its keys, ``config.schema``), ``validate(config)`` (its rules across keys,
-raising ConfigError), ``plot(results, out_dir) -> paths`` and ``summary(results) -> str`` (the
+raising ConfigError), ``LORA_MODELS`` (the keys naming the models ``model.lora`` adapts; default
+``model.name``), ``plot(results, out_dir) -> paths`` and ``summary(results) -> str`` (the
 printed table). ``launch`` is what the launcher, notebooks and tests run with a parsed config.
 ``COMPARISONS`` names the module whose ``published_comparisons(results)`` sets a kind's results
 beside the published figures it reproduces (``results.published.Comparison`` rows, for the docs).

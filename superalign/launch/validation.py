@@ -16,11 +16,12 @@ from superalign import models
 from superalign.config import schema
 from superalign.core import mesh as mesh_lib
 from superalign.core.errors import ConfigError
-from superalign.config import OPTIM_RULES, check_train
+from superalign.config import LORA_RULES, OPTIM_RULES, check_train
 from superalign.core.axes import LOGICAL_AXES, MESH_AXES
 
 MAX_SEED = 2**31 - 1
 BASE_RULES = {
+    **LORA_RULES,
     "data.max_len": schema.COUNT,
     "data.vocab_size": schema.COUNT,
     "data.limit": schema.COUNT_OR_ZERO,
@@ -52,6 +53,18 @@ def validate(config, runners: Mapping[str, str], get: Callable, num_devices: int
   schema.check(config, getattr(runner, "RULES", {}))
   if hasattr(runner, "validate"):
     runner.validate(config)
+  if "model" in config:
+    _validate_lora(config, getattr(runner, "LORA_MODELS", ("model.name",)))
+
+
+def _validate_lora(config, keys) -> None:
+  """``model.lora`` fits every model the kind adapts (the names at ``keys``: a runner's
+  ``LORA_MODELS``), before any training: a transformer, each target matching a weight."""
+  lora = models.lora.from_block(config.model.get("lora"))
+  for key in keys if lora is not None else ():
+    names = schema.lookup(config, key, ())
+    for name in [names] if isinstance(names, str) else names:
+      models.check_lora(name, lora, key)
 
 
 def _validate_leaves(config, prefix: str = "") -> None:

@@ -24,15 +24,17 @@ from superalign.data.splits import Split
 @dataclasses.dataclass(frozen=True)
 class Model:
   """A registry model (``models.names()``, or ``hf:<dir>``), its compute dtype (parameters stay
-  float32) and the tokens per example of text inputs."""
+  float32), the tokens per example of text inputs and its LoRA adapters (``model.lora``)."""
   name: str
   dtype: str = "float32"
   max_len: int = 128
+  lora: models.lora.LoRA | None = None   # adapters on a transformer's weights (none: all train)
 
   @classmethod
   def from_blocks(cls, model, data, name: str | None = None) -> "Model":
     """A config's ``model`` block (or another registry ``name``) with its ``data.max_len``."""
-    return cls(name or model.name, model.dtype, int(data.max_len))
+    return cls(name or model.name, model.dtype, int(data.max_len),
+               models.lora.from_block(model.get("lora")))
 
   def named(self, name: str) -> "Model":
     """The same model settings (dtype, token budget) for another registry model ``name``."""
@@ -45,9 +47,10 @@ def trainer(spec: TrainSpec, model: Model, inputs: InputSpec, workdir: str, *, t
   (``seeds``, ``loss_fn``, ``warm``, ...). A checkpoint's weights start every run that trains it."""
   if fields.get("warm") is None:
     fields["warm"] = models.pretrained(model.name)
-  return Trainer(models.builder(model.name, inputs, model.dtype, max_len=model.max_len), spec,
-                 workdir, tag, name=model.name,
-                 cache_key=(models.label(model.name), inputs, model.dtype, model.max_len), **fields)
+  return Trainer(models.builder(model.name, inputs, model.dtype, max_len=model.max_len,
+                                lora=model.lora), spec, workdir, tag, name=model.name,
+                 cache_key=(models.label(model.name), inputs, model.dtype, model.max_len,
+                            model.lora), **fields)
 
 
 def examples(split: Split) -> dict[str, np.ndarray]:

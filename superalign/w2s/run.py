@@ -26,6 +26,8 @@ from superalign.parties.classifier import Model
 from superalign.w2s import losses, plots, report
 from superalign.w2s.cleaning import Cleaning
 from superalign.w2s.config import RULES, SPLITS  # noqa: F401 (read by the launcher)
+
+LORA_MODELS = ("w2s.ladder",)   # the models model.lora adapts (read by the launcher)
 from superalign.w2s.pretrain import Pretraining, pretrain
 from superalign.w2s.stages import Ladder, Objective
 

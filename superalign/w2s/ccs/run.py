@@ -41,6 +41,7 @@ from superalign.w2s.ccs.supervisor import ORIENTS, PAIRED, supervise
 from superalign.w2s.stages import one_hot_runs
 
 SPLITS = ("pretrain", "train_a", "train_b", "val", "test")
+LORA_MODELS = ("ccs_w2s.weak", "ccs_w2s.strong")   # the models model.lora adapts
 
 
 def _coarse_map(value) -> bool:
