@@ -233,7 +233,8 @@ def read_tensors(path: str, hf: Mapping[str, Any] | None = None) -> dict[str, np
   expected = _shapes(hf)
   head = tensors.get("lm_head.weight")
   if "lm_head.weight" not in expected and head is not None:
-    if "embed_tokens.weight" in tensors and not np.array_equal(head, tensors["embed_tokens.weight"]):
+    embedding = tensors.get("embed_tokens.weight")
+    if embedding is not None and not np.array_equal(head, embedding):
       raise ConfigError(f"{where}: tie_word_embeddings is true but lm_head.weight differs from "
                         "embed_tokens.weight")
     del tensors["lm_head.weight"]
