@@ -81,6 +81,7 @@ def test_sites_keep_their_names_and_are_per_query_head(tmp_path):
   assert captured["blocks.0.attn.pattern"].shape == (2, 4, 7, 7)       # 4 query heads, 2 kv
   assert captured["blocks.0.attn.z"].shape == (2, 7, 4, 16)
   assert captured.axes["blocks.0.attn.z"] == ("batch", "pos", "head", "head_dim")
+  assert model.init_cache(1, 8)[0][0].shape == (1, 8, 2, 16)   # the cache holds the 2 kv heads
   np.testing.assert_allclose(np.asarray(captured["blocks.0.attn.pattern"]).sum(-1), 1, atol=1e-5)
   ablated, _ = hooks.run(lm, model, ids, interventions={
       "blocks.1.attn.z": hooks.zero(where=hooks.at(head=3))})
