@@ -23,7 +23,6 @@ bidirectional attention) is refused in one line naming the key and value.
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 from typing import Any, Mapping
