@@ -266,7 +266,7 @@ def test_placement_reads_and_converts_only_each_devices_slice(half, dtype):
       assert shard.data.unsafe_buffer_pointer() != np.asarray(table).ctypes.data
 
 
-@pytest.mark.skipif("param_dtype" not in inspect.signature(Transformer).parameters,
+@pytest.mark.skipif("param_dtype" not in inspect.signature(Transformer.__init__).parameters,
                     reason="the Transformer takes param_dtype from its rewrite on")
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_a_half_precision_checkpoint_trains_in_its_own_dtype(half, dtype):

@@ -77,7 +77,7 @@ def test_param_dtype(dtype):
   import inspect
   from superalign.models.transformer import Transformer
   cases = [("mlp_tiny", VECTOR), ("cnn_tiny", IMAGE)]
-  if "param_dtype" in inspect.signature(Transformer).parameters:   # from its rewrite on
+  if "param_dtype" in inspect.signature(Transformer.__init__).parameters:   # from its rewrite on
     cases.append(("gpt_tiny", TOKENS))
   for name, spec in cases:
     model = nnx.eval_shape(lambda: _build(name, spec, param_dtype=dtype))
