@@ -287,13 +287,12 @@ def test_a_half_precision_checkpoint_trains_in_its_own_dtype(half, dtype):
 
 
 def test_the_safetensors_reader_agrees_with_safetensors_on_every_dtype(tmp_path):
-  import ml_dtypes
   from safetensors.numpy import load_file, save_file
   rs = np.random.RandomState(0)
   tensors = {code: (rs.standard_normal((3, 5)) * 50).astype(dtype)
              for code, dtype in safetensors_io.DTYPES.items()}
   tensors.update(scalar=np.array(2.5, np.float32), empty=np.zeros((0, 4), np.float16),
-                 odd=rs.standard_normal(7).astype(ml_dtypes.bfloat16))   # 14 bytes: unaligned after
+                 odd=rs.standard_normal(7).astype(jnp.bfloat16))   # 14 bytes: unaligned after
   save_file(tensors, str(tmp_path / "all.safetensors"), metadata={"format": "pt"})
   read, reference = safetensors_io.read(str(tmp_path / "all.safetensors")), load_file(
       str(tmp_path / "all.safetensors"))
