@@ -99,8 +99,8 @@ class Superalign:
     name = f"hf:{path}"
     spec = InputSpec((args.prompt_len + args.new_tokens,), "tokens", 2, vocab)
     mesh = mesh_lib.make_mesh({"data": 1}, devices=jax.devices()[:1])
-    state, _ = state_lib.create(models.builder(name, spec, dtype=args.dtype), optax.sgd(0.0), 0,
-                                mesh, warm=models.pretrained(name))
+    state, _ = state_lib.create(models.builder(name, spec, compute_dtype=args.dtype),
+                                optax.sgd(0.0), 0, mesh, warm=models.pretrained(name))
     self.model = state.model()
     self.prompt = jax.device_put(prompt)
     self.mask = jax.device_put(mask)

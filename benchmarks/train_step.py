@@ -237,7 +237,7 @@ class Superalign:
     self.mesh = mesh_lib.make_mesh({"data": -1})
     name = f"hf:{os.path.abspath(args.checkpoint)}" if args.checkpoint else args.model
     spec = InputSpec((args.seq,), "tokens", num_classes=NUM_CLASSES, vocab_size=args.vocab)
-    build = models.builder(name, spec, dtype=args.dtype)
+    build = models.builder(name, spec, compute_dtype=args.dtype)
     tx = optim.make(Optim(name="adamw", learning_rate=LR, weight_decay=WEIGHT_DECAY,
                           schedule="constant", clip_norm=0.0), args.warmup + args.steps)
     # A checkpoint is the warm start, read slice by slice onto the mesh (models.pretrained).

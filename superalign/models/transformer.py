@@ -496,7 +496,8 @@ class Transformer(nnx.Module):
     self.window = options.sliding_window
     self.embed_scale = math.sqrt(width) if options.embed_scale else None
     self.final_softcap = options.final_softcap
-    self.head = layers.dense(width, num_classes, ("embed", None), dtype, rngs, stddev=_STD)
+    self.head = layers.dense(width, num_classes, ("embed", None), dtype, rngs, stddev=_STD,
+                             param_dtype=param_dtype)
     self.pad_id = pad_id
     self.causal = causal
     self.dtype = dtype
