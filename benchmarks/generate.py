@@ -72,7 +72,7 @@ def fail(message: str) -> None:
 
 # The share of the CPUs other processes used during a block: the training benchmark's meter.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # as a script
-from benchmarks.train_step import LLAMA_SHAPES, OtherLoad, save_llama  # noqa: E402
+from benchmarks.train_step import CORES, LLAMA_SHAPES, OtherLoad, save_llama  # noqa: E402
 
 
 def random_checkpoint(directory: str, shape: str, seed: int) -> None:
@@ -138,7 +138,7 @@ class Torch:
     import transformers
     self.torch = torch
     if device == "cpu":
-      torch.set_num_threads(os.cpu_count())
+      torch.set_num_threads(CORES)
     dtype = torch.bfloat16 if (args.dtype == "bfloat16" and device == "cuda") else torch.float32
     self.model = transformers.AutoModelForCausalLM.from_pretrained(
         path, attn_implementation="sdpa", dtype=dtype).to(device).eval()
@@ -182,7 +182,7 @@ def main(argv=None):
   platform = dev.platform
   device = f"{platform}:{dev.device_kind} x{jax.device_count()}"
   if platform == "cpu":
-    device += f" ({os.cpu_count()} cores)"
+    device += f" ({CORES} of {os.cpu_count()} cores)"
   if args.require_gpu and platform != "gpu":
     fail(f"--require-gpu: JAX sees {device} (backend {jax.default_backend()}), no GPU")
   torch_device = None

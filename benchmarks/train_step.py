@@ -141,6 +141,11 @@ def parse_args(argv=None):
   return p.parse_args(argv)
 
 
+# The cores this process may run on (all of the machine's unless pinned, e.g. by taskset): torch
+# gets one thread each, as XLA's CPU client sizes its pool.
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
 def fail(message: str) -> None:
   print(f"error: {message}", file=sys.stderr)
   sys.exit(2)
@@ -421,7 +426,7 @@ class Torch:
     import transformers
 
     if device == "cpu":
-      torch.set_num_threads(os.cpu_count())
+      torch.set_num_threads(CORES)
     else:
       torch.backends.cuda.matmul.allow_tf32 = True
       torch.backends.cudnn.allow_tf32 = True
@@ -526,7 +531,7 @@ def main(argv=None):
   backend = jax.default_backend()
   device = f"{platform}:{dev.device_kind} x{jax.device_count()}"
   if platform == "cpu":
-    device += f" ({os.cpu_count()} cores)"
+    device += f" ({CORES} of {os.cpu_count()} cores)"
   if args.require_gpu and platform != "gpu":
     fail(f"--require-gpu: JAX sees {device} (backend {backend}), no GPU")
   if args.dtype == "bfloat16" and platform == "cpu":
