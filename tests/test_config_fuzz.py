@@ -361,6 +361,10 @@ REFUSED = [
     ("experiments/verify/digits.py", "verify.training", "()"),       # a string, not a tuple
     ("experiments/verify/digits.py", "verify.training", ()),
     ("experiments/verify/oversight.py", "certify.domain", (1.0, 0.0)),
+    # issue 34: a dtype none of models.registry.DTYPES, and float16 parameters Adam makes NaN
+    ("experiments/supervised/digits.py", "model.compute_dtype", "float64"),
+    ("experiments/supervised/digits.py", "model.param_dtype", "int8"),
+    ("experiments/supervised/digits.py", "model.param_dtype", "float16"),   # adamw
     # a wrong type set in Python (a notebook) was an AttributeError or TypeError
     ("experiments/supervised/digits.py", "model.name", 5),
     ("experiments/sandwich/digits.py", "sandwich.assistant_model", ()),

@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from conftest import SAFETY_S, write_gpt2_ladder, write_idx
+from conftest import SAFETY_S, launch, write_gpt2_ladder, write_idx
 from superalign import config as config_lib
 from superalign.core.spec import MeshSpec
-from superalign.launch import runners
+from superalign.launch import runners, validation
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "experiments").rglob("*.py")
@@ -91,3 +91,53 @@ def test_boolean_arguments_take_only_booleans(value, expected):
   assert config_lib.parse_arg(f"smoke={value}", smoke=False).smoke is expected
   with pytest.raises(config_lib.ConfigError, match="smoke='maybe': expected a boolean, one of"):
     config_lib.parse_arg("smoke=maybe", smoke=False)
+
+
+def test_a_config_setting_model_dtype_is_told_it_is_now_model_compute_dtype(tmp_path, monkeypatch,
+                                                                            capsys):
+  """Issue 34: ``model.dtype`` became ``model.compute_dtype`` (beside ``model.param_dtype``); a
+  config file or an override still setting it gets one line saying so."""
+  config = load("experiments/supervised/digits.py").get_config("smoke")
+  config.model.dtype = "bfloat16"
+  with pytest.raises(config_lib.ConfigError,
+                     match=r"^model\.dtype: no such key; it is now model\.compute_dtype \("):
+    runners.validate(config, num_devices=1)
+  old = tmp_path / "old.py"
+  old.write_text("import importlib\n\ndef get_config(arg=None):\n"
+                 "  c = importlib.import_module('experiments.supervised.digits').get_config('smoke')\n"
+                 "  c.model.dtype = 'bfloat16'\n  return c\n")
+  for args in ([f"--config={old}"],
+               ["--config=experiments/supervised/digits.py:smoke", "--config.model.dtype=bfloat16"]):
+    out = launch(monkeypatch, capsys, *args, "--dry_run")
+    lines = [l for l in out.stderr.splitlines() if l.startswith("superalign: error:")]
+    assert out.returncode == 2 and len(lines) == 1, out.stderr[-2000:]
+    assert "model.dtype: no such key; it is now model.compute_dtype" in lines[0], lines
+
+
+def test_a_dtype_the_backend_cannot_compute_is_one_line_naming_key_dtype_and_backend(monkeypatch):
+  import types
+  import jax
+  import jax.numpy as jnp
+  backend = jax.default_backend()
+  assert all(validation._probe(name, backend) is None for name in ("float32", "bfloat16",
+                                                                   "float16"))
+
+  def matmul(a, b):   # a backend without bfloat16 arithmetic
+    if a.dtype == jnp.bfloat16:
+      raise NotImplementedError("UNIMPLEMENTED: no bfloat16 dot here\nthe rest of its report")
+    return jnp.matmul(a, b)
+
+  monkeypatch.setattr(validation, "jnp", types.SimpleNamespace(ones=jnp.ones, matmul=matmul))
+  validation._probe.cache_clear()
+  try:
+    for key in ("compute_dtype", "param_dtype"):
+      config = load("experiments/supervised/digits.py").get_config("smoke")
+      runners.validate(config, num_devices=1)
+      config.model[key] = "bfloat16"
+      with pytest.raises(config_lib.ConfigError) as e:
+        runners.validate(config, num_devices=1)
+      assert str(e.value) == (
+          f"model.{key}='bfloat16': the {backend} backend cannot compute bfloat16 (UNIMPLEMENTED: "
+          "no bfloat16 dot here); choose another of float32, bfloat16, float16")
+  finally:
+    validation._probe.cache_clear()

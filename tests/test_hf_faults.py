@@ -2,6 +2,7 @@
 directory name: one line naming the file and what is wrong, or the right model; never a
 traceback or a silently wrong model. Every checkpoint is a tiny one ``transformers`` saves here."""
 
+import inspect
 import json
 import logging
 import os
@@ -20,7 +21,8 @@ from superalign import models
 from superalign.core import mesh as mesh_lib, state as state_lib, steps
 from superalign.core.errors import ConfigError
 from superalign.core.specs import InputSpec
-from superalign.models import hf_gpt2, hf_neox
+from superalign.models import hf_gpt2, hf_neox, safetensors_io
+from superalign.models.transformer import Transformer
 from superalign.parties.classifier import Model
 from superalign.results import files
 from superalign.results.files import DamagedFileError
@@ -143,7 +145,8 @@ def test_a_save_whose_config_does_not_fit_the_parameters_is_refused(tmp_path, va
   assert not os.path.exists(tmp_path / "out")
 
 
-# 3. Half-precision checkpoints: float32 parameters, compute as configured.
+# 3. Half-precision checkpoints: read in their stored dtype from the mapped file (no float32 copy),
+# parameters in model.param_dtype (float32 by default), compute as configured.
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
@@ -175,6 +178,128 @@ def test_a_half_precision_checkpoint_trains_with_float32_parameters(tmp_path, dt
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
 
 
+
+
+def _mapped(x) -> bool:
+  """Whether ``x`` is a view of a memory-mapped file (not a copy in memory)."""
+  import mmap
+  while x is not None:
+    if isinstance(x, mmap.mmap):
+      return True
+    x = getattr(x, "base", None)
+  return False
+
+
+def _bits(x) -> np.ndarray:
+  return np.asarray(x).view(np.uint16)
+
+
+@pytest.fixture(scope="module")
+def half(tmp_path_factory):
+  """A tiny GPT-2 saved by transformers in float16 and in bfloat16: {dtype: (dir, state dict)}."""
+  import torch
+  root = tmp_path_factory.mktemp("half")
+  reference = save_tiny_gpt2(root / "full", seed=3, n_layer=1, n_embd=16, n_head=2)
+  out = {}
+  for dtype in ("float16", "bfloat16"):
+    model = reference.to(getattr(torch, dtype))
+    model.save_pretrained(str(root / dtype))
+    out[dtype] = (str(root / dtype), {k: v.detach().clone() for k, v in
+                                      model.state_dict().items()})
+  return out
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_a_half_precision_checkpoint_reads_as_stored_without_a_copy(half, dtype, caplog):
+  import torch
+  path, torch_tensors = half[dtype]
+  stored = hf_gpt2.read_tensors(path)
+  assert stored and all(t.dtype == jnp.dtype(dtype) for t in stored.values())
+  for name, tensor in stored.items():   # views of the file, in its dtype: no copy, no float32
+    assert isinstance(tensor, np.memmap) and _mapped(tensor) and not tensor.flags.writeable, name
+    np.testing.assert_array_equal(_bits(tensor),
+                                  torch_tensors["transformer." + name].view(torch.int16).numpy()
+                                  .view(np.uint16), err_msg=name)   # bitwise torch's
+  # As stored (param_dtype its own dtype): every parameter is still a view of the file, no log.
+  name = f"hf:{path}"
+  logging.getLogger("superalign").addHandler(caplog.handler)
+  try:
+    params = models.pretrained(name, param_dtype=dtype)(None)
+    assert "loaded as" not in caplog.text
+    converted = models.pretrained(name)(None)     # float32, the default: converted, and said
+  finally:
+    logging.getLogger("superalign").removeHandler(caplog.handler)
+  assert f"{name}: 16 {dtype} tensors loaded as float32 parameters" in caplog.text
+  for leaf, wide in zip(jax.tree.leaves(params), jax.tree.leaves(converted), strict=True):
+    assert leaf.dtype == jnp.dtype(dtype) and _mapped(leaf) and wide.dtype == np.float32
+    np.testing.assert_array_equal(wide, np.asarray(leaf).astype(np.float32))
+  np.testing.assert_array_equal(_bits(params["embed"]["embedding"]),
+                                _bits(stored["wte.weight"]))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_placement_reads_and_converts_only_each_devices_slice(half, dtype):
+  path, _ = half[dtype]
+  host = hf_gpt2.load(path, dtype=None)
+  mesh = mesh_lib.make_mesh({"data": 1, "model": 2}, devices=jax.devices()[:2])
+  split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "model"))
+  whole = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  reads = []
+
+  class Recorded(np.ndarray):   # a host array that records what is read of it
+    def __getitem__(self, index):
+      reads.append(np.asarray(super().__getitem__(index)).shape)
+      return super().__getitem__(index)
+
+  table = host["embed"]["embedding"]                       # [300, 16]
+  params = {"embed": {"embedding": table.view(Recorded)}, "ln_f": host["ln_f"]}
+  shardings = {"embed": {"embedding": split}, "ln_f": {"scale": whole, "bias": whole}}
+  for target in (None, np.float32, jnp.bfloat16):
+    reads.clear()
+    placed = hf_gpt2.place(params, shardings, target)
+    emb = placed["embed"]["embedding"]
+    assert reads == [(300, 8), (300, 8)]                    # one half per device, never all
+    assert emb.dtype == jnp.dtype(target or dtype)
+    assert {s.data.shape for s in emb.addressable_shards} == {(300, 8)}
+    np.testing.assert_array_equal(np.asarray(emb), np.asarray(table).astype(emb.dtype))
+    for shard in emb.addressable_shards:   # a CPU device holds a copy, never the mapped file
+      assert shard.data.unsafe_buffer_pointer() != np.asarray(table).ctypes.data
+
+
+@pytest.mark.skipif("param_dtype" not in inspect.signature(Transformer.__init__).parameters,
+                    reason="the Transformer takes param_dtype from its rewrite on")
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_a_half_precision_checkpoint_trains_in_its_own_dtype(half, dtype):
+  path, _ = half[dtype]
+  name = f"hf:{path}"
+  spec = InputSpec((8,), "tokens", 2, 300)
+  mesh = mesh_lib.make_mesh({"data": 1}, devices=jax.devices()[:1])
+  state, _ = state_lib.create(models.builder(name, spec, dtype, param_dtype=dtype),
+                              optax.sgd(1e-3), 0, mesh, warm=models.pretrained(name, dtype))
+  assert {x.dtype for x in jax.tree.leaves(state.params)} == {jnp.dtype(dtype)}
+  stored = hf_gpt2.load(path, dtype=None)
+  np.testing.assert_array_equal(_bits(state.params["embed"]["embedding"][...]),
+                                _bits(stored["embed"]["embedding"]))
+  rs = np.random.RandomState(0)
+  batch = {"x": jnp.asarray(rs.randint(1, 300, (4, 8))), "y": jnp.asarray(rs.randint(0, 2, 4))}
+  state, metrics = jax.jit(steps.train_step_fn(steps.cross_entropy_loss))(state, batch)
+  assert np.isfinite(float(metrics["loss"])), metrics
+
+
+def test_the_safetensors_reader_agrees_with_safetensors_on_every_dtype(tmp_path):
+  from safetensors.numpy import load_file, save_file
+  rs = np.random.RandomState(0)
+  tensors = {code: (rs.standard_normal((3, 5)) * 50).astype(dtype)
+             for code, dtype in safetensors_io.DTYPES.items()}
+  tensors.update(scalar=np.array(2.5, np.float32), empty=np.zeros((0, 4), np.float16),
+                 odd=rs.standard_normal(7).astype(jnp.bfloat16))   # 14 bytes: unaligned after
+  save_file(tensors, str(tmp_path / "all.safetensors"), metadata={"format": "pt"})
+  read, reference = safetensors_io.read(str(tmp_path / "all.safetensors")), load_file(
+      str(tmp_path / "all.safetensors"))
+  assert sorted(read) == sorted(reference) == sorted(tensors)
+  for name, tensor in read.items():
+    assert tensor.dtype == reference[name].dtype and tensor.shape == reference[name].shape, name
+    assert tensor.tobytes() == reference[name].tobytes() == tensors[name].tobytes(), name
 # 4. Damaged checkpoint folders: one line naming the file.
 
 
@@ -185,6 +310,21 @@ def _truncate(file):
 
 def _shard(folder, n=2):
   return next(folder.glob(f"model-{n:05d}-of-*.safetensors"))
+
+
+def _edit_header(file, change):
+  """Rewrites a safetensors file's JSON header by ``change(header)``, the data left as it is."""
+  data = file.read_bytes()
+  n = int.from_bytes(data[:8], "little")
+  header = json.loads(data[8:8 + n])
+  change({k: v for k, v in header.items() if k != "__metadata__"})
+  text = json.dumps(header).encode()
+  text += b" " * (-len(text) % 8)
+  file.write_bytes(len(text).to_bytes(8, "little") + text + data[8 + n:])
+
+
+def _last(header):
+  return max(header.values(), key=lambda t: t["data_offsets"])
 
 
 def _config(folder, **changes):
@@ -210,6 +350,23 @@ DAMAGED = {
                       "no such file", DamagedFileError),
     "truncated_shard": ("sharded", lambda f: _truncate(_shard(f)), "model-00002-of-",
                         "unreadable", DamagedFileError),
+    "header_length_past_the_end": ("whole", lambda f: (f / "model.safetensors").write_bytes(
+        (10**9).to_bytes(8, "little") + (f / "model.safetensors").read_bytes()[8:]),
+        "model.safetensors", "a header of 1000000000 bytes", DamagedFileError),
+    "header_not_json": ("whole", lambda f: (f / "model.safetensors").write_bytes(
+        (f / "model.safetensors").read_bytes()[:8] + b"\xff" +
+        (f / "model.safetensors").read_bytes()[9:]), "model.safetensors", "header is not JSON",
+        DamagedFileError),
+    "offsets_overlapping": ("whole", lambda f: _edit_header(
+        f / "model.safetensors", lambda h: _last(h).update(data_offsets=[
+            o - 4 for o in _last(h)["data_offsets"]])), "model.safetensors", "starts at byte",
+        DamagedFileError),
+    "offsets_past_the_end": ("sharded", lambda f: _edit_header(
+        _shard(f), lambda h: _last(h)["data_offsets"].__setitem__(1, 10**9)),
+        "model-00002-of-", "data_offsets", DamagedFileError),
+    "dtype_unknown": ("whole", lambda f: _edit_header(
+        f / "model.safetensors", lambda h: _last(h).update(dtype="F8_E4M3")),
+        "model.safetensors", "dtype 'F8_E4M3'", DamagedFileError),
     "index_without_weight_map": ("sharded", lambda f: (f / hf_gpt2.INDEX).write_text(
         '{"metadata": {}}'), hf_gpt2.INDEX, "no entry 'weight_map'", DamagedFileError),
     "index_garbage": ("sharded", lambda f: (f / hf_gpt2.INDEX).write_text("{not json"),

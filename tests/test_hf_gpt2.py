@@ -190,12 +190,12 @@ def test_bad_checkpoints_areone_line(tmp_path, ckpt):
     models.validate_name(f"hf:{tmp_path}/missing", "w2s.ladder")
   one_line(e, "w2s.ladder=hf:", "no such checkpoint directory")
 
-  llama = tmp_path / "llama"
-  llama.mkdir()
-  (llama / "config.json").write_text(json.dumps({"model_type": "llama"}))
+  other = tmp_path / "mixtral"
+  other.mkdir()
+  (other / "config.json").write_text(json.dumps({"model_type": "mixtral"}))
   with pytest.raises(ConfigError) as e:
-    models.validate_name(f"hf:{llama}")
-  one_line(e, "model_type 'llama'", "'gpt2' and 'gpt_neox'")
+    models.validate_name(f"hf:{other}")
+  one_line(e, "model_type 'mixtral'", "'gpt2', 'gpt_neox', 'llama'")
 
   odd = tmp_path / "odd"
   save_tiny_gpt2(odd, activation_function="relu")

@@ -71,6 +71,17 @@ def test_every_name_builds_and_gives_logits(name, spec):
   assert out.dtype == jnp.float32
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_param_dtype(dtype):
+  """``param_dtype`` is every parameter's dtype; the output is the compute dtype's."""
+  for name, spec in [("mlp_tiny", VECTOR), ("cnn_tiny", IMAGE), ("gpt_tiny", TOKENS)]:
+    model = nnx.eval_shape(lambda: _build(name, spec, param_dtype=dtype))
+    params = jax.tree.leaves(nnx.state(model, nnx.Param))
+    assert all(p.dtype == jnp.dtype(dtype) for p in params), name
+    out = jax.eval_shape(lambda t: _build(name, spec, param_dtype=dtype)(t), _example(spec))
+    assert out.dtype == jnp.float32, name
+
+
 @pytest.mark.parametrize("name,spec", [("mlp_tiny", VECTOR), ("cnn_tiny", IMAGE),
                                        ("gpt_tiny", TOKENS)])
 def test_small_models_compute_logits(name, spec):
@@ -99,10 +110,10 @@ def test_builds_are_deterministic_in_rngs():
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_compute_dtype(dtype):
   for name, spec in [("mlp_tiny", VECTOR), ("cnn_tiny", IMAGE), ("gpt_tiny", TOKENS)]:
-    model = nnx.eval_shape(lambda: _build(name, spec, dtype=dtype))
+    model = nnx.eval_shape(lambda: _build(name, spec, compute_dtype=dtype))
     params = jax.tree.leaves(nnx.state(model, nnx.Param))
     assert all(p.dtype == jnp.float32 for p in params), name  # parameters stay float32
-    out = jax.eval_shape(lambda t: _build(name, spec, dtype=dtype)(t), _example(spec))
+    out = jax.eval_shape(lambda t: _build(name, spec, compute_dtype=dtype)(t), _example(spec))
     assert out.shape == (BATCH, spec.num_classes) and out.dtype == jnp.dtype(dtype), name
 
 

@@ -41,7 +41,7 @@ def get_config(arg=None):
   c.w2s.mode = args.mode
   c.w2s.losses = ("xent", "logconf")
   c.w2s.early_stop = True
-  c.model.dtype = "bfloat16"
+  c.model.compute_dtype = "bfloat16"
   c.mesh.data = -1
 
   c.optim.learning_rate = 5e-5
@@ -51,7 +51,7 @@ def get_config(arg=None):
   w2s_config.schedule(c, batch_size=32, eval_batch_size=128, epochs=2, pretrain_epochs=1,
                       eval_every=200)
   if args.smoke:  # seconds on a CPU: the tests run it on tiny random checkpoints
-    c.model.dtype = "float32"
+    c.model.compute_dtype = "float32"
     c.data.max_len = min(args.max_len, 32)
     c.w2s.num_seeds = min(args.seeds, 2)
     c.optim.learning_rate = 1e-3

@@ -25,7 +25,7 @@ def get_config(arg=None):
   c.w2s.mode = args.mode
   c.w2s.early_stop = True
   c.pretrain.task = args.pretrain
-  c.model.dtype = "bfloat16"
+  c.model.compute_dtype = "bfloat16"
 
   c.optim.learning_rate = 3e-4
   c.optim.weight_decay = 0.01
@@ -34,7 +34,7 @@ def get_config(arg=None):
   w2s_config.schedule(c, batch_size=32, eval_batch_size=256, epochs=2, pretrain_epochs=2,
                       eval_every=200)
   if args.smoke:  # seconds on a CPU; tests run it on tfds.testing.mock_data
-    c.model.dtype = "float32"
+    c.model.compute_dtype = "float32"
     c.data.max_len = 32
     c.data.vocab_size = 256
     c.data.tfds_limit = 200

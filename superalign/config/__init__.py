@@ -36,7 +36,8 @@ def base() -> ml_collections.ConfigDict:
   # by alpha / rank; the base weights stay frozen. rank 0: no adapters, every weight trains.
   c.model.lora = ml_collections.ConfigDict({"rank": 0, "alpha": 16.0, "targets": "attn.*,mlp.*"})
   c.model.name = "mlp_base"
-  c.model.dtype = "float32"        # compute dtype; parameters stay float32
+  c.model.compute_dtype = "float32"  # the matmuls' dtype: float32, bfloat16 or float16
+  c.model.param_dtype = "float32"    # the parameters' (and optimizer state's) dtype, as above
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "digits"
@@ -57,6 +58,11 @@ def base() -> ml_collections.ConfigDict:
   c.optim = ml_collections.ConfigDict(dataclasses.asdict(Optim()))
   c.train = ml_collections.ConfigDict(dataclasses.asdict(Train()))
   return c
+
+
+# Keys a config may no longer set, and what took each one's place (validation and the launcher's
+# line for an override say so).
+RENAMED = {"model.dtype": "model.compute_dtype (model.param_dtype is the parameters' dtype)"}
 
 
 LORA_TARGETS = schema.Rule(

@@ -57,7 +57,7 @@ def check_probe_site(spec: MonitorSpec, model: Model, inputs, x: np.ndarray) -> 
   """The probe's site exists on U (``model``): one line naming ``monitors.probe_site`` if not,
   before any training."""
   if "probe" in spec.names:
-    shapes = hooks.model_site_shapes(model.name, inputs, model.dtype, x)
+    shapes = hooks.model_site_shapes(model.name, inputs, model.compute_dtype, x)
     hooks.check_sites([spec.probe_site], shapes, "monitors.probe_site")
 
 

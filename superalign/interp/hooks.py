@@ -221,10 +221,11 @@ def site_axes(fn: Callable[..., Any], *args, **kwargs) -> dict[str, Axes]:
   return jax.eval_shape(lambda *a: run(fn, *a, capture=True, **kwargs)[1], *args).axes
 
 
-def model_site_shapes(name: str, spec, dtype: str, x: np.ndarray) -> dict[str, Any]:
-  """The sites of registry model ``name`` on inputs like ``x`` (built and traced abstractly: no
-  parameter is computed), for validating site names before any training."""
-  build = models.builder(name, spec, dtype)
+def model_site_shapes(name: str, spec, compute_dtype: str, x: np.ndarray) -> dict[str, Any]:
+  """The sites of registry model ``name`` computing in ``compute_dtype`` on inputs like ``x``
+  (built and traced abstractly: no parameter is computed), for validating site names before any
+  training."""
+  build = models.builder(name, spec, compute_dtype)
   graphdef, abstract = nnx.split(nnx.eval_shape(lambda: build(nnx.Rngs(0))))
   return dict(jax.eval_shape(lambda params, x: run(nnx.merge(graphdef, params), x, capture=True)[1],
                              abstract, jnp.asarray(x[:2])))

@@ -59,7 +59,7 @@ def validate(config) -> None:
 def check_sites(config, inputs, x: np.ndarray) -> None:
   """Every site the config names exists on the model: one line naming the key if not, before
   any training (the model is built and traced abstractly, no parameter is computed)."""
-  shapes = hooks.model_site_shapes(config.model.name, inputs, config.model.dtype, x)
+  shapes = hooks.model_site_shapes(config.model.name, inputs, config.model.compute_dtype, x)
   c = config.interp
   for key, names in (("interp.sites", c.sites), ("interp.patch_sites", c.patch_sites),
                      ("interp.sae_site", [c.sae_site])):

@@ -13,6 +13,7 @@ import ml_collections
 from absl import flags
 
 import experiments
+from superalign.config import RENAMED
 from superalign.core.errors import ConfigError, first_line
 
 EXIT_USAGE, EXIT_FAILED, EXIT_PREEMPTED = 2, 1, 143
@@ -173,6 +174,8 @@ def unknown_override(e: BaseException, argv: list[str]) -> str:
     if arg.startswith("--config."):
       path = arg[len("--config."):].split("=", 1)[0]
       parts = path.split(".")
+      if path in RENAMED:
+        return f"--config.{path}: no such key; it is now {RENAMED[path]}"
       if name in parts:
         parent = ".".join(parts[:parts.index(name)])
         where = f" in {parent}" if parent else " at the top level"

@@ -1,22 +1,24 @@
 """The checks every config passes before any work: the base keys' declared ranges, every training
-and optimizer block, the data and model names, the mesh, then the kind's own declarations
-(``SPLITS``, ``RULES``) and its rules across keys (``validate``)."""
+and optimizer block, the data and model names, the model's dtypes on this machine, the mesh, then
+the kind's own declarations (``SPLITS``, ``RULES``) and its rules across keys (``validate``)."""
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from typing import Callable, Mapping
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 
 from superalign import data as data_lib
 from superalign import models
 from superalign.config import schema
 from superalign.core import mesh as mesh_lib
-from superalign.core.errors import ConfigError
-from superalign.config import LORA_RULES, OPTIM_RULES, check_train
+from superalign.core.errors import ConfigError, first_line
+from superalign.config import LORA_RULES, OPTIM_RULES, RENAMED, check_train
 from superalign.core.axes import LOGICAL_AXES, MESH_AXES
 
 MAX_SEED = 2**31 - 1
@@ -27,8 +29,11 @@ BASE_RULES = {
     "data.limit": schema.COUNT_OR_ZERO,
     "data.tfds_limit": schema.COUNT_OR_ZERO,
     "model.name": schema.NAME,   # the registry's or a checkpoint's: models.validate_name
-    "model.dtype": schema.one_of(*models.registry.DTYPES),
+    "model.compute_dtype": schema.one_of(*models.registry.DTYPES),
+    "model.param_dtype": schema.one_of(*models.registry.DTYPES),
 }
+# Optimizers whose update of float16 parameters is NaN (``_validate_dtypes``).
+ADAM = ("adam", "adamw")
 
 
 def validate(config, runners: Mapping[str, str], get: Callable, num_devices: int | None = None
@@ -37,6 +42,9 @@ def validate(config, runners: Mapping[str, str], get: Callable, num_devices: int
   if config.kind not in runners:
     raise ConfigError(f"kind={config.kind!r}: unknown; valid: {', '.join(sorted(runners))}")
   _validate_leaves(config)
+  for old, new in RENAMED.items():
+    if schema.lookup(config, old, KeyError) is not KeyError:
+      raise ConfigError(f"{old}: no such key; it is now {new}")
   schema.check(config, BASE_RULES)
   for prefix, block in _blocks(config, "train"):
     check_train(block, prefix)
@@ -44,6 +52,7 @@ def validate(config, runners: Mapping[str, str], get: Callable, num_devices: int
     schema.check(block, OPTIM_RULES, f"{prefix}.")
   if "model" in config:
     models.validate_name(config.model.name)
+    _validate_dtypes(config)
   if "data" in config:
     _validate_data(config.data)
   _validate_mesh(config, jax.device_count() if num_devices is None else num_devices)
@@ -65,6 +74,39 @@ def _validate_lora(config, keys) -> None:
     names = schema.lookup(config, key, ())
     for name in [names] if isinstance(names, str) else names:
       models.check_lora(name, lora, key)
+
+
+def _validate_dtypes(config) -> None:
+  """The model's dtypes compute on this machine's default backend (a tiny jitted matmul in each,
+  once per dtype and backend), and float16 parameters are not Adam's."""
+  backend = jax.default_backend()
+  for key in ("compute_dtype", "param_dtype"):
+    name = config.model.get(key)
+    failure = name and _probe(name, backend)
+    if failure:
+      raise ConfigError(f"model.{key}={name!r}: the {backend} backend cannot compute {name} "
+                        f"({failure}); choose another of {', '.join(models.registry.DTYPES)}")
+  if config.model.get("param_dtype") == "float16":
+    for prefix, block in _blocks(config, "optim"):
+      if block.get("name") in ADAM:
+        raise ConfigError(
+            f"model.param_dtype='float16' with {prefix}.name={block.name!r}: Adam's update of "
+            "float16 parameters is NaN within steps (its epsilon underflows to zero); use "
+            "float32 parameters (model.compute_dtype='float16' still computes in float16) or "
+            "bfloat16 ones")
+
+
+@functools.lru_cache(maxsize=None)
+def _probe(dtype: str, backend: str) -> str | None:
+  """None if a jitted matmul in ``dtype`` runs on the default backend (``backend``, the cache
+  key), else the first line of what it raised."""
+  del backend
+  try:
+    x = jnp.ones((2, 2), models.registry.DTYPES[dtype])
+    jax.block_until_ready(jax.jit(jnp.matmul)(x, x))
+  except Exception as e:   # XlaRuntimeError, NotImplementedError, ...: the backend's own words
+    return first_line(e)
+  return None
 
 
 def _validate_leaves(config, prefix: str = "") -> None:

@@ -18,7 +18,7 @@ class CNN(nnx.Module):
   flatten -> Dense(hidden) -> ReLU -> Dense head. Input ``[batch, height, width, channels]``.
   ``kernel``, ``strides`` (one per conv), ``padding`` and ``pool=False`` give the strided,
   pool-free nets of certified training (Gowal et al. 2018's "small": 4x4 kernels, strides 2 then
-  1, no padding).
+  1, no padding). It computes in ``dtype``; its parameters are ``param_dtype``.
 
   Sites (``models.sites``): ``input``; ``convs.<i>.pre`` and ``convs.<i>.post`` (the feature map
   ``[batch, height, width, channels]`` before and after the ReLU, before pooling); ``dense.pre``
@@ -26,7 +26,8 @@ class CNN(nnx.Module):
 
   def __init__(self, input_shape: Sequence[int], num_classes: int, channels: Sequence[int],
                hidden: int, *, kernel: int = 3, strides: Sequence[int] | None = None,
-               padding: str = "SAME", pool: bool = True, dtype=jnp.float32, rngs: nnx.Rngs):
+               padding: str = "SAME", pool: bool = True, dtype=jnp.float32,
+               param_dtype=jnp.float32, rngs: nnx.Rngs):
     if len(input_shape) != 3:
       raise ValueError(f"CNN needs image input [height, width, channels], got shape {input_shape}")
     height, width, c_in = input_shape
@@ -36,6 +37,7 @@ class CNN(nnx.Module):
     for c_out, stride in zip(channels, strides):
       self.convs.append(nnx.Conv(
           c_in, c_out, kernel_size=(kernel, kernel), strides=stride, padding=padding, dtype=dtype,
+          param_dtype=param_dtype,
           kernel_init=nnx.with_partitioning(nnx.initializers.lecun_normal(),
                                             (None, None, None, "conv_out")),
           bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), ("conv_out",)),
@@ -53,8 +55,10 @@ class CNN(nnx.Module):
         height, width = height // 2, width // 2
       c_in = c_out
     self.pool = tuple(self.pool)
-    self.dense = layers.dense(height * width * c_in, hidden, (None, "mlp"), dtype, rngs)
-    self.head = layers.dense(hidden, num_classes, ("mlp", None), dtype, rngs)
+    self.dense = layers.dense(height * width * c_in, hidden, (None, "mlp"), dtype, rngs,
+                              param_dtype=param_dtype)
+    self.head = layers.dense(hidden, num_classes, ("mlp", None), dtype, rngs,
+                             param_dtype=param_dtype)
     self.dtype = dtype
 
   def features(self, x: jax.Array) -> jax.Array:

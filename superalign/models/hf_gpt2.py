@@ -33,6 +33,7 @@ import numpy as np
 
 from superalign.core import mesh as mesh_lib
 from superalign.core.errors import ConfigError
+from superalign.models import safetensors_io
 from superalign.results.files import DamagedFileError, atomic_folder, load_json, read_guarded
 
 log = logging.getLogger("superalign")
@@ -172,18 +173,16 @@ def _shard_names(index: str) -> list[str]:
 def read_safetensors(path: str, prefix: str = "", buffers: tuple[str, ...] = ()
                      ) -> dict[str, np.ndarray]:
   """Every tensor of the checkpoint directory's safetensors file(s), by name with ``prefix``
-  stripped, but for the non-parameter ``buffers`` (name endings such as ``.attn.bias``); a
-  damaged or missing file is one DamagedFileError line naming it."""
-  from safetensors import safe_open
+  stripped, but for the non-parameter ``buffers`` (name endings such as ``.attn.bias``): read-only
+  views of the memory-mapped files in their stored dtype (``safetensors_io.read``: nothing is
+  copied or converted here); a damaged or missing file is one DamagedFileError line naming it."""
   tensors = {}
 
   def read(file: str) -> None:
-    os.stat(file)   # a missing shard: "no such file or directory", not safetensors' own words
-    with safe_open(file, framework="numpy") as f:
-      for name in f.keys():
-        short = name[len(prefix):] if prefix and name.startswith(prefix) else name
-        if not ("." + short).endswith(buffers):
-          tensors[short] = f.get_tensor(name)
+    for name, tensor in safetensors_io.read(file, FIX).items():
+      short = name[len(prefix):] if prefix and name.startswith(prefix) else name
+      if not ("." + short).endswith(buffers):
+        tensors[short] = tensor
 
   for file in weight_files(path):
     read_guarded(os.path.join(path, file), read, FIX)
@@ -268,48 +267,70 @@ def from_params(params: Mapping) -> dict[str, np.ndarray]:
   return out
 
 
-def place(params: Mapping, shardings: Mapping) -> dict:
-  """Host arrays onto the mesh: each device gets only its slice of each parameter."""
+def place(params: Mapping, shardings: Mapping, dtype=None) -> dict:
+  """Host arrays onto the mesh: each device gets only its slice of each parameter, and only that
+  slice is read from the host array (a memory-mapped checkpoint is read slice by slice) and, for a
+  floating-point array, converted to ``dtype`` (None: as it is). A CPU device gets a copy of its
+  slice, never a view of the file (it would keep a checkpoint's pages mapped for the run's life,
+  and a file rewritten in place under it would change or fault the parameters)."""
   def one(host, sharding):
-    host = np.asarray(host)
-    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+    host = np.asanyarray(host)
+    target = host.dtype if dtype is None or not _floating(host.dtype) else np.dtype(dtype)
+    copy = target != host.dtype or any(d.platform == "cpu" for d in sharding.device_set)
+    return jax.make_array_from_callback(host.shape, sharding,
+                                        lambda index: host[index].astype(target, copy=copy))
   return jax.tree.map(one, dict(params), {k: shardings[k] for k in params})
 
 
 def load(path: str, shardings: Mapping | None = None, dtype=np.float32) -> dict:
   """The checkpoint as a nested parameter dict: host arrays, or placed per ``shardings`` (a
-  nested dict of ``NamedSharding`` covering at least the checkpoint's parameters)."""
+  nested dict of ``NamedSharding`` covering at least the checkpoint's parameters); floating-point
+  tensors as ``dtype`` (None: as stored; ``load_family``)."""
   return load_family(sys.modules[__name__], path, shardings, dtype)
 
 
 def load_family(family, path: str, shardings: Mapping | None = None, dtype=np.float32) -> dict:
-  """``family``'s (``hf_gpt2``, ``hf_neox``) ``load``. Floating-point tensors become ``dtype``
-  parameters (None: as stored), with a warning naming what was converted: superalign's
-  parameters are float32 whatever the compute dtype, as mixed precision needs (Adam's update of
-  float16 parameters is NaN within steps, bfloat16 rounds small updates away)."""
+  """``family``'s (``hf_gpt2``, ``hf_neox``) ``load``. The tensors are read in their stored dtype,
+  as views of the memory-mapped files (``read_safetensors``); floating-point ones become ``dtype``
+  parameters (None: as stored, the host arrays then being those views), with a warning naming
+  what was converted. Placed on the mesh, each device's slice is read and converted alone, so a
+  bfloat16 checkpoint never has a float32 copy on the host. The default, float32, is what mixed
+  precision needs whatever the compute dtype: Adam's update of float16 parameters is NaN within
+  steps (its epsilon underflows), and bfloat16 parameters round small updates away."""
   hf = family.read_config(path)
   params = family.to_params(family.read_tensors(path, hf), hf)
   if dtype is not None:
-    params = as_dtype(params, np.dtype(dtype), f"hf:{path}")
-  return params if shardings is None else place(params, shardings)
+    dtype = np.dtype(dtype)
+    if not _floating(dtype):
+      raise ValueError(f"load dtype {dtype.name}: a floating-point dtype, or None (as stored)")
+    if shardings is None:
+      return as_dtype(params, dtype, f"hf:{path}")
+    _log_conversions(params, dtype, f"hf:{path}")
+  return params if shardings is None else place(params, shardings, dtype)
 
 
-def as_dtype(params: Mapping, dtype: np.dtype, where: str) -> dict:
-  """Every floating-point array of ``params`` as ``dtype``; logs how many of which dtype were
-  converted."""
+def _floating(dtype) -> bool:
+  """Whether ``dtype`` is floating point (bfloat16 included, which numpy's own test misses)."""
+  return jnp.issubdtype(dtype, jnp.floating)
+
+
+def _log_conversions(params: Mapping, dtype: np.dtype, where: str) -> None:
+  """Logs how many floating-point arrays of ``params`` of which dtype are not ``dtype``."""
   converted: dict[str, int] = {}
-
-  def one(x):
-    if not jnp.issubdtype(x.dtype, jnp.floating) or x.dtype == dtype:
-      return x
-    converted[x.dtype.name] = converted.get(x.dtype.name, 0) + 1
-    return x.astype(dtype)
-
-  out = jax.tree.map(one, dict(params))
+  for x in jax.tree.leaves(dict(params)):
+    if _floating(x.dtype) and x.dtype != dtype:
+      converted[x.dtype.name] = converted.get(x.dtype.name, 0) + 1
   if converted:
     log.warning("%s: %s tensors loaded as %s parameters", where,
                 " and ".join(f"{n} {name}" for name, n in sorted(converted.items())), dtype.name)
-  return out
+
+
+def as_dtype(params: Mapping, dtype: np.dtype, where: str) -> dict:
+  """Every floating-point array of ``params`` as ``dtype`` (host arrays: a converted one is a new
+  array, the others are left as they are); logs how many of which dtype were converted."""
+  _log_conversions(params, dtype, where)
+  return jax.tree.map(lambda x: x.astype(dtype) if _floating(x.dtype) and x.dtype != dtype
+                      else x, dict(params))
 
 
 def fingerprint(path: str, sample_bytes: int = 1 << 20) -> str:

@@ -5,17 +5,15 @@ The six ``model_type``s share one tensor layout (``model.layers.<i>.self_attn.q_
 ``model.norm``, ``lm_head`` when untied) and differ in options, which ``architecture`` reads from
 ``config.json`` into ``transformer.Options``:
 
-=============  ===============================================================================
-``llama``      RMSNorm, SwiGLU, grouped-query attention, rotary (default, ``linear``, ``llama3``)
-``mistral``    Llama with a sliding window on every layer (``sliding_window``, may be null)
-``qwen2``      Llama with biases on q/k/v, sliding layers by ``layer_types``
-``qwen3``      Llama with QK-norm and an explicit ``head_dim``
-``gemma2``     (1 + w) RMSNorm, GeGLU, embeddings times sqrt(width), ``query_pre_attn_scalar``,
-               attention and final logit soft-capping, norms after attention and MLP, local and
-               global layers alternating (``layer_types``), tied head
-``gemma3_text``  Gemma 2's block with QK-norm, no soft-capping by default, and its own rotary base
-               on the local layers (``rope_parameters`` per layer type)
-=============  ===============================================================================
+* ``llama``: RMSNorm, SwiGLU, grouped-query attention, rotary (default, ``linear``, ``llama3``);
+* ``mistral``: Llama with a sliding window on every layer (``sliding_window``, may be null);
+* ``qwen2``: Llama with biases on q/k/v, sliding layers by ``layer_types``;
+* ``qwen3``: Llama with QK-norm and an explicit ``head_dim``;
+* ``gemma2``: (1 + w) RMSNorm, GeGLU, embeddings times sqrt(width), ``query_pre_attn_scalar``,
+  attention and final logit soft-capping, norms after attention and MLP, local and global layers
+  alternating (``layer_types``), a tied head;
+* ``gemma3_text``: Gemma 2's block with QK-norm, no soft-capping by default, and a rotary base
+  of their own on the local layers (``rope_parameters`` per layer type).
 
 Torch ``Linear`` weights are ``[out, in]``: each becomes our ``[in, out]`` kernel, q/k/v split by
 head (``[width, heads, head_dim]``), so load-save-load is bitwise. An option these families may
@@ -25,7 +23,6 @@ bidirectional attention) is refused in one line naming the key and value.
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 from typing import Any, Mapping
@@ -233,7 +230,8 @@ def read_tensors(path: str, hf: Mapping[str, Any] | None = None) -> dict[str, np
   expected = _shapes(hf)
   head = tensors.get("lm_head.weight")
   if "lm_head.weight" not in expected and head is not None:
-    if "embed_tokens.weight" in tensors and not np.array_equal(head, tensors["embed_tokens.weight"]):
+    embedding = tensors.get("embed_tokens.weight")
+    if embedding is not None and not np.array_equal(head, embedding):
       raise ConfigError(f"{where}: tie_word_embeddings is true but lm_head.weight differs from "
                         "embed_tokens.weight")
     del tensors["lm_head.weight"]

@@ -13,8 +13,9 @@ KERNEL_INITS = {"lecun_normal": nnx.initializers.lecun_normal(),
 def dense(in_features: int, out_features: int, axes, dtype, rngs: nnx.Rngs,
           stddev: float | None = None, kernel_init: str = "lecun_normal",
           bias_std: float = 0.0, param_dtype=jnp.float32) -> nnx.Linear:
-  """``nnx.Linear`` whose kernel carries logical ``axes`` (in, out) and bias ``(axes[1],)``.
-  ``stddev`` (a normal kernel) overrides ``kernel_init``; biases are zero unless ``bias_std``."""
+  """``nnx.Linear`` computing in ``dtype`` whose ``param_dtype`` kernel carries logical ``axes``
+  (in, out) and bias ``(axes[1],)``. ``stddev`` (a normal kernel) overrides ``kernel_init``;
+  biases are zero unless ``bias_std``."""
   init = (nnx.initializers.normal(stddev) if stddev is not None else KERNEL_INITS[kernel_init])
   bias = nnx.initializers.normal(bias_std) if bias_std > 0 else nnx.initializers.zeros_init()
   return nnx.Linear(

@@ -1,8 +1,8 @@
 """Low-rank adapters (LoRA, Hu et al. 2021) on a model's weight matrices, chosen by name.
 
 A weight ``W`` (``[*in, *out]``) named by one of ``LoRA.targets`` gains an ``Adapter``: ``a``
-(``[*in, rank]``, Kaiming-uniform as PEFT initializes it) and ``b`` (``[rank, *out]``, zeros), so the
-layer computes ``x @ W + (alpha / rank) * (x @ a) @ b`` and a fresh adapter leaves the model's
+(``[*in, rank]``, Kaiming-uniform as PEFT initializes it) and ``b`` (``[rank, *out]``, zeros), so
+the layer computes ``x @ W + (alpha / rank) * (x @ a) @ b`` and a fresh adapter leaves the model's
 function unchanged. The adapters are ``nnx.LoRAParam`` variables; ``core.state`` trains only them
 (and a fresh task head), so the base weights are in neither the optimizer state nor the
 checkpoint. Each adapter factor carries its base weight's logical axes on the shared side, so a

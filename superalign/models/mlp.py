@@ -20,18 +20,20 @@ class MLP(nnx.Module):
   label-cleaning probes read); ``head`` maps them to logits. Sites (``models.sites``):
   ``input``, ``layers.<i>.pre`` and ``layers.<i>.post`` (before and after the ReLU), ``logits``. ``input_scale`` divides the inputs
   (the same function class: it keeps optimizer steps well scaled for wide inputs);
-  ``kernel_init`` and ``bias_std`` set the hidden layers' initialization.
+  ``kernel_init`` and ``bias_std`` set the hidden layers' initialization. It computes in
+  ``dtype``; its parameters are ``param_dtype``.
   """
 
   def __init__(self, input_shape: Sequence[int], num_classes: int, hidden: Sequence[int], *,
-               dtype=jnp.float32, input_scale: float = 1.0, kernel_init: str = "lecun_normal",
-               bias_std: float = 0.0, rngs: nnx.Rngs):
+               dtype=jnp.float32, param_dtype=jnp.float32, input_scale: float = 1.0,
+               kernel_init: str = "lecun_normal", bias_std: float = 0.0, rngs: nnx.Rngs):
     dims = [math.prod(input_shape), *hidden]
     self.layers = nnx.List([
         layers.dense(a, b, ("embed", "mlp") if i % 2 == 0 else ("mlp", "embed"), dtype, rngs,
-                     kernel_init=kernel_init, bias_std=bias_std)
+                     kernel_init=kernel_init, bias_std=bias_std, param_dtype=param_dtype)
         for i, (a, b) in enumerate(zip(dims[:-1], dims[1:]))])
-    self.head = layers.dense(dims[-1], num_classes, (None, None), dtype, rngs)
+    self.head = layers.dense(dims[-1], num_classes, (None, None), dtype, rngs,
+                             param_dtype=param_dtype)
     self.dtype = dtype
     self.input_scale = float(input_scale)
 

@@ -165,32 +165,34 @@ def check_lora(name: str, lora: lora_lib.LoRA | None, key: str = "model.name") -
                       f"its weights: {', '.join(names)}")
 
 
-def builder(name: str, inputs: InputSpec, dtype: str = "float32",
-            max_len: int | None = None, lora: lora_lib.LoRA | None = None
-            ) -> Callable[[nnx.Rngs], nnx.Module]:
-  """A function ``rngs -> module`` (so the core can build it abstractly, then sharded); a
-  transformer with ``lora``'s adapters, if given (``check_lora``)."""
+def builder(name: str, inputs: InputSpec, compute_dtype: str = "float32",
+            max_len: int | None = None, param_dtype: str = "float32",
+            lora: lora_lib.LoRA | None = None) -> Callable[[nnx.Rngs], nnx.Module]:
+  """A function ``rngs -> module`` (so the core can build it abstractly, then sharded), computing
+  in ``compute_dtype`` with ``param_dtype`` parameters (``DTYPES`` names both); a transformer
+  with ``lora``'s adapters, if given (``check_lora``)."""
   check(name, inputs)
   check_lora(name, lora)
-  compute = DTYPES[dtype]
+  compute, param = DTYPES[compute_dtype], DTYPES[param_dtype]
   path = checkpoint_dir(name)
   spec = MODELS.get(name)
   if path is not None:
     arch = _architecture(path)
     make = lambda rngs: Transformer(num_classes=inputs.num_classes, pad_id=inputs.pad_id,
-                                    dtype=compute, lora=lora, rngs=rngs, **arch)
+                                    dtype=compute, param_dtype=param, lora=lora, rngs=rngs,
+                                    **arch)
   elif spec.family == "mlp":
-    make = lambda rngs: MLP(inputs.shape, inputs.num_classes, dtype=compute, rngs=rngs,
-                            **spec.kwargs)
+    make = lambda rngs: MLP(inputs.shape, inputs.num_classes, dtype=compute, param_dtype=param,
+                            rngs=rngs, **spec.kwargs)
   elif spec.family == "cnn":
-    make = lambda rngs: CNN(inputs.shape, inputs.num_classes, dtype=compute, rngs=rngs,
-                            **spec.kwargs)
+    make = lambda rngs: CNN(inputs.shape, inputs.num_classes, dtype=compute, param_dtype=param,
+                            rngs=rngs, **spec.kwargs)
   else:
     length = max_len or inputs.shape[0]
     causal = inputs.kind == "tokens"   # records are a set: bidirectional attention
     make = lambda rngs: Transformer(inputs.vocab_size, length, inputs.num_classes, causal=causal,
-                                    pad_id=inputs.pad_id, dtype=compute, lora=lora, rngs=rngs,
-                                    **spec.kwargs)
+                                    pad_id=inputs.pad_id, dtype=compute, param_dtype=param,
+                                    lora=lora, rngs=rngs, **spec.kwargs)
 
   def build(rngs: nnx.Rngs) -> nnx.Module:
     # Parameters carry logical axis names; the core places them on a mesh (core/state.py), so
@@ -201,11 +203,14 @@ def builder(name: str, inputs: InputSpec, dtype: str = "float32",
   return build
 
 
-def pretrained(name: str) -> Callable[[dict], dict] | None:
-  """For a checkpoint name, ``shardings -> parameters`` read onto the mesh (a ``warm`` start for
-  ``core.state.create``); None for a registry model, which starts from its initialization."""
+def pretrained(name: str, param_dtype: str = "float32") -> Callable[[dict], dict] | None:
+  """For a checkpoint name, ``shardings -> parameters`` read onto the mesh as ``param_dtype``
+  (``DTYPES``; each device's slice read from the stored dtype and converted alone), or host
+  arrays for ``shardings=None`` (a ``warm`` start for ``core.state.create``); None for a registry
+  model, which starts from its initialization."""
   path = checkpoint_dir(name)
-  return None if path is None else (lambda shardings: loader(path).load(path, shardings))
+  dtype = DTYPES[param_dtype]
+  return None if path is None else (lambda shardings: loader(path).load(path, shardings, dtype))
 
 
 def save_merged(name: str, model: nnx.Module, path: str, *,

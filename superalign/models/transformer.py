@@ -26,8 +26,8 @@ block ``blocks.<i>.`` + ``resid_pre``, ``attn.pattern`` ``[batch, heads, queries
 ``attn.z`` (each head's output before the output projection, ``[batch, length, heads,
 head_dim]``), ``attn_out``, ``resid_mid``, ``mlp.pre`` and ``mlp.post`` (the hidden layer before
 and after the GELU; with a gated MLP, the gate before its activation and the gated product, and
-``mlp.pre_linear`` the up projection), ``mlp_out``, ``resid_post``; then ``ln_final``, and ``logits`` (the
-classifier head) or ``lm_logits``.
+``mlp.pre_linear`` the up projection), ``mlp_out``, ``resid_post``; then ``ln_final``, and
+``logits`` (the classifier head) or ``lm_logits``.
 """
 
 from __future__ import annotations
@@ -127,7 +127,8 @@ class Rope:
       return inv / self.factor
     if self.kind == "llama3":
       wavelen = 2 * math.pi / inv
-      low, high = self.original_max / self.low_freq_factor, self.original_max / self.high_freq_factor
+      low = self.original_max / self.low_freq_factor
+      high = self.original_max / self.high_freq_factor
       scaled = jnp.where(wavelen > low, inv / self.factor, inv)
       smooth = ((self.original_max / wavelen - self.low_freq_factor)
                 / (self.high_freq_factor - self.low_freq_factor))
@@ -495,7 +496,8 @@ class Transformer(nnx.Module):
     self.window = options.sliding_window
     self.embed_scale = math.sqrt(width) if options.embed_scale else None
     self.final_softcap = options.final_softcap
-    self.head = layers.dense(width, num_classes, ("embed", None), dtype, rngs, stddev=_STD)
+    self.head = layers.dense(width, num_classes, ("embed", None), dtype, rngs, stddev=_STD,
+                             param_dtype=param_dtype)
     self.pad_id = pad_id
     self.causal = causal
     self.dtype = dtype
@@ -537,7 +539,8 @@ class Transformer(nnx.Module):
         x = x + site("pos_embed", self.pos[:length].astype(self.dtype), ("pos", "embed"))
       if not self.causal:
         allowed = self._present(tokens)[:, None, None, :]
-      local = None if self.window is None else jnp.tril(jnp.ones((length, length), bool))[None, None]
+      local = (None if self.window is None else
+               jnp.tril(jnp.ones((length, length), bool))[None, None])
     else:
       keys = (jnp.ones((tokens.shape[0], cache[0][0].shape[1] if cache else length), bool)
               if attention_mask is None else attention_mask.astype(bool))

@@ -1,6 +1,6 @@
 """The adapter every protocol uses: a registry model trained on a ``Split`` by the core trainer.
 
-``Model`` names the registry model and how to build it (compute dtype, token budget); a runner
+``Model`` names the registry model and how to build it (dtypes, token budget); a runner
 makes it once from its config. ``trainer(spec, model, inputs, ...)`` is the core ``Trainer`` for
 it; ``train_classifier`` fits it on a split (validation metrics on ``val``, when given) and returns
 the ``Trained`` model.
@@ -23,21 +23,23 @@ from superalign.data.splits import Split
 
 @dataclasses.dataclass(frozen=True)
 class Model:
-  """A registry model (``models.names()``, or ``hf:<dir>``), its compute dtype (parameters stay
-  float32), the tokens per example of text inputs and its LoRA adapters (``model.lora``)."""
+  """A registry model (``models.names()``, or ``hf:<dir>``), the dtype its matmuls compute in,
+  the tokens per example of text inputs, the dtype of its parameters (a checkpoint's are read as
+  such) and its LoRA adapters (``model.lora``)."""
   name: str
-  dtype: str = "float32"
+  compute_dtype: str = "float32"
   max_len: int = 128
+  param_dtype: str = "float32"
   lora: models.lora.LoRA | None = None   # adapters on a transformer's weights (none: all train)
 
   @classmethod
   def from_blocks(cls, model, data, name: str | None = None) -> "Model":
     """A config's ``model`` block (or another registry ``name``) with its ``data.max_len``."""
-    return cls(name or model.name, model.dtype, int(data.max_len),
+    return cls(name or model.name, model.compute_dtype, int(data.max_len), model.param_dtype,
                models.lora.from_block(model.get("lora")))
 
   def named(self, name: str) -> "Model":
-    """The same model settings (dtype, token budget) for another registry model ``name``."""
+    """The same model settings (dtypes, token budget) for another registry model ``name``."""
     return dataclasses.replace(self, name=name)
 
 
@@ -46,11 +48,12 @@ def trainer(spec: TrainSpec, model: Model, inputs: InputSpec, workdir: str, *, t
   """The core trainer for a registry model; ``fields`` are further ``Trainer`` fields
   (``seeds``, ``loss_fn``, ``warm``, ...). A checkpoint's weights start every run that trains it."""
   if fields.get("warm") is None:
-    fields["warm"] = models.pretrained(model.name)
-  return Trainer(models.builder(model.name, inputs, model.dtype, max_len=model.max_len,
-                                lora=model.lora), spec, workdir, tag, name=model.name,
-                 cache_key=(models.label(model.name), inputs, model.dtype, model.max_len,
-                            model.lora), **fields)
+    fields["warm"] = models.pretrained(model.name, model.param_dtype)
+  build = models.builder(model.name, inputs, model.compute_dtype, max_len=model.max_len,
+                         param_dtype=model.param_dtype, lora=model.lora)
+  return Trainer(build, spec, workdir, tag, name=model.name,
+                 cache_key=(models.label(model.name), inputs, model.compute_dtype, model.max_len,
+                            model.param_dtype, model.lora), **fields)
 
 
 def examples(split: Split) -> dict[str, np.ndarray]:

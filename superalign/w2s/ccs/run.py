@@ -75,7 +75,7 @@ def validate(config) -> None:
   for key in ("weak", "strong"):
     models.validate_name(w[key], f"ccs_w2s.{key}")
     models.check(w[key], INPUTS)
-  shapes = hooks.model_site_shapes(w.strong, INPUTS, config.model.dtype,
+  shapes = hooks.model_site_shapes(w.strong, INPUTS, config.model.compute_dtype,
                                    np.zeros((2,) + INPUTS.shape, np.float32))
   hooks.check_sites([w.site], shapes, "ccs_w2s.site")
 
