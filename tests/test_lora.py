@@ -49,8 +49,8 @@ def _trainer(path, workdir, lora=LORA, steps=8, **fields):
                                checkpoint_every=4),
                    mesh=MeshSpec(axes=(("data", 1),)))
   model = classifier.Model(f"hf:{path}", max_len=8, lora=lora)
-  mesh = mesh_lib.make_mesh({"data": 1}, devices=jax.devices()[:1])
-  return classifier.trainer(spec, model, INPUTS, str(workdir), tag="t", mesh=mesh, **fields)
+  fields.setdefault("mesh", mesh_lib.make_mesh({"data": 1}, devices=jax.devices()[:1]))
+  return classifier.trainer(spec, model, INPUTS, str(workdir), tag="t", **fields)
 
 
 def _flat(tree):
@@ -140,6 +140,32 @@ def test_an_interrupted_lora_run_resumes_to_the_same_adapters(llama, tmp_path):
   assert want.keys() == got.keys()
   for k in want:
     np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
+@pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake) devices")
+def test_adapters_are_sharded_like_their_base_weights(llama, tmp_path):
+  """On a data x fsdp x model mesh each adapter factor is split as its weight is on the side
+  they share, and training computes the one-device losses."""
+  from superalign.results.metrics import read_metrics
+  losses = {}
+  for name, axes in (("one", {"data": 1}), ("mesh", {"data": 2, "fsdp": 2, "model": 2})):
+    mesh = mesh_lib.make_mesh(axes, devices=jax.devices()[:int(np.prod(list(axes.values())))])
+    trained = _trainer(llama, tmp_path / name, steps=4, mesh=mesh).fit(_examples())
+    losses[name] = [r["train/loss"] for r in read_metrics(str(tmp_path / name))
+                    if "train/loss" in r]
+  np.testing.assert_allclose(losses["mesh"], losses["one"], rtol=2e-4, atol=1e-5)
+  spec = lambda x: tuple(x.sharding.spec) + (None,) * (x.ndim - len(x.sharding.spec))
+  block = trained.state.model().blocks[0]
+  pairs = [(block.attn, n) for n in ("q", "k", "v", "out")]
+  pairs += [(block.mlp, n) for n in ("gate", "up", "down")]
+  split = 0
+  for parent, name in pairs:
+    weight, adapter = getattr(parent, name)[...], getattr(parent, f"{name}_lora")
+    a, b, shared = adapter.a[...], adapter.b[...], adapter.a.ndim - 1
+    assert spec(a)[:shared] == spec(weight)[:shared] and spec(a)[shared] is None, name
+    assert spec(b)[1:] == spec(weight)[shared:] and spec(b)[0] is None, name
+    split += any(spec(weight))
+  assert split == len(pairs)   # every weight is split on this mesh, so the check bites
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "neox"])
