@@ -296,24 +296,6 @@ class MatmulPeak:
 # every step's results before its clock stops.
 
 
-def lora_builder(spec, arch: dict, rank: int, dtype: str):
-  """``models.builder``'s checkpoint model with adapters of ``rank`` on every attention and MLP
-  weight: ``Transformer(..., lora=LoRA(rank, 2 * rank))``."""
-  from flax import nnx
-  from superalign.models.lora import LoRA
-  from superalign.models.registry import DTYPES
-  from superalign.models.transformer import Transformer
-
-  lora = LoRA(rank, 2.0 * rank, ("attn.*", "mlp.*"))
-
-  def build(rngs):
-    with nnx.use_eager_sharding(False):
-      return Transformer(num_classes=spec.num_classes, pad_id=spec.pad_id, dtype=DTYPES[dtype],
-                         lora=lora, rngs=rngs, **arch)
-
-  return build
-
-
 def lora_trained(params):
   """Labels for ``optim.make``'s ``trainable_mask``: True on adapters (``*_lora``) and the task
   head, False on the base weights (zero updates where the core still holds them)."""
@@ -321,12 +303,6 @@ def lora_trained(params):
   names = lambda path: [str(getattr(k, "key", k)) for k in path]
   return jax.tree_util.tree_map_with_path(
       lambda path, _: any(n.endswith("_lora") or n == "head" for n in names(path)), params)
-
-
-def without_adapters(tree: dict) -> dict:
-  """A nested dict without its ``*_lora`` entries (adapters are not in a checkpoint)."""
-  return {k: without_adapters(v) if isinstance(v, dict) else v for k, v in tree.items()
-          if not str(k).endswith("_lora")}
 
 
 class Superalign:
@@ -339,6 +315,7 @@ class Superalign:
     from superalign.core import optim, state as state_lib, steps
     from superalign.core.spec import Optim
     from superalign.models import InputSpec
+    from superalign.models.lora import LoRA
 
     self.jax = jax
     self.batches = batches
@@ -346,17 +323,14 @@ class Superalign:
     name = f"hf:{os.path.abspath(args.checkpoint)}" if args.checkpoint else args.model
     lm = args.objective == "lm"
     spec = InputSpec((args.seq + lm,), "tokens", num_classes=NUM_CLASSES, vocab_size=args.vocab)
-    build = models.builder(name, spec, compute_dtype=args.dtype)
-    if args.lora:
-      build = lora_builder(spec, arch, args.lora, args.dtype)
+    lora = LoRA(args.lora, 2.0 * args.lora, ("attn.*", "mlp.*")) if args.lora else None
+    build = models.builder(name, spec, compute_dtype=args.dtype, lora=lora)
     tx = optim.make(Optim(name="adamw", learning_rate=LR, weight_decay=WEIGHT_DECAY,
-                          schedule="constant", clip_norm=0.0), args.warmup + args.steps,
-                    lora_trained if args.lora else None)
-    # A checkpoint is the warm start, read slice by slice onto the mesh (models.pretrained).
-    warm = models.pretrained(name)
-    if args.lora and warm is not None:   # the loader places the checkpoint's own tensors only
-      warm = lambda shardings, read=warm: read(without_adapters(shardings))
-    self.state, shardings = state_lib.create(build, tx, 0, self.mesh, warm=warm)
+                          schedule="constant", clip_norm=0.0), args.warmup + args.steps)
+    # A checkpoint is the warm start, read slice by slice onto the mesh (models.pretrained); with
+    # LoRA the core trains the adapters and head and carries the base frozen.
+    self.state, shardings = state_lib.create(build, tx, 0, self.mesh,
+                                             warm=models.pretrained(name))
     self.n_params = state_lib.param_count(self.state.params)
     # A language model reads x[:, :-1] and predicts x[:, 1:], every token after the first (BOS).
     loss = steps.next_token_loss(BOS) if lm else steps.cross_entropy_loss
