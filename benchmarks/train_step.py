@@ -331,7 +331,7 @@ class Superalign:
     # LoRA the core trains the adapters and head and carries the base frozen.
     self.state, shardings = state_lib.create(build, tx, 0, self.mesh,
                                              warm=models.pretrained(name))
-    self.n_params = state_lib.param_count(self.state.params)
+    self.n_params = state_lib.param_count(self.state.all_params())   # trained and frozen
     # A language model reads x[:, :-1] and predicts x[:, 1:], every token after the first (BOS).
     loss = steps.next_token_loss(BOS) if lm else steps.cross_entropy_loss
     self.step = steps.make_train_step(loss, shardings, self.mesh)
