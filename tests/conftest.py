@@ -307,6 +307,22 @@ def save_tiny_decoder(family, directory, seed=0, max_shard_size=None, dtype=None
 # Parity with transformers, shared by the checkpoint families' tests (test_hf_gpt2, test_hf_neox).
 
 
+def hf_model(path, num_classes=2, compute_dtype="float32"):
+  """The checkpoint at ``path`` through the framework's own path: registry builder, then
+  ``state.create`` with the checkpoint as the warm start, on one device."""
+  import jax
+  import optax
+  from superalign import models
+  from superalign.core import mesh as mesh_lib, state as state_lib
+  from superalign.core.specs import InputSpec
+  name = f"hf:{path}"
+  spec = InputSpec((8,), "tokens", num_classes, 300)
+  mesh = mesh_lib.make_mesh({"data": 1}, devices=jax.devices()[:1])
+  state, _ = state_lib.create(models.builder(name, spec, compute_dtype), optax.sgd(0.0), 0, mesh,
+                              warm=models.pretrained(name))
+  return state.model()
+
+
 def one_line(excinfo, *parts):
   """The raised error is one line holding every one of ``parts``."""
   message = str(excinfo.value)

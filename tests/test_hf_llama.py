@@ -5,19 +5,15 @@ one-line errors. Every checkpoint is a random tiny model that ``transformers`` s
 
 import json
 
-import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from conftest import (TINY_FAMILIES, assert_greedy_generation_matches,
-                      assert_hidden_states_and_logits_match, assert_round_trip, one_line,
+                      assert_hidden_states_and_logits_match, assert_round_trip, hf_model, one_line,
                       save_tiny_decoder)
 from superalign import models
-from superalign.core import mesh as mesh_lib, state as state_lib
 from superalign.core.errors import ConfigError
-from superalign.core.specs import InputSpec
 from superalign.models import hf_llama
 
 FAMILIES = sorted(TINY_FAMILIES)
@@ -28,18 +24,7 @@ def ckpt(request, tmp_path_factory):
   """``(directory, transformers' model, ours)`` per family, built once for its tests."""
   path = tmp_path_factory.mktemp(request.param)
   reference = save_tiny_decoder(request.param, path, seed=0)
-  return str(path), reference, _model(str(path))
-
-
-def _model(path, num_classes=2):
-  """The checkpoint through the framework's own path: registry builder, then ``state.create``
-  with the checkpoint as the warm start."""
-  name = f"hf:{path}"
-  spec = InputSpec((8,), "tokens", num_classes, 300)
-  mesh = mesh_lib.make_mesh({"data": 1}, devices=jax.devices()[:1])
-  state, _ = state_lib.create(models.builder(name, spec), optax.sgd(0.0), 0, mesh,
-                              warm=models.pretrained(name))
-  return state.model()
+  return str(path), reference, hf_model(str(path))
 
 
 def test_logits_and_every_hidden_state_match_transformers(ckpt):
@@ -69,7 +54,7 @@ def test_sites_keep_their_names_and_are_per_query_head(tmp_path):
   attention the pattern and z are per query head, and patching a head's z changes the output."""
   from superalign.interp import hooks
   save_tiny_decoder("llama", tmp_path)
-  model = _model(str(tmp_path))
+  model = hf_model(str(tmp_path))
   ids = jnp.asarray(np.random.RandomState(1).randint(3, 300, (2, 7)))
   lm = lambda m, x: m.lm_logits(m.hidden_states(x))
   out, captured = hooks.run(lm, model, ids, capture=True)
@@ -90,15 +75,10 @@ def test_sites_keep_their_names_and_are_per_query_head(tmp_path):
 
 def test_bfloat16_compute_is_within_bfloat16_tolerance_of_float32(tmp_path):
   save_tiny_decoder("qwen3", tmp_path)
-  name = f"hf:{tmp_path}"
-  spec = InputSpec((8,), "tokens", 2, 300)
-  mesh = mesh_lib.make_mesh({"data": 1}, devices=jax.devices()[:1])
   ids = jnp.asarray(np.random.RandomState(3).randint(3, 300, (2, 12)))
   logits = {}
   for dtype in ("float32", "bfloat16"):
-    state, _ = state_lib.create(models.builder(name, spec, dtype), optax.sgd(0.0), 0, mesh,
-                                warm=models.pretrained(name))
-    m = state.model()
+    m = hf_model(str(tmp_path), compute_dtype=dtype)
     logits[dtype] = np.asarray(m.lm_logits(m.hidden_states(ids)), np.float32)
   scale = np.abs(logits["float32"]).max()
   err = np.abs(logits["bfloat16"] - logits["float32"]).max()

@@ -6,16 +6,14 @@ saves here."""
 
 import json
 
-import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from conftest import (assert_greedy_generation_matches, assert_hidden_states_and_logits_match,
-                      assert_round_trip, left_padded, one_line, save_tiny_gpt2, save_tiny_neox)
+                      assert_round_trip, hf_model, left_padded, one_line, save_tiny_gpt2,
+                      save_tiny_neox)
 from superalign import models
-from superalign.core import mesh as mesh_lib, state as state_lib
 from superalign.core.errors import ConfigError
 from superalign.core.specs import InputSpec
 from superalign.models import hf_gpt2, hf_neox
@@ -32,17 +30,6 @@ def ckpt(tmp_path_factory):
   return str(path), save_tiny_neox(path, seed=0)
 
 
-def _model(path, num_classes=2):
-  """The checkpoint through the framework's own path: registry builder, then ``state.create``
-  with the checkpoint as the warm start."""
-  name = f"hf:{path}"
-  spec = InputSpec((8,), "tokens", num_classes, 300)
-  mesh = mesh_lib.make_mesh({"data": 1}, devices=jax.devices()[:1])
-  state, _ = state_lib.create(models.builder(name, spec), optax.sgd(0.0), 0, mesh,
-                              warm=models.pretrained(name))
-  return state.model()
-
-
 @pytest.mark.parametrize("config", [{}, SEQUENTIAL, {"tie_word_embeddings": True}],
                          ids=["pythia", "sequential_full_rotary", "tied_head"])
 def test_logits_and_every_hidden_state_match_transformers(tmp_path, config):
@@ -50,13 +37,13 @@ def test_logits_and_every_hidden_state_match_transformers(tmp_path, config):
   if "rotary_pct" in config:   # the config really holds the share and base we asked for
     assert hf_neox.architecture(hf_neox.read_config(str(tmp_path)))["rotary_dim"] == 8
   ids = np.random.RandomState(0).randint(0, 300, (3, 17))
-  assert_hidden_states_and_logits_match(_model(str(tmp_path)), reference, ids,
+  assert_hidden_states_and_logits_match(hf_model(str(tmp_path)), reference, ids,
                                         reference.config.num_hidden_layers)
 
 
 def test_left_padding_and_greedy_generation_match_transformers(ckpt):
   path, reference = ckpt
-  model = _model(path)
+  model = hf_model(path)
   rs = np.random.RandomState(2)
   rows = [rs.randint(1, 300, n) for n in (6, 3, 6, 1)]
   ids, mask = left_padded(rows, 6)
@@ -83,7 +70,7 @@ def test_a_ladder_mixes_families_and_the_untied_head_is_its_own(ckpt, tmp_path):
   spec = InputSpec((8,), "tokens", 2, 300)
   for name in (f"hf:{tmp_path / 'gpt2'}", f"hf:{path}"):
     models.check(name, spec)   # both families pass the same checks as ladder rungs
-  model = _model(path)
+  model = hf_model(path)
   assert model.pos is None and model.rotary_dim == 2      # Pythia's 25% of head_dim 8
   assert not np.array_equal(np.asarray(model.unembed[...]), np.asarray(model.embed.embedding[...]))
   logits = model(jnp.asarray(np.random.RandomState(3).randint(1, 300, (2, 8))))

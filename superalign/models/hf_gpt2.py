@@ -205,6 +205,17 @@ def check_shapes(tensors: Mapping[str, np.ndarray], expected: Mapping[str, tuple
     raise ConfigError(f"{where}: unexpected tensor {extra[0]!r} for a {family} with {sizes}")
 
 
+def drop_tied_head(tensors: dict[str, np.ndarray], head: str, embedding: str, tied: bool,
+                   where: str) -> None:
+  """Removes ``tensors[head]`` when the config ties the head (``tied``): a stored copy, which must
+  equal ``tensors[embedding]`` (one line if not), since the model reads the embedding."""
+  if not tied or head not in tensors:
+    return
+  if embedding in tensors and not np.array_equal(tensors[head], tensors[embedding]):
+    raise ConfigError(f"{where}: tie_word_embeddings is true but {head} differs from {embedding}")
+  del tensors[head]
+
+
 def read_tensors(path: str, hf: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
   """The checkpoint's parameters by GPT-2 name (no prefix), shape-checked against the config."""
   hf = read_config(path) if hf is None else hf

@@ -227,14 +227,8 @@ def read_tensors(path: str, hf: Mapping[str, Any] | None = None) -> dict[str, np
   hf = read_config(path) if hf is None else hf
   tensors = hf_gpt2.read_safetensors(path, _PREFIX)
   where = f"model.name=hf:{path}"
-  expected = _shapes(hf)
-  head = tensors.get("lm_head.weight")
-  if "lm_head.weight" not in expected and head is not None:
-    embedding = tensors.get("embed_tokens.weight")
-    if embedding is not None and not np.array_equal(head, embedding):
-      raise ConfigError(f"{where}: tie_word_embeddings is true but lm_head.weight differs from "
-                        "embed_tokens.weight")
-    del tensors["lm_head.weight"]
+  hf_gpt2.drop_tied_head(tensors, "lm_head.weight", "embed_tokens.weight",
+                         "lm_head.weight" not in _shapes(hf), where)
   check(tensors, hf, where)
   return tensors
 

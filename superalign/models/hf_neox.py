@@ -121,13 +121,8 @@ def read_tensors(path: str, hf: Mapping[str, Any] | None = None) -> dict[str, np
   hf = read_config(path) if hf is None else hf
   tensors = hf_gpt2.read_safetensors(path, _PREFIX, _BUFFERS)
   where = f"model.name=hf:{path}"
-  expected = _shapes(hf)
-  head = tensors.get("embed_out.weight")
-  if "embed_out.weight" not in expected and head is not None:   # tied: a copy of embed_in
-    if "embed_in.weight" in tensors and not np.array_equal(head, tensors["embed_in.weight"]):
-      raise ConfigError(f"{where}: tie_word_embeddings is true but embed_out.weight differs "
-                        "from embed_in.weight")
-    del tensors["embed_out.weight"]
+  hf_gpt2.drop_tied_head(tensors, "embed_out.weight", "embed_in.weight",
+                         "embed_out.weight" not in _shapes(hf), where)
   check(tensors, hf, where)
   return tensors
 
