@@ -323,6 +323,46 @@ def hf_model(path, num_classes=2, compute_dtype="float32"):
   return state.model()
 
 
+def transformer_lens_model(hf):
+  """TransformerLens 3.9's ``HookedTransformer`` holding the weights of ``hf``, a transformers
+  ``GPT2LMHeadModel`` or ``LlamaForCausalLM`` (the peer of the interp parity tests; no download:
+  the config is written from ``hf.config`` and the weights converted by TransformerLens' own
+  functions). Unfolded, uncentered weights and no BOS prepended, as superalign computes."""
+  import transformers
+  from transformer_lens import HookedTransformer, HookedTransformerConfig
+  from transformer_lens.pretrained import weight_conversions
+  c = hf.config
+  if isinstance(hf, transformers.GPT2LMHeadModel):
+    cfg = HookedTransformerConfig(
+        n_layers=c.n_layer, d_model=c.n_embd, n_heads=c.n_head, d_head=c.n_embd // c.n_head,
+        d_mlp=c.n_inner or 4 * c.n_embd, d_vocab=c.vocab_size, n_ctx=c.n_positions,
+        act_fn="gelu_new", normalization_type="LN", eps=c.layer_norm_epsilon,
+        default_prepend_bos=False)
+    state = weight_conversions.convert_gpt2_weights(hf, cfg)
+  elif isinstance(hf, transformers.LlamaForCausalLM):
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    rope = getattr(c, "rope_parameters", None) or {"rope_theta": c.rope_theta}
+    if rope.get("rope_type", "default") != "default":
+      raise ValueError(f"TransformerLens 3.9 has no {rope['rope_type']!r} rotary scaling")
+    cfg = HookedTransformerConfig(
+        n_layers=c.num_hidden_layers, d_model=c.hidden_size, n_heads=c.num_attention_heads,
+        d_head=head_dim, d_mlp=c.intermediate_size, d_vocab=c.vocab_size,
+        n_ctx=c.max_position_embeddings, act_fn="silu", normalization_type="RMS",
+        positional_embedding_type="rotary", rotary_dim=head_dim, rotary_adjacent_pairs=False,
+        rotary_base=rope["rope_theta"], n_key_value_heads=c.num_key_value_heads, gated_mlp=True,
+        final_rms=True, eps=c.rms_norm_eps, default_prepend_bos=False)
+    state = weight_conversions.convert_llama_weights(hf, cfg)
+  else:
+    raise TypeError(f"no TransformerLens peer for {type(hf).__name__}")
+  tl = HookedTransformer(cfg)
+  missing, unexpected = tl.load_state_dict(state, strict=False)
+  # Only the buffers TransformerLens computes itself (masks, rotary tables) and GPT-2's
+  # unembedding bias (which TransformerLens initializes to zero, as GPT-2 has none) may be missing.
+  assert not unexpected and all(k.split(".")[-1] in ("mask", "IGNORE", "rotary_sin", "rotary_cos",
+                                                      "b_U") for k in missing), missing
+  return tl.eval()
+
+
 def one_line(excinfo, *parts):
   """The raised error is one line holding every one of ``parts``."""
   message = str(excinfo.value)

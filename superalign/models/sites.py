@@ -39,6 +39,34 @@ IMAGE = ("batch", "height", "width", "channel")  # an image or a feature map
 LOGITS = ("batch", "classes")
 
 
+# TransformerLens spells a site with ``hook_`` before its last part (``blocks.0.hook_resid_pre``,
+# ``blocks.0.attn.hook_z``); its final norm's output is ``ln_final.hook_normalized``, our
+# ``ln_final``. Our outputs (``lm_logits``, ``logits``) have no hook there.
+_TL_ONLY_OUTPUT = {"ln_final": "ln_final.hook_normalized"}
+
+
+def to_transformer_lens(name: str) -> str:
+  """TransformerLens' hook name for our site ``name``: ``blocks.0.resid_pre`` ->
+  ``blocks.0.hook_resid_pre``, ``embed`` -> ``hook_embed``, ``ln_final`` ->
+  ``ln_final.hook_normalized``."""
+  if name in _TL_ONLY_OUTPUT:
+    return _TL_ONLY_OUTPUT[name]
+  head, _, last = name.rpartition(".")
+  return f"{head}.hook_{last}" if head else f"hook_{last}"
+
+
+def from_transformer_lens(hook_name: str) -> str | None:
+  """Our site name for TransformerLens' ``hook_name`` (the inverse of ``to_transformer_lens``),
+  or None when it is not spelled as a TransformerLens hook."""
+  for ours, theirs in _TL_ONLY_OUTPUT.items():
+    if hook_name == theirs:
+      return ours
+  head, _, last = hook_name.rpartition(".")
+  if not last.startswith("hook_") or len(last) == len("hook_"):
+    return None
+  return f"{head}.{last[len('hook_'):]}" if head else last[len("hook_"):]
+
+
 def _hooks() -> Callable[[str, jax.Array, Axes], jax.Array] | None:
   return getattr(_LOCAL, "hooks", None)
 
