@@ -216,6 +216,11 @@ class ActivationCache:
     return self._resid(f"blocks.{layer}.resid_mid")
 
   @property
+  def _embeds(self) -> tuple[str, ...]:
+    """The embeddings' sites: learned positions have one of their own, rotary ones none."""
+    return ("embed",) if self.model.pos is None else ("embed", "pos_embed")
+
+  @property
   def _width(self) -> int:
     return self["embed"].shape[-1]
 
@@ -313,10 +318,9 @@ class ActivationCache:
       raise HookError(f"decompose_resid: mode={mode!r}; valid: all, attn, mlp")
     rows, labels = [], []
     if incl_embeds:
-      for name in ("embed", "pos_embed"):
-        if name in self:
-          rows.append(self._resid(name))
-          labels.append(name)
+      for name in self._embeds:
+        rows.append(self._resid(name))
+        labels.append(name)
     for l in range(layer):
       for kind in (("attn",) if mode == "attn" else ("mlp",) if mode == "mlp" else
                    ("attn", "mlp")):
@@ -443,10 +447,9 @@ class ActivationCache:
         mlps = self.decompose_resid(layer, mode="mlp", pos_slice=pos_slice, incl_embeds=False)
         rows.append(mlps.array)
         labels.extend(mlps.labels)
-    for name in ("embed", "pos_embed"):
-      if name in self:
-        rows.append(_pos_slice(self._resid(name), sites.RESID, pos_slice)[0][None])
-        labels.append(name)
+    for name in self._embeds:
+      rows.append(_pos_slice(self._resid(name), sites.RESID, pos_slice)[0][None])
+      labels.append(name)
     bias = self._bias_term(layer, mlp_input, expand_neurons)
     rows.append(_pos_slice(bias, sites.RESID, pos_slice)[0][None])
     labels.append("bias")
