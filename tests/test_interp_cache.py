@@ -230,13 +230,12 @@ def test_induction_scores_are_the_tutorial_stripe(peers, family):
 
 def test_plot_attention_has_a_panel_per_head_with_token_labels(gpt2):
   peer = gpt2
-  import matplotlib.pyplot as plt
   labels = [f"t{i}" for i in range(10)]
   fig = heads.plot_attention(peer["cache"], 1, labels=labels)
   panels = [ax for ax in fig.axes if ax.get_title().startswith("L1H")]
   assert len(panels) == peer["cache"].n_heads
   assert [t.get_text() for t in panels[0].get_xticklabels()] == labels
-  plt.close(fig)
+  fig.clear()
 
 
 def _randomized(model, seed):
