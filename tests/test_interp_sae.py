@@ -333,7 +333,7 @@ def test_saelens_export_round_trip(kind, tmp_path):
   cfg = json.loads((tmp_path / saelens.CFG).read_text())
   assert cfg["architecture"] == sae.ARCHITECTURES[kind]
   assert (cfg["d_in"], cfg["d_sae"]) == (16, 40)
-  assert cfg["metadata"]["hook_name"] == "blocks.1.resid_post"
+  assert cfg["metadata"]["hook_name"] == "blocks.1.hook_resid_post"   # TransformerLens spelling
   assert cfg.get("k") == (5 if kind == "topk" else None)
   tensors = load_file(str(tmp_path / saelens.WEIGHTS))
   assert {n: t.shape for n, t in tensors.items()} == {
