@@ -314,7 +314,7 @@ def load_saelens(directory: str, *, norm_scaling_factor: float | None = None
   norms = np.linalg.norm(t["W_dec"], axis=1)
   tolerance = _unit_tolerance(stored["W_dec"].dtype)
   off = np.abs(norms - 1.0) > tolerance
-  if off.any():
+  if off.any() or rescaled:   # rescaled: folding is exact, and SAELens selects on these norms
     row = int(np.argmax(np.abs(norms - 1.0)))
     if kind == "topk" and not rescaled:
       raise ConfigError(
