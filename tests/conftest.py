@@ -323,11 +323,12 @@ def hf_model(path, num_classes=2, compute_dtype="float32"):
   return state.model()
 
 
-def transformer_lens_model(hf):
+def transformer_lens_model(hf, cls=None):
   """TransformerLens 3.9's ``HookedTransformer`` holding the weights of ``hf``, a transformers
   ``GPT2LMHeadModel`` or ``LlamaForCausalLM`` (the peer of the interp parity tests; no download:
   the config is written from ``hf.config`` and the weights converted by TransformerLens' own
-  functions). Unfolded, uncentered weights and no BOS prepended, as superalign computes."""
+  functions). Unfolded, uncentered weights and no BOS prepended, as superalign computes. ``cls``: a
+  subclass to build instead (SAELens' ``HookedSAETransformer``)."""
   import transformers
   from transformer_lens import HookedTransformer, HookedTransformerConfig
   from transformer_lens.pretrained import weight_conversions
@@ -354,7 +355,7 @@ def transformer_lens_model(hf):
     state = weight_conversions.convert_llama_weights(hf, cfg)
   else:
     raise TypeError(f"no TransformerLens peer for {type(hf).__name__}")
-  tl = HookedTransformer(cfg)
+  tl = (cls or HookedTransformer)(cfg)
   missing, unexpected = tl.load_state_dict(state, strict=False)
   # Only the buffers TransformerLens computes itself (masks, rotary tables) and GPT-2's
   # unembedding bias (which TransformerLens initializes to zero, as GPT-2 has none) may be missing.

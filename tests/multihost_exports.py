@@ -1,6 +1,6 @@
 """``python tests/multihost_exports.py COORDINATOR PROCESS_ID CHECKPOINT OUT``: one of two
 processes that export together: a GPT-2 checkpoint whose parameters are sharded over both hosts
-(``hf_gpt2.save``), a sparse autoencoder held whole and sharded (``sae.export_saelens``) and an
+(``hf_gpt2.save``), a sparse autoencoder held whole and sharded (``saelens.export_saelens``) and an
 activation store (``activations.write_store``), all into OUT. Every process then reads each one
 back and checks it bitwise, and a save that fails on process 0 raises on both;
 ``test_multihost`` checks that process 1 wrote nothing there."""
@@ -21,7 +21,7 @@ def main() -> None:
   from jax.sharding import NamedSharding, PartitionSpec as P
 
   from superalign.core import mesh as mesh_lib
-  from superalign.interp import activations, sae
+  from superalign.interp import activations, sae, saelens
   from superalign.models import hf_gpt2
 
   mesh = mesh_lib.make_mesh({"fsdp": 2})
@@ -37,13 +37,13 @@ def main() -> None:
 
   with nnx.use_eager_sharding(False):   # one whole copy per process, alike: nothing to gather
     model = sae.ReluSAE(8, 16, l1_coefficient=1e-3, rngs=nnx.Rngs(0))
-  sae.export_saelens(model, os.path.join(out, "sae"), hook_name="blocks.0.resid_post")
+  saelens.export_saelens(model, os.path.join(out, "sae"), hook_name="blocks.0.resid_post")
   from safetensors.numpy import load_file
-  written = load_file(os.path.join(out, "sae", sae.WEIGHTS))
-  want = sae.weights(model)    # whole: each process's copy, not the two concatenated
+  written = load_file(os.path.join(out, "sae", saelens.WEIGHTS))
+  want = saelens.weights(model)    # whole: each process's copy, not the two concatenated
   assert written.keys() == want.keys()
   assert all(written[k].tobytes() == want[k].tobytes() for k in want)
-  assert sae.load_saelens(os.path.join(out, "sae"))[1]["d_sae"] == 16
+  assert saelens.load_saelens(os.path.join(out, "sae"))[1]["d_sae"] == 16
 
   # The same SAE with every parameter split between the hosts (as a run on an fsdp mesh holds
   # it): the export gathers it, and writes what the whole copy wrote.
@@ -52,8 +52,8 @@ def main() -> None:
       lambda index, x=np.asarray(x): x[index])
   nnx.update(model, jax.tree.map(split, nnx.state(model, nnx.Param)))
   assert not model.W_enc[...].is_fully_addressable
-  sae.export_saelens(model, os.path.join(out, "sae_sharded"), hook_name="blocks.0.resid_post")
-  again = load_file(os.path.join(out, "sae_sharded", sae.WEIGHTS))
+  saelens.export_saelens(model, os.path.join(out, "sae_sharded"), hook_name="blocks.0.resid_post")
+  again = load_file(os.path.join(out, "sae_sharded", saelens.WEIGHTS))
   assert all(again[k].tobytes() == want[k].tobytes() for k in want)
 
   rows = np.arange(40, dtype=np.float32).reshape(20, 2)

