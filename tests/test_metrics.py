@@ -102,6 +102,25 @@ def test_writer_writes_jsonl(tmp_path):
     assert any(name.startswith("events.out.tfevents") for name in events)
 
 
+def test_the_writer_leaves_torch_unimported_and_still_mirrors_to_tensorboard(tmp_path):
+  """tensorboardX's writer imports PyTorch when it is installed (seconds per launched process);
+  the writer imports it without, leaving no placeholder in ``sys.modules`` (``import torch``
+  works afterwards). A fresh process: this one may hold torch already."""
+  import subprocess
+  import sys
+  pytest.importorskip("tensorboardX")
+  code = ("import sys; from superalign.results import metrics; "
+          f"w = metrics.MetricWriter({str(tmp_path)!r}, tag='t'); w.write(1, {{'loss': 0.5}}); "
+          "w.close(); assert w._tb is not None; print('torch' in sys.modules)")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "JAX_PLATFORMS": "cpu"},
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.split() == ["False"], out.stdout
+  events = os.listdir(tmp_path / "tensorboard" / "t")
+  assert any(name.startswith("events.out.tfevents") for name in events)
+
+
 def test_writer_resume_truncates_own_tag_only(tmp_path):
   workdir = str(tmp_path)
   for tag in ("weak", "strong"):

@@ -17,6 +17,21 @@ from superalign.results import files
 log = logging.getLogger("superalign")
 
 
+def _summary_writer():
+  """tensorboardX's ``SummaryWriter``, imported without PyTorch: its writer module imports
+  ``torch`` when installed (4 s, only to accept torch tensors, which we never log), so each
+  launch of a process that logs would pay for it. An already imported ``torch`` is left as is."""
+  if "torch" in sys.modules:
+    from tensorboardX import SummaryWriter
+    return SummaryWriter
+  sys.modules["torch"] = None   # "import torch" raises ImportError: tensorboardX goes without
+  try:
+    from tensorboardX import SummaryWriter
+  finally:
+    del sys.modules["torch"]
+  return SummaryWriter
+
+
 class MetricWriter:
   """Appends one JSON object per logged step to ``metrics.jsonl`` and mirrors it to TensorBoard.
 
@@ -34,7 +49,7 @@ class MetricWriter:
     os.makedirs(workdir, exist_ok=True)
     self.rewind(resume_step)
     try:
-      from tensorboardX import SummaryWriter
+      SummaryWriter = _summary_writer()
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard", tag) if tag
                                else os.path.join(workdir, "tensorboard"))
     except ImportError:  # tensorboardX is a dependency; tolerate its absence in minimal installs.
