@@ -31,7 +31,10 @@ Axes = tuple[str, ...]
 # The axis names the models use.
 RESID = ("batch", "pos", "embed")               # residual stream, attention and MLP outputs
 HEADS = ("batch", "pos", "head", "head_dim")    # each head's output (attn.z)
+QKV = HEADS                                     # attn.q, .k, .v, .rot_q, .rot_k (k and v: kv heads)
 PATTERN = ("batch", "head", "query_pos", "key_pos")
+ATTN_SCORES = PATTERN                           # attn.attn_scores: the pattern's logits
+SCALE = RESID                                   # a norm's divisor, [batch, pos, 1] (embed of size 1)
 NEURONS = ("batch", "pos", "mlp")               # a transformer MLP's hidden units
 HIDDEN = ("batch", "mlp")                       # a dense layer's units (MLP, CNN head)
 FEATURES = ("batch", "features")                # a flat input vector
@@ -40,17 +43,19 @@ LOGITS = ("batch", "classes")
 
 
 # TransformerLens spells a site with ``hook_`` before its last part (``blocks.0.hook_resid_pre``,
-# ``blocks.0.attn.hook_z``); its final norm's output is ``ln_final.hook_normalized``, our
-# ``ln_final``. Our outputs (``lm_logits``, ``logits``) have no hook there.
-_TL_ONLY_OUTPUT = {"ln_final": "ln_final.hook_normalized"}
+# ``blocks.0.attn.hook_z``, ``ln_final.hook_scale``). Our final norm's output ``ln_final`` (the
+# unembedding's input, weight and bias applied) and our outputs (``lm_logits``, ``logits``) have no
+# hook there; TransformerLens' ``ln_final.hook_normalized`` is before the norm's weight and bias, our
+# ``ln_final.normalized``.
+OURS_ONLY = ("ln_final", "lm_logits", "logits")
 
 
-def to_transformer_lens(name: str) -> str:
-  """TransformerLens' hook name for our site ``name``: ``blocks.0.resid_pre`` ->
-  ``blocks.0.hook_resid_pre``, ``embed`` -> ``hook_embed``, ``ln_final`` ->
-  ``ln_final.hook_normalized``."""
-  if name in _TL_ONLY_OUTPUT:
-    return _TL_ONLY_OUTPUT[name]
+def to_transformer_lens(name: str) -> str | None:
+  """TransformerLens' hook name for our site ``name`` (``blocks.0.resid_pre`` ->
+  ``blocks.0.hook_resid_pre``, ``embed`` -> ``hook_embed``, ``ln_final.scale`` ->
+  ``ln_final.hook_scale``), or None for a site TransformerLens has no hook at (``OURS_ONLY``)."""
+  if name in OURS_ONLY:
+    return None
   head, _, last = name.rpartition(".")
   return f"{head}.hook_{last}" if head else f"hook_{last}"
 
@@ -58,9 +63,6 @@ def to_transformer_lens(name: str) -> str:
 def from_transformer_lens(hook_name: str) -> str | None:
   """Our site name for TransformerLens' ``hook_name`` (the inverse of ``to_transformer_lens``),
   or None when it is not spelled as a TransformerLens hook."""
-  for ours, theirs in _TL_ONLY_OUTPUT.items():
-    if hook_name == theirs:
-      return ours
   head, _, last = hook_name.rpartition(".")
   if not last.startswith("hook_") or len(last) == len("hook_"):
     return None
@@ -73,6 +75,13 @@ def _hooks() -> Callable[[str, jax.Array, Axes], jax.Array] | None:
 
 def _prefix() -> str:
   return getattr(_LOCAL, "prefix", "")
+
+
+def hooked() -> bool:
+  """Whether hooks are active. A model may then compute an activation in the form its site
+  names (a norm's divisor, where it otherwise multiplies by ``rsqrt``), the same values as its
+  unhooked form: the unhooked program stays the fast one."""
+  return _hooks() is not None
 
 
 def site(name: str, x: jax.Array, axes: Axes) -> jax.Array:
