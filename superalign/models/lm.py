@@ -100,11 +100,11 @@ class LanguageModel:
                         "token ids instead, or copy its tokenizer.json into the directory")
     return self.tokenizer
 
-  def _encode(self, texts: Sequence[str], prepend_bos: bool) -> list[list[int]]:
-    ids = self._tokenizer("to_tokens")._ids(texts)
+  def _encode(self, texts: Sequence[str], prepend_bos: bool, what: str) -> list[list[int]]:
+    ids = self._tokenizer(what).token_ids(texts)
     if prepend_bos:
       if self.bos_id is None:
-        raise ConfigError(f"to_tokens(prepend_bos=True): the checkpoint {self.name} names no "
+        raise ConfigError(f"{what}(prepend_bos=True): the checkpoint {self.name} names no "
                           "bos_token_id in its config.json; pass prepend_bos=False")
       ids = [[self.bos_id, *row] for row in ids]
     return ids
@@ -115,7 +115,7 @@ class LanguageModel:
     Causal attention never reads right padding: a row's real positions compute as that row alone
     (read its last token at ``len - 1``)."""
     texts = [text] if isinstance(text, str) else list(text)
-    rows = self._encode(texts, prepend_bos)
+    rows = self._encode(texts, prepend_bos, "to_tokens")
     out = np.full((len(rows), max((len(r) for r in rows), default=0)),
                   self._tokenizer("to_tokens").pad_id, np.int32)
     for i, row in enumerate(rows):
@@ -129,10 +129,13 @@ class LanguageModel:
   def to_str_tokens(self, text_or_ids, prepend_bos: bool = True) -> list:
     """Each token as a string: of a text (``prepend_bos`` as ``to_tokens``; a list of texts gives
     one list each, unpadded) or of ids ``[pos]`` or ``[1, pos]``."""
-    if isinstance(text_or_ids, str):
-      return [self._piece(t) for t in self._encode([text_or_ids], prepend_bos)[0]]
-    if isinstance(text_or_ids, (list, tuple)) and text_or_ids and isinstance(text_or_ids[0], str):
-      return [[self._piece(t) for t in row] for row in self._encode(text_or_ids, prepend_bos)]
+    texts = ([text_or_ids] if isinstance(text_or_ids, str) else text_or_ids
+             if isinstance(text_or_ids, (list, tuple)) and text_or_ids
+             and isinstance(text_or_ids[0], str) else None)
+    if texts is not None:
+      rows = [[self._piece(t) for t in row]
+              for row in self._encode(texts, prepend_bos, "to_str_tokens")]
+      return rows[0] if isinstance(text_or_ids, str) else rows
     ids = np.asarray(text_or_ids)
     if ids.ndim == 2 and ids.shape[0] == 1:
       ids = ids[0]
@@ -151,7 +154,7 @@ class LanguageModel:
 
   def to_single_token(self, string: str) -> int:
     """The id of ``string`` when it is exactly one token (no BOS); else a one-line error."""
-    ids = self._encode([string], prepend_bos=False)[0]
+    ids = self._encode([string], False, "to_single_token")[0]
     if len(ids) != 1:
       pieces = [self._piece(t) for t in ids]
       raise ConfigError(f"to_single_token({string!r}): {len(ids)} tokens {pieces}, not one")

@@ -21,13 +21,24 @@ weights it names.
 ``forward`` is the general pass: an optional attention mask (left padding: position ids come from
 the mask) and an optional KV cache written at ``start`` (``generate.py`` decodes with it).
 
-Sites (``models.sites``, TransformerLens' names without ``hook_``): ``embed``, ``pos_embed``; per
-block ``blocks.<i>.`` + ``resid_pre``, ``attn.pattern`` ``[batch, heads, queries, keys]``,
-``attn.z`` (each head's output before the output projection, ``[batch, length, heads,
-head_dim]``), ``attn_out``, ``resid_mid``, ``mlp.pre`` and ``mlp.post`` (the hidden layer before
-and after the GELU; with a gated MLP, the gate before its activation and the gated product, and
-``mlp.pre_linear`` the up projection), ``mlp_out``, ``resid_post``; then ``ln_final``, and
-``logits`` (the classifier head) or ``lm_logits``.
+Sites (``models.sites``, TransformerLens' names without ``hook_``, and its semantics): ``embed``,
+``pos_embed``; per block ``blocks.<i>.`` + ``resid_pre``; ``ln1.scale`` (the norm's divisor
+``sqrt(var + eps)``, or ``sqrt(mean(x^2) + eps)`` for RMSNorm, ``[batch, pos, 1]``) and, for
+RMSNorm, ``ln1.normalized`` (``x / scale``, before the norm's weight); ``attn.q``, ``attn.k``,
+``attn.v`` (``[batch, pos, head, head_dim]`` after the projection and bias, before QK-norm and
+rotary; keys and values on the key/value heads under grouped-query attention); ``attn.rot_q``,
+``attn.rot_k`` (after rotary, rotary models only); ``attn.attn_scores`` (``[batch, head,
+query_pos, key_pos]``: scaled, soft-capped, masked with a large negative number, before the
+softmax); ``attn.pattern``; ``attn.z`` (each head's output before the output projection);
+``attn_out``, ``resid_mid``, ``ln2.scale`` (``ln2.normalized``), ``mlp.pre`` and ``mlp.post``
+(the hidden layer before and after the GELU; with a gated MLP, the gate before its activation and
+the gated product, and ``mlp.pre_linear`` the up projection), ``mlp_out``, ``resid_post``; with
+Gemma's extra norms ``ln1_post.*``, ``ln2_post.*``, with QK-norm ``attn.q_norm.*``,
+``attn.k_norm.*``; then ``ln_final.scale`` (``ln_final.normalized``), ``ln_final`` (the final
+norm's output), and ``logits`` (the classifier head) or ``lm_logits``. A norm's ``scale`` is in the
+computation's path (an intervention there changes the output); with no hook, or one that returns
+it unchanged, the norm multiplies by ``rsqrt`` as it always did, so the unhooked program and its
+rounding are the ones without sites.
 """
 
 from __future__ import annotations
@@ -593,7 +604,8 @@ class Transformer(nnx.Module):
       if self.rotary_dim:
         positions = jnp.arange(length)[None]
       else:
-        x = x + site("pos_embed", self.pos[:length].astype(self.dtype), ("pos", "embed"))
+        pos = jnp.broadcast_to(self.pos[:length].astype(self.dtype), x.shape)   # as x + pos does
+        x = x + site("pos_embed", pos, sites.RESID)
       if not self.causal:
         allowed = self._present(tokens)[:, None, None, :]
       local = (None if self.window is None else
