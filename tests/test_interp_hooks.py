@@ -36,9 +36,10 @@ def _model(name, seed=0):
 @pytest.mark.parametrize("name,expected", [
     ("mlp_small", ["input", "layers.0.pre", "layers.0.post", "logits"]),
     ("cnn_tiny", ["input", "convs.0.pre", "convs.0.post", "dense.pre", "dense.post", "logits"]),
-    ("gpt_tiny", ["embed", "pos_embed", "ln_final", "logits"] + [
+    ("gpt_tiny", ["embed", "pos_embed", "ln_final.scale", "ln_final", "logits"] + [
         f"blocks.{i}.{s}" for i in range(2) for s in (
-            "resid_pre", "attn.pattern", "attn.z", "attn_out", "resid_mid", "mlp.pre",
+            "resid_pre", "ln1.scale", "attn.q", "attn.k", "attn.v", "attn.attn_scores",
+            "attn.pattern", "attn.z", "attn_out", "resid_mid", "ln2.scale", "mlp.pre",
             "mlp.post", "mlp_out", "resid_post")]),
 ])
 def test_every_family_has_its_sites(name, expected):
@@ -48,6 +49,9 @@ def test_every_family_has_its_sites(name, expected):
     assert shapes["blocks.0.attn.pattern"].shape == (6, 2, 16, 16)
     assert shapes["blocks.1.attn.z"].shape == (6, 16, 2, 32)
     assert shapes["blocks.0.mlp.post"].shape == (6, 16, 256)
+    assert shapes["blocks.0.attn.q"].shape == (6, 16, 2, 32)
+    assert shapes["blocks.0.attn.attn_scores"].shape == (6, 2, 16, 16)
+    assert shapes["ln_final.scale"].shape == (6, 16, 1)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -140,7 +144,7 @@ def test_padding_on_the_left_leaves_real_positions_alone():
   _, real = hooks.run(forward, tokens, jnp.ones_like(tokens), capture="blocks.*")
   _, pad = hooks.run(forward, padded, mask, capture="blocks.*")
   for site in real:
-    if site.endswith("attn.pattern"):   # [batch, heads, queries, keys]
+    if site.endswith(("attn.pattern", "attn.attn_scores")):   # [batch, heads, queries, keys]
       a, b = real[site], pad[site][:, :, 6:, 6:]
     else:
       a, b = real[site], pad[site][:, 6:]

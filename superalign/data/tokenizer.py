@@ -118,6 +118,11 @@ class HFTokenizer:
     # No special tokens: GPT-2 adds none, and a probe must see exactly the formatted text.
     return [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
 
+  def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+    """Each text's token ids, unpadded, no special tokens added (``models.lm.to_tokens`` puts
+    BOS first where asked)."""
+    return self._ids(texts)
+
   def encode(self, texts: Sequence[str], max_len: int) -> np.ndarray:
     """int32 ``[len(texts), max_len]``: each text's last ``max_len`` tokens, right-padded."""
     out = np.full((len(texts), max_len), self.pad_id, np.int32)

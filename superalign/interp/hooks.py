@@ -160,6 +160,19 @@ jax.tree_util.register_pytree_with_keys(
     lambda aux, values: Captured(zip(aux[0], values), aux[1]))
 
 
+def _unknown(name: str, known: Iterable[str], key: str | None = None) -> HookError:
+  """The error for ``name``, no site of the model's ``known`` ones: a TransformerLens spelling of
+  one of them (``blocks.0.hook_resid_pre``) names ours; anything else lists them all."""
+  known = list(known)
+  where = f"{key}={name!r}: unknown activation site" if key else f"unknown activation site {name!r}"
+  ours = sites.from_transformer_lens(name)
+  if ours is not None and fnmatch.filter(known, ours):
+    return HookError(f"{where}: that is TransformerLens' spelling; superalign names it {ours!r} "
+                     f"(models.sites.from_transformer_lens)")
+  return HookError(f"{where}; this model's sites: "
+                   f"{_summary(known) or 'none (was a model called?)'}")
+
+
 class _Hooks:
   """The hook ``models.sites`` calls: intervenes, then captures, and records every site seen
   with its axis names."""
@@ -193,8 +206,7 @@ class _Hooks:
     unknown = [n for n in self.interventions if n not in self.seen]
     unknown += [p for p in self.capture if not fnmatch.filter(self.seen, p)]
     if unknown:
-      raise HookError(f"unknown activation site {unknown[0]!r}; this model's sites: "
-                      f"{_summary(self.seen) or 'none (was a model called?)'}")
+      raise _unknown(unknown[0], self.seen)
 
 
 def run(fn: Callable[..., Any], *args, capture: str | Iterable[str] | bool = (),
@@ -236,8 +248,7 @@ def check_sites(names: Iterable[str], shapes: Mapping[str, Any], key: str = "sit
   whose ``site_shapes`` are ``shapes``; for validating a config before any work."""
   for name in names:
     if name not in shapes:
-      raise HookError(f"{key}={name!r}: unknown activation site; this model's sites: "
-                      f"{_summary(shapes)}")
+      raise _unknown(name, shapes, key)
 
 
 # Activations through the engine's batched apply: one jitted function per site, reused.

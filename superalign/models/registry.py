@@ -99,6 +99,16 @@ def _architecture(path: str, key: str = "model.name") -> dict[str, Any]:
   return family.architecture(family.read_config(path, key))
 
 
+def architecture(name: str, key: str = "model.name") -> dict[str, Any]:
+  """The ``Transformer`` keyword arguments of the checkpoint ``name`` (``hf:<dir>``); raises
+  ConfigError (one line naming ``key``) for a name that is no readable checkpoint."""
+  validate_name(name, key)
+  path = checkpoint_dir(name)
+  if path is None:
+    raise ConfigError(f"{key}={name!r}: not a checkpoint; name one as {HF}<checkpoint dir>")
+  return _architecture(path, key)
+
+
 def label(name: str) -> str:
   """A name fit for a path or a table, naming every stage and cache of a model: a checkpoint's
   directory name and its identity's short hash (``hf_gpt2.fingerprint``: ``.../a/final`` and

@@ -21,13 +21,24 @@ weights it names.
 ``forward`` is the general pass: an optional attention mask (left padding: position ids come from
 the mask) and an optional KV cache written at ``start`` (``generate.py`` decodes with it).
 
-Sites (``models.sites``, TransformerLens' names without ``hook_``): ``embed``, ``pos_embed``; per
-block ``blocks.<i>.`` + ``resid_pre``, ``attn.pattern`` ``[batch, heads, queries, keys]``,
-``attn.z`` (each head's output before the output projection, ``[batch, length, heads,
-head_dim]``), ``attn_out``, ``resid_mid``, ``mlp.pre`` and ``mlp.post`` (the hidden layer before
-and after the GELU; with a gated MLP, the gate before its activation and the gated product, and
-``mlp.pre_linear`` the up projection), ``mlp_out``, ``resid_post``; then ``ln_final``, and
-``logits`` (the classifier head) or ``lm_logits``.
+Sites (``models.sites``, TransformerLens' names without ``hook_``, and its semantics): ``embed``,
+``pos_embed``; per block ``blocks.<i>.`` + ``resid_pre``; ``ln1.scale`` (the norm's divisor
+``sqrt(var + eps)``, or ``sqrt(mean(x^2) + eps)`` for RMSNorm, ``[batch, pos, 1]``) and, for
+RMSNorm, ``ln1.normalized`` (``x / scale``, before the norm's weight); ``attn.q``, ``attn.k``,
+``attn.v`` (``[batch, pos, head, head_dim]`` after the projection and bias, before QK-norm and
+rotary; keys and values on the key/value heads under grouped-query attention); ``attn.rot_q``,
+``attn.rot_k`` (after rotary, rotary models only); ``attn.attn_scores`` (``[batch, head,
+query_pos, key_pos]``: scaled, soft-capped, masked with a large negative number, before the
+softmax); ``attn.pattern``; ``attn.z`` (each head's output before the output projection);
+``attn_out``, ``resid_mid``, ``ln2.scale`` (``ln2.normalized``), ``mlp.pre`` and ``mlp.post``
+(the hidden layer before and after the GELU; with a gated MLP, the gate before its activation and
+the gated product, and ``mlp.pre_linear`` the up projection), ``mlp_out``, ``resid_post``; with
+Gemma's extra norms ``ln1_post.*``, ``ln2_post.*``, with QK-norm ``attn.q_norm.*``,
+``attn.k_norm.*``; then ``ln_final.scale`` (``ln_final.normalized``), ``ln_final`` (the final
+norm's output), and ``logits`` (the classifier head) or ``lm_logits``. A norm's ``scale`` is in the
+computation's path (an intervention there changes the output); with no hook, or one that returns
+it unchanged, the norm multiplies by ``rsqrt`` as it always did, so the unhooked program and its
+rounding are the ones without sites.
 """
 
 from __future__ import annotations
@@ -51,13 +62,6 @@ def _param(rngs: nnx.Rngs, shape, axes, stddev=_STD, dtype=jnp.float32):
   return nnx.Param(init(rngs.params(), shape, dtype))
 
 
-def _layer_norm(width: int, epsilon: float, rngs: nnx.Rngs,
-                param_dtype=jnp.float32) -> nnx.LayerNorm:
-  return nnx.LayerNorm(
-      width, epsilon=epsilon, dtype=jnp.float32, param_dtype=param_dtype,
-      scale_init=nnx.with_partitioning(nnx.initializers.ones_init(), ("embed",)),
-      bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), ("embed",)),
-      rngs=rngs)
 
 
 # The helpers below are written for XLA's CPU backend as much as for accelerators: they compute
@@ -81,6 +85,7 @@ def _attention(q: jax.Array, k: jax.Array, v: jax.Array,
   if allowed is None:
     allowed = jnp.tril(jnp.ones((length, length), dtype=bool))
   logits = jnp.where(allowed, logits, jnp.float32(-0.7 * float(jnp.finfo(jnp.float32).max)))
+  logits = site("attn_scores", logits, sites.ATTN_SCORES)
   probs = site("pattern", jax.nn.softmax(logits, axis=-1), sites.PATTERN).astype(v.dtype)
   return jnp.einsum("bhqk,bkhe->bqhe", probs, v)
 
@@ -195,8 +200,57 @@ def weight_names(options: Options) -> list[str]:
   return attn + ["attn.out"] + mlp
 
 
+def _inverse_scale(mean_square: jax.Array, axes: sites.Axes) -> jax.Array:
+  """``rsqrt(mean_square)``, a norm's multiplier, through the site ``scale``: the divisor
+  ``sqrt(mean_square)`` ``[..., 1]`` (TransformerLens' ``hook_scale``), which an intervention can
+  freeze. A hook that returns the divisor itself (no hooks, or a capture) leaves the multiplier
+  the plain ``rsqrt``: the program and its rounding are those without the site."""
+  inverse = jax.lax.rsqrt(mean_square)
+  if not sites.hooked():
+    return inverse
+  divisor = jnp.sqrt(mean_square)
+  hooked = site("scale", divisor, axes)
+  return inverse if hooked is divisor else 1.0 / hooked
+
+
+def _norm_axes(x: jax.Array) -> sites.Axes:
+  """A norm's site axes: the residual stream's, or each head's (QK-norm); its ``scale`` has the
+  same axes, the last of size 1."""
+  return sites.SCALE if x.ndim == 3 else sites.HEADS
+
+
+class LayerNorm(nnx.Module):
+  """``(x - mean) / sqrt(var + eps) * w + b`` over the last axis, in float32 (returns float32):
+  ``nnx.LayerNorm``'s computation and parameters (``scale``, ``bias``), with its divisor as the
+  site ``scale`` (``[batch, pos, 1]``, TransformerLens' ``hook_scale``)."""
+
+  def __init__(self, width: int, epsilon: float, param_dtype, rngs: nnx.Rngs, axes=("embed",)):
+    ones = nnx.with_partitioning(nnx.initializers.ones_init(), axes)
+    zeros = nnx.with_partitioning(nnx.initializers.zeros_init(), axes)
+    # Two keys drawn, as nnx.LayerNorm draws them, so every later initialization is unchanged.
+    self.scale = nnx.Param(ones(rngs.params(), (width,), param_dtype))
+    self.bias = nnx.Param(zeros(rngs.params(), (width,), param_dtype))
+    self.epsilon = epsilon
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    # nnx.LayerNorm's operations in its order (E[x^2] - E[x]^2 in one pass, clipped at zero;
+    # (x - mean) * (rsqrt(var + eps) * w) + b), so that the program and its gradient round as
+    # before. No ``normalized`` site: ((x - mean) / scale) * w would round differently.
+    h = x.astype(jnp.float32)
+    square = jax.lax.square(h)
+    mean, mean_square = jnp.mean(h, axis=-1), jnp.mean(square, axis=-1)
+    var = jnp.maximum(0.0, mean_square - jax.lax.square(mean))
+    stats = (*h.shape[:-1], 1)
+    centered = h - mean.reshape(stats)
+    mul = _inverse_scale(var.reshape(stats) + self.epsilon, _norm_axes(h))
+    mul = mul * self.scale[...].astype(jnp.float32).reshape((1,) * (h.ndim - 1) + (-1,))
+    return centered * mul + self.bias[...].astype(jnp.float32).reshape((1,) * (h.ndim - 1) + (-1,))
+
+
 class RMSNorm(nnx.Module):
-  """``x / rms(x) * (offset + w)`` over the last axis, in float32 (returns float32)."""
+  """``x / rms(x) * (offset + w)`` over the last axis, in float32 (returns float32); sites
+  ``scale`` (the divisor ``sqrt(mean(x^2) + eps)``, ``[batch, pos, 1]``) and ``normalized``
+  (``x / scale``), TransformerLens' ``hook_scale`` and ``hook_normalized``."""
 
   def __init__(self, width: int, epsilon: float, offset: float, param_dtype, axes=("embed",)):
     init = nnx.with_partitioning(nnx.initializers.constant(1.0 - offset), axes)
@@ -205,14 +259,15 @@ class RMSNorm(nnx.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     h = x.astype(jnp.float32)
-    h = h * jax.lax.rsqrt(jnp.mean(h * h, axis=-1, keepdims=True) + self.epsilon)
-    return h * (self.offset + self.scale[...].astype(jnp.float32))
+    axes = _norm_axes(h)
+    h = h * _inverse_scale(jnp.mean(h * h, axis=-1, keepdims=True) + self.epsilon, axes)
+    return site("normalized", h, axes) * (self.offset + self.scale[...].astype(jnp.float32))
 
 
 def _norm(width: int, epsilon: float, options: Options, param_dtype, rngs: nnx.Rngs):
   if options.norm == "rms":
     return RMSNorm(width, epsilon, options.norm_offset, param_dtype)
-  return _layer_norm(width, epsilon, rngs, param_dtype)
+  return LayerNorm(width, epsilon, param_dtype, rngs)
 
 
 def _project(x: jax.Array, kernel: jax.Array, adapter, dtype) -> jax.Array:
@@ -238,8 +293,9 @@ def _grouped_attention(q: jax.Array, k: jax.Array, v: jax.Array, allowed: jax.Ar
   else:
     allowed = allowed[:, :, None]                       # [b, 1, 1, q, s]
   logits = jnp.where(allowed, logits, jnp.float32(-0.7 * float(jnp.finfo(jnp.float32).max)))
+  shape = logits.shape   # the sites see [batch, head, query_pos, key_pos], head = kv * group + g
+  logits = site("attn_scores", logits.reshape(b, heads, t, -1), sites.ATTN_SCORES).reshape(shape)
   probs = jax.nn.softmax(logits, axis=-1)
-  shape = probs.shape
   probs = site("pattern", probs.reshape(b, heads, t, -1), sites.PATTERN).reshape(shape)
   out = jnp.einsum("bkgqs,bske->bqkge", probs.astype(v.dtype), v)
   return out.reshape(b, t, heads, e)
@@ -305,17 +361,21 @@ class Attention(nnx.Module):
         extra = self.qkv_lora(x, self.dtype).reshape(*x.shape[:-1], 3, heads, head_dim)
         qkv = qkv + jnp.swapaxes(extra, -3, -2)
       qkv = qkv + self.qkv_bias[...].astype(self.dtype).transpose(1, 0, 2)
-      return qkv[..., 0, :], qkv[..., 1, :], qkv[..., 2, :]
+      return tuple(site(name, qkv[..., i, :], sites.QKV) for i, name in enumerate("qkv"))
     out = []
-    for w, bias, adapter in ((self.q, self.q_bias, self.q_lora), (self.k, self.k_bias, self.k_lora),
-                             (self.v, self.v_bias, self.v_lora)):
+    for name, w, bias, adapter in (("q", self.q, self.q_bias, self.q_lora),
+                                   ("k", self.k, self.k_bias, self.k_lora),
+                                   ("v", self.v, self.v_bias, self.v_lora)):
       _, heads, head_dim = w.shape
       y = _project(x, w[...].reshape(w.shape[0], -1), adapter, self.dtype)
       y = y.reshape(*x.shape[:-1], heads, head_dim)
-      out.append(y if bias is None else y + bias[...].astype(self.dtype))
+      out.append(site(name, y if bias is None else y + bias[...].astype(self.dtype), sites.QKV))
     q, k, v = out
-    if self.q_norm is not None:
-      q, k = self.q_norm(q).astype(self.dtype), self.k_norm(k).astype(self.dtype)
+    if self.q_norm is not None:   # after the q and k sites, as TransformerLens' hook_q, hook_k
+      with sites.scope("q_norm"):
+        q = self.q_norm(q).astype(self.dtype)
+      with sites.scope("k_norm"):
+        k = self.k_norm(k).astype(self.dtype)
     return q, k, v
 
   def __call__(self, x: jax.Array, allowed: jax.Array | None = None, cache=None, start=0,
@@ -323,17 +383,18 @@ class Attention(nnx.Module):
     """``(output, cache)``; given ``cache`` (keys and values ``[batch, cache_len, kv_heads,
     head_dim]``), this call's keys and values are written at ``start`` and attended with it.
     With rotary positions, ``positions`` ``[batch or 1, length]`` are the tokens' positions; keys
-    are cached turned."""
-    q, k, v = self._qkv(x)
-    if self.rotary_dim:
-      inv_freq = self.rope.inv_freq(self.rotary_dim)
-      q, k = (_rotate(t, positions, self.rotary_dim, inv_freq) for t in (q, k))
-    if cache is not None:
-      at = (0, start, 0, 0)
-      cache = tuple(jax.lax.dynamic_update_slice(c, new.astype(c.dtype), at)
-                    for c, new in zip(cache, (k, v)))
-      k, v = cache
+    are cached turned. Its sites are named within the block's ``attn``."""
     with sites.scope("attn"):
+      q, k, v = self._qkv(x)
+      if self.rotary_dim:
+        inv_freq = self.rope.inv_freq(self.rotary_dim)
+        q, k = (site(f"rot_{name}", _rotate(t, positions, self.rotary_dim, inv_freq), sites.QKV)
+                for name, t in (("q", q), ("k", k)))
+      if cache is not None:
+        at = (0, start, 0, 0)
+        cache = tuple(jax.lax.dynamic_update_slice(c, new.astype(c.dtype), at)
+                      for c, new in zip(cache, (k, v)))
+        k, v = cache
       if self.fused:
         h = _attention(q, k, v, allowed)
       else:
@@ -430,17 +491,23 @@ class Block(nnx.Module):
   def __call__(self, x: jax.Array, allowed: jax.Array | None = None, cache=None, start=0,
                positions: jax.Array | None = None):
     x = site("resid_pre", x, sites.RESID)
-    a, cache = self.attn(self.ln1(x).astype(self.dtype), allowed, cache, start, positions)
+    with sites.scope("ln1"):
+      h = self.ln1(x)
+    a, cache = self.attn(h.astype(self.dtype), allowed, cache, start, positions)
     if self.post_attn_norm is not None:
-      a = self.post_attn_norm(a).astype(self.dtype)
+      with sites.scope("ln1_post"):
+        a = self.post_attn_norm(a).astype(self.dtype)
     a = site("attn_out", a, sites.RESID)
     # Parallel residual (GPT-NeoX): the MLP reads the block's input, not the attention's sum, so
     # there is no resid_mid.
     mid = x if self.parallel_residual else site("resid_mid", x + a, sites.RESID)
+    with sites.scope("ln2"):
+      h = self.ln2(mid)
     with sites.scope("mlp"):
-      m = self._mlp(self.ln2(mid))
+      m = self._mlp(h)
     if self.post_mlp_norm is not None:
-      m = self.post_mlp_norm(m).astype(self.dtype)
+      with sites.scope("ln2_post"):
+        m = self.post_mlp_norm(m).astype(self.dtype)
     m = site("mlp_out", m, sites.RESID)
     x = m + a + x if self.parallel_residual else mid + m
     return site("resid_post", x, sites.RESID), cache
@@ -492,6 +559,7 @@ class Transformer(nnx.Module):
     # An untied LM head is stored as the embedding is, [vocab, width] (GPT-NeoX's embed_out).
     self.unembed = (None if tied_lm_head else
                     _param(rngs, (vocab_size, width), ("vocab", "embed"), dtype=param_dtype))
+    self.unembed_bias = None   # [vocab]: only a folded final LayerNorm's bias (models.fold)
     self.ln_f = _norm(width, epsilon, options, param_dtype, rngs)
     self.window = options.sliding_window
     self.embed_scale = math.sqrt(width) if options.embed_scale else None
@@ -536,7 +604,8 @@ class Transformer(nnx.Module):
       if self.rotary_dim:
         positions = jnp.arange(length)[None]
       else:
-        x = x + site("pos_embed", self.pos[:length].astype(self.dtype), ("pos", "embed"))
+        pos = jnp.broadcast_to(self.pos[:length].astype(self.dtype), x.shape)   # as x + pos does
+        x = x + site("pos_embed", pos, sites.RESID)
       if not self.causal:
         allowed = self._present(tokens)[:, None, None, :]
       local = (None if self.window is None else
@@ -565,7 +634,9 @@ class Transformer(nnx.Module):
         new_cache.append(c)
       if all_layers:
         outputs.append(x)
-    x = site("ln_final", self.ln_f(x), sites.RESID)
+    with sites.scope("ln_final"):
+      x = self.ln_f(x)
+    x = site("ln_final", x, sites.RESID)
     if all_layers:
       outputs[-1] = x
     return x, outputs, new_cache
@@ -580,6 +651,8 @@ class Transformer(nnx.Module):
     table = (self.embed.embedding if self.unembed is None else self.unembed)[...].astype(self.dtype)
     logits = jnp.einsum("...d,vd->...v", hidden.astype(self.dtype), table,
                         preferred_element_type=jnp.float32)
+    if self.unembed_bias is not None:
+      logits = logits + self.unembed_bias[...].astype(jnp.float32)
     if self.final_softcap:
       logits = jnp.tanh(logits / self.final_softcap) * self.final_softcap
     return site("lm_logits", logits, ("batch", "pos", "vocab")[-logits.ndim:])
