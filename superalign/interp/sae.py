@@ -720,7 +720,10 @@ def sweep_runs(arch: Architecture, sweep: Mapping[str, Sequence]
       raise ConfigError(f"sweep.{name}: not swept for kind {arch.kind}; valid: "
                         f"{', '.join(used)}")
     for i, value in enumerate(values):
-      check({**dataclasses.asdict(arch), name: value}, f"sweep.{name}[{i}] ")
+      try:
+        check({**dataclasses.asdict(arch), name: value})
+      except ConfigError as e:
+        raise ConfigError(f"sweep.{name}[{i}]={value!r}: {e}") from None
   base = dataclasses.replace(arch, **{name: max(values) for name, values in sweep.items()})
   dtype = lambda name: np.int32 if name == "k" else np.float32
   return base, {("k_active" if name == "k" else name): np.asarray(values, dtype(name))
