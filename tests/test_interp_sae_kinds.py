@@ -38,27 +38,46 @@ def toy():
 # --- the top-k barrier ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["topk", "batchtopk", "matryoshka"])
-def test_top_k_barrier_leaves_loss_and_gradients_unchanged(kind, toy, monkeypatch):
+def _loss_and_grads(model, x):
+  """The loss, its metrics and its gradients, jitted afresh (a new function: never a cached
+  trace), the statistics fresh in the gradient's trace as the core's step makes them."""
+  graphdef, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+
+  def objective(params, stats):
+    return nnx.merge(graphdef, params, jax.tree.map(lambda v: v, stats)).loss(x)
+  return jax.jit(jax.value_and_grad(objective, has_aux=True))(params, stats)
+
+
+# (kind, k): TopK at width 128 with k=2 decodes sparsely (a gather), with k=4 densely.
+@pytest.mark.parametrize("kind,k", [("topk", 2), ("topk", 4), ("batchtopk", 4),
+                                    ("matryoshka", 4)])
+def test_top_k_barrier_leaves_loss_and_gradients_unchanged(kind, k, toy, monkeypatch):
   """The jitted loss and every gradient are bitwise the same with the barrier as without it,
   AuxK's top-k of dead latents included (``dead_steps=1``: latents silent on this batch)."""
   widths = {"matryoshka_widths": (16, 48)} if kind == "matryoshka" else {}
-  model = sae.Architecture(kind=kind, width=128, k=4, k_aux=16, dead_steps=1, **widths).make(D)
+  model = sae.Architecture(kind=kind, width=128, k=k, k_aux=16, dead_steps=1, **widths).make(D)
   x = jnp.asarray(toy[0].x[:512])
-  graphdef, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-
-  def loss_and_grads():   # a fresh function each time: traced anew, never from a cache
-    def objective(params, stats):   # fresh statistics in the gradient's trace, as the core's
-      return nnx.merge(graphdef, params, jax.tree.map(lambda v: v, stats)).loss(x)
-    return jax.jit(jax.value_and_grad(objective, has_aux=True))
-
-  with_barrier = loss_and_grads()(params, stats)
+  with_barrier = _loss_and_grads(model, x)
   monkeypatch.setattr(sae, "top_k_values", functools.partial(sae.top_k_values, barrier=False))
-  without = loss_and_grads()(params, stats)
+  monkeypatch.setattr(sae, "top_k", functools.partial(sae.top_k, barrier=False))
+  without = _loss_and_grads(model, x)
   (loss, metrics), grads = with_barrier
   assert float(metrics["aux_loss"]) > 0 and np.abs(np.asarray(grads["W_enc"][...])).max() > 0
   for a, b in zip(jax.tree.leaves(with_barrier), jax.tree.leaves(without)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_topk_sparse_decode_is_the_dense_one(toy, monkeypatch):
+  """Decoding a wide TopK SAE from its kept latents' gathered rows gives the dense product's
+  loss, metrics and gradients (to float rounding: the sums run in another order)."""
+  model = sae.Architecture(kind="topk", width=128, k=2, k_aux=16, dead_steps=1).make(D)
+  x = jnp.asarray(toy[0].x[:512])
+  assert model.width >= sae.SPARSE_DECODE * model.k
+  sparse = _loss_and_grads(model, x)
+  monkeypatch.setattr(sae, "SPARSE_DECODE", 10 ** 9)
+  dense = _loss_and_grads(model, x)
+  for a, b in zip(jax.tree.leaves(sparse), jax.tree.leaves(dense)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 
 
 # --- BatchTopK and Matryoshka ---------------------------------------------------------------
@@ -82,6 +101,11 @@ def test_batchtopk_keeps_k_per_row_on_average_then_a_threshold(batch_kinds, toy)
   z = np.asarray(model.train_activate(model.pre_activations(x)))
   per_row = (z > 0).sum(1)
   assert per_row.sum() == 4 * 512 and per_row.min() < per_row.max()   # k rows' worth, uneven
+  # wide enough for TopK's gathered decode, which BatchTopK's uneven rows must not take
+  wide = sae.Architecture(kind="batchtopk", width=128, k=1).make(D)
+  assert wide.width >= sae.SPARSE_DECODE * wide.k
+  z, _ = wide.train_codes(wide.pre_activations(x))
+  assert (np.asarray(z) > 0).sum() == 512 and (np.asarray(z) > 0).sum(1).max() > 1
   threshold = float(model.topk_threshold[...])
   assert threshold > 0
   # inference is a JumpReLU at the learned threshold: about k per row, a good reconstruction

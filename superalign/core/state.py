@@ -128,9 +128,8 @@ def create(model_fn: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientTransfo
 
   ``seed`` may be a sequence: then the state holds one independent run per seed, stacked on a
   leading axis (replicated over the mesh), for a vmapped step. ``warm`` (a nested dict of arrays,
-  stacked likewise) overwrites the freshly initialized parameters (or statistics) it names, e.g.
-  a pretrained backbone under a new head, a LoRA model's base weights, or each stacked run's own
-  hyperparameter held as a statistic (an SAE sweep's ``k``); it may also be a function of the
+  stacked likewise) overwrites the freshly initialized parameters or statistics it names (a new
+  head's backbone, a LoRA model's base weights, an SAE sweep's per-run k); or a function of the
   (unstacked) shardings of the parameters but adapters, a nested dict, that returns such arrays
   already placed (a checkpoint read slice by slice onto the mesh, ``models.hf_gpt2``).
   ``cache_key`` names the model (e.g. its registry name and input spec) so its compiled
