@@ -37,7 +37,10 @@ training, evaluation and ``module(trained, run)`` all read a run's own value.
 
 Top-k on XLA:CPU: a ``jax.lax.top_k`` whose values feed the rest of a jitted step compiles as a
 full sort (7x slower in a train step at [2048, 2048]); behind ``jax.lax.optimization_barrier``
-(``top_k_values``) it stays the fast top-k, with the same values and gradients.
+(``top_k_values``) it stays the fast top-k, with the same values and gradients. A wide TopK SAE
+(``width >= SPARSE_DECODE * k``) decodes in training from each row's ``k`` kept latents, their
+decoder rows gathered (``B k d`` work for the decode and its gradient, not ``B m d``), and
+AuxK's second top-k runs only once some latent is dead (``lax.cond``).
 
 Unit decoder rows (Gao et al.; SAELens' ``normalize_sae_decoder``): the forward pass reads
 ``W_dec`` as stored, through ``tangent_rows``, whose gradient drops each row's radial part (the
