@@ -128,8 +128,8 @@ def create(model_fn: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientTransfo
 
   ``seed`` may be a sequence: then the state holds one independent run per seed, stacked on a
   leading axis (replicated over the mesh), for a vmapped step. ``warm`` (a nested dict of arrays,
-  stacked likewise) overwrites the freshly initialized parameters it names, e.g. a pretrained
-  backbone under a new head, or a LoRA model's base weights); it may also be a function of the
+  stacked likewise) overwrites the freshly initialized parameters or statistics it names (a new
+  head's backbone, a LoRA model's base weights, an SAE sweep's per-run k); or a function of the
   (unstacked) shardings of the parameters but adapters, a nested dict, that returns such arrays
   already placed (a checkpoint read slice by slice onto the mesh, ``models.hf_gpt2``).
   ``cache_key`` names the model (e.g. its registry name and input spec) so its compiled
@@ -173,9 +173,9 @@ def create(model_fn: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientTransfo
       _PARAM_INIT[cache] = init_variables
   params, frozen, stats = init_variables(mesh_lib.put(init_keys, mesh_lib.replicated(mesh)))
   if warm is not None:
-    put_warm = lambda params, frozen, warm: overlay(params, warm, frozen)
-    params, frozen = jax.jit(put_warm, out_shardings=(p_shard, f_shard),
-                             donate_argnums=(0, 1))(params, frozen, warm)
+    put_warm = lambda params, frozen, stats, warm: overlay(params, warm, frozen, stats)
+    params, frozen, stats = jax.jit(put_warm, out_shardings=(p_shard, f_shard, s_shard),
+                                    donate_argnums=(0, 1, 2))(params, frozen, stats, warm)
 
   abstract = {"step": jax.ShapeDtypeStruct((len(seeds),) if stacked else (), jnp.int32),
               "params": params, "rng": run_keys,

@@ -10,9 +10,8 @@ through the one batched apply (``core.apply``).
 Data is either a dict of example arrays (``fit(examples)``; the batch of step ``s`` is a pure
 function of ``(seed, s)``, see ``core.batches``) or a ``batch_fn(step, trained)`` that builds each
 step's batch from the model as it is before the step (amplification's targets). Stacked runs
-(``seeds`` a sequence) train one run per seed through one vmapped step: each run draws its own
-batches, ``per_run`` arrays carry a leading runs axis (per-run targets such as weak labels) and
-``run_consts`` one value per run (a loss id).
+(``seeds`` a sequence) train through one vmapped step, each run on its own batches (all on
+``batch_fn``'s: one stream), with ``per_run`` arrays (weak labels) and ``run_consts`` per run.
 """
 
 from __future__ import annotations
@@ -151,8 +150,8 @@ class Trainer:
     tc = self.train
     if (examples is None) == (batch_fn is None):
       raise ValueError("Trainer.fit needs exactly one of examples and a batch_fn")
-    if batch_fn is not None and (self.stacked or tc.num_steps <= 0):
-      raise ValueError("a batch_fn trains one run for train.num_steps > 0 steps")
+    if batch_fn is not None and (tc.num_steps <= 0 or per_run or run_consts):
+      raise ValueError("a batch_fn trains train.num_steps > 0 steps, without per-run arrays")
     n = len(next(iter(examples.values()))) if examples is not None else 0
     if examples is not None:
       self._check_batch_size(n)
@@ -218,7 +217,10 @@ class Trainer:
       if batch_fn is not None:  # every process builds the global batch (same seed), keeps its share
         batch = batch_fn(step, wrap(state))
         share = batches.process_slice(np.arange(len(next(iter(batch.values())))))
-        return mesh_lib.shard_batch({k: v[share] for k, v in batch.items()}, mesh)
+        batch = {k: v[share] for k, v in batch.items()}
+        if stacked:   # one stream: every run reads this batch
+          batch = {k: np.broadcast_to(v, (len(runs), *v.shape)) for k, v in batch.items()}
+        return mesh_lib.shard_batch(batch, mesh, stacked=stacked)
       n = len(next(iter(examples.values())))
       idx = batches.process_slice(
           np.stack([batches.train_indices(s, step, n, batch_size) for s in run_seeds]))

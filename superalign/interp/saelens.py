@@ -35,6 +35,7 @@ from superalign.core.errors import ConfigError
 from superalign.core.trainer import Trained
 from superalign.interp import hooks
 from superalign.interp.sae import (_EPS, Architecture, JumpReluSAE, SparseAutoencoder, TopKSAE,
+                                   to_jumprelu,
                                    ce_loss_score, module)
 from superalign.models import sites
 from superalign.results.files import DamagedFileError, atomic_folder, read_guarded
@@ -112,6 +113,11 @@ def export_saelens(model: SparseAutoencoder | Trained, directory: str, *, hook_n
   from safetensors.numpy import save_file
   if isinstance(model, Trained):
     model = module(model)
+  if not getattr(model, "apply_b_dec_to_input", True):
+    raise ConfigError(f"export_saelens({directory}): a transcoder ({model.d_in} -> "
+                      f"{model.d_out}) has no SAELens v6 SAE layout; export an SAE")
+  if not model.architecture:   # BatchTopK / Matryoshka: saved as SAELens saves them, a JumpReLU
+    model = to_jumprelu(model)
   _check_export_folder(directory, overwrite)
   tensors = weights(model)
   tl_name = sites.to_transformer_lens(site_name(hook_name)) if hook_name else None
