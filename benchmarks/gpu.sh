@@ -17,6 +17,11 @@
 #    alone (no PEFT here), set beside the full step's tokens/s.
 # Then the 124M GPT-2 shape, as before: train step (sequence classifier, context 1024) and
 # generation in bf16 and float32 (tokens checked equal).
+# Last, interpretability against TransformerLens 3.9 on a Llama-3.2-1B-shaped model of its own
+# (default rotary, which TransformerLens 3.9 computes; float32, no TF32 on either side):
+# caching every site (run_with_cache, all hooks and only the sites superalign has) and the
+# layer x position resid_pre patching grid (get_act_patch_resid_pre, grids compared); and the
+# SAE train step against SAELens (benchmarks/sae.py) where that script exists, one small shape.
 # Every step has its own timeout, cut to what is left of BUDGET seconds, so the run ends in time;
 # a step that gets too little is skipped. Each refuses to run (exit 2, one line) if JAX or torch
 # sees no GPU. Figures, then the targets, MET or NOT MET.
@@ -30,10 +35,14 @@ BUDGET=${BUDGET:-540}
 if [ -n "${SMOKE:-}" ]; then
   GPU="" LLAMA=llama_tiny B1=2 S1=32 GB=2 GP=8 GN=8 GPT=gpt_medium GSHAPE=tiny BATCH=2 SEQ=32
   STEPS=2 ROUNDS=1
+  INTERP="--family gpt2 --layers 2 --width 64 --vocab 512" IB=2 IS=16 IGB=2 IGS=4 ICHUNK=1
+  SAE_SHAPE=64x256x128
 else
   GPU=--require-gpu LLAMA=llama_1b GPT=gpt2 GSHAPE=gpt2 STEPS=12 ROUNDS=3
   B1=${B1:-8} S1=${S1:-512} GB=${GB:-32} GP=${GP:-128} GN=${GN:-128}
   BATCH=${BATCH:-32} SEQ=${SEQ:-1024}
+  INTERP="--family llama_1b" IB=${IB:-8} IS=${IS:-128} IGB=${IGB:-4} IGS=${IGS:-32}
+  ICHUNK=${ICHUNK:-32} SAE_SHAPE=${SAE_SHAPE:-2048x16384x4096}
 fi
 SECONDS=0
 
@@ -77,6 +86,14 @@ run gpt2_generate_bf16 75 python benchmarks/generate.py $GPU --shape "$GSHAPE" -
     --batch "$GB" --prompt-len "$GP" --new-tokens "$GN" --rounds "$ROUNDS" --per-round 2
 run gpt2_generate_f32 75 python benchmarks/generate.py $GPU --shape "$GSHAPE" --dtype float32 \
     --batch "$GB" --prompt-len "$GP" --new-tokens "$GN" --rounds "$ROUNDS" --per-round 2
+# shellcheck disable=SC2086  # $INTERP is several flags
+run llama_interp 180 python benchmarks/interp.py $GPU --only peer $INTERP --peer-batch "$IB" \
+    --peer-seq "$IS" --grid-batch "$IGB" --grid-seq "$IGS" --chunk "$ICHUNK" --rounds "$ROUNDS" \
+    --per-round 2 --grid-rounds "$ROUNDS"
+if [ -f benchmarks/sae.py ]; then
+  run sae 90 python benchmarks/sae.py --kinds topk --shapes "$SAE_SHAPE" --rounds "$ROUNDS" \
+      --per-round 2
+fi
 
 python - "$OUT" "$SECONDS" "$BUDGET" <<'EOF'
 import json, os, sys
@@ -99,7 +116,8 @@ def show(label, value, target, fmt):
           f"{'MET' if value >= target else 'NOT MET'}")
 x, pct = lambda v: f"{v:.2f}x", lambda v: f"{v:.1%}"
 runs = {n: read(n) for n in ("checkpoint", "llama_train", "llama_generate", "llama_lora",
-                             "gpt2_train", "gpt2_generate_bf16", "gpt2_generate_f32")}
+                             "gpt2_train", "gpt2_generate_bf16", "gpt2_generate_f32",
+                             "llama_interp", "sae")}
 print(f"== summary ({took} s of the {budget} s budget; exit codes: "
       + ", ".join(f"{n} {rc}" for n, (rc, _) in runs.items()) + ")")
 def train(name):
@@ -133,5 +151,20 @@ else:
 train("gpt2_train")
 generate("gpt2_generate_bf16")
 generate("gpt2_generate_f32")
+i = (runs["llama_interp"][1] or {}).get("transformer_lens")
+if i:
+  print(f"llama_interp ({i['family']}, {i['peer_device']}): caching {i['peer_batch']} x "
+        f"{i['peer_seq']} tokens {i['cache_ms_default_threads']:.1f} ms vs run_with_cache "
+        f"{i['tl_cache_ms_default_threads']:.1f} ms; grid of {i['grid_cells']} cells "
+        f"{i['grid_ms_default_threads']:.0f} ms vs {i['tl_grid_ms_default_threads']:.0f} ms, "
+        f"max |diff| {i['grid_max_abs_diff']:.1e}")
+show("llama_interp caching, superalign / TransformerLens",
+     i and i["cache_speedup_default_threads"], 2.0, x)
+show("llama_interp caching, same sites only", i and i["cache_speedup_same_sites_default_threads"],
+     2.0, x)
+show("llama_interp patching grid, superalign / TransformerLens",
+     i and i["grid_speedup_default_threads"], 4.0, x)
+if os.path.exists("benchmarks/sae.py"):
+  print("sae:", runs["sae"][1] or "MISSING")
 EOF
 echo "outputs in $OUT"

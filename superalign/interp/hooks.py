@@ -5,8 +5,10 @@ hooks installed and returns ``(output, captured)``: the activations at the sites
 ``capture`` (exact names or ``fnmatch`` patterns such as ``"blocks.*.resid_post"``), after the
 interventions at those sites. An intervention is a function of the activation: ``replace``
 (write a given activation, e.g. from another input: patching), ``add`` (a steering vector),
-``zero``, ``mean_ablate`` and ``resample`` (ablations); each takes an optional ``where`` mask
-outside which the activation is kept, an array or, by axis name, ``at(pos=3)`` / ``at(head=2)``.
+``zero``, ``mean_ablate``, ``resample`` and ``ablate_direction`` (ablations); each takes an
+optional ``where`` mask outside which the activation is kept, an array or, by axis name,
+``at(pos=3)`` / ``at(head=2)``. The built-in interventions are pytrees of their arrays (a vector,
+a mask), so a jitted function can take them as arguments (``interp.steering`` does).
 Every site names its axes where the model defines it (``models.sites``): ``captured.axes[name]``
 says them (``("batch", "pos", "embed")``), and ``site_axes`` lists them without computing.
 
@@ -65,58 +67,118 @@ def axis_index(name: str, axes: Axes, axis: str | int) -> int:
   return axes.index(axis)
 
 
+# The axes that index a sequence's tokens: in cached generation each pass sees a slice of them,
+# so ``at`` counts them from the pass's offset (``_Hooks(offset=...)``).
+SEQUENCE_AXES = ("pos", "query_pos")
+
+
 class at:
   """A mask by axis name, for an intervention's ``where``: ``at(pos=3)`` is true at position 3
   (every other axis broadcast), ``at(head=[0, 2], pos=-1)`` at heads 0 and 2 of the last
-  position."""
+  position. Equal (and hashing equal) when the indices are: part of a compiled program's key."""
 
   def __init__(self, **index):
     self.index = index
 
-  def mask(self, name: str, x: jax.Array, axes: Axes) -> jax.Array:
+  def _key(self):
+    return tuple(sorted((k, repr(np.asarray(v).tolist())) for k, v in self.index.items()))
+
+  def __eq__(self, other):
+    return isinstance(other, at) and self._key() == other._key()
+
+  def __hash__(self):
+    return hash(self._key())
+
+  def __repr__(self):
+    return f"at({', '.join(f'{k}={v!r}' for k, v in self.index.items())})"
+
+  def mask(self, name: str, x: jax.Array, axes: Axes, offset=None) -> jax.Array:
     """``x.ndim``-d bool, broadcastable to ``x``: true where every named axis of site ``name``
-    (its axis names ``axes``) is at one of the given indices."""
+    (its axis names ``axes``) is at one of the given indices. With ``offset`` (a pass of cached
+    generation), a sequence axis's index ``i`` is the absolute position ``offset + i``."""
     mask = jnp.ones((1,) * x.ndim, bool)
     for axis, where in self.index.items():
       i = axis_index(name, axes, axis)
       shape = [1] * x.ndim
       shape[i] = x.shape[i]
-      hit = jnp.zeros(x.shape[i], bool).at[jnp.asarray(where)].set(True)
+      if offset is not None and axes[i] in SEQUENCE_AXES:
+        absolute = offset + jnp.arange(x.shape[i])
+        hit = (absolute[:, None] == jnp.asarray(where).reshape(1, -1)).any(axis=1)
+      else:
+        hit = jnp.zeros(x.shape[i], bool).at[jnp.asarray(where)].set(True)
       mask = mask & hit.reshape(shape)
     return mask
 
 
 class _Masked:
-  """A built-in intervention: ``new(site_name, x)`` where ``where`` holds, ``x`` elsewhere (the
-  site's name makes a shape error say where it happened)."""
+  """A built-in intervention: ``new(site_name, x, *args)`` where ``where`` holds, ``x`` elsewhere
+  (the site's name makes a shape error say where it happened). A pytree: ``args`` and an array
+  ``where`` are its leaves; ``new`` (a module-level function) and an ``at`` mask are static."""
 
-  def __init__(self, new: Callable[[str, jax.Array], jax.Array], where):
-    self.new, self.where = new, where
+  def __init__(self, new: Callable[..., jax.Array], where, *args):
+    self.new, self.where, self.args = new, where, args
 
-  def __call__(self, x: jax.Array, name: str = "", axes: Axes = ()) -> jax.Array:
-    value = self.new(name, x)
+  def __call__(self, x: jax.Array, name: str = "", axes: Axes = (), offset=None) -> jax.Array:
+    value = self.new(name, x, *self.args)
     if self.where is None:
       return value.astype(x.dtype)
-    where = (self.where.mask(name, x, axes or tuple(map(str, range(x.ndim))))
+    where = (self.where.mask(name, x, axes or tuple(map(str, range(x.ndim))), offset)
              if isinstance(self.where, at) else self.where)
     mask = _fit(name, "where", where, x).astype(bool)
     return jnp.where(mask, value, x).astype(x.dtype)
 
 
+def _static_where(where) -> bool:
+  return where is None or isinstance(where, at)
+
+
+jax.tree_util.register_pytree_node(
+    _Masked,
+    lambda m: ((m.args, None if _static_where(m.where) else m.where),
+               (m.new, m.where if _static_where(m.where) else None)),
+    lambda aux, children: _Masked(aux[0], aux[1] if children[1] is None else children[1],
+                                  *children[0]))
+
+
+def _replace(name, x, value):
+  return jnp.broadcast_to(_fit(name, "value", value, x), x.shape)
+
+
+def _add(name, x, vector, scale):
+  return x + scale * _fit(name, "vector", vector, x).astype(x.dtype)
+
+
+def _zero(name, x):
+  return jnp.zeros_like(x)
+
+
+def _ablate_direction(name, x, direction):
+  d = _fit(name, "direction", direction, x).astype(jnp.float32)
+  d = d / jnp.linalg.norm(d, axis=-1, keepdims=True)
+  x32 = x.astype(jnp.float32)
+  return x32 - jnp.sum(x32 * d, axis=-1, keepdims=True) * d
+
+
 def replace(value, where=None) -> Intervention:
   """Write ``value`` (broadcast to the activation) at the site: activation patching."""
-  return _Masked(lambda name, x: jnp.broadcast_to(_fit(name, "value", value, x), x.shape), where)
+  return _Masked(_replace, where, value)
 
 
 def add(vector, scale: float = 1.0, where=None) -> Intervention:
   """Add ``scale * vector`` to the activation (a steering vector; broadcast over the batch)."""
-  return _Masked(lambda name, x: x + scale * _fit(name, "vector", vector, x).astype(x.dtype),
-                 where)
+  return _Masked(_add, where, vector, scale)
 
 
 def zero(where=None) -> Intervention:
   """Zero ablation."""
-  return _Masked(lambda name, x: jnp.zeros_like(x), where)
+  return _Masked(_zero, where)
+
+
+def ablate_direction(direction, where=None) -> Intervention:
+  """Project ``direction`` (along the activation's last axis; normalized to unit length here)
+  out of the activation: ``x - (x . d) d`` (directional ablation, e.g. of a refusal direction;
+  Arditi et al. 2024). Computed in float32."""
+  return _Masked(_ablate_direction, where, direction)
 
 
 def mean_ablate(mean, where=None) -> Intervention:
@@ -175,14 +237,16 @@ def _unknown(name: str, known: Iterable[str], key: str | None = None) -> HookErr
 
 class _Hooks:
   """The hook ``models.sites`` calls: intervenes, then captures, and records every site seen
-  with its axis names."""
+  with its axis names. ``offset``: the absolute position of this pass's first token (a pass of
+  cached generation), which ``at`` masks on sequence axes count from; None: a whole sequence."""
 
-  def __init__(self, capture, interventions: Mapping[str, Intervention]):
+  def __init__(self, capture, interventions: Mapping[str, Intervention], offset=None):
     self.capture = (["*"] if capture is True else [] if capture in (None, False)
                     else [capture] if isinstance(capture, str) else list(capture))
     self.interventions = dict(interventions)
     self.seen: dict[str, Axes] = {}
     self.captured = Captured()
+    self.offset = offset
 
   def __call__(self, name: str, x: jax.Array, axes: Axes) -> jax.Array:
     if name in self.seen:
@@ -194,7 +258,8 @@ class _Hooks:
     self.seen[name] = axes
     if name in self.interventions:
       intervene = self.interventions[name]
-      x = intervene(x, name, axes) if isinstance(intervene, _Masked) else intervene(x)
+      x = (intervene(x, name, axes, self.offset) if isinstance(intervene, _Masked)
+           else intervene(x))
     if any(fnmatch.fnmatchcase(name, p) for p in self.capture):
       self.captured[name] = x
       self.captured.axes[name] = axes

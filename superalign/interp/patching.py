@@ -16,6 +16,7 @@ indexed axes (Nanda 2023; Syed et al. 2023).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, Mapping, Sequence
 
@@ -141,13 +142,18 @@ def patching_grid(model_fn: Callable[[object, jax.Array], jax.Array], params, cl
                   attribution: bool = False, chunk: int | None = None) -> dict[str, jax.Array]:
   """The whole grid (or its attribution estimate) as one jitted call of ``model_fn(params, x)``
   (parameters are arguments, not constants folded into the program), with the baselines under
-  ``"clean"`` and ``"corrupted"``."""
-  @jax.jit
-  def grid(params, clean, corrupted):
-    forward = lambda x: model_fn(params, x)
-    out = (attribution_patching(forward, clean, corrupted, metric, sites, axes) if attribution
-           else activation_patching(forward, clean, corrupted, metric, sites, axes, chunk))
-    out["clean"], out["corrupted"] = baselines(forward, clean, corrupted, metric)
-    return out
+  ``"clean"`` and ``"corrupted"``. The program is compiled once per ``model_fn``, ``metric``,
+  sites, axes and shapes: pass the same functions again to reuse it."""
+  axes = axes if isinstance(axes, (str, int)) else tuple(axes)
+  return _grid(model_fn, params, clean, corrupted, metric=metric, sites=tuple(sites), axes=axes,
+               attribution=attribution, chunk=chunk)
 
-  return grid(params, clean, corrupted)
+
+@functools.partial(jax.jit, static_argnums=0,
+                   static_argnames=("metric", "sites", "axes", "attribution", "chunk"))
+def _grid(model_fn, params, clean, corrupted, *, metric, sites, axes, attribution, chunk):
+  forward = lambda x: model_fn(params, x)
+  out = (attribution_patching(forward, clean, corrupted, metric, sites, axes) if attribution
+         else activation_patching(forward, clean, corrupted, metric, sites, axes, chunk))
+  out["clean"], out["corrupted"] = baselines(forward, clean, corrupted, metric)
+  return out

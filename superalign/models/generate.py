@@ -6,12 +6,21 @@ in one pass and yields the first token, then a ``while_loop`` decodes one token 
 EOS. The cache is kept in the model's compute dtype. Prompts are left-padded (``HFTokenizer.encode_prompts``): the attention mask hides
 the padding and position ids count real tokens, so a padded prompt yields the tokens and the
 logits its unpadded self yields.
+
+Site hooks (``models.sites``) can ride along: ``hooks(hook_state, start)`` is a context manager
+installed around each forward pass, the prompt's (``start`` 0) and each decode step's (``start``
+the position of its token), so an intervention acts on every pass and the keys and values cached
+are those of the intervened run (``interp.steering`` builds them). ``hooks`` is part of the
+compiled program's key (hashable); ``hook_state`` is a pytree of arrays passed as an argument, so
+new values of the same shapes reuse the program.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+from typing import Any, Callable, ContextManager
 
 import jax
 import jax.numpy as jnp
@@ -47,9 +56,13 @@ class Sampler:
     return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
 
 
+Hooks = Callable[[Any, jax.Array], ContextManager]   # (hook_state, start) -> context
+
+
 @functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "sampler", "eos_id",
-                                             "pad_id"))
-def _generate(graphdef, params, prompt, mask, rng, *, max_new_tokens, sampler, eos_id, pad_id):
+                                             "pad_id", "hooks"))
+def _generate(graphdef, params, prompt, mask, rng, hook_state, *, max_new_tokens, sampler, eos_id,
+              pad_id, hooks):
   model = nnx.merge(graphdef, params)
   compute = jnp.dtype(getattr(model, "dtype", jnp.float32))
   if compute != jnp.float32:
@@ -61,10 +74,16 @@ def _generate(graphdef, params, prompt, mask, rng, *, max_new_tokens, sampler, e
   batch, length = prompt.shape
   total = length + max_new_tokens
   mask = jnp.concatenate([mask.astype(bool), jnp.zeros((batch, max_new_tokens), bool)], axis=1)
-  hidden, _, cache = model.forward(prompt, attention_mask=mask,
-                                   cache=model.init_cache(batch, total), start=0)
+
+  def last_logits(tokens, mask, cache, start):
+    """One forward pass (under the hooks): the last token's logits and the updated cache."""
+    with contextlib.nullcontext() if hooks is None else hooks(hook_state, start):
+      hidden, _, cache = model.forward(tokens, attention_mask=mask, cache=cache, start=start)
+      return model.lm_logits(hidden[:, -1]), cache
+
+  logits, cache = last_logits(prompt, mask, model.init_cache(batch, total), 0)
   rng, key = jax.random.split(rng)
-  token = sampler(model.lm_logits(hidden[:, -1]), key)
+  token = sampler(logits, key)
   out = jnp.full((batch, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(token)
   done = (token == eos_id) if eos_id is not None else jnp.zeros((batch,), bool)
 
@@ -74,9 +93,9 @@ def _generate(graphdef, params, prompt, mask, rng, *, max_new_tokens, sampler, e
     i, out, token, cache, mask, done, rng = carry
     at = length + i - 1
     mask = jax.lax.dynamic_update_slice(mask, jnp.ones((batch, 1), bool), (0, at))
-    hidden, _, cache = model.forward(token[:, None], attention_mask=mask, cache=cache, start=at)
+    logits, cache = last_logits(token[:, None], mask, cache, at)
     rng, key = jax.random.split(rng)
-    token = jnp.where(done, pad_id, sampler(model.lm_logits(hidden[:, 0]), key))
+    token = jnp.where(done, pad_id, sampler(logits, key))
     out = jax.lax.dynamic_update_slice(out, token[:, None], (0, i))
     done = done | (token == eos_id) if eos_id is not None else done
     return i + 1, out, token, cache, mask, done, rng
@@ -91,10 +110,12 @@ def _generate(graphdef, params, prompt, mask, rng, *, max_new_tokens, sampler, e
 
 def generate(model: nnx.Module, prompt: jax.Array, mask: jax.Array, *, max_new_tokens: int,
              sampler: Sampler = Sampler(), eos_id: int | None = None, pad_id: int = 0,
-             rng: jax.Array | None = None) -> jax.Array:
+             rng: jax.Array | None = None, hooks: Hooks | None = None,
+             hook_state: Any = None) -> jax.Array:
   """New tokens ``[batch, max_new_tokens]`` after left-padded ``prompt`` ``[batch, length]``
   (``mask`` 1 on real tokens). A row that emits ``eos_id`` keeps it and is padded with
-  ``pad_id`` after; the loop ends when every row has."""
+  ``pad_id`` after; the loop ends when every row has. ``hooks(hook_state, start)``: site hooks
+  around every forward pass (see the module's docstring)."""
   if max_new_tokens < 1:
     raise ValueError(f"max_new_tokens={max_new_tokens}: must be positive")
   room = model.max_len
@@ -104,4 +125,5 @@ def generate(model: nnx.Module, prompt: jax.Array, mask: jax.Array, *, max_new_t
   graphdef, params = nnx.split(model)
   rng = jax.random.key(0) if rng is None else rng
   return _generate(graphdef, params, jnp.asarray(prompt, jnp.int32), jnp.asarray(mask), rng,
-                   max_new_tokens=max_new_tokens, sampler=sampler, eos_id=eos_id, pad_id=pad_id)
+                   hook_state, max_new_tokens=max_new_tokens, sampler=sampler, eos_id=eos_id,
+                   pad_id=pad_id, hooks=hooks)
