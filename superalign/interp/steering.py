@@ -34,6 +34,7 @@ import numpy as np
 from flax import nnx
 
 from superalign.interp import hooks
+from superalign.interp.cache import transformer_of
 from superalign.models import generate as gen, sites
 
 
@@ -94,7 +95,8 @@ def _check_positions(interventions: Mapping[str, hooks.Intervention]) -> None:
 def generate(model: nnx.Module, prompt, mask, *, interventions: Mapping[str, hooks.Intervention],
              max_new_tokens: int, sampler: gen.Sampler = gen.Sampler(), eos_id: int | None = None,
              pad_id: int = 0, rng: jax.Array | None = None) -> jax.Array:
-  """New tokens ``[batch, max_new_tokens]`` after the left-padded ``prompt`` (``mask`` 1 on real
+  """New tokens ``[batch, max_new_tokens]`` of ``model`` (a ``Transformer``, or a
+  ``models.load`` language model) after the left-padded ``prompt`` (``mask`` 1 on real
   tokens), as ``models.generate.generate`` samples them, with ``interventions`` (``{site:
   intervention}``, ``interp.hooks``) applied at every pass, the prompt's and each new token's.
   A site the model lacks is a one-line ``HookError`` listing its sites."""
@@ -103,6 +105,6 @@ def generate(model: nnx.Module, prompt, mask, *, interventions: Mapping[str, hoo
   leaves, treedef = jax.tree.flatten(interventions)
   static = tuple(None if _dynamic(leaf) else leaf for leaf in leaves)
   arrays = [jnp.asarray(leaf) if _dynamic(leaf) else None for leaf in leaves]
-  return gen.generate(model, prompt, mask, max_new_tokens=max_new_tokens, sampler=sampler,
-                      eos_id=eos_id, pad_id=pad_id, rng=rng, hooks=_Steer(treedef, static),
-                      hook_state=arrays)
+  return gen.generate(transformer_of(model), prompt, mask, max_new_tokens=max_new_tokens,
+                      sampler=sampler, eos_id=eos_id, pad_id=pad_id, rng=rng,
+                      hooks=_Steer(treedef, static), hook_state=arrays)
