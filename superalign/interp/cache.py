@@ -34,7 +34,7 @@ from flax import nnx
 from superalign.interp import hooks
 from superalign.interp.hooks import HookError
 from superalign.models import sites
-from superalign.models.transformer import RMSNorm, Transformer
+from superalign.models.transformer import LayerNorm, RMSNorm, Transformer
 
 PosSlice = int | slice | tuple | Sequence[int] | None
 
@@ -103,7 +103,7 @@ def run_with_cache(model, tokens, names: str | Sequence[str] | None = None):
 
 
 def _layer_norm_like(norm) -> bool:
-  return isinstance(norm, nnx.LayerNorm)
+  return isinstance(norm, (LayerNorm, nnx.LayerNorm))
 
 
 def _norm_weight(norm) -> jax.Array:
