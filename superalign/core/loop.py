@@ -297,8 +297,8 @@ def fit(
         host.load_state_dict(m.get("host", {}))
       pending = [(s, {k: np.asarray(v, np.float32) for k, v in row.items()})
                  for s, row in m.get("pending", [])]
-      log.info("%s: resumed a finished run at step %d of %d; nothing to train" if m["finished"]
-               else "%s: resumed from checkpoint at step %d of %d", desc, resumed_from, num_steps)
+      log.info("%s: resumed %s", desc, f"a finished run at step {resumed_from} of {num_steps}; "
+               f"nothing to train" if m["finished"] else f"from checkpoint at step {resumed_from}")
       if m["finished"]:
         return _finish(state, best, history, train_metrics, stopped_early, resumed_from)
     _check_loaded(state.all_params(), f"checkpoint {stop.last}" if restored is not None else

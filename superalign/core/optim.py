@@ -27,8 +27,7 @@ def schedule(o: Optim, num_steps: int) -> optax.Schedule:
 
 
 class EmaState(NamedTuple):
-  """``params_ema``'s optimizer state: ``ema``, the moving average of the parameters (a pytree
-  like them)."""
+  """``params_ema``'s optimizer state: ``ema``, the parameters' moving average (a pytree)."""
   ema: optax.Params           # the moving average of the parameters (a teacher)
 
 
