@@ -14,10 +14,11 @@ docsite = docs_module("_ext/docsite.py")
 
 NOTEBOOKS = ROOT / "notebooks"
 EXECUTED = docsite.EXECUTED
-# One tutorial per room (DESIGN.md): a later room adds its notebook here with itself.
+# One tutorial per room (DESIGN.md), and the language-model analyses of the interp room: a later
+# room adds its notebook here with itself.
 ROOMS = ("00_tour", "01_weak_to_strong", "02_debate", "03_amplification", "04_sandwiching",
          "05_interpretability", "06_process_supervision", "07_verification", "08_control",
-         "09_hugging_face_gpt2")
+         "09_hugging_face_gpt2", "10_language_model_interpretability")
 COLAB = "https://colab.research.google.com/github/superalign/superalign/blob/main/notebooks/"
 
 
