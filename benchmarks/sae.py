@@ -19,11 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.interp import alternate  # noqa: E402  (each call waits for its step)
 
 
 def parse_args(argv=None):
@@ -35,18 +36,6 @@ def parse_args(argv=None):
   p.add_argument("--rounds", type=int, default=3, help="alternating blocks per side")
   p.add_argument("--per-round", type=int, default=2, help="steps per side per block")
   return p.parse_args(argv)
-
-
-def alternate(sides: dict, rounds: int, per_round: int) -> dict[str, float]:
-  """Median seconds per call of each ``name -> callable`` (each call waits for its step)."""
-  times = {name: [] for name in sides}
-  for _ in range(rounds):
-    for name, call in sides.items():
-      for _ in range(per_round):
-        start = time.perf_counter()
-        call()
-        times[name].append(time.perf_counter() - start)
-  return {name: statistics.median(t) for name, t in times.items()}
 
 
 def ours(kind: str, d: int, width: int, batch: int, k: int, rows):
