@@ -53,6 +53,7 @@ class Named:
 
   @property
   def shape(self) -> tuple[int, ...]:
+    """The array's shape, one size per name in ``axes``."""
     return tuple(np.shape(self.array))
 
   def __array__(self, dtype=None, copy=None):
@@ -188,6 +189,7 @@ class ActivationCache:
     return len(self.activations)
 
   def keys(self):
+    """The cached sites' names, in the order the forward pass reached them."""
     return self.activations.keys()
 
   def __repr__(self) -> str:
