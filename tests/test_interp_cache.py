@@ -332,7 +332,8 @@ def test_path_patching_with_nothing_frozen_is_activation_patching(ioi_like):
 def test_path_patching_frozen_paths_carry_only_the_senders_direct_effect(ioi_like):
   """Everything but the sender frozen: the residual a receiver reads is the clean one plus the
   sender head's change in result (z times its rows of W_O), nothing else; a receiver head
-  computes its z from that residual."""
+  computes its z from that residual; its q, k and v as receivers (of which alone its z is a
+  function) patch as the head does."""
   model, clean, corrupted, metric = ioi_like
   _, clean_cache = cache_lib.run_with_cache(model, clean)
   _, corrupt_cache = cache_lib.run_with_cache(model, corrupted)
@@ -357,6 +358,11 @@ def test_path_patching_frozen_paths_carry_only_the_senders_direct_effect(ioi_lik
         "blocks.1.attn.z": hooks.replace(recorded["blocks.1.attn.z"], mask)})
     np.testing.assert_allclose(to_heads["grid"].array[h], metric(want), **TOL)
   assert to_heads["grid"].labels == tuple(f"L0H{h}" for h in range(n_heads))
+  to_inputs = path_patching.path_patching(model, clean, corrupted, metric,
+                                          senders=[(0, h) for h in range(n_heads)],
+                                          receivers=[(1, h, c) for h in (0, 2) for c in "qkv"],
+                                          freeze=frozen)
+  np.testing.assert_allclose(to_inputs["grid"].array, to_heads["grid"].array, atol=1e-5, rtol=0)
   assert np.ptp(np.asarray(to_resid["grid"].array)) > 1e-6   # the senders differ
 
 
@@ -370,9 +376,64 @@ def test_path_patching_frozen_paths_carry_only_the_senders_direct_effect(ioi_lik
     (dict(receivers="blocks.9.resid_pre"), ("no block 9", "valid: 0..")),
     (dict(senders=["blocks.0.mlp"]), ("blocks.0.mlp", "mlp_out")),
     (dict(freeze=("resid_pre",)), ("resid_pre", "attn.z, mlp_out")),
+    (dict(receivers=[(1, 0, "z")]), ("(1, 0, 'z')", "'q', 'k', 'v'")),
+    (dict(receivers=(1, 9, "q")), ("(1, 9, 'q')", "no such head", "head 0..3")),
+    (dict(receivers=[(1, 0, 0)]), ("(1, 0, 0)", "(layer, head, 'q'|'k'|'v')")),
 ])
 def test_path_patching_rejects_what_is_not_a_path(ioi_like, bad, parts):
   model, clean, corrupted, metric = ioi_like
   with pytest.raises(hooks.HookError) as e:
     path_patching.path_patching(model, clean, corrupted, metric, **bad)
   one_line(e, *parts)
+
+
+def test_path_patching_to_a_value_input_is_patching_it_by_hand(ioi_like):
+  """Nothing frozen, the receiver (1, 1, "v"): the clean run with one sender's z corrupted gives
+  head 1's values at block 1, and the clean run with only those written is the effect."""
+  model, clean, corrupted, metric = ioi_like
+  senders = (1, 3)
+  out = path_patching.path_patching(model, clean, corrupted, metric, freeze=(),
+                                    senders=[(0, h) for h in senders], receivers=(1, 1, "v"))
+  forward = lambda x: cache_lib.lm_forward(model, x)
+  _, source = hooks.run(forward, corrupted, capture="blocks.0.attn.z")
+  for i, h in enumerate(senders):
+    _, recorded = hooks.run(forward, clean, capture="blocks.1.attn.v", interventions={
+        "blocks.0.attn.z": hooks.replace(source["blocks.0.attn.z"], hooks.at(head=h))})
+    want, _ = hooks.run(forward, clean, interventions={
+        "blocks.1.attn.v": hooks.replace(recorded["blocks.1.attn.v"], hooks.at(head=1))})
+    np.testing.assert_allclose(out["grid"].array[i], metric(want), **TOL)
+  assert np.ptp(np.asarray(out["grid"].array)) > 1e-6
+
+
+@pytest.fixture(scope="module")
+def gqa():
+  """A tiny rotary model with grouped-query attention: 4 query heads, 2 key/value heads, every
+  parameter random (built abstractly, then filled: no initializer runs)."""
+  options = Options(fused_qkv=False, num_kv_heads=2, norm="rms", gated_mlp=True)
+  with nnx.use_eager_sharding(False):
+    abstract = nnx.eval_shape(lambda: Transformer(300, 16, 2, 2, 32, 4, rotary_dim=8,
+                                                  options=options, rngs=nnx.Rngs(0)))
+  graphdef, state = nnx.split(abstract)
+  leaves, tree = jax.tree.flatten(state)
+  rng = np.random.default_rng(3)
+  model = nnx.merge(graphdef, jax.tree.unflatten(tree, [
+      jnp.asarray(0.3 * rng.standard_normal(x.shape), x.dtype) for x in leaves]))
+  clean = np.random.default_rng(4).integers(1, 300, (2, 8))
+  corrupted = clean.copy()
+  corrupted[:, 2] = (clean[:, 2] + 77) % 300
+  return model, clean, corrupted, patching.logit_diff(5, 6)
+
+
+def test_path_patching_key_value_receivers_under_grouped_query_attention(gqa):
+  """A k / v receiver names a key/value head: block 1's query heads 2 and 3 share key/value head
+  1, so their q with that head's k and v patch as the two heads do; a key/value head past the
+  last is one line."""
+  model, clean, corrupted, metric = gqa
+  whole = path_patching.path_patching(model, clean, corrupted, metric, receivers=[(1, 2), (1, 3)])
+  inputs = path_patching.path_patching(model, clean, corrupted, metric, receivers=[
+      (1, 2, "q"), (1, 3, "q"), (1, 1, "k"), (1, 1, "v")])
+  np.testing.assert_allclose(inputs["grid"].array, whole["grid"].array, atol=1e-5, rtol=0)
+  assert np.ptp(np.asarray(whole["grid"].array)) > 1e-4   # the senders differ
+  with pytest.raises(hooks.HookError) as e:
+    path_patching.path_patching(model, clean, corrupted, metric, receivers=[(1, 2, "v")])
+  one_line(e, "(1, 2, 'v')", "key/value head", "0..1")

@@ -12,11 +12,17 @@ never through another head.
 
 Receivers: ``"logits"`` (the direct path to the output: step (c) is step (b)'s logits), a
 residual-stream site (``blocks.i.resid_pre``, ``resid_mid``, ``resid_post``: its whole value
-patched), or heads ``(layer, head)``, which read a sender through their queries, keys and values
-together: each receiver head is left live in step (b), so its ``z`` is computed from the patched
-residual stream, and step (c) writes that ``z``. The per-head query / key / value inputs of
-TransformerLens's ``hook_q`` / ``hook_k`` / ``hook_v`` path patching need sites our models do
-not yet have (``blocks.i.attn.q`` ...): the receiver would then be that site at that head.
+patched), heads ``(layer, head)``, which read a sender through their queries, keys and values
+together (step (b) records the receiver head's ``z`` as computed from the patched residual
+stream, and step (c) writes that ``z``), or one of a head's inputs ``(layer, head, "q")``,
+``(layer, head, "k")``, ``(layer, head, "v")``, as TransformerLens's IOI path patching does with
+``hook_q`` / ``hook_k`` / ``hook_v``: step (b) records that head's slice of the site
+``blocks.<layer>.attn.q`` (``.k``, ``.v``: after the projection and bias, before QK-norm and
+rotary) and step (c) writes only that slice, everything else the base run. Under grouped-query
+attention a ``"k"`` / ``"v"`` receiver names a key/value head (``head < num_kv_heads``), which
+the query heads of its group share. A list may mix any of these but ``"logits"``. In step (b) a
+receiver head is frozen like every other head (when ``"attn.z"`` is in ``freeze``): its own
+``z`` is recorded before the freeze, so receivers in later blocks read no path through it.
 
 Every cell of a sender grid (one head, an MLP, or a group patched together) is a mask over the
 model's heads and MLPs; the cells are ``jax.vmap``-ed (``chunk`` at a time), so a whole grid is
@@ -41,11 +47,20 @@ Metric = Callable[[jax.Array], jax.Array]
 FREEZABLE = ("attn.z", "mlp_out")
 _RESID = re.compile(r"^blocks\.(\d+)\.(resid_pre|resid_mid|resid_post)$")
 _SENDER_SITE = re.compile(r"^blocks\.(\d+)\.(attn_out|mlp_out)$")
+COMPONENTS = ("q", "k", "v")     # a head's inputs a receiver may name; "z": the head itself
+_RECEIVERS = ("'logits', 'blocks.<i>.resid_pre|resid_mid|resid_post', (layer, head), "
+              "(layer, head, 'q'|'k'|'v')")
 
 
 def _is_head(entry) -> bool:
   return (isinstance(entry, tuple) and len(entry) == 2
           and all(isinstance(i, (int, np.integer)) for i in entry))
+
+
+def _is_input(entry) -> bool:
+  """``(layer, head, component)``: one of a head's inputs (the component checked later)."""
+  return (isinstance(entry, tuple) and len(entry) == 3 and _is_head(entry[:2])
+          and isinstance(entry[2], str))
 
 
 class _Shape:
@@ -56,6 +71,7 @@ class _Shape:
 
   def __init__(self, model):
     self.layers, self.heads = len(model.blocks), model.blocks[0].attn.num_heads
+    self.kv_heads = model.blocks[0].attn.num_kv_heads
     self.parallel = model.blocks[0].parallel_residual
 
   def head(self, entry, role: str) -> tuple[int, int]:
@@ -65,6 +81,19 @@ class _Shape:
                       f"{self.layers - 1}, head 0..{self.heads - 1})")
     return l, h
 
+  def input(self, entry) -> tuple[int, int, str]:
+    """A receiver ``(layer, head, "q"|"k"|"v")``; ``k`` and ``v`` count key/value heads."""
+    l, h, component = int(entry[0]), int(entry[1]), entry[2]
+    if component not in COMPONENTS:
+      raise HookError(f"path_patching receiver {entry}: {component!r} is not a head's input; "
+                      "valid: 'q', 'k', 'v' (or (layer, head) for the head's z)")
+    n, what = ((self.heads, "head") if component == "q" or self.kv_heads == self.heads
+               else (self.kv_heads, "key/value head (grouped-query attention)"))
+    if not (0 <= l < self.layers and 0 <= h < n):
+      raise HookError(f"path_patching receiver {entry}: no such {what}; valid: (layer 0.."
+                      f"{self.layers - 1}, {what.split(' (')[0]} 0..{n - 1}, {component!r})")
+    return l, h, component
+
   def layer(self, l: int, what: str) -> int:
     if not 0 <= l < self.layers:
       raise HookError(f"path_patching: {what}: no block {l}; valid: 0..{self.layers - 1}")
@@ -72,21 +101,28 @@ class _Shape:
 
 
 def _receivers(spec, shape: _Shape):
-  """``(point, sites, heads, label)``: the first point any receiver reads at, the residual
-  sites, the receiver heads ``[layer, head]`` mask, and a description."""
-  entries = [spec] if isinstance(spec, str) or _is_head(spec) else list(spec)
+  """``(point, sites, masks)``: the first point any receiver reads at, the residual sites, and
+  per component (``"z"``: whole heads; ``"q"``, ``"k"``, ``"v"``: their inputs) the receivers'
+  ``[layer, head]`` mask (``k`` / ``v``: ``[layer, kv_head]``)."""
+  entries = ([spec] if isinstance(spec, str) or _is_head(spec) or _is_input(spec)
+             else list(spec))
   if not entries:
-    raise HookError("path_patching receivers: none given; valid: 'logits', "
-                    "'blocks.<i>.resid_pre|resid_mid|resid_post', (layer, head)")
+    raise HookError(f"path_patching receivers: none given; valid: {_RECEIVERS}")
   if "logits" in entries and len(entries) > 1:
     raise HookError("path_patching receivers: 'logits' is the whole output; give it alone")
-  points, resid, heads = [], [], np.zeros((shape.layers, shape.heads), bool)
+  points, resid = [], []
+  masks = {c: np.zeros((shape.layers, shape.heads if c in ("z", "q") else shape.kv_heads), bool)
+           for c in ("z",) + COMPONENTS}
   for e in entries:
-    if e == "logits":
+    if isinstance(e, str) and e == "logits":
       points.append(2 * shape.layers + 3)
     elif _is_head(e):
       l, h = shape.head(e, "receiver")
-      heads[l, h] = True
+      masks["z"][l, h] = True
+      points.append(2 * l + 1)
+    elif _is_input(e):
+      l, h, component = shape.input(e)
+      masks[component][l, h] = True
       points.append(2 * l + 1)
     elif isinstance(e, str) and _RESID.match(e):
       l, kind = shape.layer(int(_RESID.match(e)[1]), e), _RESID.match(e)[2]
@@ -96,9 +132,8 @@ def _receivers(spec, shape: _Shape):
       resid.append(e)
       points.append(2 * l + {"resid_pre": 1, "resid_mid": 2, "resid_post": 3}[kind])
     else:
-      raise HookError(f"path_patching receiver {e!r}: not a receiver; valid: 'logits', "
-                      "'blocks.<i>.resid_pre|resid_mid|resid_post', (layer, head)")
-  return min(points), resid, heads
+      raise HookError(f"path_patching receiver {e!r}: not a receiver; valid: {_RECEIVERS}")
+  return min(points), resid, masks
 
 
 def _sender_cells(spec, shape: _Shape, before: int):
@@ -154,10 +189,13 @@ def path_patching(model, clean, corrupted, metric: Metric, senders="heads",
   with the two runs' metrics. ``senders``: ``"heads"`` (every head that writes before the
   receivers read, a ``[layer, head]`` grid) or a list of cells ((layer, head),
   ``"blocks.<i>.mlp_out"``, ``"blocks.<i>.attn_out"``, or a list of those patched together; a
-  ``[sender]`` grid with labels). ``freeze``: what stays at the base run in step (b) besides
-  the senders, a subset of ``FREEZABLE`` (``()``: nothing, which is activation patching of the
-  senders). ``patch_from="corrupted"`` runs clean with corrupted senders (noising, as IOI);
-  ``"clean"`` the reverse. One jitted call; ``chunk`` cells at a time (None: all)."""
+  ``[sender]`` grid with labels). ``receivers``: ``"logits"``, ``"blocks.<i>.resid_pre"``
+  (``resid_mid``, ``resid_post``), a head ``(layer, head)``, a head's input ``(layer, head,
+  "q"|"k"|"v")`` (``k`` / ``v``: a key/value head under grouped-query attention), or a list of
+  these (not ``"logits"``) patched together. ``freeze``: what stays at the base run in step (b)
+  besides the senders, a subset of ``FREEZABLE`` (``()``: nothing, which is activation patching
+  of the senders). ``patch_from="corrupted"`` runs clean with corrupted senders (noising, as
+  IOI); ``"clean"`` the reverse. One jitted call; ``chunk`` cells at a time (None: all)."""
   model = transformer_of(model)
   shape = _Shape(model)
   bad = [f for f in freeze if f not in FREEZABLE]
@@ -165,12 +203,15 @@ def path_patching(model, clean, corrupted, metric: Metric, senders="heads",
     raise HookError(f"path_patching freeze={bad[0]!r}; valid: {', '.join(FREEZABLE)}")
   if patch_from not in ("corrupted", "clean"):
     raise HookError(f"path_patching patch_from={patch_from!r}; valid: corrupted, clean")
-  before, resid_sites, recv_heads = _receivers(receivers, shape)
+  before, resid_sites, recv = _receivers(receivers, shape)
   head_cells, mlp_cells, dims, axes, labels = _sender_cells(senders, shape, before)
   freeze_heads, freeze_mlps = "attn.z" in freeze, "mlp_out" in freeze
   z_sites = [f"blocks.{l}.attn.z" for l in range(shape.layers)]
   mlp_sites = [f"blocks.{l}.mlp_out" for l in range(shape.layers)]
-  recv_z = [f"blocks.{l}.attn.z" for l in range(shape.layers) if recv_heads[l].any()]
+  # (site, head mask [1, 1, heads, 1]) of every receiver head's z and input.
+  recv_sites = [(f"blocks.{l}.attn.{c}", recv[c][l][None, None, :, None])
+                for c in ("z",) + COMPONENTS for l in range(shape.layers) if recv[c][l].any()]
+  recv_inputs = [name for name, _ in recv_sites if not name.endswith(".z")]
   graphdef, state = nnx.split(model)
 
   @jax.jit
@@ -183,13 +224,13 @@ def path_patching(model, clean, corrupted, metric: Metric, senders="heads",
 
     def cell(masks):
       heads, mlps = masks
-      interventions = {}
+      interventions, live = {}, {}
       for l, name in enumerate(z_sites):
         sender = heads[l][None, None, :, None]
-        live = jnp.asarray(recv_heads[l])[None, None, :, None]
 
-        def z(x, l=l, name=name, sender=sender, live=live):
-          other = jnp.where(live, x, base_acts[name]) if freeze_heads else x
+        def z(x, name=name, sender=sender):
+          live[name] = x       # a receiver head's z, computed from the patched residual
+          other = base_acts[name] if freeze_heads else x
           return jnp.where(sender, source_acts[name], other).astype(x.dtype)
         interventions[name] = z
       for l, name in enumerate(mlp_sites):
@@ -197,15 +238,14 @@ def path_patching(model, clean, corrupted, metric: Metric, senders="heads",
           other = base_acts[name] if freeze_mlps else x
           return jnp.where(mlps[l], source_acts[name], other).astype(x.dtype)
         interventions[name] = mlp
-      out, recorded = hooks.run(forward, base, capture=resid_sites + recv_z,
+      out, recorded = hooks.run(forward, base, capture=resid_sites + recv_inputs,
                                 interventions=interventions)
-      if not resid_sites and not recv_z:        # the logits: step (b) is the answer
+      if not resid_sites and not recv_sites:    # the logits: step (b) is the answer
         return metric(out)
+      recorded = {**recorded, **live}
       patch = {name: hooks.replace(recorded[name]) for name in resid_sites}
-      for name in recv_z:
-        l = int(name.split(".")[1])
-        patch[name] = hooks.replace(recorded[name],
-                                    jnp.asarray(recv_heads[l])[None, None, :, None])
+      for name, where in recv_sites:
+        patch[name] = hooks.replace(recorded[name], jnp.asarray(where))
       out, _ = hooks.run(forward, base, interventions=patch)
       return metric(out)
 
