@@ -75,6 +75,7 @@ class _Shape:
     self.parallel = model.blocks[0].parallel_residual
 
   def head(self, entry, role: str) -> tuple[int, int]:
+    """``(layer, head)`` of ``entry``, or a one-line HookError naming it as ``role``."""
     l, h = map(int, entry)
     if not (0 <= l < self.layers and 0 <= h < self.heads):
       raise HookError(f"path_patching {role} head {entry}: no such head; valid: (layer 0.."
@@ -95,6 +96,7 @@ class _Shape:
     return l, h, component
 
   def layer(self, l: int, what: str) -> int:
+    """Block ``l``, or a one-line HookError naming ``what`` and the valid blocks."""
     if not 0 <= l < self.layers:
       raise HookError(f"path_patching: {what}: no block {l}; valid: 0..{self.layers - 1}")
     return l
