@@ -23,7 +23,11 @@
    (b) the layer x position ``resid_pre`` activation-patching grid (logit difference at the last
        position; the clean cache included on both sides): ``interp.patching.patching_grid``
        against ``transformer_lens.patching.get_act_patch_resid_pre`` on ``--grid-batch`` x
-       ``--grid-seq`` tokens, the two grids compared (max abs difference).
+       ``--grid-seq`` tokens, the two grids compared (max abs difference). Each side computes
+       what its API lets it: TransformerLens' patching runs the whole model, LM logits at every
+       position, per cell; ours computes the logits the metric reads, the last position's
+       (``LanguageModel.apply(..., positions=-1)``; ``--grid-logits all``: every position, as
+       TransformerLens).
    Torch runs under ``no_grad`` at its default thread count and at 1 thread (on a CPU); JAX as
    it is. On a GPU both sides run float32 with full-precision matmuls (no TF32 on either).
 
@@ -70,6 +74,9 @@ def parse_args(argv=None):
                  help="positions of the patching grid (TransformerLens runs the whole model once "
                       "per cell: layers x positions forward passes)")
   p.add_argument("--grid-rounds", type=int, default=2, help="alternating blocks for the grid")
+  p.add_argument("--grid-logits", choices=("last", "all"), default="last",
+                 help="our grid's LM logits: at the last position only (what the metric reads) "
+                      "or at every position (what TransformerLens' API computes)")
   p.add_argument("--require-gpu", action="store_true",
                  help="exit 2 (one line) unless JAX and torch both see a GPU")
   return p.parse_args(argv)
@@ -266,6 +273,7 @@ class Peer:
       state, _ = state_lib.create(models.builder(name, spec), optax.sgd(0.0), 0, mesh,
                                   warm=models.pretrained(name))
     self.model = state.model()
+    self.lm = models.lm.LanguageModel(self.model, mesh=mesh)
     self.tl = transformer_lens_model(hf, self.device)
     del hf
     self.vocab = self.tl.cfg.d_vocab
@@ -302,14 +310,19 @@ class Peer:
              "transformer_lens_same_sites": lambda: theirs(lambda n: n in same)},
             len(ours_sites), n_tl, len(same))
 
-  def grid_sides(self, chunk):
+  def grid_sides(self, chunk, logits="last"):
     """``{name: call}`` for the layer x position resid_pre patching grid, and the two grids'
     max abs difference."""
     import numpy as np
     from superalign.interp import patching
     from transformer_lens import patching as tl_patching
-    graphdef, params = self._split()
-    forward = self._forward(graphdef)
+    # The metric reads the last position: our model computes the logits there only ("last"), or
+    # at every position as TransformerLens does ("all").
+    if logits == "last":
+      forward, params = (lambda params, x: self.lm.apply(params, x, positions=-1)), self.lm.params
+    else:
+      graphdef, params = self._split()
+      forward = self._forward(graphdef)
     metric = patching.logit_diff(self.answer, self.wrong)
     names = tuple(f"blocks.{i}.resid_pre" for i in range(self.layers))
     clean = self.jax.device_put(self.jnp.asarray(self.clean, self.jnp.int32))
@@ -365,13 +378,19 @@ def peer(args):
   threads = [torch.get_num_threads()] + ([1] if p.device == "cpu" and
                                         torch.get_num_threads() > 1 else [])
   out = {"family": args.family, "peer_device": p.device, "peer_batch": args.peer_batch,
-         "peer_seq": args.peer_seq, "grid_batch": args.grid_batch, "grid_seq": args.grid_seq}
+         "peer_seq": args.peer_seq, "grid_batch": args.grid_batch, "grid_seq": args.grid_seq,
+         "grid_logits": args.grid_logits}
   cache, n_ours, n_tl, n_same = p.cache_sides()
-  grid, diff, cells = p.grid_sides(args.chunk)
+  grid, diff, cells = p.grid_sides(args.chunk, args.grid_logits)
   for call in cache.values():   # the grids ran once already, for their difference
     jax.block_until_ready(call())
   out.update(sites_superalign=n_ours, sites_transformer_lens=n_tl, sites_shared=n_same,
              grid_cells=cells, grid_max_abs_diff=diff)
+  what = ("the last position only, what the metric reads" if args.grid_logits == "last"
+          else "every position")
+  short = "last-position logits" if args.grid_logits == "last" else "all-position logits"
+  print(f"patching grids: TransformerLens' API computes LM logits at every position; ours at "
+        f"{what}")
   for n in threads:
     torch.set_num_threads(n)
     t = alternate(cache, args.rounds, args.per_round)
@@ -384,8 +403,9 @@ def peer(args):
           f"{1e3 * t['transformer_lens_same_sites']:.1f} ms: "
           f"{t['transformer_lens_same_sites'] / t['superalign']:.2f}x")
     print(f"resid_pre patching grid ({cells} cells, {args.grid_batch} x {args.grid_seq} tokens), "
-          f"{tag}: patching_grid {1e3 * g['superalign']:.0f} ms; get_act_patch_resid_pre "
-          f"{1e3 * g['transformer_lens']:.0f} ms: {g['transformer_lens'] / g['superalign']:.2f}x; "
+          f"{tag}: patching_grid {1e3 * g['superalign']:.0f} ms ({short}); "
+          f"get_act_patch_resid_pre (all positions) {1e3 * g['transformer_lens']:.0f} ms: "
+          f"{g['transformer_lens'] / g['superalign']:.2f}x; "
           f"max |diff| {diff:.2e}")
     key = "default_threads" if n == threads[0] else "1_thread"
     out[f"torch_threads_{key}"] = n

@@ -6,6 +6,7 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
@@ -257,3 +258,34 @@ def test_processed_weights_equal_transformer_lens_processed(ckpts, family):
   assert len(matched) == 7 * lm.cfg["n_layers"] + 4, matched
   np.testing.assert_allclose(np.asarray(lm.transformer.unembed[...]).T, tl.W_U.detach().numpy(),
                              atol=1e-5)
+
+
+def test_logits_at_chosen_positions_only(lms):
+  """``positions`` indexes the final activations before the unembedding: the logits there equal
+  the full logits, the ``lm_logits`` site has the sliced shape, and a patching grid whose metric
+  reads the last position is the same grid."""
+  lm = lms["gpt2"]
+
+  def sliced(params, x):
+    last = lm.apply(params, x, positions=-1)
+    some, acts = hooks.run(lm.apply, params, x, positions=jnp.array([0, 4, -1]),
+                           capture=["lm_logits"])
+    return lm.apply(params, x), last, some, acts["lm_logits"]
+
+  full, last, some, site = (np.asarray(a) for a in jax.jit(sliced)(lm.params, IDS))
+  np.testing.assert_allclose(last, full[:, -1], atol=1e-5, rtol=0)
+  np.testing.assert_allclose(some, full[:, [0, 4, -1]], atol=1e-5, rtol=0)
+  np.testing.assert_array_equal(site, some)
+  for bad in (9, np.zeros((2, 1), np.int32), 1.5):
+    with pytest.raises(ConfigError) as e:
+      lm(IDS, positions=bad)
+    one_line(e, "positions")
+  corrupted = IDS.copy()
+  corrupted[:, 2] = (corrupted[:, 2] + 7) % 300
+  metric, names = patching.logit_diff(5, 6), ("blocks.1.resid_pre",)
+  grids = jax.jit(lambda params: [patching.activation_patching(
+      lambda x: fn(params, x), IDS, corrupted, metric, names) for fn in
+      (lm.apply, lambda p, x: lm.apply(p, x, positions=-1))])
+  want, got = grids(lm.params)
+  np.testing.assert_allclose(np.asarray(got[names[0]]), np.asarray(want[names[0]]), atol=1e-5,
+                             rtol=0)

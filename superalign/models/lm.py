@@ -2,7 +2,8 @@
 ``from_pretrained`` for any checkpoint the registry reads (GPT-2, GPT-NeoX, Llama, Mistral, Qwen2,
 Qwen3, Gemma 2, Gemma 3).
 
-``LanguageModel`` maps token ids ``[batch, pos]`` to LM logits ``[batch, pos, vocab]``; it holds
+``LanguageModel`` maps token ids ``[batch, pos]`` to LM logits ``[batch, pos, vocab]`` (or at chosen
+``positions`` only, ``apply``); it holds
 the ``Transformer`` (``transformer``: its weights, for analyses that read them) and the
 checkpoint's tokenizer, with TransformerLens' tokenizer helpers (``to_tokens``, ``to_str_tokens``,
 ``to_string``, ``to_single_token``). No training state: no optimizer, and the classifier head the
@@ -68,10 +69,18 @@ class LanguageModel:
     return {"n_layers": len(model.blocks), "d_model": width, "n_heads": attn.num_heads,
             "d_head": attn.head_dim, "n_key_value_heads": attn.num_kv_heads, "d_vocab": vocab}
 
-  def apply(self, params: nnx.State, tokens, attention_mask=None) -> jax.Array:
+  def apply(self, params: nnx.State, tokens, attention_mask=None, positions=None) -> jax.Array:
     """LM logits ``[batch, pos, vocab]`` (float32) of int ``tokens`` ``[batch, pos]`` under
     ``params``: pure, so ``jax.jit`` and ``interp.patching`` can take ``params`` as an argument.
-    ``attention_mask`` (1 = real token) serves left padding (``Transformer.forward``)."""
+    ``attention_mask`` (1 = real token) serves left padding (``Transformer.forward``).
+
+    ``positions`` computes logits at those positions only (the final activations are indexed
+    before the unembedding, whose vocabulary-wide matmul dominates a small model's cost; XLA does
+    not move a slice of the logits through it): an int (negative counts from the end) gives
+    ``[batch, vocab]``, a 1-D index array ``[k]`` gives ``[batch, k, vocab]``, each equal to the
+    full logits there (``logits[:, p]``). The ``lm_logits`` site then sees ``[batch, k, vocab]``
+    (``k = 1`` for an int) at those positions; the sites before it are unchanged. For a patching
+    grid whose metric reads the last position: ``lambda p, x: lm.apply(p, x, positions=-1)``."""
     tokens = jnp.asarray(tokens)
     if tokens.ndim != 2:
       raise ConfigError(f"{self.name}: tokens of shape {tuple(tokens.shape)}; needs int ids "
@@ -80,13 +89,21 @@ class LanguageModel:
       raise ConfigError(f"{self.name}: {tokens.shape[1]} positions, beyond the model's "
                         f"{self.max_len}; pass at most {self.max_len}")
     model = nnx.merge(self.graphdef, params)
-    return model.lm_logits(model.hidden_states(tokens, attention_mask))
+    hidden = model.hidden_states(tokens, attention_mask)
+    if positions is None:
+      return model.lm_logits(hidden)
+    index = _positions(positions, tokens.shape[1], self.name)
+    logits = model.lm_logits(hidden[:, index.reshape(-1)])
+    return logits[:, 0] if index.ndim == 0 else logits
 
-  def __call__(self, tokens, attention_mask=None) -> jax.Array:
-    """``apply(params, tokens, attention_mask)``; jitted, but traced afresh under hooks."""
+  def __call__(self, tokens, attention_mask=None, positions=None) -> jax.Array:
+    """``apply(params, tokens, attention_mask, positions)``; jitted, but traced afresh under
+    hooks."""
     if sites.hooked():
-      return self.apply(self.params, tokens, attention_mask)
-    return self._jitted(self.params, tokens, attention_mask)
+      return self.apply(self.params, tokens, attention_mask, positions)
+    if positions is not None and np.ndim(tokens) == 2:   # checked here: jit traces an int
+      _positions(positions, np.shape(tokens)[1], self.name)
+    return self._jitted(self.params, tokens, attention_mask, positions)
 
   def replace(self, transformer: Transformer) -> "LanguageModel":
     """This model's tokenizer and mesh around another ``transformer`` (e.g. ``models.fold``'s)."""
@@ -159,6 +176,20 @@ class LanguageModel:
       pieces = [self._piece(t) for t in ids]
       raise ConfigError(f"to_single_token({string!r}): {len(ids)} tokens {pieces}, not one")
     return ids[0]
+
+
+def _positions(positions, length: int, name: str) -> jax.Array:
+  """``positions`` (an int or a 1-D int array, maybe traced) as an int array; concrete ones are
+  checked against ``length`` (negative count from the end)."""
+  index = jnp.asarray(positions)
+  if index.ndim > 1 or not jnp.issubdtype(index.dtype, jnp.integer):
+    raise ConfigError(f"{name}: positions of shape {tuple(index.shape)} and dtype {index.dtype}; "
+                      "needs an int or a 1-D int array of positions")
+  if not isinstance(index, jax.core.Tracer):
+    bad = [int(p) for p in np.asarray(index).reshape(-1) if not -length <= p < length]
+    if bad:
+      raise ConfigError(f"{name}: positions {bad} outside a sequence of {length}")
+  return index
 
 
 def default_mesh() -> jax.sharding.Mesh:
