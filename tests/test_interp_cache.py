@@ -25,7 +25,8 @@ def _np(x):
   return x.detach().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-def close(ours, theirs, labels=None):
+def assert_close(ours, theirs, labels=None):
+  """Ours equals TransformerLens's (labels too, when given) within ``TOL``."""
   if labels is not None:
     assert ours.labels == tuple(labels)
   np.testing.assert_allclose(_np(ours), _np(theirs), **TOL)
@@ -65,9 +66,9 @@ def gpt2(peers):
 
 def test_run_with_cache_matches_transformer_lens(peer):
   cache, tl_cache = peer["cache"], peer["tl_cache"]
-  close(peer["logits"], peer["tl_logits"])
+  assert_close(peer["logits"], peer["tl_logits"])
   for name in ("blocks.1.resid_pre", "blocks.0.attn.z", "blocks.1.attn.pattern"):
-    close(cache[name], tl_cache[name.rsplit(".", 1)[0] + ".hook_" + name.rsplit(".", 1)[1]])
+    assert_close(cache[name], tl_cache[name.rsplit(".", 1)[0] + ".hook_" + name.rsplit(".", 1)[1]])
   assert cache.axes["blocks.0.attn.z"] == ("batch", "pos", "head", "head_dim")
   np.testing.assert_array_equal(cache["blocks.0.hook_resid_post"], cache["blocks.0.resid_post"])
   _, only = cache_lib.run_with_cache(peer["model"], peer["tokens"], names=["blocks.*.attn_out"])
@@ -83,7 +84,7 @@ def test_run_with_cache_matches_transformer_lens(peer):
 def test_accumulated_resid(peer, kw):
   ours = peer["cache"].accumulated_resid(**kw)
   theirs, labels = peer["tl_cache"].accumulated_resid(return_labels=True, **kw)
-  close(ours, theirs, labels)
+  assert_close(ours, theirs, labels)
   assert ours.axes == (("component", "batch", "embed") if kw.get("pos_slice") == -1 else
                        ("component", "batch", "pos", "embed"))
 
@@ -94,7 +95,7 @@ def test_accumulated_resid(peer, kw):
 def test_decompose_resid(peer, kw):
   ours = peer["cache"].decompose_resid(**kw)
   theirs, labels = peer["tl_cache"].decompose_resid(return_labels=True, **kw)
-  close(ours, theirs, labels)
+  assert_close(ours, theirs, labels)
   # The components sum to the residual stream they decompose.
   if not kw:
     np.testing.assert_allclose(np.asarray(ours).sum(0), peer["cache"]["blocks.1.resid_post"],
@@ -106,7 +107,12 @@ def test_decompose_resid(peer, kw):
 def test_stack_head_results(peer, kw):
   ours = peer["cache"].stack_head_results(**kw)
   theirs, labels = peer["tl_cache"].stack_head_results(return_labels=True, **kw)
-  close(ours, theirs, labels)
+  assert_close(ours, theirs, labels)
+  model = peer["model"]
+  layers = kw.get("layer", len(model.blocks))
+  heads_per_layer = model.blocks[0].attn.num_heads
+  assert len(ours.labels) == layers * heads_per_layer + kw.get("incl_remainder", False)
+  assert ours.axes[0] == "component" and ours.axes[-1] == "embed"
 
 
 @pytest.mark.parametrize("kw", [{}, dict(expand_neurons=False, apply_ln=True),
@@ -114,7 +120,7 @@ def test_stack_head_results(peer, kw):
 def test_full_resid_decomposition(peer, kw):
   ours = peer["cache"].get_full_resid_decomposition(**kw)
   theirs, labels = peer["tl_cache"].get_full_resid_decomposition(return_labels=True, **kw)
-  close(ours, theirs, labels)
+  assert_close(ours, theirs, labels)
   if not kw:
     np.testing.assert_allclose(np.asarray(ours).sum(0), peer["cache"]["blocks.1.resid_post"],
                                **TOL)
@@ -125,7 +131,7 @@ def test_apply_ln_to_stack(peer):
   stack = cache.decompose_resid(layer=1)
   tl_stack = tl_cache.decompose_resid(layer=1)
   for layer, mlp_input in ((None, False), (1, False), (0, True)):
-    close(cache.apply_ln_to_stack(stack, layer, mlp_input),
+    assert_close(cache.apply_ln_to_stack(stack, layer, mlp_input),
           tl_cache.apply_ln_to_stack(tl_stack, layer, mlp_input))
   with pytest.raises(hooks.HookError) as e:
     cache.apply_ln_to_stack(cache.decompose_resid(pos_slice=-1))
@@ -134,7 +140,7 @@ def test_apply_ln_to_stack(peer):
 
 def test_logit_lens(peer):
   lens = peer["cache"].logit_lens()
-  close(lens, peer["tl"].unembed(peer["tl_cache"].accumulated_resid(apply_ln=True)))
+  assert_close(lens, peer["tl"].unembed(peer["tl_cache"].accumulated_resid(apply_ln=True)))
   assert lens.axes == ("component", "batch", "pos", "vocab") and lens.labels[-1] == "final_post"
   np.testing.assert_allclose(lens["final_post"].array, peer["logits"], **TOL)
 
@@ -149,14 +155,14 @@ def test_logit_attrs(peer):
   ours = cache.logit_attrs(stack, answer, wrong, pos_slice=-1, fold_ln=False)
   theirs = tl_cache.logit_attrs(tl_cache.decompose_resid(pos_slice=-1), torch.tensor(answer),
                                 torch.tensor(wrong), pos_slice=-1)
-  close(ours, theirs, stack.labels)
+  assert_close(ours, theirs, stack.labels)
   assert ours.axes == ("component", "batch")
   folded = copy.deepcopy(peer["tl"])
   folded.process_weights_(fold_ln=True, center_writing_weights=False, center_unembed=False)
   _, folded_cache = folded.run_with_cache(torch.tensor(tokens))
   full = cache.get_full_resid_decomposition(pos_slice=-1, expand_neurons=False)
   ours = cache.logit_attrs(full, answer, wrong, pos_slice=-1)
-  close(ours, folded_cache.logit_attrs(
+  assert_close(ours, folded_cache.logit_attrs(
       folded_cache.get_full_resid_decomposition(pos_slice=-1, expand_neurons=False),
       torch.tensor(answer), torch.tensor(wrong), pos_slice=-1))
   rows = np.arange(3)
@@ -186,7 +192,13 @@ def test_resid_pre_patching_grid_matches_transformer_lens(peers, family):
   theirs = get_act_patch_resid_pre(
       tl, torch.tensor(corrupted), clean_cache,
       lambda logits: (logits[:, -1, answer] - logits[:, -1, wrong]).mean())
-  close(patching.stack({s: ours[s] for s in sites}), theirs)
+  grid = patching.stack({s: ours[s] for s in sites})
+  assert_close(grid, theirs)
+  assert grid.shape == (len(sites), clean.shape[1])
+  # Patching layer 0 at the corrupted position restores the clean metric exactly (the whole
+  # difference enters there); elsewhere in layer 0 it leaves the corrupted one.
+  np.testing.assert_allclose(grid[0, 4], ours["clean"], **TOL)
+  np.testing.assert_allclose(np.delete(np.asarray(grid[0]), 4), ours["corrupted"], **TOL)
 
 
 def test_head_detectors_match_transformer_lens(peer, monkeypatch):
@@ -225,7 +237,7 @@ def test_induction_scores_are_the_tutorial_stripe(peers, family):
   _, tl_cache = peer["tl"].run_with_cache(torch.tensor(np.asarray(tokens)))
   theirs = torch.stack([tl_cache["pattern", l].diagonal(dim1=-2, dim2=-1, offset=-5)
                         .mean((0, 2)) for l in range(peer["cache"].n_layers)])
-  close(ours, theirs)
+  assert_close(ours, theirs)
 
 
 def test_plot_attention_has_a_panel_per_head_with_token_labels(gpt2):
