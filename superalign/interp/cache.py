@@ -234,8 +234,14 @@ class ActivationCache:
   def ln_scale(self, layer: int | None = None, mlp_input: bool = False,
                pos_slice: PosSlice = None) -> Named:
     """The scale of the norm read at ``layer`` (``ln1``, or ``ln2`` with ``mlp_input``; n_layers
-    or None: ``ln_final``), ``[batch, pos, 1]``: TransformerLens's cached ``hook_scale``."""
+    or None: ``ln_final``), ``[batch, pos, 1]``: TransformerLens's cached ``hook_scale``. The
+    cached ``*.scale`` site when the cache holds it, else recomputed from the residual stream."""
     layer = self._layer(layer, "ln_scale")
+    site = ("ln_final.scale" if layer == self.n_layers else
+            f"blocks.{layer}.{'ln2' if mlp_input else 'ln1'}.scale")
+    if site in self.activations:   # the scale the pass used (an intervention there included)
+      scale, axes = _pos_slice(self.activations[site].astype(jnp.float32), sites.RESID, pos_slice)
+      return Named(scale, axes)
     if layer == self.n_layers:
       if mlp_input:
         raise HookError("ln_scale: mlp_input=True at the unembedding; valid only for a block's "
