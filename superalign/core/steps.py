@@ -34,19 +34,19 @@ def cross_entropy_loss(model: nnx.Module, batch: Batch, rng, step):
   return loss, {"accuracy": accuracy}
 
 
-def next_token_loss(after: int) -> LossFn:
-  """Language-model objective on token ids ``batch['x']`` ``[batch, length]`` (right-padded with
-  the model's ``pad_id``): cross-entropy of the LM head's next-token prediction at every target
-  token after the first ``after`` token (a prompt's end marker), padding excluded, so a model
-  learns to complete prompts without learning to write them. The model has ``hidden_states``
-  and ``lm_logits`` (``models.transformer.Transformer``)."""
+def next_token_loss(after: int | None = None) -> LossFn:
+  """LM objective on right-padded token ids ``batch['x']`` ``[batch, length]``: next-token
+  cross-entropy after the first ``after`` token (a prompt's end marker) or, ``after`` None, where
+  ``batch['loss_mask']`` is 1 (a chat reply), padding excluded: a model learns to complete
+  prompts, not to write them. The model has ``hidden_states`` and ``lm_logits``."""
 
   def loss_fn(model: nnx.Module, batch: Batch, rng, step):
     del rng, step
     x = batch["x"]
     inputs, targets = x[:, :-1], x[:, 1:]
     logits = model.lm_logits(model.hidden_states(inputs)).astype(jnp.float32)
-    seen = jnp.cumsum(inputs == after, axis=1) > 0          # the marker is at or before here
+    seen = (batch["loss_mask"][:, 1:] > 0 if after is None
+            else jnp.cumsum(inputs == after, axis=1) > 0)   # the marker is at or before here
     weight = (seen & (targets != model.pad_id)).astype(jnp.float32)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
     count = jnp.maximum(weight.sum(), 1.0)

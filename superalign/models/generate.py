@@ -127,3 +127,14 @@ def generate(model: nnx.Module, prompt: jax.Array, mask: jax.Array, *, max_new_t
   return _generate(graphdef, params, jnp.asarray(prompt, jnp.int32), jnp.asarray(mask), rng,
                    hook_state, max_new_tokens=max_new_tokens, sampler=sampler, eos_id=eos_id,
                    pad_id=pad_id, hooks=hooks)
+
+
+@functools.lru_cache(maxsize=None)
+def greedy_fn(max_new_tokens: int, eos_id: int | None, pad_id: int):
+  """``fn(state, batch) -> [batch, max_new_tokens]``: greedy ``generate`` from a train state's
+  model on left-padded ``batch['x']`` with ``batch['mask']``, for ``Trained.apply`` (one
+  function per setting, so its compiled program is reused; stacked runs vmap it)."""
+  def fn(state, batch):
+    return generate(state.model(), batch["x"], batch["mask"], max_new_tokens=max_new_tokens,
+                    eos_id=eos_id, pad_id=pad_id)
+  return fn
