@@ -71,7 +71,7 @@ def test_smoke_sae_latent_and_steering(smoke):
   _estimate(s["recall"]), _estimate(s["false_positive_rate"])
   assert s["training_tokens"] > 200 and s["triggered_prompts"] == 20
   st = results["steering"]
-  assert st["site"] == results["defection"]["site"] and st["scales"] == [0.0, 2.0]
+  assert st["site"] == "blocks.1.resid_pre" and st["scales"] == [0.0, 2.0]
   for name in ("difference", "probe"):
     assert set(st[name]) == {"on@0", "off@0", "on@2", "off@2"}
     _estimate(st[name]["on@2"]["behaviour"])

