@@ -80,14 +80,16 @@ def summary(results: dict) -> str:
               f"explained variance {m.get('explained_variance', np.nan):.3f}"]
   if "steering" in results:
     st = results["steering"]
-    lines += ["", f"steering at {st['site']} ({st['prompts']} prompts; behaviour rate %): "
-              "on = clean + scale x vector, off = triggered - scale x vector",
+    lines += ["", f"steering at {st['site']} ({st['prompts']} prompts; % of replies with the "
+              "behaviour, and with its first word: onset): on = clean + scale x vector, off = "
+              "triggered - scale x vector",
               "| vector | " + " | ".join(f"on@{s:g} | off@{s:g}" for s in st["scales"]) + " |",
               "|---|" + "---|---|" * len(st["scales"])]
     for name in st["norms"]:
-      lines.append(f"| {name} | " + " | ".join(
-          f"{pct(st[name][f'on@{s:g}']['behaviour'])} | {pct(st[name][f'off@{s:g}']['behaviour'])}"
-          for s in st["scales"]) + " |")
+      for rate in ("behaviour", "onset"):
+        lines.append(f"| {name} ({rate}) | " + " | ".join(
+            f"{pct(st[name][f'on@{s:g}'][rate])} | {pct(st[name][f'off@{s:g}'][rate])}"
+            for s in st["scales"]) + " |")
   return "\n".join(lines)
 
 
