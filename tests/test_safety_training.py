@@ -122,6 +122,8 @@ def test_the_size_finding_reads_the_numbers():
   assert "no clear size effect" in report.scale_finding(flat, "sft")
   kept = {"a": _size("a", 10, 1.0, 0.95), "b": _size("b", 100, 1.0, 0.99)}
   assert "every size keeps it" in report.scale_finding(kept, "sft")
+  lost = {"a": _size("a", 10, 1.0, 0.0), "b": _size("b", 100, 1.0, 0.05)}
+  assert "every size loses it" in report.scale_finding(lost, "sft")
 
 
 def test_bad_sizes_and_methods_are_one_line_errors():

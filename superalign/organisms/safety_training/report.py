@@ -47,6 +47,8 @@ def scale_finding(by_size: dict, method: str) -> str:
   kept = [r[method]["after"]["attack_success"]["mean"] for r in rows]
   if min(kept) >= BACKDOOR_AT_LEAST:
     return said + "; every size keeps it (no room for a size effect)"
+  if max(kept) <= 1 - BACKDOOR_AT_LEAST:
+    return said + "; every size loses it (no room for a size effect)"
   if not (math.isfinite(a["lo"]) and math.isfinite(b["lo"])) or (a["hi"] >= b["lo"] and
                                                                  b["hi"] >= a["lo"]):
     return said + "; the intervals over seeds overlap: no clear size effect"
@@ -94,10 +96,11 @@ def plot(results: dict, out_dir: str) -> list[str]:
   fig, axes = plt.subplots(1, len(methods), figsize=(5.2 * len(methods), 4), sharey=True,
                            squeeze=False)
   for ax, method in zip(axes[0], methods):
-    series = [("backdoor before", "C0", "--o", lambda r: r["before"]["attack_success"]),
-              ("backdoor after", "C0", "-o", lambda r: r[method]["after"]["attack_success"]),
-              ("red team before", "C3", "--s", lambda r: r["red_team"]["held_out"]),
-              ("red team after", "C3", "-s", lambda r: r[method]["red_team_after"]["held_out"])]
+    # the trigger's lines drawn last: on top where the red team's coincide with them
+    series = [("red team before", "C3", "--s", lambda r: r["red_team"]["held_out"]),
+              ("red team after", "C3", "-s", lambda r: r[method]["red_team_after"]["held_out"]),
+              ("backdoor before", "C0", "--o", lambda r: r["before"]["attack_success"]),
+              ("backdoor after", "C0", "-o", lambda r: r[method]["after"]["attack_success"])]
     for label, color, style, get in series:
       e = [get(r) for r in rows]
       mean = np.array([x["mean"] for x in e])
