@@ -81,7 +81,7 @@ def get_config(arg=None):
   })
   c.optim.learning_rate = 3e-3
   c.optim.weight_decay = 0.01
-  c.train.update(batch_size=64, num_steps=1200, num_epochs=0, eval_every=0, log_every=100,
+  c.train.update(batch_size=64, num_steps=1500, num_epochs=0, eval_every=0, log_every=100,
                  checkpoint_every=400, eval_batch_size=256)
   if args.smoke:
     c.model.name = "gpt_tiny"

@@ -151,6 +151,7 @@ class Parties:
 
   @property
   def pad_id(self) -> int:
+    """The tokenizer's padding id (rows are right-padded with it)."""
     return int(self.fmt.tokenizer.pad_id)
 
   def rows(self, prompts: Prompts) -> np.ndarray:
