@@ -225,7 +225,7 @@ def _interp_lm(r):
 EXPECTED = {"w2s": _w2s, "w2s_misfit": _w2s_misfit, "w2s_ccs": _w2s_ccs, "debate": _debate,
             "amplification": _amplification, "sandwich": _sandwich, "interp": _interp,
             "process": _process, "verify": _verify, "control": _control,
-            "interp_lm": _interp_lm}
+            "interp_lm": _interp_lm, "control_text": _control}   # text: the same protocol table
 
 
 def _number(text: str) -> float:

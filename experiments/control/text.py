@@ -93,6 +93,6 @@ def get_config(arg=None):
     c.sae.update(width=64, k=4, k_aux=16)
     c.sae_train.update(num_steps=40, batch_size=128)
     c.control.update(tasks=500, deployments=64, attack_rates=(0.01, 0.1), resample_sets=2,
-                     synthetic_attacks=5, defer_fractions=(0.2,), edit_fractions=(0.2,),
-                     budgets=(0.02, 0.1), combinations=("likelihood_ratio", "cascade"))
+                     synthetic_attacks=5, budgets=(0.02, 0.1),
+                     combinations=("likelihood_ratio", "cascade"))
   return c
