@@ -86,6 +86,7 @@ def _by_hand(trained, ids):
   return np.asarray(jax.nn.log_softmax(model.lm_logits(h)[0].astype(jnp.float32), -1))
 
 
+@pytest.mark.xdist_group("control_text_lm")   # one worker trains the fixture
 def test_class_probabilities_are_the_next_token_softmax_over_the_answer_tokens(lm):
   parties, fmt = lm
   texts = ("what is two plus two ?", "please tell me : what colour is the sky ?")
@@ -102,6 +103,7 @@ def test_class_probabilities_are_the_next_token_softmax_over_the_answer_tokens(l
   assert "I" not in parties.words and setting.answer_words("hate")[-1] == "I"
 
 
+@pytest.mark.xdist_group("control_text_lm")   # one worker trains the fixture
 def test_prompt_surprisal_is_the_mean_negative_log_likelihood_after_the_first_token(lm):
   parties, fmt = lm
   texts = ("what is two plus two ?", "are you honest ?")
@@ -114,6 +116,7 @@ def test_prompt_surprisal_is_the_mean_negative_log_likelihood_after_the_first_to
     assert got[i] == pytest.approx(want, abs=1e-4)
 
 
+@pytest.mark.xdist_group("control_text_lm")   # one worker trains the fixture
 def test_a_multi_token_answer_is_refused(lm):
   _, fmt = lm
   with pytest.raises(ConfigError, match="'deployment' is .* tokens"):

